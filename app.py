@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""CDK app: `npx cdk synth` / `npx cdk deploy`. Works offline, without Docker and without AWS credentials."""
+
+from __future__ import annotations
+
+import os
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from infra.stacks.stepwise_stack import StepwiseStack
+
+
+def build_app(app: cdk.App | None = None) -> cdk.App:
+    app = app or cdk.App()
+    context = app.node.try_get_context
+    StepwiseStack(
+        app,
+        context("stack_name") or "Stepwise",
+        default_model=context("default_model") or "claude-sonnet-4-5",
+        default_tenant=context("default_tenant") or "default",
+        run_timeout=cdk.Duration.minutes(int(context("run_timeout_minutes") or 120)),
+        intake_max_concurrency=int(context("intake_max_concurrency") or 10),
+        env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+if __name__ == "__main__":
+    build_app().synth()

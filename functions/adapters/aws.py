@@ -1,0 +1,62 @@
+"""SQS intake queue and Step Functions workflow adapters, plus the system clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
+else:
+    SQSClient = SFNClient = Any
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class SqsRunQueue:
+    def __init__(self, queue_url: str, client: SQSClient) -> None:
+        self.queue_url = queue_url
+        self.client = client
+
+    def enqueue(self, tenant: str, run_id: str) -> None:
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"tenant": tenant, "run_id": run_id}))
+
+
+def execution_arn(state_machine_arn: str, run_id: str) -> str:
+    """Executions are named by run id, so their ARN is derived, never stored."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + run_id
+
+
+class StepFunctionsWorkflow:
+    def __init__(self, state_machine_arn: str, client: SFNClient) -> None:
+        self.state_machine_arn = state_machine_arn
+        self.client = client
+
+    def start(self, tenant: str, run_id: str) -> bool:
+        try:
+            self.client.start_execution(
+                stateMachineArn=self.state_machine_arn,
+                name=run_id,
+                input=json.dumps({"tenant": tenant, "run_id": run_id, "step": 0}),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+                return False
+            raise
+        return True
+
+    def stop(self, run_id: str, reason: str) -> None:
+        try:
+            self.client.stop_execution(
+                executionArn=execution_arn(self.state_machine_arn, run_id), cause=reason[:32_000]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
+                raise

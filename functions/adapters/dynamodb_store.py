@@ -1,0 +1,361 @@
+"""RunStore on one DynamoDB table.
+
+Keys (every partition is tenant-scoped; a run's items share one partition so one Query reads it all):
+
+    pk = "T#{tenant}#R#{run_id}"   sk = "RUN"                          the run
+                                   sk = "STEP#{step:05d}"              one model call
+                                   sk = "TOOL#{step:05d}#{tool_use_id}" one tool result
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from functions.adapters.serde import from_item, to_item
+from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
+from functions.agent.models import TERMINAL_STATUSES, Run, RunError, RunStatus, StepRecord, ToolOutcome, Usage
+from functions.agent.ports import Clock, RunHistory, RunStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+else:
+    DynamoDBClient = Any
+
+RUN_SK = "RUN"
+_USAGE_FIELDS = tuple(Usage.model_fields)
+_ACTIVE = [s.value for s in RunStatus if s not in TERMINAL_STATUSES]
+
+
+def run_pk(tenant: str, run_id: str) -> str:
+    return f"T#{tenant}#R#{run_id}"
+
+
+def step_sk(step: int) -> str:
+    return f"STEP#{step:05d}"
+
+
+def tool_sk(step: int, tool_use_id: str) -> str:
+    return f"TOOL#{step:05d}#{tool_use_id}"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _usage_from(values: dict[str, Any]) -> Usage:
+    return Usage(**{name: int(values.get(name, 0)) for name in _USAGE_FIELDS})
+
+
+def _error_from(values: dict[str, Any]) -> RunError | None:
+    raw = values.get("error")
+    return RunError.model_validate_json(raw) if raw else None
+
+
+def run_to_item(run: Run) -> dict[str, Any]:
+    return to_item(
+        {
+            "pk": run_pk(run.tenant, run.run_id),
+            "sk": RUN_SK,
+            "type": "run",
+            "run_id": run.run_id,
+            "tenant": run.tenant,
+            "status": run.status.value,
+            "input": run.input,
+            "model": run.model,
+            "tools": _json(run.tools),
+            "budget": run.budget.model_dump_json(),
+            "metadata": _json(run.metadata),
+            "max_tokens_per_call": run.max_tokens_per_call,
+            "steps": run.steps,
+            **run.usage.model_dump(),
+            "cost_usd": run.cost_usd,
+            "output": run.output,
+            "error": run.error.model_dump_json() if run.error else None,
+            "request_hash": run.request_hash,
+            "created_at": run.created_at,
+            "updated_at": run.updated_at,
+        }
+    )
+
+
+def run_from_item(item: dict[str, Any]) -> Run:
+    v = from_item(item)
+    return Run(
+        run_id=v["run_id"],
+        tenant=v["tenant"],
+        status=RunStatus(v["status"]),
+        input=v["input"],
+        model=v["model"],
+        tools=json.loads(v["tools"]),
+        budget=v["budget"] and json.loads(v["budget"]),
+        metadata=json.loads(v.get("metadata") or "{}"),
+        max_tokens_per_call=v["max_tokens_per_call"],
+        steps=v["steps"],
+        usage=_usage_from(v),
+        cost_usd=Decimal(str(v.get("cost_usd", 0))),
+        output=v.get("output"),
+        error=_error_from(v),
+        request_hash=v.get("request_hash"),
+        created_at=v["created_at"],
+        updated_at=v["updated_at"],
+    )
+
+
+def step_to_item(tenant: str, record: StepRecord) -> dict[str, Any]:
+    return to_item(
+        {
+            "pk": run_pk(tenant, record.run_id),
+            "sk": step_sk(record.step),
+            "type": "step",
+            "run_id": record.run_id,
+            "step": record.step,
+            "model": record.model,
+            "provider": record.provider,
+            "stop_reason": record.stop_reason,
+            "content": _json(record.content),
+            **record.usage.model_dump(),
+            "cost_usd": record.cost_usd,
+            "decision": record.decision.value,
+            "status": record.status.value if record.status else None,
+            "error": record.error.model_dump_json() if record.error else None,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "duration_ms": record.duration_ms,
+        }
+    )
+
+
+def step_from_item(item: dict[str, Any]) -> StepRecord:
+    v = from_item(item)
+    return StepRecord(
+        run_id=v["run_id"],
+        step=v["step"],
+        model=v["model"],
+        provider=v["provider"],
+        stop_reason=v.get("stop_reason"),
+        content=json.loads(v["content"]),
+        usage=_usage_from(v),
+        cost_usd=Decimal(str(v.get("cost_usd", 0))),
+        decision=v["decision"],
+        status=v.get("status"),
+        error=_error_from(v),
+        started_at=v["started_at"],
+        finished_at=v["finished_at"],
+        duration_ms=v["duration_ms"],
+    )
+
+
+def tool_to_item(tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> dict[str, Any]:
+    return to_item(
+        {
+            "pk": run_pk(tenant, run_id),
+            "sk": tool_sk(step, outcome.tool_use_id),
+            "type": "tool",
+            "step": step,
+            **outcome.model_dump(),
+        }
+    )
+
+
+def tool_from_item(item: dict[str, Any]) -> tuple[int, ToolOutcome]:
+    v = from_item(item)
+    return v["step"], ToolOutcome(
+        tool_use_id=v["tool_use_id"],
+        name=v["name"],
+        content=v["content"],
+        is_error=v["is_error"],
+        duration_ms=v.get("duration_ms", 0),
+    )
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class DynamoDBRunStore(RunStore):
+    def __init__(self, table_name: str, client: DynamoDBClient, clock: Clock) -> None:
+        self.table_name = table_name
+        self.client = client
+        self.clock = clock
+
+    def create_run(self, run: Run) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=run_to_item(run),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                raise RunAlreadyExistsError(run.run_id) from exc
+            raise
+
+    def get_run(self, tenant: str, run_id: str) -> Run | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key=to_item({"pk": run_pk(tenant, run_id), "sk": RUN_SK}), ConsistentRead=True
+        ).get("Item")
+        return run_from_item(item) if item else None
+
+    def load_history(self, tenant: str, run_id: str) -> RunHistory:
+        run: Run | None = None
+        history_steps: list[StepRecord] = []
+        tools: dict[tuple[int, str], ToolOutcome] = {}
+        for item in self._query(run_pk(tenant, run_id)):
+            kind = item["type"]["S"]
+            if kind == "run":
+                run = run_from_item(item)
+            elif kind == "step":
+                history_steps.append(step_from_item(item))
+            elif kind == "tool":
+                step, outcome = tool_from_item(item)
+                tools[(step, outcome.tool_use_id)] = outcome
+        if run is None:
+            raise RunNotFoundError(run_id)
+        return RunHistory(run=run, steps=history_steps, tool_results=tools)
+
+    def _query(self, pk: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": to_item({":pk": pk}),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None:
+        item = self.client.get_item(
+            TableName=self.table_name,
+            Key=to_item({"pk": run_pk(tenant, run_id), "sk": step_sk(step)}),
+            ConsistentRead=True,
+        ).get("Item")
+        return step_from_item(item) if item else None
+
+    def save_step(self, run: Run, record: StepRecord, output: str | None) -> None:
+        usage = record.usage.model_dump()
+        sets = ["#steps = :next", "#status = :running", "updated_at = :now"]
+        values: dict[str, Any] = {
+            ":next": record.step + 1,
+            ":step": record.step,
+            ":running": RunStatus.RUNNING.value,
+            ":now": record.finished_at,
+            ":cost": record.cost_usd,
+            **{f":{name}": count for name, count in usage.items()},
+            **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
+        }
+        if output is not None:
+            sets.append("#output = :output")
+            values[":output"] = output
+        adds = ", ".join([f"{name} :{name}" for name in usage] + ["cost_usd :cost"])
+        active = ", ".join(f":a{i}" for i in range(len(_ACTIVE)))
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": step_to_item(run.tenant, record),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
+                            "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
+                            "ConditionExpression": f"#steps = :step AND #status IN ({active})",
+                            "ExpressionAttributeNames": {"#steps": "steps", "#status": "status", **(
+                                {"#output": "output"} if output is not None else {}
+                            )},
+                            "ExpressionAttributeValues": to_item(values),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise StepAlreadySavedError(f"{run.run_id} step {record.step}") from exc
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                raise RunNotActiveError(run.run_id) from exc
+            raise
+
+    def load_tool_context(
+        self, tenant: str, run_id: str, step: int, tool_use_id: str
+    ) -> tuple[Run | None, StepRecord | None, ToolOutcome | None]:
+        pk = run_pk(tenant, run_id)
+        keys = [to_item({"pk": pk, "sk": sk}) for sk in (RUN_SK, step_sk(step), tool_sk(step, tool_use_id))]
+        request: dict[str, Any] = {self.table_name: {"Keys": keys, "ConsistentRead": True}}
+        found: dict[str, dict[str, Any]] = {}
+        while request:
+            page = self.client.batch_get_item(RequestItems=request)
+            for item in page["Responses"].get(self.table_name, []):
+                found[item["sk"]["S"]] = item
+            request = page.get("UnprocessedKeys") or {}
+        run = run_from_item(found[RUN_SK]) if RUN_SK in found else None
+        record = step_from_item(found[step_sk(step)]) if step_sk(step) in found else None
+        tool = found.get(tool_sk(step, tool_use_id))
+        return run, record, tool_from_item(tool)[1] if tool else None
+
+    def save_tool_result(self, tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> ToolOutcome:
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=tool_to_item(tenant, run_id, step, outcome),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key=to_item({"pk": run_pk(tenant, run_id), "sk": tool_sk(step, outcome.tool_use_id)}),
+                ConsistentRead=True,
+            )["Item"]
+            return tool_from_item(item)[1]
+        return outcome
+
+    def finish_run(
+        self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
+    ) -> bool:
+        sets = ["#status = :status", "updated_at = :now"]
+        values: dict[str, Any] = {
+            ":status": status.value,
+            ":now": self.clock.now().isoformat(timespec="milliseconds"),
+            **{f":a{i}": s for i, s in enumerate(_ACTIVE)},
+        }
+        names = {"#status": "status"}
+        if output is not None:
+            sets.append("#output = :output")
+            names["#output"] = "output"
+            values[":output"] = output
+        if error is not None:
+            sets.append("#error = :error")
+            names["#error"] = "error"
+            values[":error"] = error.model_dump_json()
+        active = ", ".join(f":a{i}" for i in range(len(_ACTIVE)))
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=to_item({"pk": run_pk(tenant, run_id), "sk": RUN_SK}),
+                UpdateExpression=f"SET {', '.join(sets)}",
+                ConditionExpression=f"attribute_exists(pk) AND #status IN ({active})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_item(values),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True

@@ -1,0 +1,35 @@
+"""Environment of the Lambda functions, validated once at cold start."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    table_name: str = Field(alias="STEPWISE_TABLE")
+    queue_url: str | None = Field(default=None, alias="STEPWISE_QUEUE_URL")
+    state_machine_arn: str | None = Field(default=None, alias="STEPWISE_STATE_MACHINE_ARN")
+    default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    default_model: str = Field(default="claude-sonnet-4-5", alias="STEPWISE_DEFAULT_MODEL")
+    # anthropic: always the real API (key from ANTHROPIC_API_KEY or the secret);
+    # auto: the real API when a key is set, else the labelled offline stub (local stack only).
+    model_provider: Literal["anthropic", "auto", "stub"] = Field(default="anthropic", alias="STEPWISE_MODEL_PROVIDER")
+    anthropic_secret_arn: str | None = Field(default=None, alias="STEPWISE_ANTHROPIC_SECRET_ARN")
+    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
+    model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
+
+    def required(self, name: str) -> str:
+        value = getattr(self, name)
+        if not value:
+            alias = type(self).model_fields[name].alias
+            raise RuntimeError(f"environment variable {alias} is not set")
+        return str(value)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings.model_validate(dict(os.environ))

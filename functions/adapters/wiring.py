@@ -1,0 +1,82 @@
+"""Builds the real adapters from the environment, once per Lambda container.
+
+Handlers call these lazily on first use, never at import, so tests can set the environment first and
+nothing is created that a test would have to patch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
+from functions.adapters.dynamodb_store import DynamoDBRunStore
+from functions.adapters.settings import get_settings
+from functions.adapters.stub_model import OfflineStubModel
+from functions.agent.ports import ModelClient
+from functions.agent.pricing import PriceBook, default_price_book
+from functions.tools import ToolRegistry, builtin_registry
+
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
+CLOCK = SystemClock()
+
+
+@cache
+def aws_client(service: str) -> Any:
+    return boto3.client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
+
+
+@cache
+def store() -> DynamoDBRunStore:
+    return DynamoDBRunStore(get_settings().table_name, aws_client("dynamodb"), CLOCK)
+
+
+@cache
+def queue() -> SqsRunQueue:
+    return SqsRunQueue(get_settings().required("queue_url"), aws_client("sqs"))
+
+
+@cache
+def workflow() -> StepFunctionsWorkflow:
+    return StepFunctionsWorkflow(get_settings().required("state_machine_arn"), aws_client("stepfunctions"))
+
+
+@cache
+def registry() -> ToolRegistry:
+    return builtin_registry(CLOCK.now)
+
+
+def prices() -> PriceBook:
+    return default_price_book()
+
+
+def new_run_id() -> str:
+    return "run_" + uuid.uuid4().hex[:26]
+
+
+@cache
+def model() -> ModelClient:
+    """The model client for this container: the real API, or the labelled offline stub (local, no key)."""
+    settings = get_settings()
+    if settings.model_provider == "stub" or (settings.model_provider == "auto" and not settings.anthropic_api_key):
+        return OfflineStubModel()
+    api_key = settings.anthropic_api_key
+    if not api_key and settings.anthropic_secret_arn:
+        from aws_lambda_powertools.utilities.parameters import get_secret
+
+        api_key = str(get_secret(settings.anthropic_secret_arn, max_age=300)).strip()
+    if not api_key:
+        raise RuntimeError("no Anthropic API key: set ANTHROPIC_API_KEY or STEPWISE_ANTHROPIC_SECRET_ARN")
+    from functions.adapters.anthropic_model import AnthropicModel  # ~650 ms of imports, only where needed
+
+    return AnthropicModel.create_client(api_key=api_key, timeout_seconds=settings.model_timeout_seconds)
+
+
+def reset() -> None:
+    """Forget every cached client and setting (tests switch environments)."""
+    for built in (aws_client, store, queue, workflow, registry, model, get_settings):
+        built.cache_clear()

@@ -1,0 +1,45 @@
+"""Errors of the agent core. Ports raise these; adapters translate provider errors into them."""
+
+
+class StepwiseError(Exception):
+    """Base of every error Stepwise raises on purpose."""
+
+
+class ModelError(StepwiseError):
+    """The model call failed."""
+
+
+class RetryableModelError(ModelError):
+    """Throttling, overload, 5xx, timeouts: Step Functions retries the step with backoff and jitter.
+
+    The class name is the Step Functions error name the workflow's Retry matches, so do not rename it.
+    """
+
+
+class FatalModelError(ModelError):
+    """Bad request, auth, spend limit: retrying cannot help; the run fails with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class UnknownModelError(StepwiseError):
+    """No price is known for the model, so a run on it cannot be accounted and is refused."""
+
+
+class RunNotFoundError(StepwiseError):
+    pass
+
+
+class RunAlreadyExistsError(StepwiseError):
+    pass
+
+
+class StepAlreadySavedError(StepwiseError):
+    """The step record exists: a retried or duplicated step Lambda must not call the model again."""
+
+
+class RunNotActiveError(StepwiseError):
+    """The run reached a terminal status (cancelled, finished) while the step was working."""

@@ -1,0 +1,215 @@
+"""Domain models of an agent run. Pure pydantic: no AWS, no model provider."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_INPUT_CHARS = 100_000
+MAX_METADATA_BYTES = 4_096
+MAX_STEPS_LIMIT = 100
+
+
+class RunStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    WAITING_APPROVAL = "WAITING_APPROVAL"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_EXCEEDED, RunStatus.TIMED_OUT}
+)
+
+
+class Usage(BaseModel):
+    """Token usage as the provider reports it. Total input = input + cache writes + cache reads."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # Split of cache_creation_input_tokens by TTL, when the provider reports it.
+    cache_creation_1h_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{name: getattr(self, name) + getattr(other, name) for name in Usage.model_fields})
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+    def public(self) -> dict[str, int]:
+        """The four fields of the HTTP contract."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+        }
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_usd: float | None = Field(default=None, gt=0)
+    max_steps: int = Field(default=10, ge=1, le=MAX_STEPS_LIMIT)
+    max_tokens: int | None = Field(default=None, gt=0, description="total tokens the run may use")
+
+
+class RunRequest(BaseModel):
+    """Body of POST /runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    tools: list[str] | None = Field(default=None, max_length=64)
+    budget: Budget = Field(default_factory=Budget)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_tokens_per_call: int = Field(default=1024, ge=1, le=64_000)
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("input must not be blank")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
+        return value
+
+
+class RunError(BaseModel):
+    code: str
+    message: str
+
+
+class Run(BaseModel):
+    run_id: str
+    tenant: str
+    status: RunStatus
+    input: str
+    model: str
+    tools: list[str]
+    budget: Budget
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_tokens_per_call: int = 1024
+    steps: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    output: str | None = None
+    error: RunError | None = None
+    request_hash: str | None = None
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, Any]:
+        """The GET /runs/{id} body of the HTTP contract."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "model": self.model,
+            "tools": self.tools,
+            "budget": self.budget.model_dump(),
+            "metadata": self.metadata,
+            "steps": self.steps,
+            "usage": self.usage.public(),
+            "cost_usd": float(self.cost_usd),
+            "output": self.output,
+            "error": self.error.model_dump() if self.error else None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolOutcome(BaseModel):
+    tool_use_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    duration_ms: int = 0
+
+
+class ModelRequest(BaseModel):
+    model: str
+    system: str | None = None
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    max_tokens: int
+
+
+class ModelResponse(BaseModel):
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    usage: Usage
+    model: str
+    provider: str
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=block["id"], name=block["name"], input=block.get("input") or {})
+            for block in self.content
+            if block.get("type") == "tool_use"
+        ]
+
+    def text(self) -> str:
+        return "".join(block.get("text", "") for block in self.content if block.get("type") == "text")
+
+
+class StepDecision(StrEnum):
+    TOOLS = "tools"
+    FINISH = "finish"
+
+
+class StepRecord(BaseModel):
+    """One model call of a run, as persisted. ``content`` is the assistant turn."""
+
+    run_id: str
+    step: int
+    model: str
+    provider: str
+    stop_reason: str | None
+    content: list[dict[str, Any]]
+    usage: Usage
+    cost_usd: Decimal
+    decision: StepDecision
+    status: RunStatus | None = None
+    error: RunError | None = None
+    started_at: str
+    finished_at: str
+    duration_ms: int
+
+    def tool_calls(self) -> list[ToolCall]:
+        return ModelResponse(
+            content=self.content, stop_reason=self.stop_reason, usage=self.usage, model=self.model, provider=self.provider
+        ).tool_calls()

@@ -1,0 +1,97 @@
+"""Ports: what the core needs from the outside world. Adapters implement them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from functions.agent.models import ModelRequest, ModelResponse, Run, RunError, RunStatus, StepRecord, ToolOutcome
+
+
+class ModelClient(Protocol):
+    """One Messages API call.
+
+    Raises:
+        RetryableModelError: throttling, overload, 5xx, timeouts.
+        FatalModelError: bad request, auth, spend limit.
+    """
+
+    provider: str
+
+    def create(self, request: ModelRequest) -> ModelResponse: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass
+class RunHistory:
+    """Everything persisted about one run: the run item, its steps in order and its tool results."""
+
+    run: Run
+    steps: list[StepRecord] = field(default_factory=list)
+    tool_results: dict[tuple[int, str], ToolOutcome] = field(default_factory=dict)
+
+
+class RunStore(ABC):
+    """Persistence of runs, steps and tool results. Every key is tenant-scoped."""
+
+    @abstractmethod
+    def create_run(self, run: Run) -> None:
+        """Raises RunAlreadyExistsError if the run id is taken."""
+
+    @abstractmethod
+    def get_run(self, tenant: str, run_id: str) -> Run | None: ...
+
+    @abstractmethod
+    def load_history(self, tenant: str, run_id: str) -> RunHistory:
+        """Raises RunNotFoundError."""
+
+    @abstractmethod
+    def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
+
+    @abstractmethod
+    def save_step(self, run: Run, record: StepRecord, output: str | None) -> None:
+        """Persist the step and add its usage and cost to the run, atomically.
+
+        Raises:
+            StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
+            RunNotActiveError: the run is in a terminal status.
+        """
+
+    @abstractmethod
+    def load_tool_context(
+        self, tenant: str, run_id: str, step: int, tool_use_id: str
+    ) -> tuple[Run | None, StepRecord | None, ToolOutcome | None]:
+        """The run, the step that asked for the tool and the stored result if any, in one read."""
+
+    @abstractmethod
+    def save_tool_result(self, tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> ToolOutcome:
+        """Store a tool result once; returns the stored one if it already existed."""
+
+    @abstractmethod
+    def finish_run(
+        self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
+    ) -> bool:
+        """Move a non-terminal run to ``status``. Returns False if it was already terminal."""
+
+
+class RunQueue(Protocol):
+    """The intake queue between the API and the workflow."""
+
+    def enqueue(self, tenant: str, run_id: str) -> None: ...
+
+
+class Workflow(Protocol):
+    """The durable workflow that drives a run, one execution per run named by the run id."""
+
+    def start(self, tenant: str, run_id: str) -> bool:
+        """Start the execution; False if one with this name already exists (duplicate delivery)."""
+        ...
+
+    def stop(self, run_id: str, reason: str) -> None:
+        """Stop the execution if it exists and is running."""
+        ...

@@ -1,0 +1,71 @@
+"""Prices per model, loaded from the versioned ``data/pricing.json``."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from functions.agent.errors import UnknownModelError
+from functions.agent.models import Usage
+
+PRICING_FILE = Path(__file__).parent / "data" / "pricing.json"
+_PER_TOKEN = Decimal(1_000_000)
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    input: Decimal
+    output: Decimal
+    cache_write_5m: Decimal
+    cache_write_1h: Decimal
+    cache_read: Decimal
+    source: str
+    as_of: str
+    aliases: list[str] = []
+
+
+class PriceBook:
+    def __init__(self, prices: dict[str, ModelPrice], version: str) -> None:
+        self.version = version
+        self._prices: dict[str, ModelPrice] = {}
+        for model_id, price in prices.items():
+            self._prices[model_id] = price
+            for alias in price.aliases:
+                self._prices[alias] = price
+
+    def knows(self, model: str) -> bool:
+        return model in self._prices
+
+    def price(self, model: str) -> ModelPrice:
+        try:
+            return self._prices[model]
+        except KeyError:
+            raise UnknownModelError(
+                f"no price is known for model {model!r}; known: {', '.join(sorted(self._prices))}"
+            ) from None
+
+    def cost(self, model: str, usage: Usage) -> Decimal:
+        """Cost of one call. Cache writes and reads are priced at their own rates, never as plain input."""
+        price = self.price(model)
+        cache_1h = min(usage.cache_creation_1h_input_tokens, usage.cache_creation_input_tokens)
+        cache_5m = usage.cache_creation_input_tokens - cache_1h
+        micro = (
+            usage.input_tokens * price.input
+            + usage.output_tokens * price.output
+            + cache_5m * price.cache_write_5m
+            + cache_1h * price.cache_write_1h
+            + usage.cache_read_input_tokens * price.cache_read
+        )
+        return micro / _PER_TOKEN
+
+
+@cache
+def default_price_book() -> PriceBook:
+    data = json.loads(PRICING_FILE.read_text())
+    prices = {model_id: ModelPrice.model_validate(entry) for model_id, entry in data["models"].items()}
+    return PriceBook(prices, version=data["version"])

@@ -1,0 +1,368 @@
+"""Use cases of the agent core. Each receives its ports as parameters and only orchestrates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from functions.agent.errors import (
+    FatalModelError,
+    RunAlreadyExistsError,
+    RunNotActiveError,
+    RunNotFoundError,
+    StepAlreadySavedError,
+    StepwiseError,
+)
+from functions.agent.models import (
+    ModelRequest,
+    ModelResponse,
+    Run,
+    RunError,
+    RunRequest,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    ToolCall,
+    ToolOutcome,
+)
+from functions.agent.ports import Clock, ModelClient, RunHistory, RunQueue, RunStore, Workflow
+from functions.agent.pricing import PriceBook
+from functions.tools.registry import ToolRegistry
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful assistant running as a tool-using agent. Use the tools when they give a more "
+    "reliable answer than you can, then answer the user's task concisely."
+)
+
+
+class RequestRejectedError(StepwiseError):
+    """The request is well-formed JSON but cannot be accepted (unknown model or tool)."""
+
+
+class IdempotencyConflictError(StepwiseError):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class RunConflictError(StepwiseError):
+    """The run is not in a state that allows the operation (e.g. cancelling a finished run)."""
+
+
+def _iso(clock: Clock) -> str:
+    return clock.now().isoformat(timespec="milliseconds")
+
+
+def request_hash(request: RunRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def run_id_for_key(tenant: str, idempotency_key: str) -> str:
+    """A run id derived from the tenant and the client's Idempotency-Key: the same key names the same run."""
+    return "run_" + hashlib.sha256(f"{tenant}\x00{idempotency_key}".encode()).hexdigest()[:26]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    run: Run
+    replayed: bool
+
+
+def create_run(
+    *,
+    store: RunStore,
+    queue: RunQueue,
+    registry: ToolRegistry,
+    prices: PriceBook,
+    clock: Clock,
+    new_id: Callable[[], str],
+    tenant: str,
+    request: RunRequest,
+    default_model: str,
+    idempotency_key: str | None = None,
+) -> Accepted:
+    """Validate, persist as QUEUED and enqueue. Bad input raises before anything is written."""
+    model = request.model or default_model
+    if not prices.knows(model):
+        raise RequestRejectedError(f"unknown model {model!r}: no price is configured for it")
+    tools = registry.check(request.tools if request.tools is not None else registry.names)
+    digest = request_hash(request)
+    run_id = run_id_for_key(tenant, idempotency_key) if idempotency_key else new_id()
+    now = _iso(clock)
+    run = Run(
+        run_id=run_id,
+        tenant=tenant,
+        status=RunStatus.QUEUED,
+        input=request.input,
+        model=model,
+        tools=tools,
+        budget=request.budget,
+        metadata=request.metadata,
+        max_tokens_per_call=request.max_tokens_per_call,
+        request_hash=digest,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        store.create_run(run)
+    except RunAlreadyExistsError:
+        existing = store.get_run(tenant, run_id)
+        if existing is None:  # pragma: no cover - a put that failed on existence cannot read nothing back
+            raise
+        if existing.request_hash != digest:
+            raise IdempotencyConflictError(
+                "Idempotency-Key was already used with a different request body"
+            ) from None
+        if existing.status is RunStatus.QUEUED:
+            # The first attempt may have died between the write and the send; intake is idempotent.
+            queue.enqueue(tenant, run_id)
+        return Accepted(existing, replayed=True)
+    try:
+        queue.enqueue(tenant, run_id)
+    except Exception as exc:
+        store.finish_run(
+            tenant, run_id, RunStatus.FAILED, error=RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
+        )
+        raise
+    return Accepted(run, replayed=False)
+
+
+def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str) -> str:
+    """Intake: start the run's execution once. Returns what happened, for the log."""
+    run = store.get_run(tenant, run_id)
+    if run is None:
+        return "missing"
+    if run.status is not RunStatus.QUEUED:
+        return f"skipped:{run.status.value}"
+    return "started" if workflow.start(tenant, run_id) else "duplicate"
+
+
+def cancel_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str) -> Run:
+    run = store.get_run(tenant, run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    if run.status.terminal:
+        raise RunConflictError(f"run {run_id} already ended with status {run.status.value}")
+    store.finish_run(tenant, run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="cancelled by request"))
+    workflow.stop(run_id, "cancelled by request")
+    final = store.get_run(tenant, run_id)
+    assert final is not None
+    return final
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the workflow needs to route the run. Kept small: everything else is in the store."""
+
+    run_id: str
+    tenant: str
+    step: int
+    decision: StepDecision
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    status: RunStatus | None = None
+    error: RunError | None = None
+    replayed: bool = False
+    record: StepRecord | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "tenant": self.tenant,
+            "completed_step": self.step,
+            "step": self.step + 1,
+            "next": self.decision.value,
+            "tool_calls": [{"id": call.id, "name": call.name} for call in self.tool_calls],
+            "status": self.status.value if self.status else None,
+            "error": self.error.model_dump() if self.error else None,
+        }
+
+
+def check_limits(run: Run) -> RunError | None:
+    """The run's own budget, checked before every model call."""
+    budget = run.budget
+    if run.steps >= budget.max_steps:
+        return RunError(code="MAX_STEPS", message=f"run reached max_steps={budget.max_steps} without a final answer")
+    if budget.max_tokens is not None and run.usage.total_tokens >= budget.max_tokens:
+        return RunError(
+            code="MAX_TOKENS",
+            message=f"run used {run.usage.total_tokens} tokens, budget max_tokens={budget.max_tokens}",
+        )
+    if budget.max_usd is not None and run.cost_usd >= budget.max_usd:
+        return RunError(code="MAX_USD", message=f"run spent ${run.cost_usd:.6f}, budget max_usd=${budget.max_usd}")
+    return None
+
+
+def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
+    """The Messages API conversation, rebuilt from the run's input, steps and tool results."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": history.run.input}]
+    for record in history.steps:
+        messages.append({"role": "assistant", "content": record.content})
+        calls = record.tool_calls()
+        if not calls:
+            continue
+        results = []
+        for call in calls:
+            outcome = history.tool_results.get((record.step, call.id))
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.id,
+                    "content": outcome.content if outcome else "no result was recorded for this tool call",
+                    "is_error": outcome.is_error if outcome else True,
+                }
+            )
+        messages.append({"role": "user", "content": results})
+    return messages
+
+
+def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunStatus | None, RunError | None]:
+    """Route on the model's stop reason. Anything but a clean finish or a tool request ends the run with a reason."""
+    stop = response.stop_reason
+    if stop == "max_tokens":
+        return (
+            StepDecision.FINISH,
+            RunStatus.FAILED,
+            RunError(code="MAX_TOKENS_PER_CALL", message=f"the model's output was cut off at max_tokens_per_call={max_tokens}"),
+        )
+    if stop == "tool_use" and response.tool_calls():
+        return StepDecision.TOOLS, None, None
+    if stop in ("end_turn", "stop_sequence"):
+        return StepDecision.FINISH, RunStatus.SUCCEEDED, None
+    if stop == "refusal":
+        return StepDecision.FINISH, RunStatus.FAILED, RunError(code="REFUSAL", message="the model declined the task")
+    return (
+        StepDecision.FINISH,
+        RunStatus.FAILED,
+        RunError(code="UNEXPECTED_STOP", message=f"the model stopped with an unsupported stop_reason {stop!r}"),
+    )
+
+
+def _outcome_of(record: StepRecord, tenant: str, replayed: bool) -> StepOutcome:
+    return StepOutcome(
+        run_id=record.run_id,
+        tenant=tenant,
+        step=record.step,
+        decision=record.decision,
+        tool_calls=record.tool_calls() if record.decision is StepDecision.TOOLS else [],
+        status=record.status,
+        error=record.error,
+        replayed=replayed,
+        record=record,
+    )
+
+
+def execute_step(
+    *,
+    store: RunStore,
+    model: ModelClient,
+    registry: ToolRegistry,
+    prices: PriceBook,
+    clock: Clock,
+    tenant: str,
+    run_id: str,
+    step: int,
+    system: str = DEFAULT_SYSTEM_PROMPT,
+) -> StepOutcome:
+    """One model call of a run, persisted with its cost in one transaction. Safe to retry."""
+    history = store.load_history(tenant, run_id)
+    run = history.run
+    if step < len(history.steps):  # retried after the answer was saved: never call the model again
+        return _outcome_of(history.steps[step], tenant, replayed=True)
+    if run.status.terminal:
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=run.status, error=run.error)
+    if step != run.steps:
+        raise StepwiseError(f"step {step} requested but run {run_id} has completed {run.steps} steps")
+    exceeded = check_limits(run)
+    if exceeded:
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=exceeded)
+
+    request = ModelRequest(
+        model=run.model,
+        system=system,
+        messages=build_conversation(history),
+        tools=registry.schemas(run.tools),
+        max_tokens=run.max_tokens_per_call,
+    )
+    started = clock.now()
+    try:
+        response = model.create(request)
+    except FatalModelError as exc:
+        return StepOutcome(
+            run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=RunError(code=exc.code, message=exc.message)
+        )
+    finished = clock.now()
+    decision, status, error = decide(response, run.max_tokens_per_call)
+    record = StepRecord(
+        run_id=run_id,
+        step=step,
+        model=response.model,
+        provider=response.provider,
+        stop_reason=response.stop_reason,
+        content=response.content,
+        usage=response.usage,
+        cost_usd=prices.cost(run.model, response.usage),
+        decision=decision,
+        status=status,
+        error=error,
+        started_at=started.isoformat(timespec="milliseconds"),
+        finished_at=finished.isoformat(timespec="milliseconds"),
+        duration_ms=int((finished - started).total_seconds() * 1000),
+    )
+    output = response.text() if status is RunStatus.SUCCEEDED else None
+    try:
+        store.save_step(run, record, output)
+    except StepAlreadySavedError:  # a concurrent duplicate won the race: use its answer
+        saved = store.get_step(tenant, run_id, step)
+        assert saved is not None
+        return _outcome_of(saved, tenant, replayed=True)
+    except RunNotActiveError:
+        current = store.get_run(tenant, run_id)
+        final = current.status if current else RunStatus.CANCELLED
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=final, error=current.error if current else None)
+    return _outcome_of(record, tenant, replayed=False)
+
+
+def execute_tool(
+    *, store: RunStore, registry: ToolRegistry, tenant: str, run_id: str, step: int, tool_use_id: str
+) -> ToolOutcome:
+    """Run one tool call of a step, once. A retried invocation returns the stored result."""
+    run, record, stored = store.load_tool_context(tenant, run_id, step, tool_use_id)
+    if stored is not None:
+        return stored
+    if run is None or record is None:
+        raise RunNotFoundError(f"run {run_id} step {step} not found")
+    call = next((c for c in record.tool_calls() if c.id == tool_use_id), None)
+    if call is None:
+        raise StepwiseError(f"step {step} of run {run_id} has no tool call {tool_use_id}")
+    if run.status.terminal:
+        outcome = ToolOutcome(tool_use_id=call.id, name=call.name, content="run ended; tool not executed", is_error=True)
+    else:
+        outcome = registry.execute(call, run.tools)
+    return store.save_tool_result(tenant, run_id, step, outcome)
+
+
+def finalize_run(
+    *, store: RunStore, tenant: str, run_id: str, status: RunStatus, error: RunError | None
+) -> Run:
+    store.finish_run(tenant, run_id, status, error=error)
+    run = store.get_run(tenant, run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    return run
+
+
+def failure_reason(error: str | None, cause: str | None) -> RunError:
+    """Turn a Step Functions Catch (Error, Cause) into a run error a person can read."""
+    message = cause or ""
+    try:
+        parsed = json.loads(message)
+        if isinstance(parsed, dict):
+            message = str(parsed.get("errorMessage") or parsed.get("Cause") or message)
+    except (TypeError, ValueError):
+        pass
+    return RunError(code=error or "UNKNOWN", message=(message or "the workflow failed without a cause")[:1000])

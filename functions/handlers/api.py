@@ -1,0 +1,150 @@
+"""HTTP API (API Gateway HTTP API, payload v2): the contract in ARCHITECTURE.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from functions.adapters import wiring
+from functions.adapters.settings import get_settings
+from functions.agent import service
+from functions.agent.errors import RunNotFoundError
+from functions.agent.models import RunRequest
+from functions.handlers.views import steps_view
+from functions.tools import UnknownToolError
+
+logger = Logger(service="stepwise-api")
+metrics = Metrics(namespace="Stepwise", service="api")
+app = APIGatewayHttpResolver()
+
+RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
+MAX_IDEMPOTENCY_KEY = 128
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers)
+
+
+@app.exception_handler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response:
+    return _json(404, {"error": {"code": "NOT_FOUND", "message": f"no route {app.current_event.raw_event.get('routeKey', '')}"}})
+
+
+def _tenant() -> str:
+    """The tenant a request belongs to: a Lambda authorizer's ``tenant`` claim, else the deployment's default."""
+    authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
+    claimed = (authorizer.get("lambda") or {}).get("tenant")
+    return str(claimed) if claimed else get_settings().default_tenant
+
+
+def _parse_run_request() -> RunRequest:
+    raw = app.current_event.decoded_body
+    if not raw:
+        raise ApiError(400, "INVALID_REQUEST", "request body is required: {\"input\": \"...\"}")
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ApiError(400, "INVALID_REQUEST", "request body must be a JSON object")
+    try:
+        return RunRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ApiError(400, "VALIDATION_ERROR", problems) from exc
+
+
+def _run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
+    return run_id
+
+
+@app.get("/health")
+def health() -> Response:
+    return _json(200, {"status": "ok"})
+
+
+@app.post("/runs")
+def create_run() -> Response:
+    request = _parse_run_request()
+    key = app.current_event.headers.get("idempotency-key") or app.current_event.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    try:
+        accepted = service.create_run(
+            store=wiring.store(),
+            queue=wiring.queue(),
+            registry=wiring.registry(),
+            prices=wiring.prices(),
+            clock=wiring.CLOCK,
+            new_id=wiring.new_run_id,
+            tenant=_tenant(),
+            request=request,
+            default_model=get_settings().default_model,
+            idempotency_key=key,
+        )
+    except (service.RequestRejectedError, UnknownToolError) as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    except service.IdempotencyConflictError as exc:
+        raise ApiError(422, "IDEMPOTENCY_CONFLICT", str(exc)) from exc
+    run = accepted.run
+    logger.info("run accepted", run_id=run.run_id, tenant=run.tenant, replayed=accepted.replayed)
+    if not accepted.replayed:
+        metrics.add_metric(name="RunsAccepted", unit="Count", value=1)
+    body = run.public()
+    return _json(202, body, headers={"Location": f"/runs/{run.run_id}", "Idempotent-Replayed": str(accepted.replayed).lower()})
+
+
+@app.get("/runs/<run_id>")
+def get_run(run_id: str) -> Response:
+    run = wiring.store().get_run(_tenant(), _run_id(run_id))
+    if run is None:
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
+    return _json(200, run.public())
+
+
+@app.get("/runs/<run_id>/steps")
+def get_steps(run_id: str) -> Response:
+    try:
+        history = wiring.store().load_history(_tenant(), _run_id(run_id))
+    except RunNotFoundError as exc:
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+    return _json(200, {"run_id": run_id, "status": history.run.status.value, "steps": steps_view(history)})
+
+
+@app.post("/runs/<run_id>/cancel")
+def cancel(run_id: str) -> Response:
+    try:
+        run = service.cancel_run(store=wiring.store(), workflow=wiring.workflow(), tenant=_tenant(), run_id=_run_id(run_id))
+    except RunNotFoundError as exc:
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+    except service.RunConflictError as exc:
+        raise ApiError(409, "RUN_ALREADY_ENDED", str(exc)) from exc
+    logger.info("run cancelled", run_id=run_id)
+    return _json(200, run.public())
+
+
+@logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,36 @@
+"""Payloads the workflow passes between states: ids and decisions only, never conversation."""
+
+from __future__ import annotations
+
+
+from pydantic import BaseModel, Field
+
+from functions.agent.models import RunError, RunStatus
+
+
+class RunRef(BaseModel):
+    tenant: str = Field(min_length=1)
+    run_id: str = Field(min_length=1)
+
+
+class StepEvent(RunRef):
+    step: int = Field(ge=0)
+
+
+class ToolEvent(StepEvent):
+    tool_use_id: str = Field(min_length=1)
+
+
+class FinalizeEvent(RunRef):
+    status: RunStatus
+    error: RunError | None = None
+
+
+class Failure(BaseModel):
+    Error: str | None = None
+    Cause: str | None = None
+
+
+class MarkFailedEvent(RunRef):
+    failure: Failure = Field(default_factory=Failure)
+

@@ -1,0 +1,29 @@
+"""SQS intake: start one Standard execution per run, named by the run id (duplicates start nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.adapters import wiring
+from functions.agent.service import start_run
+from functions.handlers.events import RunRef
+
+logger = Logger(service="stepwise-intake")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> str:
+    ref = RunRef.model_validate_json(record.body)
+    result = start_run(store=wiring.store(), workflow=wiring.workflow(), tenant=ref.tenant, run_id=ref.run_id)
+    logger.info("intake", run_id=ref.run_id, tenant=ref.tenant, result=result)
+    return result
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

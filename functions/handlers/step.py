@@ -1,0 +1,43 @@
+"""One agent step: one model call, persisted with its cost. Returns the routing decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.adapters import wiring
+from functions.agent.service import execute_step
+from functions.handlers.events import StepEvent
+
+logger = Logger(service="stepwise-step")
+metrics = Metrics(namespace="Stepwise", service="step")
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    ref = parse(event=event, model=StepEvent)
+    logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
+    outcome = execute_step(
+        store=wiring.store(),
+        model=wiring.model(),
+        registry=wiring.registry(),
+        prices=wiring.prices(),
+        clock=wiring.CLOCK,
+        tenant=ref.tenant,
+        run_id=ref.run_id,
+        step=ref.step,
+    )
+    if outcome.record is not None and not outcome.replayed:
+        usage = outcome.record.usage
+        metrics.add_metric(name="ModelCalls", unit="Count", value=1)
+        metrics.add_metric(name="InputTokens", unit="Count", value=usage.input_tokens)
+        metrics.add_metric(name="OutputTokens", unit="Count", value=usage.output_tokens)
+        metrics.add_metric(name="CacheReadInputTokens", unit="Count", value=usage.cache_read_input_tokens)
+        metrics.add_metric(name="CostMicroUSD", unit="Count", value=float(outcome.record.cost_usd * 1_000_000))
+        metrics.add_metric(name="ModelLatency", unit="Milliseconds", value=outcome.record.duration_ms)
+    logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls))
+    return outcome.state()

@@ -1,0 +1,64 @@
+"""HTTP API: the routes of the contract, IAM (SigV4) auth on every route but /health, access logs, throttling."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+ROUTES = [
+    ("/runs", apigw.HttpMethod.POST),
+    ("/runs/{run_id}", apigw.HttpMethod.GET),
+    ("/runs/{run_id}/steps", apigw.HttpMethod.GET),
+    ("/runs/{run_id}/cancel", apigw.HttpMethod.POST),
+]
+
+
+class Api(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, api_fn: lambda_.IFunction, rate_limit: int, burst_limit: int
+    ) -> None:
+        super().__init__(scope, construct_id)
+        integration = integrations.HttpLambdaIntegration("ApiIntegration", api_fn)
+        self.http_api = apigw.HttpApi(self, "HttpApi", description="Stepwise: durable, budgeted agent runs")
+        iam = authorizers.HttpIamAuthorizer()
+        for path, method in ROUTES:
+            self.http_api.add_routes(path=path, methods=[method], integration=integration, authorizer=iam)
+        (self.health_route,) = self.http_api.add_routes(
+            path="/health", methods=[apigw.HttpMethod.GET], integration=integration, authorizer=apigw.HttpNoneAuthorizer()
+        )
+
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        stage = self.http_api.default_stage
+        assert stage is not None
+        cfn_stage = stage.node.default_child
+        assert isinstance(cfn_stage, apigw.CfnStage)
+        cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
+            destination_arn=access_logs.log_group_arn,
+            format=json.dumps(
+                {
+                    "requestId": "$context.requestId",
+                    "ip": "$context.identity.sourceIp",
+                    "caller": "$context.identity.caller",
+                    "routeKey": "$context.routeKey",
+                    "status": "$context.status",
+                    "latency": "$context.responseLatency",
+                    "error": "$context.integrationErrorMessage",
+                }
+            ),
+        )
+        cfn_stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(
+            throttling_rate_limit=rate_limit, throttling_burst_limit=burst_limit
+        )
+
+    @property
+    def url(self) -> str:
+        return self.http_api.api_endpoint + "/"

@@ -1,0 +1,107 @@
+"""The Standard workflow: Step -> Route -> (Tools Map -> Step)* -> Finalize; Catch -> MarkFailed."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.constants import (
+    MODEL_RETRY_INTERVAL_SECONDS,
+    MODEL_RETRY_MAX_ATTEMPTS,
+    MODEL_RETRY_MAX_DELAY_SECONDS,
+    TOOLS_MAX_CONCURRENCY,
+)
+
+RUN_REF = {"tenant.$": "$.tenant", "run_id.$": "$.run_id"}
+
+
+class AgentWorkflow(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        step_fn: lambda_.IFunction,
+        tool_fn: lambda_.IFunction,
+        finalize_fn: lambda_.IFunction,
+        mark_failed_fn: lambda_.IFunction,
+        run_timeout: Duration,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        mark_failed = self._invoke("MarkFailed", mark_failed_fn, {**RUN_REF, "failure.$": "$.failure"}).next(
+            sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
+        )
+
+        step = self._invoke("Step", step_fn, {**RUN_REF, "step.$": "$.step"})
+        step.add_retry(
+            errors=["RetryableModelError"],
+            interval=Duration.seconds(MODEL_RETRY_INTERVAL_SECONDS),
+            backoff_rate=2,
+            max_attempts=MODEL_RETRY_MAX_ATTEMPTS,
+            max_delay=Duration.seconds(MODEL_RETRY_MAX_DELAY_SECONDS),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        step.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
+
+        tools = sfn.Map(
+            self,
+            "Tools",
+            items_path="$.tool_calls",
+            max_concurrency=TOOLS_MAX_CONCURRENCY,
+            item_selector={
+                **RUN_REF,
+                "step.$": "$.completed_step",
+                "tool_use_id.$": "$$.Map.Item.Value.id",
+            },
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        tools.item_processor(self._invoke("RunTool", tool_fn, {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"}))
+        tools.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
+
+        finalize = self._invoke("Finalize", finalize_fn, {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
+        finalize.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
+
+        route = (
+            sfn.Choice(self, "Route")
+            .when(sfn.Condition.string_equals("$.next", "tools"), tools.next(step))
+            .otherwise(finalize.next(sfn.Succeed(self, "Done")))
+        )
+        definition = step.next(route)
+
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=run_timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+
+    def _invoke(self, name: str, fn: lambda_.IFunction, payload: dict[str, str]) -> tasks.LambdaInvoke:
+        """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter."""
+        task = tasks.LambdaInvoke(
+            self,
+            name,
+            lambda_function=fn,
+            payload=sfn.TaskInput.from_object(payload),
+            payload_response_only=False,
+            retry_on_service_exceptions=False,
+            output_path="$.Payload",
+        )
+        task.add_retry(
+            errors=["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
+            interval=Duration.seconds(2),
+            backoff_rate=2,
+            max_attempts=4,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        return task

@@ -1,0 +1,81 @@
+"""Lambda packaging without Docker.
+
+Dependencies: ``pip install --platform manylinux2014_aarch64 --only-binary=:all:`` for CPython 3.13 into a
+layer, cached in ``.build/`` by a hash of requirements.txt, and handed to CDK through local bundling (so
+``cdk synth`` never needs Docker; the Docker image named below is never pulled).
+Code: the ``functions/`` package copied as is (no ``__pycache__``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import aws_lambda as lambda_
+
+from infra.constants import BUILD_DIR, FUNCTIONS_DIR, LAMBDA_PLATFORM, LAMBDA_PYTHON_VERSION, REQUIREMENTS
+
+
+def requirements_hash() -> str:
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    digest.update(f"{LAMBDA_PLATFORM}/{LAMBDA_PYTHON_VERSION}".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_layer(target: Path | None = None) -> Path:
+    """Install requirements.txt for Lambda (ARM64, CPython 3.13) into ``.build/layer-<hash>/python``."""
+    layer = target or BUILD_DIR / f"layer-{requirements_hash()}"
+    if (layer / ".complete").exists():
+        return layer
+    staging = layer.with_name(layer.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--requirement", str(REQUIREMENTS),
+            "--target", str(staging / "python"),
+            "--platform", LAMBDA_PLATFORM,
+            "--implementation", "cp",
+            "--python-version", LAMBDA_PYTHON_VERSION,
+            "--only-binary=:all:",
+            "--no-compile",
+        ],
+        check=True,
+    )
+    (staging / ".complete").write_text(requirements_hash())
+    shutil.rmtree(layer, ignore_errors=True)
+    staging.rename(layer)
+    return layer
+
+
+@jsii.implements(ILocalBundling)
+class _LayerBundling:
+    def try_bundle(self, output_dir: str, options: Any) -> bool:
+        built = build_layer()
+        shutil.copytree(built / "python", Path(output_dir) / "python", dirs_exist_ok=True)
+        return True
+
+
+def dependencies_layer_code() -> lambda_.Code:
+    return lambda_.Code.from_asset(
+        str(REQUIREMENTS.parent),
+        asset_hash_type=AssetHashType.CUSTOM,
+        asset_hash=requirements_hash(),
+        bundling=BundlingOptions(
+            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never pulled: local wins
+            local=_LayerBundling(),
+        ),
+    )
+
+
+def function_code() -> lambda_.Code:
+    stage = BUILD_DIR / "code"
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(FUNCTIONS_DIR, stage / "functions", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return lambda_.Code.from_asset(str(stage))

@@ -1,0 +1,131 @@
+"""The Stepwise stack: composes the constructs, grants least privilege once, here."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.constants import FUNCTIONS, MODEL_TIMEOUT_SECONDS
+from infra.constructs.agent_functions import AgentFunctions
+from infra.constructs.api import Api
+from infra.constructs.intake import Intake
+from infra.constructs.state_table import StateTable
+from infra.constructs.workflow import AgentWorkflow
+
+
+class StepwiseStack(Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        default_model: str,
+        default_tenant: str = "default",
+        run_timeout: Duration = Duration.hours(2),
+        intake_max_concurrency: int = 10,
+        api_rate_limit: int = 50,
+        api_burst_limit: int = 100,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+
+        state = StateTable(self, "State", removal_policy=removal_policy)
+        table = state.table
+        secret = secretsmanager.Secret(
+            self,
+            "AnthropicApiKey",
+            description="Anthropic API key for Stepwise (replace the generated value with your key)",
+        )
+        functions = AgentFunctions(
+            self,
+            "Functions",
+            environment={
+                "STEPWISE_TABLE": table.table_name,
+                "STEPWISE_DEFAULT_MODEL": default_model,
+                "STEPWISE_DEFAULT_TENANT": default_tenant,
+                "STEPWISE_MODEL_PROVIDER": "anthropic",
+                "STEPWISE_MODEL_TIMEOUT_SECONDS": str(MODEL_TIMEOUT_SECONDS),
+            },
+        )
+        workflow = AgentWorkflow(
+            self,
+            "Workflow",
+            step_fn=functions.step,
+            tool_fn=functions.tool,
+            finalize_fn=functions.finalize,
+            mark_failed_fn=functions.mark_failed,
+            run_timeout=run_timeout,
+        )
+        intake = Intake(
+            self,
+            "Intake",
+            intake_fn=functions.intake,
+            intake_timeout_seconds=FUNCTIONS["intake"][2],
+            max_concurrency=intake_max_concurrency,
+        )
+        api = Api(self, "Api", api_fn=functions.api, rate_limit=api_rate_limit, burst_limit=api_burst_limit)
+        state_machine = workflow.state_machine
+
+        # Least privilege, one grant per need.
+        table.grant(functions.api, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem")
+        intake.queue.grant_send_messages(functions.api)
+        functions.api.add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
+        functions.api.add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        functions.api.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:StopExecution"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="states",
+                        resource="execution",
+                        resource_name=f"{state_machine.state_machine_name}:*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        table.grant(functions.intake, "dynamodb:GetItem")
+        state_machine.grant_start_execution(functions.intake)
+        functions.intake.add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        table.grant(functions.step, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
+        secret.grant_read(functions.step)
+        functions.step.add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
+        table.grant(functions.tool, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem")
+        for fn in (functions.finalize, functions.mark_failed):
+            table.grant(fn, "dynamodb:GetItem", "dynamodb:UpdateItem")
+
+        CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
+        CfnOutput(self, "AnthropicSecretName", value=secret.secret_name, description="Put your Anthropic API key here")
+        CfnOutput(self, "TableName", value=table.table_name)
+        CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn)
+        CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
+
+        self._acknowledge_nag_findings(functions, workflow, api)
+
+    def _acknowledge_nag_findings(self, functions: AgentFunctions, workflow: AgentWorkflow, api: Api) -> None:
+        """cdk-nag (AwsSolutions) findings accepted on purpose: exact findings, narrowest scope, with reasons."""
+
+        def ack(scope: Construct, finding: str, reason: str) -> None:
+            Validations.of(scope).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{finding}", reason=reason))
+
+        def ref(construct: Construct) -> str:
+            return str(self.resolve(self.get_logical_id(construct.node.default_child)))  # type: ignore[arg-type]
+
+        basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        ack(self, f"IAM4[{basic_role}]", "The AWS-maintained minimum for writing function logs.")
+        ack(self, "L1", "Functions pin Python 3.13, the runtime the dependency layer is built for; bump both together.")
+        ack(self, "SMG4", "The secret holds an API key that Anthropic issues; a rotation Lambda cannot mint one.")
+        for fn in functions.functions.values():
+            ack(fn, "IAM5[Resource::*]", "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.")
+        ack(workflow.state_machine, "IAM5[Resource::*]", "X-Ray and CloudWatch Logs delivery are account-level APIs.")
+        for fn in (functions.step, functions.tool, functions.finalize, functions.mark_failed):
+            ack(workflow.state_machine, f"IAM5[Resource::<{ref(fn)}.Arn>:*]", "CDK grants invoke of the function's versions.")
+        executions = (
+            "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"<{ref(workflow.state_machine)}.Name>:*"
+        )
+        ack(functions.api, f"IAM5[{executions}]", "StopExecution on executions of this stack's state machine only.")
+        ack(api.health_route, "APIG4", "GET /health is a public liveness probe; it returns no data.")
