@@ -1,0 +1,73 @@
+"""In-process Lambda: moto's Lambda invoke (used by the state machine interpreter) calls the real handlers."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepwise.local.template import function_arn
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class LocalContext:
+    """The parts of the Lambda context object that handlers and powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int = 256
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/local"
+    log_stream_name: str = "local"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return function_arn(self.function_name)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class LocalLambdas:
+    """Function name -> handler. One invocation at a time per function, as in one Lambda container."""
+
+    def __init__(self, handlers: dict[str, str]) -> None:
+        self._paths = handlers
+        self._handlers: dict[str, Handler] = {}
+        self._locks = {name: threading.Lock() for name in handlers}
+        self.invocations: dict[str, int] = dict.fromkeys(handlers, 0)
+
+    def handler(self, name: str) -> Handler:
+        if name not in self._handlers:
+            module_path, attr = self._paths[name].rsplit(".", 1)
+            self._handlers[name] = getattr(importlib.import_module(module_path), attr)
+        return self._handlers[name]
+
+    def invoke(self, name: str, event: dict[str, Any]) -> Any:
+        name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
+        with self._locks[name]:
+            self.invocations[name] += 1
+            return self.handler(name)(event, LocalContext(function_name=name))
+
+    def moto_invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        """Drop-in for moto's LambdaSimpleBackend.invoke: errors come back as Lambda reports them."""
+        event = json.loads(body) if body else {}
+        try:
+            result = self.invoke(function_name, event)
+        except Exception as exc:  # reported to Step Functions as the function error, like Lambda does
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
+                }
+            ).encode()
+        return json.dumps(result).encode()

@@ -1,0 +1,272 @@
+"""Start the whole Stepwise stack in this process, on 127.0.0.1, with no AWS account and no Docker.
+
+* moto serves DynamoDB, SQS and Step Functions in-process (``mock_aws``), with its ASL interpreter switched on;
+* the state machine is the one ``cdk synth`` produces (see template.py), its Lambda invokes dispatched to the
+  project's real handlers (lambdas.py);
+* a poller stands in for the SQS event source mapping of the intake function (batches of 10, partial failures);
+* an HTTP server turns requests into API Gateway HTTP API (payload v2) events for the real api handler,
+  for the routes the template declares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from stepwise.local.lambdas import LocalLambdas
+from stepwise.local.template import ACCOUNT, REGION, Topology, synthesize, topology
+
+TABLE_NAME = "stepwise-local"
+QUEUE_NAME = "stepwise-intake"
+STATE_MACHINE_NAME = "stepwise-local"
+LOCAL_TENANT = "local"
+
+
+class LocalStack(AbstractContextManager["LocalStack"]):
+    def __init__(self, *, port: int = 8787, host: str = "127.0.0.1", template: dict[str, Any] | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.topology: Topology = topology(template or synthesize())
+        self.lambdas = LocalLambdas(self.topology.handlers)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> LocalStack:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
+            os.environ[key] = value
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+
+        from moto import mock_aws
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+        self._mock.start()
+        lambdas = self.lambdas
+
+        def invoke(_backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
+            return lambdas.moto_invoke(function_name, body, response_headers)
+
+        self._original_invoke = LambdaSimpleBackend.invoke
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
+        self._create_resources()
+        self._configure_functions()
+        self._spawn(self._poll_intake, "intake-poller")
+        self._server = ThreadingHTTPServer((self.host, self.port), _make_http_handler(self))
+        self.port = self._server.server_address[1]
+        self._spawn(self._server.serve_forever, "http")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        LambdaSimpleBackend.invoke = self._original_invoke  # type: ignore[method-assign]
+        self._mock.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=f"stepwise-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------------------------------------ resources
+    def _create_resources(self) -> None:
+        import boto3
+
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.dynamodb.create_table(
+            TableName=TABLE_NAME,
+            KeySchema=self.topology.table_key_schema,
+            AttributeDefinitions=self.topology.table_attributes,
+            BillingMode="PAY_PER_REQUEST",
+        )
+        dlq_url = self.sqs.create_queue(QueueName=f"{QUEUE_NAME}-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_url = self.sqs.create_queue(
+            QueueName=QUEUE_NAME,
+            Attributes={
+                "VisibilityTimeout": "30",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.topology.max_receive_count}),
+            },
+        )["QueueUrl"]
+        self.dead_letter_queue_url = dlq_url
+        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.state_machine_arn = self.sfn.create_state_machine(
+            name=STATE_MACHINE_NAME,
+            definition=self.topology.definition,
+            roleArn=f"arn:aws:iam::{ACCOUNT}:role/stepwise-local",
+            type="STANDARD",
+        )["stateMachineArn"]
+
+    def _configure_functions(self) -> None:
+        """The environment the CDK stack gives the functions, with local values."""
+        os.environ.update(
+            {
+                "STEPWISE_TABLE": TABLE_NAME,
+                "STEPWISE_QUEUE_URL": self.queue_url,
+                "STEPWISE_STATE_MACHINE_ARN": self.state_machine_arn,
+                "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT,
+                "STEPWISE_MODEL_PROVIDER": os.environ.get("STEPWISE_MODEL_PROVIDER", "auto"),
+                "STEPWISE_DEFAULT_MODEL": os.environ.get("STEPWISE_DEFAULT_MODEL", "claude-haiku-4-5"),
+            }
+        )
+        from functions.adapters import wiring
+
+        wiring.reset()
+
+    # ------------------------------------------------------------------------------------------ intake
+    def _poll_intake(self) -> None:
+        """Stands in for the SQS event source mapping: batches to the intake function, partial failures kept."""
+        while not self._stop.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+                ).get("Messages", [])
+            except Exception:  # moto torn down while stopping
+                if self._stop.is_set():
+                    return
+                raise
+            if not messages:
+                self._stop.wait(0.05)
+                continue
+            event = {"Records": [self._sqs_record(m) for m in messages]}
+            try:
+                result = self.lambdas.invoke(self.topology.intake_function, event)
+                failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            except Exception:
+                failed = {m["MessageId"] for m in messages}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _sqs_record(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": REGION,
+        }
+
+    # ------------------------------------------------------------------------------------------ http
+    def api_event(self, method: str, raw_path: str, headers: dict[str, str], body: str) -> dict[str, Any]:
+        """An API Gateway HTTP API (payload format 2.0) event, as the api function receives it."""
+        parts = urlsplit(raw_path)
+        now = datetime.now(UTC)
+        route = next((r for r in self.topology.routes if r.match(method, parts.path)), None)
+        route_key = f"{method} {route.path}" if route else "$default"
+        return {
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": parts.path,
+            "rawQueryString": parts.query,
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "queryStringParameters": dict(parse_qsl(parts.query)) or None,
+            "requestContext": {
+                "accountId": ACCOUNT,
+                "apiId": "local",
+                "domainName": f"{self.host}:{self.port}",
+                "domainPrefix": "local",
+                "http": {
+                    "method": method,
+                    "path": parts.path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "127.0.0.1",
+                    "userAgent": headers.get("User-Agent", ""),
+                },
+                "requestId": str(uuid.uuid4()),
+                "routeKey": route_key,
+                "stage": "$default",
+                "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "timeEpoch": int(now.timestamp() * 1000),
+            },
+            "body": body or None,
+            "isBase64Encoded": False,
+        }
+
+    def handle_http(self, method: str, raw_path: str, headers: dict[str, str], body: str) -> tuple[int, dict[str, str], str]:
+        path = urlsplit(raw_path).path
+        if not any(route.match(method, path) for route in self.topology.routes):
+            return 404, {"content-type": "application/json"}, json.dumps({"message": "Not Found"})
+        result = self.lambdas.invoke(self.topology.api_function, self.api_event(method, raw_path, headers, body))
+        return int(result["statusCode"]), dict(result.get("headers") or {}), result.get("body") or ""
+
+    def wait_for(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll the run until it reaches a terminal status (for tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, _, body = self.handle_http("GET", f"/runs/{run_id}", {}, "")
+            run = json.loads(body)
+            if run.get("status") in {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}:
+                return dict(run)
+            time.sleep(0.1)
+        raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
+
+
+def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "stepwise-local"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+            try:
+                status, headers, payload = stack.handle_http(self.command, self.path, dict(self.headers.items()), body)
+            except Exception as exc:  # the api function crashed: API Gateway answers 500
+                status, headers, payload = 500, {"content-type": "application/json"}, json.dumps(
+                    {"message": "Internal Server Error", "detail": f"{type(exc).__name__}: {exc}"}
+                )
+            data = payload.encode()
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if os.environ.get("STEPWISE_LOCAL_ACCESS_LOG"):
+                super().log_message(format, *args)
+
+    return Handler

@@ -1,0 +1,121 @@
+"""Read the synthesised CloudFormation template: the state machine definition, functions, table, routes.
+
+The local stack runs exactly the definition `cdk synth` produces. Intrinsics in it are resolved to local
+names; a reference this module does not know is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_NAME = "Stepwise"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+def synthesize(outdir: Path | None = None) -> dict[str, Any]:
+    """Run the CDK app (no CLI, no Docker, no credentials; bundling skipped) and return the template."""
+    outdir = outdir or Path(tempfile.mkdtemp(prefix="stepwise-cdk-"))
+    env = {
+        **os.environ,
+        "CDK_OUTDIR": str(outdir),
+        "CDK_CONTEXT_JSON": json.dumps({"aws:cdk:bundling-stacks": []}),
+    }
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"cdk synth failed:\n{result.stderr[-4000:]}")
+    return json.loads((outdir / f"{STACK_NAME}.template.json").read_text())
+
+
+def function_arn(logical_id: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+
+    def match(self, method: str, path: str) -> bool:
+        if method != self.method:
+            return False
+        want, got = self.path.strip("/").split("/"), path.strip("/").split("/")
+        return len(want) == len(got) and all(w.startswith("{") or w == g for w, g in zip(want, got, strict=True))
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What the local stack needs from the template."""
+
+    definition: str
+    handlers: dict[str, str]  # function name (logical id) -> handler path
+    table_key_schema: list[dict[str, str]]
+    table_attributes: list[dict[str, str]]
+    max_receive_count: int
+    routes: list[Route]
+
+    @property
+    def api_function(self) -> str:
+        return next(name for name, handler in self.handlers.items() if handler.endswith(".api.handler"))
+
+    @property
+    def intake_function(self) -> str:
+        return next(name for name, handler in self.handlers.items() if handler.endswith(".intake.handler"))
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {lid: res for lid, res in template["Resources"].items() if res["Type"] == kind}
+
+
+def resolve(value: Any, template: dict[str, Any]) -> Any:
+    """Resolve Fn::Join / Ref / Fn::GetAtt to local values."""
+    if isinstance(value, list):
+        return [resolve(v, template) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(str(resolve(p, template)) for p in parts)
+    if "Ref" in value:
+        pseudo = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+        if value["Ref"] in pseudo:
+            return pseudo[value["Ref"]]
+        raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
+    if "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        resource = template["Resources"].get(logical_id, {})
+        if resource.get("Type") == "AWS::Lambda::Function" and attribute == "Arn":
+            return function_arn(logical_id)
+        raise ValueError(f"unsupported Fn::GetAtt in state machine definition: {logical_id}.{attribute}")
+    return {k: resolve(v, template) for k, v in value.items()}
+
+
+def topology(template: dict[str, Any]) -> Topology:
+    (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
+    definition = resolve(machine["Properties"]["DefinitionString"], template)
+    (table,) = _resources(template, "AWS::DynamoDB::GlobalTable").values()
+    queues = _resources(template, "AWS::SQS::Queue").values()
+    redrive = next(q["Properties"]["RedrivePolicy"] for q in queues if "RedrivePolicy" in q["Properties"])
+    routes = []
+    for route in _resources(template, "AWS::ApiGatewayV2::Route").values():
+        method, path = route["Properties"]["RouteKey"].split(" ", 1)
+        routes.append(Route(method, path))
+    return Topology(
+        definition=definition,
+        handlers={
+            lid: res["Properties"]["Handler"] for lid, res in _resources(template, "AWS::Lambda::Function").items()
+            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
+        },
+        table_key_schema=table["Properties"]["KeySchema"],
+        table_attributes=table["Properties"]["AttributeDefinitions"],
+        max_receive_count=int(redrive["maxReceiveCount"]),
+        routes=routes,
+    )
