@@ -1,0 +1,66 @@
+# Stepwise developer commands. Needs only Python 3.11+, Node 20+ and make; everything else installs itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8787
+STAMP := $(VENV)/.stamp-deps
+NODE_STAMP := node_modules/.stamp-deps
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup demo local test lint typecheck pytest synth deploy bench clean
+
+help:
+	@echo "make demo    run one agent run end to end on the local stack (no AWS, no Docker)"
+	@echo "make test    lint, type-check, unit/functional/infrastructure/e2e tests, cdk synth + cfn-lint"
+	@echo "make local   serve the HTTP API on 127.0.0.1:\$$PORT (default 8787)"
+	@echo "make deploy  cdk deploy to the AWS account of your credentials"
+	@echo "make bench   cold-import times and per-step call counts"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup: $(STAMP) $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stepwise demo
+
+local: $(STAMP)
+	$(BIN)/stepwise local --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy functions infra stepwise app.py
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+# Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker),
+# runs cdk-nag (AwsSolutions) and then cfn-lint. W3005 is CDK's own explicit DependsOn, not a defect.
+synth: setup
+	npx cdk synth --quiet
+	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
+
+test: lint typecheck synth pytest
+
+deploy: setup
+	npx cdk deploy
+
+bench: $(STAMP)
+	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/step_calls.py
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .mypy_cache .ruff_cache
