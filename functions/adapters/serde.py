@@ -12,7 +12,13 @@ _deserializer = TypeDeserializer()
 
 
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: _serializer.serialize(value) for key, value in values.items() if value is not None}
+    return {key: _serialize(value) for key, value in values.items() if value is not None}
+
+
+def _serialize(value: Any) -> dict[str, Any]:
+    if isinstance(value, Decimal):  # fixed notation: str() would give '1E-7', which ADD and some readers reject
+        return {"N": format(value, "f")}
+    return dict(_serializer.serialize(value))
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -22,6 +23,8 @@ from functions.tools import UnknownToolError
 logger = Logger(service="stepwise-api")
 metrics = Metrics(namespace="Stepwise", service="api")
 app = APIGatewayHttpResolver()
+# Reads add no metric; powertools would warn on every one of them.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 MAX_IDEMPOTENCY_KEY = 128
@@ -141,6 +144,7 @@ def cancel(run_id: str) -> Response:
     except service.RunConflictError as exc:
         raise ApiError(409, "RUN_ALREADY_ENDED", str(exc)) from exc
     logger.info("run cancelled", run_id=run_id)
+    metrics.add_metric(name="RunsCancelled", unit="Count", value=1)
     return _json(200, run.public())
 
 

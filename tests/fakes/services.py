@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+
+class RecordingQueue:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def enqueue(self, tenant: str, run_id: str) -> None:
+        if self.fail:
+            raise self.fail
+        self.sent.append((tenant, run_id))
+
+
+class RecordingWorkflow:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+
+    def start(self, tenant: str, run_id: str) -> bool:
+        if run_id in self.started:
+            return False
+        self.started.append(run_id)
+        return True
+
+    def stop(self, run_id: str, reason: str) -> None:
+        self.stopped.append(run_id)

@@ -1,0 +1,94 @@
+"""Handlers and adapters in-process against moto: real boto3 calls, no network, no credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from functions.adapters import wiring
+from stepwise.local.lambdas import LocalContext
+
+TABLE = "stepwise-test"
+TENANT = "default"
+PASS_DEFINITION = json.dumps({"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": True}}})
+
+
+@dataclass
+class Aws:
+    dynamodb: Any
+    sqs: Any
+    sfn: Any
+    queue_url: str
+    state_machine_arn: str
+
+    def queued_messages(self) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+
+    def executions(self) -> list[dict[str, Any]]:
+        return self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb")
+        dynamodb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        sqs = boto3.client("sqs")
+        queue_url = sqs.create_queue(QueueName="intake")["QueueUrl"]
+        sfn = boto3.client("stepfunctions")
+        arn = sfn.create_state_machine(
+            name="stepwise", definition=PASS_DEFINITION, roleArn="arn:aws:iam::123456789012:role/sfn"
+        )["stateMachineArn"]
+        for key, value in {
+            "STEPWISE_TABLE": TABLE,
+            "STEPWISE_QUEUE_URL": queue_url,
+            "STEPWISE_STATE_MACHINE_ARN": arn,
+            "STEPWISE_DEFAULT_TENANT": TENANT,
+            "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
+            "STEPWISE_MODEL_PROVIDER": "stub",
+        }.items():
+            monkeypatch.setenv(key, value)
+        wiring.reset()
+        yield Aws(dynamodb, sqs, sfn, queue_url, arn)
+    wiring.reset()
+
+
+@pytest.fixture
+def context() -> LocalContext:
+    return LocalContext(function_name="test")
+
+
+def http_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2 event."""
+    raw = body if isinstance(body, str) or body is None else json.dumps(body)
+    return {
+        "version": "2.0",
+        "routeKey": f"{method} {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "test",
+            "domainName": "test.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "pytest"},
+            "requestId": "req-1",
+            "routeKey": f"{method} {path}",
+            "stage": "$default",
+            "time": "21/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1795262400000,
+        },
+        "body": raw,
+        "isBase64Encoded": False,
+    }

@@ -1,0 +1,103 @@
+"""The api function against moto: the HTTP contract, validation and idempotency."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.handlers import api
+from stepwise.local.lambdas import LocalContext
+from tests.functional.conftest import Aws, http_event
+
+CONTRACT_FIELDS = {"run_id", "status", "steps", "usage", "cost_usd", "output", "error", "created_at", "updated_at"}
+
+
+def call(context: LocalContext, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    response = api.handler(http_event(method, path, body, headers), context)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_post_run_answers_202_queued_and_enqueues_one_message(aws: Aws, context: LocalContext) -> None:
+    status, body = call(context, "POST", "/runs", {"input": "What is 2+2?", "budget": {"max_steps": 5}})
+    assert status == 202
+    assert body["status"] == "QUEUED" and body["run_id"].startswith("run_")
+    assert body["budget"]["max_steps"] == 5
+    (message,) = aws.queued_messages()
+    assert json.loads(message["Body"]) == {"tenant": "default", "run_id": body["run_id"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "mentions"),
+    [
+        ("{not json", "INVALID_JSON", "not valid JSON"),
+        ("", "INVALID_REQUEST", "body is required"),
+        ("[1, 2]", "INVALID_REQUEST", "JSON object"),
+        ({"inputs": "typo"}, "VALIDATION_ERROR", "input: Field required"),
+        ({"input": ""}, "VALIDATION_ERROR", "input"),
+        ({"input": "x", "budget": {"max_steps": 0}}, "VALIDATION_ERROR", "budget.max_steps"),
+        ({"input": "x", "model": "gpt-4o"}, "VALIDATION_ERROR", "unknown model 'gpt-4o'"),
+        ({"input": "x", "tools": ["shell"]}, "VALIDATION_ERROR", "unknown tools: shell"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_problem_and_nothing_is_enqueued(
+    aws: Aws, context: LocalContext, body: Any, code: str, mentions: str
+) -> None:
+    status, answer = call(context, "POST", "/runs", body)
+    assert status == 400
+    assert answer["error"]["code"] == code
+    assert mentions in answer["error"]["message"]
+    assert aws.queued_messages() == []
+    assert aws.dynamodb.scan(TableName="stepwise-test")["Count"] == 0
+
+
+def test_get_run_returns_the_contract_fields(aws: Aws, context: LocalContext) -> None:
+    _, created = call(context, "POST", "/runs", {"input": "hello"})
+    status, body = call(context, "GET", f"/runs/{created['run_id']}")
+    assert status == 200
+    assert CONTRACT_FIELDS <= body.keys()
+    assert body["usage"] == {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+@pytest.mark.parametrize("path", ["/runs/run_0000000000000000000000dead", "/runs/not-an-id", "/runs/run_0000000000000000000000dead/steps"])
+def test_unknown_run_is_404(aws: Aws, context: LocalContext, path: str) -> None:
+    status, body = call(context, "GET", path)
+    assert status == 404 and body["error"]["code"] == "RUN_NOT_FOUND"
+
+
+def test_idempotency_key_replays_the_same_run_and_rejects_a_changed_body(aws: Aws, context: LocalContext) -> None:
+    headers = {"idempotency-key": "order-42"}
+    _, first = call(context, "POST", "/runs", {"input": "hello"}, headers)
+    response = api.handler(http_event("POST", "/runs", {"input": "hello"}, headers), context)
+    second = json.loads(response["body"])
+    assert second["run_id"] == first["run_id"]
+    assert response["headers"]["Idempotent-Replayed"] == "true"
+    assert aws.dynamodb.scan(TableName="stepwise-test")["Count"] == 1
+    status, conflict = call(context, "POST", "/runs", {"input": "changed"}, headers)
+    assert status == 422 and conflict["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+
+
+def test_cancel_marks_cancelled_and_a_second_cancel_is_409(aws: Aws, context: LocalContext) -> None:
+    _, created = call(context, "POST", "/runs", {"input": "hello"})
+    status, body = call(context, "POST", f"/runs/{created['run_id']}/cancel")
+    assert status == 200 and body["status"] == "CANCELLED"
+    status, body = call(context, "POST", f"/runs/{created['run_id']}/cancel")
+    assert status == 409 and body["error"]["code"] == "RUN_ALREADY_ENDED"
+
+
+def test_health_and_unknown_routes(aws: Aws, context: LocalContext) -> None:
+    assert call(context, "GET", "/health") == (200, {"status": "ok"})
+    status, body = call(context, "DELETE", "/runs")
+    assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+
+
+def test_tenant_comes_from_a_lambda_authorizer_and_scopes_every_read(aws: Aws, context: LocalContext) -> None:
+    event = http_event("POST", "/runs", {"input": "hello"})
+    event["requestContext"]["authorizer"] = {"lambda": {"tenant": "acme"}}
+    run_id = json.loads(api.handler(event, context)["body"])["run_id"]
+    status, _ = call(context, "GET", f"/runs/{run_id}")  # default tenant
+    assert status == 404
+    lookup = http_event("GET", f"/runs/{run_id}")
+    lookup["requestContext"]["authorizer"] = {"lambda": {"tenant": "acme"}}
+    assert api.handler(lookup, context)["statusCode"] == 200

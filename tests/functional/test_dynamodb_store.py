@@ -1,0 +1,125 @@
+"""The DynamoDB adapter against moto: keys, the step transaction and conditional writes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import boto3
+import pytest
+
+from functions.adapters.dynamodb_store import DynamoDBRunStore, run_pk
+from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
+from functions.agent.models import Budget, Run, RunError, RunStatus, StepDecision, StepRecord, ToolOutcome, Usage
+from tests.fakes.clock import FixedClock
+from tests.functional.conftest import TABLE, Aws
+
+
+def make_run(run_id: str = "run_00000000000000000000000001", tenant: str = "acme") -> Run:
+    return Run(
+        run_id=run_id,
+        tenant=tenant,
+        status=RunStatus.QUEUED,
+        input="task",
+        model="claude-haiku-4-5",
+        tools=["calculator"],
+        budget=Budget(max_steps=3, max_usd=0.5),
+        metadata={"team": "search", "nested": {"n": 1.5}},
+        created_at="2026-11-21T12:00:00.000+00:00",
+        updated_at="2026-11-21T12:00:00.000+00:00",
+    )
+
+
+def make_step(run: Run, n: int, cost: str = "0.0012345") -> StepRecord:
+    return StepRecord(
+        run_id=run.run_id,
+        step=n,
+        model="claude-haiku-4-5",
+        provider="scripted",
+        stop_reason="tool_use",
+        content=[{"type": "tool_use", "id": f"t{n}", "name": "calculator", "input": {"expression": "1+1"}}],
+        usage=Usage(input_tokens=100, output_tokens=10, cache_creation_input_tokens=5, cache_read_input_tokens=7),
+        cost_usd=Decimal(cost),
+        decision=StepDecision.TOOLS,
+        started_at="2026-11-21T12:00:01.000+00:00",
+        finished_at="2026-11-21T12:00:02.000+00:00",
+        duration_ms=1000,
+    )
+
+
+@pytest.fixture
+def store(aws: Aws) -> DynamoDBRunStore:
+    return DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+
+
+def test_run_round_trips_and_keys_are_tenant_scoped(store: DynamoDBRunStore, aws: Aws) -> None:
+    run = make_run()
+    store.create_run(run)
+    assert store.get_run("acme", run.run_id) == run
+    assert store.get_run("other", run.run_id) is None
+    item = aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk("acme", run.run_id)}, "sk": {"S": "RUN"}})
+    assert item["Item"]["pk"]["S"] == f"T#acme#R#{run.run_id}"
+    with pytest.raises(RunAlreadyExistsError):
+        store.create_run(run)
+
+
+def test_save_step_adds_usage_and_exact_cost_in_one_transaction(store: DynamoDBRunStore) -> None:
+    run = make_run()
+    store.create_run(run)
+    store.save_step(run, make_step(run, 0), None)
+    store.save_step(run.model_copy(update={"steps": 1}), make_step(run, 1, "0.0000001"), "done")
+    saved = store.get_run("acme", run.run_id)
+    assert saved is not None
+    assert saved.steps == 2 and saved.status is RunStatus.RUNNING and saved.output == "done"
+    assert saved.usage == Usage(input_tokens=200, output_tokens=20, cache_creation_input_tokens=10, cache_read_input_tokens=14)
+    assert saved.cost_usd == Decimal("0.0012346")
+    history = store.load_history("acme", run.run_id)
+    assert [s.step for s in history.steps] == [0, 1]
+    assert history.steps[0] == make_step(run, 0)
+
+
+def test_a_duplicate_step_is_refused_and_charges_nothing(store: DynamoDBRunStore) -> None:
+    run = make_run()
+    store.create_run(run)
+    store.save_step(run, make_step(run, 0), None)
+    with pytest.raises(StepAlreadySavedError):
+        store.save_step(run, make_step(run, 0), None)
+    saved = store.get_run("acme", run.run_id)
+    assert saved is not None and saved.steps == 1 and saved.cost_usd == Decimal("0.0012345")
+
+
+def test_no_step_lands_on_a_finished_run(store: DynamoDBRunStore) -> None:
+    run = make_run()
+    store.create_run(run)
+    assert store.finish_run("acme", run.run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="x"))
+    with pytest.raises(RunNotActiveError):
+        store.save_step(run, make_step(run, 0), None)
+    assert store.get_step("acme", run.run_id, 0) is None
+    assert not store.finish_run("acme", run.run_id, RunStatus.SUCCEEDED)
+    final = store.get_run("acme", run.run_id)
+    assert final is not None and final.status is RunStatus.CANCELLED and final.error == RunError(code="CANCELLED", message="x")
+
+
+def test_tool_result_is_stored_once(store: DynamoDBRunStore) -> None:
+    run = make_run()
+    store.create_run(run)
+    store.save_step(run, make_step(run, 0), None)
+    first = store.save_tool_result("acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="2"))
+    second = store.save_tool_result("acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="3"))
+    assert first.content == second.content == "2"
+    loaded_run, record, outcome = store.load_tool_context("acme", run.run_id, 0, "t0")
+    assert loaded_run == store.get_run("acme", run.run_id) and record is not None and outcome == first
+
+
+def test_history_of_a_long_run_is_read_across_query_pages(store: DynamoDBRunStore) -> None:
+    run = make_run().model_copy(update={"budget": Budget(max_steps=100)})
+    store.create_run(run)
+    big = "x" * 60_000  # ~60 KB per step: 40 steps are several 1 MB query pages
+    for n in range(40):
+        record = make_step(run, n).model_copy(update={"content": [{"type": "text", "text": big}]})
+        store.save_step(run.model_copy(update={"steps": n}), record, None)
+    assert len(store.load_history("acme", run.run_id).steps) == 40
+
+
+def test_missing_run_history_raises(store: DynamoDBRunStore) -> None:
+    with pytest.raises(RunNotFoundError):
+        store.load_history("acme", "run_missing")

@@ -1,0 +1,92 @@
+"""Every sample event in events/ goes through its handler and does what its name says."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.adapters import wiring
+from functions.agent.models import Budget, Run, RunStatus
+from stepwise.local.lambdas import LocalContext
+from tests.functional.conftest import Aws
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+RUN_ID = "run_5a3b0000000000000000c0ffee"
+
+
+def body(result: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(result["body"]))
+
+
+def check(name: str, r: dict[str, Any], aws: Aws) -> None:
+    """What each sample event must do; an event file without an entry here fails the suite."""
+    if name == "api/post_run.json":
+        assert r["statusCode"] == 202 and body(r)["status"] == "QUEUED"
+        assert len(aws.queued_messages()) == 1
+    elif name == "api/post_run_bad_json.json":
+        assert r["statusCode"] == 400 and body(r)["error"]["code"] == "INVALID_JSON"
+    elif name == "api/post_run_missing_input.json":
+        assert r["statusCode"] == 400 and "input: Field required" in body(r)["error"]["message"]
+    elif name == "api/get_run.json":
+        assert r["statusCode"] == 200 and body(r)["run_id"] == RUN_ID
+    elif name == "api/get_steps.json":
+        assert r["statusCode"] == 200 and len(body(r)["steps"]) == 1
+    elif name == "api/cancel_run.json":
+        assert r["statusCode"] == 200 and body(r)["status"] == "CANCELLED"
+    elif name == "api/health.json":
+        assert r["statusCode"] == 200
+    elif name == "intake/sqs_batch.json":
+        assert r == {"batchItemFailures": []}
+        assert [e["name"] for e in aws.executions()] == [RUN_ID]
+    elif name == "step/first_step.json":
+        assert r["next"] == "tools" and r["tool_calls"][0]["name"] == "calculator"
+    elif name == "tool/calculator.json":
+        assert r == {"tool_use_id": "toolu_stub_01_00", "name": "calculator", "is_error": False}
+    elif name == "finalize/succeeded.json":
+        assert r == {"run_id": RUN_ID, "status": "SUCCEEDED"}
+    elif name == "mark_failed/model_overloaded.json":
+        assert r["status"] == "FAILED"
+        assert r["error"]["message"] == "Anthropic API 529 overloaded_error: Overloaded"
+    else:
+        pytest.fail(f"events/{name} has no expectation in check()")
+
+
+ALL_EVENTS = sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json"))
+
+
+def seed(first_step_done: bool) -> None:
+    store = wiring.store()
+    store.create_run(
+        Run(
+            run_id=RUN_ID,
+            tenant="default",
+            status=RunStatus.QUEUED,
+            input="What is 6 * 7?",
+            model="claude-haiku-4-5",
+            tools=["calculator"],
+            budget=Budget(),
+            created_at="2026-11-21T12:00:00.000+00:00",
+            updated_at="2026-11-21T12:00:00.000+00:00",
+        )
+    )
+    if first_step_done:
+        importlib.import_module("functions.handlers.step").handler(
+            {"tenant": "default", "run_id": RUN_ID, "step": 0}, LocalContext(function_name="step")
+        )
+
+
+@pytest.mark.parametrize("name", ALL_EVENTS)
+def test_event_runs_through_its_handler(name: str, aws: Aws, context: LocalContext) -> None:
+    # Given the run the events refer to (with its first step taken where the event needs it)
+    function = name.split("/")[0]
+    if function != "api" or name in ("api/get_run.json", "api/get_steps.json", "api/cancel_run.json"):
+        seed(first_step_done=name in ("tool/calculator.json", "api/get_steps.json"))
+    # When the event is handed to its function's handler
+    handler = importlib.import_module(f"functions.handlers.{function}").handler
+    result = handler(json.loads((EVENTS / name).read_text()), context)
+    # Then it did what the event's name says
+    check(name, result, aws)

@@ -1,0 +1,84 @@
+"""Step, tool, finalize and mark_failed functions against moto, with the labelled offline stub model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from functions.adapters import wiring
+from functions.handlers import api, finalize, mark_failed, step, tool
+from stepwise.local.lambdas import LocalContext
+from tests.functional.conftest import Aws, http_event
+
+
+def submit(context: LocalContext, body: dict[str, object]) -> str:
+    return str(json.loads(api.handler(http_event("POST", "/runs", body), context)["body"])["run_id"])
+
+
+def get_run(context: LocalContext, run_id: str) -> dict[str, object]:
+    return dict(json.loads(api.handler(http_event("GET", f"/runs/{run_id}"), context)["body"]))
+
+
+def test_the_step_tool_step_finalize_sequence_completes_a_run(aws: Aws, context: LocalContext) -> None:
+    # Given a run whose task needs the calculator (the offline stub asks for it)
+    run_id = submit(context, {"input": "What is 6 * 7?"})
+    ref = {"tenant": "default", "run_id": run_id}
+    # When the handlers run in the order the state machine calls them
+    first = step.handler({**ref, "step": 0}, context)
+    assert first["next"] == "tools" and first["step"] == 1
+    (call,) = first["tool_calls"]
+    result = tool.handler({**ref, "step": first["completed_step"], "tool_use_id": call["id"]}, context)
+    second = step.handler({**ref, "step": first["step"]}, context)
+    done = finalize.handler({**ref, "status": second["status"], "error": second["error"]}, context)
+    # Then the run succeeded with the tool's answer and both steps are accounted
+    assert result == {"tool_use_id": call["id"], "name": "calculator", "is_error": False}
+    assert second["next"] == "finish" and done == {"run_id": run_id, "status": "SUCCEEDED"}
+    run = get_run(context, run_id)
+    assert run["status"] == "SUCCEEDED" and run["steps"] == 2
+    assert "42" in str(run["output"]) and "[offline stub model]" in str(run["output"])
+    assert run["usage"]["input_tokens"] > 0 and run["cost_usd"] > 0  # type: ignore[index,operator]
+    steps = json.loads(api.handler(http_event("GET", f"/runs/{run_id}/steps"), context)["body"])["steps"]
+    assert [s["provider"] for s in steps] == ["offline-stub", "offline-stub"]
+    assert steps[0]["tool_calls"][0]["result"]["content"] == "42"
+
+
+def test_a_retried_step_invocation_neither_calls_the_model_nor_charges_twice(aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = submit(context, {"input": "hello there"})
+    ref = {"tenant": "default", "run_id": run_id, "step": 0}
+    first = step.handler(ref, context)
+    cost = get_run(context, run_id)["cost_usd"]
+    calls: list[object] = []
+    monkeypatch.setattr(wiring.model(), "create", lambda request: calls.append(request))
+    again = step.handler(ref, context)
+    assert again == first
+    assert calls == []
+    assert get_run(context, run_id)["cost_usd"] == cost
+
+
+def test_mark_failed_records_the_reason_from_the_catch(aws: Aws, context: LocalContext) -> None:
+    run_id = submit(context, {"input": "hello"})
+    cause = json.dumps({"errorType": "RetryableModelError", "errorMessage": "Anthropic API 529 overloaded_error: busy"})
+    out = mark_failed.handler(
+        {"tenant": "default", "run_id": run_id, "failure": {"Error": "RetryableModelError", "Cause": cause}}, context
+    )
+    run = get_run(context, run_id)
+    assert out["status"] == "FAILED"
+    assert run["error"] == {"code": "RetryableModelError", "message": "Anthropic API 529 overloaded_error: busy"}
+
+
+def test_invalid_workflow_payloads_are_rejected_by_the_event_parser(aws: Aws, context: LocalContext) -> None:
+    from aws_lambda_powertools.utilities.parser import ValidationError
+
+    with pytest.raises(ValidationError):
+        step.handler({"tenant": "default", "run_id": "run_x", "step": -1}, context)
+    with pytest.raises(ValidationError):
+        finalize.handler({"tenant": "default", "run_id": "run_x", "status": "DONE"}, context)
+
+
+def test_a_missing_anthropic_key_outside_the_local_stack_is_an_error_not_a_silent_stub(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "anthropic")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    wiring.reset()
+    with pytest.raises(RuntimeError, match="no Anthropic API key"):
+        wiring.model()

@@ -1,0 +1,732 @@
+"""The synthesised CloudFormation template of the Stepwise stack.
+
+The stack is built once per module, with asset bundling skipped (no pip layer build: fast and offline).
+Assertions are on resource properties and on references between resources, never on hashed logical IDs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import aws_cdk as cdk
+import cdk_nag
+import pytest
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Match, Template
+
+from app import build_app
+from infra.constants import (
+    FUNCTIONS,
+    INTAKE_MAX_RECEIVE_COUNT,
+    MODEL_RETRY_INTERVAL_SECONDS,
+    MODEL_RETRY_MAX_ATTEMPTS,
+    MODEL_RETRY_MAX_DELAY_SECONDS,
+    TOOLS_MAX_CONCURRENCY,
+)
+from infra.stacks.stepwise_stack import StepwiseStack
+
+SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
+LAMBDA_SERVICE_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+WORKFLOW_FUNCTIONS = {"step", "tool", "finalize", "mark_failed"}
+EXPECTED_ROUTES = {
+    "POST /runs",
+    "GET /runs/{run_id}",
+    "GET /runs/{run_id}/steps",
+    "POST /runs/{run_id}/cancel",
+    "GET /health",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    app = cdk.App(context=SKIP_BUNDLING)
+    stack = StepwiseStack(app, "Stepwise", default_model="claude-sonnet-4-5")
+    return Template.from_stack(stack)
+
+
+@pytest.fixture(scope="module")
+def resources(template: Template) -> dict[str, dict[str, Any]]:
+    return template.to_json()["Resources"]
+
+
+@pytest.fixture(scope="module")
+def definition(template: Template) -> dict[str, Any]:
+    (machine,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    return parse_definition(machine["Properties"]["DefinitionString"])
+
+
+@pytest.fixture(scope="module")
+def functions(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Function name (the key of infra.constants.FUNCTIONS) -> (logical id, properties), found by handler."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for logical_id, resource in template.find_resources("AWS::Lambda::Function").items():
+        props = resource["Properties"]
+        module, _, attribute = props["Handler"].rpartition(".")
+        assert module.startswith("functions.handlers.") and attribute == "handler", props["Handler"]
+        found[module.removeprefix("functions.handlers.")] = (logical_id, props)
+    return found
+
+
+@pytest.fixture(scope="module")
+def statements_by_function(
+    resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Function name -> every statement of the IAM policies attached to the function's execution role."""
+    return {name: role_statements(resources, role_of(props)) for name, (_, props) in functions.items()}
+
+
+def parse_definition(definition_string: Any) -> dict[str, Any]:
+    """Join the string parts of the definition's Fn::Join, tokens (ARNs, partition) replaced by "X"."""
+    if isinstance(definition_string, str):
+        return json.loads(definition_string)
+    separator, parts = definition_string["Fn::Join"]
+    return json.loads(separator.join(part if isinstance(part, str) else "X" for part in parts))
+
+
+def walk_states(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every state, including those nested in Map item processors and Parallel branches."""
+    for name, state in states.items():
+        yield name, state
+        for nested in (state.get("ItemProcessor"), state.get("Iterator"), *state.get("Branches", [])):
+            if nested:
+                yield from walk_states(nested["States"])
+
+
+def role_of(function_props: dict[str, Any]) -> str:
+    role_arn = function_props["Role"]
+    assert set(role_arn) == {"Fn::GetAtt"}, role_arn
+    role_id, attribute = role_arn["Fn::GetAtt"]
+    assert attribute == "Arn"
+    return role_id
+
+
+def role_statements(resources: dict[str, dict[str, Any]], role_id: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for resource in resources.values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in props.get("Roles", []):
+            statements.extend(props["PolicyDocument"]["Statement"])
+    for inline in resources[role_id]["Properties"].get("Policies", []):
+        statements.extend(inline["PolicyDocument"]["Statement"])
+    return statements
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def allowed_actions(statements: list[dict[str, Any]], prefix: str = "") -> set[str]:
+    return {
+        action
+        for statement in statements
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+        if action.startswith(prefix)
+    }
+
+
+def statements_granting(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [s for s in statements if s["Effect"] == "Allow" and action in as_list(s["Action"])]
+
+
+def all_policy_documents(resources: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for logical_id, resource in resources.items():
+        props = resource.get("Properties", {})
+        if "PolicyDocument" in props:  # AWS::IAM::Policy, AWS::SQS::QueuePolicy, ...
+            yield logical_id, props["PolicyDocument"]
+        if resource["Type"] == "AWS::IAM::Role":
+            for inline in props.get("Policies", []):
+                yield logical_id, inline["PolicyDocument"]
+
+
+def single(resources: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    assert len(resources) == 1, sorted(resources)
+    ((logical_id, resource),) = resources.items()
+    return logical_id, resource
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Synthesis with cdk-nag (the real entry point, app.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_app_synthesises_with_cdk_nag_and_no_unacknowledged_findings() -> None:
+    # Given the app as `cdk synth` builds it, with the AwsSolutions checks as a validation plugin
+    app = build_app(cdk.App(context=SKIP_BUNDLING))
+
+    # When it is synthesised (an unacknowledged cdk-nag error raises here)
+    assembly = app.synth()
+
+    # Then the Stepwise stack is in the cloud assembly
+    stack = assembly.get_stack_by_name("Stepwise")
+    assert "AWS::StepFunctions::StateMachine" in {r["Type"] for r in stack.template["Resources"].values()}
+
+
+def test_cdk_nag_plugin_does_fail_synthesis_on_a_finding() -> None:
+    # Given a stack with a finding nobody acknowledged (a queue without DLQ nor SSL enforcement)
+    app = cdk.App()
+    sqs.Queue(cdk.Stack(app, "Bare"), "Queue")
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
+
+    # When / Then: synthesis fails, so the test above is not vacuous
+    with pytest.raises(RuntimeError, match="Validation failed"):
+        app.synth()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step Functions
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_state_machine_is_standard_traced_and_logged(template: Template) -> None:
+    template.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineType": "STANDARD",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": Match.object_like(
+                {
+                    "Level": "ALL",
+                    "Destinations": Match.array_with([{"CloudWatchLogsLogGroup": {"LogGroupArn": Match.any_value()}}]),
+                }
+            ),
+        },
+    )
+
+
+def test_state_machine_log_group_has_a_retention(template: Template, resources: dict[str, dict[str, Any]]) -> None:
+    # Given the log group the state machine writes to
+    (machine,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+    log_group_id, attribute = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"]
+
+    # Then it is a log group of this stack with a finite retention
+    assert attribute == "Arn"
+    assert resources[log_group_id]["Type"] == "AWS::Logs::LogGroup"
+    assert resources[log_group_id]["Properties"]["RetentionInDays"] > 0
+
+
+def test_definition_starts_at_step_and_bounds_the_run(definition: dict[str, Any]) -> None:
+    assert definition["StartAt"] == "Step"
+    assert definition["States"]["Step"]["Type"] == "Task"
+    # The default run_timeout is two hours.
+    assert definition["TimeoutSeconds"] == 2 * 60 * 60
+
+
+def test_step_retries_retryable_model_errors_with_capped_full_jitter_backoff(definition: dict[str, Any]) -> None:
+    # Given the Step task's retriers
+    retriers = definition["States"]["Step"]["Retry"]
+
+    # When picking the one for model throttling/overload
+    (model_retry,) = [r for r in retriers if "RetryableModelError" in r["ErrorEquals"]]
+
+    # Then it backs off exponentially with full jitter, capped
+    assert model_retry["ErrorEquals"] == ["RetryableModelError"]
+    assert model_retry["JitterStrategy"] == "FULL"
+    assert model_retry["BackoffRate"] == 2
+    assert model_retry["IntervalSeconds"] == MODEL_RETRY_INTERVAL_SECONDS
+    assert model_retry["MaxAttempts"] == MODEL_RETRY_MAX_ATTEMPTS
+    assert model_retry["MaxDelaySeconds"] == MODEL_RETRY_MAX_DELAY_SECONDS
+    assert model_retry["MaxDelaySeconds"] > model_retry["IntervalSeconds"]
+
+
+def test_every_task_retries_lambda_service_exceptions_with_jitter(definition: dict[str, Any]) -> None:
+    # Given every Task state, nested ones included
+    tasks = {name: state for name, state in walk_states(definition["States"]) if state["Type"] == "Task"}
+    assert set(tasks) == {"Step", "RunTool", "Finalize", "MarkFailed"}
+
+    for name, task in tasks.items():
+        # Then each has a jittered, backing-off retrier covering the transient Lambda errors
+        covering = [r for r in task.get("Retry", []) if LAMBDA_SERVICE_ERRORS <= set(r["ErrorEquals"])]
+        assert covering, f"{name} does not retry {sorted(LAMBDA_SERVICE_ERRORS)}"
+        (retrier,) = covering
+        assert retrier["JitterStrategy"] == "FULL", name
+        assert retrier["BackoffRate"] > 1, name
+        assert retrier["MaxAttempts"] >= 2, name
+        # and never retries everything blindly
+        assert not any("States.ALL" in r["ErrorEquals"] for r in task["Retry"]), name
+
+
+def test_every_task_invokes_lambda_and_returns_only_the_payload(definition: dict[str, Any]) -> None:
+    tasks = [(name, state) for name, state in walk_states(definition["States"]) if state["Type"] == "Task"]
+    assert tasks
+    for name, task in tasks:
+        assert task["Resource"].endswith(":states:::lambda:invoke"), name
+        assert task["OutputPath"] == "$.Payload", name
+        assert task["Parameters"]["Payload"]["tenant.$"] == "$.tenant", name
+        assert task["Parameters"]["Payload"]["run_id.$"] == "$.run_id", name
+
+
+@pytest.mark.parametrize("state_name", ["Step", "Tools", "Finalize"])
+def test_failures_are_caught_and_sent_to_mark_failed(definition: dict[str, Any], state_name: str) -> None:
+    # Given a state that can fail for good
+    catchers = definition["States"][state_name]["Catch"]
+
+    # Then any error goes to MarkFailed, keeping the run reference and adding the failure
+    assert {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "MarkFailed"} in catchers
+
+
+def test_mark_failed_records_the_failure_then_fails_the_execution(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    mark_failed = states["MarkFailed"]
+    assert mark_failed["Parameters"]["Payload"]["failure.$"] == "$.failure"
+    assert states[mark_failed["Next"]]["Type"] == "Fail"
+    # MarkFailed must not catch into itself (no failure loop).
+    assert "Catch" not in mark_failed
+
+
+def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definition: dict[str, Any]) -> None:
+    tools = definition["States"]["Tools"]
+
+    assert tools["Type"] == "Map"
+    assert tools["ItemsPath"] == "$.tool_calls"
+    assert tools["MaxConcurrency"] == TOOLS_MAX_CONCURRENCY > 0
+    assert tools["ItemSelector"] == {
+        "tenant.$": "$.tenant",
+        "run_id.$": "$.run_id",
+        "step.$": "$.completed_step",
+        "tool_use_id.$": "$$.Map.Item.Value.id",
+    }
+    # The tool results live in the table: the Map's output is discarded and Step gets the previous state back.
+    assert tools["ResultPath"] is None
+    assert tools["Next"] == "Step"
+    processor = tools["ItemProcessor"]
+    assert processor["StartAt"] == "RunTool"
+    assert processor["States"]["RunTool"]["Type"] == "Task"
+
+
+def test_route_chooses_tools_on_next_equals_tools_else_finalizes(definition: dict[str, Any]) -> None:
+    states = definition["States"]
+    route = states["Route"]
+
+    assert states["Step"]["Next"] == "Route"
+    assert route["Type"] == "Choice"
+    assert route["Choices"] == [{"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"}]
+    assert route["Default"] == "Finalize"
+    assert states[states["Finalize"]["Next"]]["Type"] == "Succeed"
+
+
+def test_every_transition_targets_an_existing_state(definition: dict[str, Any]) -> None:
+    def check(scope: dict[str, Any]) -> int:
+        states = scope["States"]
+        assert scope["StartAt"] in states
+        checked = 0
+        for name, state in states.items():
+            targets = [state.get("Next"), state.get("Default")]
+            targets += [c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])]
+            for target in filter(None, targets):
+                assert target in states, f"{name} -> {target}"
+                checked += 1
+            if "ItemProcessor" in state:
+                checked += check(state["ItemProcessor"])
+            assert state["Type"] in ("Succeed", "Fail", "Choice") or "Next" in state or state.get("End"), name
+        return checked
+
+    assert check(definition) >= 8
+
+
+def test_state_machine_role_invokes_only_the_workflow_functions(
+    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    # Given the state machine's role
+    (machine,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
+    role_id, _ = machine["Properties"]["RoleArn"]["Fn::GetAtt"]
+    statements = role_statements(resources, role_id)
+
+    # When collecting the functions it may invoke
+    invoked: set[str] = set()
+    for statement in statements_granting(statements, "lambda:InvokeFunction"):
+        for resource in as_list(statement["Resource"]):
+            arn = resource if "Fn::GetAtt" in resource else resource["Fn::Join"][1][0]
+            invoked.add(arn["Fn::GetAtt"][0])
+
+    # Then it is exactly the four workflow functions, not the api nor the intake function
+    assert invoked == {functions[name][0] for name in WORKFLOW_FUNCTIONS}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lambda
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
+    assert len(FUNCTIONS) == 6
+    assert set(functions) == set(FUNCTIONS)
+    for name, (_, props) in functions.items():
+        assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name][0]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_handler_path_points_at_a_callable(name: str) -> None:
+    module_name, _, attribute = FUNCTIONS[name][0].rpartition(".")
+    assert callable(getattr(importlib.import_module(module_name), attribute))
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_function_runtime_architecture_tracing_layer_and_logs(
+    name: str, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    # Given the function built for this handler
+    _, props = functions[name]
+
+    # Then it runs Python 3.13 on Graviton, traced, with the dependency layer and JSON logs
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["LoggingConfig"]["LogFormat"] == "JSON"
+    assert props["MemorySize"] == FUNCTIONS[name][1]
+    assert props["Timeout"] == FUNCTIONS[name][2]
+    (layer,) = props["Layers"]
+    assert resources[layer["Ref"]]["Type"] == "AWS::Lambda::LayerVersion"
+    log_group = resources[props["LoggingConfig"]["LogGroup"]["Ref"]]
+    assert log_group["Type"] == "AWS::Logs::LogGroup"
+    assert log_group["Properties"]["RetentionInDays"] > 0
+    env = props["Environment"]["Variables"]
+    assert env["STEPWISE_TABLE"] == {"Ref": single_table_id(resources)}
+    assert env["POWERTOOLS_SERVICE_NAME"] == f"stepwise-{name}"
+
+
+def single_table_id(resources: dict[str, dict[str, Any]]) -> str:
+    (table_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::DynamoDB::GlobalTable"]
+    return table_id
+
+
+def test_dependency_layer_matches_the_functions(template: Template) -> None:
+    template.resource_count_is("AWS::Lambda::LayerVersion", 1)
+    template.has_resource_properties(
+        "AWS::Lambda::LayerVersion",
+        {"CompatibleRuntimes": ["python3.13"], "CompatibleArchitectures": ["arm64"]},
+    )
+
+
+def test_step_function_outlives_the_model_timeout(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    # Given the step function and the model timeout it is configured with
+    _, step = functions["step"]
+    model_timeout = int(step["Environment"]["Variables"]["STEPWISE_MODEL_TIMEOUT_SECONDS"])
+
+    # Then a model call that times out still leaves the function time to report it
+    assert model_timeout > 0
+    assert step["Timeout"] > model_timeout
+
+
+def test_only_the_step_function_knows_the_secret(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    holders = {
+        name
+        for name, (_, props) in functions.items()
+        if "STEPWISE_ANTHROPIC_SECRET_ARN" in props["Environment"]["Variables"]
+    }
+    assert holders == {"step"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SQS intake
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def intake_queue(template: Template) -> tuple[str, dict[str, Any]]:
+    return single(template.find_resources("AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.any_value()}}))
+
+
+def test_intake_queue_redrives_to_an_encrypted_dead_letter_queue(
+    template: Template, resources: dict[str, dict[str, Any]], intake_queue: tuple[str, dict[str, Any]]
+) -> None:
+    template.resource_count_is("AWS::SQS::Queue", 2)
+    queue_id, queue = intake_queue
+    redrive = queue["Properties"]["RedrivePolicy"]
+
+    # Then poison messages land, after 5 receives, in another queue of this stack
+    assert redrive["maxReceiveCount"] == INTAKE_MAX_RECEIVE_COUNT == 5
+    dlq_id, attribute = redrive["deadLetterTargetArn"]["Fn::GetAtt"]
+    assert attribute == "Arn"
+    assert dlq_id != queue_id
+    assert resources[dlq_id]["Type"] == "AWS::SQS::Queue"
+    # and both queues are encrypted at rest with SQS-managed keys
+    for logical_id in (queue_id, dlq_id):
+        assert resources[logical_id]["Properties"]["SqsManagedSseEnabled"] is True
+    # and the DLQ keeps messages long enough to be looked at
+    assert resources[dlq_id]["Properties"]["MessageRetentionPeriod"] >= 4 * 24 * 3600
+
+
+def test_intake_queue_visibility_covers_six_consumer_timeouts(
+    intake_queue: tuple[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    _, queue = intake_queue
+    assert queue["Properties"]["VisibilityTimeout"] >= 6 * functions["intake"][1]["Timeout"]
+
+
+def test_intake_function_drains_the_queue_with_bounded_concurrency_and_partial_failures(
+    template: Template, intake_queue: tuple[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": {"Fn::GetAtt": [intake_queue[0], "Arn"]},
+            "FunctionName": {"Ref": functions["intake"][0]},
+            "ScalingConfig": {"MaximumConcurrency": 10},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    )
+
+
+def test_every_queue_policy_denies_insecure_transport(template: Template) -> None:
+    # Given every queue and every queue policy
+    queue_ids = set(template.find_resources("AWS::SQS::Queue"))
+    policies = template.find_resources("AWS::SQS::QueuePolicy").values()
+
+    # When collecting the queues covered by an SSL-only deny
+    enforced: set[str] = set()
+    for policy in policies:
+        props = policy["Properties"]
+        for statement in props["PolicyDocument"]["Statement"]:
+            if (
+                statement["Effect"] == "Deny"
+                and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+                and "sqs:*" in as_list(statement["Action"])
+                and statement["Principal"] == {"AWS": "*"}
+            ):
+                enforced.update(ref["Ref"] for ref in props["Queues"])
+
+    # Then no queue is left out
+    assert queue_ids
+    assert enforced == queue_ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DynamoDB
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_single_on_demand_table_with_pk_sk_pitr_and_ttl(template: Template) -> None:
+    template.resource_count_is("AWS::DynamoDB::GlobalTable", 1)
+    template.resource_count_is("AWS::DynamoDB::Table", 0)
+    template.has_resource_properties(
+        "AWS::DynamoDB::GlobalTable",
+        {
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            "AttributeDefinitions": Match.array_with(
+                [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+            ),
+            "BillingMode": "PAY_PER_REQUEST",
+            "Replicas": Match.array_with(
+                [Match.object_like({"PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}})]
+            ),
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        },
+    )
+
+
+def test_table_is_retained_by_default(template: Template) -> None:
+    (table,) = template.find_resources("AWS::DynamoDB::GlobalTable").values()
+    assert table["DeletionPolicy"] == "Retain"
+    assert table["UpdateReplacePolicy"] == "Retain"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP API
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_http_api(template: Template) -> None:
+    template.resource_count_is("AWS::ApiGatewayV2::Api", 1)
+    template.has_resource_properties("AWS::ApiGatewayV2::Api", {"ProtocolType": "HTTP"})
+
+
+def test_routes_are_exactly_the_contract(template: Template) -> None:
+    routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
+    keys = [route["Properties"]["RouteKey"] for route in routes]
+    assert sorted(keys) == sorted(EXPECTED_ROUTES)
+
+
+def test_every_route_but_health_requires_sigv4(template: Template) -> None:
+    routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
+    auth = {route["Properties"]["RouteKey"]: route["Properties"].get("AuthorizationType", "NONE") for route in routes}
+
+    assert auth.pop("GET /health") == "NONE"
+    assert auth
+    assert set(auth.values()) == {"AWS_IAM"}
+
+
+def test_every_route_proxies_to_the_api_function(
+    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
+    for route in routes:
+        # Route targets are "integrations/<Ref integration>"
+        prefix, integration_ref = route["Properties"]["Target"]["Fn::Join"][1]
+        assert prefix == "integrations/"
+        integration = resources[integration_ref["Ref"]]["Properties"]
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        assert integration["IntegrationUri"] == {"Fn::GetAtt": [functions["api"][0], "Arn"]}
+
+
+def test_stage_has_access_logs_and_throttling(template: Template, resources: dict[str, dict[str, Any]]) -> None:
+    template.has_resource_properties(
+        "AWS::ApiGatewayV2::Stage",
+        {
+            "AccessLogSettings": {"DestinationArn": Match.any_value(), "Format": Match.any_value()},
+            "DefaultRouteSettings": Match.object_like(
+                {"ThrottlingRateLimit": Match.any_value(), "ThrottlingBurstLimit": Match.any_value()}
+            ),
+        },
+    )
+    (stage,) = template.find_resources("AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    access_log_format = json.loads(props["AccessLogSettings"]["Format"])
+    assert {"requestId", "routeKey", "status"} <= set(access_log_format)
+    log_group_id, _ = props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"]
+    assert resources[log_group_id]["Type"] == "AWS::Logs::LogGroup"
+    throttling = props["DefaultRouteSettings"]
+    assert 0 < throttling["ThrottlingRateLimit"] <= throttling["ThrottlingBurstLimit"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IAM: least privilege
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_api_function_permissions(statements_by_function: dict[str, list[dict[str, Any]]]) -> None:
+    # Given everything the api function's role allows
+    actions = allowed_actions(statements_by_function["api"])
+
+    # Then it can create, read and update runs, enqueue them, and stop executions
+    assert {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"} <= actions
+    assert "sqs:SendMessage" in actions
+    assert "states:StopExecution" in actions
+    # but it neither starts executions (the intake function does) nor deletes or scans
+    assert "states:StartExecution" not in actions
+    assert not actions & {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem", "*"}
+
+
+def test_api_function_stops_only_executions_of_this_state_machine(
+    template: Template, statements_by_function: dict[str, list[dict[str, Any]]]
+) -> None:
+    (machine_id,) = template.find_resources("AWS::StepFunctions::StateMachine")
+    (statement,) = statements_granting(statements_by_function["api"], "states:StopExecution")
+
+    separator, parts = statement["Resource"]["Fn::Join"]
+    assert separator == ""
+    assert ":execution:" in parts
+    assert {"Fn::GetAtt": [machine_id, "Name"]} in parts
+    assert parts[-1] == ":*"
+
+
+@pytest.mark.parametrize(
+    ("name", "table_actions"),
+    [
+        ("api", {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}),
+        ("intake", {"dynamodb:GetItem"}),
+        ("step", {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        ("tool", {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"}),
+        ("finalize", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        ("mark_failed", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+    ],
+)
+def test_table_access_is_exactly_what_each_function_needs(
+    name: str,
+    table_actions: set[str],
+    resources: dict[str, dict[str, Any]],
+    statements_by_function: dict[str, list[dict[str, Any]]],
+) -> None:
+    statements = statements_by_function[name]
+    assert allowed_actions(statements, "dynamodb:") == table_actions
+    # and only on the table itself (no index, no other table, no wildcard)
+    table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
+    for statement in statements:
+        if any(action.startswith("dynamodb:") for action in as_list(statement["Action"])):
+            assert as_list(statement["Resource"]) == [table_arn], name
+
+
+def test_only_the_intake_function_starts_executions_of_the_state_machine(
+    template: Template, statements_by_function: dict[str, list[dict[str, Any]]]
+) -> None:
+    starters = {
+        name
+        for name, statements in statements_by_function.items()
+        if statements_granting(statements, "states:StartExecution")
+    }
+    assert starters == {"intake"}
+
+    (machine_id,) = template.find_resources("AWS::StepFunctions::StateMachine")
+    (statement,) = statements_granting(statements_by_function["intake"], "states:StartExecution")
+    assert statement["Resource"] == {"Ref": machine_id}
+
+
+def test_only_the_step_function_reads_the_anthropic_secret(
+    template: Template, statements_by_function: dict[str, list[dict[str, Any]]]
+) -> None:
+    readers = {
+        name
+        for name, statements in statements_by_function.items()
+        if statements_granting(statements, "secretsmanager:GetSecretValue")
+    }
+    assert readers == {"step"}
+
+    (secret_id,) = template.find_resources("AWS::SecretsManager::Secret")
+    (statement,) = statements_granting(statements_by_function["step"], "secretsmanager:GetSecretValue")
+    assert statement["Resource"] == {"Ref": secret_id}
+
+
+def test_only_the_api_function_sends_to_the_intake_queue(
+    statements_by_function: dict[str, list[dict[str, Any]]],
+) -> None:
+    senders = {
+        name
+        for name, statements in statements_by_function.items()
+        if statements_granting(statements, "sqs:SendMessage")
+    }
+    assert senders == {"api"}
+
+
+def test_no_policy_grants_wildcard_actions(resources: dict[str, dict[str, Any]]) -> None:
+    documents = list(all_policy_documents(resources))
+    assert len(documents) >= len(FUNCTIONS) + 2  # one per function role, the state machine role, the queues
+
+    for logical_id, document in documents:
+        for statement in document["Statement"]:
+            actions = as_list(statement.get("Action", []))
+            assert "*" not in actions, logical_id
+            assert "dynamodb:*" not in actions, logical_id
+            if statement["Effect"] == "Allow":
+                # No "<service>:*" is ever allowed (the SQS SSL-only policies deny "sqs:*", which is fine).
+                assert not [a for a in actions if a.endswith(":*")], (logical_id, actions)
+
+
+def test_wildcard_resources_are_only_for_account_level_apis(resources: dict[str, dict[str, Any]]) -> None:
+    account_level = ("xray:", "logs:")
+    for logical_id, document in all_policy_documents(resources):
+        for statement in document["Statement"]:
+            if statement["Effect"] == "Allow" and "*" in as_list(statement.get("Resource")):
+                actions = as_list(statement["Action"])
+                assert all(a.startswith(account_level) for a in actions), (logical_id, actions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_outputs(template: Template) -> None:
+    (api_id,) = template.find_resources("AWS::ApiGatewayV2::Api")
+    template.has_output(
+        "ApiUrl",
+        {"Value": {"Fn::Join": ["", Match.array_with([{"Fn::GetAtt": [api_id, "ApiEndpoint"]}])]}},
+    )
+    outputs = template.to_json()["Outputs"]
+    assert {"ApiUrl", "StateMachineArn", "TableName", "AnthropicSecretName", "IntakeDeadLetterQueueUrl"} <= set(outputs)

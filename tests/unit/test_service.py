@@ -1,0 +1,269 @@
+"""The agent core's use cases, driven with in-memory fakes (no AWS, no model, no sockets)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from functions.agent import service
+from functions.agent.errors import FatalModelError, RetryableModelError, RunNotFoundError
+from functions.agent.models import Budget, RunRequest, RunStatus, StepDecision, Usage
+from functions.agent.pricing import default_price_book
+from functions.tools import UnknownToolError, builtin_registry
+from tests.fakes.clock import FixedClock
+from tests.fakes.memory_store import InMemoryRunStore
+from tests.fakes.model import ScriptedModel, text_response, tool_response
+from tests.fakes.services import RecordingQueue, RecordingWorkflow
+
+TENANT = "acme"
+PRICES = default_price_book()
+
+
+@pytest.fixture
+def store() -> InMemoryRunStore:
+    return InMemoryRunStore()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+def submit(store: InMemoryRunStore, request: RunRequest, *, queue: RecordingQueue | None = None, key: str | None = None) -> service.Accepted:
+    ids = iter(f"run_{i:026x}" for i in range(1, 100))
+    return service.create_run(
+        store=store,
+        queue=queue or RecordingQueue(),
+        registry=builtin_registry(),
+        prices=PRICES,
+        clock=FixedClock(),
+        new_id=lambda: next(ids),
+        tenant=TENANT,
+        request=request,
+        default_model="claude-haiku-4-5",
+        idempotency_key=key,
+    )
+
+
+def step(store: InMemoryRunStore, model: ScriptedModel, run_id: str, n: int) -> service.StepOutcome:
+    return service.execute_step(
+        store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(), tenant=TENANT, run_id=run_id, step=n
+    )
+
+
+def run_tools(store: InMemoryRunStore, outcome: service.StepOutcome) -> None:
+    for call in outcome.tool_calls:
+        service.execute_tool(
+            store=store, registry=builtin_registry(), tenant=TENANT, run_id=outcome.run_id, step=outcome.step, tool_use_id=call.id
+        )
+
+
+# ------------------------------------------------------------------------------------------------ create
+
+
+def test_create_run_persists_queued_run_and_enqueues_it(store: InMemoryRunStore) -> None:
+    queue = RecordingQueue()
+    accepted = submit(store, RunRequest(input="What is 2+2?"), queue=queue)
+    assert accepted.run.status is RunStatus.QUEUED
+    assert accepted.run.model == "claude-haiku-4-5"
+    assert accepted.run.tools == ["calculator", "current_time"]
+    assert queue.sent == [(TENANT, accepted.run.run_id)]
+    assert store.get_run(TENANT, accepted.run.run_id) is not None
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (RunRequest(input="x", model="gpt-4o"), service.RequestRejectedError),
+        (RunRequest(input="x", tools=["calculator", "shell"]), UnknownToolError),
+    ],
+)
+def test_bad_model_or_tool_is_refused_before_anything_is_written(store: InMemoryRunStore, request_: RunRequest, error: type[Exception]) -> None:
+    queue = RecordingQueue()
+    with pytest.raises(error):
+        submit(store, request_, queue=queue)
+    assert store.writes == 0
+    assert queue.sent == []
+
+
+def test_same_idempotency_key_returns_the_same_run(store: InMemoryRunStore) -> None:
+    first = submit(store, RunRequest(input="hello"), key="k-1")
+    again = submit(store, RunRequest(input="hello"), key="k-1")
+    assert again.replayed and not first.replayed
+    assert again.run.run_id == first.run.run_id
+    assert len(store.runs) == 1
+
+
+def test_idempotency_key_with_a_different_body_is_a_conflict(store: InMemoryRunStore) -> None:
+    submit(store, RunRequest(input="hello"), key="k-1")
+    with pytest.raises(service.IdempotencyConflictError):
+        submit(store, RunRequest(input="something else"), key="k-1")
+
+
+def test_enqueue_failure_marks_the_run_failed_instead_of_leaving_it_queued(store: InMemoryRunStore) -> None:
+    with pytest.raises(ConnectionError):
+        submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("sqs down")))
+    (run,) = store.runs.values()
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.code == "ENQUEUE_FAILED"
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+
+def test_multi_step_run_with_a_tool_call_succeeds_and_accounts_every_step(store: InMemoryRunStore) -> None:
+    # Given a run and a model that asks for the calculator, then answers
+    run_id = submit(store, RunRequest(input="What is 17*23?")).run.run_id
+    model = ScriptedModel(
+        tool_response(("toolu_1", "calculator", {"expression": "17*23"}), usage=Usage(input_tokens=400, output_tokens=40)),
+        text_response("17*23 = 391", usage=Usage(input_tokens=500, output_tokens=10, cache_read_input_tokens=300)),
+    )
+    # When the workflow drives it: Step -> Tools -> Step
+    first = step(store, model, run_id, 0)
+    assert first.decision is StepDecision.TOOLS and [c.name for c in first.tool_calls] == ["calculator"]
+    run_tools(store, first)
+    second = step(store, model, run_id, 1)
+    # Then the run has the answer, two steps and the summed usage and cost
+    assert second.decision is StepDecision.FINISH and second.status is RunStatus.SUCCEEDED
+    run = store.get_run(TENANT, run_id)
+    assert run is not None
+    assert run.output == "17*23 = 391"
+    assert run.steps == 2
+    assert run.usage == Usage(input_tokens=900, output_tokens=50, cache_read_input_tokens=300)
+    expected = PRICES.cost("claude-haiku-4-5", Usage(input_tokens=400, output_tokens=40)) + PRICES.cost(
+        "claude-haiku-4-5", Usage(input_tokens=500, output_tokens=10, cache_read_input_tokens=300)
+    )
+    assert run.cost_usd == expected
+    # And the second call saw the tool result in the conversation, with the tool schemas
+    sent = model.requests[1]
+    assert sent.messages[-1]["content"][0] == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "391", "is_error": False}
+    assert {t["name"] for t in sent.tools} == {"calculator", "current_time"}
+
+
+def test_retried_step_after_the_answer_was_saved_does_not_call_the_model_again(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="hi")).run.run_id
+    model = ScriptedModel(text_response("hello"))
+    first = step(store, model, run_id, 0)
+    again = step(store, model, run_id, 0)  # Step Functions retried the Lambda after it had persisted
+    assert len(model.requests) == 1
+    assert again.replayed and again.status is first.status is RunStatus.SUCCEEDED
+    run = store.get_run(TENANT, run_id)
+    assert run is not None and run.steps == 1 and run.usage.input_tokens == 100
+
+
+def test_tool_runs_once_even_when_its_lambda_is_retried(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    outcome = step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
+    results = [
+        service.execute_tool(store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=0, tool_use_id="t1")
+        for _ in range(2)
+    ]
+    assert results[0] == results[1]
+    assert len(store.tools) == 1
+
+
+def test_invalid_tool_input_becomes_an_error_result_the_model_sees(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    model = ScriptedModel(tool_response(("t1", "calculator", {"expr": "1+1"})), text_response("sorry"))
+    run_tools(store, step(store, model, run_id, 0))
+    step(store, model, run_id, 1)
+    result = model.requests[1].messages[-1]["content"][0]
+    assert result["is_error"] is True
+    assert "invalid input for calculator" in result["content"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "usage", "code"),
+    [
+        (Budget(max_steps=1), Usage(input_tokens=10), "MAX_STEPS"),
+        (Budget(max_tokens=100), Usage(input_tokens=90, output_tokens=20), "MAX_TOKENS"),
+        (Budget(max_usd=0.0001), Usage(input_tokens=1000), "MAX_USD"),
+    ],
+)
+def test_a_run_limit_ends_the_run_budget_exceeded_without_another_model_call(
+    store: InMemoryRunStore, budget: Budget, usage: Usage, code: str
+) -> None:
+    run_id = submit(store, RunRequest(input="x", budget=budget)).run.run_id
+    model = ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}), usage=usage))
+    run_tools(store, step(store, model, run_id, 0))
+    outcome = step(store, model, run_id, 1)
+    assert len(model.requests) == 1
+    assert outcome.status is RunStatus.BUDGET_EXCEEDED
+    assert outcome.error is not None and outcome.error.code == code
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "code"),
+    [("max_tokens", "MAX_TOKENS_PER_CALL"), ("refusal", "REFUSAL"), ("pause_turn", "UNEXPECTED_STOP")],
+)
+def test_unfinished_model_output_fails_the_run_with_a_reason(store: InMemoryRunStore, stop_reason: str, code: str) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    outcome = step(store, ScriptedModel(text_response("partial", stop_reason=stop_reason)), run_id, 0)
+    assert outcome.status is RunStatus.FAILED
+    assert outcome.error is not None and outcome.error.code == code
+
+
+def test_fatal_model_error_fails_the_run_and_retryable_errors_propagate(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    with pytest.raises(RetryableModelError):
+        step(store, ScriptedModel(RetryableModelError("529 overloaded")), run_id, 0)
+    outcome = step(store, ScriptedModel(FatalModelError("MODEL_401", "bad key")), run_id, 0)
+    assert outcome.status is RunStatus.FAILED
+    assert outcome.error is not None and outcome.error.code == "MODEL_401"
+
+
+def test_cancelled_run_makes_no_more_model_calls(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    workflow = RecordingWorkflow()
+    cancelled = service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+    model = ScriptedModel()
+    outcome = step(store, model, run_id, 0)
+    assert cancelled.status is RunStatus.CANCELLED and workflow.stopped == [run_id]
+    assert outcome.decision is StepDecision.FINISH and outcome.status is RunStatus.CANCELLED
+    assert model.requests == []
+    with pytest.raises(service.RunConflictError):
+        service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+
+
+def test_finalize_never_overwrites_a_cancellation(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant=TENANT, run_id=run_id)
+    run = service.finalize_run(store=store, tenant=TENANT, run_id=run_id, status=RunStatus.SUCCEEDED, error=None)
+    assert run.status is RunStatus.CANCELLED
+
+
+def test_intake_starts_a_queued_run_once_and_skips_others(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    workflow = RecordingWorkflow()
+    results = [service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id) for _ in range(2)]
+    assert results == ["started", "duplicate"]
+    assert workflow.started == [run_id]
+    assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id="run_missing") == "missing"
+    service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+    assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id) == "skipped:CANCELLED"
+
+
+def test_other_tenants_cannot_see_a_run(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    assert store.get_run("other", run_id) is None
+    with pytest.raises(RunNotFoundError):
+        service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant="other", run_id=run_id)
+
+
+def test_failure_reason_reads_the_lambda_error_message_from_the_cause() -> None:
+    cause = '{"errorType": "RetryableModelError", "errorMessage": "Anthropic API 529 overloaded_error: busy"}'
+    error = service.failure_reason("RetryableModelError", cause)
+    assert error.code == "RetryableModelError"
+    assert error.message == "Anthropic API 529 overloaded_error: busy"
+    assert service.failure_reason(None, None).message == "the workflow failed without a cause"
+
+
+def test_step_outcome_state_is_small_and_names_the_next_step(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x" * 90_000)).run.run_id
+    outcome = step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
+    state = outcome.state()
+    assert state["step"] == 1 and state["completed_step"] == 0 and state["next"] == "tools"
+    assert state["tool_calls"] == [{"id": "t1", "name": "calculator"}]
+    assert len(str(state)) < 1_000  # conversation never travels through Step Functions
+    assert Decimal(0) < store.get_run(TENANT, run_id).cost_usd  # type: ignore[union-attr]
