@@ -42,6 +42,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> LocalStack:
+        self._saved_environ = dict(os.environ)
         for key, value in {
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
@@ -83,6 +84,11 @@ class LocalStack(AbstractContextManager["LocalStack"]):
 
         LambdaSimpleBackend.invoke = self._original_invoke  # type: ignore[method-assign]
         self._mock.stop()
+        os.environ.clear()
+        os.environ.update(self._saved_environ)
+        from functions.adapters import wiring
+
+        wiring.reset()
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -1,0 +1,82 @@
+"""End to end over HTTP: the API, SQS intake, the synthesised state machine and every function, locally."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stepwise.cli import main
+from stepwise.local.stack import LocalStack
+from tests.e2e.conftest import http, wait
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -> None:
+    # Given the local stack and a task that needs two tools (the offline stub asks for both)
+    status, accepted = http(stack, "POST", "/runs", {"input": "What is (17 * 23) + sqrt(16), and the time in Europe/Paris?"})
+    assert status == 202 and accepted["status"] == "QUEUED"
+    # When the workflow drives it to the end
+    run = wait(stack, accepted["run_id"])
+    # Then it succeeded in two steps with both tool results in the answer, and tokens and cost recorded
+    assert run["status"] == "SUCCEEDED", run
+    assert run["steps"] == 2
+    assert "395" in run["output"] and "[offline stub model]" in run["output"]
+    assert run["usage"]["input_tokens"] > 0 and run["usage"]["output_tokens"] > 0 and run["cost_usd"] > 0
+    status, steps = http(stack, "GET", f"/runs/{run['run_id']}/steps")
+    assert status == 200
+    first, last = steps["steps"]
+    assert [c["name"] for c in first["tool_calls"]] == ["calculator", "current_time"]
+    assert first["tool_calls"][0]["result"] == {"content": "395", "is_error": False, "duration_ms": first["tool_calls"][0]["result"]["duration_ms"]}
+    assert last["decision"] == "finish"
+    # And the execution ran the synthesised graph: Step, Tools (Map), RunTool, Step, Finalize
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
+    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+    assert entered[:2] == ["Step", "Route"] and "Tools" in entered and "RunTool" in entered
+    assert entered[-2:] == ["Finalize", "Done"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [(b"{bad json", "INVALID_JSON"), (json.dumps({"model": "claude-haiku-4-5"}).encode(), "VALIDATION_ERROR")],
+)
+def test_bad_requests_are_400_with_a_json_error_and_nothing_is_enqueued(stack: LocalStack, raw: bytes, code: str) -> None:
+    intake_before = stack.lambdas.invocations[stack.topology.intake_function]
+    items_before = stack.dynamodb.scan(TableName="stepwise-local", Select="COUNT")["Count"]
+    status, body = http(stack, "POST", "/runs", raw=raw)
+    assert status == 400
+    assert body["error"]["code"] == code and body["error"]["message"]
+    attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert stack.lambdas.invocations[stack.topology.intake_function] == intake_before
+    assert stack.dynamodb.scan(TableName="stepwise-local", Select="COUNT")["Count"] == items_before
+
+
+def test_routes_outside_the_contract_are_404_like_api_gateway(stack: LocalStack) -> None:
+    status, body = http(stack, "DELETE", "/runs")
+    assert status == 404 and body == {"message": "Not Found"}
+
+
+def test_a_run_limit_ends_the_run_budget_exceeded_with_the_reason(stack: LocalStack) -> None:
+    _, accepted = http(stack, "POST", "/runs", {"input": "What is 2 * 21?", "budget": {"max_steps": 1}})
+    run = wait(stack, accepted["run_id"])
+    assert run["status"] == "BUDGET_EXCEEDED"
+    assert run["error"]["code"] == "MAX_STEPS" and "max_steps=1" in run["error"]["message"]
+    assert run["steps"] == 1
+
+
+def test_the_cli_runs_a_task_and_prints_answer_steps_tokens_and_cost(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--endpoint", stack.url, "run", "What is 12 * 12?"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "status SUCCEEDED" in out and "144" in out
+    assert "OFFLINE STUB MODEL" in out and "[offline stub model]" in out
+    assert "steps 2" in out and "cost $" in out and " in / " in out
+
+
+def test_the_cli_reports_api_errors_with_a_nonzero_exit(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--endpoint", stack.url, "status", "run_0000000000000000000000dead"])
+    assert code == 2
+    assert "404 RUN_NOT_FOUND" in capsys.readouterr().out

@@ -1,0 +1,83 @@
+"""The local stack with an API key: the real anthropic SDK talks to a scripted fake Messages API on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from functions.adapters import wiring
+from functions.agent.models import Usage
+from functions.agent.pricing import default_price_book
+from stepwise.local.stack import LocalStack
+from tests.e2e.conftest import http, wait
+from tests.fakes.anthropic_server import FakeAnthropic, error, message
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "auto")
+        wiring.reset()
+        yield fake
+    wiring.reset()
+
+
+def tool_use(call_id: str, tool_input: dict[str, str], **usage: int) -> tuple[int, dict[str, object]]:
+    return 200, message([{"type": "tool_use", "id": call_id, "name": "calculator", "input": tool_input}], "tool_use", **usage)
+
+
+def test_overload_is_retried_by_the_workflow_and_bad_tool_input_reaches_the_model(
+    stack: LocalStack, fake_api: FakeAnthropic
+) -> None:
+    # Given a provider that is overloaded once, then asks for a tool with bad input, then good input, then answers
+    fake_api.script = [
+        error(529, "overloaded_error", "Overloaded"),
+        tool_use("toolu_a", {"expr": "6*7"}, input_tokens=1000, output_tokens=50),
+        tool_use("toolu_b", {"expression": "6*7"}, input_tokens=300, output_tokens=40, cache_read_input_tokens=900),
+        (200, message([{"type": "text", "text": "6 * 7 = 42"}], "end_turn", input_tokens=400, output_tokens=12, cache_creation_input_tokens=200)),
+    ]
+    # When a run is submitted over HTTP
+    _, accepted = http(stack, "POST", "/runs", {"input": "What is 6*7?", "model": "claude-haiku-4-5", "tools": ["calculator"]})
+    run = wait(stack, accepted["run_id"], timeout=60)
+    # Then the 529 was retried by Step Functions (not the SDK): four HTTP calls for three steps
+    assert run["status"] == "SUCCEEDED", run
+    assert run["output"] == "6 * 7 = 42"
+    assert run["steps"] == 3 and len(fake_api.requests) == 4
+    # And the model saw the invalid tool input as an error result, then the real result
+    second_call, third_call = fake_api.requests[2], fake_api.requests[3]
+    bad = second_call["messages"][-1]["content"][0]
+    assert bad["tool_use_id"] == "toolu_a" and bad["is_error"] is True and "invalid input for calculator" in bad["content"]
+    assert third_call["messages"][-1]["content"][0]["content"] == "42"
+    assert [t["name"] for t in second_call["tools"]] == ["calculator"]
+    assert second_call["model"] == "claude-haiku-4-5" and "system" in second_call
+    assert "sk-ant-test" in (fake_api.headers[0].get("x-api-key", "") + fake_api.headers[0].get("authorization", ""))
+    # And usage and cost are exactly the provider's numbers, cache tokens priced at cache rates
+    assert run["usage"] == {"input_tokens": 1700, "output_tokens": 102, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 900}
+    prices = default_price_book()
+    expected = sum(
+        (
+            prices.cost("claude-haiku-4-5", usage)
+            for usage in (
+                Usage(input_tokens=1000, output_tokens=50),
+                Usage(input_tokens=300, output_tokens=40, cache_read_input_tokens=900),
+                Usage(input_tokens=400, output_tokens=12, cache_creation_input_tokens=200),
+            )
+        ),
+        Decimal(0),
+    )
+    assert Decimal(str(run["cost_usd"])) == expected
+
+
+def test_an_auth_error_fails_the_run_with_the_providers_reason(stack: LocalStack, fake_api: FakeAnthropic) -> None:
+    fake_api.script = [error(401, "authentication_error", "invalid x-api-key")]
+    _, accepted = http(stack, "POST", "/runs", {"input": "hello"})
+    run = wait(stack, accepted["run_id"])
+    assert run["status"] == "FAILED"
+    assert run["error"]["code"] == "MODEL_401" and "invalid x-api-key" in run["error"]["message"]
+    assert len(fake_api.requests) == 1  # a fatal error is never retried
