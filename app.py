@@ -19,7 +19,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         context("stack_name") or "Stepwise",
         default_model=context("default_model") or "claude-sonnet-4-5",
         default_tenant=context("default_tenant") or "default",
-        run_timeout=cdk.Duration.minutes(int(context("run_timeout_minutes") or 120)),
+        run_timeout_minutes=int(context("run_timeout_minutes") or 120),
         intake_max_concurrency=int(context("intake_max_concurrency") or 10),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )

@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,22 @@ def build_layer(target: Path | None = None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     subprocess.run(
         [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--requirement", str(REQUIREMENTS),
-            "--target", str(staging / "python"),
-            "--platform", LAMBDA_PLATFORM,
-            "--implementation", "cp",
-            "--python-version", LAMBDA_PYTHON_VERSION,
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--requirement",
+            str(REQUIREMENTS),
+            "--target",
+            str(staging / "python"),
+            "--platform",
+            LAMBDA_PLATFORM,
+            "--implementation",
+            "cp",
+            "--python-version",
+            LAMBDA_PYTHON_VERSION,
             "--only-binary=:all:",
             "--no-compile",
         ],
@@ -56,7 +67,7 @@ def build_layer(target: Path | None = None) -> Path:
 
 @jsii.implements(ILocalBundling)
 class _LayerBundling:
-    def try_bundle(self, output_dir: str, options: Any) -> bool:
+    def try_bundle(self, output_dir: str, options: Any) -> bool:  # jsii passes the BundlingOptions positionally
         built = build_layer()
         shutil.copytree(built / "python", Path(output_dir) / "python", dirs_exist_ok=True)
         return True
@@ -69,13 +80,24 @@ def dependencies_layer_code() -> lambda_.Code:
         asset_hash=requirements_hash(),
         bundling=BundlingOptions(
             image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),  # never pulled: local wins
-            local=_LayerBundling(),
+            local=_LayerBundling(),  # type: ignore[arg-type]  # jsii's call shape differs from the stub
         ),
     )
 
 
 def function_code() -> lambda_.Code:
-    stage = BUILD_DIR / "code"
-    shutil.rmtree(stage, ignore_errors=True)
-    shutil.copytree(FUNCTIONS_DIR, stage / "functions", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """The functions/ package, staged in a folder named by its content so concurrent synths never race."""
+    sources = sorted(p for p in FUNCTIONS_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(str(path.relative_to(FUNCTIONS_DIR)).encode() + b"\0" + path.read_bytes())
+    stage = BUILD_DIR / f"code-{digest.hexdigest()[:16]}"
+    if not stage.exists():
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="code-", dir=BUILD_DIR))
+        shutil.copytree(FUNCTIONS_DIR, staging / "functions", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        try:
+            staging.rename(stage)
+        except OSError:  # another synth staged the same content first
+            shutil.rmtree(staging, ignore_errors=True)
     return lambda_.Code.from_asset(str(stage))

@@ -93,7 +93,9 @@ def print_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> None:
     if run.get("output"):
         console.print(Panel(Text(run["output"]), title="answer", border_style="green"))
     if run.get("error"):
-        console.print(Panel(Text(f"{run['error']['code']}: {run['error']['message']}"), title="error", border_style="red"))
+        console.print(
+            Panel(Text(f"{run['error']['code']}: {run['error']['message']}"), title="error", border_style="red")
+        )
     style = "green" if run["status"] == "SUCCEEDED" else "red"
     console.print(f"[{style}]status {run['status']}[/{style}]  run {escape(run['run_id'])}")
     console.print(
@@ -131,7 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         body["model"] = args.model
     if args.tool is not None:
         body["tools"] = args.tool
-    budget = {k: v for k, v in {"max_steps": args.max_steps, "max_usd": args.max_usd, "max_tokens": args.max_tokens}.items() if v is not None}
+    budget = {
+        k: v
+        for k, v in {"max_steps": args.max_steps, "max_usd": args.max_usd, "max_tokens": args.max_tokens}.items()
+        if v is not None
+    }
     if budget:
         body["budget"] = budget
     if args.max_tokens_per_call:
@@ -189,11 +195,13 @@ def cmd_local(args: argparse.Namespace) -> int:
 
     console.print("synthesising the CDK app and starting the local stack (moto, no AWS, no Docker)...")
     stack = LocalStack(port=args.port, host=args.host).start()
-    key = "ANTHROPIC_API_KEY set: the real Messages API is called" if os.environ.get("ANTHROPIC_API_KEY") else (
-        "no ANTHROPIC_API_KEY: the OFFLINE STUB MODEL answers (labelled in every output)"
+    key = (
+        "ANTHROPIC_API_KEY set: the real Messages API is called"
+        if os.environ.get("ANTHROPIC_API_KEY")
+        else ("no ANTHROPIC_API_KEY: the OFFLINE STUB MODEL answers (labelled in every output)")
     )
     console.print(f"Stepwise local stack listening on {stack.url}  ({key})", markup=False)
-    console.print(f"try: curl -s -X POST {stack.url}/runs -d '{{\"input\": \"What is 6 * 7?\"}}'", markup=False)
+    console.print(f'try: curl -s -X POST {stack.url}/runs -d \'{{"input": "What is 6 * 7?"}}\'', markup=False)
     try:
         while True:
             time.sleep(3600)
@@ -215,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     console.print(Text(f"Stepwise demo: local stack on 127.0.0.1:{port} (handler logs: {log_path})", style="bold"))
     with log_path.open("w") as log:
-        server = subprocess.Popen(  # noqa: S603
+        server = subprocess.Popen(
             [sys.executable, "-m", "stepwise.cli", "local", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
         )
         try:
@@ -223,8 +231,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _wait_healthy(client, server, timeout=120)
             console.print(Text(f"task: {args.task}"))
             run_args = argparse.Namespace(
-                endpoint=client.endpoint, task=args.task, model=None, tool=None, max_steps=None, max_usd=None,
-                max_tokens=None, max_tokens_per_call=None, idempotency_key=None, no_follow=False, json=False, timeout=300,
+                endpoint=client.endpoint,
+                task=args.task,
+                model=None,
+                tool=None,
+                max_steps=None,
+                max_usd=None,
+                max_tokens=None,
+                max_tokens_per_call=None,
+                idempotency_key=None,
+                no_follow=False,
+                json=False,
+                timeout=300,
             )
             return cmd_run(run_args)
         finally:

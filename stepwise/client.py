@@ -21,18 +21,22 @@ class ApiError(Exception):
 class StepwiseClient:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0) -> None:
         self.endpoint = endpoint.rstrip("/")
+        if urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         self.timeout = timeout
         host = urlsplit(self.endpoint).hostname or ""
         # A deployed API uses IAM auth: sign with the caller's AWS credentials (botocore's standard chain).
         self.sign = host.endswith(".amazonaws.com")
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         all_headers = {"content-type": "application/json", **(headers or {})}
         url = self.endpoint + path
         if self.sign:
             all_headers = _sigv4_headers(method, url, data, all_headers)
-        request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
+        request = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
                 return json.loads(response.read() or b"null")
@@ -42,7 +46,9 @@ class StepwiseClient:
                 error = json.loads(payload).get("error") or {}
             except ValueError:
                 error = {}
-            raise ApiError(exc.code, error.get("code", "HTTP_ERROR"), error.get("message", payload.decode()[:500])) from None
+            raise ApiError(
+                exc.code, error.get("code", "HTTP_ERROR"), error.get("message", payload.decode()[:500])
+            ) from None
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/health"))

@@ -64,8 +64,8 @@ def usage_of(usage: Any) -> Usage:
 
 def translate_status_error(exc: anthropic.APIStatusError) -> Exception:
     """Retryable: 408/409/429/5xx/529. Fatal: everything else, and a 429 that reports a spend limit."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
+    error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
     kind = str(error.get("type") or type(exc).__name__)
     message = str(error.get("message") or exc.message)
     if exc.status_code == 429 and "spend" in message.lower():

@@ -173,7 +173,7 @@ def tool_from_item(item: dict[str, Any]) -> tuple[int, ToolOutcome]:
 
 
 def _condition_failed(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
 class DynamoDBRunStore(RunStore):
@@ -273,9 +273,11 @@ class DynamoDBRunStore(RunStore):
                             "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
                             "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
                             "ConditionExpression": f"#steps = :step AND #status IN ({active})",
-                            "ExpressionAttributeNames": {"#steps": "steps", "#status": "status", **(
-                                {"#output": "output"} if output is not None else {}
-                            )},
+                            "ExpressionAttributeNames": {
+                                "#steps": "steps",
+                                "#status": "status",
+                                **({"#output": "output"} if output is not None else {}),
+                            },
                             "ExpressionAttributeValues": to_item(values),
                         }
                     },

@@ -17,7 +17,8 @@ from functions.agent.models import ModelRequest, ModelResponse, Usage
 STUB_PROVIDER = "offline-stub"
 STUB_LABEL = "[offline stub model]"
 _ARITHMETIC = re.compile(r"(?:sqrt\s*)?[\d(][\d\s.+\-*/%()^]*(?:sqrt\s*\([\d\s.+\-*/%()]*\)[\d\s.+\-*/%()]*)*")
-_ZONE = re.compile(r"\b([A-Z][a-z]+/[A-Z][A-Za-z_]+)\b")
+_ZONE = re.compile(r"\b([A-Z][a-z]+(?:/[A-Z][A-Za-z_]+)+)\b")
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 
 
 def _estimate_tokens(value: Any) -> int:
@@ -26,7 +27,7 @@ def _estimate_tokens(value: Any) -> int:
 
 def find_expressions(text: str) -> list[str]:
     found = []
-    for match in _ARITHMETIC.finditer(text):
+    for match in _ARITHMETIC.finditer(_DATE.sub(" ", text)):
         expression = match.group(0).strip().rstrip(".").replace("^", "**")
         if re.search(r"\d\s*(\*\*|[+\-*/%])\s*[\d(s]", expression) or "sqrt" in expression:
             found.append(expression)
@@ -50,7 +51,8 @@ class OfflineStubModel:
                     {
                         "type": "text",
                         "text": f"{STUB_LABEL} No ANTHROPIC_API_KEY is set, so no model was called. This stub only "
-                        "handles arithmetic (calculator) and the time (current_time). Set ANTHROPIC_API_KEY for real answers.",
+                        "handles arithmetic (calculator) and the time (current_time). "
+                        "Set ANTHROPIC_API_KEY for real answers.",
                     }
                 ]
         prompt = {"system": request.system, "messages": request.messages, "tools": request.tools}

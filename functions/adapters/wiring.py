@@ -27,7 +27,7 @@ CLOCK = SystemClock()
 
 @cache
 def aws_client(service: str) -> Any:
-    return boto3.client(service, config=_BOTO_CONFIG)  # type: ignore[call-overload]
+    return boto3.client(service, config=_BOTO_CONFIG)
 
 
 @cache

@@ -51,12 +51,7 @@ class Usage(BaseModel):
 
     @property
     def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
-        )
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     def public(self) -> dict[str, int]:
         """The four fields of the HTTP contract."""
@@ -98,7 +93,7 @@ class RunRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, default=str)) > MAX_METADATA_BYTES:
+        if len(json.dumps(value, default=str, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must serialise to at most {MAX_METADATA_BYTES} bytes")
         return value
 
@@ -211,5 +206,9 @@ class StepRecord(BaseModel):
 
     def tool_calls(self) -> list[ToolCall]:
         return ModelResponse(
-            content=self.content, stop_reason=self.stop_reason, usage=self.usage, model=self.model, provider=self.provider
+            content=self.content,
+            stop_reason=self.stop_reason,
+            usage=self.usage,
+            model=self.model,
+            provider=self.provider,
         ).tool_calls()

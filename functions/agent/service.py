@@ -112,9 +112,7 @@ def create_run(
         if existing is None:  # pragma: no cover - a put that failed on existence cannot read nothing back
             raise
         if existing.request_hash != digest:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used with a different request body"
-            ) from None
+            raise IdempotencyConflictError("Idempotency-Key was already used with a different request body") from None
         if existing.status is RunStatus.QUEUED:
             # The first attempt may have died between the write and the send; intake is idempotent.
             queue.enqueue(tenant, run_id)
@@ -145,7 +143,9 @@ def cancel_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str)
         raise RunNotFoundError(run_id)
     if run.status.terminal:
         raise RunConflictError(f"run {run_id} already ended with status {run.status.value}")
-    store.finish_run(tenant, run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="cancelled by request"))
+    store.finish_run(
+        tenant, run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="cancelled by request")
+    )
     workflow.stop(run_id, "cancelled by request")
     final = store.get_run(tenant, run_id)
     assert final is not None
@@ -227,7 +227,10 @@ def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunS
         return (
             StepDecision.FINISH,
             RunStatus.FAILED,
-            RunError(code="MAX_TOKENS_PER_CALL", message=f"the model's output was cut off at max_tokens_per_call={max_tokens}"),
+            RunError(
+                code="MAX_TOKENS_PER_CALL",
+                message=f"the model's output was cut off at max_tokens_per_call={max_tokens}",
+            ),
         )
     if stop == "tool_use" and response.tool_calls():
         return StepDecision.TOOLS, None, None
@@ -293,7 +296,12 @@ def execute_step(
         response = model.create(request)
     except FatalModelError as exc:
         return StepOutcome(
-            run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=RunError(code=exc.code, message=exc.message)
+            run_id,
+            tenant,
+            step,
+            StepDecision.FINISH,
+            status=RunStatus.FAILED,
+            error=RunError(code=exc.code, message=exc.message),
         )
     finished = clock.now()
     decision, status, error = decide(response, run.max_tokens_per_call)
@@ -323,7 +331,9 @@ def execute_step(
     except RunNotActiveError:
         current = store.get_run(tenant, run_id)
         final = current.status if current else RunStatus.CANCELLED
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=final, error=current.error if current else None)
+        return StepOutcome(
+            run_id, tenant, step, StepDecision.FINISH, status=final, error=current.error if current else None
+        )
     return _outcome_of(record, tenant, replayed=False)
 
 
@@ -340,15 +350,15 @@ def execute_tool(
     if call is None:
         raise StepwiseError(f"step {step} of run {run_id} has no tool call {tool_use_id}")
     if run.status.terminal:
-        outcome = ToolOutcome(tool_use_id=call.id, name=call.name, content="run ended; tool not executed", is_error=True)
+        outcome = ToolOutcome(
+            tool_use_id=call.id, name=call.name, content="run ended; tool not executed", is_error=True
+        )
     else:
         outcome = registry.execute(call, run.tools)
     return store.save_tool_result(tenant, run_id, step, outcome)
 
 
-def finalize_run(
-    *, store: RunStore, tenant: str, run_id: str, status: RunStatus, error: RunError | None
-) -> Run:
+def finalize_run(*, store: RunStore, tenant: str, run_id: str, status: RunStatus, error: RunError | None) -> Run:
     store.finish_run(tenant, run_id, status, error=error)
     run = store.get_run(tenant, run_id)
     if run is None:

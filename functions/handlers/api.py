@@ -36,18 +36,22 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers)
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers
+    )
 
 
-@app.exception_handler(ApiError)
-def _api_error(exc: ApiError) -> Response:
+@app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
+def _api_error(exc: ApiError) -> Response[str]:
     return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
 
 
 @app.not_found
-def _not_found(_: Exception) -> Response:
-    return _json(404, {"error": {"code": "NOT_FOUND", "message": f"no route {app.current_event.raw_event.get('routeKey', '')}"}})
+def _not_found(_: Exception) -> Response[str]:
+    return _json(
+        404, {"error": {"code": "NOT_FOUND", "message": f"no route {app.current_event.raw_event.get('routeKey', '')}"}}
+    )
 
 
 def _tenant() -> str:
@@ -60,7 +64,7 @@ def _tenant() -> str:
 def _parse_run_request() -> RunRequest:
     raw = app.current_event.decoded_body
     if not raw:
-        raise ApiError(400, "INVALID_REQUEST", "request body is required: {\"input\": \"...\"}")
+        raise ApiError(400, "INVALID_REQUEST", 'request body is required: {"input": "..."}')
     try:
         payload = json.loads(raw)
     except ValueError as exc:
@@ -83,12 +87,12 @@ def _run_id(run_id: str) -> str:
 
 
 @app.get("/health")
-def health() -> Response:
+def health() -> Response[str]:
     return _json(200, {"status": "ok"})
 
 
 @app.post("/runs")
-def create_run() -> Response:
+def create_run() -> Response[str]:
     request = _parse_run_request()
     key = app.current_event.headers.get("idempotency-key") or app.current_event.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
@@ -115,11 +119,13 @@ def create_run() -> Response:
     if not accepted.replayed:
         metrics.add_metric(name="RunsAccepted", unit="Count", value=1)
     body = run.public()
-    return _json(202, body, headers={"Location": f"/runs/{run.run_id}", "Idempotent-Replayed": str(accepted.replayed).lower()})
+    return _json(
+        202, body, headers={"Location": f"/runs/{run.run_id}", "Idempotent-Replayed": str(accepted.replayed).lower()}
+    )
 
 
 @app.get("/runs/<run_id>")
-def get_run(run_id: str) -> Response:
+def get_run(run_id: str) -> Response[str]:
     run = wiring.store().get_run(_tenant(), _run_id(run_id))
     if run is None:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
@@ -127,7 +133,7 @@ def get_run(run_id: str) -> Response:
 
 
 @app.get("/runs/<run_id>/steps")
-def get_steps(run_id: str) -> Response:
+def get_steps(run_id: str) -> Response[str]:
     try:
         history = wiring.store().load_history(_tenant(), _run_id(run_id))
     except RunNotFoundError as exc:
@@ -136,9 +142,11 @@ def get_steps(run_id: str) -> Response:
 
 
 @app.post("/runs/<run_id>/cancel")
-def cancel(run_id: str) -> Response:
+def cancel(run_id: str) -> Response[str]:
     try:
-        run = service.cancel_run(store=wiring.store(), workflow=wiring.workflow(), tenant=_tenant(), run_id=_run_id(run_id))
+        run = service.cancel_run(
+            store=wiring.store(), workflow=wiring.workflow(), tenant=_tenant(), run_id=_run_id(run_id)
+        )
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
     except service.RunConflictError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, Field
 
 from functions.agent.models import RunError, RunStatus
@@ -33,4 +32,3 @@ class Failure(BaseModel):
 
 class MarkFailedEvent(RunRef):
     failure: Failure = Field(default_factory=Failure)
-

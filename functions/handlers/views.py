@@ -27,7 +27,11 @@ def steps_view(history: RunHistory) -> list[dict[str, Any]]:
                     "input": _truncate(json.dumps(call.input)),
                     "result": None
                     if outcome is None
-                    else {"content": _truncate(outcome.content), "is_error": outcome.is_error, "duration_ms": outcome.duration_ms},
+                    else {
+                        "content": _truncate(outcome.content),
+                        "is_error": outcome.is_error,
+                        "duration_ms": outcome.duration_ms,
+                    },
                 }
             )
         text = "".join(b.get("text", "") for b in record.content if b.get("type") == "text")

@@ -16,6 +16,7 @@ from functions.tools.registry import Tool, ToolInputError, ToolRegistry
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 1_000
 MAX_MAGNITUDE = 10**100
+MAX_ROUND_DIGITS = 100
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -58,8 +59,8 @@ def evaluate(expression: str) -> float | int:
 
 
 def _eval(node: ast.expr) -> float | int:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return _bounded(node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
@@ -73,17 +74,35 @@ def _eval(node: ast.expr) -> float | int:
         return _bounded(result)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords:
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+    ):
+        args = [_eval(arg) for arg in node.args]
+        if (
+            node.func.id == "round"
+            and len(args) == 2
+            and not (isinstance(args[1], int) and abs(args[1]) <= MAX_ROUND_DIGITS)
+        ):
+            raise ToolInputError(
+                f"round: ndigits must be a whole number between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}"
+            )
         try:
-            return _bounded(_FUNCTIONS[node.func.id](*(_eval(arg) for arg in node.args)))
+            return _bounded(_FUNCTIONS[node.func.id](*args))
         except (TypeError, ValueError) as exc:
             raise ToolInputError(f"{node.func.id}: {exc}") from exc
-    raise ToolInputError(f"unsupported element {ast.unparse(node)!r}: only numbers, operators and {', '.join(_FUNCTIONS)}")
+    raise ToolInputError(
+        f"unsupported element {ast.unparse(node)!r}: only numbers, operators and {', '.join(_FUNCTIONS)}"
+    )
 
 
 def _bounded(value: float | int) -> float | int:
     if isinstance(value, complex):
         raise ToolInputError("result is not a real number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolInputError("result is too large" if math.isinf(value) else "result is not a number")
     if abs(value) > MAX_MAGNITUDE:
         raise ToolInputError("result is too large")
     return value
@@ -114,13 +133,13 @@ def builtin_registry(now: Callable[[], datetime] = lambda: datetime.now(UTC)) ->
                 name="calculator",
                 description="Evaluate an arithmetic expression exactly and return the number.",
                 input_model=CalculatorInput,
-                fn=calculator,  # type: ignore[arg-type]
+                fn=calculator,
             ),
             Tool(
                 name="current_time",
                 description="Return the current date and time in ISO 8601 for a time zone.",
                 input_model=CurrentTimeInput,
-                fn=make_current_time(now),  # type: ignore[arg-type]
+                fn=make_current_time(now),
             ),
         ]
     )

@@ -27,7 +27,7 @@ class Tool:
     name: str
     description: str
     input_model: type[BaseModel]
-    fn: Callable[[Any], str]
+    fn: Callable[[Any], str]  # receives an instance of input_model
 
     def schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema()

@@ -31,7 +31,10 @@ class Api(Construct):
         for path, method in ROUTES:
             self.http_api.add_routes(path=path, methods=[method], integration=integration, authorizer=iam)
         (self.health_route,) = self.http_api.add_routes(
-            path="/health", methods=[apigw.HttpMethod.GET], integration=integration, authorizer=apigw.HttpNoneAuthorizer()
+            path="/health",
+            methods=[apigw.HttpMethod.GET],
+            integration=integration,
+            authorizer=apigw.HttpNoneAuthorizer(),
         )
 
         access_logs = logs.LogGroup(

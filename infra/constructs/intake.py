@@ -36,7 +36,9 @@ class Intake(Construct):
             visibility_timeout=Duration.seconds(6 * intake_timeout_seconds),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=INTAKE_MAX_RECEIVE_COUNT),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.dead_letter_queue, max_receive_count=INTAKE_MAX_RECEIVE_COUNT
+            ),
         )
         intake_fn.add_event_source(
             sources.SqsEventSource(

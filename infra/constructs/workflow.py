@@ -60,7 +60,9 @@ class AgentWorkflow(Construct):
             },
             result_path=sfn.JsonPath.DISCARD,
         )
-        tools.item_processor(self._invoke("RunTool", tool_fn, {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"}))
+        tools.item_processor(
+            self._invoke("RunTool", tool_fn, {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"})
+        )
         tools.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
 
         finalize = self._invoke("Finalize", finalize_fn, {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
@@ -98,7 +100,12 @@ class AgentWorkflow(Construct):
             output_path="$.Payload",
         )
         task.add_retry(
-            errors=["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.TooManyRequestsException"],
+            errors=[
+                "Lambda.ServiceException",
+                "Lambda.AWSLambdaException",
+                "Lambda.SdkClientException",
+                "Lambda.TooManyRequestsException",
+            ],
             interval=Duration.seconds(2),
             backoff_rate=2,
             max_attempts=4,

@@ -23,7 +23,7 @@ class StepwiseStack(Stack):
         *,
         default_model: str,
         default_tenant: str = "default",
-        run_timeout: Duration = Duration.hours(2),
+        run_timeout_minutes: int = 120,
         intake_max_concurrency: int = 10,
         api_rate_limit: int = 50,
         api_burst_limit: int = 100,
@@ -57,7 +57,7 @@ class StepwiseStack(Stack):
             tool_fn=functions.tool,
             finalize_fn=functions.finalize,
             mark_failed_fn=functions.mark_failed,
-            run_timeout=run_timeout,
+            run_timeout=Duration.minutes(run_timeout_minutes),
         )
         intake = Intake(
             self,
@@ -119,10 +119,18 @@ class StepwiseStack(Stack):
         ack(self, "L1", "Functions pin Python 3.13, the runtime the dependency layer is built for; bump both together.")
         ack(self, "SMG4", "The secret holds an API key that Anthropic issues; a rotation Lambda cannot mint one.")
         for fn in functions.functions.values():
-            ack(fn, "IAM5[Resource::*]", "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.")
+            ack(
+                fn,
+                "IAM5[Resource::*]",
+                "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.",
+            )
         ack(workflow.state_machine, "IAM5[Resource::*]", "X-Ray and CloudWatch Logs delivery are account-level APIs.")
         for fn in (functions.step, functions.tool, functions.finalize, functions.mark_failed):
-            ack(workflow.state_machine, f"IAM5[Resource::<{ref(fn)}.Arn>:*]", "CDK grants invoke of the function's versions.")
+            ack(
+                workflow.state_machine,
+                f"IAM5[Resource::<{ref(fn)}.Arn>:*]",
+                "CDK grants invoke of the function's versions.",
+            )
         executions = (
             "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
             f"<{ref(workflow.state_machine)}.Name>:*"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -57,11 +56,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         from moto import mock_aws
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
-        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}})
+        self._mock = mock_aws(
+            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        )
         self._mock.start()
         lambdas = self.lambdas
 
-        def invoke(_backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
+        def invoke(
+            _backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
             return lambdas.moto_invoke(function_name, body, response_headers)
 
         self._original_invoke = LambdaSimpleBackend.invoke
@@ -126,11 +129,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             QueueName=QUEUE_NAME,
             Attributes={
                 "VisibilityTimeout": "30",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.topology.max_receive_count}),
+                "RedrivePolicy": json.dumps(
+                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.topology.max_receive_count}
+                ),
             },
         )["QueueUrl"]
         self.dead_letter_queue_url = dlq_url
-        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         self.state_machine_arn = self.sfn.create_state_machine(
             name=STATE_MACHINE_NAME,
             definition=self.topology.definition,
@@ -228,23 +235,14 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             "isBase64Encoded": False,
         }
 
-    def handle_http(self, method: str, raw_path: str, headers: dict[str, str], body: str) -> tuple[int, dict[str, str], str]:
+    def handle_http(
+        self, method: str, raw_path: str, headers: dict[str, str], body: str
+    ) -> tuple[int, dict[str, str], str]:
         path = urlsplit(raw_path).path
         if not any(route.match(method, path) for route in self.topology.routes):
             return 404, {"content-type": "application/json"}, json.dumps({"message": "Not Found"})
         result = self.lambdas.invoke(self.topology.api_function, self.api_event(method, raw_path, headers, body))
         return int(result["statusCode"]), dict(result.get("headers") or {}), result.get("body") or ""
-
-    def wait_for(self, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """Poll the run until it reaches a terminal status (for tests and the demo)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, _, body = self.handle_http("GET", f"/runs/{run_id}", {}, "")
-            run = json.loads(body)
-            if run.get("status") in {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}:
-                return dict(run)
-            time.sleep(0.1)
-        raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
 
 def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
@@ -257,8 +255,10 @@ def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             try:
                 status, headers, payload = stack.handle_http(self.command, self.path, dict(self.headers.items()), body)
             except Exception as exc:  # the api function crashed: API Gateway answers 500
-                status, headers, payload = 500, {"content-type": "application/json"}, json.dumps(
-                    {"message": "Internal Server Error", "detail": f"{type(exc).__name__}: {exc}"}
+                status, headers, payload = (
+                    500,
+                    {"content-type": "application/json"},
+                    json.dumps({"message": "Internal Server Error", "detail": f"{type(exc).__name__}: {exc}"}),
                 )
             data = payload.encode()
             self.send_response(status)

@@ -32,7 +32,8 @@ def synthesize(outdir: Path | None = None) -> dict[str, Any]:
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"cdk synth failed:\n{result.stderr[-4000:]}")
-    return json.loads((outdir / f"{STACK_NAME}.template.json").read_text())
+    template: dict[str, Any] = json.loads((outdir / f"{STACK_NAME}.template.json").read_text())
+    return template
 
 
 def function_arn(logical_id: str) -> str:
@@ -85,7 +86,12 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
         separator, parts = value["Fn::Join"]
         return separator.join(str(resolve(p, template)) for p in parts)
     if "Ref" in value:
-        pseudo = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+        pseudo = {
+            "AWS::Partition": "aws",
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
         if value["Ref"] in pseudo:
             return pseudo[value["Ref"]]
         raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
@@ -111,7 +117,8 @@ def topology(template: dict[str, Any]) -> Topology:
     return Topology(
         definition=definition,
         handlers={
-            lid: res["Properties"]["Handler"] for lid, res in _resources(template, "AWS::Lambda::Function").items()
+            lid: res["Properties"]["Handler"]
+            for lid, res in _resources(template, "AWS::Lambda::Function").items()
             if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
         },
         table_key_schema=table["Properties"]["KeySchema"],

@@ -30,9 +30,11 @@ def stack(template: dict[str, Any]) -> Iterator[LocalStack]:
 
 def http(stack: LocalStack, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(stack.url + path, data=data, method=method, headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        stack.url + path, data=data, method=method, headers={"content-type": "application/json"}
+    )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - 127.0.0.1 only
+        with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.e2e
 
 def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -> None:
     # Given the local stack and a task that needs two tools (the offline stub asks for both)
-    status, accepted = http(stack, "POST", "/runs", {"input": "What is (17 * 23) + sqrt(16), and the time in Europe/Paris?"})
+    status, accepted = http(
+        stack, "POST", "/runs", {"input": "What is (17 * 23) + sqrt(16), and the time in Europe/Paris?"}
+    )
     assert status == 202 and accepted["status"] == "QUEUED"
     # When the workflow drives it to the end
     run = wait(stack, accepted["run_id"])
@@ -28,7 +30,11 @@ def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -
     assert status == 200
     first, last = steps["steps"]
     assert [c["name"] for c in first["tool_calls"]] == ["calculator", "current_time"]
-    assert first["tool_calls"][0]["result"] == {"content": "395", "is_error": False, "duration_ms": first["tool_calls"][0]["result"]["duration_ms"]}
+    assert first["tool_calls"][0]["result"] == {
+        "content": "395",
+        "is_error": False,
+        "duration_ms": first["tool_calls"][0]["result"]["duration_ms"],
+    }
     assert last["decision"] == "finish"
     # And the execution ran the synthesised graph: Step, Tools (Map), RunTool, Step, Finalize
     arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
@@ -42,14 +48,18 @@ def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -
     ("raw", "code"),
     [(b"{bad json", "INVALID_JSON"), (json.dumps({"model": "claude-haiku-4-5"}).encode(), "VALIDATION_ERROR")],
 )
-def test_bad_requests_are_400_with_a_json_error_and_nothing_is_enqueued(stack: LocalStack, raw: bytes, code: str) -> None:
+def test_bad_requests_are_400_with_a_json_error_and_nothing_is_enqueued(
+    stack: LocalStack, raw: bytes, code: str
+) -> None:
     intake_before = stack.lambdas.invocations[stack.topology.intake_function]
     items_before = stack.dynamodb.scan(TableName="stepwise-local", Select="COUNT")["Count"]
     status, body = http(stack, "POST", "/runs", raw=raw)
     assert status == 400
     assert body["error"]["code"] == code and body["error"]["message"]
     attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=["All"])["Attributes"]
-    assert attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert (
+        attributes["ApproximateNumberOfMessages"] == "0" and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    )
     assert stack.lambdas.invocations[stack.topology.intake_function] == intake_before
     assert stack.dynamodb.scan(TableName="stepwise-local", Select="COUNT")["Count"] == items_before
 
@@ -67,7 +77,9 @@ def test_a_run_limit_ends_the_run_budget_exceeded_with_the_reason(stack: LocalSt
     assert run["steps"] == 1
 
 
-def test_the_cli_runs_a_task_and_prints_answer_steps_tokens_and_cost(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_runs_a_task_and_prints_answer_steps_tokens_and_cost(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["--endpoint", stack.url, "run", "What is 12 * 12?"])
     out = capsys.readouterr().out
     assert code == 0

@@ -29,7 +29,9 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[Fak
 
 
 def tool_use(call_id: str, tool_input: dict[str, str], **usage: int) -> tuple[int, dict[str, object]]:
-    return 200, message([{"type": "tool_use", "id": call_id, "name": "calculator", "input": tool_input}], "tool_use", **usage)
+    return 200, message(
+        [{"type": "tool_use", "id": call_id, "name": "calculator", "input": tool_input}], "tool_use", **usage
+    )
 
 
 def test_overload_is_retried_by_the_workflow_and_bad_tool_input_reaches_the_model(
@@ -40,10 +42,21 @@ def test_overload_is_retried_by_the_workflow_and_bad_tool_input_reaches_the_mode
         error(529, "overloaded_error", "Overloaded"),
         tool_use("toolu_a", {"expr": "6*7"}, input_tokens=1000, output_tokens=50),
         tool_use("toolu_b", {"expression": "6*7"}, input_tokens=300, output_tokens=40, cache_read_input_tokens=900),
-        (200, message([{"type": "text", "text": "6 * 7 = 42"}], "end_turn", input_tokens=400, output_tokens=12, cache_creation_input_tokens=200)),
+        (
+            200,
+            message(
+                [{"type": "text", "text": "6 * 7 = 42"}],
+                "end_turn",
+                input_tokens=400,
+                output_tokens=12,
+                cache_creation_input_tokens=200,
+            ),
+        ),
     ]
     # When a run is submitted over HTTP
-    _, accepted = http(stack, "POST", "/runs", {"input": "What is 6*7?", "model": "claude-haiku-4-5", "tools": ["calculator"]})
+    _, accepted = http(
+        stack, "POST", "/runs", {"input": "What is 6*7?", "model": "claude-haiku-4-5", "tools": ["calculator"]}
+    )
     run = wait(stack, accepted["run_id"], timeout=60)
     # Then the 529 was retried by Step Functions (not the SDK): four HTTP calls for three steps
     assert run["status"] == "SUCCEEDED", run
@@ -52,13 +65,20 @@ def test_overload_is_retried_by_the_workflow_and_bad_tool_input_reaches_the_mode
     # And the model saw the invalid tool input as an error result, then the real result
     second_call, third_call = fake_api.requests[2], fake_api.requests[3]
     bad = second_call["messages"][-1]["content"][0]
-    assert bad["tool_use_id"] == "toolu_a" and bad["is_error"] is True and "invalid input for calculator" in bad["content"]
+    assert (
+        bad["tool_use_id"] == "toolu_a" and bad["is_error"] is True and "invalid input for calculator" in bad["content"]
+    )
     assert third_call["messages"][-1]["content"][0]["content"] == "42"
     assert [t["name"] for t in second_call["tools"]] == ["calculator"]
     assert second_call["model"] == "claude-haiku-4-5" and "system" in second_call
     assert "sk-ant-test" in (fake_api.headers[0].get("x-api-key", "") + fake_api.headers[0].get("authorization", ""))
     # And usage and cost are exactly the provider's numbers, cache tokens priced at cache rates
-    assert run["usage"] == {"input_tokens": 1700, "output_tokens": 102, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 900}
+    assert run["usage"] == {
+        "input_tokens": 1700,
+        "output_tokens": 102,
+        "cache_creation_input_tokens": 200,
+        "cache_read_input_tokens": 900,
+    }
     prices = default_price_book()
     expected = sum(
         (

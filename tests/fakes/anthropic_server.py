@@ -15,7 +15,9 @@ from typing import Any
 Reply = tuple[int, dict[str, Any]] | Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
-def message(content: list[dict[str, Any]], stop_reason: str, *, model: str = "claude-haiku-4-5", **usage: int) -> dict[str, Any]:
+def message(
+    content: list[dict[str, Any]], stop_reason: str, *, model: str = "claude-haiku-4-5", **usage: int
+) -> dict[str, Any]:
     return {
         "id": "msg_fake",
         "type": "message",
@@ -67,7 +69,7 @@ class FakeAnthropic:
                 return None
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base_url(self) -> str:

@@ -59,7 +59,11 @@ class InMemoryRunStore(RunStore):
     def load_tool_context(
         self, tenant: str, run_id: str, step: int, tool_use_id: str
     ) -> tuple[Run | None, StepRecord | None, ToolOutcome | None]:
-        return self.get_run(tenant, run_id), self.get_step(tenant, run_id, step), self.tools.get((tenant, run_id, step, tool_use_id))
+        return (
+            self.get_run(tenant, run_id),
+            self.get_step(tenant, run_id, step),
+            self.tools.get((tenant, run_id, step, tool_use_id)),
+        )
 
     def save_tool_result(self, tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> ToolOutcome:
         key = (tenant, run_id, step, outcome.tool_use_id)

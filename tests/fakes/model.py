@@ -19,7 +19,10 @@ def text_response(text: str, *, usage: Usage | None = None, stop_reason: str = "
 
 def tool_response(*calls: tuple[str, str, dict[str, Any]], usage: Usage | None = None) -> ModelResponse:
     return ModelResponse(
-        content=[{"type": "tool_use", "id": call_id, "name": name, "input": tool_input} for call_id, name, tool_input in calls],
+        content=[
+            {"type": "tool_use", "id": call_id, "name": name, "input": tool_input}
+            for call_id, name, tool_input in calls
+        ],
         stop_reason="tool_use",
         usage=usage or Usage(input_tokens=100, output_tokens=30),
         model="claude-haiku-4-5",

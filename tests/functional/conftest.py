@@ -41,7 +41,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         dynamodb.create_table(
             TableName=TABLE,
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
             BillingMode="PAY_PER_REQUEST",
         )
         sqs = boto3.client("sqs")
@@ -82,7 +85,13 @@ def http_event(method: str, path: str, body: Any = None, headers: dict[str, str]
             "accountId": "123456789012",
             "apiId": "test",
             "domainName": "test.execute-api.us-east-1.amazonaws.com",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "pytest"},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "pytest",
+            },
             "requestId": "req-1",
             "routeKey": f"{method} {path}",
             "stage": "$default",

@@ -14,7 +14,9 @@ from tests.functional.conftest import Aws, http_event
 CONTRACT_FIELDS = {"run_id", "status", "steps", "usage", "cost_usd", "output", "error", "created_at", "updated_at"}
 
 
-def call(context: LocalContext, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+def call(
+    context: LocalContext, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     response = api.handler(http_event(method, path, body, headers), context)
     return response["statusCode"], json.loads(response["body"])
 
@@ -57,10 +59,17 @@ def test_get_run_returns_the_contract_fields(aws: Aws, context: LocalContext) ->
     status, body = call(context, "GET", f"/runs/{created['run_id']}")
     assert status == 200
     assert CONTRACT_FIELDS <= body.keys()
-    assert body["usage"] == {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert body["usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
 
 
-@pytest.mark.parametrize("path", ["/runs/run_0000000000000000000000dead", "/runs/not-an-id", "/runs/run_0000000000000000000000dead/steps"])
+@pytest.mark.parametrize(
+    "path", ["/runs/run_0000000000000000000000dead", "/runs/not-an-id", "/runs/run_0000000000000000000000dead/steps"]
+)
 def test_unknown_run_is_404(aws: Aws, context: LocalContext, path: str) -> None:
     status, body = call(context, "GET", path)
     assert status == 404 and body["error"]["code"] == "RUN_NOT_FOUND"

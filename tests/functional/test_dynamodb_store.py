@@ -70,7 +70,9 @@ def test_save_step_adds_usage_and_exact_cost_in_one_transaction(store: DynamoDBR
     saved = store.get_run("acme", run.run_id)
     assert saved is not None
     assert saved.steps == 2 and saved.status is RunStatus.RUNNING and saved.output == "done"
-    assert saved.usage == Usage(input_tokens=200, output_tokens=20, cache_creation_input_tokens=10, cache_read_input_tokens=14)
+    assert saved.usage == Usage(
+        input_tokens=200, output_tokens=20, cache_creation_input_tokens=10, cache_read_input_tokens=14
+    )
     assert saved.cost_usd == Decimal("0.0012346")
     history = store.load_history("acme", run.run_id)
     assert [s.step for s in history.steps] == [0, 1]
@@ -96,7 +98,11 @@ def test_no_step_lands_on_a_finished_run(store: DynamoDBRunStore) -> None:
     assert store.get_step("acme", run.run_id, 0) is None
     assert not store.finish_run("acme", run.run_id, RunStatus.SUCCEEDED)
     final = store.get_run("acme", run.run_id)
-    assert final is not None and final.status is RunStatus.CANCELLED and final.error == RunError(code="CANCELLED", message="x")
+    assert (
+        final is not None
+        and final.status is RunStatus.CANCELLED
+        and final.error == RunError(code="CANCELLED", message="x")
+    )
 
 
 def test_tool_result_is_stored_once(store: DynamoDBRunStore) -> None:
@@ -104,7 +110,9 @@ def test_tool_result_is_stored_once(store: DynamoDBRunStore) -> None:
     store.create_run(run)
     store.save_step(run, make_step(run, 0), None)
     first = store.save_tool_result("acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="2"))
-    second = store.save_tool_result("acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="3"))
+    second = store.save_tool_result(
+        "acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="3")
+    )
     assert first.content == second.content == "2"
     loaded_run, record, outcome = store.load_tool_context("acme", run.run_id, 0, "t0")
     assert loaded_run == store.get_run("acme", run.run_id) and record is not None and outcome == first

@@ -43,7 +43,9 @@ def test_the_step_tool_step_finalize_sequence_completes_a_run(aws: Aws, context:
     assert steps[0]["tool_calls"][0]["result"]["content"] == "42"
 
 
-def test_a_retried_step_invocation_neither_calls_the_model_nor_charges_twice(aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retried_step_invocation_neither_calls_the_model_nor_charges_twice(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_id = submit(context, {"input": "hello there"})
     ref = {"tenant": "default", "run_id": run_id, "step": 0}
     first = step.handler(ref, context)
@@ -76,7 +78,9 @@ def test_invalid_workflow_payloads_are_rejected_by_the_event_parser(aws: Aws, co
         finalize.handler({"tenant": "default", "run_id": "run_x", "status": "DONE"}, context)
 
 
-def test_a_missing_anthropic_key_outside_the_local_stack_is_an_error_not_a_silent_stub(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_anthropic_key_outside_the_local_stack_is_an_error_not_a_silent_stub(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "anthropic")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     wiring.reset()

@@ -30,7 +30,9 @@ def clock() -> FixedClock:
     return FixedClock()
 
 
-def submit(store: InMemoryRunStore, request: RunRequest, *, queue: RecordingQueue | None = None, key: str | None = None) -> service.Accepted:
+def submit(
+    store: InMemoryRunStore, request: RunRequest, *, queue: RecordingQueue | None = None, key: str | None = None
+) -> service.Accepted:
     ids = iter(f"run_{i:026x}" for i in range(1, 100))
     return service.create_run(
         store=store,
@@ -48,14 +50,26 @@ def submit(store: InMemoryRunStore, request: RunRequest, *, queue: RecordingQueu
 
 def step(store: InMemoryRunStore, model: ScriptedModel, run_id: str, n: int) -> service.StepOutcome:
     return service.execute_step(
-        store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(), tenant=TENANT, run_id=run_id, step=n
+        store=store,
+        model=model,
+        registry=builtin_registry(),
+        prices=PRICES,
+        clock=FixedClock(),
+        tenant=TENANT,
+        run_id=run_id,
+        step=n,
     )
 
 
 def run_tools(store: InMemoryRunStore, outcome: service.StepOutcome) -> None:
     for call in outcome.tool_calls:
         service.execute_tool(
-            store=store, registry=builtin_registry(), tenant=TENANT, run_id=outcome.run_id, step=outcome.step, tool_use_id=call.id
+            store=store,
+            registry=builtin_registry(),
+            tenant=TENANT,
+            run_id=outcome.run_id,
+            step=outcome.step,
+            tool_use_id=call.id,
         )
 
 
@@ -79,7 +93,9 @@ def test_create_run_persists_queued_run_and_enqueues_it(store: InMemoryRunStore)
         (RunRequest(input="x", tools=["calculator", "shell"]), UnknownToolError),
     ],
 )
-def test_bad_model_or_tool_is_refused_before_anything_is_written(store: InMemoryRunStore, request_: RunRequest, error: type[Exception]) -> None:
+def test_bad_model_or_tool_is_refused_before_anything_is_written(
+    store: InMemoryRunStore, request_: RunRequest, error: type[Exception]
+) -> None:
     queue = RecordingQueue()
     with pytest.raises(error):
         submit(store, request_, queue=queue)
@@ -116,7 +132,9 @@ def test_multi_step_run_with_a_tool_call_succeeds_and_accounts_every_step(store:
     # Given a run and a model that asks for the calculator, then answers
     run_id = submit(store, RunRequest(input="What is 17*23?")).run.run_id
     model = ScriptedModel(
-        tool_response(("toolu_1", "calculator", {"expression": "17*23"}), usage=Usage(input_tokens=400, output_tokens=40)),
+        tool_response(
+            ("toolu_1", "calculator", {"expression": "17*23"}), usage=Usage(input_tokens=400, output_tokens=40)
+        ),
         text_response("17*23 = 391", usage=Usage(input_tokens=500, output_tokens=10, cache_read_input_tokens=300)),
     )
     # When the workflow drives it: Step -> Tools -> Step
@@ -137,7 +155,12 @@ def test_multi_step_run_with_a_tool_call_succeeds_and_accounts_every_step(store:
     assert run.cost_usd == expected
     # And the second call saw the tool result in the conversation, with the tool schemas
     sent = model.requests[1]
-    assert sent.messages[-1]["content"][0] == {"type": "tool_result", "tool_use_id": "toolu_1", "content": "391", "is_error": False}
+    assert sent.messages[-1]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": "391",
+        "is_error": False,
+    }
     assert {t["name"] for t in sent.tools} == {"calculator", "current_time"}
 
 
@@ -154,9 +177,11 @@ def test_retried_step_after_the_answer_was_saved_does_not_call_the_model_again(s
 
 def test_tool_runs_once_even_when_its_lambda_is_retried(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    outcome = step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
+    step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
     results = [
-        service.execute_tool(store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=0, tool_use_id="t1")
+        service.execute_tool(
+            store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=0, tool_use_id="t1"
+        )
         for _ in range(2)
     ]
     assert results[0] == results[1]
@@ -197,7 +222,9 @@ def test_a_run_limit_ends_the_run_budget_exceeded_without_another_model_call(
     ("stop_reason", "code"),
     [("max_tokens", "MAX_TOKENS_PER_CALL"), ("refusal", "REFUSAL"), ("pause_turn", "UNEXPECTED_STOP")],
 )
-def test_unfinished_model_output_fails_the_run_with_a_reason(store: InMemoryRunStore, stop_reason: str, code: str) -> None:
+def test_unfinished_model_output_fails_the_run_with_a_reason(
+    store: InMemoryRunStore, stop_reason: str, code: str
+) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     outcome = step(store, ScriptedModel(text_response("partial", stop_reason=stop_reason)), run_id, 0)
     assert outcome.status is RunStatus.FAILED
