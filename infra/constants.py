@@ -20,6 +20,7 @@ FUNCTIONS = {
     "tool": ("functions.handlers.tool.handler", 256, 60),
     "finalize": ("functions.handlers.finalize.handler", 256, 15),
     "mark_failed": ("functions.handlers.mark_failed.handler", 256, 15),
+    "workflow_ended": ("functions.handlers.workflow_ended.handler", 256, 15),
 }
 MODEL_TIMEOUT_SECONDS = 150
 

@@ -76,3 +76,7 @@ class AgentFunctions(Construct):
     @property
     def mark_failed(self) -> lambda_.Function:
         return self.functions["mark_failed"]
+
+    @property
+    def workflow_ended(self) -> lambda_.Function:
+        return self.functions["workflow_ended"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -29,6 +31,7 @@ class AgentWorkflow(Construct):
         tool_fn: lambda_.IFunction,
         finalize_fn: lambda_.IFunction,
         mark_failed_fn: lambda_.IFunction,
+        workflow_ended_fn: lambda_.IFunction,
         run_timeout: Duration,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -86,6 +89,21 @@ class AgentWorkflow(Construct):
             timeout=run_timeout,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+        )
+        # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
+        events.Rule(
+            self,
+            "ExecutionEnded",
+            description="Record a terminal run status when a Stepwise execution times out, fails or is stopped",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [self.state_machine.state_machine_arn],
+                    "status": ["TIMED_OUT", "FAILED", "ABORTED"],
+                },
+            ),
+            targets=[targets.LambdaFunction(workflow_ended_fn, retry_attempts=8, max_event_age=Duration.hours(6))],
         )
 
     def _invoke(self, name: str, fn: lambda_.IFunction, payload: dict[str, str]) -> tasks.LambdaInvoke:

@@ -57,6 +57,7 @@ class StepwiseStack(Stack):
             tool_fn=functions.tool,
             finalize_fn=functions.finalize,
             mark_failed_fn=functions.mark_failed,
+            workflow_ended_fn=functions.workflow_ended,
             run_timeout=Duration.minutes(run_timeout_minutes),
         )
         intake = Intake(
@@ -94,7 +95,7 @@ class StepwiseStack(Stack):
         secret.grant_read(functions.step)
         functions.step.add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
         table.grant(functions.tool, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem")
-        for fn in (functions.finalize, functions.mark_failed):
+        for fn in (functions.finalize, functions.mark_failed, functions.workflow_ended):
             table.grant(fn, "dynamodb:GetItem", "dynamodb:UpdateItem")
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")

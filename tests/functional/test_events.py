@@ -51,6 +51,11 @@ def check(name: str, r: dict[str, Any], aws: Aws) -> None:
     elif name == "mark_failed/model_overloaded.json":
         assert r["status"] == "FAILED"
         assert r["error"]["message"] == "Anthropic API 529 overloaded_error: Overloaded"
+    elif name == "workflow_ended/timed_out.json":
+        assert r == {"run_id": RUN_ID, "status": "TIMED_OUT"}
+        run = wiring.store().get_run("default", RUN_ID)
+        assert run is not None and run.error is not None and run.error.code == "RUN_TIMEOUT"
+        assert "States.Timeout" in run.error.message
     else:
         pytest.fail(f"events/{name} has no expectation in check()")
 

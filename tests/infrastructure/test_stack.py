@@ -365,7 +365,7 @@ def test_state_machine_role_invokes_only_the_workflow_functions(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 6
+    assert len(FUNCTIONS) == 7
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name][0]
@@ -636,6 +636,7 @@ def test_api_function_stops_only_executions_of_this_state_machine(
         ("tool", {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"}),
         ("finalize", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         ("mark_failed", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        ("workflow_ended", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
     ],
 )
 def test_table_access_is_exactly_what_each_function_needs(
@@ -730,3 +731,22 @@ def test_outputs(template: Template) -> None:
     )
     outputs = template.to_json()["Outputs"]
     assert {"ApiUrl", "StateMachineArn", "TableName", "AnthropicSecretName", "IntakeDeadLetterQueueUrl"} <= set(outputs)
+
+
+def test_executions_that_end_outside_the_graph_still_end_their_run(
+    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    # Given the EventBridge rule on Step Functions execution status changes
+    rules = template.find_resources("AWS::Events::Rule")
+    (rule,) = rules.values()
+    pattern = rule["Properties"]["EventPattern"]
+    # Then it matches this state machine's timed-out, failed and aborted executions
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    (machine_id,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
+    # And it targets the workflow_ended function with retries
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [functions["workflow_ended"][0], "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8

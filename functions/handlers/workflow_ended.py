@@ -1,0 +1,59 @@
+"""EventBridge "Step Functions Execution Status Change": a run whose execution timed out, failed or was
+stopped outside Stepwise gets a terminal status and a reason instead of staying RUNNING forever.
+
+Statuses already recorded (SUCCEEDED, CANCELLED by the API, FAILED by MarkFailed) are never overwritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, Json
+
+from functions.adapters import wiring
+from functions.agent.models import RunError, RunStatus
+from functions.agent.service import finalize_run
+from functions.handlers.events import RunRef
+
+logger = Logger(service="stepwise-workflow-ended")
+metrics = Metrics(namespace="Stepwise", service="workflow_ended")
+
+OUTCOMES = {
+    "TIMED_OUT": (RunStatus.TIMED_OUT, "RUN_TIMEOUT", "the run exceeded the workflow's timeout"),
+    "FAILED": (RunStatus.FAILED, "WORKFLOW_FAILED", "the workflow execution failed"),
+    "ABORTED": (RunStatus.CANCELLED, "EXECUTION_STOPPED", "the workflow execution was stopped"),
+}
+
+
+class ExecutionStatusChange(BaseModel):
+    name: str
+    status: str
+    input: Json[RunRef]
+    error: str | None = None
+    cause: str | None = None
+
+
+class ExecutionEvent(EventBridgeModel):
+    detail: ExecutionStatusChange
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    change = parse(event=event, model=ExecutionEvent).detail
+    ref = change.input
+    logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
+    if change.status not in OUTCOMES:
+        return {"run_id": ref.run_id, "ignored": change.status}
+    status, code, message = OUTCOMES[change.status]
+    detail = ": ".join(part for part in (change.error, change.cause) if part)
+    error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
+    run = finalize_run(store=wiring.store(), tenant=ref.tenant, run_id=ref.run_id, status=status, error=error)
+    metrics.add_dimension(name="status", value=change.status)
+    metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
+    logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)
+    return {"run_id": run.run_id, "status": run.status.value}
