@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -132,9 +132,10 @@ class StepwiseStack(Stack):
                 f"IAM5[Resource::<{ref(fn)}.Arn>:*]",
                 "CDK grants invoke of the function's versions.",
             )
+        region = "<AWS::Region>" if Token.is_unresolved(self.region) else self.region
+        account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
         executions = (
-            "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
-            f"<{ref(workflow.state_machine)}.Name>:*"
+            f"Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:<{ref(workflow.state_machine)}.Name>:*"
         )
         ack(functions.api, f"IAM5[{executions}]", "StopExecution on executions of this stack's state machine only.")
         ack(api.health_route, "APIG4", "GET /health is a public liveness probe; it returns no data.")

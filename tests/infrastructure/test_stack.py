@@ -163,8 +163,24 @@ def single(resources: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_app_synthesises_with_cdk_nag_and_no_unacknowledged_findings() -> None:
-    # Given the app as `cdk synth` builds it, with the AwsSolutions checks as a validation plugin
+@pytest.mark.parametrize(
+    "environment",
+    [
+        {},
+        {"CDK_DEFAULT_REGION": "eu-west-1"},
+        {"CDK_DEFAULT_REGION": "eu-west-1", "CDK_DEFAULT_ACCOUNT": "111122223333"},
+    ],
+    ids=["agnostic", "region", "region+account"],
+)
+def test_app_synthesises_with_cdk_nag_and_no_unacknowledged_findings(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the app as `cdk synth` builds it (the CDK CLI sets the account/region it resolved),
+    # with the AwsSolutions checks as a validation plugin
+    for key in ("CDK_DEFAULT_REGION", "CDK_DEFAULT_ACCOUNT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
     app = build_app(cdk.App(context=SKIP_BUNDLING))
 
     # When it is synthesised (an unacknowledged cdk-nag error raises here)
