@@ -24,6 +24,19 @@ FUNCTIONS = {
 }
 MODEL_TIMEOUT_SECONDS = 150
 
+# Least privilege on the table: exactly the calls each function's code makes (TransactWriteItems needs the
+# Put/Update of its parts, nothing more).
+_FINISH = ("dynamodb:GetItem", "dynamodb:UpdateItem")
+TABLE_ACCESS = {
+    "api": ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    "intake": ("dynamodb:GetItem",),
+    "step": ("dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "tool": ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"),
+    "finalize": _FINISH,
+    "mark_failed": _FINISH,
+    "workflow_ended": _FINISH,
+}
+
 # Step Functions retry of a throttled/overloaded model call: 5 s, 10 s, 20 s, ... capped at 120 s, full jitter.
 MODEL_RETRY_INTERVAL_SECONDS = 5
 MODEL_RETRY_MAX_ATTEMPTS = 6

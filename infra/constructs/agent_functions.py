@@ -53,30 +53,6 @@ class AgentFunctions(Construct):
             },
         )
 
-    @property
-    def api(self) -> lambda_.Function:
-        return self.functions["api"]
-
-    @property
-    def intake(self) -> lambda_.Function:
-        return self.functions["intake"]
-
-    @property
-    def step(self) -> lambda_.Function:
-        return self.functions["step"]
-
-    @property
-    def tool(self) -> lambda_.Function:
-        return self.functions["tool"]
-
-    @property
-    def finalize(self) -> lambda_.Function:
-        return self.functions["finalize"]
-
-    @property
-    def mark_failed(self) -> lambda_.Function:
-        return self.functions["mark_failed"]
-
-    @property
-    def workflow_ended(self) -> lambda_.Function:
-        return self.functions["workflow_ended"]
+    def __getitem__(self, name: str) -> lambda_.Function:
+        """The function named as in infra.constants.FUNCTIONS (api, intake, step, tool, ...)."""
+        return self.functions[name]

@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.constants import FUNCTIONS, MODEL_TIMEOUT_SECONDS
+from infra.constants import FUNCTIONS, MODEL_TIMEOUT_SECONDS, TABLE_ACCESS
 from infra.constructs.agent_functions import AgentFunctions
 from infra.constructs.api import Api
 from infra.constructs.intake import Intake
@@ -53,29 +53,30 @@ class StepwiseStack(Stack):
         workflow = AgentWorkflow(
             self,
             "Workflow",
-            step_fn=functions.step,
-            tool_fn=functions.tool,
-            finalize_fn=functions.finalize,
-            mark_failed_fn=functions.mark_failed,
-            workflow_ended_fn=functions.workflow_ended,
+            step_fn=functions["step"],
+            tool_fn=functions["tool"],
+            finalize_fn=functions["finalize"],
+            mark_failed_fn=functions["mark_failed"],
+            workflow_ended_fn=functions["workflow_ended"],
             run_timeout=Duration.minutes(run_timeout_minutes),
         )
         intake = Intake(
             self,
             "Intake",
-            intake_fn=functions.intake,
+            intake_fn=functions["intake"],
             intake_timeout_seconds=FUNCTIONS["intake"][2],
             max_concurrency=intake_max_concurrency,
         )
-        api = Api(self, "Api", api_fn=functions.api, rate_limit=api_rate_limit, burst_limit=api_burst_limit)
+        api = Api(self, "Api", api_fn=functions["api"], rate_limit=api_rate_limit, burst_limit=api_burst_limit)
         state_machine = workflow.state_machine
 
         # Least privilege, one grant per need.
-        table.grant(functions.api, "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem")
-        intake.queue.grant_send_messages(functions.api)
-        functions.api.add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
-        functions.api.add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
-        functions.api.add_to_role_policy(
+        for name, actions in TABLE_ACCESS.items():
+            table.grant(functions[name], *actions)
+        intake.queue.grant_send_messages(functions["api"])
+        functions["api"].add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
+        functions["api"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        functions["api"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["states:StopExecution"],
                 resources=[
@@ -88,15 +89,10 @@ class StepwiseStack(Stack):
                 ],
             )
         )
-        table.grant(functions.intake, "dynamodb:GetItem")
-        state_machine.grant_start_execution(functions.intake)
-        functions.intake.add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
-        table.grant(functions.step, "dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
-        secret.grant_read(functions.step)
-        functions.step.add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
-        table.grant(functions.tool, "dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem")
-        for fn in (functions.finalize, functions.mark_failed, functions.workflow_ended):
-            table.grant(fn, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        state_machine.grant_start_execution(functions["intake"])
+        functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        secret.grant_read(functions["step"])
+        functions["step"].add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
         CfnOutput(self, "AnthropicSecretName", value=secret.secret_name, description="Put your Anthropic API key here")
@@ -126,7 +122,7 @@ class StepwiseStack(Stack):
                 "X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.",
             )
         ack(workflow.state_machine, "IAM5[Resource::*]", "X-Ray and CloudWatch Logs delivery are account-level APIs.")
-        for fn in (functions.step, functions.tool, functions.finalize, functions.mark_failed):
+        for fn in (functions["step"], functions["tool"], functions["finalize"], functions["mark_failed"]):
             ack(
                 workflow.state_machine,
                 f"IAM5[Resource::<{ref(fn)}.Arn>:*]",
@@ -137,5 +133,5 @@ class StepwiseStack(Stack):
         executions = (
             f"Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:<{ref(workflow.state_machine)}.Name>:*"
         )
-        ack(functions.api, f"IAM5[{executions}]", "StopExecution on executions of this stack's state machine only.")
+        ack(functions["api"], f"IAM5[{executions}]", "StopExecution on executions of this stack's state machine only.")
         ack(api.health_route, "APIG4", "GET /health is a public liveness probe; it returns no data.")
