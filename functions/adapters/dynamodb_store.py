@@ -240,23 +240,29 @@ class DynamoDBRunStore(RunStore):
         ).get("Item")
         return step_from_item(item) if item else None
 
-    def save_step(self, run: Run, record: StepRecord, output: str | None) -> None:
+    def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         usage = record.usage.model_dump()
-        sets = ["#steps = :next", "#status = :running", "updated_at = :now"]
+        sets = ["#steps = :next", "updated_at = :now"]
+        names = {"#steps": "steps"}
         values: dict[str, Any] = {
             ":next": record.step + 1,
             ":step": record.step,
-            ":running": RunStatus.RUNNING.value,
             ":now": record.finished_at,
             ":cost": record.cost_usd,
             **{f":{name}": count for name, count in usage.items()},
-            **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
         }
-        if output is not None:
-            sets.append("#output = :output")
-            values[":output"] = output
+        condition = "#steps = :step"
+        if require_active:
+            sets.append("#status = :running")
+            names["#status"] = "status"
+            values[":running"] = RunStatus.RUNNING.value
+            values.update({f":a{i}": status for i, status in enumerate(_ACTIVE)})
+            condition += f" AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+            if output is not None:
+                sets.append("#output = :output")
+                names["#output"] = "output"
+                values[":output"] = output
         adds = ", ".join([f"{name} :{name}" for name in usage] + ["cost_usd :cost"])
-        active = ", ".join(f":a{i}" for i in range(len(_ACTIVE)))
         try:
             self.client.transact_write_items(
                 TransactItems=[
@@ -272,12 +278,8 @@ class DynamoDBRunStore(RunStore):
                             "TableName": self.table_name,
                             "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
                             "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
-                            "ConditionExpression": f"#steps = :step AND #status IN ({active})",
-                            "ExpressionAttributeNames": {
-                                "#steps": "steps",
-                                "#status": "status",
-                                **({"#output": "output"} if output is not None else {}),
-                            },
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": names,
                             "ExpressionAttributeValues": to_item(values),
                         }
                     },

@@ -54,12 +54,15 @@ class RunStore(ABC):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
 
     @abstractmethod
-    def save_step(self, run: Run, record: StepRecord, output: str | None) -> None:
+    def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         """Persist the step and add its usage and cost to the run, atomically.
+
+        With ``require_active=False`` the step is recorded and charged on a run that already ended (a call the
+        provider billed after a cancellation) without touching the run's status or output.
 
         Raises:
             StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
-            RunNotActiveError: the run is in a terminal status.
+            RunNotActiveError: the run is in a terminal status (only with ``require_active``).
         """
 
     @abstractmethod

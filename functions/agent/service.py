@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -329,6 +330,9 @@ def execute_step(
         assert saved is not None
         return _outcome_of(saved, tenant, replayed=True)
     except RunNotActiveError:
+        # The run ended (cancelled) while the model answered. The provider billed the call: account it.
+        with contextlib.suppress(StepAlreadySavedError):
+            store.save_step(run, record, None, require_active=False)
         current = store.get_run(tenant, run_id)
         final = current.status if current else RunStatus.CANCELLED
         return StepOutcome(

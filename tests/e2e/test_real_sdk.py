@@ -101,3 +101,44 @@ def test_an_auth_error_fails_the_run_with_the_providers_reason(stack: LocalStack
     assert run["status"] == "FAILED"
     assert run["error"]["code"] == "MODEL_401" and "invalid x-api-key" in run["error"]["message"]
     assert len(fake_api.requests) == 1  # a fatal error is never retried
+
+
+def test_cancel_while_the_model_is_answering_stops_the_run_and_still_accounts_the_billed_call(
+    stack: LocalStack, fake_api: FakeAnthropic
+) -> None:
+    # Given a model call that is still in flight when the client cancels
+    import threading
+
+    release = threading.Event()
+
+    def slow_tool_use(_: dict[str, object]) -> tuple[int, dict[str, object]]:
+        release.wait(timeout=20)
+        return tool_use("toolu_slow", {"expression": "1+1"}, input_tokens=100, output_tokens=10)
+
+    fake_api.script = [slow_tool_use]
+    _, accepted = http(stack, "POST", "/runs", {"input": "What is 1+1?"})
+    run_id = accepted["run_id"]
+    for _ in range(200):
+        if fake_api.requests:
+            break
+        threading.Event().wait(0.05)
+    assert fake_api.requests, "the model was never called"
+    # When the run is cancelled, then the model answers
+    status, cancelled = http(stack, "POST", f"/runs/{run_id}/cancel")
+    release.set()
+    run = wait(stack, run_id)  # CANCELLED at once; the in-flight step lands when the model answers
+    for _ in range(200):
+        if run["steps"]:
+            break
+        threading.Event().wait(0.05)
+        _, run = http(stack, "GET", f"/runs/{run_id}")
+    # Then the run stays CANCELLED, no tool ran and no further model call was made,
+    # but the call the provider billed is recorded and charged
+    assert status == 200 and cancelled["status"] == "CANCELLED"
+    assert run["status"] == "CANCELLED" and run["error"]["code"] == "CANCELLED"
+    assert len(fake_api.requests) == 1
+    assert run["steps"] == 1 and run["usage"]["input_tokens"] == 100 and run["usage"]["output_tokens"] == 10
+    billed = default_price_book().cost(run["model"], Usage(input_tokens=100, output_tokens=10))
+    assert Decimal(str(run["cost_usd"])) == billed
+    _, steps = http(stack, "GET", f"/runs/{run_id}/steps")
+    assert steps["steps"][0]["tool_calls"][0]["result"] is None

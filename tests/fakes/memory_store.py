@@ -36,24 +36,23 @@ class InMemoryRunStore(RunStore):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None:
         return self.steps.get((tenant, run_id, step))
 
-    def save_step(self, run: Run, record: StepRecord, output: str | None) -> None:
+    def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         key = (run.tenant, run.run_id, record.step)
         if key in self.steps:
             raise StepAlreadySavedError(run.run_id)
         stored = self.runs[(run.tenant, run.run_id)]
-        if stored.steps != record.step or stored.status.terminal:
+        if stored.steps != record.step or (require_active and stored.status.terminal):
             raise RunNotActiveError(run.run_id)
         self.steps[key] = record
-        self.runs[(run.tenant, run.run_id)] = stored.model_copy(
-            update={
-                "steps": record.step + 1,
-                "status": RunStatus.RUNNING,
-                "usage": stored.usage + record.usage,
-                "cost_usd": stored.cost_usd + record.cost_usd,
-                "output": output if output is not None else stored.output,
-                "updated_at": record.finished_at,
-            }
-        )
+        update: dict[str, object] = {
+            "steps": record.step + 1,
+            "usage": stored.usage + record.usage,
+            "cost_usd": stored.cost_usd + record.cost_usd,
+            "updated_at": record.finished_at,
+        }
+        if require_active:
+            update.update(status=RunStatus.RUNNING, output=output if output is not None else stored.output)
+        self.runs[(run.tenant, run.run_id)] = stored.model_copy(update=update)
         self.writes += 1
 
     def load_tool_context(

@@ -8,7 +8,7 @@ import pytest
 
 from functions.agent import service
 from functions.agent.errors import FatalModelError, RetryableModelError, RunNotFoundError
-from functions.agent.models import Budget, RunRequest, RunStatus, StepDecision, Usage
+from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, StepDecision, Usage
 from functions.agent.pricing import default_price_book
 from functions.tools import UnknownToolError, builtin_registry
 from tests.fakes.clock import FixedClock
@@ -294,3 +294,25 @@ def test_step_outcome_state_is_small_and_names_the_next_step(store: InMemoryRunS
     assert state["tool_calls"] == [{"id": "t1", "name": "calculator"}]
     assert len(str(state)) < 1_000  # conversation never travels through Step Functions
     assert Decimal(0) < store.get_run(TENANT, run_id).cost_usd  # type: ignore[union-attr]
+
+
+def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_reviving_the_run(
+    store: InMemoryRunStore,
+) -> None:
+    # Given a run cancelled while its first model call is in flight
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    late = text_response("late", usage=Usage(input_tokens=70, output_tokens=7))
+
+    class CancelDuringCall(ScriptedModel):
+        def create(self, request: ModelRequest) -> ModelResponse:
+            service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant=TENANT, run_id=run_id)
+            return super().create(request)
+
+    # When the step completes
+    outcome = step(store, CancelDuringCall(late), run_id, 0)
+    # Then the run stays cancelled with no output, but the billed usage is on it
+    run = store.get_run(TENANT, run_id)
+    assert outcome.status is RunStatus.CANCELLED
+    assert run is not None and run.status is RunStatus.CANCELLED and run.output is None
+    assert run.steps == 1 and run.usage == Usage(input_tokens=70, output_tokens=7)
+    assert run.cost_usd == PRICES.cost("claude-haiku-4-5", Usage(input_tokens=70, output_tokens=7))
