@@ -48,9 +48,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 # Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker),
-# runs cdk-nag (AwsSolutions) and then cfn-lint. W3005 is CDK's own explicit DependsOn, not a defect.
+# runs cdk-nag (AwsSolutions), checks every compiled extension in the layer is ARM64/CPython 3.13, then cfn-lint. W3005 is CDK's own explicit DependsOn, not a defect.
 synth: setup
 	npx cdk synth --quiet
+	$(BIN)/python -m infra.packaging cdk.out 2>/dev/null
 	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
 
 test: lint typecheck synth pytest

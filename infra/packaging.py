@@ -101,3 +101,33 @@ def function_code() -> lambda_.Code:
         except OSError:  # another synth staged the same content first
             shutil.rmtree(staging, ignore_errors=True)
     return lambda_.Code.from_asset(str(stage))
+
+
+_ELF_MACHINE_AARCH64 = 183
+
+
+def _is_arm64_elf(path: Path) -> bool:
+    header = path.read_bytes()[:20]
+    return header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == _ELF_MACHINE_AARCH64
+
+
+def verify_layer(assembly: Path) -> list[Path]:
+    """Check every compiled extension in the synthesised layer loads on Lambda's CPython 3.13 on ARM64.
+
+    Reads each ELF header's machine field (not just the file name). Returns the extensions checked;
+    raises SystemExit naming any that would not load.
+    """
+    layers = [p for p in assembly.glob("asset.*/python") if p.is_dir()]
+    if not layers:
+        raise SystemExit(f"no dependency layer in {assembly}: was bundling skipped?")
+    extensions = [so for layer in layers for so in layer.rglob("*.so")]
+    abi = "cpython-" + LAMBDA_PYTHON_VERSION.replace(".", "")
+    wrong = [so for so in extensions if not _is_arm64_elf(so) or ("cpython-" in so.name and abi not in so.name)]
+    if wrong:
+        raise SystemExit("extensions that will not load on the Lambda runtime:\n" + "\n".join(map(str, wrong)))
+    return extensions
+
+
+if __name__ == "__main__":
+    checked = verify_layer(Path(sys.argv[1] if len(sys.argv) > 1 else "cdk.out"))
+    print(f"layer OK: {len(checked)} compiled extensions, all CPython {LAMBDA_PYTHON_VERSION} / {LAMBDA_PLATFORM}")

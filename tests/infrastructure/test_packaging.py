@@ -1,0 +1,45 @@
+"""The layer check that `make synth` runs: compiled extensions must load on CPython 3.13 / ARM64."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.packaging import verify_layer
+
+ELF_AARCH64 = b"\x7fELF" + bytes(14) + (183).to_bytes(2, "little")
+ELF_X86_64 = b"\x7fELF" + bytes(14) + (62).to_bytes(2, "little")
+
+
+def layer(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "asset.abc" / "python"
+    for name, header in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(header + bytes(64))
+    return tmp_path
+
+
+def test_arm64_cpython_313_extensions_pass(tmp_path: Path) -> None:
+    assembly = layer(
+        tmp_path, {"pkg/_core.cpython-313-aarch64-linux-gnu.so": ELF_AARCH64, "rust/_x.abi3.so": ELF_AARCH64}
+    )
+    assert len(verify_layer(assembly)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("pkg/_core.cpython-313-x86_64-linux-gnu.so", ELF_X86_64),  # the build machine's wheel
+        ("rust/_x.abi3.so", ELF_X86_64),  # a name that says nothing about the platform
+        ("pkg/_core.cpython-311-aarch64-linux-gnu.so", ELF_AARCH64),  # the wrong interpreter
+    ],
+)
+def test_an_extension_that_would_not_load_fails_the_check(tmp_path: Path, name: str, header: bytes) -> None:
+    with pytest.raises(SystemExit, match="will not load"):
+        verify_layer(layer(tmp_path, {name: header}))
+
+
+def test_a_missing_layer_fails_the_check(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no dependency layer"):
+        verify_layer(tmp_path)
