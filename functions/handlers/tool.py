@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -13,7 +14,8 @@ from functions.agent.service import execute_tool
 from functions.handlers.events import ToolEvent
 
 logger = Logger(service="stepwise-tool")
-metrics = Metrics(namespace="Stepwise", service="tool")
+NAMESPACE = "Stepwise"
+metrics = Metrics(namespace=NAMESPACE, service="tool")
 
 
 @logger.inject_lambda_context
@@ -29,7 +31,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         step=ref.step,
         tool_use_id=ref.tool_use_id,
     )
-    metrics.add_dimension(name="tool", value=outcome.name)
     metrics.add_metric(name="ToolErrors" if outcome.is_error else "ToolCalls", unit="Count", value=1)
+    with single_metric(name="ToolCallsByTool", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="tool", value=outcome.name)
     logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, duration_ms=outcome.duration_ms)
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}

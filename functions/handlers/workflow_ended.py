@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,7 +21,8 @@ from functions.agent.service import finalize_run
 from functions.handlers.events import RunRef
 
 logger = Logger(service="stepwise-workflow-ended")
-metrics = Metrics(namespace="Stepwise", service="workflow_ended")
+NAMESPACE = "Stepwise"
+metrics = Metrics(namespace=NAMESPACE, service="workflow_ended")
 
 OUTCOMES = {
     "TIMED_OUT": (RunStatus.TIMED_OUT, "RUN_TIMEOUT", "the run exceeded the workflow's timeout"),
@@ -53,7 +55,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     detail = ": ".join(part for part in (change.error, change.cause) if part)
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
     run = finalize_run(store=wiring.store(), tenant=ref.tenant, run_id=ref.run_id, status=status, error=error)
-    metrics.add_dimension(name="status", value=change.status)
     metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
+    with single_metric(name="ExecutionsEndedByStatus", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="status", value=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)
     return {"run_id": run.run_id, "status": run.status.value}
