@@ -10,6 +10,8 @@ Keys (every partition is tenant-scoped; a run's items share one partition so one
 from __future__ import annotations
 
 import json
+import random
+import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ else:
     DynamoDBClient = Any
 
 RUN_SK = "RUN"
+TRANSACTION_ATTEMPTS = 4
 _USAGE_FIELDS = tuple(Usage.model_fields)
 _ACTIVE = [s.value for s in RunStatus if s not in TERMINAL_STATUSES]
 
@@ -43,7 +46,7 @@ def tool_sk(step: int, tool_use_id: str) -> str:
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _usage_from(values: dict[str, Any]) -> Usage:
@@ -263,37 +266,42 @@ class DynamoDBRunStore(RunStore):
                 names["#output"] = "output"
                 values[":output"] = output
         adds = ", ".join([f"{name} :{name}" for name in usage] + ["cost_usd :cost"])
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": step_to_item(run.tenant, record),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
-                            "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": to_item(values),
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                raise StepAlreadySavedError(f"{run.run_id} step {record.step}") from exc
-            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                raise RunNotActiveError(run.run_id) from exc
-            raise
+        items = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": step_to_item(run.tenant, record),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
+                    "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": to_item(values),
+                }
+            },
+        ]
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    raise StepAlreadySavedError(f"{run.run_id} step {record.step}") from exc
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    raise RunNotActiveError(run.run_id) from exc
+                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                # A concurrent write to the run (a cancel, a duplicate step) won the item: try again here,
+                # never by re-running the Lambda, which would call the model again.
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
 
     def load_tool_context(
         self, tenant: str, run_id: str, step: int, tool_use_id: str

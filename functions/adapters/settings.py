@@ -20,6 +20,7 @@ class Settings(BaseModel):
     model_provider: Literal["anthropic", "auto", "stub"] = Field(default="anthropic", alias="STEPWISE_MODEL_PROVIDER")
     anthropic_secret_arn: str | None = Field(default=None, alias="STEPWISE_ANTHROPIC_SECRET_ARN")
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
+    intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

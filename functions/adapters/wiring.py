@@ -7,7 +7,7 @@ nothing is created that a test would have to patch.
 from __future__ import annotations
 
 import uuid
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import boto3
@@ -58,12 +58,15 @@ def new_run_id() -> str:
     return "run_" + uuid.uuid4().hex[:26]
 
 
-@cache
 def model() -> ModelClient:
-    """The model client for this container: the real API, or the labelled offline stub (local, no key)."""
+    """The model client: the real API, or the labelled offline stub (local stack, no key).
+
+    The key is read from Secrets Manager at most every 5 minutes (powertools caches it), so a key put or
+    rotated after deploy reaches warm containers without a redeploy.
+    """
     settings = get_settings()
     if settings.model_provider == "stub" or (settings.model_provider == "auto" and not settings.anthropic_api_key):
-        return OfflineStubModel()
+        return _stub()
     api_key = settings.anthropic_api_key
     if not api_key and settings.anthropic_secret_arn:
         from aws_lambda_powertools.utilities.parameters import get_secret
@@ -71,12 +74,22 @@ def model() -> ModelClient:
         api_key = str(get_secret(settings.anthropic_secret_arn, max_age=300)).strip()
     if not api_key:
         raise RuntimeError("no Anthropic API key: set ANTHROPIC_API_KEY or STEPWISE_ANTHROPIC_SECRET_ARN")
+    return _anthropic(api_key, settings.model_timeout_seconds)
+
+
+@cache
+def _stub() -> ModelClient:
+    return OfflineStubModel()
+
+
+@lru_cache(maxsize=2)
+def _anthropic(api_key: str, timeout_seconds: float) -> ModelClient:
     from functions.adapters.anthropic_model import AnthropicModel  # ~650 ms of imports, only where needed
 
-    return AnthropicModel.create_client(api_key=api_key, timeout_seconds=settings.model_timeout_seconds)
+    return AnthropicModel.create_client(api_key=api_key, timeout_seconds=timeout_seconds)
 
 
 def reset() -> None:
     """Forget every cached client and setting (tests switch environments)."""
-    for built in (aws_client, store, queue, workflow, registry, model, get_settings):
+    for built in (aws_client, store, queue, workflow, registry, _stub, _anthropic, get_settings):
         built.cache_clear()

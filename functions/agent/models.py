@@ -7,9 +7,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 MAX_INPUT_CHARS = 100_000
+MAX_INPUT_BYTES = 100_000  # the run item holds it; DynamoDB items are at most 400 KB
+MAX_TOKENS_PER_CALL = 8_192
 MAX_METADATA_BYTES = 4_096
 MAX_STEPS_LIMIT = 100
 
@@ -66,9 +68,9 @@ class Usage(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_usd: float | None = Field(default=None, gt=0)
-    max_steps: int = Field(default=10, ge=1, le=MAX_STEPS_LIMIT)
-    max_tokens: int | None = Field(default=None, gt=0, description="total tokens the run may use")
+    max_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_steps: StrictInt = Field(default=10, ge=1, le=MAX_STEPS_LIMIT)
+    max_tokens: StrictInt | None = Field(default=None, gt=0, description="total tokens the run may use")
 
 
 class RunRequest(BaseModel):
@@ -81,13 +83,23 @@ class RunRequest(BaseModel):
     tools: list[str] | None = Field(default=None, max_length=64)
     budget: Budget = Field(default_factory=Budget)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    max_tokens_per_call: int = Field(default=1024, ge=1, le=64_000)
+    # Calls are not streamed: the cap keeps the longest answer well inside the model call timeout.
+    max_tokens_per_call: StrictInt = Field(default=1024, ge=1, le=MAX_TOKENS_PER_CALL)
 
     @field_validator("input")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("input must not be blank")
+        if len(value.encode()) > MAX_INPUT_BYTES:
+            raise ValueError(f"input must be at most {MAX_INPUT_BYTES} bytes of UTF-8")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("tools must not repeat a name")
         return value
 
     @field_validator("metadata")

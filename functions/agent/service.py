@@ -16,6 +16,7 @@ from functions.agent.errors import (
     RunNotFoundError,
     StepAlreadySavedError,
     StepwiseError,
+    UnknownModelError,
 )
 from functions.agent.models import (
     ModelRequest,
@@ -45,6 +46,14 @@ class RequestRejectedError(StepwiseError):
 
 class IdempotencyConflictError(StepwiseError):
     """The Idempotency-Key was used before with a different request body."""
+
+
+class EnqueueError(StepwiseError):
+    """The intake queue refused the run."""
+
+    def __init__(self, message: str, *, retry_with_key: bool) -> None:
+        super().__init__(message)
+        self.retry_with_key = retry_with_key
 
 
 class RunConflictError(StepwiseError):
@@ -121,21 +130,34 @@ def create_run(
     try:
         queue.enqueue(tenant, run_id)
     except Exception as exc:
-        store.finish_run(
-            tenant, run_id, RunStatus.FAILED, error=RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
-        )
-        raise
+        if idempotency_key is None:  # nobody can resume it: end it with the reason
+            store.finish_run(
+                tenant, run_id, RunStatus.FAILED, error=RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
+            )
+        # With a key the run stays QUEUED: retrying the request with the same key enqueues it again.
+        raise EnqueueError(f"the run could not be queued: {exc}", retry_with_key=idempotency_key is not None) from exc
     return Accepted(run, replayed=False)
 
 
-def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str) -> str:
-    """Intake: start the run's execution once. Returns what happened, for the log."""
+def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str, last_attempt: bool = False) -> str:
+    """Intake: start the run's execution once. Returns what happened, for the log.
+
+    On the last delivery before the dead-letter queue a failure to start also ends the run, with the reason,
+    so no run waits in QUEUED for a workflow that will never come.
+    """
     run = store.get_run(tenant, run_id)
     if run is None:
         return "missing"
     if run.status is not RunStatus.QUEUED:
         return f"skipped:{run.status.value}"
-    return "started" if workflow.start(tenant, run_id) else "duplicate"
+    try:
+        started = workflow.start(tenant, run_id)
+    except Exception as exc:
+        if last_attempt:
+            reason = RunError(code="INTAKE_FAILED", message=f"the workflow could not be started: {exc}"[:1000])
+            store.finish_run(tenant, run_id, RunStatus.FAILED, error=reason)
+        raise
+    return "started" if started else "duplicate"
 
 
 def cancel_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str) -> Run:
@@ -144,9 +166,12 @@ def cancel_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str)
         raise RunNotFoundError(run_id)
     if run.status.terminal:
         raise RunConflictError(f"run {run_id} already ended with status {run.status.value}")
-    store.finish_run(
+    cancelled = store.finish_run(
         tenant, run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="cancelled by request")
     )
+    if not cancelled:  # it ended between the read and the write
+        ended = store.get_run(tenant, run_id)
+        raise RunConflictError(f"run {run_id} already ended with status {ended.status.value if ended else 'unknown'}")
     workflow.stop(run_id, "cancelled by request")
     final = store.get_run(tenant, run_id)
     assert final is not None
@@ -292,6 +317,11 @@ def execute_step(
         tools=registry.schemas(run.tools),
         max_tokens=run.max_tokens_per_call,
     )
+    try:
+        prices.price(run.model)  # before the provider bills anything
+    except UnknownModelError as exc:
+        unpriced = RunError(code="UNKNOWN_MODEL", message=str(exc))
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=unpriced)
     started = clock.now()
     try:
         response = model.create(request)

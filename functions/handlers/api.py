@@ -62,13 +62,18 @@ def _tenant() -> str:
 
 
 def _parse_run_request() -> RunRequest:
-    raw = app.current_event.decoded_body
+    try:
+        raw = app.current_event.decoded_body
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise ApiError(400, "INVALID_REQUEST", "request body is not UTF-8 text") from exc
     if not raw:
         raise ApiError(400, "INVALID_REQUEST", 'request body is required: {"input": "..."}')
     try:
         payload = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "INVALID_JSON", "request body is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise ApiError(400, "INVALID_REQUEST", "request body must be a JSON object")
     try:
@@ -114,6 +119,9 @@ def create_run() -> Response[str]:
         raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
     except service.IdempotencyConflictError as exc:
         raise ApiError(422, "IDEMPOTENCY_CONFLICT", str(exc)) from exc
+    except service.EnqueueError as exc:
+        advice = "retry with the same Idempotency-Key" if exc.retry_with_key else "the run was marked FAILED; retry"
+        raise ApiError(503, "ENQUEUE_FAILED", f"{exc}; {advice}") from exc
     run = accepted.run
     logger.info("run accepted", run_id=run.run_id, tenant=run.tenant, replayed=accepted.replayed)
     if not accepted.replayed:

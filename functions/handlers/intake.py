@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
+from functions.adapters.settings import get_settings
 from functions.agent.service import start_run
 from functions.handlers.events import RunRef
 
@@ -20,7 +21,14 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 def record_handler(record: SQSRecord) -> str:
     ref = RunRef.model_validate_json(record.body)
-    result = start_run(store=wiring.store(), workflow=wiring.workflow(), tenant=ref.tenant, run_id=ref.run_id)
+    deliveries = int(record.attributes.approximate_receive_count or 1)
+    result = start_run(
+        store=wiring.store(),
+        workflow=wiring.workflow(),
+        tenant=ref.tenant,
+        run_id=ref.run_id,
+        last_attempt=deliveries >= get_settings().intake_max_receive_count,
+    )
     logger.info("intake", run_id=ref.run_id, tenant=ref.tenant, result=result)
     return result
 

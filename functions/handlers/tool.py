@@ -33,6 +33,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="ToolErrors" if outcome.is_error else "ToolCalls", unit="Count", value=1)
     with single_metric(name="ToolCallsByTool", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="tool", value=outcome.name)
+        # the registered name, never the model's free text: bounded metric cardinality
+        known = outcome.name in wiring.registry().names
+        metric.add_dimension(name="tool", value=outcome.name if known else "unknown")
     logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, duration_ms=outcome.duration_ms)
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}

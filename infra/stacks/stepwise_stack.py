@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.constants import FUNCTIONS, MODEL_TIMEOUT_SECONDS, TABLE_ACCESS
+from infra.constants import FUNCTIONS, INTAKE_MAX_RECEIVE_COUNT, MODEL_TIMEOUT_SECONDS, TABLE_ACCESS
 from infra.constructs.agent_functions import AgentFunctions
 from infra.constructs.api import Api
 from infra.constructs.intake import Intake
@@ -91,6 +91,7 @@ class StepwiseStack(Stack):
         )
         state_machine.grant_start_execution(functions["intake"])
         functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        functions["intake"].add_environment("STEPWISE_INTAKE_MAX_RECEIVE_COUNT", str(INTAKE_MAX_RECEIVE_COUNT))
         secret.grant_read(functions["step"])
         functions["step"].add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
 
@@ -99,6 +100,7 @@ class StepwiseStack(Stack):
         CfnOutput(self, "TableName", value=table.table_name)
         CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn)
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
+        CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
 
         self._acknowledge_nag_findings(functions, workflow, api)
 

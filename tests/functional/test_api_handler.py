@@ -41,6 +41,12 @@ def test_post_run_answers_202_queued_and_enqueues_one_message(aws: Aws, context:
         ({"input": "x", "budget": {"max_steps": 0}}, "VALIDATION_ERROR", "budget.max_steps"),
         ({"input": "x", "model": "gpt-4o"}, "VALIDATION_ERROR", "unknown model 'gpt-4o'"),
         ({"input": "x", "tools": ["shell"]}, "VALIDATION_ERROR", "unknown tools: shell"),
+        ({"input": "x", "tools": ["calculator", "calculator"]}, "VALIDATION_ERROR", "must not repeat"),
+        ('{"input": "x", "budget": {"max_usd": Infinity}}', "VALIDATION_ERROR", "budget.max_usd"),
+        ({"input": "x", "budget": {"max_steps": True}}, "VALIDATION_ERROR", "budget.max_steps"),
+        ({"input": "x", "max_tokens_per_call": 64000}, "VALIDATION_ERROR", "max_tokens_per_call"),
+        ({"input": "字" * 40_000}, "VALIDATION_ERROR", "at most 100000 bytes"),
+        ("[" * 50_000 + "]" * 50_000, "INVALID_JSON", "nested too deeply"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_problem_and_nothing_is_enqueued(
@@ -110,3 +116,24 @@ def test_tenant_comes_from_a_lambda_authorizer_and_scopes_every_read(aws: Aws, c
     lookup = http_event("GET", f"/runs/{run_id}")
     lookup["requestContext"]["authorizer"] = {"lambda": {"tenant": "acme"}}
     assert api.handler(lookup, context)["statusCode"] == 200
+
+
+def test_a_queue_outage_is_a_503_and_with_a_key_the_retry_runs_the_same_run(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.adapters import wiring
+
+    def refuse(tenant: str, run_id: str) -> None:
+        raise ConnectionError("SQS unavailable")
+
+    headers = {"idempotency-key": "retry-me"}
+    queue = wiring.queue()
+    working = queue.enqueue
+    monkeypatch.setattr(queue, "enqueue", refuse)
+    status, body = call(context, "POST", "/runs", {"input": "hello"}, headers)
+    assert status == 503 and body["error"]["code"] == "ENQUEUE_FAILED"
+    assert "retry with the same Idempotency-Key" in body["error"]["message"]
+    monkeypatch.setattr(queue, "enqueue", working)  # the queue is back
+    status, body = call(context, "POST", "/runs", {"input": "hello"}, headers)
+    assert status == 202 and body["status"] == "QUEUED"
+    assert len(aws.queued_messages()) == 1

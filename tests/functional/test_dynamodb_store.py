@@ -131,3 +131,33 @@ def test_history_of_a_long_run_is_read_across_query_pages(store: DynamoDBRunStor
 def test_missing_run_history_raises(store: DynamoDBRunStore) -> None:
     with pytest.raises(RunNotFoundError):
         store.load_history("acme", "run_missing")
+
+
+def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
+    store: DynamoDBRunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run item that a concurrent writer holds for the first two attempts
+    from botocore.exceptions import ClientError
+
+    run = make_run()
+    store.create_run(run)
+    real = store.client.transact_write_items
+    attempts: list[int] = []
+
+    def contended(**kwargs: object) -> object:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            error = {
+                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+            }
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return real(**kwargs)
+
+    monkeypatch.setattr(store.client, "transact_write_items", contended)
+    # When the step is saved
+    store.save_step(run, make_step(run, 0), None)
+    # Then it landed on the third attempt, charged once
+    saved = store.get_run("acme", run.run_id)
+    assert len(attempts) == 3
+    assert saved is not None and saved.steps == 1 and saved.cost_usd == Decimal("0.0012345")

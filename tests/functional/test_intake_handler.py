@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
 from functions.handlers import api, intake
 from stepwise.local.lambdas import LocalContext
 from tests.functional.conftest import Aws, http_event
@@ -62,3 +65,32 @@ def test_a_cancelled_run_is_not_started(aws: Aws, context: LocalContext) -> None
     result = intake.handler(sqs_event(json.dumps({"tenant": "default", "run_id": run_id})), context)
     assert result == {"batchItemFailures": []}
     assert aws.executions() == []
+
+
+def test_a_run_intake_gives_up_on_is_failed_with_the_reason_not_left_queued(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Step Functions refusing to start executions (throttling that outlasts the retries)
+    from functions.adapters import wiring
+
+    run_id = submit(context)
+    body = json.dumps({"tenant": "default", "run_id": run_id})
+
+    def throttled(tenant: str, run_id: str) -> bool:
+        raise ConnectionError("StartExecution throttled")
+
+    monkeypatch.setattr(wiring.workflow(), "start", throttled)
+    # When the message is delivered before and at the last receive before the dead-letter queue
+    early = sqs_event(body)
+    last = sqs_event(body)
+    last["Records"][0]["attributes"]["ApproximateReceiveCount"] = "5"
+    with pytest.raises(BatchProcessingError):  # every record failed: Lambda returns the batch to the queue
+        intake.handler(early, context)
+    status_after_early = json.loads(api.handler(http_event("GET", f"/runs/{run_id}"), context)["body"])["status"]
+    with pytest.raises(BatchProcessingError):
+        intake.handler(last, context)
+    # Then the run waited while retries were left, and ended FAILED with the reason on the last one
+    run = json.loads(api.handler(http_event("GET", f"/runs/{run_id}"), context)["body"])
+    assert status_after_early == "QUEUED"
+    assert run["status"] == "FAILED" and run["error"]["code"] == "INTAKE_FAILED"
+    assert "StartExecution throttled" in run["error"]["message"]

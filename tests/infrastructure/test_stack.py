@@ -766,3 +766,18 @@ def test_executions_that_end_outside_the_graph_still_end_their_run(
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [functions["workflow_ended"][0], "Arn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
+
+
+def test_the_dead_letter_queue_has_an_alarm_and_intake_knows_the_receive_limit(
+    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    (alarm,) = template.find_resources("AWS::CloudWatch::Alarm").values()
+    props = alarm["Properties"]
+    assert props["MetricName"] == "ApproximateNumberOfMessagesVisible" and props["Threshold"] == 1
+    (dimension,) = props["Dimensions"]
+    dlq_ids = [
+        lid for lid, r in resources.items() if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" not in r["Properties"]
+    ]
+    assert dimension["Value"] == {"Fn::GetAtt": [dlq_ids[0], "QueueName"]}
+    env = functions["intake"][1]["Environment"]["Variables"]
+    assert env["STEPWISE_INTAKE_MAX_RECEIVE_COUNT"] == "5"

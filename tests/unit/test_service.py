@@ -118,11 +118,49 @@ def test_idempotency_key_with_a_different_body_is_a_conflict(store: InMemoryRunS
 
 
 def test_enqueue_failure_marks_the_run_failed_instead_of_leaving_it_queued(store: InMemoryRunStore) -> None:
-    with pytest.raises(ConnectionError):
+    with pytest.raises(service.EnqueueError) as raised:
         submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("sqs down")))
     (run,) = store.runs.values()
+    assert not raised.value.retry_with_key
     assert run.status is RunStatus.FAILED
     assert run.error is not None and run.error.code == "ENQUEUE_FAILED"
+
+
+def test_enqueue_failure_with_an_idempotency_key_keeps_the_run_queued_for_the_retry(store: InMemoryRunStore) -> None:
+    # Given a first attempt whose enqueue fails
+    with pytest.raises(service.EnqueueError) as raised:
+        submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("sqs down")), key="k-9")
+    assert raised.value.retry_with_key
+    # When the client retries with the same key
+    queue = RecordingQueue()
+    again = submit(store, RunRequest(input="hello"), queue=queue, key="k-9")
+    # Then the same run, still QUEUED, is enqueued this time
+    assert again.replayed and again.run.status is RunStatus.QUEUED
+    assert queue.sent == [(TENANT, again.run.run_id)]
+
+
+def test_a_model_without_a_price_fails_the_run_before_the_provider_is_called(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    store.runs[(TENANT, run_id)] = store.runs[(TENANT, run_id)].model_copy(update={"model": "claude-unpriced-9"})
+    model = ScriptedModel()
+    outcome = step(store, model, run_id, 0)
+    assert outcome.status is RunStatus.FAILED and outcome.error is not None and outcome.error.code == "UNKNOWN_MODEL"
+    assert model.requests == []
+
+
+def test_a_cancel_that_loses_the_race_with_the_end_of_the_run_is_a_conflict(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    real_finish = store.finish_run
+
+    def finalize_first(tenant: str, rid: str, status: RunStatus, **kwargs: object) -> bool:
+        real_finish(tenant, rid, RunStatus.SUCCEEDED)  # Finalize lands between the read and the write
+        return real_finish(tenant, rid, status, **kwargs)  # type: ignore[arg-type]
+
+    store.finish_run = finalize_first  # type: ignore[method-assign]
+    workflow = RecordingWorkflow()
+    with pytest.raises(service.RunConflictError, match="SUCCEEDED"):
+        service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+    assert workflow.stopped == []
 
 
 # ------------------------------------------------------------------------------------------------ steps
