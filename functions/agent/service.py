@@ -125,7 +125,10 @@ def create_run(
             raise IdempotencyConflictError("Idempotency-Key was already used with a different request body") from None
         if existing.status is RunStatus.QUEUED:
             # The first attempt may have died between the write and the send; intake is idempotent.
-            queue.enqueue(tenant, run_id)
+            try:
+                queue.enqueue(tenant, run_id)
+            except Exception as exc:
+                raise EnqueueError(f"the run could not be queued: {exc}", retry_with_key=True) from exc
         return Accepted(existing, replayed=True)
     try:
         queue.enqueue(tenant, run_id)

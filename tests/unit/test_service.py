@@ -137,6 +137,10 @@ def test_enqueue_failure_with_an_idempotency_key_keeps_the_run_queued_for_the_re
     # Then the same run, still QUEUED, is enqueued this time
     assert again.replayed and again.run.status is RunStatus.QUEUED
     assert queue.sent == [(TENANT, again.run.run_id)]
+    # And a replay that meets the outage again says so the same way, leaving the run QUEUED
+    with pytest.raises(service.EnqueueError):
+        submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("down")), key="k-9")
+    assert store.get_run(TENANT, again.run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
 
 
 def test_a_model_without_a_price_fails_the_run_before_the_provider_is_called(store: InMemoryRunStore) -> None:
