@@ -169,7 +169,7 @@ class ToolOutcome(BaseModel):
 
 class ModelRequest(BaseModel):
     model: str
-    system: str | None = None
+    system: str | list[dict[str, Any]] | None = None  # a list of text blocks when cache breakpoints are placed
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = Field(default_factory=list)
     max_tokens: int
