@@ -3,12 +3,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
 from infra.stacks.stepwise_stack import StepwiseStack
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value in (None, "") else float(str(value))
+
+
+def _json_text(value: object) -> str | None:
+    """Context values arrive as JSON objects from cdk.json and as strings from -c."""
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
@@ -21,6 +33,9 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         default_tenant=context("default_tenant") or "default",
         run_timeout_minutes=int(context("run_timeout_minutes") or 120),
         intake_max_concurrency=int(context("intake_max_concurrency") or 10),
+        tenant_daily_budget_usd=_optional_float(context("tenant_daily_budget_usd")),
+        global_daily_budget_usd=_optional_float(context("global_daily_budget_usd")),
+        extra_prices=_json_text(context("extra_prices")),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

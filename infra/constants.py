@@ -11,6 +11,12 @@ LAMBDA_PYTHON_VERSION = "3.13"
 LAMBDA_PLATFORM = "manylinux2014_aarch64"
 METRICS_NAMESPACE = "Stepwise"
 
+
+def service_name(function: str) -> str:
+    """POWERTOOLS_SERVICE_NAME of a function: the `service` dimension of every metric it emits."""
+    return f"stepwise-{function}"
+
+
 # handler path -> (memory MB, timeout seconds). The step function imports the anthropic SDK (~650 ms cold)
 # and waits on the model: more memory buys CPU for the import, the timeout covers MODEL_TIMEOUT_SECONDS.
 FUNCTIONS = {
@@ -44,3 +50,4 @@ MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
+BUDGET_ALARM_THRESHOLDS = (50, 80, 90, 100)

@@ -5,6 +5,15 @@ Keys (every partition is tenant-scoped; a run's items share one partition so one
     pk = "T#{tenant}#R#{run_id}"   sk = "RUN"                          the run
                                    sk = "STEP#{step:05d}"              one model call
                                    sk = "TOOL#{step:05d}#{tool_use_id}" one tool result
+
+Spend counters (ADDed in the same transaction that saves a step; days are UTC):
+
+    pk = "T#{tenant}#SPEND"        sk = "DAY#{day}"                    the tenant's day: spent, committed, tokens
+                                   sk = "DAY#{day}#M#{model}"          the tenant's day for one model
+    pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
+
+``committed_usd`` = spent + reservations in flight. Budgets are conditions on it: DynamoDB conditions cannot
+add, so a reservation of ``a`` against a limit ``L`` is the condition ``committed_usd <= L - a``.
 """
 
 from __future__ import annotations
@@ -18,8 +27,24 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from functions.adapters.serde import from_item, to_item
-from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
-from functions.agent.models import TERMINAL_STATUSES, Run, RunError, RunStatus, StepRecord, ToolOutcome, Usage
+from functions.agent.budgets import BudgetLimits, usd
+from functions.agent.errors import (
+    BudgetRefusedError,
+    RunAlreadyExistsError,
+    RunNotActiveError,
+    RunNotFoundError,
+    StepAlreadySavedError,
+)
+from functions.agent.models import (
+    TERMINAL_STATUSES,
+    Reservation,
+    Run,
+    RunError,
+    RunStatus,
+    StepRecord,
+    ToolOutcome,
+    Usage,
+)
 from functions.agent.ports import Clock, RunHistory, RunStore
 
 if TYPE_CHECKING:
@@ -35,6 +60,14 @@ _ACTIVE = [s.value for s in RunStatus if s not in TERMINAL_STATUSES]
 
 def run_pk(tenant: str, run_id: str) -> str:
     return f"T#{tenant}#R#{run_id}"
+
+
+def spend_pk(tenant: str | None) -> str:
+    return f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
+
+
+def day_sk(day: str, model: str | None = None) -> str:
+    return f"DAY#{day}" + (f"#M#{model}" if model else "")
 
 
 def step_sk(step: int) -> str:
@@ -79,6 +112,15 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "output": run.output,
             "error": run.error.model_dump_json() if run.error else None,
             "request_hash": run.request_hash,
+            **(
+                {
+                    "reserved_step": run.reservation.step,
+                    "reserved_usd": run.reservation.amount_usd,
+                    "reserved_day": run.reservation.day,
+                }
+                if run.reservation
+                else {}
+            ),
             "created_at": run.created_at,
             "updated_at": run.updated_at,
         }
@@ -103,6 +145,11 @@ def run_from_item(item: dict[str, Any]) -> Run:
         output=v.get("output"),
         error=_error_from(v),
         request_hash=v.get("request_hash"),
+        reservation=Reservation(
+            step=v["reserved_step"], amount_usd=Decimal(str(v["reserved_usd"])), day=v["reserved_day"]
+        )
+        if "reserved_step" in v
+        else None,
         created_at=v["created_at"],
         updated_at=v["updated_at"],
     )
@@ -243,8 +290,120 @@ class DynamoDBRunStore(RunStore):
         ).get("Item")
         return step_from_item(item) if item else None
 
+    def _transact(self, items: list[dict[str, Any]]) -> list[str | None] | None:
+        """Run a transaction; retry a TransactionConflict in place. Returns the cancellation reasons, or None."""
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return None
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if "ConditionalCheckFailed" in reasons:
+                    return reasons
+                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                # A concurrent write to one of the items won: try again here, never by re-running the
+                # Lambda, which would call the model again.
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _update(
+        self,
+        pk: str,
+        sk: str,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": to_item({"pk": pk, "sk": sk}),
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": to_item(values),
+        }
+        if condition:
+            update["ConditionExpression"] = condition
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return {"Update": update}
+
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+        amount, day = reservation.amount_usd, reservation.day
+        run_condition = "#steps = :step AND #status IN (" + ", ".join(f":a{i}" for i in range(len(_ACTIVE))) + ")"
+        run_condition += " AND attribute_not_exists(reserved_step)"
+        run_values: dict[str, Any] = {
+            ":step": reservation.step,
+            ":amount": amount,
+            ":day": day,
+            **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
+        }
+        if run.budget.max_usd is not None:
+            run_condition += " AND cost_usd <= :run_headroom"
+            run_values[":run_headroom"] = Decimal(str(run.budget.max_usd)) - amount
+        items = [
+            self._update(
+                run_pk(run.tenant, run.run_id),
+                RUN_SK,
+                "SET reserved_step = :step, reserved_usd = :amount, reserved_day = :day",
+                run_values,
+                condition=run_condition,
+                names={"#steps": "steps", "#status": "status"},
+            )
+        ]
+        for tenant, limit in ((run.tenant, limits.tenant_daily_usd), (None, limits.global_daily_usd)):
+            values: dict[str, Any] = {":amount": amount}
+            condition = None
+            if limit is not None:
+                values[":headroom"] = limit - amount
+                condition = "attribute_not_exists(committed_usd) OR committed_usd <= :headroom"
+            items.append(
+                self._update(spend_pk(tenant), day_sk(day), "ADD committed_usd :amount", values, condition=condition)
+            )
+        reasons = self._transact(items)
+        if reasons is None:
+            return
+        if reasons[0] == "ConditionalCheckFailed":
+            current = self.get_run(run.tenant, run.run_id)
+            if current is None or current.status.terminal or current.steps != reservation.step:
+                raise RunNotActiveError(run.run_id)
+            if current.reservation is not None:
+                raise RunNotActiveError(f"{run.run_id} already holds a reservation for step {current.reservation.step}")
+            raise BudgetRefusedError(
+                "MAX_USD",
+                f"run budget max_usd={usd(Decimal(str(run.budget.max_usd)))}: {usd(current.cost_usd)} spent, "
+                f"the next call may cost up to {usd(amount)}",
+            )
+        tenant_committed, global_committed = self.committed_today(run.tenant, day)
+        if reasons[1] == "ConditionalCheckFailed":
+            raise BudgetRefusedError(
+                "TENANT_DAILY_BUDGET",
+                f"tenant {run.tenant} daily budget {usd(limits.tenant_daily_usd or Decimal(0))} for {day}: "
+                f"{usd(tenant_committed)} spent or reserved, the next call may cost up to {usd(amount)}",
+            )
+        raise BudgetRefusedError(
+            "GLOBAL_DAILY_BUDGET",
+            f"global daily budget {usd(limits.global_daily_usd or Decimal(0))} for {day}: "
+            f"{usd(global_committed)} spent or reserved, the next call may cost up to {usd(amount)}",
+        )
+
+    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        keys = [to_item({"pk": spend_pk(t), "sk": day_sk(day)}) for t in (tenant, None)]
+        found = {
+            item["pk"]["S"]: Decimal(item.get("committed_usd", {"N": "0"})["N"])
+            for item in self.client.batch_get_item(
+                RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+            )["Responses"].get(self.table_name, [])
+        }
+        return found.get(spend_pk(tenant), Decimal(0)), found.get(spend_pk(None), Decimal(0))
+
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         usage = record.usage.model_dump()
+        held = run.reservation if require_active and run.reservation and run.reservation.step == record.step else None
+        day = held.day if held else record.finished_at[:10]
         sets = ["#steps = :next", "updated_at = :now"]
         names = {"#steps": "steps"}
         values: dict[str, Any] = {
@@ -261,11 +420,25 @@ class DynamoDBRunStore(RunStore):
             values[":running"] = RunStatus.RUNNING.value
             values.update({f":a{i}": status for i, status in enumerate(_ACTIVE)})
             condition += f" AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+            if held:
+                condition += " AND reserved_step = :step"
             if output is not None:
                 sets.append("#output = :output")
                 names["#output"] = "output"
                 values[":output"] = output
         adds = ", ".join([f"{name} :{name}" for name in usage] + ["cost_usd :cost"])
+        run_update = f"SET {', '.join(sets)} ADD {adds}" + (
+            " REMOVE reserved_step, reserved_usd, reserved_day" if held else ""
+        )
+        counter_values = {
+            ":cost": record.cost_usd,
+            ":settle": record.cost_usd - (held.amount_usd if held else Decimal(0)),
+            ":one": 1,
+            **{f":{name}": count for name, count in usage.items()},
+        }
+        counted = ", ".join(f"{name} :{name}" for name in usage)
+        totals = f"ADD spent_usd :cost, committed_usd :settle, steps :one, {counted}"
+        per_model = {k: v for k, v in counter_values.items() if k != ":settle"}
         items = [
             {
                 "Put": {
@@ -274,34 +447,22 @@ class DynamoDBRunStore(RunStore):
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
-            {
-                "Update": {
-                    "TableName": self.table_name,
-                    "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": RUN_SK}),
-                    "UpdateExpression": f"SET {', '.join(sets)} ADD {adds}",
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": to_item(values),
-                }
-            },
+            self._update(run_pk(run.tenant, run.run_id), RUN_SK, run_update, values, condition=condition, names=names),
+            self._update(spend_pk(run.tenant), day_sk(day), totals, counter_values),
+            self._update(
+                spend_pk(run.tenant),
+                day_sk(day, record.model),
+                f"ADD spent_usd :cost, steps :one, {counted}",
+                per_model,
+            ),
+            self._update(spend_pk(None), day_sk(day), totals, counter_values),
         ]
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                self.client.transact_write_items(TransactItems=items)
-                return
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    raise StepAlreadySavedError(f"{run.run_id} step {record.step}") from exc
-                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                    raise RunNotActiveError(run.run_id) from exc
-                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
-                    raise
-                # A concurrent write to the run (a cancel, a duplicate step) won the item: try again here,
-                # never by re-running the Lambda, which would call the model again.
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
+        reasons = self._transact(items)
+        if reasons is None:
+            return
+        if reasons[0] == "ConditionalCheckFailed":
+            raise StepAlreadySavedError(f"{run.run_id} step {record.step}")
+        raise RunNotActiveError(run.run_id)
 
     def load_tool_context(
         self, tenant: str, run_id: str, step: int, tool_use_id: str
@@ -341,33 +502,42 @@ class DynamoDBRunStore(RunStore):
     def finish_run(
         self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
     ) -> bool:
-        sets = ["#status = :status", "updated_at = :now"]
-        values: dict[str, Any] = {
-            ":status": status.value,
-            ":now": self.clock.now().isoformat(timespec="milliseconds"),
-            **{f":a{i}": s for i, s in enumerate(_ACTIVE)},
-        }
-        names = {"#status": "status"}
-        if output is not None:
-            sets.append("#output = :output")
-            names["#output"] = "output"
-            values[":output"] = output
-        if error is not None:
-            sets.append("#error = :error")
-            names["#error"] = "error"
-            values[":error"] = error.model_dump_json()
-        active = ", ".join(f":a{i}" for i in range(len(_ACTIVE)))
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=to_item({"pk": run_pk(tenant, run_id), "sk": RUN_SK}),
-                UpdateExpression=f"SET {', '.join(sets)}",
-                ConditionExpression=f"attribute_exists(pk) AND #status IN ({active})",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_item(values),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
+        for _ in range(TRANSACTION_ATTEMPTS):
+            run = self.get_run(tenant, run_id)
+            if run is None or run.status.terminal:
                 return False
-            raise
-        return True
+            sets = ["#status = :status", "updated_at = :now"]
+            values: dict[str, Any] = {
+                ":status": status.value,
+                ":now": self.clock.now().isoformat(timespec="milliseconds"),
+                **{f":a{i}": s for i, s in enumerate(_ACTIVE)},
+            }
+            names = {"#status": "status"}
+            if output is not None:
+                sets.append("#output = :output")
+                names["#output"] = "output"
+                values[":output"] = output
+            if error is not None:
+                sets.append("#error = :error")
+                names["#error"] = "error"
+                values[":error"] = error.model_dump_json()
+            condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+            expression = f"SET {', '.join(sets)}"
+            held = run.reservation
+            if held:  # release what the in-flight call was holding against every budget
+                condition += " AND reserved_step = :held"
+                values[":held"] = held.step
+                expression += " REMOVE reserved_step, reserved_usd, reserved_day"
+            else:
+                condition += " AND attribute_not_exists(reserved_step)"
+            items = [self._update(run_pk(tenant, run_id), RUN_SK, expression, values, condition=condition, names=names)]
+            if held:
+                release = {":release": -held.amount_usd}
+                items += [
+                    self._update(spend_pk(t), day_sk(held.day), "ADD committed_usd :release", release)
+                    for t in (tenant, None)
+                ]
+            if self._transact(items) is None:
+                return True
+            # The run ended, or its reservation changed (a step settled) between the read and the write: re-read.
+        raise RuntimeError(f"run {run_id} kept changing while being finished")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cache
 from typing import Literal
 
@@ -21,6 +22,10 @@ class Settings(BaseModel):
     anthropic_secret_arn: str | None = Field(default=None, alias="STEPWISE_ANTHROPIC_SECRET_ARN")
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
+    tenant_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_TENANT_DAILY_BUDGET_USD", gt=0)
+    global_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_GLOBAL_DAILY_BUDGET_USD", gt=0)
+    # JSON {model_id: {input, output, cache_write_5m, cache_write_1h, cache_read, source, as_of}}, USD per MTok
+    extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

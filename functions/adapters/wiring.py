@@ -17,8 +17,9 @@ from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClo
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import get_settings
 from functions.adapters.stub_model import OfflineStubModel
+from functions.agent.budgets import BudgetLimits
 from functions.agent.ports import ModelClient
-from functions.agent.pricing import PriceBook, default_price_book
+from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
 from functions.tools import ToolRegistry, builtin_registry
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -50,8 +51,18 @@ def registry() -> ToolRegistry:
     return builtin_registry(CLOCK.now)
 
 
+@cache
 def prices() -> PriceBook:
-    return default_price_book()
+    """The pricing file, plus any prices configured at deploy time."""
+    extra = get_settings().extra_prices
+    return default_price_book().with_extra(parse_extra_prices(extra)) if extra else default_price_book()
+
+
+def limits() -> BudgetLimits:
+    settings = get_settings()
+    return BudgetLimits(
+        tenant_daily_usd=settings.tenant_daily_budget_usd, global_daily_usd=settings.global_daily_budget_usd
+    )
 
 
 def new_run_id() -> str:
@@ -91,5 +102,5 @@ def _anthropic(api_key: str, timeout_seconds: float) -> ModelClient:
 
 def reset() -> None:
     """Forget every cached client and setting (tests switch environments)."""
-    for built in (aws_client, store, queue, workflow, registry, _stub, _anthropic, get_settings):
+    for built in (aws_client, store, queue, workflow, registry, prices, _stub, _anthropic, get_settings):
         built.cache_clear()

@@ -29,6 +29,15 @@ class UnknownModelError(StepwiseError):
     """No price is known for the model, so a run on it cannot be accounted and is refused."""
 
 
+class BudgetRefusedError(StepwiseError):
+    """A reservation would cross a budget: the run ends BUDGET_EXCEEDED with this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class RunNotFoundError(StepwiseError):
     pass
 

@@ -110,6 +110,14 @@ class RunRequest(BaseModel):
         return value
 
 
+class Reservation(BaseModel):
+    """Worst-case cost held against every budget while one model call of the run is in flight."""
+
+    step: int
+    amount_usd: Decimal
+    day: str  # UTC day whose counters hold it
+
+
 class RunError(BaseModel):
     code: str
     message: str
@@ -131,6 +139,7 @@ class Run(BaseModel):
     output: str | None = None
     error: RunError | None = None
     request_hash: str | None = None
+    reservation: Reservation | None = None
     created_at: str
     updated_at: str
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
-from functions.agent.models import ModelRequest, ModelResponse, Run, RunError, RunStatus, StepRecord, ToolOutcome
+from functions.agent.budgets import BudgetLimits
+from functions.agent.models import (
+    ModelRequest,
+    ModelResponse,
+    Reservation,
+    Run,
+    RunError,
+    RunStatus,
+    StepRecord,
+    ToolOutcome,
+)
 
 
 class ModelClient(Protocol):
@@ -54,16 +65,30 @@ class RunStore(ABC):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
 
     @abstractmethod
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+        """Hold ``reservation`` against the run's ``max_usd`` and the tenant's and global daily budgets, atomically.
+
+        Raises:
+            BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
+            RunNotActiveError: the run ended or moved on.
+        """
+
+    @abstractmethod
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
-        """Persist the step and add its usage and cost to the run, atomically.
+        """Persist the step and settle its cost, atomically: the step record, the run's totals, the tenant's
+        day and day-by-model totals and the global day total; the run's reservation becomes the real cost.
 
         With ``require_active=False`` the step is recorded and charged on a run that already ended (a call the
-        provider billed after a cancellation) without touching the run's status or output.
+        provider billed after a cancellation, whose reservation was released) without touching its status.
 
         Raises:
             StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
             RunNotActiveError: the run is in a terminal status (only with ``require_active``).
         """
+
+    @abstractmethod
+    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        """Spent plus reserved USD on ``day``: (the tenant's, everyone's)."""
 
     @abstractmethod
     def load_tool_context(
@@ -79,7 +104,8 @@ class RunStore(ABC):
     def finish_run(
         self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
     ) -> bool:
-        """Move a non-terminal run to ``status``. Returns False if it was already terminal."""
+        """Move a non-terminal run to ``status``, releasing any reservation it holds, atomically.
+        Returns False if it was already terminal."""
 
 
 class RunQueue(Protocol):

@@ -26,7 +26,13 @@ class ModelPrice(BaseModel):
     cache_read: Decimal
     source: str
     as_of: str
+    provider: str = "anthropic"
     aliases: list[str] = []
+
+    @property
+    def dearest_input(self) -> Decimal:
+        """The highest rate an input token can be billed at (a cache write)."""
+        return max(self.input, self.cache_write_5m, self.cache_write_1h)
 
 
 class PriceBook:
@@ -63,9 +69,29 @@ class PriceBook:
         )
         return micro / _PER_TOKEN
 
+    def worst_case(self, model: str, prompt_tokens: int, max_output_tokens: int) -> Decimal:
+        """The most one call can cost: every prompt token at the dearest input rate, the full output allowance."""
+        price = self.price(model)
+        return (prompt_tokens * price.dearest_input + max_output_tokens * price.output) / _PER_TOKEN
+
+    def with_extra(self, extra: dict[str, ModelPrice]) -> PriceBook:
+        """This book plus prices configured at deploy time (they win over the file for the same id)."""
+        merged = {model_id: self._prices[model_id] for model_id in self._prices}
+        merged.update(extra)
+        return PriceBook({k: v.model_copy(update={"aliases": []}) for k, v in merged.items()}, self.version + "+extra")
+
 
 @cache
 def default_price_book() -> PriceBook:
     data = json.loads(PRICING_FILE.read_text())
     prices = {model_id: ModelPrice.model_validate(entry) for model_id, entry in data["models"].items()}
     return PriceBook(prices, version=data["version"])
+
+
+def parse_extra_prices(raw: str) -> dict[str, ModelPrice]:
+    """Deploy-time prices: JSON ``{model_id: {input, output, cache_write_5m, cache_write_1h, cache_read,
+    source, as_of}}`` in USD per million tokens."""
+    entries = json.loads(raw)
+    if not isinstance(entries, dict):
+        raise ValueError("extra prices must be a JSON object of model id -> prices")
+    return {model_id: ModelPrice.model_validate(entry) for model_id, entry in entries.items()}

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.agent.budgets import BudgetLimits, estimate_prompt_tokens
 from functions.agent.errors import (
+    BudgetRefusedError,
     FatalModelError,
     RunAlreadyExistsError,
     RunNotActiveError,
@@ -21,6 +23,7 @@ from functions.agent.errors import (
 from functions.agent.models import (
     ModelRequest,
     ModelResponse,
+    Reservation,
     Run,
     RunError,
     RunRequest,
@@ -299,8 +302,11 @@ def execute_step(
     run_id: str,
     step: int,
     system: str = DEFAULT_SYSTEM_PROMPT,
+    limits: BudgetLimits | None = None,
 ) -> StepOutcome:
-    """One model call of a run, persisted with its cost in one transaction. Safe to retry."""
+    """One model call of a run: reserve its worst-case cost against every budget, call the model, then save
+    the step and settle the real cost in one transaction. Safe to retry."""
+    limits = limits or BudgetLimits()
     history = store.load_history(tenant, run_id)
     run = history.run
     if step < len(history.steps):  # retried after the answer was saved: never call the model again
@@ -321,10 +327,40 @@ def execute_step(
         max_tokens=run.max_tokens_per_call,
     )
     try:
-        prices.price(run.model)  # before the provider bills anything
+        prices.price(request.model)  # before the provider bills anything
     except UnknownModelError as exc:
         unpriced = RunError(code="UNKNOWN_MODEL", message=str(exc))
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=unpriced)
+    prompt_tokens = estimate_prompt_tokens(request)
+    if (
+        run.budget.max_tokens is not None
+        and run.usage.total_tokens + prompt_tokens + request.max_tokens > run.budget.max_tokens
+    ):
+        too_many = RunError(
+            code="MAX_TOKENS",
+            message=f"run used {run.usage.total_tokens} tokens and the next call may use up to "
+            f"{prompt_tokens + request.max_tokens}; budget max_tokens={run.budget.max_tokens}",
+        )
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=too_many)
+    if run.reservation is None or run.reservation.step != step:  # a retry reuses the reservation it made
+        reservation = Reservation(
+            step=step,
+            amount_usd=prices.worst_case(request.model, prompt_tokens, request.max_tokens),
+            day=clock.now().date().isoformat(),
+        )
+        try:
+            store.reserve(run, reservation, limits)
+        except BudgetRefusedError as exc:
+            refused = RunError(code=exc.code, message=exc.message)
+            return StepOutcome(
+                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused
+            )
+        except RunNotActiveError:
+            current = store.get_run(tenant, run_id)
+            if current is None or not current.status.terminal:
+                raise
+            return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=current.status, error=current.error)
+        run = run.model_copy(update={"reservation": reservation})
     started = clock.now()
     try:
         response = model.create(request)
@@ -347,7 +383,7 @@ def execute_step(
         stop_reason=response.stop_reason,
         content=response.content,
         usage=response.usage,
-        cost_usd=prices.cost(run.model, response.usage),
+        cost_usd=prices.cost(request.model, response.usage),
         decision=decision,
         status=status,
         error=error,
@@ -372,6 +408,19 @@ def execute_step(
             run_id, tenant, step, StepDecision.FINISH, status=final, error=current.error if current else None
         )
     return _outcome_of(record, tenant, replayed=False)
+
+
+def budget_usage(*, store: RunStore, limits: BudgetLimits, tenant: str, day: str) -> dict[str, float]:
+    """Percent of each configured daily budget committed (spent + in flight) on ``day``."""
+    if limits.tenant_daily_usd is None and limits.global_daily_usd is None:
+        return {}
+    tenant_committed, global_committed = store.committed_today(tenant, day)
+    usage = {}
+    if limits.tenant_daily_usd is not None:
+        usage["TenantDaily"] = float(tenant_committed / limits.tenant_daily_usd * 100)
+    if limits.global_daily_usd is not None:
+        usage["GlobalDaily"] = float(global_committed / limits.global_daily_usd * 100)
+    return usage
 
 
 def execute_tool(

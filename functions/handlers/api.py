@@ -21,7 +21,7 @@ from functions.handlers.views import steps_view
 from functions.tools import UnknownToolError
 
 logger = Logger(service="stepwise-api")
-metrics = Metrics(namespace="Stepwise", service="api")
+metrics = Metrics(namespace="Stepwise")  # service: POWERTOOLS_SERVICE_NAME
 app = APIGatewayHttpResolver()
 # Reads add no metric; powertools would warn on every one of them.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)

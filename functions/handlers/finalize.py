@@ -15,7 +15,7 @@ from functions.handlers.events import FinalizeEvent
 
 logger = Logger(service="stepwise-finalize")
 NAMESPACE = "Stepwise"
-metrics = Metrics(namespace=NAMESPACE, service="finalize")
+metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 
 
 @logger.inject_lambda_context

@@ -14,7 +14,7 @@ from functions.agent.service import failure_reason, finalize_run
 from functions.handlers.events import MarkFailedEvent
 
 logger = Logger(service="stepwise-mark-failed")
-metrics = Metrics(namespace="Stepwise", service="mark_failed")
+metrics = Metrics(namespace="Stepwise")  # service: POWERTOOLS_SERVICE_NAME
 
 
 @logger.inject_lambda_context

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
-from functions.agent.service import execute_step
+from functions.agent.service import budget_usage, execute_step
 from functions.handlers.events import StepEvent
 
 logger = Logger(service="stepwise-step")
-metrics = Metrics(namespace="Stepwise", service="step")
+NAMESPACE = "Stepwise"
+metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 
 
 @logger.inject_lambda_context
@@ -30,6 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         tenant=ref.tenant,
         run_id=ref.run_id,
         step=ref.step,
+        limits=wiring.limits(),
     )
     if outcome.record is not None and not outcome.replayed:
         usage = outcome.record.usage
@@ -39,5 +42,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="CacheReadInputTokens", unit="Count", value=usage.cache_read_input_tokens)
         metrics.add_metric(name="CostMicroUSD", unit="Count", value=float(outcome.record.cost_usd * 1_000_000))
         metrics.add_metric(name="ModelLatency", unit="Milliseconds", value=outcome.record.duration_ms)
+    day = wiring.CLOCK.now().date().isoformat()
+    for budget, percent in budget_usage(
+        store=wiring.store(), limits=wiring.limits(), tenant=ref.tenant, day=day
+    ).items():
+        # CloudWatch alarms at 50/80/90/100 % watch this (Maximum over all tenants for TenantDaily)
+        with single_metric(name="BudgetUsedPercent", unit=MetricUnit.Percent, value=percent, namespace=NAMESPACE) as m:
+            m.add_dimension(name="Budget", value=budget)
+    if outcome.error and outcome.status is not None and outcome.status.value == "BUDGET_EXCEEDED":
+        logger.warning("budget refused the step", code=outcome.error.code, reason=outcome.error.message)
     logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls))
     return outcome.state()

@@ -15,7 +15,7 @@ from functions.handlers.events import ToolEvent
 
 logger = Logger(service="stepwise-tool")
 NAMESPACE = "Stepwise"
-metrics = Metrics(namespace=NAMESPACE, service="tool")
+metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 
 
 @logger.inject_lambda_context

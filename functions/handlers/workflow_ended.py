@@ -22,7 +22,7 @@ from functions.handlers.events import RunRef
 
 logger = Logger(service="stepwise-workflow-ended")
 NAMESPACE = "Stepwise"
-metrics = Metrics(namespace=NAMESPACE, service="workflow_ended")
+metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 
 OUTCOMES = {
     "TIMED_OUT": (RunStatus.TIMED_OUT, "RUN_TIMEOUT", "the run exceeded the workflow's timeout"),

@@ -7,7 +7,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.constants import FUNCTIONS, METRICS_NAMESPACE
+from infra.constants import FUNCTIONS, METRICS_NAMESPACE, service_name
 from infra.packaging import dependencies_layer_code, function_code
 
 
@@ -49,7 +49,7 @@ class AgentFunctions(Construct):
             environment={
                 **environment,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "POWERTOOLS_SERVICE_NAME": f"stepwise-{name}",
+                "POWERTOOLS_SERVICE_NAME": service_name(name),
             },
         )
 

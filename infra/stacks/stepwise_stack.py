@@ -11,6 +11,7 @@ from infra.constants import FUNCTIONS, INTAKE_MAX_RECEIVE_COUNT, MODEL_TIMEOUT_S
 from infra.constructs.agent_functions import AgentFunctions
 from infra.constructs.api import Api
 from infra.constructs.intake import Intake
+from infra.constructs.monitoring import BudgetAlarms
 from infra.constructs.state_table import StateTable
 from infra.constructs.workflow import AgentWorkflow
 
@@ -28,6 +29,9 @@ class StepwiseStack(Stack):
         api_rate_limit: int = 50,
         api_burst_limit: int = 100,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        tenant_daily_budget_usd: float | None = None,
+        global_daily_budget_usd: float | None = None,
+        extra_prices: str | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -93,6 +97,19 @@ class StepwiseStack(Stack):
         functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
         functions["intake"].add_environment("STEPWISE_INTAKE_MAX_RECEIVE_COUNT", str(INTAKE_MAX_RECEIVE_COUNT))
         secret.grant_read(functions["step"])
+        budgets = {"TenantDaily": tenant_daily_budget_usd, "GlobalDaily": global_daily_budget_usd}
+        for budget, env in (
+            ("TenantDaily", "STEPWISE_TENANT_DAILY_BUDGET_USD"),
+            ("GlobalDaily", "STEPWISE_GLOBAL_DAILY_BUDGET_USD"),
+        ):
+            if budgets[budget] is not None:
+                functions["step"].add_environment(env, str(budgets[budget]))
+        if extra_prices:  # both the api (refuses unpriced models) and the step function (prices calls) read them
+            for name in ("api", "step"):
+                functions[name].add_environment("STEPWISE_EXTRA_PRICES", extra_prices)
+        self.budget_alarms = BudgetAlarms(
+            self, "BudgetAlarms", budgets=[name for name, limit in budgets.items() if limit is not None]
+        )
         functions["step"].add_environment("STEPWISE_ANTHROPIC_SECRET_ARN", secret.secret_arn)
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")

@@ -1,10 +1,23 @@
-"""In-memory RunStore with the same conditional semantics as the DynamoDB adapter."""
+"""In-memory RunStore with the same conditional semantics as the DynamoDB adapter (one lock = atomic writes)."""
 
 from __future__ import annotations
 
-from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
-from functions.agent.models import Run, RunError, RunStatus, StepRecord, ToolOutcome
+import threading
+from collections import defaultdict
+from decimal import Decimal
+
+from functions.agent.budgets import BudgetLimits, usd
+from functions.agent.errors import (
+    BudgetRefusedError,
+    RunAlreadyExistsError,
+    RunNotActiveError,
+    RunNotFoundError,
+    StepAlreadySavedError,
+)
+from functions.agent.models import Reservation, Run, RunError, RunStatus, StepRecord, ToolOutcome
 from functions.agent.ports import RunHistory, RunStore
+
+Counter = dict[str, Decimal]
 
 
 class InMemoryRunStore(RunStore):
@@ -12,14 +25,18 @@ class InMemoryRunStore(RunStore):
         self.runs: dict[tuple[str, str], Run] = {}
         self.steps: dict[tuple[str, str, int], StepRecord] = {}
         self.tools: dict[tuple[str, str, int, str], ToolOutcome] = {}
+        # (tenant or None for global, day, model or None) -> {"spent_usd", "committed_usd", "steps", token fields}
+        self.counters: dict[tuple[str | None, str, str | None], Counter] = defaultdict(lambda: defaultdict(Decimal))
         self.writes = 0
+        self._lock = threading.RLock()
 
     def create_run(self, run: Run) -> None:
-        key = (run.tenant, run.run_id)
-        if key in self.runs:
-            raise RunAlreadyExistsError(run.run_id)
-        self.runs[key] = run.model_copy(deep=True)
-        self.writes += 1
+        with self._lock:
+            key = (run.tenant, run.run_id)
+            if key in self.runs:
+                raise RunAlreadyExistsError(run.run_id)
+            self.runs[key] = run.model_copy(deep=True)
+            self.writes += 1
 
     def get_run(self, tenant: str, run_id: str) -> Run | None:
         run = self.runs.get((tenant, run_id))
@@ -36,24 +53,65 @@ class InMemoryRunStore(RunStore):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None:
         return self.steps.get((tenant, run_id, step))
 
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+        with self._lock:
+            stored = self.runs[(run.tenant, run.run_id)]
+            if stored.status.terminal or stored.steps != reservation.step or stored.reservation is not None:
+                raise RunNotActiveError(run.run_id)
+            amount, day = reservation.amount_usd, reservation.day
+            if run.budget.max_usd is not None and stored.cost_usd + amount > Decimal(str(run.budget.max_usd)):
+                raise BudgetRefusedError(
+                    "MAX_USD", f"run budget max_usd={run.budget.max_usd}: {usd(stored.cost_usd)} spent"
+                )
+            for tenant, limit, code in (
+                (run.tenant, limits.tenant_daily_usd, "TENANT_DAILY_BUDGET"),
+                (None, limits.global_daily_usd, "GLOBAL_DAILY_BUDGET"),
+            ):
+                committed = self.counters[(tenant, day, None)]["committed_usd"]
+                if limit is not None and committed + amount > limit:
+                    raise BudgetRefusedError(code, f"{code.lower()} {usd(limit)} for {day}: {usd(committed)} committed")
+            for tenant in (run.tenant, None):
+                self.counters[(tenant, day, None)]["committed_usd"] += amount
+            self.runs[(run.tenant, run.run_id)] = stored.model_copy(update={"reservation": reservation})
+
+    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        return self.counters[(tenant, day, None)]["committed_usd"], self.counters[(None, day, None)]["committed_usd"]
+
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
-        key = (run.tenant, run.run_id, record.step)
-        if key in self.steps:
-            raise StepAlreadySavedError(run.run_id)
-        stored = self.runs[(run.tenant, run.run_id)]
-        if stored.steps != record.step or (require_active and stored.status.terminal):
-            raise RunNotActiveError(run.run_id)
-        self.steps[key] = record
-        update: dict[str, object] = {
-            "steps": record.step + 1,
-            "usage": stored.usage + record.usage,
-            "cost_usd": stored.cost_usd + record.cost_usd,
-            "updated_at": record.finished_at,
-        }
-        if require_active:
-            update.update(status=RunStatus.RUNNING, output=output if output is not None else stored.output)
-        self.runs[(run.tenant, run.run_id)] = stored.model_copy(update=update)
-        self.writes += 1
+        with self._lock:
+            key = (run.tenant, run.run_id, record.step)
+            if key in self.steps:
+                raise StepAlreadySavedError(run.run_id)
+            stored = self.runs[(run.tenant, run.run_id)]
+            if stored.steps != record.step or (require_active and stored.status.terminal):
+                raise RunNotActiveError(run.run_id)
+            held = (
+                stored.reservation
+                if require_active and stored.reservation and stored.reservation.step == record.step
+                else None
+            )
+            day = held.day if held else record.finished_at[:10]
+            self.steps[key] = record
+            update: dict[str, object] = {
+                "steps": record.step + 1,
+                "usage": stored.usage + record.usage,
+                "cost_usd": stored.cost_usd + record.cost_usd,
+                "updated_at": record.finished_at,
+            }
+            if require_active:
+                update.update(
+                    status=RunStatus.RUNNING, output=output if output is not None else stored.output, reservation=None
+                )
+            self.runs[(run.tenant, run.run_id)] = stored.model_copy(update=update)
+            for counter_key in ((run.tenant, day, None), (run.tenant, day, record.model), (None, day, None)):
+                counter = self.counters[counter_key]
+                counter["spent_usd"] += record.cost_usd
+                counter["steps"] += 1
+                for name, count in record.usage.model_dump().items():
+                    counter[name] += count
+                if counter_key[2] is None:
+                    counter["committed_usd"] += record.cost_usd - (held.amount_usd if held else Decimal(0))
+            self.writes += 1
 
     def load_tool_context(
         self, tenant: str, run_id: str, step: int, tool_use_id: str
@@ -65,23 +123,28 @@ class InMemoryRunStore(RunStore):
         )
 
     def save_tool_result(self, tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> ToolOutcome:
-        key = (tenant, run_id, step, outcome.tool_use_id)
-        if key not in self.tools:
-            self.tools[key] = outcome
-            self.writes += 1
-        return self.tools[key]
+        with self._lock:
+            key = (tenant, run_id, step, outcome.tool_use_id)
+            if key not in self.tools:
+                self.tools[key] = outcome
+                self.writes += 1
+            return self.tools[key]
 
     def finish_run(
         self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
     ) -> bool:
-        run = self.runs.get((tenant, run_id))
-        if run is None or run.status.terminal:
-            return False
-        update: dict[str, object] = {"status": status}
-        if output is not None:
-            update["output"] = output
-        if error is not None:
-            update["error"] = error
-        self.runs[(tenant, run_id)] = run.model_copy(update=update)
-        self.writes += 1
-        return True
+        with self._lock:
+            run = self.runs.get((tenant, run_id))
+            if run is None or run.status.terminal:
+                return False
+            if run.reservation:
+                for t in (tenant, None):
+                    self.counters[(t, run.reservation.day, None)]["committed_usd"] -= run.reservation.amount_usd
+            update: dict[str, object] = {"status": status, "reservation": None}
+            if output is not None:
+                update["output"] = output
+            if error is not None:
+                update["error"] = error
+            self.runs[(tenant, run_id)] = run.model_copy(update=update)
+            self.writes += 1
+            return True

@@ -781,3 +781,32 @@ def test_the_dead_letter_queue_has_an_alarm_and_intake_knows_the_receive_limit(
     assert dimension["Value"] == {"Fn::GetAtt": [dlq_ids[0], "QueueName"]}
     env = functions["intake"][1]["Environment"]["Variables"]
     assert env["STEPWISE_INTAKE_MAX_RECEIVE_COUNT"] == "5"
+
+
+def test_budget_alarms_watch_the_metric_the_step_function_emits() -> None:
+    # Given a stack deployed with both daily budgets
+    app = cdk.App(context=SKIP_BUNDLING)
+    stack = StepwiseStack(
+        app, "Budgeted", default_model="claude-sonnet-4-5", tenant_daily_budget_usd=20, global_daily_budget_usd=200
+    )
+    template = Template.from_stack(stack)
+    resources = template.to_json()["Resources"]
+    step_env = next(
+        r["Properties"]["Environment"]["Variables"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"] == "functions.handlers.step.handler"
+    )
+    # Then the step function gets the limits
+    assert step_env["STEPWISE_TENANT_DAILY_BUDGET_USD"] == "20"
+    assert step_env["STEPWISE_GLOBAL_DAILY_BUDGET_USD"] == "200"
+    # And there are alarms at 50/80/90/100 % for each budget, on exactly the dimensions powertools emits:
+    # the Budget dimension and `service` = the function's POWERTOOLS_SERVICE_NAME
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    budget_alarms = [a for a in alarms if a.get("MetricName") == "BudgetUsedPercent"]
+    seen = set()
+    for alarm in budget_alarms:
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+        assert dimensions["service"] == step_env["POWERTOOLS_SERVICE_NAME"]
+        assert alarm["Namespace"] == "Stepwise" and alarm["Statistic"] == "Maximum"
+        seen.add((dimensions["Budget"], alarm["Threshold"]))
+    assert seen == {(b, t) for b in ("TenantDaily", "GlobalDaily") for t in (50, 80, 90, 100)}
