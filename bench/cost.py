@@ -47,9 +47,9 @@ GOAL_RATIO = Decimal("0.3")
 _PER_TOKEN = Decimal(1_000_000)
 
 # How caching is switched on. "wrapper": the bench wraps the model client and places the breakpoints itself.
-# "built-in": execute_step places them (not wired yet; see built_in_caching_kwargs).
+# "built-in": execute_step places them, as the step Lambda does (STEPWISE_PROMPT_CACHE_TTL, default 5m).
 CachingMode = Literal["wrapper", "built-in"]
-CACHING_MODE: CachingMode = "wrapper"
+CACHING_MODE: CachingMode = "built-in"
 
 # ---------------------------------------------------------------------------------------- the agent's prefix
 
@@ -354,8 +354,8 @@ class CachingModel:
 
 
 def built_in_caching_kwargs(ttl: CacheTTL) -> dict[str, Any]:
-    """Extra execute_step arguments that switch on its own caching. Fill in once execute_step has the setting."""
-    raise SystemExit("built-in caching is not wired into execute_step yet: run with --caching wrapper")
+    """Extra execute_step arguments that switch on its own caching (as the step Lambda does by default)."""
+    return {"cache_ttl": ttl}
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -359,7 +359,12 @@ class DynamoDBRunStore(RunStore):
             condition = None
             if limit is not None:
                 values[":headroom"] = limit - amount
-                condition = "attribute_not_exists(committed_usd) OR committed_usd <= :headroom"
+                # a missing counter is a day with nothing committed yet: the call alone must fit the limit
+                condition = (
+                    "committed_usd <= :headroom"
+                    if amount > limit
+                    else "attribute_not_exists(committed_usd) OR committed_usd <= :headroom"
+                )
             items.append(
                 self._update(spend_pk(tenant), day_sk(day), "ADD committed_usd :amount", values, condition=condition)
             )

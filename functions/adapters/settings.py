@@ -26,6 +26,8 @@ class Settings(BaseModel):
     global_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_GLOBAL_DAILY_BUDGET_USD", gt=0)
     # JSON {model_id: {input, output, cache_write_5m, cache_write_1h, cache_read, source, as_of}}, USD per MTok
     extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
+    # Prompt caching placed automatically on every model call ("off" to disable)
+    prompt_cache_ttl: Literal["5m", "1h", "off"] = Field(default="5m", alias="STEPWISE_PROMPT_CACHE_TTL")
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

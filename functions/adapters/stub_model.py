@@ -25,6 +25,13 @@ def _estimate_tokens(value: Any) -> int:
     return max(1, len(json.dumps(value, default=str)) // 4)
 
 
+def _text_of(content: Any) -> str:
+    """A turn's text whether it is a string or a list of content blocks (as when cache breakpoints are placed)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(block.get("text", "") for block in content if isinstance(block, dict))
+
+
 def find_expressions(text: str) -> list[str]:
     found = []
     for match in _ARITHMETIC.finditer(_DATE.sub(" ", text)):
@@ -44,7 +51,7 @@ class OfflineStubModel:
             content: list[dict[str, Any]] = [{"type": "text", "text": self._answer(request.messages)}]
             stop_reason = "end_turn"
         else:
-            content = self._tool_requests(str(last["content"]), tools, len(request.messages))
+            content = self._tool_requests(_text_of(last["content"]), tools, len(request.messages))
             stop_reason = "tool_use" if content else "end_turn"
             if not content:
                 content = [

@@ -18,6 +18,7 @@ from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import get_settings
 from functions.adapters.stub_model import OfflineStubModel
 from functions.agent.budgets import BudgetLimits
+from functions.agent.caching import CacheTTL
 from functions.agent.ports import ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
 from functions.tools import ToolRegistry, builtin_registry
@@ -56,6 +57,11 @@ def prices() -> PriceBook:
     """The pricing file, plus any prices configured at deploy time."""
     extra = get_settings().extra_prices
     return default_price_book().with_extra(parse_extra_prices(extra)) if extra else default_price_book()
+
+
+def cache_ttl() -> CacheTTL | None:
+    ttl = get_settings().prompt_cache_ttl
+    return None if ttl == "off" else ttl
 
 
 def limits() -> BudgetLimits:

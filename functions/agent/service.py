@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions.agent.budgets import BudgetLimits, estimate_prompt_tokens
+from functions.agent.caching import CacheTTL, place_cache_breakpoints
 from functions.agent.errors import (
     BudgetRefusedError,
     FatalModelError,
@@ -303,6 +304,7 @@ def execute_step(
     step: int,
     system: str = DEFAULT_SYSTEM_PROMPT,
     limits: BudgetLimits | None = None,
+    cache_ttl: CacheTTL | None = None,
 ) -> StepOutcome:
     """One model call of a run: reserve its worst-case cost against every budget, call the model, then save
     the step and settle the real cost in one transaction. Safe to retry."""
@@ -326,6 +328,8 @@ def execute_step(
         tools=registry.schemas(run.tools),
         max_tokens=run.max_tokens_per_call,
     )
+    if cache_ttl is not None:  # tools + system, the previous and the latest turn: see caching.py
+        request = place_cache_breakpoints(request, ttl=cache_ttl)
     try:
         prices.price(request.model)  # before the provider bills anything
     except UnknownModelError as exc:

@@ -33,6 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         run_id=ref.run_id,
         step=ref.step,
         limits=wiring.limits(),
+        cache_ttl=wiring.cache_ttl(),
     )
     if outcome.record is not None and not outcome.replayed:
         usage = outcome.record.usage

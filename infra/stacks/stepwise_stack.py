@@ -32,6 +32,7 @@ class StepwiseStack(Stack):
         tenant_daily_budget_usd: float | None = None,
         global_daily_budget_usd: float | None = None,
         extra_prices: str | None = None,
+        prompt_cache_ttl: str = "5m",
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -52,6 +53,7 @@ class StepwiseStack(Stack):
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 "STEPWISE_MODEL_PROVIDER": "anthropic",
                 "STEPWISE_MODEL_TIMEOUT_SECONDS": str(MODEL_TIMEOUT_SECONDS),
+                "STEPWISE_PROMPT_CACHE_TTL": prompt_cache_ttl,
             },
         )
         workflow = AgentWorkflow(

@@ -1,0 +1,250 @@
+"""Hard budgets and exact accounting on the real DynamoDB adapter (moto).
+
+moto does not serialise concurrent requests the way DynamoDB makes each conditional write and each
+transaction atomic, so the concurrency test wraps the client so that each API call runs alone; the runs'
+steps still interleave freely between calls (reserve ... model call ... settle), which is what is under test.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
+from functions.adapters.serde import from_item, to_item
+from functions.agent import service
+from functions.agent.budgets import BudgetLimits
+from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, Usage
+from functions.agent.pricing import default_price_book
+from functions.tools import builtin_registry
+from tests.fakes.clock import FixedClock
+from tests.fakes.model import text_response, tool_response
+from tests.fakes.services import RecordingQueue
+from tests.functional.conftest import TABLE, Aws
+
+PRICES = default_price_book()
+TENANT = "acme"
+DAY = "2026-11-21"  # FixedClock's day
+
+
+class AtomicCalls:
+    """A DynamoDB client whose API calls each run alone, as DynamoDB's per-request atomicity guarantees."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+class PerRunModel:
+    """Thread-safe scripted model: each run asks for the calculator, then answers; fixed usage per call."""
+
+    provider = "scripted"
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def create(self, request: ModelRequest) -> ModelResponse:
+        with self._lock:
+            self.calls += 1
+        if len(request.messages) == 1:
+            return tool_response(("t1", "calculator", {"expression": "6*7"}), usage=self.usage)
+        return text_response("42", usage=self.usage)
+
+
+def counter(aws: Aws, tenant: str | None, model: str | None = None) -> dict[str, Any]:
+    item = aws.dynamodb.get_item(TableName=TABLE, Key=to_item({"pk": spend_pk(tenant), "sk": day_sk(DAY, model)})).get(
+        "Item"
+    )
+    return from_item(item) if item else {}
+
+
+def submit(store: DynamoDBRunStore, text: str, budget: Budget | None = None) -> str:
+    return service.create_run(
+        store=store,
+        queue=RecordingQueue(),
+        registry=builtin_registry(),
+        prices=PRICES,
+        clock=FixedClock(),
+        new_id=lambda: "run_" + uuid.uuid4().hex[:26],
+        tenant=TENANT,
+        request=RunRequest(input=text, budget=budget or Budget()),
+        default_model="claude-haiku-4-5",
+    ).run.run_id
+
+
+def drive(store: DynamoDBRunStore, model: PerRunModel, run_id: str, limits: BudgetLimits) -> service.StepOutcome:
+    """What the state machine does for one run: Step, Tools, Step, ... then Finalize."""
+    step = 0
+    while True:
+        outcome = service.execute_step(
+            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+            tenant=TENANT, run_id=run_id, step=step, limits=limits,
+        )  # fmt: skip
+        if outcome.decision.value == "finish":
+            service.finalize_run(store=store, tenant=TENANT, run_id=run_id, status=outcome.status, error=outcome.error)  # type: ignore[arg-type]
+            return outcome
+        for call in outcome.tool_calls:
+            service.execute_tool(
+                store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=step, tool_use_id=call.id
+            )
+        step += 1
+
+
+def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_reservation(aws: Aws) -> None:
+    # Given a tenant daily budget that about a third of 50 two-step runs fit in
+    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")), FixedClock())
+    usage = Usage(input_tokens=2_000, output_tokens=200)  # $0.003 per call on claude-haiku-4-5
+    limit = Decimal("0.10")
+    limits = BudgetLimits(tenant_daily_usd=limit)
+    model = PerRunModel(usage)
+    runs = [submit(store, f"task {i}: what is 6*7?") for i in range(50)]
+    # When all 50 run at once
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(lambda run_id: drive(store, model, run_id, limits), runs))
+    # Then the recorded spend never passes the budget by more than one reservation
+    spent = Decimal(str(counter(aws, TENANT)["spent_usd"]))
+    largest_reservation = max(
+        PRICES.worst_case("claude-haiku-4-5", 1_500, 1024), Decimal("0.0075")
+    )  # worst case of these prompts (< 1,500 estimated tokens) and max_tokens 1024
+    assert spent <= limit + largest_reservation, (spent, limit)
+    assert spent == model.calls * PRICES.cost("claude-haiku-4-5", usage)  # every call billed was recorded
+    # And the budget was binding: some runs finished, others were refused with the reason
+    statuses = [store.get_run(TENANT, run_id).status for run_id in runs]  # type: ignore[union-attr]
+    refused = [o for o in outcomes if o.status is RunStatus.BUDGET_EXCEEDED]
+    # (worst-case reservations of ~$0.0067 against real calls of $0.003 crowd the budget while many runs
+    # are in flight: the price of a hard limit)
+    assert statuses.count(RunStatus.SUCCEEDED) >= 1 and refused
+    print(
+        f"\n50 parallel runs, tenant budget ${limit}: spent ${spent} in {model.calls} calls, "
+        f"{statuses.count(RunStatus.SUCCEEDED)} succeeded, {len(refused)} refused, "
+        f"overshoot ${max(spent - limit, Decimal(0))} (bound: one reservation = ${largest_reservation})"
+    )
+    for outcome in refused:
+        assert outcome.error is not None and outcome.error.code == "TENANT_DAILY_BUDGET"
+        assert "daily budget $0.1" in outcome.error.message and "spent or reserved" in outcome.error.message
+    assert statuses.count(RunStatus.BUDGET_EXCEEDED) == len(refused)
+    # And nothing is left reserved once every run has ended
+    assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == spent
+
+
+def test_stored_cost_equals_the_hand_computed_figure_with_cache_tokens(aws: Aws) -> None:
+    # Given claude-sonnet-4-5 list prices (USD/MTok): input 3, output 15, cache write 5m 3.75, 1h 6, read 0.30
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = service.create_run(
+        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        new_id=lambda: "run_cost0000000000000000000001", tenant=TENANT,
+        request=RunRequest(input="hi", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
+    ).run.run_id  # fmt: skip
+    usage = Usage(
+        input_tokens=1_234,
+        output_tokens=567,
+        cache_creation_input_tokens=3_000,
+        cache_creation_1h_input_tokens=1_000,
+        cache_read_input_tokens=45_678,
+    )
+
+    class Fixed:
+        provider = "scripted"
+
+        def create(self, request: ModelRequest) -> ModelResponse:
+            return text_response("done", usage=usage).model_copy(update={"model": "claude-sonnet-4-5"})
+
+    # When the step is taken
+    service.execute_step(
+        store=store, model=Fixed(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant=TENANT, run_id=run_id, step=0,
+    )  # fmt: skip
+    # Then the stored cost is, by hand:
+    #   1,234 x 3 + 567 x 15 + 2,000 x 3.75 + 1,000 x 6 + 45,678 x 0.30  = 39,910.4 micro-USD... per million:
+    #   (3,702 + 8,505 + 7,500 + 6,000 + 13,703.4) / 1e6 = $0.0394104
+    expected = Decimal("0.0394104")
+    run = store.get_run(TENANT, run_id)
+    assert run is not None and run.cost_usd == expected
+    assert round(float(run.cost_usd), 5) == 0.03941  # to the cent-thousandth
+    assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == expected
+    assert Decimal(str(counter(aws, None)["spent_usd"])) == expected
+    per_model = counter(aws, TENANT, "claude-sonnet-4-5")
+    assert Decimal(str(per_model["spent_usd"])) == expected
+    assert per_model["cache_read_input_tokens"] == 45_678 and per_model["cache_creation_1h_input_tokens"] == 1_000
+
+
+def test_a_step_invoked_twice_leaves_one_record_and_one_charge(aws: Aws) -> None:
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = submit(store, "hello")
+    model = PerRunModel(Usage(input_tokens=100, output_tokens=10))
+    for _ in range(2):  # Step Functions retried the Lambda after it had succeeded
+        service.execute_step(
+            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+            tenant=TENANT, run_id=run_id, step=0,
+        )  # fmt: skip
+    steps = aws.dynamodb.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :s)",
+        ExpressionAttributeValues=to_item({":pk": f"T#{TENANT}#R#{run_id}", ":s": "STEP#"}),
+    )["Items"]
+    charge = PRICES.cost("claude-haiku-4-5", Usage(input_tokens=100, output_tokens=10))
+    assert len(steps) == 1 and model.calls == 1
+    assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == charge
+    assert counter(aws, TENANT)["steps"] == 1
+    assert store.get_run(TENANT, run_id).cost_usd == charge  # type: ignore[union-attr]
+
+
+def test_a_refused_reservation_names_the_budget_and_a_finished_run_releases_what_it_held(aws: Aws) -> None:
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    # A global budget too small for even one worst-case call
+    run_id = submit(store, "hello")
+    outcome = service.execute_step(
+        store=store, model=PerRunModel(Usage()), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant=TENANT, run_id=run_id, step=0, limits=BudgetLimits(global_daily_usd=Decimal("0.001")),
+    )  # fmt: skip
+    assert outcome.status is RunStatus.BUDGET_EXCEEDED and outcome.error is not None
+    assert outcome.error.code == "GLOBAL_DAILY_BUDGET" and "global daily budget $0.001" in outcome.error.message
+    # A reservation held by a run that is cancelled before its call returns is released
+    other = submit(store, "hello again")
+    run = store.get_run(TENANT, other)
+    assert run is not None
+    from functions.agent.models import Reservation
+
+    store.reserve(
+        run, Reservation(step=0, amount_usd=Decimal("0.05"), day=DAY), BudgetLimits(tenant_daily_usd=Decimal(1))
+    )
+    assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == Decimal("0.05")
+    assert store.finish_run(TENANT, other, RunStatus.CANCELLED)
+    assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == 0
+    assert store.get_run(TENANT, other).reservation is None  # type: ignore[union-attr]
+
+
+def test_run_max_usd_is_a_reservation_condition_too(aws: Aws) -> None:
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = submit(store, "hello", Budget(max_usd=0.001))
+    outcome = service.execute_step(
+        store=store, model=PerRunModel(Usage()), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant=TENANT, run_id=run_id, step=0,
+    )  # fmt: skip
+    assert outcome.status is RunStatus.BUDGET_EXCEEDED and outcome.error is not None
+    assert outcome.error.code == "MAX_USD" and "max_usd=$0.001" in outcome.error.message
+
+
+@pytest.fixture(autouse=True)
+def _sanity() -> None:
+    # the figures in these tests assume the list prices of the pricing file
+    assert PRICES.cost("claude-haiku-4-5", Usage(input_tokens=1_000_000)) == Decimal(1)
