@@ -43,6 +43,7 @@ from tests.fakes.services import RecordingQueue  # noqa: E402
 MODEL = "claude-sonnet-4-5"
 TENANT = "bench"
 MIN_CACHEABLE_TOKENS = 1024  # Sonnet's minimum cacheable prefix
+POLICY = "balanced"  # functions/agent/data/routing.json
 GOAL_RATIO = Decimal("0.3")
 _PER_TOKEN = Decimal(1_000_000)
 
@@ -314,9 +315,15 @@ TASK = (
 )
 
 
-def scripted_reply(step: int, steps: int) -> dict[str, Any]:
-    """Step ``step`` of ``steps``: a calculator call, or the final answer at the last step."""
-    if step == steps - 1:
+def scripted_reply(body: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The reply to a request: the next calculator call, or the final answer once ``steps - 1`` tool results are
+    in the conversation. Decided from the request, so a step taken again (routing escalation) gets the same."""
+    step = sum(
+        1
+        for message_ in body["messages"]
+        if isinstance(message_["content"], list) and any(b.get("type") == "tool_result" for b in message_["content"])
+    )
+    if step >= steps - 1:
         content: list[dict[str, Any]] = [
             {
                 "type": "text",
@@ -335,7 +342,7 @@ def scripted_reply(step: int, steps: int) -> dict[str, Any]:
         ]
         stop_reason = "tool_use"
     output_tokens = sum(estimate_tokens(block) for block in content)
-    return message(content, stop_reason, model=MODEL, output_tokens=output_tokens)
+    return message(content, stop_reason, model=body["model"], output_tokens=output_tokens)
 
 
 # ------------------------------------------------------------------------------------------ caching switch
@@ -367,14 +374,19 @@ class Result:
     usage: Usage
     recorded_cost: Decimal
     steps: int
+    input_side: Decimal  # input + cache write + cache read, each step priced at the model that served it
+    output: Decimal
+    models: str
 
 
-def run_once(name: str, *, steps: int, caching: bool, mode: CachingMode, ttl: CacheTTL) -> Result:
+def run_once(
+    name: str, *, steps: int, caching: bool, mode: CachingMode, ttl: CacheTTL, model_name: str = MODEL
+) -> Result:
     registry = bench_registry()
     prices = default_price_book()
     store = InMemoryRunStore()
     clock = FixedClock()
-    script = [lambda _body, n=n: (200, scripted_reply(n, steps)) for n in range(steps)]
+    script = [lambda body: (200, scripted_reply(body, steps))] * (2 * steps)  # escalations take extra calls
     with FakeAnthropic(*script, cache=PromptCacheSimulator(min_tokens=MIN_CACHEABLE_TOKENS)) as fake:
         model: ModelClient = AnthropicModel(anthropic.Anthropic(api_key="bench", base_url=fake.base_url, max_retries=0))
         extra: dict[str, Any] = {}
@@ -390,11 +402,13 @@ def run_once(name: str, *, steps: int, caching: bool, mode: CachingMode, ttl: Ca
             clock=clock,
             new_id=lambda: f"run_bench_{name}",
             tenant=TENANT,
-            request=RunRequest(input=TASK, model=MODEL, budget=Budget(max_steps=steps), max_tokens_per_call=1024),
+            request=RunRequest(
+                input=TASK, model=model_name, budget=Budget(max_steps=2 * steps), max_tokens_per_call=1024
+            ),
             default_model=MODEL,
         )
         run_id = accepted.run.run_id
-        for step in range(steps):
+        for step in range(2 * steps):
             outcome = service.execute_step(
                 store=store,
                 model=model,
@@ -419,9 +433,14 @@ def run_once(name: str, *, steps: int, caching: bool, mode: CachingMode, ttl: Ca
                 break
     run = store.get_run(TENANT, run_id)
     assert run is not None
-    if run.status is not RunStatus.SUCCEEDED or run.steps != steps:
+    if run.status is not RunStatus.SUCCEEDED or run.steps < steps:
         raise SystemExit(f"{name}: run ended {run.status.value} after {run.steps} steps: {run.error}")
-    return Result(name, run.usage, run.cost_usd, run.steps)
+    records = store.load_history(TENANT, run_id).steps
+    side = sum((input_side_cost(r.usage, prices.price(r.requested_model or MODEL)) for r in records), Decimal(0))
+    out = sum((output_cost(r.usage, prices.price(r.requested_model or MODEL)) for r in records), Decimal(0))
+    served = sorted({r.requested_model or MODEL for r in records})
+    mix = ", ".join(f"{m} x{sum(1 for r in records if (r.requested_model or MODEL) == m)}" for m in served)
+    return Result(name, run.usage, run.cost_usd, run.steps, side, out, mix)
 
 
 def input_side_cost(usage: Usage, price: ModelPrice) -> Decimal:
@@ -455,37 +474,40 @@ def main() -> None:
 
     if args.caching == "built-in":
         built_in_caching_kwargs(args.ttl)  # fails before anything runs while it is not wired
-    price = default_price_book().price(MODEL)
+
+    def kw(caching: bool) -> dict[str, Any]:
+        return {"steps": args.steps, "caching": caching, "mode": args.caching, "ttl": args.ttl}
+
     results = [
-        run_once("uncached", steps=args.steps, caching=False, mode=args.caching, ttl=args.ttl),
-        run_once(f"cached-{args.ttl}", steps=args.steps, caching=True, mode=args.caching, ttl=args.ttl),
+        run_once("uncached", **kw(False)),
+        run_once(f"cached-{args.ttl}", **kw(True)),
+        run_once("routed", model_name=POLICY, **kw(False)),
+        run_once(f"routed+{args.ttl}", model_name=POLICY, **kw(True)),
     ]
     print(
-        f"{args.steps}-step run, model {MODEL}, tools+system prefix ~{prefix_tokens():,} tokens (estimated), "
-        f"prices {default_price_book().version}, caching via {args.caching}"
+        f"{args.steps}-step run, model {MODEL} (routing policy {POLICY!r}: strong plans and answers, cheap digests), "
+        f"tools+system prefix ~{prefix_tokens():,} tokens (estimated), prices {default_price_book().version}, "
+        f"caching via {args.caching}"
     )
-    header = f"{'run':<12} {'input tok':>10} {'cache write':>11} {'cache read':>10} {'input-side $':>13} "
-    header += f"{'output $':>10} {'total $':>10}"
+    header = f"{'run':<12} {'calls':>5} {'input tok':>10} {'cache write':>11} {'cache read':>10} {'input-side $':>13} "
+    header += f"{'output $':>10} {'total $':>10}  models"
     print(header)
     print("-" * len(header))
     for result in results:
         usage = result.usage
-        side, out = input_side_cost(usage, price), output_cost(usage, price)
-        assert abs((side + out) - result.recorded_cost) < Decimal("0.000001"), "bench and core disagree on cost"
+        assert abs((result.input_side + result.output) - result.recorded_cost) < Decimal("0.000001"), "bench != core"
         print(
-            f"{result.name:<12} {usage.input_tokens:>10,} {usage.cache_creation_input_tokens:>11,} "
-            f"{usage.cache_read_input_tokens:>10,} {side:>13.6f} {out:>10.6f} {side + out:>10.6f}"
+            f"{result.name:<12} {result.steps:>5} {usage.input_tokens:>10,} {usage.cache_creation_input_tokens:>11,} "
+            f"{usage.cache_read_input_tokens:>10,} {result.input_side:>13.6f} {result.output:>10.6f} "
+            f"{result.recorded_cost:>10.6f}  {result.models}"
         )
-    uncached, cached = (input_side_cost(r.usage, price) for r in results)
-    ratio = cached / uncached
+    uncached, cached, routed, routed_cached = results
+    ratio = cached.input_side / uncached.input_side
     verdict = "meets" if ratio <= GOAL_RATIO else "MISSES"
     print(f"input-side cost cached/uncached: {ratio:.3f} ({verdict} the goal of <= {GOAL_RATIO})")
-
-    # ---- with routing: PLACEHOLDER -------------------------------------------------------------------------
-    # Model routing (issue 3, item 6) is not built yet. When it is, run the same script with a routing policy
-    # (cheap model for steps that only digest tool results) and print a routed row and the routed/unrouted
-    # ratio here.
-    print("routing: not built yet")
+    print(f"total cost routed/unrouted, no caching: {routed.recorded_cost / uncached.recorded_cost:.3f}")
+    print(f"total cost routed/unrouted, both cached: {routed_cached.recorded_cost / cached.recorded_cost:.3f}")
+    print(f"total cost routed+cached / plain: {routed_cached.recorded_cost / uncached.recorded_cost:.3f}")
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ class ModelResponse(BaseModel):
 class StepDecision(StrEnum):
     TOOLS = "tools"
     FINISH = "finish"
+    REDO = "redo"  # a policy's cheap answer was superseded: take the step again with the strong model
 
 
 class StepRecord(BaseModel):
@@ -221,6 +222,10 @@ class StepRecord(BaseModel):
     decision: StepDecision
     status: RunStatus | None = None
     error: RunError | None = None
+    requested_model: str | None = None  # the model routing asked for (``model`` is the id that served it)
+    route_reason: str | None = None
+    cheap: bool = False
+    superseded: bool = False  # recorded and charged, but not part of the conversation
     started_at: str
     finished_at: str
     duration_ms: int

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from functions.agent.budgets import BudgetLimits, estimate_prompt_tokens
@@ -36,6 +38,7 @@ from functions.agent.models import (
 )
 from functions.agent.ports import Clock, ModelClient, RunHistory, RunQueue, RunStore, Workflow
 from functions.agent.pricing import PriceBook
+from functions.agent.routing import RoutingConfig, choose, default_routing, supersedes
 from functions.tools.registry import ToolRegistry
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -96,11 +99,17 @@ def create_run(
     request: RunRequest,
     default_model: str,
     idempotency_key: str | None = None,
+    routing: RoutingConfig | None = None,
 ) -> Accepted:
-    """Validate, persist as QUEUED and enqueue. Bad input raises before anything is written."""
+    """Validate, persist as QUEUED and enqueue. Bad input raises before anything is written.
+
+    ``model`` may name a routing policy instead of a model; every model it (or its downgrade) may use
+    must have a price."""
     model = request.model or default_model
-    if not prices.knows(model):
-        raise RequestRejectedError(f"unknown model {model!r}: no price is configured for it")
+    unpriced = [m for m in (routing or default_routing()).models_of(model) if not prices.knows(m)]
+    if unpriced:
+        what = "model" if unpriced == [model] else f"routing policy {model!r} uses model"
+        raise RequestRejectedError(f"unknown {what} {', '.join(map(repr, unpriced))}: no price is configured for it")
     tools = registry.check(request.tools if request.tools is not None else registry.names)
     digest = request_hash(request)
     run_id = run_id_for_key(tenant, idempotency_key) if idempotency_key else new_id()
@@ -201,6 +210,7 @@ class StepOutcome:
     error: RunError | None = None
     replayed: bool = False
     record: StepRecord | None = None
+    budget_percent: dict[str, float] = field(default_factory=dict)  # before this step's call (for metrics)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -234,6 +244,8 @@ def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
     """The Messages API conversation, rebuilt from the run's input, steps and tool results."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": history.run.input}]
     for record in history.steps:
+        if record.superseded:
+            continue
         messages.append({"role": "assistant", "content": record.content})
         calls = record.tool_calls()
         if not calls:
@@ -305,10 +317,12 @@ def execute_step(
     system: str = DEFAULT_SYSTEM_PROMPT,
     limits: BudgetLimits | None = None,
     cache_ttl: CacheTTL | None = None,
+    routing: RoutingConfig | None = None,
 ) -> StepOutcome:
     """One model call of a run: reserve its worst-case cost against every budget, call the model, then save
     the step and settle the real cost in one transaction. Safe to retry."""
     limits = limits or BudgetLimits()
+    routing = routing or default_routing()
     history = store.load_history(tenant, run_id)
     run = history.run
     if step < len(history.steps):  # retried after the answer was saved: never call the model again
@@ -321,8 +335,18 @@ def execute_step(
     if exceeded:
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=exceeded)
 
+    percent = budget_usage(store=store, limits=limits, tenant=tenant, day=clock.now().date().isoformat())
+    if run.budget.max_usd is not None:
+        percent["Run"] = float(run.cost_usd / Decimal(str(run.budget.max_usd)) * 100)
+    route = choose(
+        config=routing,
+        run_model=run.model,
+        steps=history.steps,
+        tool_results=history.tool_results,
+        budget_percent=percent,
+    )
     request = ModelRequest(
-        model=run.model,
+        model=route.model,
         system=system,
         messages=build_conversation(history),
         tools=registry.schemas(run.tools),
@@ -357,8 +381,9 @@ def execute_step(
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             return StepOutcome(
-                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused
-            )
+                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused,
+                budget_percent=percent,
+            )  # fmt: skip
         except RunNotActiveError:
             current = store.get_run(tenant, run_id)
             if current is None or not current.status.terminal:
@@ -379,6 +404,9 @@ def execute_step(
         )
     finished = clock.now()
     decision, status, error = decide(response, run.max_tokens_per_call)
+    superseded_by = supersedes(route, response, error)
+    if superseded_by:
+        decision, status, error = StepDecision.REDO, None, None
     record = StepRecord(
         run_id=run_id,
         step=step,
@@ -391,6 +419,10 @@ def execute_step(
         decision=decision,
         status=status,
         error=error,
+        requested_model=route.model,
+        route_reason=route.reason + (f"; superseded: {superseded_by}" if superseded_by else ""),
+        cheap=route.cheap,
+        superseded=bool(superseded_by),
         started_at=started.isoformat(timespec="milliseconds"),
         finished_at=finished.isoformat(timespec="milliseconds"),
         duration_ms=int((finished - started).total_seconds() * 1000),
@@ -411,7 +443,7 @@ def execute_step(
         return StepOutcome(
             run_id, tenant, step, StepDecision.FINISH, status=final, error=current.error if current else None
         )
-    return _outcome_of(record, tenant, replayed=False)
+    return dataclasses.replace(_outcome_of(record, tenant, replayed=False), budget_percent=percent)
 
 
 def budget_usage(*, store: RunStore, limits: BudgetLimits, tenant: str, day: str) -> dict[str, float]:

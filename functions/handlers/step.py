@@ -10,7 +10,8 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
-from functions.agent.service import budget_usage, execute_step
+from functions.agent.models import RunStatus
+from functions.agent.service import execute_step
 from functions.handlers.events import StepEvent
 
 logger = Logger(service="stepwise-step")
@@ -43,14 +44,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="CacheReadInputTokens", unit="Count", value=usage.cache_read_input_tokens)
         metrics.add_metric(name="CostMicroUSD", unit="Count", value=float(outcome.record.cost_usd * 1_000_000))
         metrics.add_metric(name="ModelLatency", unit="Milliseconds", value=outcome.record.duration_ms)
-    day = wiring.CLOCK.now().date().isoformat()
-    for budget, percent in budget_usage(
-        store=wiring.store(), limits=wiring.limits(), tenant=ref.tenant, day=day
-    ).items():
+    for budget, percent in outcome.budget_percent.items():
+        if budget == "Run":
+            continue
         # CloudWatch alarms at 50/80/90/100 % watch this (Maximum over all tenants for TenantDaily)
         with single_metric(name="BudgetUsedPercent", unit=MetricUnit.Percent, value=percent, namespace=NAMESPACE) as m:
             m.add_dimension(name="Budget", value=budget)
-    if outcome.error and outcome.status is not None and outcome.status.value == "BUDGET_EXCEEDED":
+    if outcome.error and outcome.status is RunStatus.BUDGET_EXCEEDED:
         logger.warning("budget refused the step", code=outcome.error.code, reason=outcome.error.message)
     logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls))
     return outcome.state()

@@ -39,6 +39,9 @@ def steps_view(history: RunHistory) -> list[dict[str, Any]]:
             {
                 "step": record.step,
                 "model": record.model,
+                "requested_model": record.requested_model,
+                "route_reason": record.route_reason,
+                "superseded": record.superseded,
                 "provider": record.provider,
                 "stop_reason": record.stop_reason,
                 "decision": record.decision.value,

@@ -137,3 +137,8 @@ def test_a_queue_outage_is_a_503_and_with_a_key_the_retry_runs_the_same_run(
     status, body = call(context, "POST", "/runs", {"input": "hello"}, headers)
     assert status == 202 and body["status"] == "QUEUED"
     assert len(aws.queued_messages()) == 1
+
+
+def test_a_run_may_name_a_routing_policy_instead_of_a_model(aws: Aws, context: LocalContext) -> None:
+    status, body = call(context, "POST", "/runs", {"input": "hello", "model": "balanced"})
+    assert status == 202 and body["model"] == "balanced"

@@ -325,13 +325,16 @@ def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definiti
     assert processor["States"]["RunTool"]["Type"] == "Task"
 
 
-def test_route_chooses_tools_on_next_equals_tools_else_finalizes(definition: dict[str, Any]) -> None:
+def test_route_chooses_tools_or_redo_on_next_else_finalizes(definition: dict[str, Any]) -> None:
     states = definition["States"]
     route = states["Route"]
 
     assert states["Step"]["Next"] == "Route"
     assert route["Type"] == "Choice"
-    assert route["Choices"] == [{"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"}]
+    assert route["Choices"] == [
+        {"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"},
+        {"Variable": "$.next", "StringEquals": "redo", "Next": "Step"},  # a routing policy's superseded answer
+    ]
     assert route["Default"] == "Finalize"
     assert states[states["Finalize"]["Next"]]["Type"] == "Succeed"
 

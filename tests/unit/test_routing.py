@@ -1,0 +1,155 @@
+"""Model routing: named models, policies (plan / digest / escalate / final answer) and budget downgrades."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from functions.agent import service
+from functions.agent.models import RunError, RunRequest, RunStatus, StepDecision, StepRecord, ToolOutcome, Usage
+from functions.agent.pricing import default_price_book
+from functions.agent.routing import Route, RoutingConfig, choose, default_routing, supersedes
+from functions.tools import builtin_registry
+from tests.fakes.clock import FixedClock
+from tests.fakes.memory_store import InMemoryRunStore
+from tests.fakes.model import ScriptedModel, text_response, tool_response
+from tests.fakes.services import RecordingQueue
+
+CONFIG = default_routing()
+PRICES = default_price_book()
+
+
+def record(step: int, *, tool: str | None = None, cheap: bool = False, superseded: bool = False) -> StepRecord:
+    content = (
+        [{"type": "tool_use", "id": f"t{step}", "name": tool, "input": {}}] if tool else [{"type": "text", "text": "x"}]
+    )
+    return StepRecord(
+        run_id="run_x", step=step, model="m", provider="p", stop_reason="tool_use" if tool else "end_turn",
+        content=content, usage=Usage(), cost_usd=Decimal(0), decision=StepDecision.TOOLS if tool else StepDecision.REDO,
+        cheap=cheap, superseded=superseded, route_reason="r", started_at="t", finished_at="t", duration_ms=0,
+    )  # fmt: skip
+
+
+def route(
+    steps: list[StepRecord], results: dict[tuple[int, str], ToolOutcome] | None = None, **percent: float
+) -> Route:
+    return choose(config=CONFIG, run_model="balanced", steps=steps, tool_results=results or {}, budget_percent=percent)
+
+
+def test_the_routing_file_is_consistent_and_every_model_in_it_has_a_price() -> None:
+    for name in CONFIG.policies:
+        for model in CONFIG.models_of(name):
+            assert PRICES.knows(model), (name, model)
+    for source, target in CONFIG.downgrades.items():
+        assert PRICES.price(target).output < PRICES.price(source).output  # a downgrade is cheaper
+
+
+def test_a_named_model_is_used_as_is() -> None:
+    chosen = choose(config=CONFIG, run_model="claude-sonnet-4-5", steps=[], tool_results={}, budget_percent={})
+    assert chosen == Route("claude-sonnet-4-5", "model named by the run")
+
+
+def test_a_policy_plans_with_the_strong_model_and_digests_tool_results_with_the_cheap_one() -> None:
+    first = route([])
+    digest = route([record(0, tool="calculator")])
+    assert (first.model, first.cheap) == ("claude-sonnet-4-5", False) and "first step plans" in first.reason
+    assert (digest.model, digest.cheap) == ("claude-haiku-4-5", True) and "digest tool results" in digest.reason
+
+
+def test_a_superseded_cheap_step_escalates_to_the_strong_model() -> None:
+    chosen = route([record(0, tool="calculator"), record(1, cheap=True, superseded=True)])
+    assert chosen.model == "claude-sonnet-4-5" and "escalated after the cheap model's step 1" in chosen.reason
+
+
+def test_invalid_tool_input_from_the_cheap_model_escalates() -> None:
+    bad = {
+        (1, "t1"): ToolOutcome(
+            tool_use_id="t1", name="calculator", content="invalid input for calculator: x", is_error=True
+        )
+    }
+    chosen = route([record(0, tool="calculator"), record(1, tool="calculator", cheap=True)], bad)
+    assert chosen.model == "claude-sonnet-4-5" and "invalid tool input for calculator at step 1" in chosen.reason
+    # a tool that ran and failed on its own is not the model's fault
+    failed = {
+        (1, "t1"): ToolOutcome(tool_use_id="t1", name="calculator", content="calculator failed: x", is_error=True)
+    }
+    assert route([record(0, tool="calculator"), record(1, tool="calculator", cheap=True)], failed).cheap
+
+
+@pytest.mark.parametrize(("budget", "percent"), [("TenantDaily", 80.0), ("GlobalDaily", 95.5), ("Run", 120.0)])
+def test_a_budget_at_the_threshold_downgrades_every_call(budget: str, percent: float) -> None:
+    named = choose(
+        config=CONFIG, run_model="claude-opus-4-5", steps=[], tool_results={}, budget_percent={budget: percent}
+    )
+    planned = route([], **{budget: percent})
+    assert named.model == "claude-sonnet-4-5" and f"{budget} budget at {percent:.0f}%" in named.reason
+    assert planned.model == "claude-haiku-4-5" and "downgraded from claude-sonnet-4-5" in planned.reason
+    below = choose(config=CONFIG, run_model="claude-opus-4-5", steps=[], tool_results={}, budget_percent={budget: 79.9})
+    assert below.model == "claude-opus-4-5"
+
+
+def test_the_cheapest_model_has_nothing_to_downgrade_to() -> None:
+    chosen = choose(config=CONFIG, run_model="claude-haiku-4-5", steps=[], tool_results={}, budget_percent={"Run": 99})
+    assert chosen.model == "claude-haiku-4-5"
+
+
+def test_only_the_cheap_models_final_answers_and_failures_are_superseded() -> None:
+    cheap, strong = Route("h", "r", cheap=True), Route("s", "r")
+    final, tools = text_response("done"), tool_response(("t", "calculator", {"expression": "1"}))
+    assert supersedes(cheap, final, None) == "final answer goes to the strong model"
+    assert supersedes(cheap, final, RunError(code="REFUSAL", message="no")) == "cheap model output failed: REFUSAL"
+    assert supersedes(cheap, tools, None) is None
+    assert supersedes(strong, final, RunError(code="REFUSAL", message="no")) is None
+
+
+def test_a_policy_run_end_to_end_through_the_core() -> None:
+    # Given a run on the "balanced" policy and a model that asks for a tool, drafts an answer, then answers
+    store = InMemoryRunStore()
+    run_id = service.create_run(
+        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        new_id=lambda: "run_routing0000000000000000001", tenant="t", request=RunRequest(input="6*7?", model="balanced"),
+        default_model="claude-haiku-4-5",
+    ).run.run_id  # fmt: skip
+    usage = Usage(input_tokens=1_000, output_tokens=100)
+    model = ScriptedModel(
+        tool_response(("t1", "calculator", {"expression": "6*7"}), usage=usage),
+        text_response("draft: 42", usage=usage),
+        text_response("6 * 7 = 42", usage=usage),
+    )
+    outcomes = []
+    for step in range(3):
+        outcome = service.execute_step(
+            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+            tenant="t", run_id=run_id, step=step,
+        )  # fmt: skip
+        outcomes.append(outcome)
+        for call in outcome.tool_calls:
+            service.execute_tool(
+                store=store, registry=builtin_registry(), tenant="t", run_id=run_id, step=step, tool_use_id=call.id
+            )
+    # Then the models were strong (plan), cheap (digest, its final answer superseded), strong (final answer)
+    assert [r.model for r in model.requests] == ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-sonnet-4-5"]
+    assert [o.decision for o in outcomes] == [StepDecision.TOOLS, StepDecision.REDO, StepDecision.FINISH]
+    history = store.load_history("t", run_id)
+    assert [s.superseded for s in history.steps] == [False, True, False]
+    assert "superseded: final answer goes to the strong model" in str(history.steps[1].route_reason)
+    # And the strong model never saw the superseded draft
+    assert "draft: 42" not in str(model.requests[2].messages)
+    # And every call is charged at the price of the model that served it
+    run = store.get_run("t", run_id)
+    assert run is not None and run.status is RunStatus.RUNNING and run.output == "6 * 7 = 42"
+    expected = 2 * PRICES.cost("claude-sonnet-4-5", usage) + PRICES.cost("claude-haiku-4-5", usage)
+    assert run.cost_usd == expected
+
+
+def test_a_policy_whose_model_has_no_price_is_refused_at_submit() -> None:
+    config = RoutingConfig(
+        version="t", downgrade_at_percent=80, policies={"odd": {"strong": "claude-sonnet-4-5", "cheap": "mystery-1"}}
+    )  # type: ignore[dict-item]
+    with pytest.raises(service.RequestRejectedError, match="routing policy 'odd' uses model 'mystery-1'"):
+        service.create_run(
+            store=InMemoryRunStore(), queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES,
+            clock=FixedClock(), new_id=lambda: "run_x", tenant="t", request=RunRequest(input="x", model="odd"),
+            default_model="claude-haiku-4-5", routing=config,
+        )  # fmt: skip
