@@ -190,6 +190,56 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_costs(args: argparse.Namespace) -> int:
+    report = _client(args).costs(args.first, args.last)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    total = report["total"]
+    usage = total["usage"]
+    console.print(
+        Text(
+            f"spend of tenant {report['tenant']} {report['from']} .. {report['to']} (UTC): "
+            f"${total['cost_usd']:.6f} in {total['steps']} steps, {_tokens(usage)}, "
+            f"cache reads {usage['cache_read_share']:.0%} of input"
+        )
+    )
+    days = Table(title="per day")
+    for column in ("day", "cost", "steps"):
+        days.add_column(column, justify="left" if column == "day" else "right")
+    for day in report["days"]:
+        days.add_row(day["day"], _money(day["cost_usd"]), str(day["steps"]))
+    models = Table(title="per model")
+    for column in ("model", "cost", "share", "steps", "tokens", "cache reads"):
+        models.add_column(column, justify="left" if column in ("model", "tokens") else "right")
+    for model in report["models"]:
+        models.add_row(
+            model["model"], _money(model["cost_usd"]), f"{model['share']:.0%}", str(model["steps"]),
+            _tokens(model["usage"]), f"{model['usage']['cache_read_share']:.0%}",
+        )  # fmt: skip
+    runs = Table(title="top runs")
+    for column in ("run", "cost", "steps"):
+        runs.add_column(column, justify="left" if column == "run" else "right")
+    for run in report["top_runs"]:
+        runs.add_row(run["run_id"], _money(run["cost_usd"]), str(run["steps"]))
+    console.print(days, models, runs)
+    trend = report["trend"]
+    change = f"{trend['change']:+.0%}" if trend["change"] is not None else "n/a"
+    console.print(
+        Text(
+            f"trend: {trend['direction']} (${trend['first_half_usd']:.6f} -> ${trend['second_half_usd']:.6f}, {change})"
+        )
+    )
+    budget = report["budget"]
+    if budget["tenant_daily_usd"] is not None:
+        console.print(
+            Text(f"today: ${budget['today_usd']:.6f} of ${budget['tenant_daily_usd']} ({budget['today_percent']}%)")
+        )
+    for advice in report["suggestions"] or ["no suggestions: nothing stands out"]:
+        console.print(Text(f"- {advice}"))
+    return 0
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     from stepwise.local.stack import LocalStack
 
@@ -297,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "cancel":
             command.add_argument("--json", action="store_true")
         command.set_defaults(func=func)
+
+    costs = sub.add_parser("costs", help="spend report: per day, per model, top runs, trend, suggestions")
+    costs.add_argument("--from", dest="first", help="first UTC day, YYYY-MM-DD (default: 6 days before --to)")
+    costs.add_argument("--to", dest="last", help="last UTC day, YYYY-MM-DD (default: today)")
+    costs.add_argument("--json", action="store_true")
+    costs.set_defaults(func=cmd_costs)
 
     local = sub.add_parser("local", help="serve the local stack on 127.0.0.1")
     local.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8787")))

@@ -63,6 +63,10 @@ class StepwiseClient:
     def get_steps(self, run_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/runs/{run_id}/steps"))
 
+    def costs(self, first: str | None = None, last: str | None = None) -> dict[str, Any]:
+        query = "&".join(f"{key}={value}" for key, value in (("from", first), ("to", last)) if value)
+        return dict(self._request("GET", "/costs" + (f"?{query}" if query else "")))
+
     def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/runs/{run_id}/cancel"))
 

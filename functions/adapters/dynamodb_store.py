@@ -10,6 +10,7 @@ Spend counters (ADDed in the same transaction that saves a step; days are UTC):
 
     pk = "T#{tenant}#SPEND"        sk = "DAY#{day}"                    the tenant's day: spent, committed, tokens
                                    sk = "DAY#{day}#M#{model}"          the tenant's day for one model
+                                   sk = "DAY#{day}#R#{run_id}"         the tenant's day for one run
     pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
 
 ``committed_usd`` = spent + reservations in flight. Budgets are conditions on it: DynamoDB conditions cannot
@@ -46,6 +47,7 @@ from functions.agent.models import (
     Usage,
 )
 from functions.agent.ports import Clock, RunHistory, RunStore
+from functions.agent.spend import SpendRow
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -66,8 +68,8 @@ def spend_pk(tenant: str | None) -> str:
     return f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
 
 
-def day_sk(day: str, model: str | None = None) -> str:
-    return f"DAY#{day}" + (f"#M#{model}" if model else "")
+def day_sk(day: str, model: str | None = None, run_id: str | None = None) -> str:
+    return f"DAY#{day}" + (f"#M#{model}" if model else "") + (f"#R#{run_id}" if run_id else "")
 
 
 def step_sk(step: int) -> str:
@@ -403,6 +405,35 @@ class DynamoDBRunStore(RunStore):
             f"{usd(global_committed)} spent or reserved, the next call may cost up to {usd(amount)}",
         )
 
+    def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
+        rows = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": to_item(
+                {":pk": spend_pk(tenant), ":first": day_sk(first_day), ":last": day_sk(last_day) + "#~"}
+            ),
+        }
+        while True:
+            page = self.client.query(**kwargs)
+            for item in page["Items"]:
+                v = from_item(item)
+                parts = v["sk"].split("#")  # DAY, day[, M|R, id...]
+                kind, ident = (parts[2], "#".join(parts[3:])) if len(parts) > 2 else (None, None)
+                rows.append(
+                    SpendRow(
+                        day=parts[1],
+                        cost_usd=Decimal(str(v.get("spent_usd", 0))),
+                        steps=int(v.get("steps", 0)),
+                        usage=_usage_from(v),
+                        model=ident if kind == "M" else None,
+                        run_id=ident if kind == "R" else None,
+                    )
+                )
+            if "LastEvaluatedKey" not in page:
+                return rows
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
         keys = [to_item({"pk": spend_pk(t), "sk": day_sk(day)}) for t in (tenant, None)]
         found = {
@@ -467,6 +498,12 @@ class DynamoDBRunStore(RunStore):
                 day_sk(day, record.model),
                 f"ADD spent_usd :cost, steps :one, {counted}",
                 per_model,
+            ),
+            self._update(
+                spend_pk(run.tenant),
+                day_sk(day, run_id=run.run_id),
+                "ADD spent_usd :cost, steps :one",
+                {":cost": record.cost_usd, ":one": 1},
             ),
             self._update(spend_pk(None), day_sk(day), totals, counter_values),
         ]

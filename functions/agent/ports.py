@@ -19,6 +19,7 @@ from functions.agent.models import (
     StepRecord,
     ToolOutcome,
 )
+from functions.agent.spend import SpendRow
 
 
 class ModelClient(Protocol):
@@ -85,6 +86,10 @@ class RunStore(ABC):
             StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
             RunNotActiveError: the run is in a terminal status (only with ``require_active``).
         """
+
+    @abstractmethod
+    def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
+        """The tenant's spend counters for the days in [first_day, last_day]: day, day x model, day x run."""
 
     @abstractmethod
     def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:

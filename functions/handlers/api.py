@@ -17,6 +17,8 @@ from functions.adapters.settings import get_settings
 from functions.agent import service
 from functions.agent.errors import RunNotFoundError
 from functions.agent.models import RunRequest
+from functions.agent.routing import default_routing
+from functions.agent.spend import build_report, period
 from functions.handlers.views import steps_view
 from functions.tools import UnknownToolError
 
@@ -162,6 +164,28 @@ def cancel(run_id: str) -> Response[str]:
     logger.info("run cancelled", run_id=run_id)
     metrics.add_metric(name="RunsCancelled", unit="Count", value=1)
     return _json(200, run.public())
+
+
+@app.get("/costs")
+def costs() -> Response[str]:
+    params = app.current_event.query_string_parameters or {}
+    today = wiring.CLOCK.now().date()
+    try:
+        first, last = period(params.get("from"), params.get("to"), today)
+    except ValueError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", f"from/to must be YYYY-MM-DD days: {exc}") from exc
+    tenant = _tenant()
+    rows = wiring.store().spend_rows(tenant, first.isoformat(), last.isoformat())
+    report = build_report(
+        tenant=tenant,
+        first=first,
+        last=last,
+        rows=rows,
+        tenant_daily_usd=wiring.limits().tenant_daily_usd,
+        today=today,
+        routing=default_routing(),
+    )
+    return _json(200, report)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")

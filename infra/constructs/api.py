@@ -17,6 +17,7 @@ ROUTES = [
     ("/runs/{run_id}", apigw.HttpMethod.GET),
     ("/runs/{run_id}/steps", apigw.HttpMethod.GET),
     ("/runs/{run_id}/cancel", apigw.HttpMethod.POST),
+    ("/costs", apigw.HttpMethod.GET),
 ]
 
 

@@ -104,8 +104,9 @@ class StepwiseStack(Stack):
             ("TenantDaily", "STEPWISE_TENANT_DAILY_BUDGET_USD"),
             ("GlobalDaily", "STEPWISE_GLOBAL_DAILY_BUDGET_USD"),
         ):
-            if budgets[budget] is not None:
-                functions["step"].add_environment(env, str(budgets[budget]))
+            if budgets[budget] is not None:  # the step function enforces them; the api reports against them
+                for name in ("step", "api"):
+                    functions[name].add_environment(env, str(budgets[budget]))
         if extra_prices:  # both the api (refuses unpriced models) and the step function (prices calls) read them
             for name in ("api", "step"):
                 functions[name].add_environment("STEPWISE_EXTRA_PRICES", extra_prices)

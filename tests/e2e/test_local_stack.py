@@ -92,3 +92,16 @@ def test_the_cli_reports_api_errors_with_a_nonzero_exit(stack: LocalStack, capsy
     code = main(["--endpoint", stack.url, "status", "run_0000000000000000000000dead"])
     assert code == 2
     assert "404 RUN_NOT_FOUND" in capsys.readouterr().out
+
+
+def test_the_cli_spend_report_covers_the_runs_of_the_local_stack(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, accepted = http(stack, "POST", "/runs", {"input": "What is 3 * 3?"})
+    run = wait(stack, accepted["run_id"])
+    capsys.readouterr()
+    code = main(["--endpoint", stack.url, "costs"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "spend of tenant local" in out and "per model" in out and "top runs" in out
+    assert run["run_id"] in out and "claude-haiku-4-5" in out

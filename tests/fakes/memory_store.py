@@ -14,8 +14,9 @@ from functions.agent.errors import (
     RunNotFoundError,
     StepAlreadySavedError,
 )
-from functions.agent.models import Reservation, Run, RunError, RunStatus, StepRecord, ToolOutcome
+from functions.agent.models import Reservation, Run, RunError, RunStatus, StepRecord, ToolOutcome, Usage
 from functions.agent.ports import RunHistory, RunStore
+from functions.agent.spend import SpendRow
 
 Counter = dict[str, Decimal]
 
@@ -74,6 +75,17 @@ class InMemoryRunStore(RunStore):
                 self.counters[(tenant, day, None)]["committed_usd"] += amount
             self.runs[(run.tenant, run.run_id)] = stored.model_copy(update={"reservation": reservation})
 
+    def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
+        rows = []
+        for (t, day, which), counter in self.counters.items():
+            if t != tenant or not first_day <= day <= last_day or not counter.get("steps"):
+                continue
+            run_id = which[2:] if which and which.startswith("R#") else None
+            model = which if which and not run_id else None
+            usage = Usage(**{name: int(counter.get(name, 0)) for name in Usage.model_fields}) if not run_id else Usage()
+            rows.append(SpendRow(day, counter["spent_usd"], int(counter["steps"]), usage, model, run_id))
+        return rows
+
     def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
         return self.counters[(tenant, day, None)]["committed_usd"], self.counters[(None, day, None)]["committed_usd"]
 
@@ -103,6 +115,9 @@ class InMemoryRunStore(RunStore):
                     status=RunStatus.RUNNING, output=output if output is not None else stored.output, reservation=None
                 )
             self.runs[(run.tenant, run.run_id)] = stored.model_copy(update=update)
+            run_counter = self.counters[(run.tenant, day, f"R#{run.run_id}")]
+            run_counter["spent_usd"] += record.cost_usd
+            run_counter["steps"] += 1
             for counter_key in ((run.tenant, day, None), (run.tenant, day, record.model), (None, day, None)):
                 counter = self.counters[counter_key]
                 counter["spent_usd"] += record.cost_usd

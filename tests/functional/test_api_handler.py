@@ -142,3 +142,36 @@ def test_a_queue_outage_is_a_503_and_with_a_key_the_retry_runs_the_same_run(
 def test_a_run_may_name_a_routing_policy_instead_of_a_model(aws: Aws, context: LocalContext) -> None:
     status, body = call(context, "POST", "/runs", {"input": "hello", "model": "balanced"})
     assert status == 202 and body["model"] == "balanced"
+
+
+def test_costs_reports_what_the_steps_recorded(aws: Aws, context: LocalContext) -> None:
+    # Given a run driven through its step and tool functions today
+    from functions.adapters import wiring
+    from functions.handlers import step, tool
+
+    _, created = call(context, "POST", "/runs", {"input": "What is 6 * 7?"})
+    ref = {"tenant": "default", "run_id": created["run_id"]}
+    first = step.handler({**ref, "step": 0}, context)
+    tool.handler({**ref, "step": 0, "tool_use_id": first["tool_calls"][0]["id"]}, context)
+    step.handler({**ref, "step": 1}, context)
+    _, run = call(context, "GET", f"/runs/{created['run_id']}")
+    today = wiring.CLOCK.now().date().isoformat()
+    # When the spend report is asked for
+    status, report = call(context, "GET", "/costs")
+    # Then it holds exactly that run's cost, per day, per model and as the top run
+    assert status == 200 and report["to"] == today
+    assert report["total"]["cost_usd"] == pytest.approx(run["cost_usd"]) and report["total"]["steps"] == 2
+    assert report["days"][-1]["cost_usd"] == pytest.approx(run["cost_usd"])
+    assert [m["model"] for m in report["models"]] == ["claude-haiku-4-5"]
+    assert report["top_runs"] == [{"run_id": created["run_id"], "cost_usd": pytest.approx(run["cost_usd"]), "steps": 2}]
+
+
+@pytest.mark.parametrize(
+    "query", ["?from=2026-13-01", "?from=2026-11-22&to=2026-11-21", "?from=2025-01-01&to=2026-11-21"]
+)
+def test_costs_with_a_bad_period_is_a_400(aws: Aws, context: LocalContext, query: str) -> None:
+    event = http_event("GET", "/costs")
+    event["rawQueryString"] = query[1:]
+    event["queryStringParameters"] = dict(p.split("=") for p in query[1:].split("&"))
+    response = api.handler(event, context)
+    assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["code"] == "VALIDATION_ERROR"

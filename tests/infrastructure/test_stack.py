@@ -41,6 +41,7 @@ EXPECTED_ROUTES = {
     "GET /runs/{run_id}",
     "GET /runs/{run_id}/steps",
     "POST /runs/{run_id}/cancel",
+    "GET /costs",
     "GET /health",
 }
 
