@@ -37,6 +37,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         global_daily_budget_usd=_optional_float(context("global_daily_budget_usd")),
         extra_prices=_json_text(context("extra_prices")),
         prompt_cache_ttl=str(context("prompt_cache_ttl") or "5m"),
+        response_cache=str(context("response_cache") or "false").lower() == "true",
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -35,8 +35,9 @@ MODEL_TIMEOUT_SECONDS = 150
 _FINISH = ("dynamodb:GetItem", "dynamodb:UpdateItem")
 TABLE_ACCESS = {
     "api": ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
-    "intake": ("dynamodb:GetItem",),
-    "step": ("dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "intake": ("dynamodb:GetItem", "dynamodb:UpdateItem"),  # UpdateItem: fail a run it gives up on
+    # BatchGetItem: budget usage; PutItem: step records and the response cache
+    "step": ("dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "tool": ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"),
     "finalize": _FINISH,
     "mark_failed": _FINISH,

@@ -114,6 +114,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "output": run.output,
             "error": run.error.model_dump_json() if run.error else None,
             "request_hash": run.request_hash,
+            "response_cache": run.response_cache,
             **(
                 {
                     "reserved_step": run.reservation.step,
@@ -147,6 +148,7 @@ def run_from_item(item: dict[str, Any]) -> Run:
         output=v.get("output"),
         error=_error_from(v),
         request_hash=v.get("request_hash"),
+        response_cache=v.get("response_cache"),
         reservation=Reservation(
             step=v["reserved_step"], amount_usd=Decimal(str(v["reserved_usd"])), day=v["reserved_day"]
         )

@@ -28,6 +28,9 @@ class Settings(BaseModel):
     extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
     # Prompt caching placed automatically on every model call ("off" to disable)
     prompt_cache_ttl: Literal["5m", "1h", "off"] = Field(default="5m", alias="STEPWISE_PROMPT_CACHE_TTL")
+    # Exact-match response cache: the default for runs that do not say (a run's "response_cache" wins)
+    response_cache: bool = Field(default=False, alias="STEPWISE_RESPONSE_CACHE")
+    response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

@@ -14,6 +14,7 @@ import boto3
 from botocore.config import Config
 
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
+from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import get_settings
 from functions.adapters.stub_model import OfflineStubModel
@@ -35,6 +36,14 @@ def aws_client(service: str) -> Any:
 @cache
 def store() -> DynamoDBRunStore:
     return DynamoDBRunStore(get_settings().table_name, aws_client("dynamodb"), CLOCK)
+
+
+@cache
+def response_cache() -> DynamoDBResponseCache:
+    settings = get_settings()
+    return DynamoDBResponseCache(
+        settings.table_name, aws_client("dynamodb"), CLOCK, ttl_seconds=settings.response_cache_ttl_seconds
+    )
 
 
 @cache
@@ -108,5 +117,16 @@ def _anthropic(api_key: str, timeout_seconds: float) -> ModelClient:
 
 def reset() -> None:
     """Forget every cached client and setting (tests switch environments)."""
-    for built in (aws_client, store, queue, workflow, registry, prices, _stub, _anthropic, get_settings):
+    for built in (
+        aws_client,
+        store,
+        response_cache,
+        queue,
+        workflow,
+        registry,
+        prices,
+        _stub,
+        _anthropic,
+        get_settings,
+    ):
         built.cache_clear()

@@ -85,6 +85,8 @@ class RunRequest(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Calls are not streamed: the cap keeps the longest answer well inside the model call timeout.
     max_tokens_per_call: StrictInt = Field(default=1024, ge=1, le=MAX_TOKENS_PER_CALL)
+    # Serve identical requests from the exact-match response cache (None: the deployment's default)
+    response_cache: bool | None = None
 
     @field_validator("input")
     @classmethod
@@ -140,6 +142,7 @@ class Run(BaseModel):
     error: RunError | None = None
     request_hash: str | None = None
     reservation: Reservation | None = None
+    response_cache: bool | None = None
     created_at: str
     updated_at: str
 

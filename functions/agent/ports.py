@@ -113,6 +113,14 @@ class RunStore(ABC):
         Returns False if it was already terminal."""
 
 
+class ResponseCache(Protocol):
+    """Answers stored by the exact-match key of their request (tenant-scoped, expiring)."""
+
+    def get(self, tenant: str, key: str) -> ModelResponse | None: ...
+
+    def put(self, tenant: str, key: str, response: ModelResponse) -> None: ...
+
+
 class RunQueue(Protocol):
     """The intake queue between the API and the workflow."""
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,9 +37,10 @@ from functions.agent.models import (
     ToolCall,
     ToolOutcome,
 )
-from functions.agent.ports import Clock, ModelClient, RunHistory, RunQueue, RunStore, Workflow
+from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunQueue, RunStore, Workflow
 from functions.agent.pricing import PriceBook
-from functions.agent.routing import RoutingConfig, choose, default_routing, supersedes
+from functions.agent.response_cache import as_hit, cache_key, cacheable
+from functions.agent.routing import Route, RoutingConfig, choose, default_routing, supersedes
 from functions.tools.registry import ToolRegistry
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -124,6 +126,7 @@ def create_run(
         budget=request.budget,
         metadata=request.metadata,
         max_tokens_per_call=request.max_tokens_per_call,
+        response_cache=request.response_cache,
         request_hash=digest,
         created_at=now,
         updated_at=now,
@@ -318,6 +321,8 @@ def execute_step(
     limits: BudgetLimits | None = None,
     cache_ttl: CacheTTL | None = None,
     routing: RoutingConfig | None = None,
+    response_cache: ResponseCache | None = None,
+    response_cache_default: bool = False,
 ) -> StepOutcome:
     """One model call of a run: reserve its worst-case cost against every budget, call the model, then save
     the step and settle the real cost in one transaction. Safe to retry."""
@@ -370,6 +375,18 @@ def execute_step(
             f"{prompt_tokens + request.max_tokens}; budget max_tokens={run.budget.max_tokens}",
         )
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=too_many)
+    use_cache = response_cache is not None and (
+        run.response_cache if run.response_cache is not None else response_cache_default
+    )
+    key = cache_key(request) if use_cache else None
+    cached = response_cache.get(tenant, key) if response_cache is not None and key else None
+    if cached is not None:  # served without a model call: nothing to reserve, nothing to pay
+        started = finished = clock.now()
+        response = as_hit(cached)
+        return _settle(
+            store=store, prices=prices, tenant=tenant, run=run, step=step, route=route, request=request,
+            response=response, started=started, finished=finished, percent=percent,
+        )  # fmt: skip
     if run.reservation is None or run.reservation.step != step:  # a retry reuses the reservation it made
         reservation = Reservation(
             step=step,
@@ -403,6 +420,31 @@ def execute_step(
             error=RunError(code=exc.code, message=exc.message),
         )
     finished = clock.now()
+    outcome = _settle(
+        store=store, prices=prices, tenant=tenant, run=run, step=step, route=route, request=request,
+        response=response, started=started, finished=finished, percent=percent,
+    )  # fmt: skip
+    if response_cache is not None and key is not None and cacheable(response) and not outcome.replayed:
+        response_cache.put(tenant, key, response)
+    return outcome
+
+
+def _settle(
+    *,
+    store: RunStore,
+    prices: PriceBook,
+    tenant: str,
+    run: Run,
+    step: int,
+    route: Route,
+    request: ModelRequest,
+    response: ModelResponse,
+    started: datetime,
+    finished: datetime,
+    percent: dict[str, float],
+) -> StepOutcome:
+    """Decide what the response means for the run, then save the step and settle its cost."""
+    run_id = run.run_id
     decision, status, error = decide(response, run.max_tokens_per_call)
     superseded_by = supersedes(route, response, error)
     if superseded_by:

@@ -10,7 +10,9 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
+from functions.adapters.settings import get_settings
 from functions.agent.models import RunStatus
+from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
 from functions.agent.service import execute_step
 from functions.handlers.events import StepEvent
 
@@ -35,10 +37,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         step=ref.step,
         limits=wiring.limits(),
         cache_ttl=wiring.cache_ttl(),
+        response_cache=wiring.response_cache(),
+        response_cache_default=get_settings().response_cache,
     )
     if outcome.record is not None and not outcome.replayed:
         usage = outcome.record.usage
-        metrics.add_metric(name="ModelCalls", unit="Count", value=1)
+        served_by_cache = outcome.record.provider == RESPONSE_CACHE
+        metrics.add_metric(name="ResponseCacheHits" if served_by_cache else "ModelCalls", unit="Count", value=1)
         metrics.add_metric(name="InputTokens", unit="Count", value=usage.input_tokens)
         metrics.add_metric(name="OutputTokens", unit="Count", value=usage.output_tokens)
         metrics.add_metric(name="CacheReadInputTokens", unit="Count", value=usage.cache_read_input_tokens)

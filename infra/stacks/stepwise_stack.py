@@ -33,6 +33,7 @@ class StepwiseStack(Stack):
         global_daily_budget_usd: float | None = None,
         extra_prices: str | None = None,
         prompt_cache_ttl: str = "5m",
+        response_cache: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -54,6 +55,7 @@ class StepwiseStack(Stack):
                 "STEPWISE_MODEL_PROVIDER": "anthropic",
                 "STEPWISE_MODEL_TIMEOUT_SECONDS": str(MODEL_TIMEOUT_SECONDS),
                 "STEPWISE_PROMPT_CACHE_TTL": prompt_cache_ttl,
+                "STEPWISE_RESPONSE_CACHE": "true" if response_cache else "false",
             },
         )
         workflow = AgentWorkflow(

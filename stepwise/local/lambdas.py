@@ -43,6 +43,7 @@ class LocalLambdas:
         self._handlers: dict[str, Handler] = {}
         self._locks = {name: threading.Lock() for name in handlers}
         self.invocations: dict[str, int] = dict.fromkeys(handlers, 0)
+        self.current = threading.local()  # .name: the function running on this thread (for tracing AWS calls)
 
     def handler(self, name: str) -> Handler:
         if name not in self._handlers:
@@ -54,7 +55,11 @@ class LocalLambdas:
         name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
         with self._locks[name]:
             self.invocations[name] += 1
-            return self.handler(name)(event, LocalContext(function_name=name))
+            self.current.name = name
+            try:
+                return self.handler(name)(event, LocalContext(function_name=name))
+            finally:
+                self.current.name = None
 
     def moto_invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
         """Drop-in for moto's LambdaSimpleBackend.invoke: errors come back as Lambda reports them."""

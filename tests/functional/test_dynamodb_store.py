@@ -161,3 +161,57 @@ def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
     saved = store.get_run("acme", run.run_id)
     assert len(attempts) == 3
     assert saved is not None and saved.steps == 1 and saved.cost_usd == Decimal("0.0012345")
+
+
+def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> None:
+    # Given a run with every field set away from its default (a new field must be added here too)
+    from functions.agent.models import Reservation
+
+    full = make_run().model_copy(
+        update={
+            "status": RunStatus.RUNNING,
+            "max_tokens_per_call": 2048,
+            "steps": 3,
+            "usage": Usage(
+                input_tokens=5,
+                output_tokens=6,
+                cache_creation_input_tokens=7,
+                cache_read_input_tokens=8,
+                cache_creation_1h_input_tokens=2,
+            ),
+            "cost_usd": Decimal("0.000123"),
+            "output": "answer ✓",
+            "error": RunError(code="X", message="why"),
+            "request_hash": "abc",
+            "reservation": Reservation(step=3, amount_usd=Decimal("0.0042"), day="2026-11-21"),
+            "response_cache": True,
+        }
+    )
+    defaults = Run.model_fields
+    unset = [
+        name
+        for name, info in defaults.items()
+        if not info.is_required() and getattr(full, name) == info.get_default(call_default_factory=True)
+    ]
+    assert unset == [], f"set these in the test: {unset}"
+    # When it is stored and read back
+    store.create_run(full)
+    # Then nothing was lost
+    assert store.get_run("acme", full.run_id) == full
+
+
+def test_response_cache_items_expire_and_are_tenant_scoped(aws: Aws) -> None:
+    from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
+    from tests.fakes.model import text_response
+
+    clock = FixedClock()
+    cache = DynamoDBResponseCache(TABLE, boto3.client("dynamodb"), clock, ttl_seconds=60)
+    response = text_response("cached ✓", usage=Usage(input_tokens=9, output_tokens=3))
+    written_at = clock.current  # put reads the clock once
+    cache.put("acme", "k1", response)
+    assert cache.get("acme", "k1") == response
+    assert cache.get("globex", "k1") is None
+    item = aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "T#acme#RC#k1"}, "sk": {"S": "RESPONSE"}})["Item"]
+    assert int(item["expires_at"]["N"]) == int(written_at.timestamp()) + 60  # DynamoDB TTL attribute
+    clock.current = clock.current.replace(year=clock.current.year + 1)  # long after the TTL
+    assert cache.get("acme", "k1") is None

@@ -651,8 +651,11 @@ def test_api_function_stops_only_executions_of_this_state_machine(
     ("name", "table_actions"),
     [
         ("api", {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}),
-        ("intake", {"dynamodb:GetItem"}),
-        ("step", {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}),
+        ("intake", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
+        (
+            "step",
+            {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        ),
         ("tool", {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"}),
         ("finalize", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         ("mark_failed", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
