@@ -10,8 +10,11 @@ Usage: python bench/step_calls.py [--runs 5]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -37,9 +40,12 @@ def main() -> None:
     def count(event_name: str, **_: Any) -> None:
         calls[event_name.rsplit(".", 1)[-1]] += 1
 
-    with LocalStack(port=0) as stack:
+    report = sys.stdout  # the functions print EMF metrics (single metrics even when disabled): keep them apart
+    with LocalStack(port=0) as stack, contextlib.redirect_stdout(io.StringIO()):
         boto3._get_default_session().events.register("before-call.dynamodb", count)  # the functions' clients
-        print(f"{'task':<66} {'steps':>5} {'tools':>5} {'transitions':>11} {'ddb calls':>9} {'per step':>22}")
+        print(
+            f"{'task':<66} {'steps':>5} {'tools':>5} {'transitions':>11} {'ddb calls':>9} {'per step':>22}", file=report
+        )
         for task in TASKS:
             for _ in range(args.runs):
                 calls.clear()
@@ -63,9 +69,10 @@ def main() -> None:
                 ops = ", ".join(f"{op} {n / steps:.1f}" for op, n in sorted(calls.items()))
             print(
                 f"{task:<66} {steps:>5} {tools:>5} {transitions:>11} {workflow_calls:>9}"
-                f"   {transitions / steps:.1f} transitions, {workflow_calls / steps:.1f} ddb"
+                f"   {transitions / steps:.1f} transitions, {workflow_calls / steps:.1f} ddb",
+                file=report,
             )
-            print(f"{'':<66} incl. POST /runs ({api_calls} ddb call): {ops}")
+            print(f"{'':<66} incl. POST /runs ({api_calls} ddb call): {ops}", file=report)
 
 
 if __name__ == "__main__":
