@@ -43,6 +43,8 @@ from tests.fakes.services import RecordingQueue  # noqa: E402
 MODEL = "claude-sonnet-4-5"
 TENANT = "bench"
 MIN_CACHEABLE_TOKENS = 1024  # Sonnet's minimum cacheable prefix
+# Haiku 4.5 needs a longer prefix before anything is cached (as documented for prompt caching; verify there)
+MIN_CACHEABLE_BY_MODEL = {"claude-haiku-4-5": 4096, "claude-opus-4-5": 4096}
 POLICY = "balanced"  # functions/agent/data/routing.json
 GOAL_RATIO = Decimal("0.3")
 _PER_TOKEN = Decimal(1_000_000)
@@ -387,7 +389,9 @@ def run_once(
     store = InMemoryRunStore()
     clock = FixedClock()
     script = [lambda body: (200, scripted_reply(body, steps))] * (2 * steps)  # escalations take extra calls
-    with FakeAnthropic(*script, cache=PromptCacheSimulator(min_tokens=MIN_CACHEABLE_TOKENS)) as fake:
+    with FakeAnthropic(
+        *script, cache=PromptCacheSimulator(min_tokens=MIN_CACHEABLE_TOKENS, min_tokens_by_model=MIN_CACHEABLE_BY_MODEL)
+    ) as fake:
         model: ModelClient = AnthropicModel(anthropic.Anthropic(api_key="bench", base_url=fake.base_url, max_retries=0))
         extra: dict[str, Any] = {}
         if caching and mode == "wrapper":

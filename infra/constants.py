@@ -36,8 +36,16 @@ _FINISH = ("dynamodb:GetItem", "dynamodb:UpdateItem")
 TABLE_ACCESS = {
     "api": ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
     "intake": ("dynamodb:GetItem", "dynamodb:UpdateItem"),  # UpdateItem: fail a run it gives up on
-    # BatchGetItem: budget usage; PutItem: step records and the response cache
-    "step": ("dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # BatchGetItem: budget usage; PutItem: step records, stored answers, the response cache; DeleteItem: a
+    # stored answer once its step is settled (in the same transaction)
+    "step": (
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ),
     "tool": ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"),
     "finalize": _FINISH,
     "mark_failed": _FINISH,

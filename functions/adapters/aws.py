@@ -21,12 +21,22 @@ class SystemClock:
 
 
 class SqsRunQueue:
-    def __init__(self, queue_url: str, client: SQSClient) -> None:
+    def __init__(self, queue_url: str, client: SQSClient, release_delay_seconds: int = 240) -> None:
         self.queue_url = queue_url
         self.client = client
+        self.release_delay_seconds = release_delay_seconds
 
     def enqueue(self, tenant: str, run_id: str) -> None:
         self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"tenant": tenant, "run_id": run_id}))
+
+    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
+        """The intake function releases the reservation after the delay (longer than the step function's
+        timeout, so the call it covered has either settled it or can no longer be running)."""
+        self.client.send_message(
+            QueueUrl=self.queue_url,
+            MessageBody=json.dumps({"tenant": tenant, "run_id": run_id, "release_step": step}),
+            DelaySeconds=self.release_delay_seconds,
+        )
 
 
 def execution_arn(state_machine_arn: str, run_id: str) -> str:

@@ -6,11 +6,16 @@ pk = "T#{tenant}#RC#{key}"   sk = "RESPONSE"   content, stop_reason, model, the 
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.adapters.serde import from_item, to_item
 from functions.agent.models import ModelResponse, Usage
 from functions.agent.ports import Clock
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -30,7 +35,12 @@ class DynamoDBResponseCache:
         return to_item({"pk": f"T#{tenant}#RC#{key}", "sk": "RESPONSE"})
 
     def get(self, tenant: str, key: str) -> ModelResponse | None:
-        item = self.client.get_item(TableName=self.table_name, Key=self._key(tenant, key)).get("Item")
+        """A read that fails is a miss: the cache saves money, it must never fail a run."""
+        try:
+            item = self.client.get_item(TableName=self.table_name, Key=self._key(tenant, key)).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("response cache read failed; treated as a miss: %s", exc)
+            return None
         if not item:
             return None
         v = from_item(item)
@@ -45,6 +55,13 @@ class DynamoDBResponseCache:
         )
 
     def put(self, tenant: str, key: str, response: ModelResponse) -> None:
+        """A write that fails is logged and dropped: the step it came from is already saved."""
+        try:
+            self._put(tenant, key, response)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("response cache write failed; not cached: %s", exc)
+
+    def _put(self, tenant: str, key: str, response: ModelResponse) -> None:
         self.client.put_item(
             TableName=self.table_name,
             Item={

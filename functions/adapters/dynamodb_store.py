@@ -19,6 +19,7 @@ add, so a reservation of ``a`` against a limit ``L`` is the condition ``committe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -35,9 +36,11 @@ from functions.agent.errors import (
     RunNotActiveError,
     RunNotFoundError,
     StepAlreadySavedError,
+    StoreConflictError,
 )
 from functions.agent.models import (
     TERMINAL_STATUSES,
+    ModelResponse,
     Reservation,
     Run,
     RunError,
@@ -70,6 +73,10 @@ def spend_pk(tenant: str | None) -> str:
 
 def day_sk(day: str, model: str | None = None, run_id: str | None = None) -> str:
     return f"DAY#{day}" + (f"#M#{model}" if model else "") + (f"#R#{run_id}" if run_id else "")
+
+
+def pending_sk(step: int) -> str:
+    return f"PENDING#{step:05d}"
 
 
 def step_sk(step: int) -> str:
@@ -116,11 +123,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "request_hash": run.request_hash,
             "response_cache": run.response_cache,
             **(
-                {
-                    "reserved_step": run.reservation.step,
-                    "reserved_usd": run.reservation.amount_usd,
-                    "reserved_day": run.reservation.day,
-                }
+                {"reserved_step": run.reservation.step, "reservation": run.reservation.model_dump_json()}
                 if run.reservation
                 else {}
             ),
@@ -149,11 +152,7 @@ def run_from_item(item: dict[str, Any]) -> Run:
         error=_error_from(v),
         request_hash=v.get("request_hash"),
         response_cache=v.get("response_cache"),
-        reservation=Reservation(
-            step=v["reserved_step"], amount_usd=Decimal(str(v["reserved_usd"])), day=v["reserved_day"]
-        )
-        if "reserved_step" in v
-        else None,
+        reservation=Reservation.model_validate_json(v["reservation"]) if "reserved_step" in v else None,
         created_at=v["created_at"],
         updated_at=v["updated_at"],
     )
@@ -266,6 +265,7 @@ class DynamoDBRunStore(RunStore):
         run: Run | None = None
         history_steps: list[StepRecord] = []
         tools: dict[tuple[int, str], ToolOutcome] = {}
+        pending: dict[int, ModelResponse] = {}
         for item in self._query(run_pk(tenant, run_id)):
             kind = item["type"]["S"]
             if kind == "run":
@@ -275,9 +275,11 @@ class DynamoDBRunStore(RunStore):
             elif kind == "tool":
                 step, outcome = tool_from_item(item)
                 tools[(step, outcome.tool_use_id)] = outcome
+            elif kind == "pending":
+                pending[int(item["step"]["N"])] = ModelResponse.model_validate_json(item["response"]["S"])
         if run is None:
             raise RunNotFoundError(run_id)
-        return RunHistory(run=run, steps=history_steps, tool_results=tools)
+        return RunHistory(run=run, steps=history_steps, tool_results=tools, pending=pending)
 
     def _query(self, pk: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -302,11 +304,14 @@ class DynamoDBRunStore(RunStore):
         ).get("Item")
         return step_from_item(item) if item else None
 
-    def _transact(self, items: list[dict[str, Any]]) -> list[str | None] | None:
+    def _transact(self, items: list[dict[str, Any]], token: str | None = None) -> list[str | None] | None:
         """Run a transaction; retry a TransactionConflict in place. Returns the cancellation reasons, or None."""
         for attempt in range(TRANSACTION_ATTEMPTS):
             try:
-                self.client.transact_write_items(TransactItems=items)
+                # the token makes the SDK's own retry of a committed transaction a no-op, not a second write
+                self.client.transact_write_items(
+                    TransactItems=items, **({"ClientRequestToken": token} if token else {})
+                )
                 return None
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
@@ -314,8 +319,10 @@ class DynamoDBRunStore(RunStore):
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" in reasons:
                     return reasons
-                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
+                if "TransactionConflict" not in reasons:
                     raise
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise StoreConflictError("concurrent writes kept winning a run or budget item") from exc
                 # A concurrent write to one of the items won: try again here, never by re-running the
                 # Lambda, which would call the model again.
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
@@ -343,14 +350,13 @@ class DynamoDBRunStore(RunStore):
             update["ExpressionAttributeNames"] = names
         return {"Update": update}
 
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
         amount, day = reservation.amount_usd, reservation.day
         run_condition = "#steps = :step AND #status IN (" + ", ".join(f":a{i}" for i in range(len(_ACTIVE))) + ")"
         run_condition += " AND attribute_not_exists(reserved_step)"
         run_values: dict[str, Any] = {
             ":step": reservation.step,
-            ":amount": amount,
-            ":day": day,
+            ":reservation": reservation.model_dump_json(),
             **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
         }
         if run.budget.max_usd is not None:
@@ -360,7 +366,7 @@ class DynamoDBRunStore(RunStore):
             self._update(
                 run_pk(run.tenant, run.run_id),
                 RUN_SK,
-                "SET reserved_step = :step, reserved_usd = :amount, reserved_day = :day",
+                "SET reserved_step = :step, reservation = :reservation",
                 run_values,
                 condition=run_condition,
                 names={"#steps": "steps", "#status": "status"},
@@ -382,11 +388,13 @@ class DynamoDBRunStore(RunStore):
             )
         reasons = self._transact(items)
         if reasons is None:
-            return
+            return reservation
         if reasons[0] == "ConditionalCheckFailed":
             current = self.get_run(run.tenant, run.run_id)
             if current is None or current.status.terminal or current.steps != reservation.step:
                 raise RunNotActiveError(run.run_id)
+            if current.reservation is not None and current.reservation.step == reservation.step:
+                return current.reservation  # a duplicate invocation reserved for this step first: share it
             if current.reservation is not None:
                 raise RunNotActiveError(f"{run.run_id} already holds a reservation for step {current.reservation.step}")
             raise BudgetRefusedError(
@@ -448,7 +456,8 @@ class DynamoDBRunStore(RunStore):
 
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         usage = record.usage.model_dump()
-        held = run.reservation if require_active and run.reservation and run.reservation.step == record.step else None
+        # the reservation this call held (if the run still holds it) is settled here, never twice
+        held = run.reservation if run.reservation and run.reservation.step == record.step else None
         day = held.day if held else record.finished_at[:10]
         sets = ["#steps = :next", "updated_at = :now"]
         names = {"#steps": "steps"}
@@ -460,22 +469,23 @@ class DynamoDBRunStore(RunStore):
             **{f":{name}": count for name, count in usage.items()},
         }
         condition = "#steps = :step"
+        condition += (
+            " AND reserved_step = :step"
+            if held
+            else " AND (attribute_not_exists(reserved_step) OR reserved_step <> :step)"
+        )
         if require_active:
             sets.append("#status = :running")
             names["#status"] = "status"
             values[":running"] = RunStatus.RUNNING.value
             values.update({f":a{i}": status for i, status in enumerate(_ACTIVE)})
             condition += f" AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
-            if held:
-                condition += " AND reserved_step = :step"
             if output is not None:
                 sets.append("#output = :output")
                 names["#output"] = "output"
                 values[":output"] = output
         adds = ", ".join([f"{name} :{name}" for name in usage] + ["cost_usd :cost"])
-        run_update = f"SET {', '.join(sets)} ADD {adds}" + (
-            " REMOVE reserved_step, reserved_usd, reserved_day" if held else ""
-        )
+        run_update = f"SET {', '.join(sets)} ADD {adds}" + (" REMOVE reserved_step, reservation" if held else "")
         counter_values = {
             ":cost": record.cost_usd,
             ":settle": record.cost_usd - (held.amount_usd if held else Decimal(0)),
@@ -485,6 +495,7 @@ class DynamoDBRunStore(RunStore):
         counted = ", ".join(f"{name} :{name}" for name in usage)
         totals = f"ADD spent_usd :cost, committed_usd :settle, steps :one, {counted}"
         per_model = {k: v for k, v in counter_values.items() if k != ":settle"}
+        priced_model = record.requested_model or record.model  # the price book's id, not the dated snapshot
         items = [
             {
                 "Put": {
@@ -497,7 +508,7 @@ class DynamoDBRunStore(RunStore):
             self._update(spend_pk(run.tenant), day_sk(day), totals, counter_values),
             self._update(
                 spend_pk(run.tenant),
-                day_sk(day, record.model),
+                day_sk(day, priced_model),
                 f"ADD spent_usd :cost, steps :one, {counted}",
                 per_model,
             ),
@@ -508,8 +519,16 @@ class DynamoDBRunStore(RunStore):
                 {":cost": record.cost_usd, ":one": 1},
             ),
             self._update(spend_pk(None), day_sk(day), totals, counter_values),
+            {  # the answer stored before settling is settled now
+                "Delete": {
+                    "TableName": self.table_name,
+                    "Key": to_item({"pk": run_pk(run.tenant, run.run_id), "sk": pending_sk(record.step)}),
+                }
+            },
         ]
-        reasons = self._transact(items)
+        # makes the SDK's own retry of a committed transaction a no-op (tokens live 10 minutes)
+        token = hashlib.sha256(f"{run.tenant}|{run.run_id}|{record.step}|{record.finished_at}".encode()).hexdigest()
+        reasons = self._transact(items, token=token[:36])
         if reasons is None:
             return
         if reasons[0] == "ConditionalCheckFailed":
@@ -551,8 +570,53 @@ class DynamoDBRunStore(RunStore):
             return tool_from_item(item)[1]
         return outcome
 
+    def save_pending(self, run: Run, step: int, response: ModelResponse) -> None:
+        self.client.put_item(
+            TableName=self.table_name,
+            Item=to_item(
+                {
+                    "pk": run_pk(run.tenant, run.run_id),
+                    "sk": pending_sk(step),
+                    "type": "pending",
+                    "step": step,
+                    "response": response.model_dump_json(),
+                }
+            ),
+        )
+
+    def release_reservation(self, tenant: str, run_id: str, step: int) -> bool:
+        run = self.get_run(tenant, run_id)
+        if run is None or not run.status.terminal or run.reservation is None or run.reservation.step != step:
+            return False  # settled by its late step, or never held
+        held = run.reservation
+        terminal = [s.value for s in TERMINAL_STATUSES]
+        items = [
+            self._update(
+                run_pk(tenant, run_id),
+                RUN_SK,
+                "REMOVE reserved_step, reservation",
+                {":step": step, **{f":t{i}": s for i, s in enumerate(terminal)}},
+                condition=f"reserved_step = :step AND #status IN ({', '.join(f':t{i}' for i in range(len(terminal)))})",
+                names={"#status": "status"},
+            ),
+            *(
+                self._update(
+                    spend_pk(t), day_sk(held.day), "ADD committed_usd :release", {":release": -held.amount_usd}
+                )
+                for t in (tenant, None)
+            ),
+        ]
+        return self._transact(items) is None
+
     def finish_run(
-        self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
+        self,
+        tenant: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        output: str | None = None,
+        error: RunError | None = None,
+        release: bool = True,
     ) -> bool:
         for _ in range(TRANSACTION_ATTEMPTS):
             run = self.get_run(tenant, run_id)
@@ -575,18 +639,18 @@ class DynamoDBRunStore(RunStore):
                 values[":error"] = error.model_dump_json()
             condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
             expression = f"SET {', '.join(sets)}"
-            held = run.reservation
-            if held:  # release what the in-flight call was holding against every budget
+            held = run.reservation if release else None
+            if held:  # no call can be in flight: release what the run holds against every budget
                 condition += " AND reserved_step = :held"
                 values[":held"] = held.step
-                expression += " REMOVE reserved_step, reserved_usd, reserved_day"
-            else:
+                expression += " REMOVE reserved_step, reservation"
+            elif release:
                 condition += " AND attribute_not_exists(reserved_step)"
             items = [self._update(run_pk(tenant, run_id), RUN_SK, expression, values, condition=condition, names=names)]
             if held:
-                release = {":release": -held.amount_usd}
+                freed = {":release": -held.amount_usd}
                 items += [
-                    self._update(spend_pk(t), day_sk(held.day), "ADD committed_usd :release", release)
+                    self._update(spend_pk(t), day_sk(held.day), "ADD committed_usd :release", freed)
                     for t in (tenant, None)
                 ]
             if self._transact(items) is None:

@@ -31,6 +31,8 @@ class Settings(BaseModel):
     # Exact-match response cache: the default for runs that do not say (a run's "response_cache" wins)
     response_cache: bool = Field(default=False, alias="STEPWISE_RESPONSE_CACHE")
     response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
+    # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
+    release_delay_seconds: int = Field(default=240, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

@@ -48,7 +48,8 @@ def response_cache() -> DynamoDBResponseCache:
 
 @cache
 def queue() -> SqsRunQueue:
-    return SqsRunQueue(get_settings().required("queue_url"), aws_client("sqs"))
+    settings = get_settings()
+    return SqsRunQueue(settings.required("queue_url"), aws_client("sqs"), settings.release_delay_seconds)
 
 
 @cache

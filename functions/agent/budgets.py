@@ -15,6 +15,8 @@ __all__ = ["BudgetLimits", "Reservation", "estimate_prompt_tokens", "usd"]
 # A deliberate over-estimate: English runs ~4 bytes per token, code and CJK fewer. Reserving too much only
 # narrows concurrency near a limit; reserving too little could let concurrent calls overspend it.
 BYTES_PER_TOKEN_ESTIMATE = 3
+TOOL_USE_OVERHEAD_TOKENS = 500  # the tool-use system prompt the API adds when tools are given (a few hundred)
+PER_MESSAGE_OVERHEAD_TOKENS = 10
 
 
 class BudgetLimits(BaseModel):
@@ -26,7 +28,9 @@ class BudgetLimits(BaseModel):
 
 def estimate_prompt_tokens(request: ModelRequest) -> int:
     prompt = {"system": request.system, "tools": request.tools, "messages": request.messages}
-    return math.ceil(len(json.dumps(prompt, ensure_ascii=False).encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    text = math.ceil(len(json.dumps(prompt, ensure_ascii=False).encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    overhead = (TOOL_USE_OVERHEAD_TOKENS if request.tools else 0) + PER_MESSAGE_OVERHEAD_TOKENS * len(request.messages)
+    return text + overhead
 
 
 def usd(value: Decimal) -> str:

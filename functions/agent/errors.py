@@ -38,6 +38,14 @@ class BudgetRefusedError(StepwiseError):
         self.message = message
 
 
+class StoreConflictError(StepwiseError):
+    """Concurrent writes kept winning the run's or a budget counter's item. Step Functions retries the step;
+    the model's answer is already stored, so the retry settles it without calling the model again.
+
+    The class name is the Step Functions error name the workflow's Retry matches, so do not rename it.
+    """
+
+
 class RunNotFoundError(StepwiseError):
     pass
 

@@ -113,11 +113,16 @@ class RunRequest(BaseModel):
 
 
 class Reservation(BaseModel):
-    """Worst-case cost held against every budget while one model call of the run is in flight."""
+    """Worst-case cost held against every budget while one model call of the run is in flight.
+
+    It also pins the route: a retried step calls the same model it reserved for."""
 
     step: int
     amount_usd: Decimal
     day: str  # UTC day whose counters hold it
+    model: str
+    cheap: bool = False
+    reason: str = ""
 
 
 class RunError(BaseModel):

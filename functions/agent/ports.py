@@ -46,6 +46,8 @@ class RunHistory:
     run: Run
     steps: list[StepRecord] = field(default_factory=list)
     tool_results: dict[tuple[int, str], ToolOutcome] = field(default_factory=dict)
+    # model answers stored before their step was settled (a settlement that must be retried)
+    pending: dict[int, ModelResponse] = field(default_factory=dict)
 
 
 class RunStore(ABC):
@@ -66,13 +68,22 @@ class RunStore(ABC):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
 
     @abstractmethod
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
         """Hold ``reservation`` against the run's ``max_usd`` and the tenant's and global daily budgets, atomically.
+        Returns the reservation held for the step (a duplicate invocation's, if it got there first).
 
         Raises:
             BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
             RunNotActiveError: the run ended or moved on.
         """
+
+    @abstractmethod
+    def save_pending(self, run: Run, step: int, response: ModelResponse) -> None:
+        """Store the model's answer before settling it, so a failed settlement never loses a billed call."""
+
+    @abstractmethod
+    def release_reservation(self, tenant: str, run_id: str, step: int) -> bool:
+        """Release the reservation of ``step`` if the run ended and still holds it. Returns whether it did."""
 
     @abstractmethod
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
@@ -107,10 +118,18 @@ class RunStore(ABC):
 
     @abstractmethod
     def finish_run(
-        self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
+        self,
+        tenant: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        output: str | None = None,
+        error: RunError | None = None,
+        release: bool = True,
     ) -> bool:
-        """Move a non-terminal run to ``status``, releasing any reservation it holds, atomically.
-        Returns False if it was already terminal."""
+        """Move a non-terminal run to ``status``, atomically. With ``release`` (no model call can be in flight)
+        also release a reservation it holds; otherwise the reservation stays for the in-flight call to settle or
+        for a delayed ``release_reservation``. Returns False if the run was already terminal."""
 
 
 class ResponseCache(Protocol):
@@ -125,6 +144,10 @@ class RunQueue(Protocol):
     """The intake queue between the API and the workflow."""
 
     def enqueue(self, tenant: str, run_id: str) -> None: ...
+
+    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
+        """Release the step's reservation later, once its model call cannot still be in flight."""
+        ...
 
 
 class Workflow(Protocol):

@@ -101,6 +101,15 @@ def _policy_route(
     return Route(policy.cheap, f"policy {run_model}: digest tool results (cheap model)", cheap=True)
 
 
+def escalation(config: RoutingConfig, run_model: str, budget_percent: dict[str, float]) -> str | None:
+    """The model a superseded cheap step is redone by (the policy's strong model, after any downgrade)."""
+    policy = config.policies.get(run_model)
+    if policy is None:
+        return None
+    over = any(pct >= config.downgrade_at_percent for pct in budget_percent.values())
+    return config.downgrades.get(policy.strong, policy.strong) if over else policy.strong
+
+
 def supersedes(route: Route, response: ModelResponse, error: RunError | None) -> str | None:
     """Why a cheap step's answer must be redone by the strong model, or None to keep it."""
     if not route.cheap:

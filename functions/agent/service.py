@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -40,7 +40,7 @@ from functions.agent.models import (
 from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunQueue, RunStore, Workflow
 from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import as_hit, cache_key, cacheable
-from functions.agent.routing import Route, RoutingConfig, choose, default_routing, supersedes
+from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
 from functions.tools.registry import ToolRegistry
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -179,19 +179,27 @@ def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str, 
     return "started" if started else "duplicate"
 
 
-def cancel_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str) -> Run:
+def cancel_run(*, store: RunStore, workflow: Workflow, queue: RunQueue, tenant: str, run_id: str) -> Run:
+    """Cancel a run. A reservation it holds may cover a model call still in flight: it stays until that call
+    settles it, or until the delayed release (after the call can no longer be running) frees it."""
     run = store.get_run(tenant, run_id)
     if run is None:
         raise RunNotFoundError(run_id)
     if run.status.terminal:
         raise RunConflictError(f"run {run_id} already ended with status {run.status.value}")
     cancelled = store.finish_run(
-        tenant, run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="cancelled by request")
+        tenant,
+        run_id,
+        RunStatus.CANCELLED,
+        error=RunError(code="CANCELLED", message="cancelled by request"),
+        release=False,
     )
     if not cancelled:  # it ended between the read and the write
         ended = store.get_run(tenant, run_id)
         raise RunConflictError(f"run {run_id} already ended with status {ended.status.value if ended else 'unknown'}")
     workflow.stop(run_id, "cancelled by request")
+    if run.reservation is not None:
+        queue.schedule_release(tenant, run_id, run.reservation.step)
     final = store.get_run(tenant, run_id)
     assert final is not None
     return final
@@ -324,8 +332,10 @@ def execute_step(
     response_cache: ResponseCache | None = None,
     response_cache_default: bool = False,
 ) -> StepOutcome:
-    """One model call of a run: reserve its worst-case cost against every budget, call the model, then save
-    the step and settle the real cost in one transaction. Safe to retry."""
+    """One model call of a run: reserve its worst-case cost against every budget, call the model, store the
+    answer, then save the step and settle the real cost in one transaction. Safe to retry at any point: a
+    saved step is replayed, a stored answer is settled without calling the model again, a reservation (and
+    the route it was made for) is reused."""
     limits = limits or BudgetLimits()
     routing = routing or default_routing()
     history = store.load_history(tenant, run_id)
@@ -336,37 +346,55 @@ def execute_step(
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=run.status, error=run.error)
     if step != run.steps:
         raise StepwiseError(f"step {step} requested but run {run_id} has completed {run.steps} steps")
-    exceeded = check_limits(run)
-    if exceeded:
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=exceeded)
+    held = run.reservation if run.reservation is not None and run.reservation.step == step else None
+    if held is None:  # a step that already reserved goes on with its call, whatever the limits say now
+        exceeded = check_limits(run)
+        if exceeded:
+            return StepOutcome(
+                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=exceeded
+            )  # fmt: skip
 
     percent = budget_usage(store=store, limits=limits, tenant=tenant, day=clock.now().date().isoformat())
     if run.budget.max_usd is not None:
         percent["Run"] = float(run.cost_usd / Decimal(str(run.budget.max_usd)) * 100)
-    route = choose(
-        config=routing,
-        run_model=run.model,
-        steps=history.steps,
-        tool_results=history.tool_results,
-        budget_percent=percent,
-    )
-    request = ModelRequest(
-        model=route.model,
-        system=system,
-        messages=build_conversation(history),
-        tools=registry.schemas(run.tools),
-        max_tokens=run.max_tokens_per_call,
-    )
-    if cache_ttl is not None:  # tools + system, the previous and the latest turn: see caching.py
-        request = place_cache_breakpoints(request, ttl=cache_ttl)
+    route = (
+        Route(held.model, held.reason, cheap=held.cheap)
+        if held
+        else choose(
+            config=routing, run_model=run.model, steps=history.steps, tool_results=history.tool_results,
+            budget_percent=percent,
+        )
+    )  # fmt: skip
+
+    def request_for(chosen: Route) -> ModelRequest:
+        request = ModelRequest(
+            model=chosen.model,
+            system=system,
+            messages=build_conversation(history),
+            tools=registry.schemas(run.tools),
+            max_tokens=run.max_tokens_per_call,
+        )
+        # tools + system, the previous and the latest turn: see caching.py
+        return place_cache_breakpoints(request, ttl=cache_ttl) if cache_ttl is not None else request
+
+    request = request_for(route)
     try:
         prices.price(request.model)  # before the provider bills anything
     except UnknownModelError as exc:
         unpriced = RunError(code="UNKNOWN_MODEL", message=str(exc))
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=unpriced)
+    can_redo = step + 1 < run.budget.max_steps and escalation(routing, run.model, percent) != route.model
+    settle = functools.partial(
+        _settle, store=store, prices=prices, tenant=tenant, step=step, percent=percent, can_redo=can_redo
+    )
+    if step in history.pending:  # answered before, but the settlement failed: settle it now
+        now = clock.now()
+        return settle(run=run, route=route, request=request, response=history.pending[step], started=now, finished=now)
+
     prompt_tokens = estimate_prompt_tokens(request)
     if (
-        run.budget.max_tokens is not None
+        held is None
+        and run.budget.max_tokens is not None
         and run.usage.total_tokens + prompt_tokens + request.max_tokens > run.budget.max_tokens
     ):
         too_many = RunError(
@@ -380,21 +408,20 @@ def execute_step(
     )
     key = cache_key(request) if use_cache else None
     cached = response_cache.get(tenant, key) if response_cache is not None and key else None
-    if cached is not None:  # served without a model call: nothing to reserve, nothing to pay
-        started = finished = clock.now()
-        response = as_hit(cached)
-        return _settle(
-            store=store, prices=prices, tenant=tenant, run=run, step=step, route=route, request=request,
-            response=response, started=started, finished=finished, percent=percent,
-        )  # fmt: skip
-    if run.reservation is None or run.reservation.step != step:  # a retry reuses the reservation it made
-        reservation = Reservation(
+    if cached is not None:  # served without a model call: nothing to pay (a reservation held is released)
+        now = clock.now()
+        return settle(run=run, route=route, request=request, response=as_hit(cached), started=now, finished=now)
+    if held is None:
+        wanted = Reservation(
             step=step,
             amount_usd=prices.worst_case(request.model, prompt_tokens, request.max_tokens),
             day=clock.now().date().isoformat(),
+            model=route.model,
+            cheap=route.cheap,
+            reason=route.reason,
         )
         try:
-            store.reserve(run, reservation, limits)
+            held = store.reserve(run, wanted, limits)
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             return StepOutcome(
@@ -406,24 +433,19 @@ def execute_step(
             if current is None or not current.status.terminal:
                 raise
             return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=current.status, error=current.error)
-        run = run.model_copy(update={"reservation": reservation})
+        run = run.model_copy(update={"reservation": held})
+        if held.model != route.model:  # a duplicate invocation reserved first, for another route: follow it
+            route = Route(held.model, held.reason, cheap=held.cheap)
+            request = request_for(route)
     started = clock.now()
     try:
         response = model.create(request)
     except FatalModelError as exc:
-        return StepOutcome(
-            run_id,
-            tenant,
-            step,
-            StepDecision.FINISH,
-            status=RunStatus.FAILED,
-            error=RunError(code=exc.code, message=exc.message),
-        )
+        failed = RunError(code=exc.code, message=exc.message)
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=failed)
     finished = clock.now()
-    outcome = _settle(
-        store=store, prices=prices, tenant=tenant, run=run, step=step, route=route, request=request,
-        response=response, started=started, finished=finished, percent=percent,
-    )  # fmt: skip
+    store.save_pending(run, step, response)  # a billed answer is never lost to a failed settlement
+    outcome = settle(run=run, route=route, request=request, response=response, started=started, finished=finished)
     if response_cache is not None and key is not None and cacheable(response) and not outcome.replayed:
         response_cache.put(tenant, key, response)
     return outcome
@@ -442,11 +464,12 @@ def _settle(
     started: datetime,
     finished: datetime,
     percent: dict[str, float],
+    can_redo: bool,
 ) -> StepOutcome:
     """Decide what the response means for the run, then save the step and settle its cost."""
     run_id = run.run_id
     decision, status, error = decide(response, run.max_tokens_per_call)
-    superseded_by = supersedes(route, response, error)
+    superseded_by = supersedes(route, response, error) if can_redo else None
     if superseded_by:
         decision, status, error = StepDecision.REDO, None, None
     record = StepRecord(
@@ -477,9 +500,19 @@ def _settle(
         assert saved is not None
         return _outcome_of(saved, tenant, replayed=True)
     except RunNotActiveError:
-        # The run ended (cancelled) while the model answered. The provider billed the call: account it.
-        with contextlib.suppress(StepAlreadySavedError):
-            store.save_step(run, record, None, require_active=False)
+        # The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
+        # it, against the reservation if the run still holds it (a delayed release frees it only otherwise).
+        for _ in range(2):
+            current = store.get_run(tenant, run_id)
+            if current is None or current.steps != step:
+                break
+            try:
+                store.save_step(current, record, None, require_active=False)
+                break
+            except StepAlreadySavedError:
+                break
+            except RunNotActiveError:  # the delayed release landed between the read and the write: re-read
+                continue
         current = store.get_run(tenant, run_id)
         final = current.status if current else RunStatus.CANCELLED
         return StepOutcome(
@@ -522,12 +555,30 @@ def execute_tool(
     return store.save_tool_result(tenant, run_id, step, outcome)
 
 
-def finalize_run(*, store: RunStore, tenant: str, run_id: str, status: RunStatus, error: RunError | None) -> Run:
-    store.finish_run(tenant, run_id, status, error=error)
+def finalize_run(
+    *,
+    store: RunStore,
+    tenant: str,
+    run_id: str,
+    status: RunStatus,
+    error: RunError | None,
+    queue: RunQueue | None = None,
+) -> Run:
+    """End the run. Without ``queue`` no model call can be in flight (Finalize, MarkFailed): a reservation is
+    released at once. With it (a timed-out or stopped execution) the release is scheduled for later."""
+    held = store.get_run(tenant, run_id) if queue is not None else None
+    store.finish_run(tenant, run_id, status, error=error, release=queue is None)
+    if queue is not None and held is not None and held.reservation is not None:
+        queue.schedule_release(tenant, run_id, held.reservation.step)
     run = store.get_run(tenant, run_id)
     if run is None:
         raise RunNotFoundError(run_id)
     return run
+
+
+def release_reservation(*, store: RunStore, tenant: str, run_id: str, step: int) -> str:
+    """The delayed release of an ended run's reservation (its call, if any, can no longer be running)."""
+    return "released" if store.release_reservation(tenant, run_id, step) else "nothing held"
 
 
 def failure_reason(error: str | None, cause: str | None) -> RunError:

@@ -155,7 +155,11 @@ def get_steps(run_id: str) -> Response[str]:
 def cancel(run_id: str) -> Response[str]:
     try:
         run = service.cancel_run(
-            store=wiring.store(), workflow=wiring.workflow(), tenant=_tenant(), run_id=_run_id(run_id)
+            store=wiring.store(),
+            workflow=wiring.workflow(),
+            queue=wiring.queue(),
+            tenant=_tenant(),
+            run_id=_run_id(run_id),
         )
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc

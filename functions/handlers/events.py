@@ -12,6 +12,12 @@ class RunRef(BaseModel):
     run_id: str = Field(min_length=1)
 
 
+class IntakeMessage(RunRef):
+    """A run to start, or (with ``release_step``) a reservation to release once its call cannot be running."""
+
+    release_step: int | None = Field(default=None, ge=0)
+
+
 class StepEvent(RunRef):
     step: int = Field(ge=0)
 

@@ -12,15 +12,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import get_settings
-from functions.agent.service import start_run
-from functions.handlers.events import RunRef
+from functions.agent.service import release_reservation, start_run
+from functions.handlers.events import IntakeMessage
 
 logger = Logger(service="stepwise-intake")
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> str:
-    ref = RunRef.model_validate_json(record.body)
+    ref = IntakeMessage.model_validate_json(record.body)
+    if ref.release_step is not None:
+        released = release_reservation(
+            store=wiring.store(), tenant=ref.tenant, run_id=ref.run_id, step=ref.release_step
+        )
+        logger.info("delayed release", run_id=ref.run_id, tenant=ref.tenant, step=ref.release_step, result=released)
+        return released
     deliveries = int(record.attributes.approximate_receive_count or 1)
     result = start_run(
         store=wiring.store(),

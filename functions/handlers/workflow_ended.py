@@ -54,7 +54,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     status, code, message = OUTCOMES[change.status]
     detail = ": ".join(part for part in (change.error, change.cause) if part)
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
-    run = finalize_run(store=wiring.store(), tenant=ref.tenant, run_id=ref.run_id, status=status, error=error)
+    # a timed-out or stopped execution may leave a model call running: its reservation is released later
+    in_flight = change.status in ("TIMED_OUT", "ABORTED")
+    run = finalize_run(
+        store=wiring.store(),
+        tenant=ref.tenant,
+        run_id=ref.run_id,
+        status=status,
+        error=error,
+        queue=wiring.queue() if in_flight else None,
+    )
     metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
     with single_metric(name="ExecutionsEndedByStatus", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="status", value=change.status)

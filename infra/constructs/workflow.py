@@ -41,8 +41,8 @@ class AgentWorkflow(Construct):
         )
 
         step = self._invoke("Step", step_fn, {**RUN_REF, "step.$": "$.step"})
-        step.add_retry(
-            errors=["RetryableModelError"],
+        step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
+            errors=["RetryableModelError", "StoreConflictError"],
             interval=Duration.seconds(MODEL_RETRY_INTERVAL_SECONDS),
             backoff_rate=2,
             max_attempts=MODEL_RETRY_MAX_ATTEMPTS,

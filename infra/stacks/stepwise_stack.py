@@ -81,8 +81,12 @@ class StepwiseStack(Stack):
         # Least privilege, one grant per need.
         for name, actions in TABLE_ACCESS.items():
             table.grant(functions[name], *actions)
-        intake.queue.grant_send_messages(functions["api"])
-        functions["api"].add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
+        # the api (new runs, delayed releases after a cancel) and workflow_ended (after a timeout) send to intake
+        release_delay = str(FUNCTIONS["step"][2] + 60)  # longer than a step call can run
+        for name in ("api", "workflow_ended"):
+            intake.queue.grant_send_messages(functions[name])
+            functions[name].add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
+            functions[name].add_environment("STEPWISE_RELEASE_DELAY_SECONDS", release_delay)
         functions["api"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
         functions["api"].add_to_role_policy(
             iam.PolicyStatement(

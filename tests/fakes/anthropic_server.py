@@ -118,8 +118,16 @@ class PromptCacheSimulator:
     real API there is no automatic look-back of ~20 blocks before a breakpoint: only marked prefixes hit.
     """
 
-    def __init__(self, min_tokens: int = 1024, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        min_tokens: int = 1024,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        min_tokens_by_model: dict[str, int] | None = None,
+    ) -> None:
         self.min_tokens = min_tokens
+        # models whose minimum cacheable prefix differs from min_tokens (by model id prefix)
+        self.min_tokens_by_model = min_tokens_by_model or {}
         self.clock = clock
         self.entries: dict[str, _CacheEntry] = {}
         self.usages: list[dict[str, Any]] = []  # the simulated usage of every reply, in order
@@ -184,6 +192,10 @@ class PromptCacheSimulator:
             ends.append((ends[-1] if ends else 0) + unit.tokens)
         total = ends[-1] if ends else 0
         breakpoints = [i for i, unit in enumerate(units) if unit.ttl is not None]
+        model = str(body.get("model", ""))
+        minimum = next(
+            (n for prefix, n in self.min_tokens_by_model.items() if model.startswith(prefix)), self.min_tokens
+        )
         with self._lock:
             now = self.clock()
             read_at = -1
@@ -198,7 +210,7 @@ class PromptCacheSimulator:
             written = {"5m": 0, "1h": 0}
             for i in breakpoints:
                 ttl = units[i].ttl or "5m"
-                if i <= read_at or ends[i] < self.min_tokens:
+                if i <= read_at or ends[i] < minimum:
                     continue
                 written[ttl] += ends[i] - cached_to
                 cached_to = ends[i]

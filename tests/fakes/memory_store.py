@@ -14,7 +14,7 @@ from functions.agent.errors import (
     RunNotFoundError,
     StepAlreadySavedError,
 )
-from functions.agent.models import Reservation, Run, RunError, RunStatus, StepRecord, ToolOutcome, Usage
+from functions.agent.models import ModelResponse, Reservation, Run, RunError, RunStatus, StepRecord, ToolOutcome, Usage
 from functions.agent.ports import RunHistory, RunStore
 from functions.agent.spend import SpendRow
 
@@ -26,7 +26,8 @@ class InMemoryRunStore(RunStore):
         self.runs: dict[tuple[str, str], Run] = {}
         self.steps: dict[tuple[str, str, int], StepRecord] = {}
         self.tools: dict[tuple[str, str, int, str], ToolOutcome] = {}
-        # (tenant or None for global, day, model or None) -> {"spent_usd", "committed_usd", "steps", token fields}
+        self.pending: dict[tuple[str, str, int], ModelResponse] = {}
+        # (tenant or None for global, day, model / "R#run_id" / None for the day) -> counter fields
         self.counters: dict[tuple[str | None, str, str | None], Counter] = defaultdict(lambda: defaultdict(Decimal))
         self.writes = 0
         self._lock = threading.RLock()
@@ -49,15 +50,24 @@ class InMemoryRunStore(RunStore):
             raise RunNotFoundError(run_id)
         steps = sorted((r for (t, i, _), r in self.steps.items() if (t, i) == (tenant, run_id)), key=lambda r: r.step)
         tools = {(s, u): o for (t, i, s, u), o in self.tools.items() if (t, i) == (tenant, run_id)}
-        return RunHistory(run=run, steps=steps, tool_results=tools)
+        pending = {s: r for (t, i, s), r in self.pending.items() if (t, i) == (tenant, run_id)}
+        return RunHistory(run=run, steps=steps, tool_results=tools, pending=pending)
 
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None:
         return self.steps.get((tenant, run_id, step))
 
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> None:
+    def _commit(self, tenant: str, day: str, amount: Decimal) -> None:
+        for t in (tenant, None):
+            self.counters[(t, day, None)]["committed_usd"] += amount
+
+    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
         with self._lock:
             stored = self.runs[(run.tenant, run.run_id)]
-            if stored.status.terminal or stored.steps != reservation.step or stored.reservation is not None:
+            if stored.status.terminal or stored.steps != reservation.step:
+                raise RunNotActiveError(run.run_id)
+            if stored.reservation is not None:
+                if stored.reservation.step == reservation.step:
+                    return stored.reservation  # a duplicate invocation reserved for this step first
                 raise RunNotActiveError(run.run_id)
             amount, day = reservation.amount_usd, reservation.day
             if run.budget.max_usd is not None and stored.cost_usd + amount > Decimal(str(run.budget.max_usd)):
@@ -71,9 +81,24 @@ class InMemoryRunStore(RunStore):
                 committed = self.counters[(tenant, day, None)]["committed_usd"]
                 if limit is not None and committed + amount > limit:
                     raise BudgetRefusedError(code, f"{code.lower()} {usd(limit)} for {day}: {usd(committed)} committed")
-            for tenant in (run.tenant, None):
-                self.counters[(tenant, day, None)]["committed_usd"] += amount
+            self._commit(run.tenant, day, amount)
             self.runs[(run.tenant, run.run_id)] = stored.model_copy(update={"reservation": reservation})
+            return reservation
+
+    def save_pending(self, run: Run, step: int, response: ModelResponse) -> None:
+        self.pending[(run.tenant, run.run_id, step)] = response
+
+    def release_reservation(self, tenant: str, run_id: str, step: int) -> bool:
+        with self._lock:
+            run = self.runs.get((tenant, run_id))
+            if run is None or not run.status.terminal or run.reservation is None or run.reservation.step != step:
+                return False
+            self._commit(tenant, run.reservation.day, -run.reservation.amount_usd)
+            self.runs[(tenant, run_id)] = run.model_copy(update={"reservation": None})
+            return True
+
+    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        return self.counters[(tenant, day, None)]["committed_usd"], self.counters[(None, day, None)]["committed_usd"]
 
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         rows = []
@@ -86,9 +111,6 @@ class InMemoryRunStore(RunStore):
             rows.append(SpendRow(day, counter["spent_usd"], int(counter["steps"]), usage, model, run_id))
         return rows
 
-    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
-        return self.counters[(tenant, day, None)]["committed_usd"], self.counters[(None, day, None)]["committed_usd"]
-
     def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
         with self._lock:
             key = (run.tenant, run.run_id, record.step)
@@ -97,11 +119,10 @@ class InMemoryRunStore(RunStore):
             stored = self.runs[(run.tenant, run.run_id)]
             if stored.steps != record.step or (require_active and stored.status.terminal):
                 raise RunNotActiveError(run.run_id)
-            held = (
-                stored.reservation
-                if require_active and stored.reservation and stored.reservation.step == record.step
-                else None
-            )
+            mine = run.reservation is not None and run.reservation.step == record.step
+            held = stored.reservation if stored.reservation and stored.reservation.step == record.step else None
+            if mine != (held is not None):  # the caller's view of the reservation is stale
+                raise RunNotActiveError(run.run_id)
             day = held.day if held else record.finished_at[:10]
             self.steps[key] = record
             update: dict[str, object] = {
@@ -110,15 +131,17 @@ class InMemoryRunStore(RunStore):
                 "cost_usd": stored.cost_usd + record.cost_usd,
                 "updated_at": record.finished_at,
             }
+            if held:
+                update["reservation"] = None
             if require_active:
-                update.update(
-                    status=RunStatus.RUNNING, output=output if output is not None else stored.output, reservation=None
-                )
+                update.update(status=RunStatus.RUNNING, output=output if output is not None else stored.output)
             self.runs[(run.tenant, run.run_id)] = stored.model_copy(update=update)
+            self.pending.pop(key, None)
             run_counter = self.counters[(run.tenant, day, f"R#{run.run_id}")]
             run_counter["spent_usd"] += record.cost_usd
             run_counter["steps"] += 1
-            for counter_key in ((run.tenant, day, None), (run.tenant, day, record.model), (None, day, None)):
+            priced = record.requested_model or record.model
+            for counter_key in ((run.tenant, day, None), (run.tenant, day, priced), (None, day, None)):
                 counter = self.counters[counter_key]
                 counter["spent_usd"] += record.cost_usd
                 counter["steps"] += 1
@@ -146,16 +169,23 @@ class InMemoryRunStore(RunStore):
             return self.tools[key]
 
     def finish_run(
-        self, tenant: str, run_id: str, status: RunStatus, *, output: str | None = None, error: RunError | None = None
+        self,
+        tenant: str,
+        run_id: str,
+        status: RunStatus,
+        *,
+        output: str | None = None,
+        error: RunError | None = None,
+        release: bool = True,
     ) -> bool:
         with self._lock:
             run = self.runs.get((tenant, run_id))
             if run is None or run.status.terminal:
                 return False
-            if run.reservation:
-                for t in (tenant, None):
-                    self.counters[(t, run.reservation.day, None)]["committed_usd"] -= run.reservation.amount_usd
-            update: dict[str, object] = {"status": status, "reservation": None}
+            update: dict[str, object] = {"status": status}
+            if run.reservation and release:
+                self._commit(tenant, run.reservation.day, -run.reservation.amount_usd)
+                update["reservation"] = None
             if output is not None:
                 update["output"] = output
             if error is not None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 class RecordingQueue:
     def __init__(self, fail: Exception | None = None) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.releases: list[tuple[str, str, int]] = []
         self.fail = fail
 
     def enqueue(self, tenant: str, run_id: str) -> None:
         if self.fail:
             raise self.fail
         self.sent.append((tenant, run_id))
+
+    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
+        self.releases.append((tenant, run_id, step))
 
 
 class RecordingWorkflow:

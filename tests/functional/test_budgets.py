@@ -225,7 +225,9 @@ def test_a_refused_reservation_names_the_budget_and_a_finished_run_releases_what
     from functions.agent.models import Reservation
 
     store.reserve(
-        run, Reservation(step=0, amount_usd=Decimal("0.05"), day=DAY), BudgetLimits(tenant_daily_usd=Decimal(1))
+        run,
+        Reservation(step=0, amount_usd=Decimal("0.05"), day=DAY, model="claude-haiku-4-5"),
+        BudgetLimits(tenant_daily_usd=Decimal(1)),
     )
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == Decimal("0.05")
     assert store.finish_run(TENANT, other, RunStatus.CANCELLED)
@@ -248,3 +250,119 @@ def test_run_max_usd_is_a_reservation_condition_too(aws: Aws) -> None:
 def _sanity() -> None:
     # the figures in these tests assume the list prices of the pricing file
     assert PRICES.cost("claude-haiku-4-5", Usage(input_tokens=1_000_000)) == Decimal(1)
+
+
+class GatedModel:
+    """Holds every call until released: calls in flight while the test cancels their runs."""
+
+    provider = "scripted"
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self.gate = threading.Event()
+        self.in_flight = threading.Semaphore(0)
+
+    def create(self, request: ModelRequest) -> ModelResponse:
+        self.in_flight.release()
+        assert self.gate.wait(timeout=30)
+        return text_response("done", usage=self.usage)
+
+
+def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws) -> None:
+    # Given a tenant budget filled by 10 runs whose model calls are in flight
+    from tests.fakes.services import RecordingWorkflow
+
+    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")), FixedClock())
+    limit = Decimal("0.08")
+    limits = BudgetLimits(tenant_daily_usd=limit)
+    usage = Usage(input_tokens=2_000, output_tokens=200)
+    gated = GatedModel(usage)
+    first = [submit(store, f"slow {i}") for i in range(10)]
+    pool = ThreadPoolExecutor(max_workers=10)
+    in_flight = [pool.submit(drive, store, gated, run_id, limits) for run_id in first]
+    for _ in first:  # every run reserved and is waiting on the model (or was refused)
+        gated.in_flight.acquire(timeout=10)
+    committed_before = Decimal(str(counter(aws, TENANT)["committed_usd"]))
+    # When all of them are cancelled, then 10 new runs try to spend, then the first calls return
+    queue = RecordingQueue()
+    for run_id in first:
+        service.cancel_run(store=store, workflow=RecordingWorkflow(), queue=queue, tenant=TENANT, run_id=run_id)
+    fast = PerRunModel(usage)
+    second = [drive(store, fast, submit(store, f"fast {i}"), limits) for i in range(10)]
+    gated.gate.set()
+    for future in in_flight:
+        future.result(timeout=30)
+    pool.shutdown()
+    for tenant, run_id, step in queue.releases:  # the delayed releases, after the calls can no longer run
+        service.release_reservation(store=store, tenant=tenant, run_id=run_id, step=step)
+    # Then the cancelled runs kept their reservations until their calls settled: no new run got that headroom
+    spent = Decimal(str(counter(aws, TENANT)["spent_usd"]))
+    one_reservation = PRICES.worst_case("claude-haiku-4-5", 1_500, 1024)
+    assert committed_before <= limit
+    refused = [o for o in second if o.status is RunStatus.BUDGET_EXCEEDED]
+    assert len(refused) >= 9, [o.status for o in second]  # at most what was left beside the held reservations
+    assert spent <= limit + one_reservation, (spent, limit)
+    assert spent == (10 + fast.calls) * PRICES.cost("claude-haiku-4-5", usage)  # every billed call charged once
+    print(f"\ncancel storm: limit ${limit}, spent ${spent}, {len(refused)}/10 new runs refused, 10 calls in flight")
+    assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == spent  # nothing left reserved
+    assert len(queue.releases) == 10
+    assert all(store.get_run(TENANT, r).status is RunStatus.CANCELLED for r in first)  # type: ignore[union-attr]
+
+
+def test_a_settlement_that_keeps_conflicting_is_retried_from_the_stored_answer(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a hot counter item that loses every transaction of the first settlement
+    from botocore.exceptions import ClientError
+
+    from functions.agent.errors import StoreConflictError
+
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = submit(store, "hello")
+    usage = Usage(input_tokens=300, output_tokens=30)
+    model = PerRunModel(usage)
+    real = store.client.transact_write_items
+    conflicts = {"left": 4}
+
+    def contended(**kwargs: Any) -> Any:
+        if any("Put" in item for item in kwargs["TransactItems"]) and conflicts["left"]:
+            conflicts["left"] -= 1
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}] + [{"Code": "None"}] * 5
+            error = {"Error": {"Code": "TransactionCanceledException", "Message": "x"}, "CancellationReasons": reasons}
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return real(**kwargs)
+
+    monkeypatch.setattr(store.client, "transact_write_items", contended)
+
+    def step() -> service.StepOutcome:
+        return service.execute_step(
+            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+            tenant=TENANT, run_id=run_id, step=0,
+        )  # fmt: skip
+
+    # When the step's settlement fails after the model answered (Step Functions retries the step)
+    with pytest.raises(StoreConflictError):
+        step()
+    outcome = step()
+    # Then the retry settled the stored answer without calling the model again, charged once
+    assert model.calls == 1 and outcome.record is not None and outcome.decision.value == "tools"
+    assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == PRICES.cost("claude-haiku-4-5", usage)
+    assert store.load_history(TENANT, run_id).pending == {}  # the stored answer was settled and removed
+
+
+def test_per_model_counters_use_the_priced_id_not_the_dated_snapshot(aws: Aws) -> None:
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = submit(store, "hello")
+
+    class Dated:
+        provider = "scripted"
+
+        def create(self, request: ModelRequest) -> ModelResponse:
+            return text_response("hi").model_copy(update={"model": "claude-haiku-4-5-20251001"})
+
+    service.execute_step(
+        store=store, model=Dated(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant=TENANT, run_id=run_id, step=0,
+    )  # fmt: skip
+    assert counter(aws, TENANT, "claude-haiku-4-5")["steps"] == 1
+    assert counter(aws, TENANT, "claude-haiku-4-5-20251001") == {}

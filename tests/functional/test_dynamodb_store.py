@@ -183,7 +183,14 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
             "output": "answer ✓",
             "error": RunError(code="X", message="why"),
             "request_hash": "abc",
-            "reservation": Reservation(step=3, amount_usd=Decimal("0.0042"), day="2026-11-21"),
+            "reservation": Reservation(
+                step=3,
+                amount_usd=Decimal("0.0042"),
+                day="2026-11-21",
+                model="claude-sonnet-4-5",
+                cheap=True,
+                reason="r",
+            ),
             "response_cache": True,
         }
     )

@@ -94,3 +94,52 @@ def test_a_run_intake_gives_up_on_is_failed_with_the_reason_not_left_queued(
     assert status_after_early == "QUEUED"
     assert run["status"] == "FAILED" and run["error"]["code"] == "INTAKE_FAILED"
     assert "StartExecution throttled" in run["error"]["message"]
+
+
+def test_a_delayed_release_message_frees_the_reservation_of_an_ended_run(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run cancelled while it held a reservation for step 0 (release delay 0 s, to see the message now)
+    from decimal import Decimal
+
+    from functions.adapters import wiring
+
+    monkeypatch.setenv("STEPWISE_RELEASE_DELAY_SECONDS", "0")
+    wiring.reset()
+    from functions.agent.budgets import BudgetLimits
+    from functions.agent.models import Reservation
+
+    run_id = submit(context)
+    store = wiring.store()
+    run = store.get_run("default", run_id)
+    assert run is not None
+    day = wiring.CLOCK.now().date().isoformat()
+    held = Reservation(step=0, amount_usd=Decimal("0.02"), day=day, model="claude-haiku-4-5")
+    store.reserve(run, held, BudgetLimits())
+    api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)
+    assert store.committed_today("default", day)[0] == Decimal("0.02")  # kept: its call may be in flight
+    # When the delayed release the cancel scheduled is delivered (twice: SQS delivers at least once)
+    (message,) = [m for m in aws.queued_messages() if "release_step" in m["Body"]]
+    assert json.loads(message["Body"]) == {"tenant": "default", "run_id": run_id, "release_step": 0}
+    results = [intake.handler(sqs_event(message["Body"]), context) for _ in range(2)]
+    # Then the reservation is released once
+    assert results == [{"batchItemFailures": []}] * 2
+    assert store.committed_today("default", day)[0] == 0
+    assert store.get_run("default", run_id).reservation is None  # type: ignore[union-attr]
+
+
+def test_releases_are_sent_with_the_configured_delay() -> None:
+    from functions.adapters.aws import SqsRunQueue
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[dict[str, Any]] = []
+
+        def send_message(self, **kwargs: Any) -> None:
+            self.sent.append(kwargs)
+
+    client = Recorder()
+    SqsRunQueue("https://queue", client, release_delay_seconds=240).schedule_release("t", "run_x", 3)  # type: ignore[arg-type]
+    (sent,) = client.sent
+    assert sent["DelaySeconds"] == 240
+    assert json.loads(sent["MessageBody"]) == {"tenant": "t", "run_id": "run_x", "release_step": 3}

@@ -251,8 +251,9 @@ def test_step_retries_retryable_model_errors_with_capped_full_jitter_backoff(def
     # When picking the one for model throttling/overload
     (model_retry,) = [r for r in retriers if "RetryableModelError" in r["ErrorEquals"]]
 
-    # Then it backs off exponentially with full jitter, capped
-    assert model_retry["ErrorEquals"] == ["RetryableModelError"]
+    # Then it backs off exponentially with full jitter, capped; a settlement that lost to concurrent writes is
+    # retried the same way (its answer is stored, so the retry makes no model call)
+    assert model_retry["ErrorEquals"] == ["RetryableModelError", "StoreConflictError"]
     assert model_retry["JitterStrategy"] == "FULL"
     assert model_retry["BackoffRate"] == 2
     assert model_retry["IntervalSeconds"] == MODEL_RETRY_INTERVAL_SECONDS
@@ -654,7 +655,14 @@ def test_api_function_stops_only_executions_of_this_state_machine(
         ("intake", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
         (
             "step",
-            {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+            {
+                "dynamodb:Query",
+                "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            },
         ),
         ("tool", {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"}),
         ("finalize", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
@@ -707,15 +715,21 @@ def test_only_the_step_function_reads_the_anthropic_secret(
     assert statement["Resource"] == {"Ref": secret_id}
 
 
-def test_only_the_api_function_sends_to_the_intake_queue(
+def test_only_the_api_and_workflow_ended_functions_send_to_the_intake_queue(
     statements_by_function: dict[str, list[dict[str, Any]]],
+    functions: dict[str, tuple[str, dict[str, Any]]],
 ) -> None:
+    # new runs (api) and delayed reservation releases (api after a cancel, workflow_ended after a timeout)
     senders = {
         name
         for name, statements in statements_by_function.items()
         if statements_granting(statements, "sqs:SendMessage")
     }
-    assert senders == {"api"}
+    assert senders == {"api", "workflow_ended"}
+    step_timeout = functions["step"][1]["Timeout"]
+    for name in senders:
+        env = functions[name][1]["Environment"]["Variables"]
+        assert int(env["STEPWISE_RELEASE_DELAY_SECONDS"]) > step_timeout  # a release never beats its call
 
 
 def test_no_policy_grants_wildcard_actions(resources: dict[str, dict[str, Any]]) -> None:

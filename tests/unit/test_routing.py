@@ -153,3 +153,97 @@ def test_a_policy_whose_model_has_no_price_is_refused_at_submit() -> None:
             clock=FixedClock(), new_id=lambda: "run_x", tenant="t", request=RunRequest(input="x", model="odd"),
             default_model="claude-haiku-4-5", routing=config,
         )  # fmt: skip
+
+
+def _policy_run(store: InMemoryRunStore, *, max_steps: int = 10) -> str:
+    from functions.agent.models import Budget
+
+    return service.create_run(
+        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        new_id=lambda: f"run_{len(store.runs):026d}", tenant="t",
+        request=RunRequest(input="6*7?", model="balanced", budget=Budget(max_steps=max_steps)),
+        default_model="claude-haiku-4-5",
+    ).run.run_id  # fmt: skip
+
+
+def _step(
+    store: InMemoryRunStore, model: ScriptedModel, run_id: str, step: int, **kwargs: object
+) -> service.StepOutcome:
+    outcome = service.execute_step(
+        store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant="t", run_id=run_id, step=step, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+    for call in outcome.tool_calls:
+        service.execute_tool(
+            store=store, registry=builtin_registry(), tenant="t", run_id=run_id, step=step, tool_use_id=call.id
+        )
+    return outcome
+
+
+def test_the_cheap_models_answer_on_the_last_allowed_step_is_kept() -> None:
+    # Given a policy run allowed two steps: plan (strong) and one more
+    store = InMemoryRunStore()
+    run_id = _policy_run(store, max_steps=2)
+    model = ScriptedModel(tool_response(("t1", "calculator", {"expression": "6*7"})), text_response("42"))
+    _step(store, model, run_id, 0)
+    last = _step(store, model, run_id, 1)
+    # Then the cheap answer is the answer: there is no step left to redo it
+    assert last.status is RunStatus.SUCCEEDED and last.decision is StepDecision.FINISH
+    assert not store.load_history("t", run_id).steps[1].superseded
+
+
+def test_no_redo_when_the_escalation_would_be_the_same_model() -> None:
+    # Given a budget past the downgrade threshold: the strong model would be downgraded to the cheap one
+    from functions.agent.budgets import BudgetLimits
+    from functions.agent.models import Budget
+
+    store = InMemoryRunStore()
+    run_id = _policy_run(store)
+    store.runs[("t", run_id)] = store.runs[("t", run_id)].model_copy(
+        update={"budget": Budget(max_usd=1.0), "cost_usd": Decimal("0.85")}
+    )
+    model = ScriptedModel(tool_response(("t1", "calculator", {"expression": "6*7"})), text_response("42"))
+    _step(store, model, run_id, 0, limits=BudgetLimits())
+    last = _step(store, model, run_id, 1, limits=BudgetLimits())
+    # Then the cheap answer stands instead of paying the same model twice
+    assert [r.model for r in model.requests] == ["claude-haiku-4-5", "claude-haiku-4-5"]
+    assert last.status is RunStatus.SUCCEEDED
+
+
+def test_a_retried_step_calls_the_model_it_reserved_for() -> None:
+    # Given a step that reserved for the cheap model, then failed with a retryable error
+    from functions.agent.models import Reservation
+
+    store = InMemoryRunStore()
+    run_id = _policy_run(store)
+    pinned = Reservation(
+        step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5", cheap=True, reason="pinned"
+    )
+    store.runs[("t", run_id)] = store.runs[("t", run_id)].model_copy(update={"reservation": pinned})
+    model = ScriptedModel(text_response("draft"))
+    # When the retry runs (routing alone would pick the strong model for a first step)
+    _step(store, model, run_id, 0)
+    # Then it calls the reserved model, settles that reservation, and records why
+    assert model.requests[0].model == "claude-haiku-4-5"
+    record = store.load_history("t", run_id).steps[0]
+    assert (
+        record.requested_model == "claude-haiku-4-5"
+        and record.route_reason is not None
+        and record.route_reason.startswith("pinned")
+    )
+    assert store.get_run("t", run_id).reservation is None  # type: ignore[union-attr]
+
+
+def test_a_duplicate_invocation_shares_the_reservation_its_twin_made() -> None:
+    from functions.agent.budgets import BudgetLimits
+    from functions.agent.models import Reservation
+
+    store = InMemoryRunStore()
+    run_id = _policy_run(store)
+    run = store.get_run("t", run_id)
+    assert run is not None
+    first = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-sonnet-4-5")
+    twin = first.model_copy(update={"amount_usd": Decimal("0.02")})
+    assert store.reserve(run, first, BudgetLimits()) == first
+    assert store.reserve(run, twin, BudgetLimits()) == first  # not a second hold, not a failure
+    assert store.committed_today("t", "2026-11-21")[0] == Decimal("0.01")

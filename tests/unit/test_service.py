@@ -163,7 +163,7 @@ def test_a_cancel_that_loses_the_race_with_the_end_of_the_run_is_a_conflict(stor
     store.finish_run = finalize_first  # type: ignore[method-assign]
     workflow = RecordingWorkflow()
     with pytest.raises(service.RunConflictError, match="SUCCEEDED"):
-        service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+        service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
     assert workflow.stopped == []
 
 
@@ -285,19 +285,19 @@ def test_fatal_model_error_fails_the_run_and_retryable_errors_propagate(store: I
 def test_cancelled_run_makes_no_more_model_calls(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     workflow = RecordingWorkflow()
-    cancelled = service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+    cancelled = service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
     model = ScriptedModel()
     outcome = step(store, model, run_id, 0)
     assert cancelled.status is RunStatus.CANCELLED and workflow.stopped == [run_id]
     assert outcome.decision is StepDecision.FINISH and outcome.status is RunStatus.CANCELLED
     assert model.requests == []
     with pytest.raises(service.RunConflictError):
-        service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+        service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
 
 
 def test_finalize_never_overwrites_a_cancellation(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant=TENANT, run_id=run_id)
+    service.cancel_run(store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
     run = service.finalize_run(store=store, tenant=TENANT, run_id=run_id, status=RunStatus.SUCCEEDED, error=None)
     assert run.status is RunStatus.CANCELLED
 
@@ -309,7 +309,7 @@ def test_intake_starts_a_queued_run_once_and_skips_others(store: InMemoryRunStor
     assert results == ["started", "duplicate"]
     assert workflow.started == [run_id]
     assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id="run_missing") == "missing"
-    service.cancel_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id)
+    service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
     assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id) == "skipped:CANCELLED"
 
 
@@ -317,7 +317,9 @@ def test_other_tenants_cannot_see_a_run(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     assert store.get_run("other", run_id) is None
     with pytest.raises(RunNotFoundError):
-        service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant="other", run_id=run_id)
+        service.cancel_run(
+            store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant="other", run_id=run_id
+        )
 
 
 def test_failure_reason_reads_the_lambda_error_message_from_the_cause() -> None:
@@ -347,7 +349,9 @@ def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_revi
 
     class CancelDuringCall(ScriptedModel):
         def create(self, request: ModelRequest) -> ModelResponse:
-            service.cancel_run(store=store, workflow=RecordingWorkflow(), tenant=TENANT, run_id=run_id)
+            service.cancel_run(
+                store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id
+            )
             return super().create(request)
 
     # When the step completes
