@@ -122,6 +122,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "error": run.error.model_dump_json() if run.error else None,
             "request_hash": run.request_hash,
             "response_cache": run.response_cache,
+            "fallbacks": _json(run.fallbacks),
             **(
                 {"reserved_step": run.reservation.step, "reservation": run.reservation.model_dump_json()}
                 if run.reservation
@@ -152,6 +153,7 @@ def run_from_item(item: dict[str, Any]) -> Run:
         error=_error_from(v),
         request_hash=v.get("request_hash"),
         response_cache=v.get("response_cache"),
+        fallbacks=json.loads(v["fallbacks"]) if v.get("fallbacks") else None,
         reservation=Reservation.model_validate_json(v["reservation"]) if "reserved_step" in v else None,
         created_at=v["created_at"],
         updated_at=v["updated_at"],
@@ -350,10 +352,14 @@ class DynamoDBRunStore(RunStore):
             update["ExpressionAttributeNames"] = names
         return {"Update": update}
 
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
-        amount, day = reservation.amount_usd, reservation.day
+    def reserve(
+        self, run: Run, reservation: Reservation, limits: BudgetLimits, *, replacing: Reservation | None = None
+    ) -> Reservation:
+        # the budgets are charged the difference when a held reservation is replaced (a re-routed step)
+        amount = reservation.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
+        day = reservation.day
         run_condition = "#steps = :step AND #status IN (" + ", ".join(f":a{i}" for i in range(len(_ACTIVE))) + ")"
-        run_condition += " AND attribute_not_exists(reserved_step)"
+        run_condition += " AND reserved_step = :step" if replacing else " AND attribute_not_exists(reserved_step)"
         run_values: dict[str, Any] = {
             ":step": reservation.step,
             ":reservation": reservation.model_dump_json(),
@@ -361,7 +367,7 @@ class DynamoDBRunStore(RunStore):
         }
         if run.budget.max_usd is not None:
             run_condition += " AND cost_usd <= :run_headroom"
-            run_values[":run_headroom"] = Decimal(str(run.budget.max_usd)) - amount
+            run_values[":run_headroom"] = Decimal(str(run.budget.max_usd)) - reservation.amount_usd
         items = [
             self._update(
                 run_pk(run.tenant, run.run_id),
@@ -375,7 +381,7 @@ class DynamoDBRunStore(RunStore):
         for tenant, limit in ((run.tenant, limits.tenant_daily_usd), (None, limits.global_daily_usd)):
             values: dict[str, Any] = {":amount": amount}
             condition = None
-            if limit is not None:
+            if limit is not None and amount > 0:
                 values[":headroom"] = limit - amount
                 # a missing counter is a day with nothing committed yet: the call alone must fit the limit
                 condition = (
@@ -394,13 +400,14 @@ class DynamoDBRunStore(RunStore):
             if current is None or current.status.terminal or current.steps != reservation.step:
                 raise RunNotActiveError(run.run_id)
             if current.reservation is not None and current.reservation.step == reservation.step:
-                return current.reservation  # a duplicate invocation reserved for this step first: share it
-            if current.reservation is not None:
-                raise RunNotActiveError(f"{run.run_id} already holds a reservation for step {current.reservation.step}")
+                if replacing is None or current.reservation != replacing:
+                    return current.reservation  # a duplicate invocation reserved for this step first: share it
+            if (current.reservation is None) != (replacing is None):  # it was released or taken meanwhile
+                raise RunNotActiveError(f"{run.run_id}: the reservation for step {reservation.step} changed")
             raise BudgetRefusedError(
                 "MAX_USD",
                 f"run budget max_usd={usd(Decimal(str(run.budget.max_usd)))}: {usd(current.cost_usd)} spent, "
-                f"the next call may cost up to {usd(amount)}",
+                f"the next call may cost up to {usd(reservation.amount_usd)}",
             )
         tenant_committed, global_committed = self.committed_today(run.tenant, day)
         if reasons[1] == "ConditionalCheckFailed":

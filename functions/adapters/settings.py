@@ -33,6 +33,10 @@ class Settings(BaseModel):
     response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
     # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
     release_delay_seconds: int = Field(default=240, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
+    # circuit breaker per provider+model, shared through the table
+    circuit_failure_threshold: int = Field(default=5, alias="STEPWISE_CIRCUIT_FAILURE_THRESHOLD", ge=1)
+    circuit_window_seconds: float = Field(default=60, alias="STEPWISE_CIRCUIT_WINDOW_SECONDS", gt=0)
+    circuit_cooldown_seconds: float = Field(default=30, alias="STEPWISE_CIRCUIT_COOLDOWN_SECONDS", gt=0)
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

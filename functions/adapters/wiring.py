@@ -14,12 +14,15 @@ import boto3
 from botocore.config import Config
 
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
+from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import get_settings
 from functions.adapters.stub_model import OfflineStubModel
+from functions.agent.breaker import Breaker
 from functions.agent.budgets import BudgetLimits
 from functions.agent.caching import CacheTTL
+from functions.agent.circuit import CircuitConfig
 from functions.agent.ports import ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
 from functions.tools import ToolRegistry, builtin_registry
@@ -44,6 +47,22 @@ def response_cache() -> DynamoDBResponseCache:
     return DynamoDBResponseCache(
         settings.table_name, aws_client("dynamodb"), CLOCK, ttl_seconds=settings.response_cache_ttl_seconds
     )
+
+
+def breaker() -> Breaker:
+    """A breaker for one invocation (its transitions are this invocation's, for metrics); the state is shared."""
+    settings = get_settings()
+    config = CircuitConfig(
+        failure_threshold=settings.circuit_failure_threshold,
+        window_seconds=settings.circuit_window_seconds,
+        cooldown_seconds=settings.circuit_cooldown_seconds,
+    )
+    return Breaker(circuits(), config, now=lambda: CLOCK.now().timestamp())
+
+
+@cache
+def circuits() -> DynamoDBCircuitStore:
+    return DynamoDBCircuitStore(get_settings().table_name, aws_client("dynamodb"))
 
 
 @cache
@@ -121,6 +140,7 @@ def reset() -> None:
     for built in (
         aws_client,
         store,
+        circuits,
         response_cache,
         queue,
         workflow,

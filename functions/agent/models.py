@@ -87,6 +87,8 @@ class RunRequest(BaseModel):
     max_tokens_per_call: StrictInt = Field(default=1024, ge=1, le=MAX_TOKENS_PER_CALL)
     # Serve identical requests from the exact-match response cache (None: the deployment's default)
     response_cache: bool | None = None
+    # Models to fall back to, in order, when the chosen one's circuit is open or its retries run out
+    fallbacks: list[str] | None = Field(default=None, max_length=5)
 
     @field_validator("input")
     @classmethod
@@ -148,6 +150,7 @@ class Run(BaseModel):
     request_hash: str | None = None
     reservation: Reservation | None = None
     response_cache: bool | None = None
+    fallbacks: list[str] | None = None
     created_at: str
     updated_at: str
 

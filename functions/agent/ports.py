@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from functions.agent.budgets import BudgetLimits
+from functions.agent.circuit import Circuit
 from functions.agent.models import (
     ModelRequest,
     ModelResponse,
@@ -68,9 +69,13 @@ class RunStore(ABC):
     def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
 
     @abstractmethod
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
+    def reserve(
+        self, run: Run, reservation: Reservation, limits: BudgetLimits, *, replacing: Reservation | None = None
+    ) -> Reservation:
         """Hold ``reservation`` against the run's ``max_usd`` and the tenant's and global daily budgets, atomically.
-        Returns the reservation held for the step (a duplicate invocation's, if it got there first).
+        Returns the reservation held for the step (a duplicate invocation's, if it got there first). With
+        ``replacing`` the run's held reservation becomes this one and only the difference is charged to the
+        budgets (the step was re-routed to a fallback model).
 
         Raises:
             BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
@@ -159,4 +164,16 @@ class Workflow(Protocol):
 
     def stop(self, run_id: str, reason: str) -> None:
         """Stop the execution if it exists and is running."""
+        ...
+
+
+class CircuitStore(Protocol):
+    """Circuit states shared by every Lambda."""
+
+    def load(self, key: str) -> Circuit:
+        """The stored circuit, or a closed one with version 0."""
+        ...
+
+    def save(self, circuit: Circuit) -> bool:
+        """Store ``circuit`` (version + 1) if the stored version is still ``circuit.version``; False otherwise."""
         ...

@@ -39,12 +39,15 @@ class RoutingConfig(BaseModel):
     version: str
     downgrade_at_percent: float = Field(gt=0, le=100)
     downgrades: dict[str, str] = Field(default_factory=dict)
+    # tried in order when a model's circuit is open or its retries run out (a run's own list comes first)
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     policies: dict[str, Policy] = Field(default_factory=dict)
 
     def models_of(self, name: str) -> list[str]:
         """The model ids a run naming ``name`` may use (itself, or a policy's models), with their downgrades."""
         base = [self.policies[name].strong, self.policies[name].cheap] if name in self.policies else [name]
-        return base + [self.downgrades[m] for m in base if m in self.downgrades]
+        base += [self.downgrades[m] for m in base if m in self.downgrades]
+        return base + [f for m in base for f in self.fallbacks.get(m, [])]
 
 
 @dataclass(frozen=True)

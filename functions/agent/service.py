@@ -12,11 +12,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from functions.agent.breaker import Breaker
 from functions.agent.budgets import BudgetLimits, estimate_prompt_tokens
 from functions.agent.caching import CacheTTL, place_cache_breakpoints
+from functions.agent.circuit import circuit_key
 from functions.agent.errors import (
     BudgetRefusedError,
     FatalModelError,
+    RetryableModelError,
     RunAlreadyExistsError,
     RunNotActiveError,
     RunNotFoundError,
@@ -108,7 +111,8 @@ def create_run(
     ``model`` may name a routing policy instead of a model; every model it (or its downgrade) may use
     must have a price."""
     model = request.model or default_model
-    unpriced = [m for m in (routing or default_routing()).models_of(model) if not prices.knows(m)]
+    usable = (routing or default_routing()).models_of(model) + (request.fallbacks or [])
+    unpriced = [m for m in usable if not prices.knows(m)]
     if unpriced:
         what = "model" if unpriced == [model] else f"routing policy {model!r} uses model"
         raise RequestRejectedError(f"unknown {what} {', '.join(map(repr, unpriced))}: no price is configured for it")
@@ -127,6 +131,7 @@ def create_run(
         metadata=request.metadata,
         max_tokens_per_call=request.max_tokens_per_call,
         response_cache=request.response_cache,
+        fallbacks=request.fallbacks,
         request_hash=digest,
         created_at=now,
         updated_at=now,
@@ -331,6 +336,8 @@ def execute_step(
     routing: RoutingConfig | None = None,
     response_cache: ResponseCache | None = None,
     response_cache_default: bool = False,
+    breaker: Breaker | None = None,
+    attempt: int = 0,
 ) -> StepOutcome:
     """One model call of a run: reserve its worst-case cost against every budget, call the model, store the
     answer, then save the step and settle the real cost in one transaction. Safe to retry at any point: a
@@ -365,6 +372,9 @@ def execute_step(
             budget_percent=percent,
         )
     )  # fmt: skip
+
+    if breaker is not None:  # a model whose circuit is open is skipped for the next one that is healthy
+        route = _healthy_route(breaker, prices, routing, run, route, attempt)
 
     def request_for(chosen: Route) -> ModelRequest:
         request = ModelRequest(
@@ -411,6 +421,24 @@ def execute_step(
     if cached is not None:  # served without a model call: nothing to pay (a reservation held is released)
         now = clock.now()
         return settle(run=run, route=route, request=request, response=as_hit(cached), started=now, finished=now)
+    if held is not None and held.model != route.model:  # re-routed to a fallback: move the reservation with it
+        moved = Reservation(
+            step=step,
+            amount_usd=prices.worst_case(request.model, prompt_tokens, request.max_tokens),
+            day=held.day,
+            model=route.model,
+            cheap=route.cheap,
+            reason=route.reason,
+        )
+        try:
+            held = store.reserve(run, moved, limits, replacing=held)
+        except BudgetRefusedError as exc:
+            refused = RunError(code=exc.code, message=exc.message)
+            return StepOutcome(
+                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused,
+                budget_percent=percent,
+            )  # fmt: skip
+        run = run.model_copy(update={"reservation": held})
     if held is None:
         wanted = Reservation(
             step=step,
@@ -438,17 +466,46 @@ def execute_step(
             route = Route(held.model, held.reason, cheap=held.cheap)
             request = request_for(route)
     started = clock.now()
+    circuit = circuit_key(prices.price(request.model).provider, request.model)
     try:
         response = model.create(request)
+    except RetryableModelError:
+        if breaker is not None:
+            breaker.failed(circuit)
+        raise
     except FatalModelError as exc:
         failed = RunError(code=exc.code, message=exc.message)
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=failed)
     finished = clock.now()
+    if breaker is not None:
+        breaker.succeeded(circuit)
     store.save_pending(run, step, response)  # a billed answer is never lost to a failed settlement
     outcome = settle(run=run, route=route, request=request, response=response, started=started, finished=finished)
     if response_cache is not None and key is not None and cacheable(response) and not outcome.replayed:
         response_cache.put(tenant, key, response)
     return outcome
+
+
+FALLBACK_AFTER_RETRIES = 2  # Step Functions retries of one step before its fallbacks are tried first
+
+
+def _healthy_route(
+    breaker: Breaker, prices: PriceBook, routing: RoutingConfig, run: Run, route: Route, attempt: int
+) -> Route:
+    """The route's model, or the first fallback whose circuit lets a call through.
+
+    Raises RetryableModelError when every circuit is open (Step Functions backs off and retries)."""
+    candidates = list(dict.fromkeys([route.model, *(run.fallbacks or routing.fallbacks.get(route.model, []))]))
+    retried_out = attempt >= FALLBACK_AFTER_RETRIES and len(candidates) > 1
+    if retried_out:  # the primary keeps failing: try the fallbacks first, the primary last
+        candidates = candidates[1:] + candidates[:1]
+    for model in candidates:
+        if breaker.allow(circuit_key(prices.price(model).provider, model)):
+            if model == route.model:
+                return route
+            why = f"retry {attempt} of {route.model}" if retried_out else f"circuit open for {route.model}"
+            return Route(model, f"fallback ({why}); {route.reason}", cheap=route.cheap)
+    raise RetryableModelError(f"every circuit is open for {', '.join(candidates)}")
 
 
 def _settle(

@@ -20,6 +20,7 @@ class IntakeMessage(RunRef):
 
 class StepEvent(RunRef):
     step: int = Field(ge=0)
+    attempt: int = Field(default=0, ge=0)  # Step Functions' retry count of this step ($$.State.RetryCount)
 
 
 class ToolEvent(StepEvent):

@@ -26,6 +26,7 @@ metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=StepEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
+    breaker = wiring.breaker()
     outcome = execute_step(
         store=wiring.store(),
         model=wiring.model(),
@@ -39,7 +40,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         cache_ttl=wiring.cache_ttl(),
         response_cache=wiring.response_cache(),
         response_cache_default=get_settings().response_cache,
+        breaker=breaker,
+        attempt=ref.attempt,
     )
+    for circuit, state in breaker.transitions:  # alarms can watch openings
+        with single_metric(name="CircuitTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+            m.add_dimension(name="State", value=state.value)
+        logger.warning("circuit changed", circuit=circuit, state=state.value)
     if outcome.record is not None and not outcome.replayed:
         usage = outcome.record.usage
         served_by_cache = outcome.record.provider == RESPONSE_CACHE

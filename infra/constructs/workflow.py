@@ -40,7 +40,7 @@ class AgentWorkflow(Construct):
             sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
         )
 
-        step = self._invoke("Step", step_fn, {**RUN_REF, "step.$": "$.step"})
+        step = self._invoke("Step", step_fn, {**RUN_REF, "step.$": "$.step", "attempt.$": "$$.State.RetryCount"})
         step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
             errors=["RetryableModelError", "StoreConflictError"],
             interval=Duration.seconds(MODEL_RETRY_INTERVAL_SECONDS),

@@ -60,17 +60,24 @@ class InMemoryRunStore(RunStore):
         for t in (tenant, None):
             self.counters[(t, day, None)]["committed_usd"] += amount
 
-    def reserve(self, run: Run, reservation: Reservation, limits: BudgetLimits) -> Reservation:
+    def reserve(
+        self, run: Run, reservation: Reservation, limits: BudgetLimits, *, replacing: Reservation | None = None
+    ) -> Reservation:
         with self._lock:
             stored = self.runs[(run.tenant, run.run_id)]
             if stored.status.terminal or stored.steps != reservation.step:
                 raise RunNotActiveError(run.run_id)
-            if stored.reservation is not None:
+            if stored.reservation is not None and stored.reservation != replacing:
                 if stored.reservation.step == reservation.step:
                     return stored.reservation  # a duplicate invocation reserved for this step first
                 raise RunNotActiveError(run.run_id)
-            amount, day = reservation.amount_usd, reservation.day
-            if run.budget.max_usd is not None and stored.cost_usd + amount > Decimal(str(run.budget.max_usd)):
+            if replacing is not None and stored.reservation is None:
+                raise RunNotActiveError(run.run_id)
+            amount = reservation.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
+            day = reservation.day
+            if run.budget.max_usd is not None and stored.cost_usd + reservation.amount_usd > Decimal(
+                str(run.budget.max_usd)
+            ):
                 raise BudgetRefusedError(
                     "MAX_USD", f"run budget max_usd={run.budget.max_usd}: {usd(stored.cost_usd)} spent"
                 )
@@ -79,7 +86,7 @@ class InMemoryRunStore(RunStore):
                 (None, limits.global_daily_usd, "GLOBAL_DAILY_BUDGET"),
             ):
                 committed = self.counters[(tenant, day, None)]["committed_usd"]
-                if limit is not None and committed + amount > limit:
+                if limit is not None and amount > 0 and committed + amount > limit:
                     raise BudgetRefusedError(code, f"{code.lower()} {usd(limit)} for {day}: {usd(committed)} committed")
             self._commit(run.tenant, day, amount)
             self.runs[(run.tenant, run.run_id)] = stored.model_copy(update={"reservation": reservation})

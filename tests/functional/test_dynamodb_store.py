@@ -192,6 +192,7 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
                 reason="r",
             ),
             "response_cache": True,
+            "fallbacks": ["claude-haiku-4-5"],
         }
     )
     defaults = Run.model_fields

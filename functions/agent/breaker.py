@@ -1,0 +1,43 @@
+"""Applying circuit transitions through the store (optimistic concurrency: re-read and re-apply on conflict)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from functions.agent.circuit import Circuit, CircuitConfig, CircuitState, on_attempt, on_failure, on_success
+from functions.agent.ports import CircuitStore
+
+MAX_CONFLICTS = 8
+
+
+@dataclass
+class Breaker:
+    store: CircuitStore
+    config: CircuitConfig
+    now: Callable[[], float]
+    transitions: list[tuple[str, CircuitState]] = field(default_factory=list)  # for metrics and logs
+
+    def _apply(self, key: str, change: Callable[[Circuit], tuple[bool, Circuit | None]]) -> bool:
+        for _ in range(MAX_CONFLICTS):
+            current = self.store.load(key)
+            result, new = change(current)
+            if new is None:
+                return result
+            if self.store.save(new):
+                if new.state is not current.state:
+                    self.transitions.append((key, new.state))
+                return result
+        raise RuntimeError(f"circuit {key} kept changing under concurrent writers")
+
+    def allow(self, key: str) -> bool:
+        return self._apply(key, lambda c: on_attempt(c, self.config, self.now()))
+
+    def succeeded(self, key: str) -> None:
+        self._apply(key, lambda c: (True, on_success(c)))
+
+    def failed(self, key: str) -> None:
+        self._apply(key, lambda c: (True, on_failure(c, self.config, self.now())))
+
+    def state(self, key: str) -> CircuitState:
+        return self.store.load(key).state

@@ -1,0 +1,76 @@
+"""Circuit breaker per provider + model, shared by every Lambda through the store.
+
+closed --(failure_threshold retryable failures within window_seconds)--> open
+open --(cooldown_seconds passed: the next caller becomes a probe)--> half_open
+half_open --(a probe succeeds)--> closed;  half_open --(a probe fails)--> open
+
+Pure transitions; the store applies them with a version check, so concurrent Lambdas never lose an update.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitConfig(BaseModel):
+    failure_threshold: int = Field(default=5, ge=1)
+    window_seconds: float = Field(default=60, gt=0)
+    cooldown_seconds: float = Field(default=30, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
+
+
+class Circuit(BaseModel):
+    key: str  # "provider:model"
+    state: CircuitState = CircuitState.CLOSED
+    failures: int = 0
+    window_start: float = 0.0
+    opened_at: float = 0.0
+    probes: int = 0
+    version: int = 0  # 0: never stored
+
+
+def circuit_key(provider: str, model: str) -> str:
+    return f"{provider}:{model}"
+
+
+def on_attempt(circuit: Circuit, config: CircuitConfig, now: float) -> tuple[bool, Circuit | None]:
+    """May a call go through? Returns (allowed, the new state to store or None if unchanged)."""
+    if circuit.state is CircuitState.CLOSED:
+        return True, None
+    if circuit.state is CircuitState.OPEN:
+        if now - circuit.opened_at < config.cooldown_seconds:
+            return False, None
+        return True, circuit.model_copy(update={"state": CircuitState.HALF_OPEN, "probes": 1})
+    if circuit.probes < config.half_open_probes:
+        return True, circuit.model_copy(update={"probes": circuit.probes + 1})
+    return False, None
+
+
+def on_success(circuit: Circuit) -> Circuit | None:
+    if circuit.state is CircuitState.CLOSED and circuit.failures == 0:
+        return None
+    return circuit.model_copy(update={"state": CircuitState.CLOSED, "failures": 0, "probes": 0})
+
+
+def on_failure(circuit: Circuit, config: CircuitConfig, now: float) -> Circuit | None:
+    """A retryable failure (throttling, overload, 5xx, timeout). Fatal errors say nothing about health."""
+    if circuit.state is CircuitState.HALF_OPEN:
+        return circuit.model_copy(update={"state": CircuitState.OPEN, "opened_at": now, "probes": 0})
+    if circuit.state is CircuitState.OPEN:
+        return None
+    in_window = now - circuit.window_start <= config.window_seconds
+    failures = circuit.failures + 1 if in_window else 1
+    window_start = circuit.window_start if in_window else now
+    if failures >= config.failure_threshold:
+        return circuit.model_copy(
+            update={"state": CircuitState.OPEN, "failures": failures, "window_start": window_start, "opened_at": now}
+        )
+    return circuit.model_copy(update={"failures": failures, "window_start": window_start})
