@@ -62,6 +62,15 @@ def usage_of(usage: Any) -> Usage:
     )
 
 
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    """The provider's retry-after header in seconds (the HTTP-date form is not used by the API)."""
+    try:
+        value = exc.response.headers.get("retry-after")
+        return max(0.0, float(value)) if value is not None else None
+    except (AttributeError, ValueError):
+        return None
+
+
 def translate_status_error(exc: anthropic.APIStatusError) -> Exception:
     """Retryable: 408/409/429/5xx/529. Fatal: everything else, and a 429 that reports a spend limit."""
     body: dict[str, Any] = exc.body if isinstance(exc.body, dict) else {}
@@ -71,5 +80,5 @@ def translate_status_error(exc: anthropic.APIStatusError) -> Exception:
     if exc.status_code == 429 and "spend" in message.lower():
         return FatalModelError("SPEND_LIMIT", f"Anthropic API spend limit reached: {message}")
     if exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500:
-        return RetryableModelError(f"Anthropic API {exc.status_code} {kind}: {message}")
+        return RetryableModelError(f"Anthropic API {exc.status_code} {kind}: {message}", retry_after=_retry_after(exc))
     return FatalModelError(f"MODEL_{exc.status_code}", f"Anthropic API {exc.status_code} {kind}: {message}")

@@ -54,7 +54,7 @@ class StepFunctionsWorkflow:
             self.client.start_execution(
                 stateMachineArn=self.state_machine_arn,
                 name=run_id,
-                input=json.dumps({"tenant": tenant, "run_id": run_id, "step": 0}),
+                input=json.dumps({"tenant": tenant, "run_id": run_id, "step": 0, "waits": 0}),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":

@@ -12,8 +12,14 @@ class ModelError(StepwiseError):
 class RetryableModelError(ModelError):
     """Throttling, overload, 5xx, timeouts: Step Functions retries the step with backoff and jitter.
 
-    The class name is the Step Functions error name the workflow's Retry matches, so do not rename it.
+    ``retry_after``: the seconds the provider asked for (its retry-after header); the step then waits in a
+    Wait state instead. The class name is the Step Functions error name the workflow's Retry matches, so do
+    not rename it.
     """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FatalModelError(ModelError):

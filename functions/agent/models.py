@@ -217,6 +217,7 @@ class StepDecision(StrEnum):
     TOOLS = "tools"
     FINISH = "finish"
     REDO = "redo"  # a policy's cheap answer was superseded: take the step again with the strong model
+    WAIT = "wait"  # the provider asked to retry after a while: wait (a Wait state), then take the step again
 
 
 class StepRecord(BaseModel):

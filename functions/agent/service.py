@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -227,13 +228,18 @@ class StepOutcome:
     replayed: bool = False
     record: StepRecord | None = None
     budget_percent: dict[str, float] = field(default_factory=dict)  # before this step's call (for metrics)
+    wait_seconds: int = 0  # with decision WAIT
+    waits: int = 0  # consecutive waits of this step so far
 
     def state(self) -> dict[str, Any]:
+        waiting = self.decision is StepDecision.WAIT
         return {
             "run_id": self.run_id,
             "tenant": self.tenant,
             "completed_step": self.step,
-            "step": self.step + 1,
+            "step": self.step if waiting else self.step + 1,
+            "wait_seconds": self.wait_seconds,
+            "waits": self.waits if waiting else 0,
             "next": self.decision.value,
             "tool_calls": [{"id": call.id, "name": call.name} for call in self.tool_calls],
             "status": self.status.value if self.status else None,
@@ -338,6 +344,7 @@ def execute_step(
     response_cache_default: bool = False,
     breaker: Breaker | None = None,
     attempt: int = 0,
+    waits: int = 0,
 ) -> StepOutcome:
     """One model call of a run: reserve its worst-case cost against every budget, call the model, store the
     answer, then save the step and settle the real cost in one transaction. Safe to retry at any point: a
@@ -469,9 +476,15 @@ def execute_step(
     circuit = circuit_key(prices.price(request.model).provider, request.model)
     try:
         response = model.create(request)
-    except RetryableModelError:
+    except RetryableModelError as exc:
         if breaker is not None:
             breaker.failed(circuit)
+        if exc.retry_after is not None and exc.retry_after <= MAX_WAIT_SECONDS and waits < MAX_WAITS:
+            # the provider said when: wait in a Wait state (no Lambda sleeps), keeping the reservation
+            return StepOutcome(
+                run_id, tenant, step, StepDecision.WAIT, wait_seconds=max(1, math.ceil(exc.retry_after)),
+                waits=waits + 1, budget_percent=percent,
+            )  # fmt: skip
         raise
     except FatalModelError as exc:
         failed = RunError(code=exc.code, message=exc.message)
@@ -486,6 +499,8 @@ def execute_step(
     return outcome
 
 
+MAX_WAITS = 5  # consecutive retry-after waits of one step; then the error goes to the workflow's Retry
+MAX_WAIT_SECONDS = 300  # a longer retry-after is left to the Retry's capped backoff
 FALLBACK_AFTER_RETRIES = 2  # Step Functions retries of one step before its fallbacks are tried first
 
 

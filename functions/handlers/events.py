@@ -21,6 +21,7 @@ class IntakeMessage(RunRef):
 class StepEvent(RunRef):
     step: int = Field(ge=0)
     attempt: int = Field(default=0, ge=0)  # Step Functions' retry count of this step ($$.State.RetryCount)
+    waits: int = Field(default=0, ge=0)  # consecutive retry-after waits of this step
 
 
 class ToolEvent(StepEvent):

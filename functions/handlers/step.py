@@ -42,6 +42,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         response_cache_default=get_settings().response_cache,
         breaker=breaker,
         attempt=ref.attempt,
+        waits=ref.waits,
     )
     for circuit, state in breaker.transitions:  # alarms can watch openings
         with single_metric(name="CircuitTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:

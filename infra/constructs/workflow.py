@@ -40,7 +40,11 @@ class AgentWorkflow(Construct):
             sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
         )
 
-        step = self._invoke("Step", step_fn, {**RUN_REF, "step.$": "$.step", "attempt.$": "$$.State.RetryCount"})
+        step = self._invoke(
+            "Step",
+            step_fn,
+            {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount"},
+        )
         step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
             errors=["RetryableModelError", "StoreConflictError"],
             interval=Duration.seconds(MODEL_RETRY_INTERVAL_SECONDS),
@@ -75,6 +79,10 @@ class AgentWorkflow(Construct):
             sfn.Choice(self, "Route")
             .when(sfn.Condition.string_equals("$.next", "tools"), tools.next(step))
             .when(sfn.Condition.string_equals("$.next", "redo"), step)  # a superseded cheap answer
+            .when(  # the provider's retry-after: wait here, zero compute, then take the step again
+                sfn.Condition.string_equals("$.next", "wait"),
+                sfn.Wait(self, "RetryAfter", time=sfn.WaitTime.seconds_path("$.wait_seconds")).next(step),
+            )
             .otherwise(finalize.next(sfn.Succeed(self, "Done")))
         )
         definition = step.next(route)

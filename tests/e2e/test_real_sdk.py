@@ -142,3 +142,23 @@ def test_cancel_while_the_model_is_answering_stops_the_run_and_still_accounts_th
     assert Decimal(str(run["cost_usd"])) == billed
     _, steps = http(stack, "GET", f"/runs/{run_id}/steps")
     assert steps["steps"][0]["tool_calls"][0]["result"] is None
+
+
+def test_a_retry_after_is_honoured_by_a_wait_state_not_a_retry(stack: LocalStack, fake_api: FakeAnthropic) -> None:
+    # Given a provider that throttles once, asking to retry after 1 second
+    throttled = (
+        429,
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+        {"retry-after": "1"},
+    )
+    fake_api.script = [throttled, (200, message([{"type": "text", "text": "done"}], "end_turn"))]
+    # When a run is submitted
+    _, accepted = http(stack, "POST", "/runs", {"input": "hello"})
+    run = wait(stack, accepted["run_id"])
+    # Then it succeeded after waiting in the RetryAfter Wait state: no Lambda slept, no Retry was spent
+    assert run["status"] == "SUCCEEDED" and run["steps"] == 1 and len(fake_api.requests) == 2
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
+    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+    assert entered[:4] == ["Step", "Route", "RetryAfter", "Step"]
+    assert not [e for e in events if e["type"] == "LambdaFunctionFailed" or e["type"] == "TaskFailed"]

@@ -248,6 +248,7 @@ class FakeAnthropic:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 fake.requests.append(body)
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                headers: dict[str, str] = {}
                 if self.path.rstrip("/") != "/v1/messages":
                     status, payload = error(404, "not_found_error", f"no route {self.path}")
                 elif fake.cache is not None and (refused := fake.cache.validate(body)) is not None:
@@ -256,13 +257,17 @@ class FakeAnthropic:
                     status, payload = error(500, "api_error", "the fake server's script is exhausted")
                 else:
                     reply = fake.script.pop(0)
-                    status, payload = reply(body) if callable(reply) else reply
+                    answer = reply(body) if callable(reply) else reply
+                    status, payload = answer[0], answer[1]
+                    headers = answer[2] if len(answer) > 2 else {}  # type: ignore[misc]  # (status, body, headers)
                     if fake.cache is not None and status == 200 and payload.get("type") == "message":
                         payload = fake.cache.apply(body, payload)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

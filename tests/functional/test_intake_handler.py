@@ -48,7 +48,7 @@ def test_duplicate_delivery_of_the_same_message_starts_one_execution(aws: Aws, c
     assert [e["name"] for e in executions] == [run_id]
     assert first == {"batchItemFailures": []} and second == {"batchItemFailures": []}
     started = json.loads(aws.sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"])
-    assert started == {"tenant": "default", "run_id": run_id, "step": 0}
+    assert started == {"tenant": "default", "run_id": run_id, "step": 0, "waits": 0}
 
 
 def test_a_poison_message_fails_alone_and_the_rest_of_the_batch_goes_on(aws: Aws, context: LocalContext) -> None:

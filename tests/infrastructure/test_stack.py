@@ -327,7 +327,7 @@ def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definiti
     assert processor["States"]["RunTool"]["Type"] == "Task"
 
 
-def test_route_chooses_tools_or_redo_on_next_else_finalizes(definition: dict[str, Any]) -> None:
+def test_route_chooses_tools_redo_or_wait_on_next_else_finalizes(definition: dict[str, Any]) -> None:
     states = definition["States"]
     route = states["Route"]
 
@@ -336,7 +336,12 @@ def test_route_chooses_tools_or_redo_on_next_else_finalizes(definition: dict[str
     assert route["Choices"] == [
         {"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"},
         {"Variable": "$.next", "StringEquals": "redo", "Next": "Step"},  # a routing policy's superseded answer
+        {"Variable": "$.next", "StringEquals": "wait", "Next": "RetryAfter"},  # the provider's retry-after
     ]
+    # a Wait state, not a sleeping Lambda, honours retry-after, then the same step is taken again
+    assert states["RetryAfter"] == {"Type": "Wait", "SecondsPath": "$.wait_seconds", "Next": "Step"}
+    assert states["Step"]["Parameters"]["Payload"]["waits.$"] == "$.waits"
+    assert states["Step"]["Parameters"]["Payload"]["attempt.$"] == "$$.State.RetryCount"
     assert route["Default"] == "Finalize"
     assert states[states["Finalize"]["Next"]]["Type"] == "Succeed"
 

@@ -241,3 +241,20 @@ def test_create_client_switches_sdk_retries_off(
     # And the next call is again exactly one request
     assert model.create(REQUEST).stop_reason == "tool_use"
     assert len(fake.requests) == 2
+
+
+def test_a_retry_after_header_is_carried_on_the_retryable_error() -> None:
+    import anthropic
+
+    from functions.adapters.anthropic_model import AnthropicModel
+    from functions.agent.errors import RetryableModelError
+    from functions.agent.models import ModelRequest
+
+    throttled = (429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}, {"retry-after": "7"})
+    with FakeAnthropic(throttled) as fake:
+        model = AnthropicModel(anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0))
+        with pytest.raises(RetryableModelError) as raised:
+            model.create(
+                ModelRequest(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+            )
+    assert raised.value.retry_after == 7.0

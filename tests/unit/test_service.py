@@ -362,3 +362,24 @@ def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_revi
     assert run is not None and run.status is RunStatus.CANCELLED and run.output is None
     assert run.steps == 1 and run.usage == Usage(input_tokens=70, output_tokens=7)
     assert run.cost_usd == PRICES.cost("claude-haiku-4-5", Usage(input_tokens=70, output_tokens=7))
+
+
+def test_a_retry_after_becomes_a_wait_of_the_same_step_until_the_cap(store: InMemoryRunStore) -> None:
+    # Given a provider that throttles with retry-after 1.2 s
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    throttled = RetryableModelError("429 rate_limit_error", retry_after=1.2)
+    # When the step meets it
+    waited = service.execute_step(
+        store=store, model=ScriptedModel(throttled), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        tenant=TENANT, run_id=run_id, step=0,
+    )  # fmt: skip
+    # Then the workflow is told to wait (rounded up) and take the same step again, with the reservation kept
+    state = waited.state()
+    assert (state["next"], state["step"], state["wait_seconds"], state["waits"]) == ("wait", 0, 2, 1)
+    assert store.get_run(TENANT, run_id).reservation is not None  # type: ignore[union-attr]
+    # And past the cap of consecutive waits the error goes to the workflow's Retry instead
+    with pytest.raises(RetryableModelError):
+        service.execute_step(
+            store=store, model=ScriptedModel(throttled), registry=builtin_registry(), prices=PRICES,
+            clock=FixedClock(), tenant=TENANT, run_id=run_id, step=0, waits=service.MAX_WAITS,
+        )  # fmt: skip
