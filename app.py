@@ -9,6 +9,7 @@ import os
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS
 from infra.stacks.stepwise_stack import StepwiseStack
 
 
@@ -29,7 +30,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
     StepwiseStack(
         app,
         context("stack_name") or "Stepwise",
-        default_model=context("default_model") or "claude-sonnet-4-5",
+        default_model=context("default_model") or "claude-sonnet-5-5",
         default_tenant=context("default_tenant") or "default",
         run_timeout_minutes=int(context("run_timeout_minutes") or 120),
         intake_max_concurrency=int(context("intake_max_concurrency") or 10),
@@ -38,6 +39,8 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         extra_prices=_json_text(context("extra_prices")),
         prompt_cache_ttl=str(context("prompt_cache_ttl") or "5m"),
         response_cache=str(context("response_cache") or "false").lower() == "true",
+        retry_interval_seconds=int(context("model_retry_interval_seconds") or MODEL_RETRY_INTERVAL_SECONDS),
+        retry_max_delay_seconds=int(context("model_retry_max_delay_seconds") or MODEL_RETRY_MAX_DELAY_SECONDS),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

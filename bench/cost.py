@@ -40,7 +40,7 @@ from tests.fakes.clock import FixedClock  # noqa: E402
 from tests.fakes.memory_store import InMemoryRunStore  # noqa: E402
 from tests.fakes.services import RecordingQueue  # noqa: E402
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-5-5"
 TENANT = "bench"
 MIN_CACHEABLE_TOKENS = 1024  # Sonnet's minimum cacheable prefix
 # Haiku 4.5 needs a longer prefix before anything is cached (as documented for prompt caching; verify there)

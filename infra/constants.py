@@ -53,7 +53,7 @@ TABLE_ACCESS = {
 }
 
 # Step Functions retry of a throttled/overloaded model call: 5 s, 10 s, 20 s, ... capped at 120 s, full jitter.
-MODEL_RETRY_INTERVAL_SECONDS = 5
+MODEL_RETRY_INTERVAL_SECONDS = 5  # CDK context model_retry_interval_seconds / model_retry_max_delay_seconds
 MODEL_RETRY_MAX_ATTEMPTS = 6
 MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8

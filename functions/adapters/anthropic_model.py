@@ -42,13 +42,21 @@ class AnthropicModel:
             raise RetryableModelError(f"connection to the Anthropic API failed: {exc}") from exc
         except anthropic.APIStatusError as exc:
             raise translate_status_error(exc) from exc
-        return ModelResponse(
-            content=[block.model_dump(mode="json", exclude_none=True) for block in message.content],
-            stop_reason=message.stop_reason,
-            usage=usage_of(message.usage),
-            model=message.model,
-            provider=self.provider,
-        )
+        except (anthropic.APIResponseValidationError, ValueError) as exc:  # an unreadable body
+            raise RetryableModelError(f"the Anthropic API returned an unreadable response: {exc}") from exc
+        try:  # the SDK does not validate bodies: a malformed one must not become a crash or a bogus answer
+            blocks = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
+            if not isinstance(message.model, str) or message.usage is None:
+                raise TypeError("no model or usage")
+            return ModelResponse(
+                content=blocks,
+                stop_reason=message.stop_reason,
+                usage=usage_of(message.usage),
+                model=message.model,
+                provider=self.provider,
+            )
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RetryableModelError(f"the Anthropic API returned a malformed response: {exc}") from exc
 
 
 def usage_of(usage: Any) -> Usage:

@@ -15,7 +15,7 @@ class Settings(BaseModel):
     queue_url: str | None = Field(default=None, alias="STEPWISE_QUEUE_URL")
     state_machine_arn: str | None = Field(default=None, alias="STEPWISE_STATE_MACHINE_ARN")
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    default_model: str = Field(default="claude-sonnet-4-5", alias="STEPWISE_DEFAULT_MODEL")
+    default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL")
     # anthropic: always the real API (key from ANTHROPIC_API_KEY or the secret);
     # auto: the real API when a key is set, else the labelled offline stub (local stack only).
     model_provider: Literal["anthropic", "auto", "stub"] = Field(default="anthropic", alias="STEPWISE_MODEL_PROVIDER")

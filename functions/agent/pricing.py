@@ -28,6 +28,7 @@ class ModelPrice(BaseModel):
     as_of: str
     provider: str = "anthropic"
     aliases: list[str] = []
+    end_of_life: str | None = None  # YYYY-MM-DD: runs on the model are refused after it
 
     @property
     def dearest_input(self) -> Decimal:

@@ -114,6 +114,10 @@ def create_run(
     model = request.model or default_model
     usable = (routing or default_routing()).models_of(model) + (request.fallbacks or [])
     unpriced = [m for m in usable if not prices.knows(m)]
+    today = clock.now().date().isoformat()
+    retired = [m for m in usable if m not in unpriced and (eol := prices.price(m).end_of_life) and eol < today]
+    if retired and model in retired:
+        raise RequestRejectedError(f"model {model!r} reached end-of-life on {prices.price(model).end_of_life}")
     if unpriced:
         what = "model" if unpriced == [model] else f"routing policy {model!r} uses model"
         raise RequestRejectedError(f"unknown {what} {', '.join(map(repr, unpriced))}: no price is configured for it")

@@ -33,6 +33,8 @@ class AgentWorkflow(Construct):
         mark_failed_fn: lambda_.IFunction,
         workflow_ended_fn: lambda_.IFunction,
         run_timeout: Duration,
+        retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
+        retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -47,10 +49,17 @@ class AgentWorkflow(Construct):
         )
         step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
             errors=["RetryableModelError", "StoreConflictError"],
-            interval=Duration.seconds(MODEL_RETRY_INTERVAL_SECONDS),
+            interval=Duration.seconds(retry_interval_seconds),
             backoff_rate=2,
             max_attempts=MODEL_RETRY_MAX_ATTEMPTS,
-            max_delay=Duration.seconds(MODEL_RETRY_MAX_DELAY_SECONDS),
+            max_delay=Duration.seconds(retry_max_delay_seconds),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        step.add_retry(  # the step Lambda died (timeout, out of memory): retried; an answer it got is stored
+            errors=["Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"],
+            interval=Duration.seconds(retry_interval_seconds),
+            backoff_rate=2,
+            max_attempts=2,
             jitter_strategy=sfn.JitterType.FULL,
         )
         step.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")

@@ -7,7 +7,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from infra.constants import FUNCTIONS, INTAKE_MAX_RECEIVE_COUNT, MODEL_TIMEOUT_SECONDS, TABLE_ACCESS
+from infra.constants import (
+    FUNCTIONS,
+    INTAKE_MAX_RECEIVE_COUNT,
+    MODEL_RETRY_INTERVAL_SECONDS,
+    MODEL_RETRY_MAX_DELAY_SECONDS,
+    MODEL_TIMEOUT_SECONDS,
+    TABLE_ACCESS,
+)
 from infra.constructs.agent_functions import AgentFunctions
 from infra.constructs.api import Api
 from infra.constructs.intake import Intake
@@ -34,6 +41,8 @@ class StepwiseStack(Stack):
         extra_prices: str | None = None,
         prompt_cache_ttl: str = "5m",
         response_cache: bool = False,
+        retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
+        retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -67,6 +76,8 @@ class StepwiseStack(Stack):
             mark_failed_fn=functions["mark_failed"],
             workflow_ended_fn=functions["workflow_ended"],
             run_timeout=Duration.minutes(run_timeout_minutes),
+            retry_interval_seconds=retry_interval_seconds,
+            retry_max_delay_seconds=retry_max_delay_seconds,
         )
         intake = Intake(
             self,

@@ -70,7 +70,8 @@ class LocalLambdas:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(
                 {
-                    "errorType": type(exc).__name__,
+                    # a test can make an exception look like a Lambda runtime failure (e.g. Sandbox.Timedout)
+                    "errorType": getattr(exc, "lambda_error_type", type(exc).__name__),
                     "errorMessage": str(exc),
                     "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
                 }

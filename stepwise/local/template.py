@@ -21,13 +21,13 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
 
-def synthesize(outdir: Path | None = None) -> dict[str, Any]:
+def synthesize(outdir: Path | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the CDK app (no CLI, no Docker, no credentials; bundling skipped) and return the template."""
     outdir = outdir or Path(tempfile.mkdtemp(prefix="stepwise-cdk-"))
     env = {
         **os.environ,
         "CDK_OUTDIR": str(outdir),
-        "CDK_CONTEXT_JSON": json.dumps({"aws:cdk:bundling-stacks": []}),
+        "CDK_CONTEXT_JSON": json.dumps({"aws:cdk:bundling-stacks": [], **(context or {})}),
     }
     result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:

@@ -94,13 +94,25 @@ def test_overload_is_retried_by_the_workflow_and_bad_tool_input_reaches_the_mode
     assert Decimal(str(run["cost_usd"])) == expected
 
 
-def test_an_auth_error_fails_the_run_with_the_providers_reason(stack: LocalStack, fake_api: FakeAnthropic) -> None:
-    fake_api.script = [error(401, "authentication_error", "invalid x-api-key")]
+@pytest.mark.parametrize(
+    ("status", "kind", "text"),
+    [
+        (400, "invalid_request_error", "messages: text content blocks must be non-empty"),
+        (401, "authentication_error", "invalid x-api-key"),
+    ],
+)
+def test_a_fatal_provider_error_fails_the_run_at_once_with_its_message(
+    stack: LocalStack, fake_api: FakeAnthropic, status: int, kind: str, text: str
+) -> None:
+    fake_api.script = [error(status, kind, text)]
     _, accepted = http(stack, "POST", "/runs", {"input": "hello"})
     run = wait(stack, accepted["run_id"])
     assert run["status"] == "FAILED"
-    assert run["error"]["code"] == "MODEL_401" and "invalid x-api-key" in run["error"]["message"]
+    assert run["error"]["code"] == f"MODEL_{status}" and text in run["error"]["message"]
     assert len(fake_api.requests) == 1  # a fatal error is never retried
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
+    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    assert [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e].count("Step") == 1
 
 
 def test_cancel_while_the_model_is_answering_stops_the_run_and_still_accounts_the_billed_call(

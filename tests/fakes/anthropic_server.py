@@ -11,6 +11,7 @@ input side of every scripted ``message`` reply's usage with what the real API re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -269,7 +270,8 @@ class FakeAnthropic:
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client timed out first
+                    self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return None

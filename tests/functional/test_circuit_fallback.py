@@ -22,7 +22,7 @@ from tests.fakes.services import RecordingQueue
 from tests.functional.conftest import TABLE, Aws
 
 PRICES = default_price_book()
-PRIMARY, FALLBACK = "claude-sonnet-4-5", "claude-haiku-4-5"  # routing.json: sonnet falls back to haiku
+PRIMARY, FALLBACK = "claude-sonnet-5-5", "claude-haiku-4-5"  # routing.json: sonnet 5.5 falls back to haiku
 
 
 class Provider:
@@ -77,13 +77,13 @@ def test_the_circuit_opens_runs_use_the_fallback_and_it_closes_after_recovery(aw
     # Then the circuit opened after exactly `failure_threshold` failed calls to the primary
     assert model.calls.count(PRIMARY) == 3
     assert circuits.load(key).state is CircuitState.OPEN
-    assert first[0] == FALLBACK and "fallback (retry 2 of claude-sonnet-4-5)" in first[1]
+    assert first[0] == FALLBACK and "fallback (retry 2 of claude-sonnet-5-5)" in first[1]
 
     # And later runs go straight to the fallback: no call to the primary while it is open
     calls_before = len(model.calls)
     third = run_to_end(store, breaker, model, clock, 3)
     assert model.calls[calls_before:] == [FALLBACK]
-    assert third[0] == FALLBACK and "circuit open for claude-sonnet-4-5" in third[1]
+    assert third[0] == FALLBACK and "circuit open for claude-sonnet-5-5" in third[1]
     assert second[0] == FALLBACK
 
     # When the primary recovers and the cooldown has passed, a probe goes to it and closes the circuit

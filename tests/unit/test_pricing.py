@@ -40,7 +40,9 @@ def test_every_model_has_five_prices_a_source_and_a_date(model_id: str) -> None:
         assert entry[field] > 0, f"{model_id} {field} must be positive"
     assert isinstance(entry.get("source"), str) and entry["source"].strip()
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", entry.get("as_of", "")), f"{model_id} as_of is not a date"
-    assert set(entry) <= {*PRICE_FIELDS, "source", "as_of", "aliases", "provider"}, f"{model_id} has unexpected fields"
+    assert set(entry) <= {*PRICE_FIELDS, "source", "as_of", "aliases", "provider", "end_of_life"}, (
+        f"{model_id} has unexpected fields"
+    )
     assert entry.get("provider") in ("anthropic", "bedrock"), f"{model_id} names no provider"
 
 

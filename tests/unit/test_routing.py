@@ -46,20 +46,20 @@ def test_the_routing_file_is_consistent_and_every_model_in_it_has_a_price() -> N
 
 
 def test_a_named_model_is_used_as_is() -> None:
-    chosen = choose(config=CONFIG, run_model="claude-sonnet-4-5", steps=[], tool_results={}, budget_percent={})
-    assert chosen == Route("claude-sonnet-4-5", "model named by the run")
+    chosen = choose(config=CONFIG, run_model="claude-sonnet-5-5", steps=[], tool_results={}, budget_percent={})
+    assert chosen == Route("claude-sonnet-5-5", "model named by the run")
 
 
 def test_a_policy_plans_with_the_strong_model_and_digests_tool_results_with_the_cheap_one() -> None:
     first = route([])
     digest = route([record(0, tool="calculator")])
-    assert (first.model, first.cheap) == ("claude-sonnet-4-5", False) and "first step plans" in first.reason
+    assert (first.model, first.cheap) == ("claude-sonnet-5-5", False) and "first step plans" in first.reason
     assert (digest.model, digest.cheap) == ("claude-haiku-4-5", True) and "digest tool results" in digest.reason
 
 
 def test_a_superseded_cheap_step_escalates_to_the_strong_model() -> None:
     chosen = route([record(0, tool="calculator"), record(1, cheap=True, superseded=True)])
-    assert chosen.model == "claude-sonnet-4-5" and "escalated after the cheap model's step 1" in chosen.reason
+    assert chosen.model == "claude-sonnet-5-5" and "escalated after the cheap model's step 1" in chosen.reason
 
 
 def test_invalid_tool_input_from_the_cheap_model_escalates() -> None:
@@ -69,7 +69,7 @@ def test_invalid_tool_input_from_the_cheap_model_escalates() -> None:
         )
     }
     chosen = route([record(0, tool="calculator"), record(1, tool="calculator", cheap=True)], bad)
-    assert chosen.model == "claude-sonnet-4-5" and "invalid tool input for calculator at step 1" in chosen.reason
+    assert chosen.model == "claude-sonnet-5-5" and "invalid tool input for calculator at step 1" in chosen.reason
     # a tool that ran and failed on its own is not the model's fault
     failed = {
         (1, "t1"): ToolOutcome(tool_use_id="t1", name="calculator", content="calculator failed: x", is_error=True)
@@ -83,8 +83,8 @@ def test_a_budget_at_the_threshold_downgrades_every_call(budget: str, percent: f
         config=CONFIG, run_model="claude-opus-4-5", steps=[], tool_results={}, budget_percent={budget: percent}
     )
     planned = route([], **{budget: percent})
-    assert named.model == "claude-sonnet-4-5" and f"{budget} budget at {percent:.0f}%" in named.reason
-    assert planned.model == "claude-haiku-4-5" and "downgraded from claude-sonnet-4-5" in planned.reason
+    assert named.model == "claude-sonnet-5-5" and f"{budget} budget at {percent:.0f}%" in named.reason
+    assert planned.model == "claude-haiku-4-5" and "downgraded from claude-sonnet-5-5" in planned.reason
     below = choose(config=CONFIG, run_model="claude-opus-4-5", steps=[], tool_results={}, budget_percent={budget: 79.9})
     assert below.model == "claude-opus-4-5"
 
@@ -129,7 +129,7 @@ def test_a_policy_run_end_to_end_through_the_core() -> None:
                 store=store, registry=builtin_registry(), tenant="t", run_id=run_id, step=step, tool_use_id=call.id
             )
     # Then the models were strong (plan), cheap (digest, its final answer superseded), strong (final answer)
-    assert [r.model for r in model.requests] == ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-sonnet-4-5"]
+    assert [r.model for r in model.requests] == ["claude-sonnet-5-5", "claude-haiku-4-5", "claude-sonnet-5-5"]
     assert [o.decision for o in outcomes] == [StepDecision.TOOLS, StepDecision.REDO, StepDecision.FINISH]
     history = store.load_history("t", run_id)
     assert [s.superseded for s in history.steps] == [False, True, False]
@@ -139,13 +139,13 @@ def test_a_policy_run_end_to_end_through_the_core() -> None:
     # And every call is charged at the price of the model that served it
     run = store.get_run("t", run_id)
     assert run is not None and run.status is RunStatus.RUNNING and run.output == "6 * 7 = 42"
-    expected = 2 * PRICES.cost("claude-sonnet-4-5", usage) + PRICES.cost("claude-haiku-4-5", usage)
+    expected = 2 * PRICES.cost("claude-sonnet-5-5", usage) + PRICES.cost("claude-haiku-4-5", usage)
     assert run.cost_usd == expected
 
 
 def test_a_policy_whose_model_has_no_price_is_refused_at_submit() -> None:
     config = RoutingConfig(
-        version="t", downgrade_at_percent=80, policies={"odd": {"strong": "claude-sonnet-4-5", "cheap": "mystery-1"}}
+        version="t", downgrade_at_percent=80, policies={"odd": {"strong": "claude-sonnet-5-5", "cheap": "mystery-1"}}
     )  # type: ignore[dict-item]
     with pytest.raises(service.RequestRejectedError, match="routing policy 'odd' uses model 'mystery-1'"):
         service.create_run(
@@ -242,7 +242,7 @@ def test_a_duplicate_invocation_shares_the_reservation_its_twin_made() -> None:
     run_id = _policy_run(store)
     run = store.get_run("t", run_id)
     assert run is not None
-    first = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-sonnet-4-5")
+    first = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-sonnet-5-5")
     twin = first.model_copy(update={"amount_usd": Decimal("0.02")})
     assert store.reserve(run, first, BudgetLimits()) == first
     assert store.reserve(run, twin, BudgetLimits()) == first  # not a second hold, not a failure

@@ -383,3 +383,21 @@ def test_a_retry_after_becomes_a_wait_of_the_same_step_until_the_cap(store: InMe
             store=store, model=ScriptedModel(throttled), registry=builtin_registry(), prices=PRICES,
             clock=FixedClock(), tenant=TENANT, run_id=run_id, step=0, waits=service.MAX_WAITS,
         )  # fmt: skip
+
+
+def test_a_model_past_its_end_of_life_is_refused_at_submit(store: InMemoryRunStore) -> None:
+    from datetime import UTC, datetime
+
+    # claude-sonnet-4-5 reaches end-of-life on 2026-11-30 (the anthropic SDK's deprecation list)
+    before = service.create_run(
+        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
+        new_id=lambda: "run_eol0000000000000000000001", tenant=TENANT,
+        request=RunRequest(input="x", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
+    )  # fmt: skip
+    assert before.run.model == "claude-sonnet-4-5"
+    with pytest.raises(service.RequestRejectedError, match="reached end-of-life on 2026-11-30"):
+        service.create_run(
+            store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES,
+            clock=FixedClock(start=datetime(2026, 12, 1, tzinfo=UTC)), new_id=lambda: "run_eol0000000000000000000002",
+            tenant=TENANT, request=RunRequest(input="x", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
+        )  # fmt: skip

@@ -39,7 +39,7 @@ def test_totals_per_day_model_and_run_with_cache_share() -> None:
             Decimal("1.20"),
             8,
             Usage(input_tokens=800, cache_read_input_tokens=3000),
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-5-5",
         ),
         SpendRow(
             "2026-11-21",
@@ -61,7 +61,7 @@ def test_totals_per_day_model_and_run_with_cache_share() -> None:
         {"day": "2026-11-21", "cost_usd": 0.5, "steps": 5},
     ]
     assert [(m["model"], m["cost_usd"], m["share"]) for m in r["models"]] == [
-        ("claude-sonnet-4-5", 1.2, 0.6), ("claude-haiku-4-5", 0.8, 0.4),
+        ("claude-sonnet-5-5", 1.2, 0.6), ("claude-haiku-4-5", 0.8, 0.4),
     ]  # fmt: skip
     assert r["top_runs"] == [
         {"run_id": "run_a", "cost_usd": 1.0, "steps": 5},
@@ -73,14 +73,14 @@ def test_suggestions_name_the_dominant_model_a_rising_trend_the_budget_low_cachi
     rows = [
         day("2026-11-16", "0.10", 20, input_tokens=10_000),
         day("2026-11-21", "9.00", 20, input_tokens=90_000, cache_read_input_tokens=1_000),
-        SpendRow("2026-11-21", Decimal("8.50"), 30, Usage(input_tokens=95_000), model="claude-sonnet-4-5"),
+        SpendRow("2026-11-21", Decimal("8.50"), 30, Usage(input_tokens=95_000), model="claude-sonnet-5-5"),
         SpendRow("2026-11-21", Decimal("0.60"), 10, Usage(input_tokens=5_000), model="claude-haiku-4-5"),
         SpendRow("2026-11-21", Decimal("6.00"), 12, run_id="run_big"),
         SpendRow("2026-11-21", Decimal("1.00"), 3, run_id="run_small"),
     ]
     advice = report(rows, budget=Decimal("10"))["suggestions"]
     text = "\n".join(advice)
-    assert "claude-sonnet-4-5 is 93% of spend" in text and "routing policy 'balanced'" in text
+    assert "claude-sonnet-5-5 is 93% of spend" in text and "routing policy 'balanced'" in text
     assert "Spend is rising" in text
     assert "Today's spend is 90% of the tenant daily budget ($9.00 of $10.00)" in text
     assert "Only 1% of input tokens were cache reads" in text
@@ -91,7 +91,7 @@ def test_a_quiet_period_gives_no_suggestions() -> None:
     rows = [day(f"2026-11-{d}", "0.10", 2, input_tokens=100, cache_read_input_tokens=900) for d in range(15, 22)]
     rows += [
         SpendRow("2026-11-15", Decimal("0.35"), 7, model="claude-haiku-4-5"),
-        SpendRow("2026-11-16", Decimal("0.35"), 7, model="claude-sonnet-4-5"),
+        SpendRow("2026-11-16", Decimal("0.35"), 7, model="claude-sonnet-5-5"),
     ]
     r = report(rows, budget=Decimal("5"))
     assert r["trend"]["direction"] == "flat" and r["suggestions"] == []

@@ -1,0 +1,292 @@
+"""Fault injection on the local stack: a faulty provider, crashing step Lambdas, conflicting writes,
+duplicate intake deliveries. ``run_chaos`` drives N runs through it and audits every run and counter."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tests.fakes.anthropic_server import FakeAnthropic, error, message
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
+RETRYABLE_KINDS = ("429", "529", "500", "timeout", "malformed", "empty")
+
+
+@dataclass
+class Faults:
+    retryable: float = 0.3  # share of model calls that fail retryably, spread over RETRYABLE_KINDS
+    huge: float = 0.02  # share of answers that are huge (150 KB of text)
+    duplicate_intake: float = 0.2  # share of runs whose intake message is delivered twice
+    crash_after_call: float = 0.05  # share of step invocations that die after the model answered
+    store_conflicts: float = 0.05  # share of DynamoDB transactions that lose to a concurrent writer
+    seed: int = 7
+
+
+class FaultyProvider:
+    """The fake Messages API's reply: a fault at the configured rates, else a two-step agent answer."""
+
+    def __init__(self, faults: Faults, rng: random.Random, call_timeout: float) -> None:
+        self.faults, self.rng, self.call_timeout = faults, rng, call_timeout
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.injected: Counter[str] = Counter()
+
+    def __call__(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        with self.lock:
+            self.calls += 1
+            roll = self.rng.random()
+            kind = self.rng.choice(RETRYABLE_KINDS) if roll < self.faults.retryable else None
+            huge = kind is None and self.rng.random() < self.faults.huge
+            if kind:
+                self.injected[kind] += 1
+            elif huge:
+                self.injected["huge"] += 1
+        if kind == "429":
+            return (*error(429, "rate_limit_error", "slow down"), {"retry-after": "1"})
+        if kind == "529":
+            return (*error(529, "overloaded_error", "Overloaded"), {})
+        if kind == "500":
+            return (*error(500, "api_error", "Internal server error"), {})
+        if kind == "timeout":
+            time.sleep(self.call_timeout + 0.5)  # the client gives up first
+            return 200, message([{"type": "text", "text": "too late"}], "end_turn"), {}
+        if kind == "malformed":
+            return 200, {"type": "message", "content": "not a list of blocks"}, {}
+        if kind == "empty":
+            return 200, {}, {}
+        done = any(
+            isinstance(m["content"], list) and any(b.get("type") == "tool_result" for b in m["content"])
+            for m in body["messages"]
+        )
+        if not done:
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{self.rng.randrange(10**9)}",
+                    "name": "calculator",
+                    "input": {"expression": "6*7"},
+                }
+            ]
+            return 200, message(content, "tool_use", model=body["model"], input_tokens=400, output_tokens=40), {}
+        text = "6 * 7 = 42" + (" " + "x" * 150_000 if huge else "")
+        return (
+            200,
+            message(
+                [{"type": "text", "text": text}], "end_turn", model=body["model"], input_tokens=500, output_tokens=20
+            ),
+            {},
+        )
+
+
+class InjectedCrash(Exception):
+    """The step Lambda dies (a timeout or out of memory, as Lambda reports it)."""
+
+    lambda_error_type = "Sandbox.Timedout"
+
+
+@dataclass
+class Report:
+    submitted: int
+    statuses: Counter[str]
+    failure_reasons: Counter[str]
+    lost: int
+    double_charged_steps: int
+    accounting_mismatches: list[str]
+    model_calls: int
+    minimum_calls: int
+    injected: Counter[str]
+    crashes: int
+    conflicts: int
+    duplicate_deliveries: int
+    circuit_openings: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [
+            f"runs submitted            {self.submitted}",
+            f"reached a terminal state  {sum(self.statuses.values())}  "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(self.statuses.items()))})",
+            f"failed, by reason         {dict(self.failure_reasons) or '-'}",
+            f"lost (never terminal)     {self.lost}",
+            f"double-charged steps      {self.double_charged_steps}",
+            f"model calls made          {self.model_calls}  (minimum needed {self.minimum_calls}, "
+            f"{self.model_calls / max(self.minimum_calls, 1):.2f}x)",
+            f"provider faults injected  {sum(self.injected.values())}  {dict(self.injected)}",
+            f"step crashes injected     {self.crashes}",
+            f"DynamoDB conflicts        {self.conflicts}",
+            f"duplicate intake msgs     {self.duplicate_deliveries}",
+            f"circuit openings          {self.circuit_openings}",
+            f"wall time                 {self.seconds:.1f} s",
+        ]
+
+
+def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Report:
+    from functions.adapters import dynamodb_store, wiring
+    from stepwise.local.stack import LocalStack
+    from stepwise.local.template import synthesize
+
+    rng = random.Random(faults.seed)
+    call_timeout = 1.0
+    provider = FaultyProvider(faults, rng, call_timeout)
+    counts = Counter[str]()
+    env = {
+        "ANTHROPIC_API_KEY": "chaos",
+        "STEPWISE_MODEL_PROVIDER": "auto",
+        "STEPWISE_MODEL_TIMEOUT_SECONDS": str(call_timeout),
+        "STEPWISE_CIRCUIT_FAILURE_THRESHOLD": "10",
+        "STEPWISE_CIRCUIT_WINDOW_SECONDS": "10",
+        "STEPWISE_CIRCUIT_COOLDOWN_SECONDS": "2",
+        "STEPWISE_RELEASE_DELAY_SECONDS": "0",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    template = synthesize(context={"model_retry_interval_seconds": 1, "model_retry_max_delay_seconds": 4})
+    emf = io.StringIO()
+    real_pending = dynamodb_store.DynamoDBRunStore.save_pending
+    real_save = dynamodb_store.DynamoDBRunStore.save_step
+
+    def crash_maybe() -> None:
+        with provider.lock:
+            crash = rng.random() < faults.crash_after_call / 2
+        if crash:
+            counts["crash"] += 1
+            raise InjectedCrash("injected: the step Lambda died after the model answered")
+
+    def pending(self: Any, *args: Any, **kwargs: Any) -> None:
+        crash_maybe()  # dies before the answer is stored: the retry calls the model again
+        real_pending(self, *args, **kwargs)
+
+    def save(self: Any, *args: Any, **kwargs: Any) -> None:
+        crash_maybe()  # dies after the answer was stored: the retry settles it without a call
+        real_save(self, *args, **kwargs)
+
+    with FakeAnthropic(*([provider] * (runs * 40))) as fake, contextlib.redirect_stdout(emf):
+        os.environ.update({**env, "ANTHROPIC_BASE_URL": fake.base_url})
+        started = time.monotonic()
+        try:
+            with LocalStack(port=0, template=template) as stack:
+                os.environ.update({**env, "ANTHROPIC_BASE_URL": fake.base_url})
+                wiring.reset()
+                dynamodb_store.DynamoDBRunStore.save_pending = pending  # type: ignore[method-assign]
+                dynamodb_store.DynamoDBRunStore.save_step = save  # type: ignore[method-assign]
+                client = wiring.aws_client("dynamodb")
+                real_transact = client.transact_write_items
+
+                def transact(**kwargs: Any) -> Any:
+                    with provider.lock:
+                        conflict = rng.random() < faults.store_conflicts
+                    if conflict:
+                        counts["conflict"] += 1
+                        reasons = [{"Code": "TransactionConflict"}] + [{"Code": "None"}] * (
+                            len(kwargs["TransactItems"]) - 1
+                        )
+                        raise ClientError(
+                            {
+                                "Error": {"Code": "TransactionCanceledException", "Message": "injected conflict"},
+                                "CancellationReasons": reasons,
+                            },
+                            "TransactWriteItems",
+                        )
+                    return real_transact(**kwargs)
+
+                client.transact_write_items = transact
+                run_ids = []
+                for i in range(runs):
+                    status, _, body = stack.handle_http(
+                        "POST", "/runs", {}, json.dumps({"input": f"task {i}: what is 6 * 7?"})
+                    )
+                    assert status == 202, body
+                    run_id = json.loads(body)["run_id"]
+                    run_ids.append(run_id)
+                    if rng.random() < faults.duplicate_intake:
+                        counts["duplicate"] += 1
+                        stack.sqs.send_message(
+                            QueueUrl=stack.queue_url, MessageBody=json.dumps({"tenant": "local", "run_id": run_id})
+                        )
+                store = wiring.store()
+                deadline = time.monotonic() + deadline_seconds
+                pending_ids = set(run_ids)
+                while pending_ids and time.monotonic() < deadline:
+                    pending_ids = {
+                        r
+                        for r in pending_ids
+                        if (run := store.get_run("local", r)) is None or run.status.value not in TERMINAL
+                    }
+                    time.sleep(0.5)
+                time.sleep(1.5)  # let finalizers and late settlements land
+                report = _audit(store, run_ids, provider, counts, emf.getvalue(), time.monotonic() - started)
+        finally:
+            dynamodb_store.DynamoDBRunStore.save_pending = real_pending  # type: ignore[method-assign]
+            dynamodb_store.DynamoDBRunStore.save_step = real_save  # type: ignore[method-assign]
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            wiring.reset()
+    return report
+
+
+def _audit(
+    store: Any, run_ids: list[str], provider: FaultyProvider, counts: Counter[str], emf: str, seconds: float
+) -> Report:
+    statuses: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    mismatches: list[str] = []
+    minimum = 0
+    lost = 0
+    total_cost = Decimal(0)
+    total_steps = 0
+    for run_id in run_ids:
+        history = store.load_history("local", run_id)
+        run = history.run
+        if run.status.value not in TERMINAL:
+            lost += 1
+            continue
+        statuses[run.status.value] += 1
+        if run.error and run.status.value != "SUCCEEDED":
+            reasons[run.error.code] += 1
+        steps = history.steps
+        minimum += len(steps)
+        charged = sum((s.cost_usd for s in steps), Decimal(0))
+        if charged != run.cost_usd or len(steps) != run.steps or [s.step for s in steps] != list(range(len(steps))):
+            mismatches.append(
+                f"{run_id}: run cost {run.cost_usd} / steps {run.steps} vs records {charged} / {len(steps)}"
+            )
+        total_cost += run.cost_usd
+        total_steps += run.steps
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    counter = {row.day: row for row in store.spend_rows("local", day, day) if row.model is None and row.run_id is None}
+    if counter and (counter[day].cost_usd != total_cost or counter[day].steps != total_steps):
+        mismatches.append(
+            f"tenant day counter {counter[day].cost_usd} / {counter[day].steps} vs runs {total_cost} / {total_steps}"
+        )
+    openings = sum(1 for line in emf.splitlines() if '"CircuitTransitions"' in line and '"State":"open"' in line)
+    return Report(
+        submitted=len(run_ids),
+        statuses=statuses,
+        failure_reasons=reasons,
+        lost=lost,
+        double_charged_steps=len(mismatches),
+        accounting_mismatches=mismatches,
+        model_calls=provider.calls,
+        minimum_calls=minimum,
+        injected=provider.injected,
+        crashes=counts["crash"],
+        conflicts=counts["conflict"],
+        duplicate_deliveries=counts["duplicate"],
+        circuit_openings=openings,
+        seconds=seconds,
+    )
