@@ -657,6 +657,16 @@ def release_reservation(*, store: RunStore, tenant: str, run_id: str, step: int)
     return "released" if store.release_reservation(tenant, run_id, step) else "nothing held"
 
 
+def mark_failed(*, store: RunStore, tenant: str, run_id: str, error: str | None, cause: str | None) -> Run:
+    """The workflow's Catch: the run ends FAILED with the error and the last step it completed."""
+    current = store.get_run(tenant, run_id)
+    reason = failure_reason(error, cause)
+    if current is not None:
+        done = f"after step {current.steps - 1}" if current.steps else "before its first step completed"
+        reason = reason.model_copy(update={"message": f"{reason.message} ({done})"})
+    return finalize_run(store=store, tenant=tenant, run_id=run_id, status=RunStatus.FAILED, error=reason)
+
+
 def failure_reason(error: str | None, cause: str | None) -> RunError:
     """Turn a Step Functions Catch (Error, Cause) into a run error a person can read."""
     message = cause or ""

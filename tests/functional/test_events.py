@@ -50,7 +50,9 @@ def check(name: str, r: dict[str, Any], aws: Aws) -> None:
         assert r == {"run_id": RUN_ID, "status": "SUCCEEDED"}
     elif name == "mark_failed/model_overloaded.json":
         assert r["status"] == "FAILED"
-        assert r["error"]["message"] == "Anthropic API 529 overloaded_error: Overloaded"
+        assert (
+            r["error"]["message"] == "Anthropic API 529 overloaded_error: Overloaded (before its first step completed)"
+        )
     elif name == "workflow_ended/timed_out.json":
         assert r == {"run_id": RUN_ID, "status": "TIMED_OUT"}
         run = wiring.store().get_run("default", RUN_ID)

@@ -66,7 +66,10 @@ def test_mark_failed_records_the_reason_from_the_catch(aws: Aws, context: LocalC
     )
     run = get_run(context, run_id)
     assert out["status"] == "FAILED"
-    assert run["error"] == {"code": "RetryableModelError", "message": "Anthropic API 529 overloaded_error: busy"}
+    assert run["error"] == {
+        "code": "RetryableModelError",
+        "message": "Anthropic API 529 overloaded_error: busy (before its first step completed)",
+    }
 
 
 def test_invalid_workflow_payloads_are_rejected_by_the_event_parser(aws: Aws, context: LocalContext) -> None:
@@ -86,3 +89,13 @@ def test_a_missing_anthropic_key_outside_the_local_stack_is_an_error_not_a_silen
     wiring.reset()
     with pytest.raises(RuntimeError, match="no Anthropic API key"):
         wiring.model()
+
+
+def test_a_failed_execution_names_the_last_step_it_completed(aws: Aws, context: LocalContext) -> None:
+    run_id = submit(context, {"input": "What is 6 * 7?"})
+    step.handler({"tenant": "default", "run_id": run_id, "step": 0}, context)
+    failure = {"Error": "States.TaskFailed", "Cause": json.dumps({"errorMessage": "tool function crashed"})}
+    mark_failed.handler({"tenant": "default", "run_id": run_id, "failure": failure}, context)
+    run = get_run(context, run_id)
+    assert run["status"] == "FAILED"
+    assert run["error"] == {"code": "States.TaskFailed", "message": "tool function crashed (after step 0)"}
