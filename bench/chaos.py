@@ -30,6 +30,8 @@ def main() -> int:
     print(f"chaos: {args.runs} runs, {faults}", flush=True)
     report = run_chaos(args.runs, faults)
     print("\n".join(report.lines()))
+    for code, example in report.extra.get("failure_examples", {}).items():
+        print(f"  e.g. {code}: {example}")
     for line in report.accounting_mismatches[:10]:
         print("  mismatch:", line)
     return 0 if report.lost == 0 and report.double_charged_steps == 0 else 1

@@ -30,6 +30,64 @@ STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
 
 
+_ONE_SNAPSHOT = threading.local()
+
+
+_DYNAMODB_REQUEST = threading.RLock()
+
+
+def _dynamodb_like_moto() -> None:
+    """Make moto's DynamoDB behave as DynamoDB does under concurrency, and fast enough for many runs.
+
+    * DynamoDB applies each request atomically; moto's backend is not thread-safe, and the local stack runs
+      functions on many threads: one request at a time (a lock around moto's request handling).
+    * moto's TransactWriteItems deep-copies the whole table once per transaction *item* (for rollback); the
+      copies are identical, all taken before any item is applied: one copy per table per transaction.
+    """
+    import copy as copy_module
+
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_atomic", False):
+        return
+    handle = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _DYNAMODB_REQUEST:
+            return handle(self)
+
+    call_action._atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+    backend = dynamodb_models.DynamoDBBackend
+
+    class _Copy:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            snapshots = getattr(_ONE_SNAPSHOT, "snapshots", None)
+            if snapshots is None:
+                return copy_module.deepcopy(value, memo)
+            if id(value) not in snapshots:
+                snapshots[id(value)] = copy_module.deepcopy(value, memo)
+            return snapshots[id(value)]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy_module, name)
+
+    original = backend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: Any) -> Any:
+        _ONE_SNAPSHOT.snapshots = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            _ONE_SNAPSHOT.snapshots = None
+
+    setattr(dynamodb_models, "copy", _Copy())  # noqa: B010 - the module global moto's transaction code uses
+    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 class LocalStack(AbstractContextManager["LocalStack"]):
     def __init__(self, *, port: int = 8787, host: str = "127.0.0.1", template: dict[str, Any] | None = None) -> None:
         self.host = host
@@ -60,6 +118,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         )
         self._mock.start()
+        _dynamodb_like_moto()
         lambdas = self.lambdas
 
         def invoke(

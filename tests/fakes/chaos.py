@@ -244,6 +244,7 @@ def _audit(
 ) -> Report:
     statuses: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     mismatches: list[str] = []
     minimum = 0
     lost = 0
@@ -258,6 +259,7 @@ def _audit(
         statuses[run.status.value] += 1
         if run.error and run.status.value != "SUCCEEDED":
             reasons[run.error.code] += 1
+            examples.setdefault(run.error.code, run.error.message[:300])
         steps = history.steps
         minimum += len(steps)
         charged = sum((s.cost_usd for s in steps), Decimal(0))
@@ -289,4 +291,5 @@ def _audit(
         duplicate_deliveries=counts["duplicate"],
         circuit_openings=openings,
         seconds=seconds,
+        extra={"failure_examples": examples},
     )
