@@ -39,6 +39,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         extra_prices=_json_text(context("extra_prices")),
         prompt_cache_ttl=str(context("prompt_cache_ttl") or "5m"),
         response_cache=str(context("response_cache") or "false").lower() == "true",
+        bedrock_fallback=str(context("bedrock_fallback") or "false").lower() == "true",
         retry_interval_seconds=int(context("model_retry_interval_seconds") or MODEL_RETRY_INTERVAL_SECONDS),
         retry_max_delay_seconds=int(context("model_retry_max_delay_seconds") or MODEL_RETRY_MAX_DELAY_SECONDS),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     circuit_failure_threshold: int = Field(default=5, alias="STEPWISE_CIRCUIT_FAILURE_THRESHOLD", ge=1)
     circuit_window_seconds: float = Field(default=60, alias="STEPWISE_CIRCUIT_WINDOW_SECONDS", gt=0)
     circuit_cooldown_seconds: float = Field(default=30, alias="STEPWISE_CIRCUIT_COOLDOWN_SECONDS", gt=0)
+    # Claude on Amazon Bedrock (Converse API) as a provider, e.g. the last fallback (needs model access)
+    bedrock_fallback: bool = Field(default=False, alias="STEPWISE_BEDROCK_FALLBACK")
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

@@ -120,7 +120,28 @@ def model() -> ModelClient:
         api_key = str(get_secret(settings.anthropic_secret_arn, max_age=300)).strip()
     if not api_key:
         raise RuntimeError("no Anthropic API key: set ANTHROPIC_API_KEY or STEPWISE_ANTHROPIC_SECRET_ARN")
+    if settings.bedrock_fallback:
+        return _providers(api_key, settings.model_timeout_seconds)
     return _anthropic(api_key, settings.model_timeout_seconds)
+
+
+def providers() -> set[str]:
+    """The model providers this deployment can call (a run naming a model of another is refused)."""
+    return {"anthropic", "bedrock"} if get_settings().bedrock_fallback else {"anthropic"}
+
+
+@lru_cache(maxsize=2)
+def _providers(api_key: str, timeout_seconds: float) -> ModelClient:
+    from functions.adapters.bedrock_model import BedrockModel, ProviderModels
+
+    bedrock = boto3.client(
+        "bedrock-runtime",
+        config=Config(retries={"mode": "standard", "max_attempts": 1}, read_timeout=timeout_seconds),
+    )
+    return ProviderModels(
+        provider_of=lambda model: prices().price(model).provider,
+        clients={"anthropic": _anthropic(api_key, timeout_seconds), "bedrock": BedrockModel(bedrock)},
+    )
 
 
 @cache
@@ -148,6 +169,7 @@ def reset() -> None:
         prices,
         _stub,
         _anthropic,
+        _providers,
         get_settings,
     ):
         built.cache_clear()

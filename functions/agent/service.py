@@ -106,6 +106,7 @@ def create_run(
     default_model: str,
     idempotency_key: str | None = None,
     routing: RoutingConfig | None = None,
+    providers: set[str] | None = None,
 ) -> Accepted:
     """Validate, persist as QUEUED and enqueue. Bad input raises before anything is written.
 
@@ -118,6 +119,14 @@ def create_run(
     retired = [m for m in usable if m not in unpriced and (eol := prices.price(m).end_of_life) and eol < today]
     if retired and model in retired:
         raise RequestRejectedError(f"model {model!r} reached end-of-life on {prices.price(model).end_of_life}")
+    unserved = [
+        m for m in usable if m not in unpriced and providers is not None and prices.price(m).provider not in providers
+    ]
+    if unserved:
+        raise RequestRejectedError(
+            f"model {unserved[0]!r} is served by {prices.price(unserved[0]).provider}, which this deployment "
+            "does not call (deploy with -c bedrock_fallback=true)"
+        )
     if unpriced:
         what = "model" if unpriced == [model] else f"routing policy {model!r} uses model"
         raise RequestRejectedError(f"unknown {what} {', '.join(map(repr, unpriced))}: no price is configured for it")

@@ -116,6 +116,7 @@ def create_run() -> Response[str]:
             request=request,
             default_model=get_settings().default_model,
             idempotency_key=key,
+            providers=wiring.providers(),
         )
     except (service.RequestRejectedError, UnknownToolError) as exc:
         raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc

@@ -41,6 +41,7 @@ class StepwiseStack(Stack):
         extra_prices: str | None = None,
         prompt_cache_ttl: str = "5m",
         response_cache: bool = False,
+        bedrock_fallback: bool = False,
         retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
         retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
         **kwargs: object,
@@ -116,6 +117,35 @@ class StepwiseStack(Stack):
         functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
         functions["intake"].add_environment("STEPWISE_INTAKE_MAX_RECEIVE_COUNT", str(INTAKE_MAX_RECEIVE_COUNT))
         secret.grant_read(functions["step"])
+        if bedrock_fallback:  # Claude on Amazon Bedrock through the Converse API (foundation models and profiles)
+            for name in ("step", "api"):
+                functions[name].add_environment("STEPWISE_BEDROCK_FALLBACK", "true")
+            functions["step"].add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["bedrock:InvokeModel"],
+                    resources=[
+                        "arn:aws:bedrock:*::foundation-model/anthropic.claude-*",
+                        Stack.of(self).format_arn(
+                            service="bedrock",
+                            resource="inference-profile",
+                            resource_name="*anthropic.claude-*",
+                            region="*",
+                        ),
+                    ],
+                )
+            )
+            account = "<AWS::AccountId>" if Token.is_unresolved(self.account) else self.account
+            for resource in (
+                "arn:aws:bedrock:*::foundation-model/anthropic.claude-*",
+                f"arn:<AWS::Partition>:bedrock:*:{account}:inference-profile/*anthropic.claude-*",
+            ):
+                Validations.of(functions["step"]).acknowledge(
+                    Acknowledgment(
+                        id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{resource}]",
+                        reason="Claude models and inference profiles on Bedrock, in any region a cross-region "
+                        "profile routes to: the narrowest grant the Converse API allows for them.",
+                    )
+                )
         budgets = {"TenantDaily": tenant_daily_budget_usd, "GlobalDaily": global_daily_budget_usd}
         for budget, env in (
             ("TenantDaily", "STEPWISE_TENANT_DAILY_BUDGET_USD"),

@@ -836,3 +836,31 @@ def test_budget_alarms_watch_the_metric_the_step_function_emits() -> None:
         assert alarm["Namespace"] == "Stepwise" and alarm["Statistic"] == "Maximum"
         seen.add((dimensions["Budget"], alarm["Threshold"]))
     assert seen == {(b, t) for b in ("TenantDaily", "GlobalDaily") for t in (50, 80, 90, 100)}
+
+
+def test_a_bedrock_enabled_stack_grants_invoke_model_to_the_step_function_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the app deployed with -c bedrock_fallback=true (cdk-nag checks run on synth)
+    for key in ("CDK_DEFAULT_REGION", "CDK_DEFAULT_ACCOUNT"):
+        monkeypatch.delenv(key, raising=False)
+    app = build_app(cdk.App(context={**SKIP_BUNDLING, "bedrock_fallback": "true"}))
+    template = app.synth().get_stack_by_name("Stepwise").template
+    # Then only the step function may call Bedrock, only for Claude, and both step and api know it is on
+    grants: dict[str, list[Any]] = {}
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if "bedrock:InvokeModel" in as_list(statement["Action"]):
+                role = resource["Properties"]["Roles"][0]["Ref"]
+                grants[role] = as_list(statement["Resource"])
+    (role, resources) = next(iter(grants.items()))
+    assert len(grants) == 1 and "step" in role
+    assert "arn:aws:bedrock:*::foundation-model/anthropic.claude-*" in resources
+    functions = {
+        r["Properties"]["Handler"]: r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+    }
+    for handler in ("functions.handlers.step.handler", "functions.handlers.api.handler"):
+        assert functions[handler]["Environment"]["Variables"]["STEPWISE_BEDROCK_FALLBACK"] == "true"
+    assert "STEPWISE_BEDROCK_FALLBACK" not in functions["functions.handlers.tool.handler"]["Environment"]["Variables"]
