@@ -134,6 +134,10 @@ class AgentWorkflow(Construct):
             payload_response_only=False,
             retry_on_service_exceptions=False,
             output_path="$.Payload",
+            # a hung invocation is cut (States.Timeout) a little after the function's own timeout
+            task_timeout=sfn.Timeout.duration(fn.timeout.plus(Duration.seconds(30)))
+            if isinstance(fn, lambda_.Function) and fn.timeout
+            else None,
         )
         task.add_retry(
             errors=[

@@ -864,3 +864,15 @@ def test_a_bedrock_enabled_stack_grants_invoke_model_to_the_step_function_only(m
     for handler in ("functions.handlers.step.handler", "functions.handlers.api.handler"):
         assert functions[handler]["Environment"]["Variables"]["STEPWISE_BEDROCK_FALLBACK"] == "true"
     assert "STEPWISE_BEDROCK_FALLBACK" not in functions["functions.handlers.tool.handler"]["Environment"]["Variables"]
+
+
+def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(
+    definition: dict[str, Any], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    states = dict(definition["States"])
+    states.update(definition["States"]["Tools"]["ItemProcessor"]["States"])
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    assert set(tasks) == {"Step", "RunTool", "Finalize", "MarkFailed"}
+    own = {"Step": "step", "RunTool": "tool", "Finalize": "finalize", "MarkFailed": "mark_failed"}
+    for name, state in tasks.items():
+        assert state["TimeoutSeconds"] > functions[own[name]][1]["Timeout"], name
