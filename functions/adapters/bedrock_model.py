@@ -33,6 +33,7 @@ _RETRYABLE = {
     "ModelTimeoutException",
     "ModelNotReadyException",
     "ServiceQuotaExceededException",
+    "ModelErrorException",  # the model failed to process the request (424): transient
 }
 _FATAL_STATUS = {"ValidationException": 400, "AccessDeniedException": 403, "ResourceNotFoundException": 404}
 _STOP_REASONS = {
@@ -138,9 +139,10 @@ class BedrockModel:
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             message = exc.response["Error"].get("Message", "")
-            if code in _RETRYABLE:
-                raise RetryableModelError(f"Bedrock {code}: {message}") from exc
-            status = _FATAL_STATUS.get(code, exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400))
+            http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in _RETRYABLE or http_status == 429 or http_status >= 500:
+                raise RetryableModelError(f"Bedrock {code} ({http_status}): {message}") from exc
+            status = _FATAL_STATUS.get(code, http_status or 400)
             raise FatalModelError(f"MODEL_{status}", f"Bedrock {code}: {message}") from exc
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
             raise RetryableModelError(f"connection to Bedrock failed: {exc}") from exc
@@ -148,7 +150,7 @@ class BedrockModel:
             raise RetryableModelError(f"Bedrock call failed: {exc}") from exc
         try:
             return from_converse(request.model, answer)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # ValueError includes pydantic's ValidationError
             raise RetryableModelError(f"Bedrock returned a malformed response: {exc}") from exc
 
 

@@ -359,12 +359,15 @@ class DynamoDBRunStore(RunStore):
         amount = reservation.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
         day = reservation.day
         run_condition = "#steps = :step AND #status IN (" + ", ".join(f":a{i}" for i in range(len(_ACTIVE))) + ")"
-        run_condition += " AND reserved_step = :step" if replacing else " AND attribute_not_exists(reserved_step)"
+        # replacing: only the exact reservation read may be replaced (a duplicate's move is not applied twice)
+        run_condition += " AND reservation = :replaced" if replacing else " AND attribute_not_exists(reserved_step)"
         run_values: dict[str, Any] = {
             ":step": reservation.step,
             ":reservation": reservation.model_dump_json(),
             **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
         }
+        if replacing:
+            run_values[":replaced"] = replacing.model_dump_json()
         if run.budget.max_usd is not None:
             run_condition += " AND cost_usd <= :run_headroom"
             run_values[":run_headroom"] = Decimal(str(run.budget.max_usd)) - reservation.amount_usd
@@ -477,10 +480,12 @@ class DynamoDBRunStore(RunStore):
         }
         condition = "#steps = :step"
         condition += (
-            " AND reserved_step = :step"
+            " AND reservation = :held"  # exactly the reservation this call was made under
             if held
             else " AND (attribute_not_exists(reserved_step) OR reserved_step <> :step)"
         )
+        if held:
+            values[":held"] = held.model_dump_json()
         if require_active:
             sets.append("#status = :running")
             names["#status"] = "status"
@@ -602,8 +607,8 @@ class DynamoDBRunStore(RunStore):
                 run_pk(tenant, run_id),
                 RUN_SK,
                 "REMOVE reserved_step, reservation",
-                {":step": step, **{f":t{i}": s for i, s in enumerate(terminal)}},
-                condition=f"reserved_step = :step AND #status IN ({', '.join(f':t{i}' for i in range(len(terminal)))})",
+                {":held": held.model_dump_json(), **{f":t{i}": s for i, s in enumerate(terminal)}},
+                condition=f"reservation = :held AND #status IN ({', '.join(f':t{i}' for i in range(len(terminal)))})",
                 names={"#status": "status"},
             ),
             *(
@@ -648,8 +653,8 @@ class DynamoDBRunStore(RunStore):
             expression = f"SET {', '.join(sets)}"
             held = run.reservation if release else None
             if held:  # no call can be in flight: release what the run holds against every budget
-                condition += " AND reserved_step = :held"
-                values[":held"] = held.step
+                condition += " AND reservation = :held"  # exactly the one read: released once
+                values[":held"] = held.model_dump_json()
                 expression += " REMOVE reserved_step, reservation"
             elif release:
                 condition += " AND attribute_not_exists(reserved_step)"

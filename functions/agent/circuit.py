@@ -3,6 +3,10 @@
 closed --(failure_threshold retryable failures within window_seconds)--> open
 open --(cooldown_seconds passed: the next caller becomes a probe)--> half_open
 half_open --(a probe succeeds)--> closed;  half_open --(a probe fails)--> open
+half_open --(no probe reported within probe_timeout_seconds: a new probe goes through)--> half_open
+
+Successes while closed do not reset the count: it is failures within the window, whatever succeeded between.
+A success reported while open (a call that started before the circuit opened) changes nothing.
 
 Pure transitions; the store applies them with a version check, so concurrent Lambdas never lose an update.
 """
@@ -25,6 +29,8 @@ class CircuitConfig(BaseModel):
     window_seconds: float = Field(default=60, gt=0)
     cooldown_seconds: float = Field(default=30, gt=0)
     half_open_probes: int = Field(default=1, ge=1)
+    # a probe that never reports (a refused budget, a crash, a fatal error) must not hold the circuit half-open
+    probe_timeout_seconds: float = Field(default=240, gt=0)
 
 
 class Circuit(BaseModel):
@@ -33,6 +39,7 @@ class Circuit(BaseModel):
     failures: int = 0
     window_start: float = 0.0
     opened_at: float = 0.0
+    half_open_at: float = 0.0
     probes: int = 0
     version: int = 0  # 0: never stored
 
@@ -48,16 +55,19 @@ def on_attempt(circuit: Circuit, config: CircuitConfig, now: float) -> tuple[boo
     if circuit.state is CircuitState.OPEN:
         if now - circuit.opened_at < config.cooldown_seconds:
             return False, None
-        return True, circuit.model_copy(update={"state": CircuitState.HALF_OPEN, "probes": 1})
+        return True, circuit.model_copy(update={"state": CircuitState.HALF_OPEN, "probes": 1, "half_open_at": now})
     if circuit.probes < config.half_open_probes:
         return True, circuit.model_copy(update={"probes": circuit.probes + 1})
+    if now - circuit.half_open_at > config.probe_timeout_seconds:  # the probes never reported: probe again
+        return True, circuit.model_copy(update={"probes": 1, "half_open_at": now})
     return False, None
 
 
 def on_success(circuit: Circuit) -> Circuit | None:
-    if circuit.state is CircuitState.CLOSED and circuit.failures == 0:
+    """Only a probe's success closes the circuit; failures within the window keep counting otherwise."""
+    if circuit.state is not CircuitState.HALF_OPEN:
         return None
-    return circuit.model_copy(update={"state": CircuitState.CLOSED, "failures": 0, "probes": 0})
+    return circuit.model_copy(update={"state": CircuitState.CLOSED, "failures": 0, "probes": 0, "window_start": 0.0})
 
 
 def on_failure(circuit: Circuit, config: CircuitConfig, now: float) -> Circuit | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -393,9 +392,6 @@ def execute_step(
         )
     )  # fmt: skip
 
-    if breaker is not None:  # a model whose circuit is open is skipped for the next one that is healthy
-        route = _healthy_route(breaker, prices, routing, run, route, attempt)
-
     def request_for(chosen: Route) -> ModelRequest:
         request = ModelRequest(
             model=chosen.model,
@@ -413,13 +409,24 @@ def execute_step(
     except UnknownModelError as exc:
         unpriced = RunError(code="UNKNOWN_MODEL", message=str(exc))
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=unpriced)
-    can_redo = step + 1 < run.budget.max_steps and escalation(routing, run.model, percent) != route.model
-    settle = functools.partial(
-        _settle, store=store, prices=prices, tenant=tenant, step=step, percent=percent, can_redo=can_redo
-    )
-    if step in history.pending:  # answered before, but the settlement failed: settle it now
+
+    def settle(
+        *, run: Run, route: Route, request: ModelRequest, response: ModelResponse, started: datetime, finished: datetime
+    ) -> StepOutcome:
+        # a cheap answer is redone only if a step is left for it and the redo would use another model
+        can_redo = step + 1 < run.budget.max_steps and escalation(routing, run.model, percent) != route.model
+        return _settle(
+            store=store, prices=prices, tenant=tenant, run=run, step=step, route=route, request=request,
+            response=response, started=started, finished=finished, percent=percent, can_redo=can_redo,
+        )  # fmt: skip
+
+    if step in history.pending:  # answered before, but the settlement failed: settle it, on the route it was for
         now = clock.now()
         return settle(run=run, route=route, request=request, response=history.pending[step], started=now, finished=now)
+    if breaker is not None:  # a model whose circuit is open is skipped for the next one that is healthy
+        healthy = _healthy_route(breaker, prices, routing, run, route, attempt)
+        if healthy != route:
+            route, request = healthy, request_for(healthy)
 
     prompt_tokens = estimate_prompt_tokens(request)
     if (
@@ -452,6 +459,11 @@ def execute_step(
         )
         try:
             held = store.reserve(run, moved, limits, replacing=held)
+        except RunNotActiveError:
+            current = store.get_run(tenant, run_id)
+            if current is None or not current.status.terminal:
+                raise
+            return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=current.status, error=current.error)
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             return StepOutcome(
@@ -503,9 +515,9 @@ def execute_step(
         failed = RunError(code=exc.code, message=exc.message)
         return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=failed)
     finished = clock.now()
+    store.save_pending(run, step, response)  # a billed answer is never lost to a failed settlement
     if breaker is not None:
         breaker.succeeded(circuit)
-    store.save_pending(run, step, response)  # a billed answer is never lost to a failed settlement
     outcome = settle(run=run, route=route, request=request, response=response, started=started, finished=finished)
     if response_cache is not None and key is not None and cacheable(response) and not outcome.replayed:
         response_cache.put(tenant, key, response)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import get_settings
+from functions.agent.breaker import Breaker
 from functions.agent.models import RunStatus
 from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
 from functions.agent.service import execute_step
@@ -21,33 +22,42 @@ NAMESPACE = "Stepwise"
 metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
 
 
+def _emit_circuit_transitions(breaker: Breaker) -> None:
+    for circuit, state in breaker.transitions:
+        with single_metric(name="CircuitTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+            m.add_dimension(name="State", value=state.value)
+            m.add_dimension(name="Circuit", value=circuit)  # provider:model, a bounded set
+        logger.warning("circuit changed", circuit=circuit, state=state.value)
+    if breaker.errors:
+        logger.warning("circuit store unavailable; calls were let through", errors=breaker.errors)
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=StepEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
     breaker = wiring.breaker()
-    outcome = execute_step(
-        store=wiring.store(),
-        model=wiring.model(),
-        registry=wiring.registry(),
-        prices=wiring.prices(),
-        clock=wiring.CLOCK,
-        tenant=ref.tenant,
-        run_id=ref.run_id,
-        step=ref.step,
-        limits=wiring.limits(),
-        cache_ttl=wiring.cache_ttl(),
-        response_cache=wiring.response_cache(),
-        response_cache_default=get_settings().response_cache,
-        breaker=breaker,
-        attempt=ref.attempt,
-        waits=ref.waits,
-    )
-    for circuit, state in breaker.transitions:  # alarms can watch openings
-        with single_metric(name="CircuitTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
-            m.add_dimension(name="State", value=state.value)
-        logger.warning("circuit changed", circuit=circuit, state=state.value)
+    try:
+        outcome = execute_step(
+            store=wiring.store(),
+            model=wiring.model(),
+            registry=wiring.registry(),
+            prices=wiring.prices(),
+            clock=wiring.CLOCK,
+            tenant=ref.tenant,
+            run_id=ref.run_id,
+            step=ref.step,
+            limits=wiring.limits(),
+            cache_ttl=wiring.cache_ttl(),
+            response_cache=wiring.response_cache(),
+            response_cache_default=get_settings().response_cache,
+            breaker=breaker,
+            attempt=ref.attempt,
+            waits=ref.waits,
+        )
+    finally:  # most openings happen on a failing call, i.e. when the step raises: emit them anyway
+        _emit_circuit_transitions(breaker)
     if outcome.record is not None and not outcome.replayed:
         usage = outcome.record.usage
         served_by_cache = outcome.record.provider == RESPONSE_CACHE

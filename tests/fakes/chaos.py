@@ -120,7 +120,7 @@ class Report:
             f"({', '.join(f'{k} {v}' for k, v in sorted(self.statuses.items()))})",
             f"failed, by reason         {dict(self.failure_reasons) or '-'}",
             f"lost (never terminal)     {self.lost}",
-            f"double-charged steps      {self.double_charged_steps}",
+            f"double-charged/mispriced  {self.double_charged_steps}  (steps, counters, reservations audited)",
             f"model calls made          {self.model_calls}  (minimum needed {self.minimum_calls}, "
             f"{self.model_calls / max(self.minimum_calls, 1):.2f}x)",
             f"provider faults injected  {sum(self.injected.values())}  {dict(self.injected)}",
@@ -151,7 +151,7 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
         "STEPWISE_RELEASE_DELAY_SECONDS": "0",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
     }
-    saved = {key: os.environ.get(key) for key in env}
+    saved = {key: os.environ.get(key) for key in [*env, "ANTHROPIC_BASE_URL"]}
     template = synthesize(context={"model_retry_interval_seconds": 1, "model_retry_max_delay_seconds": 4})
     emf = io.StringIO()
     real_pending = dynamodb_store.DynamoDBRunStore.save_pending
@@ -210,7 +210,9 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                     assert status == 202, body
                     run_id = json.loads(body)["run_id"]
                     run_ids.append(run_id)
-                    if rng.random() < faults.duplicate_intake:
+                    with provider.lock:
+                        duplicate = rng.random() < faults.duplicate_intake
+                    if duplicate:
                         counts["duplicate"] += 1
                         stack.sqs.send_message(
                             QueueUrl=stack.queue_url, MessageBody=json.dumps({"tenant": "local", "run_id": run_id})
@@ -242,6 +244,11 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
 def _audit(
     store: Any, run_ids: list[str], provider: FaultyProvider, counts: Counter[str], emf: str, seconds: float
 ) -> Report:
+    """Every run ended; every step is priced at the model it was served for and charged once; no ended run
+    holds a reservation; the tenant's and the global day counters equal the runs' totals, committed = spent."""
+    from functions.agent.pricing import default_price_book
+
+    prices = default_price_book()
     statuses: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     examples: dict[str, str] = {}
@@ -262,6 +269,13 @@ def _audit(
             examples.setdefault(run.error.code, run.error.message[:300])
         steps = history.steps
         minimum += len(steps)
+        if run.reservation is not None:
+            mismatches.append(f"{run_id}: ended {run.status.value} still holding {run.reservation}")
+        for record in steps:
+            if record.provider != "response-cache":
+                expected = prices.cost(record.requested_model or record.model, record.usage)
+                if record.cost_usd != expected:
+                    mismatches.append(f"{run_id} step {record.step}: charged {record.cost_usd}, priced {expected}")
         charged = sum((s.cost_usd for s in steps), Decimal(0))
         if charged != run.cost_usd or len(steps) != run.steps or [s.step for s in steps] != list(range(len(steps))):
             mismatches.append(
@@ -271,10 +285,16 @@ def _audit(
         total_steps += run.steps
     day = time.strftime("%Y-%m-%d", time.gmtime())
     counter = {row.day: row for row in store.spend_rows("local", day, day) if row.model is None and row.run_id is None}
-    if counter and (counter[day].cost_usd != total_cost or counter[day].steps != total_steps):
+    if day not in counter:
+        if total_cost:
+            mismatches.append(f"no tenant day counter for {day} although the runs cost {total_cost}")
+    elif counter[day].cost_usd != total_cost or counter[day].steps != total_steps:
         mismatches.append(
             f"tenant day counter {counter[day].cost_usd} / {counter[day].steps} vs runs {total_cost} / {total_steps}"
         )
+    tenant_committed, global_committed = store.committed_today("local", day)
+    if tenant_committed != total_cost or global_committed != total_cost:
+        mismatches.append(f"committed (tenant {tenant_committed}, global {global_committed}) != spent {total_cost}")
     openings = sum(1 for line in emf.splitlines() if '"CircuitTransitions"' in line and '"State":"open"' in line)
     return Report(
         submitted=len(run_ids),

@@ -366,3 +366,20 @@ def test_per_model_counters_use_the_priced_id_not_the_dated_snapshot(aws: Aws) -
     )  # fmt: skip
     assert counter(aws, TENANT, "claude-haiku-4-5")["steps"] == 1
     assert counter(aws, TENANT, "claude-haiku-4-5-20251001") == {}
+
+
+def test_moving_a_reservation_twice_is_applied_once(aws: Aws) -> None:
+    # Given a run holding $0.50 for step 0, moved to a $0.10 fallback by two invocations of the same step
+    from functions.agent.models import Reservation
+
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    run_id = submit(store, "hello")
+    run = store.get_run(TENANT, run_id)
+    assert run is not None
+    first = Reservation(step=0, amount_usd=Decimal("0.50"), day=DAY, model="claude-sonnet-5-5")
+    moved = first.model_copy(update={"amount_usd": Decimal("0.10"), "model": "claude-haiku-4-5"})
+    store.reserve(run, first, BudgetLimits(tenant_daily_usd=Decimal(1)))
+    results = [store.reserve(run, moved, BudgetLimits(tenant_daily_usd=Decimal(1)), replacing=first) for _ in range(2)]
+    # Then the budgets were charged the difference once, and both invocations share the moved reservation
+    assert results == [moved, moved]
+    assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == Decimal("0.10")

@@ -115,6 +115,9 @@ def test_tool_use_and_refusals_map_to_the_messages_api_shapes() -> None:
         ("ThrottlingException", 429, RetryableModelError, None),
         ("ServiceUnavailableException", 503, RetryableModelError, None),
         ("ModelTimeoutException", 408, RetryableModelError, None),
+        ("InternalFailure", 500, RetryableModelError, None),  # any 5xx, whatever the code
+        ("503", 503, RetryableModelError, None),  # a load balancer's body botocore cannot parse
+        ("ModelErrorException", 424, RetryableModelError, None),
         ("ValidationException", 400, FatalModelError, "MODEL_400"),
         ("AccessDeniedException", 403, FatalModelError, "MODEL_403"),
     ],

@@ -85,3 +85,40 @@ def test_the_breaker_records_transitions_for_metrics() -> None:
     assert breaker.allow("k")
     breaker.succeeded("k")
     assert breaker.transitions == [("k", CircuitState.OPEN), ("k", CircuitState.HALF_OPEN), ("k", CircuitState.CLOSED)]
+
+
+def test_a_probe_that_never_reports_does_not_hold_the_circuit_half_open() -> None:
+    # Given a probe that was let through but never reported (a budget refusal, a crash, a fatal error)
+    config = CircuitConfig(failure_threshold=1, cooldown_seconds=30, probe_timeout_seconds=240)
+    probing = Circuit(key="k", state=CircuitState.HALF_OPEN, probes=1, half_open_at=100.0)
+    # Then no second probe goes through while it may still be running, and a new one does after the deadline
+    assert on_attempt(probing, config, 300.0) == (False, None)
+    allowed, fresh = on_attempt(probing, config, 341.0)
+    assert allowed and fresh is not None and fresh.half_open_at == 341.0 and fresh.probes == 1
+
+
+def test_failures_within_the_window_count_even_with_successes_between() -> None:
+    circuit = Circuit(key="k")
+    for now in (0.0, 1.0, 2.0):
+        circuit = on_failure(circuit, CONFIG, now) or circuit
+        assert on_success(circuit) is None  # a success while closed changes nothing
+    assert circuit.state is CircuitState.OPEN
+
+
+def test_a_late_success_does_not_close_an_open_circuit() -> None:
+    assert on_success(Circuit(key="k", state=CircuitState.OPEN, opened_at=5.0, failures=3)) is None
+
+
+def test_a_breaker_whose_store_fails_lets_calls_through() -> None:
+    class Broken:
+        def load(self, key: str) -> Circuit:
+            raise ConnectionError("table unavailable")
+
+        def save(self, circuit: Circuit) -> bool:
+            raise ConnectionError("table unavailable")
+
+    breaker = Breaker(Broken(), CONFIG, now=lambda: 0.0)
+    assert breaker.allow("k") is True
+    breaker.failed("k")
+    breaker.succeeded("k")
+    assert breaker.errors == 3
