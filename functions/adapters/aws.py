@@ -21,13 +21,23 @@ class SystemClock:
 
 
 class SqsRunQueue:
-    def __init__(self, queue_url: str, client: SQSClient, release_delay_seconds: int = 240) -> None:
+    def __init__(
+        self, queue_url: str, client: SQSClient, release_delay_seconds: int = 240, watch_delay_seconds: int = 900
+    ) -> None:
         self.queue_url = queue_url
         self.client = client
         self.release_delay_seconds = release_delay_seconds
+        self.watch_delay_seconds = watch_delay_seconds
 
     def enqueue(self, tenant: str, run_id: str) -> None:
         self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"tenant": tenant, "run_id": run_id}))
+
+    def schedule_watch(self, tenant: str, run_id: str) -> None:
+        self.client.send_message(
+            QueueUrl=self.queue_url,
+            MessageBody=json.dumps({"tenant": tenant, "run_id": run_id, "watch": True}),
+            DelaySeconds=self.watch_delay_seconds,
+        )
 
     def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
         """The intake function releases the reservation after the delay (longer than the step function's
@@ -61,6 +71,15 @@ class StepFunctionsWorkflow:
                 return False
             raise
         return True
+
+    def status(self, run_id: str) -> str | None:
+        try:
+            described = self.client.describe_execution(executionArn=execution_arn(self.state_machine_arn, run_id))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return None
+            raise
+        return str(described["status"])
 
     def stop(self, run_id: str, reason: str) -> None:
         try:

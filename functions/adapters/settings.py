@@ -39,6 +39,8 @@ class Settings(BaseModel):
     circuit_cooldown_seconds: float = Field(default=30, alias="STEPWISE_CIRCUIT_COOLDOWN_SECONDS", gt=0)
     # Claude on Amazon Bedrock (Converse API) as a provider, e.g. the last fallback (needs model access)
     bedrock_fallback: bool = Field(default=False, alias="STEPWISE_BEDROCK_FALLBACK")
+    # how often a started run is checked for being stuck (SQS delay: at most 900 s)
+    watch_delay_seconds: int = Field(default=900, alias="STEPWISE_WATCH_DELAY_SECONDS", ge=0, le=900)
     model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
     def required(self, name: str) -> str:

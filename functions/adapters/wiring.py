@@ -68,7 +68,9 @@ def circuits() -> DynamoDBCircuitStore:
 @cache
 def queue() -> SqsRunQueue:
     settings = get_settings()
-    return SqsRunQueue(settings.required("queue_url"), aws_client("sqs"), settings.release_delay_seconds)
+    return SqsRunQueue(
+        settings.required("queue_url"), aws_client("sqs"), settings.release_delay_seconds, settings.watch_delay_seconds
+    )
 
 
 @cache

@@ -154,6 +154,10 @@ class RunQueue(Protocol):
         """Release the step's reservation later, once its model call cannot still be in flight."""
         ...
 
+    def schedule_watch(self, tenant: str, run_id: str) -> None:
+        """Check the run again later: it must be moving (its execution running) or have ended."""
+        ...
+
 
 class Workflow(Protocol):
     """The durable workflow that drives a run, one execution per run named by the run id."""
@@ -164,6 +168,10 @@ class Workflow(Protocol):
 
     def stop(self, run_id: str, reason: str) -> None:
         """Stop the execution if it exists and is running."""
+        ...
+
+    def status(self, run_id: str) -> str | None:
+        """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED), or None if there is none."""
         ...
 
 

@@ -176,7 +176,15 @@ def create_run(
     return Accepted(run, replayed=False)
 
 
-def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str, last_attempt: bool = False) -> str:
+def start_run(
+    *,
+    store: RunStore,
+    workflow: Workflow,
+    tenant: str,
+    run_id: str,
+    last_attempt: bool = False,
+    queue: RunQueue | None = None,
+) -> str:
     """Intake: start the run's execution once. Returns what happened, for the log.
 
     On the last delivery before the dead-letter queue a failure to start also ends the run, with the reason,
@@ -194,7 +202,26 @@ def start_run(*, store: RunStore, workflow: Workflow, tenant: str, run_id: str, 
             reason = RunError(code="INTAKE_FAILED", message=f"the workflow could not be started: {exc}"[:1000])
             store.finish_run(tenant, run_id, RunStatus.FAILED, error=reason)
         raise
+    if queue is not None:  # a watchdog for the run: it must keep moving or end (see watch_run)
+        queue.schedule_watch(tenant, run_id)
     return "started" if started else "duplicate"
+
+
+def watch_run(*, store: RunStore, workflow: Workflow, queue: RunQueue, tenant: str, run_id: str) -> str:
+    """Stuck-run detection. A run that has not ended must have a running execution; if its execution is
+    gone or ended without ending the run (a lost event, a failed finaliser), the run ends here with why."""
+    run = store.get_run(tenant, run_id)
+    if run is None or run.status.terminal:
+        return "ended"
+    execution = workflow.status(run_id)
+    if execution == "RUNNING":
+        queue.schedule_watch(tenant, run_id)
+        return "running"
+    status = {"TIMED_OUT": RunStatus.TIMED_OUT, "ABORTED": RunStatus.CANCELLED}.get(execution or "", RunStatus.FAILED)
+    what = f"its execution ended {execution}" if execution else "it has no execution"
+    reason = RunError(code="STUCK", message=f"the run was {run.status.value} but {what}; ended by the run watchdog")
+    finalize_run(store=store, tenant=tenant, run_id=run_id, status=status, error=reason, queue=queue)
+    return f"stuck:{execution}"
 
 
 def cancel_run(*, store: RunStore, workflow: Workflow, queue: RunQueue, tenant: str, run_id: str) -> Run:

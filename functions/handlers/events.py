@@ -16,6 +16,7 @@ class IntakeMessage(RunRef):
     """A run to start, or (with ``release_step``) a reservation to release once its call cannot be running."""
 
     release_step: int | None = Field(default=None, ge=0)
+    watch: bool = False  # a watchdog check of a started run
 
 
 class StepEvent(RunRef):

@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import get_settings
-from functions.agent.service import release_reservation, start_run
+from functions.agent.service import release_reservation, start_run, watch_run
 from functions.handlers.events import IntakeMessage
 
 logger = Logger(service="stepwise-intake")
@@ -27,6 +27,12 @@ def record_handler(record: SQSRecord) -> str:
         )
         logger.info("delayed release", run_id=ref.run_id, tenant=ref.tenant, step=ref.release_step, result=released)
         return released
+    if ref.watch:
+        watched = watch_run(
+            store=wiring.store(), workflow=wiring.workflow(), queue=wiring.queue(), tenant=ref.tenant, run_id=ref.run_id
+        )
+        logger.info("run watchdog", run_id=ref.run_id, tenant=ref.tenant, result=watched)
+        return watched
     deliveries = int(record.attributes.approximate_receive_count or 1)
     result = start_run(
         store=wiring.store(),
@@ -34,6 +40,7 @@ def record_handler(record: SQSRecord) -> str:
         tenant=ref.tenant,
         run_id=ref.run_id,
         last_attempt=deliveries >= get_settings().intake_max_receive_count,
+        queue=wiring.queue(),
     )
     logger.info("intake", run_id=ref.run_id, tenant=ref.tenant, result=result)
     return result

@@ -114,6 +114,22 @@ class StepwiseStack(Stack):
             )
         )
         state_machine.grant_start_execution(functions["intake"])
+        # the run watchdog: intake re-schedules its checks on its own queue and reads execution status
+        intake.queue.grant_send_messages(functions["intake"])
+        functions["intake"].add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
+        functions["intake"].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="states",
+                        resource="execution",
+                        resource_name=f"{state_machine.state_machine_name}:*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
         functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
         functions["intake"].add_environment("STEPWISE_INTAKE_MAX_RECEIVE_COUNT", str(INTAKE_MAX_RECEIVE_COUNT))
         secret.grant_read(functions["step"])
@@ -203,4 +219,9 @@ class StepwiseStack(Stack):
             f"Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:<{ref(workflow.state_machine)}.Name>:*"
         )
         ack(functions["api"], f"IAM5[{executions}]", "StopExecution on executions of this stack's state machine only.")
+        ack(
+            functions["intake"],
+            f"IAM5[{executions}]",
+            "DescribeExecution (the run watchdog) on this machine's executions.",
+        )
         ack(api.health_route, "APIG4", "GET /health is a public liveness probe; it returns no data.")

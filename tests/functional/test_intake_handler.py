@@ -143,3 +143,27 @@ def test_releases_are_sent_with_the_configured_delay() -> None:
     (sent,) = client.sent
     assert sent["DelaySeconds"] == 240
     assert json.loads(sent["MessageBody"]) == {"tenant": "t", "run_id": "run_x", "release_step": 3}
+
+
+def test_the_run_watchdog_ends_a_run_whose_execution_was_stopped_behind_its_back(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a started run (watch delay 0 s, to see the checks now)
+    from functions.adapters import wiring
+
+    monkeypatch.setenv("STEPWISE_WATCH_DELAY_SECONDS", "0")
+    wiring.reset()
+    run_id = submit(context)
+    body = aws.queued_messages()[0]["Body"]
+    intake.handler(sqs_event(body), context)
+    (watch,) = [m for m in aws.queued_messages() if '"watch"' in m["Body"]]
+    # When its execution is running, the check re-schedules itself
+    intake.handler(sqs_event(watch["Body"]), context)
+    assert len([m for m in aws.queued_messages() if '"watch"' in m["Body"]]) >= 1
+    # When the execution is stopped outside Stepwise (no event reached the run), the next check ends the run
+    (execution,) = aws.executions()
+    aws.sfn.stop_execution(executionArn=execution["executionArn"])
+    intake.handler(sqs_event(watch["Body"]), context)
+    run = json.loads(api.handler(http_event("GET", f"/runs/{run_id}"), context)["body"])
+    assert run["status"] == "CANCELLED"
+    assert run["error"]["code"] == "STUCK" and "its execution ended ABORTED" in run["error"]["message"]

@@ -720,19 +720,21 @@ def test_only_the_step_function_reads_the_anthropic_secret(
     assert statement["Resource"] == {"Ref": secret_id}
 
 
-def test_only_the_api_and_workflow_ended_functions_send_to_the_intake_queue(
+def test_only_the_api_intake_and_workflow_ended_functions_send_to_the_intake_queue(
     statements_by_function: dict[str, list[dict[str, Any]]],
     functions: dict[str, tuple[str, dict[str, Any]]],
 ) -> None:
-    # new runs (api) and delayed reservation releases (api after a cancel, workflow_ended after a timeout)
+    # new runs (api), delayed reservation releases (api after a cancel, workflow_ended after a timeout) and
+    # the run watchdog's checks (intake schedules them, and may release after ending a stuck run)
     senders = {
         name
         for name, statements in statements_by_function.items()
         if statements_granting(statements, "sqs:SendMessage")
     }
-    assert senders == {"api", "workflow_ended"}
+    assert senders == {"api", "intake", "workflow_ended"}
+    assert statements_granting(statements_by_function["intake"], "states:DescribeExecution")
     step_timeout = functions["step"][1]["Timeout"]
-    for name in senders:
+    for name in ("api", "workflow_ended"):
         env = functions[name][1]["Environment"]["Variables"]
         assert int(env["STEPWISE_RELEASE_DELAY_SECONDS"]) > step_timeout  # a release never beats its call
 

@@ -401,3 +401,36 @@ def test_a_model_past_its_end_of_life_is_refused_at_submit(store: InMemoryRunSto
             clock=FixedClock(start=datetime(2026, 12, 1, tzinfo=UTC)), new_id=lambda: "run_eol0000000000000000000002",
             tenant=TENANT, request=RunRequest(input="x", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
         )  # fmt: skip
+
+
+def test_the_watchdog_keeps_watching_a_moving_run_and_ends_a_stuck_one(store: InMemoryRunStore) -> None:
+    # Given a started run
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    workflow, queue = RecordingWorkflow(), RecordingQueue()
+    assert service.start_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "started"
+    assert queue.watches == [(TENANT, run_id)]  # intake scheduled the first check
+    # When its execution is running, the watchdog checks again later
+    assert service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "running"
+    assert len(queue.watches) == 2
+    # When the execution timed out but the run never heard of it, the run ends TIMED_OUT with the reason
+    workflow.statuses[run_id] = "TIMED_OUT"
+    assert (
+        service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id)
+        == "stuck:TIMED_OUT"
+    )
+    run = store.get_run(TENANT, run_id)
+    assert run is not None and run.status is RunStatus.TIMED_OUT
+    assert run.error is not None and run.error.code == "STUCK" and "its execution ended TIMED_OUT" in run.error.message
+    # And an ended run is no longer watched
+    assert service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "ended"
+    assert len(queue.watches) == 2
+
+
+def test_the_watchdog_fails_a_started_run_that_has_no_execution(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    outcome = service.watch_run(
+        store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id
+    )
+    run = store.get_run(TENANT, run_id)
+    assert outcome == "stuck:None" and run is not None and run.status is RunStatus.FAILED
+    assert run.error is not None and "it has no execution" in run.error.message
