@@ -100,17 +100,16 @@ class StepwiseStack(Stack):
             functions[name].add_environment("STEPWISE_QUEUE_URL", intake.queue.queue_url)
             functions[name].add_environment("STEPWISE_RELEASE_DELAY_SECONDS", release_delay)
         functions["api"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+        executions = Stack.of(self).format_arn(  # this state machine's executions (named by run id)
+            service="states",
+            resource="execution",
+            resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
         functions["api"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["states:StopExecution"],
-                resources=[
-                    Stack.of(self).format_arn(
-                        service="states",
-                        resource="execution",
-                        resource_name=f"{state_machine.state_machine_name}:*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                resources=[executions],
             )
         )
         state_machine.grant_start_execution(functions["intake"])
@@ -120,14 +119,7 @@ class StepwiseStack(Stack):
         functions["intake"].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["states:DescribeExecution"],
-                resources=[
-                    Stack.of(self).format_arn(
-                        service="states",
-                        resource="execution",
-                        resource_name=f"{state_machine.state_machine_name}:*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                resources=[executions],
             )
         )
         functions["intake"].add_environment("STEPWISE_STATE_MACHINE_ARN", state_machine.state_machine_arn)
