@@ -19,6 +19,7 @@ class Breaker:
     transitions: list[tuple[str, CircuitState]] = field(default_factory=list)  # for metrics and logs
 
     errors: int = 0  # circuit reads/writes that failed: the breaker fails open, it never fails a step
+    seen: dict[str, CircuitState] = field(default_factory=dict)  # the state each circuit had when last read
 
     def _apply(self, key: str, change: Callable[[Circuit], tuple[bool, Circuit | None]]) -> bool:
         result = True
@@ -26,6 +27,7 @@ class Breaker:
             for _ in range(MAX_CONFLICTS):
                 current = self.store.load(key)
                 result, new = change(current)
+                self.seen[key] = new.state if new is not None else current.state
                 if new is None or self.store.save(new):
                     if new is not None and new.state is not current.state:
                         self.transitions.append((key, new.state))
@@ -40,6 +42,8 @@ class Breaker:
         return self._apply(key, lambda c: on_attempt(c, self.config, self.now()))
 
     def succeeded(self, key: str) -> None:
+        if self.seen.get(key) is CircuitState.CLOSED:
+            return  # a call let through a closed circuit was no probe: its success changes nothing, no read needed
         self._apply(key, lambda c: (True, on_success(c)))
 
     def failed(self, key: str) -> None:

@@ -122,3 +122,17 @@ def test_a_breaker_whose_store_fails_lets_calls_through() -> None:
     breaker.failed("k")
     breaker.succeeded("k")
     assert breaker.errors == 3
+
+
+def test_a_success_through_a_closed_circuit_costs_no_extra_read() -> None:
+    reads: list[str] = []
+
+    class Counting(MemoryCircuits):
+        def load(self, key: str) -> Circuit:
+            reads.append(key)
+            return super().load(key)
+
+    breaker = Breaker(Counting(), CONFIG, now=lambda: 0.0)
+    assert breaker.allow("k")
+    breaker.succeeded("k")
+    assert reads == ["k"]  # the read made before the call; none after it
