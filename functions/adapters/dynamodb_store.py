@@ -63,6 +63,12 @@ _USAGE_FIELDS = tuple(Usage.model_fields)
 _ACTIVE = [s.value for s in RunStatus if s not in TERMINAL_STATUSES]
 
 
+def _status_is_active(values: dict[str, Any]) -> str:
+    """The condition "#status is a non-terminal status"; adds its values to ``values``."""
+    values.update({f":a{i}": status for i, status in enumerate(_ACTIVE)})
+    return f"#status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+
+
 def run_pk(tenant: str, run_id: str) -> str:
     return f"T#{tenant}#R#{run_id}"
 
@@ -358,14 +364,13 @@ class DynamoDBRunStore(RunStore):
         # the budgets are charged the difference when a held reservation is replaced (a re-routed step)
         amount = reservation.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
         day = reservation.day
-        run_condition = "#steps = :step AND #status IN (" + ", ".join(f":a{i}" for i in range(len(_ACTIVE))) + ")"
-        # replacing: only the exact reservation read may be replaced (a duplicate's move is not applied twice)
-        run_condition += " AND reservation = :replaced" if replacing else " AND attribute_not_exists(reserved_step)"
         run_values: dict[str, Any] = {
             ":step": reservation.step,
             ":reservation": reservation.model_dump_json(),
-            **{f":a{i}": status for i, status in enumerate(_ACTIVE)},
         }
+        run_condition = "#steps = :step AND " + _status_is_active(run_values)
+        # replacing: only the exact reservation read may be replaced (a duplicate's move is not applied twice)
+        run_condition += " AND reservation = :replaced" if replacing else " AND attribute_not_exists(reserved_step)"
         if replacing:
             run_values[":replaced"] = replacing.model_dump_json()
         if run.budget.max_usd is not None:
@@ -490,8 +495,7 @@ class DynamoDBRunStore(RunStore):
             sets.append("#status = :running")
             names["#status"] = "status"
             values[":running"] = RunStatus.RUNNING.value
-            values.update({f":a{i}": status for i, status in enumerate(_ACTIVE)})
-            condition += f" AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+            condition += " AND " + _status_is_active(values)
             if output is not None:
                 sets.append("#output = :output")
                 names["#output"] = "output"
@@ -638,7 +642,6 @@ class DynamoDBRunStore(RunStore):
             values: dict[str, Any] = {
                 ":status": status.value,
                 ":now": self.clock.now().isoformat(timespec="milliseconds"),
-                **{f":a{i}": s for i, s in enumerate(_ACTIVE)},
             }
             names = {"#status": "status"}
             if output is not None:
@@ -649,7 +652,7 @@ class DynamoDBRunStore(RunStore):
                 sets.append("#error = :error")
                 names["#error"] = "error"
                 values[":error"] = error.model_dump_json()
-            condition = f"attribute_exists(pk) AND #status IN ({', '.join(f':a{i}' for i in range(len(_ACTIVE)))})"
+            condition = "attribute_exists(pk) AND " + _status_is_active(values)
             expression = f"SET {', '.join(sets)}"
             held = run.reservation if release else None
             if held:  # no call can be in flight: release what the run holds against every budget

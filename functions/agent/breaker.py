@@ -22,7 +22,6 @@ class Breaker:
     seen: dict[str, CircuitState] = field(default_factory=dict)  # the state each circuit had when last read
 
     def _apply(self, key: str, change: Callable[[Circuit], tuple[bool, Circuit | None]]) -> bool:
-        result = True
         try:
             for _ in range(MAX_CONFLICTS):
                 current = self.store.load(key)

@@ -393,19 +393,22 @@ def execute_step(
     routing = routing or default_routing()
     history = store.load_history(tenant, run_id)
     run = history.run
+
+    def finish(status: RunStatus, error: RunError | None, **extra: Any) -> StepOutcome:
+        """This step ends the run (the Finalize state records the status)."""
+        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=status, error=error, **extra)
+
     if step < len(history.steps):  # retried after the answer was saved: never call the model again
         return _outcome_of(history.steps[step], tenant, replayed=True)
     if run.status.terminal:
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=run.status, error=run.error)
+        return finish(run.status, run.error)
     if step != run.steps:
         raise StepwiseError(f"step {step} requested but run {run_id} has completed {run.steps} steps")
     held = run.reservation if run.reservation is not None and run.reservation.step == step else None
     if held is None:  # a step that already reserved goes on with its call, whatever the limits say now
         exceeded = check_limits(run)
         if exceeded:
-            return StepOutcome(
-                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=exceeded
-            )  # fmt: skip
+            return finish(RunStatus.BUDGET_EXCEEDED, exceeded)
 
     percent = budget_usage(store=store, limits=limits, tenant=tenant, day=clock.now().date().isoformat())
     if run.budget.max_usd is not None:
@@ -435,7 +438,7 @@ def execute_step(
         prices.price(request.model)  # before the provider bills anything
     except UnknownModelError as exc:
         unpriced = RunError(code="UNKNOWN_MODEL", message=str(exc))
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=unpriced)
+        return finish(RunStatus.FAILED, unpriced)
 
     def settle(
         *, run: Run, route: Route, request: ModelRequest, response: ModelResponse, started: datetime, finished: datetime
@@ -466,7 +469,7 @@ def execute_step(
             message=f"run used {run.usage.total_tokens} tokens and the next call may use up to "
             f"{prompt_tokens + request.max_tokens}; budget max_tokens={run.budget.max_tokens}",
         )
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=too_many)
+        return finish(RunStatus.BUDGET_EXCEEDED, too_many)
     use_cache = response_cache is not None and (
         run.response_cache if run.response_cache is not None else response_cache_default
     )
@@ -475,51 +478,27 @@ def execute_step(
     if cached is not None:  # served without a model call: nothing to pay (a reservation held is released)
         now = clock.now()
         return settle(run=run, route=route, request=request, response=as_hit(cached), started=now, finished=now)
-    if held is not None and held.model != route.model:  # re-routed to a fallback: move the reservation with it
-        moved = Reservation(
-            step=step,
-            amount_usd=prices.worst_case(request.model, prompt_tokens, request.max_tokens),
-            day=held.day,
-            model=route.model,
-            cheap=route.cheap,
-            reason=route.reason,
-        )
-        try:
-            held = store.reserve(run, moved, limits, replacing=held)
-        except RunNotActiveError:
-            current = store.get_run(tenant, run_id)
-            if current is None or not current.status.terminal:
-                raise
-            return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=current.status, error=current.error)
-        except BudgetRefusedError as exc:
-            refused = RunError(code=exc.code, message=exc.message)
-            return StepOutcome(
-                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused,
-                budget_percent=percent,
-            )  # fmt: skip
-        run = run.model_copy(update={"reservation": held})
-    if held is None:
+    moving = held is not None and held.model != route.model  # re-routed to a fallback: the reservation follows
+    if held is None or moving:
         wanted = Reservation(
             step=step,
             amount_usd=prices.worst_case(request.model, prompt_tokens, request.max_tokens),
-            day=clock.now().date().isoformat(),
+            day=held.day if held is not None else clock.now().date().isoformat(),
             model=route.model,
             cheap=route.cheap,
             reason=route.reason,
         )
         try:
-            held = store.reserve(run, wanted, limits)
+            held = store.reserve(run, wanted, limits, replacing=held if moving else None)
         except BudgetRefusedError as exc:
-            refused = RunError(code=exc.code, message=exc.message)
-            return StepOutcome(
-                run_id, tenant, step, StepDecision.FINISH, status=RunStatus.BUDGET_EXCEEDED, error=refused,
-                budget_percent=percent,
-            )  # fmt: skip
+            return finish(
+                RunStatus.BUDGET_EXCEEDED, RunError(code=exc.code, message=exc.message), budget_percent=percent
+            )
         except RunNotActiveError:
             current = store.get_run(tenant, run_id)
             if current is None or not current.status.terminal:
                 raise
-            return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=current.status, error=current.error)
+            return finish(current.status, current.error)
         run = run.model_copy(update={"reservation": held})
         if held.model != route.model:  # a duplicate invocation reserved first, for another route: follow it
             route = Route(held.model, held.reason, cheap=held.cheap)
@@ -540,7 +519,7 @@ def execute_step(
         raise
     except FatalModelError as exc:
         failed = RunError(code=exc.code, message=exc.message)
-        return StepOutcome(run_id, tenant, step, StepDecision.FINISH, status=RunStatus.FAILED, error=failed)
+        return finish(RunStatus.FAILED, failed)
     finished = clock.now()
     store.save_pending(run, step, response)  # a billed answer is never lost to a failed settlement
     if breaker is not None:
