@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
-import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks
 
-from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS
-from infra.stacks.stepwise_stack import StepwiseStack
+def _in_the_project_venv() -> None:
+    """cdk.json runs ``python3 app.py`` with the shell's python3, which from a fresh shell is not the project's
+    venv: then run again in ``.venv`` (made by ``make setup``), or say what to do."""
+    try:
+        import aws_cdk  # noqa: F401
+    except ModuleNotFoundError:
+        venv = Path(__file__).resolve().parent / ".venv"
+        if (venv / "bin" / "python").exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(venv / "bin" / "python", [str(venv / "bin" / "python"), *sys.argv])  # noqa: S606
+        raise SystemExit("aws-cdk-lib is not installed for this Python: run `make setup` first") from None
+
+
+_in_the_project_venv()
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
 
 
 def _optional_float(value: object) -> float | None:

@@ -28,17 +28,16 @@ import anthropic  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
 from functions.adapters.anthropic_model import AnthropicModel  # noqa: E402
-from functions.agent import service  # noqa: E402
 from functions.agent.caching import CacheTTL, place_cache_breakpoints  # noqa: E402
-from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, Usage  # noqa: E402
+from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, StepRef, Usage  # noqa: E402
 from functions.agent.ports import ModelClient  # noqa: E402
 from functions.agent.pricing import ModelPrice, default_price_book  # noqa: E402
 from functions.tools.builtins import CalculatorInput, calculator  # noqa: E402
 from functions.tools.registry import Tool, ToolRegistry  # noqa: E402
+from tests.fakes import core  # noqa: E402
 from tests.fakes.anthropic_server import FakeAnthropic, PromptCacheSimulator, estimate_tokens, message  # noqa: E402
 from tests.fakes.clock import FixedClock  # noqa: E402
 from tests.fakes.memory_store import InMemoryRunStore  # noqa: E402
-from tests.fakes.services import RecordingQueue  # noqa: E402
 
 MODEL = "claude-sonnet-5-5"
 TENANT = "bench"
@@ -50,7 +49,7 @@ GOAL_RATIO = Decimal("0.3")
 _PER_TOKEN = Decimal(1_000_000)
 
 # How caching is switched on. "wrapper": the bench wraps the model client and places the breakpoints itself.
-# "built-in": execute_step places them, as the step Lambda does (STEPWISE_PROMPT_CACHE_TTL, default 5m).
+# "built-in": the StepRunner places them, as the step Lambda does (STEPWISE_PROMPT_CACHE_TTL, default 5m).
 CachingMode = Literal["wrapper", "built-in"]
 CACHING_MODE: CachingMode = "built-in"
 
@@ -363,8 +362,8 @@ class CachingModel:
 
 
 def built_in_caching_kwargs(ttl: CacheTTL) -> dict[str, Any]:
-    """Extra execute_step arguments that switch on its own caching (as the step Lambda does by default)."""
-    return {"cache_ttl": ttl}
+    """The StepConfig that switches on its own caching (as the step Lambda does by default)."""
+    return {"prompt_cache_ttl": ttl}
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -398,53 +397,29 @@ def run_once(
             model = CachingModel(model, ttl)
         elif caching:
             extra = built_in_caching_kwargs(ttl)
-        accepted = service.create_run(
-            store=store,
-            queue=RecordingQueue(),
-            registry=registry,
-            prices=prices,
-            clock=clock,
-            new_id=lambda: f"run_bench_{name}",
-            tenant=TENANT,
-            request=RunRequest(
-                input=TASK, model=model_name, budget=Budget(max_steps=2 * steps), max_tokens_per_call=1024
-            ),
-            default_model=MODEL,
+        submitter = core.submitter(
+            store, toolbox=registry, prices=prices, clock=clock, new_id=lambda: f"run_bench_{name}", default_model=MODEL
         )
-        run_id = accepted.run.run_id
+        request = RunRequest(input=TASK, model=model_name, budget=Budget(max_steps=2 * steps), max_tokens_per_call=1024)
+        key = submitter.submit(TENANT, request).run.key
+        runner = core.runner(store, model, toolbox=registry, prices=prices, clock=clock, system=SYSTEM_PROMPT, **extra)
         for step in range(2 * steps):
-            outcome = service.execute_step(
-                store=store,
-                model=model,
-                registry=registry,
-                prices=prices,
-                clock=clock,
-                tenant=TENANT,
-                run_id=run_id,
-                step=step,
-                system=SYSTEM_PROMPT,
-                **extra,
-            )
-            for call in outcome.tool_calls:
-                result = service.execute_tool(
-                    store=store, registry=registry, tenant=TENANT, run_id=run_id, step=step, tool_use_id=call.id
-                )
+            outcome = runner.run(StepRef(key, step))
+            for result in core.run_tools(store, outcome, registry):
                 assert not result.is_error, result.content
             if outcome.status is not None:  # what the Finalize state does
-                service.finalize_run(
-                    store=store, tenant=TENANT, run_id=run_id, status=outcome.status, error=outcome.error
-                )
+                core.lifecycle(store, clock=clock).end(key, outcome.status, outcome.error)
                 break
-    run = store.get_run(TENANT, run_id)
+    run = store.get_run(key)
     assert run is not None
-    if run.status is not RunStatus.SUCCEEDED or run.steps < steps:
-        raise SystemExit(f"{name}: run ended {run.status.value} after {run.steps} steps: {run.error}")
-    records = store.load_history(TENANT, run_id).steps
+    if run.status is not RunStatus.SUCCEEDED or run.completed_steps < steps:
+        raise SystemExit(f"{name}: run ended {run.status.value} after {run.completed_steps} steps: {run.error}")
+    records = store.load_history(key).steps
     side = sum((input_side_cost(r.usage, prices.price(r.requested_model or MODEL)) for r in records), Decimal(0))
     out = sum((output_cost(r.usage, prices.price(r.requested_model or MODEL)) for r in records), Decimal(0))
     served = sorted({r.requested_model or MODEL for r in records})
     mix = ", ".join(f"{m} x{sum(1 for r in records if (r.requested_model or MODEL) == m)}" for m in served)
-    return Result(name, run.usage, run.cost_usd, run.steps, side, out, mix)
+    return Result(name, run.usage, run.cost_usd, run.completed_steps, side, out, mix)
 
 
 def input_side_cost(usage: Usage, price: ModelPrice) -> Decimal:

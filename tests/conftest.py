@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import pytest
 
 for _key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "STEPWISE_ENDPOINT"):
     os.environ.pop(_key, None)
@@ -17,3 +20,11 @@ os.environ.update(
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
 )
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """The synthesised CloudFormation template (bundling skipped), once per session."""
+    from stepwise.local.template import synthesize
+
+    return synthesize()

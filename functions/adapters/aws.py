@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from functions.agent.models import RunKey
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -29,24 +31,20 @@ class SqsRunQueue:
         self.release_delay_seconds = release_delay_seconds
         self.watch_delay_seconds = watch_delay_seconds
 
-    def enqueue(self, tenant: str, run_id: str) -> None:
-        self.client.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps({"tenant": tenant, "run_id": run_id}))
+    def _send(self, key: RunKey, delay_seconds: int = 0, **extra: object) -> None:
+        body = json.dumps({"tenant": key.tenant, "run_id": key.run_id, **extra})
+        self.client.send_message(QueueUrl=self.queue_url, MessageBody=body, DelaySeconds=delay_seconds)
 
-    def schedule_watch(self, tenant: str, run_id: str) -> None:
-        self.client.send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=json.dumps({"tenant": tenant, "run_id": run_id, "watch": True}),
-            DelaySeconds=self.watch_delay_seconds,
-        )
+    def enqueue(self, key: RunKey) -> None:
+        self._send(key)
 
-    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
+    def schedule_watch(self, key: RunKey) -> None:
+        self._send(key, self.watch_delay_seconds, watch=True)
+
+    def schedule_release(self, key: RunKey, step: int) -> None:
         """The intake function releases the reservation after the delay (longer than the step function's
         timeout, so the call it covered has either settled it or can no longer be running)."""
-        self.client.send_message(
-            QueueUrl=self.queue_url,
-            MessageBody=json.dumps({"tenant": tenant, "run_id": run_id, "release_step": step}),
-            DelaySeconds=self.release_delay_seconds,
-        )
+        self._send(key, self.release_delay_seconds, release_step=step)
 
 
 def execution_arn(state_machine_arn: str, run_id: str) -> str:
@@ -59,12 +57,12 @@ class StepFunctionsWorkflow:
         self.state_machine_arn = state_machine_arn
         self.client = client
 
-    def start(self, tenant: str, run_id: str) -> bool:
+    def start(self, key: RunKey) -> bool:
         try:
             self.client.start_execution(
                 stateMachineArn=self.state_machine_arn,
-                name=run_id,
-                input=json.dumps({"tenant": tenant, "run_id": run_id, "step": 0, "waits": 0}),
+                name=key.run_id,
+                input=json.dumps({"tenant": key.tenant, "run_id": key.run_id, "step": 0, "waits": 0}),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
@@ -72,19 +70,19 @@ class StepFunctionsWorkflow:
             raise
         return True
 
-    def status(self, run_id: str) -> str | None:
+    def status(self, key: RunKey) -> str | None:
         try:
-            described = self.client.describe_execution(executionArn=execution_arn(self.state_machine_arn, run_id))
+            described = self.client.describe_execution(executionArn=execution_arn(self.state_machine_arn, key.run_id))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
                 return None
             raise
         return str(described["status"])
 
-    def stop(self, run_id: str, reason: str) -> None:
+    def stop(self, key: RunKey, reason: str) -> None:
         try:
             self.client.stop_execution(
-                executionArn=execution_arn(self.state_machine_arn, run_id), cause=reason[:32_000]
+                executionArn=execution_arn(self.state_machine_arn, key.run_id), cause=reason[:32_000]
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):

@@ -1,56 +1,149 @@
-"""Environment of the Lambda functions, validated once at cold start."""
+"""The settings of each Lambda function, read from its environment and validated once per container.
+
+Each function has one settings model (``ApiSettings``, ``StepSettings``, ...), composed of the groups it
+reads; the wiring takes the narrowest group it needs (``queue(settings: QueueSettings)``), so mypy checks a
+function's model holds every setting its code reads. infra/functions.py declares each function with its
+model, and the stack gives a function exactly the variables its model names (``Settings.variables``): a
+setting the code reads that the stack does not give fails ``cdk synth`` and a test.
+
+An empty variable means "not set" (the stack writes ``""`` for an optional limit it leaves off).
+"""
 
 from __future__ import annotations
 
 import os
 from decimal import Decimal
 from functools import cache
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.config import JsonDict
+
+LOCAL_ONLY: JsonDict = {"local_only": True}  # json_schema_extra of a setting a deployment never sets
 
 
 class Settings(BaseModel):
-    table_name: str = Field(alias="STEPWISE_TABLE")
-    queue_url: str | None = Field(default=None, alias="STEPWISE_QUEUE_URL")
-    state_machine_arn: str | None = Field(default=None, alias="STEPWISE_STATE_MACHINE_ARN")
-    default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL")
+    model_config = ConfigDict(frozen=True)
+
+    table_name: str = Field(alias="STEPWISE_TABLE", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, values: Any) -> Any:
+        return {k: v for k, v in values.items() if v != ""} if isinstance(values, dict) else values
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """The environment variables a deployment gives a function with these settings."""
+        return sorted(
+            str(info.alias)
+            for info in cls.model_fields.values()
+            if not (isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("local_only"))
+        )
+
+
+class QueueSettings(Settings):
+    """The intake queue: new runs, delayed releases, watchdog checks."""
+
+    queue_url: str = Field(alias="STEPWISE_QUEUE_URL", min_length=1)
+    # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
+    release_delay_seconds: int = Field(default=240, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
+    # how often a started run is checked for being stuck (SQS delay: at most 900 s)
+    watch_delay_seconds: int = Field(default=900, alias="STEPWISE_WATCH_DELAY_SECONDS", ge=0, le=900)
+
+
+class WorkflowSettings(Settings):
+    state_machine_arn: str = Field(alias="STEPWISE_STATE_MACHINE_ARN", min_length=1)
+
+
+class PricingSettings(Settings):
+    # JSON {model_id: {input, output, cache_write_5m, cache_write_1h, cache_read, source, as_of}}, USD per MTok
+    extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
+    # Claude on Amazon Bedrock (Converse API) as a provider, e.g. the last fallback (needs model access)
+    bedrock_fallback: bool = Field(default=False, alias="STEPWISE_BEDROCK_FALLBACK")
+
+
+class BudgetSettings(Settings):
+    tenant_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_TENANT_DAILY_BUDGET_USD", gt=0)
+    global_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_GLOBAL_DAILY_BUDGET_USD", gt=0)
+
+
+class ModelSettings(PricingSettings):
     # anthropic: always the real API (key from ANTHROPIC_API_KEY or the secret);
     # auto: the real API when a key is set, else the labelled offline stub (local stack only).
     model_provider: Literal["anthropic", "auto", "stub"] = Field(default="anthropic", alias="STEPWISE_MODEL_PROVIDER")
     anthropic_secret_arn: str | None = Field(default=None, alias="STEPWISE_ANTHROPIC_SECRET_ARN")
-    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
-    intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
-    tenant_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_TENANT_DAILY_BUDGET_USD", gt=0)
-    global_daily_budget_usd: Decimal | None = Field(default=None, alias="STEPWISE_GLOBAL_DAILY_BUDGET_USD", gt=0)
-    # JSON {model_id: {input, output, cache_write_5m, cache_write_1h, cache_read, source, as_of}}, USD per MTok
-    extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
-    # Prompt caching placed automatically on every model call ("off" to disable)
-    prompt_cache_ttl: Literal["5m", "1h", "off"] = Field(default="5m", alias="STEPWISE_PROMPT_CACHE_TTL")
-    # Exact-match response cache: the default for runs that do not say (a run's "response_cache" wins)
-    response_cache: bool = Field(default=False, alias="STEPWISE_RESPONSE_CACHE")
-    response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
-    # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
-    release_delay_seconds: int = Field(default=240, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
-    # circuit breaker per provider+model, shared through the table
+    anthropic_api_key: str | None = Field(
+        default=None, alias="ANTHROPIC_API_KEY", repr=False, json_schema_extra=LOCAL_ONLY
+    )
+    model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
+
+
+class CircuitSettings(Settings):
+    """The circuit breaker per provider+model, shared through the table."""
+
     circuit_failure_threshold: int = Field(default=5, alias="STEPWISE_CIRCUIT_FAILURE_THRESHOLD", ge=1)
     circuit_window_seconds: float = Field(default=60, alias="STEPWISE_CIRCUIT_WINDOW_SECONDS", gt=0)
     circuit_cooldown_seconds: float = Field(default=30, alias="STEPWISE_CIRCUIT_COOLDOWN_SECONDS", gt=0)
-    # Claude on Amazon Bedrock (Converse API) as a provider, e.g. the last fallback (needs model access)
-    bedrock_fallback: bool = Field(default=False, alias="STEPWISE_BEDROCK_FALLBACK")
-    # how often a started run is checked for being stuck (SQS delay: at most 900 s)
-    watch_delay_seconds: int = Field(default=900, alias="STEPWISE_WATCH_DELAY_SECONDS", ge=0, le=900)
-    model_timeout_seconds: float = Field(default=60.0, alias="STEPWISE_MODEL_TIMEOUT_SECONDS", gt=0)
 
-    def required(self, name: str) -> str:
-        value = getattr(self, name)
-        if not value:
-            alias = type(self).model_fields[name].alias
-            raise RuntimeError(f"environment variable {alias} is not set")
-        return str(value)
+
+class CachingSettings(Settings):
+    # Prompt caching placed automatically on every model call ("off" to disable)
+    prompt_cache_ttl: Literal["5m", "1h", "off"] = Field(default="5m", alias="STEPWISE_PROMPT_CACHE_TTL")
+    # Exact-match response cache: the default for runs that do not say (a run's "response_cache" wins)
+    response_cache_by_default: bool = Field(default=False, alias="STEPWISE_RESPONSE_CACHE")
+    response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
+
+
+# ------------------------------------------------------------------------------------------- per function
+
+
+class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings):
+    default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
+
+
+class IntakeSettings(QueueSettings, WorkflowSettings):
+    intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
+
+
+class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettings):
+    pass
+
+
+class ToolSettings(Settings):
+    pass
+
+
+class EndSettings(Settings):
+    """Finalize and MarkFailed: they end runs, with no call in flight."""
+
+
+class WorkflowEndedSettings(QueueSettings):
+    """An execution that ended outside the graph: a call may be in flight, its release is scheduled."""
+
+
+S = TypeVar("S", bound=Settings)
+
+
+class SettingsError(RuntimeError):
+    """The function's environment does not hold valid settings: it fails on its first invocation."""
+
+
+def load(kind: type[S]) -> S:
+    """The function's settings, validated from the environment once per container."""
+    return cast(S, _load(kind))
 
 
 @cache
-def get_settings() -> Settings:
-    return Settings.model_validate(dict(os.environ))
+def _load(kind: type[Settings]) -> Settings:
+    try:
+        return kind.model_validate(dict(os.environ))
+    except ValidationError as exc:
+        problems = "; ".join(f"{err['loc'][0] if err['loc'] else ''}: {err['msg']}" for err in exc.errors())
+        raise SettingsError(f"{kind.__name__}: {problems}") from exc
+
+
+def reset() -> None:
+    """Forget the loaded settings (tests switch environments)."""
+    _load.cache_clear()

@@ -1,7 +1,8 @@
-"""Builds the real adapters from the environment, once per Lambda container.
+"""Builds the real adapters and the use cases from a function's settings, once per Lambda container.
 
-Handlers call these lazily on first use, never at import, so tests can set the environment first and
-nothing is created that a test would have to patch.
+Each factory takes the narrowest settings group it reads, so a handler can only build what its settings
+model holds (mypy checks it). Handlers call these on their first invocation, never at import, so tests can
+set the environment first; ``reset`` forgets everything built.
 """
 
 from __future__ import annotations
@@ -13,18 +14,34 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
-from functions.adapters.settings import get_settings
+from functions.adapters.settings import (
+    ApiSettings,
+    BudgetSettings,
+    CachingSettings,
+    CircuitSettings,
+    IntakeSettings,
+    ModelSettings,
+    PricingSettings,
+    QueueSettings,
+    Settings,
+    StepSettings,
+    WorkflowSettings,
+)
 from functions.adapters.stub_model import OfflineStubModel
 from functions.agent.breaker import Breaker
-from functions.agent.budgets import BudgetLimits
-from functions.agent.caching import CacheTTL
 from functions.agent.circuit import CircuitConfig
+from functions.agent.intake import Intake
+from functions.agent.ledger import BudgetLimits
+from functions.agent.lifecycle import Lifecycle
 from functions.agent.ports import ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
+from functions.agent.step import StepConfig, StepRunner
+from functions.agent.submit import SubmitConfig, Submitter
 from functions.tools import ToolRegistry, builtin_registry
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -36,46 +53,24 @@ def aws_client(service: str) -> Any:
     return boto3.client(service, config=_BOTO_CONFIG)
 
 
-@cache
-def store() -> DynamoDBRunStore:
-    return DynamoDBRunStore(get_settings().table_name, aws_client("dynamodb"), CLOCK)
+# ------------------------------------------------------------------------------------------- adapters
 
 
 @cache
-def response_cache() -> DynamoDBResponseCache:
-    settings = get_settings()
-    return DynamoDBResponseCache(
-        settings.table_name, aws_client("dynamodb"), CLOCK, ttl_seconds=settings.response_cache_ttl_seconds
-    )
-
-
-def breaker() -> Breaker:
-    """A breaker for one invocation (its transitions are this invocation's, for metrics); the state is shared."""
-    settings = get_settings()
-    config = CircuitConfig(
-        failure_threshold=settings.circuit_failure_threshold,
-        window_seconds=settings.circuit_window_seconds,
-        cooldown_seconds=settings.circuit_cooldown_seconds,
-    )
-    return Breaker(circuits(), config, now=lambda: CLOCK.now().timestamp())
+def store(settings: Settings) -> DynamoDBRunStore:
+    return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"))
 
 
 @cache
-def circuits() -> DynamoDBCircuitStore:
-    return DynamoDBCircuitStore(get_settings().table_name, aws_client("dynamodb"))
-
-
-@cache
-def queue() -> SqsRunQueue:
-    settings = get_settings()
+def queue(settings: QueueSettings) -> SqsRunQueue:
     return SqsRunQueue(
-        settings.required("queue_url"), aws_client("sqs"), settings.release_delay_seconds, settings.watch_delay_seconds
+        settings.queue_url, aws_client("sqs"), settings.release_delay_seconds, settings.watch_delay_seconds
     )
 
 
 @cache
-def workflow() -> StepFunctionsWorkflow:
-    return StepFunctionsWorkflow(get_settings().required("state_machine_arn"), aws_client("stepfunctions"))
+def workflow(settings: WorkflowSettings) -> StepFunctionsWorkflow:
+    return StepFunctionsWorkflow(settings.state_machine_arn, aws_client("stepfunctions"))
 
 
 @cache
@@ -84,35 +79,52 @@ def registry() -> ToolRegistry:
 
 
 @cache
-def prices() -> PriceBook:
+def prices(settings: PricingSettings) -> PriceBook:
     """The pricing file, plus any prices configured at deploy time."""
-    extra = get_settings().extra_prices
+    extra = settings.extra_prices
     return default_price_book().with_extra(parse_extra_prices(extra)) if extra else default_price_book()
 
 
-def cache_ttl() -> CacheTTL | None:
-    ttl = get_settings().prompt_cache_ttl
-    return None if ttl == "off" else ttl
+def providers(settings: PricingSettings) -> frozenset[str]:
+    """The model providers this deployment can call (a run naming a model of another is refused)."""
+    return frozenset({"anthropic", "bedrock"} if settings.bedrock_fallback else {"anthropic"})
 
 
-def limits() -> BudgetLimits:
-    settings = get_settings()
+def limits(settings: BudgetSettings) -> BudgetLimits:
     return BudgetLimits(
         tenant_daily_usd=settings.tenant_daily_budget_usd, global_daily_usd=settings.global_daily_budget_usd
     )
+
+
+@cache
+def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
+    return DynamoDBResponseCache(
+        settings.table_name, aws_client("dynamodb"), CLOCK, ttl_seconds=settings.response_cache_ttl_seconds
+    )
+
+
+@cache
+def breaker(settings: CircuitSettings) -> Breaker:
+    """The breaker of this container (its circuits' states are shared through the table)."""
+    config = CircuitConfig(
+        failure_threshold=settings.circuit_failure_threshold,
+        window_seconds=settings.circuit_window_seconds,
+        cooldown_seconds=settings.circuit_cooldown_seconds,
+    )
+    circuits = DynamoDBCircuitStore(settings.table_name, aws_client("dynamodb"))
+    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp())
 
 
 def new_run_id() -> str:
     return "run_" + uuid.uuid4().hex[:26]
 
 
-def model() -> ModelClient:
+def model(settings: ModelSettings) -> ModelClient:
     """The model client: the real API, or the labelled offline stub (local stack, no key).
 
     The key is read from Secrets Manager at most every 5 minutes (powertools caches it), so a key put or
     rotated after deploy reaches warm containers without a redeploy.
     """
-    settings = get_settings()
     if settings.model_provider == "stub" or (settings.model_provider == "auto" and not settings.anthropic_api_key):
         return _stub()
     api_key = settings.anthropic_api_key
@@ -123,25 +135,21 @@ def model() -> ModelClient:
     if not api_key:
         raise RuntimeError("no Anthropic API key: set ANTHROPIC_API_KEY or STEPWISE_ANTHROPIC_SECRET_ARN")
     if settings.bedrock_fallback:
-        return _providers(api_key, settings.model_timeout_seconds)
+        return _providers(api_key, settings.model_timeout_seconds, settings)
     return _anthropic(api_key, settings.model_timeout_seconds)
 
 
-def providers() -> set[str]:
-    """The model providers this deployment can call (a run naming a model of another is refused)."""
-    return {"anthropic", "bedrock"} if get_settings().bedrock_fallback else {"anthropic"}
-
-
 @lru_cache(maxsize=2)
-def _providers(api_key: str, timeout_seconds: float) -> ModelClient:
+def _providers(api_key: str, timeout_seconds: float, settings: PricingSettings) -> ModelClient:
     from functions.adapters.bedrock_model import BedrockModel, ProviderModels
 
     bedrock = boto3.client(
         "bedrock-runtime",
         config=Config(retries={"mode": "standard", "max_attempts": 1}, read_timeout=timeout_seconds),
     )
+    book = prices(settings)
     return ProviderModels(
-        provider_of=lambda model: prices().price(model).provider,
+        provider_of=lambda name: book.price(name).provider,
         clients={"anthropic": _anthropic(api_key, timeout_seconds), "bedrock": BedrockModel(bedrock)},
     )
 
@@ -158,20 +166,84 @@ def _anthropic(api_key: str, timeout_seconds: float) -> ModelClient:
     return AnthropicModel.create_client(api_key=api_key, timeout_seconds=timeout_seconds)
 
 
+# ------------------------------------------------------------------------------------------- use cases
+
+
+@cache
+def submitter(settings: ApiSettings) -> Submitter:
+    config = SubmitConfig(default_model=settings.default_model, providers=providers(settings))
+    return Submitter(
+        store=store(settings),
+        queue=queue(settings),
+        toolbox=registry(),
+        prices=prices(settings),
+        clock=CLOCK,
+        new_id=new_run_id,
+        config=config,
+    )
+
+
+def step_runner(settings: StepSettings) -> StepRunner:
+    """Assembled per invocation from adapters built once: the model client is resolved on every invocation,
+    so an API key put or rotated after deploy reaches warm containers (see ``model``)."""
+    ttl = settings.prompt_cache_ttl
+    config = StepConfig(
+        limits=limits(settings),
+        prompt_cache_ttl=None if ttl == "off" else ttl,
+        cache_responses_by_default=settings.response_cache_by_default,
+    )
+    return StepRunner(
+        store=store(settings),
+        model=model(settings),
+        toolbox=registry(),
+        prices=prices(settings),
+        clock=CLOCK,
+        config=config,
+        response_cache=response_cache(settings),
+        breaker=breaker(settings),
+    )
+
+
+@cache
+def lifecycle(settings: Settings) -> Lifecycle:
+    """Ends runs with no call in flight (Finalize, MarkFailed): releases what they hold at once."""
+    return Lifecycle(store=store(settings), clock=CLOCK)
+
+
+@cache
+def lifecycle_with_queue(settings: QueueSettings) -> Lifecycle:
+    """Ends runs whose call may be in flight (cancel, a stopped execution): releases are scheduled."""
+    return Lifecycle(store=store(settings), clock=CLOCK, queue=queue(settings))
+
+
+@cache
+def intake(settings: IntakeSettings) -> Intake:
+    return Intake(
+        store=store(settings),
+        workflow=workflow(settings),
+        queue=queue(settings),
+        lifecycle=lifecycle_with_queue(settings),
+    )
+
+
 def reset() -> None:
-    """Forget every cached client and setting (tests switch environments)."""
+    """Forget every client, adapter, use case and setting built (tests switch environments)."""
     for built in (
         aws_client,
         store,
-        circuits,
-        response_cache,
         queue,
         workflow,
         registry,
         prices,
+        response_cache,
+        breaker,
         _stub,
         _anthropic,
         _providers,
-        get_settings,
+        submitter,
+        lifecycle,
+        lifecycle_with_queue,
+        intake,
     ):
         built.cache_clear()
+    settings_module.reset()

@@ -1,1 +1,25 @@
-"""The pure agent core: models, step logic, pricing and ports. Imports neither boto3 nor anthropic."""
+"""The pure agent core: pydantic and the standard library only (tests/unit/test_boundaries.py holds it to that).
+
+Where things happen, one module each:
+
+Use cases (each built once from its ports; functions/adapters/wiring.py builds them from AWS adapters,
+tests/fakes/core.py from in-memory fakes):
+    submit.py      POST /runs: validate, persist QUEUED, enqueue (Submitter)
+    intake.py      start each run's execution once, the run watchdog, delayed releases (Intake)
+    step.py        one step: guard -> route -> reserve -> call -> settle (StepRunner)
+    tool.py        one tool call of a step, run once (run_tool)
+    lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
+
+Rules:
+    ledger.py      budgets and accounting: every write that moves money or a run's status, as a plan the
+                   stores apply (reserve, settle, end, release), and why a refused one was refused
+    routing.py     which model serves a step (policies, escalation, downgrades)
+    conversation.py  the Messages API conversation rebuilt from the stored run
+    caching.py     prompt-cache breakpoints;  response_cache.py  the exact-match response cache's key
+    circuit.py     circuit-breaker transitions;  breaker.py  applying them through the shared store
+    pricing.py     prices and costs (data/pricing.json);  spend.py  the spend report
+
+Shapes:
+    models.py      runs, steps, tool calls, usage, RunKey / StepRef;  errors.py  every error, one module
+    ports.py       what the core needs from outside (stores, model client, queue, workflow, toolbox)
+"""

@@ -48,5 +48,9 @@ class Breaker:
     def failed(self, key: str) -> None:
         self._apply(key, lambda c: (True, on_failure(c, self.config, self.now())))
 
-    def state(self, key: str) -> CircuitState:
-        return self.store.load(key).state
+    def take_report(self) -> tuple[list[tuple[str, CircuitState]], int]:
+        """The transitions made and the store errors met since the last report (one per invocation: the
+        breaker lives as long as the container, its circuits' states in the store)."""
+        report = (self.transitions, self.errors)
+        self.transitions, self.errors, self.seen = [], 0, {}
+        return report

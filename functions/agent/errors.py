@@ -1,8 +1,41 @@
-"""Errors of the agent core. Ports raise these; adapters translate provider errors into them."""
+"""Every error Stepwise raises on purpose, in one place. Ports raise these; adapters translate provider and
+AWS errors into them; handlers turn them into HTTP statuses or workflow outcomes."""
+
+from __future__ import annotations
 
 
 class StepwiseError(Exception):
     """Base of every error Stepwise raises on purpose."""
+
+
+# ------------------------------------------------------------------------------------------- submitting
+
+
+class RequestRejectedError(StepwiseError):
+    """The request is well-formed JSON but cannot be accepted (unknown or retired model, unserved provider)."""
+
+
+class UnknownToolError(RequestRejectedError):
+    """The request names a tool the deployment does not have."""
+
+
+class IdempotencyConflictError(StepwiseError):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class EnqueueError(StepwiseError):
+    """The intake queue refused the run."""
+
+    def __init__(self, message: str, *, retry_with_key: bool) -> None:
+        super().__init__(message)
+        self.retry_with_key = retry_with_key
+
+
+class RunConflictError(StepwiseError):
+    """The run is not in a state that allows the operation (e.g. cancelling a finished run)."""
+
+
+# ------------------------------------------------------------------------------------------- the model
 
 
 class ModelError(StepwiseError):
@@ -13,8 +46,7 @@ class RetryableModelError(ModelError):
     """Throttling, overload, 5xx, timeouts: Step Functions retries the step with backoff and jitter.
 
     ``retry_after``: the seconds the provider asked for (its retry-after header); the step then waits in a
-    Wait state instead. The class name is the Step Functions error name the workflow's Retry matches, so do
-    not rename it.
+    Wait state instead.
     """
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
@@ -35,6 +67,9 @@ class UnknownModelError(StepwiseError):
     """No price is known for the model, so a run on it cannot be accounted and is refused."""
 
 
+# ------------------------------------------------------------------------------------------- the store
+
+
 class BudgetRefusedError(StepwiseError):
     """A reservation would cross a budget: the run ends BUDGET_EXCEEDED with this code and message."""
 
@@ -46,10 +81,7 @@ class BudgetRefusedError(StepwiseError):
 
 class StoreConflictError(StepwiseError):
     """Concurrent writes kept winning the run's or a budget counter's item. Step Functions retries the step;
-    the model's answer is already stored, so the retry settles it without calling the model again.
-
-    The class name is the Step Functions error name the workflow's Retry matches, so do not rename it.
-    """
+    the model's answer is already stored, so the retry settles it without calling the model again."""
 
 
 class RunNotFoundError(StepwiseError):
@@ -66,3 +98,9 @@ class StepAlreadySavedError(StepwiseError):
 
 class RunNotActiveError(StepwiseError):
     """The run reached a terminal status (cancelled, finished) while the step was working."""
+
+
+# Raised by a workflow task's function and retried by the workflow's Retry (with backoff and jitter). Lambda
+# reports an exception's class name as its error type, which is what a Retry matches: the workflow construct
+# takes the names from here, so a rename cannot silently stop the retries.
+RETRIED_BY_WORKFLOW: tuple[type[StepwiseError], ...] = (RetryableModelError, StoreConflictError)

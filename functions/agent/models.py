@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -14,6 +15,25 @@ MAX_INPUT_BYTES = 100_000  # the run item holds it; DynamoDB items are at most 4
 MAX_TOKENS_PER_CALL = 8_192
 MAX_METADATA_BYTES = 4_096
 MAX_STEPS_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Names one run: every key, message and execution of a run is scoped by its tenant."""
+
+    tenant: str
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"{self.tenant}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """One step of one run: what the workflow passes to the step and tool functions."""
+
+    key: RunKey
+    step: int
 
 
 class RunStatus(StrEnum):
@@ -126,6 +146,13 @@ class Reservation(BaseModel):
     cheap: bool = False
     reason: str = ""
 
+    @property
+    def identity(self) -> tuple[int, str, str, Decimal]:
+        """What tells two reservations apart: the step, the day and model it holds for, and the amount.
+
+        Conditions compare these (never the whole record), so a field added later changes no condition."""
+        return self.step, self.day, self.model, self.amount_usd
+
 
 class RunError(BaseModel):
     code: str
@@ -142,17 +169,21 @@ class Run(BaseModel):
     budget: Budget
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_tokens_per_call: int = 1024
-    steps: int = 0
+    completed_steps: int = 0  # also the number of the next step
     usage: Usage = Field(default_factory=Usage)
     cost_usd: Decimal = Decimal(0)
     output: str | None = None
     error: RunError | None = None
     request_hash: str | None = None
     reservation: Reservation | None = None
-    response_cache: bool | None = None
+    cache_responses: bool | None = None  # the request's "response_cache" (None: the deployment's default)
     fallbacks: list[str] | None = None
     created_at: str
     updated_at: str
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.tenant, self.run_id)
 
     def public(self) -> dict[str, Any]:
         """The GET /runs/{id} body of the HTTP contract."""
@@ -163,7 +194,7 @@ class Run(BaseModel):
             "tools": self.tools,
             "budget": self.budget.model_dump(),
             "metadata": self.metadata,
-            "steps": self.steps,
+            "steps": self.completed_steps,
             "usage": self.usage.public(),
             "cost_usd": float(self.cost_usd),
             "output": self.output,
@@ -179,11 +210,23 @@ class ToolCall(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+class ToolError(StrEnum):
+    """Why a tool call produced an error result (the model sees the message; routing reads the kind)."""
+
+    INVALID_INPUT = "invalid_input"  # the input failed the tool's schema
+    REJECTED = "rejected"  # the tool refused its schema-valid input (ToolInputError)
+    CRASHED = "crashed"  # the tool raised
+    UNAVAILABLE = "unavailable"  # no such tool, or not allowed for this run
+    RUN_ENDED = "run_ended"  # the run ended before the tool ran
+    MISSING = "missing"  # no result was recorded for the call
+
+
 class ToolOutcome(BaseModel):
     tool_use_id: str
     name: str
     content: str
     is_error: bool = False
+    error_kind: ToolError | None = None  # set exactly when is_error
     duration_ms: int = 0
 
 

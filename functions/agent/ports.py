@@ -1,23 +1,25 @@
-"""Ports: what the core needs from the outside world. Adapters implement them."""
+"""Ports: what the core needs from the outside world. Adapters (functions/adapters) and the in-memory fakes
+(tests/fakes) implement them; the core never imports either."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
-from functions.agent.budgets import BudgetLimits
 from functions.agent.circuit import Circuit
+from functions.agent.ledger import Plan, Rejected
 from functions.agent.models import (
     ModelRequest,
     ModelResponse,
-    Reservation,
     Run,
-    RunError,
-    RunStatus,
+    RunKey,
     StepRecord,
+    StepRef,
+    ToolCall,
     ToolOutcome,
 )
 from functions.agent.spend import SpendRow
@@ -40,6 +42,25 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class Toolbox(Protocol):
+    """The tools a deployment offers (functions/tools implements it)."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def check(self, names: Iterable[str]) -> list[str]:
+        """The names, in order. Raises UnknownToolError naming the unknown ones."""
+        ...
+
+    def schemas(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """The tool definitions the model is given."""
+        ...
+
+    def execute(self, call: ToolCall, allowed: Iterable[str]) -> ToolOutcome:
+        """Run one call. Never raises for a tool's own failure: that is an error result the model sees."""
+        ...
+
+
 @dataclass
 class RunHistory:
     """Everything persisted about one run: the run item, its steps in order and its tool results."""
@@ -51,90 +72,68 @@ class RunHistory:
     pending: dict[int, ModelResponse] = field(default_factory=dict)
 
 
-class RunStore(ABC):
-    """Persistence of runs, steps and tool results. Every key is tenant-scoped."""
+class RunReader(ABC):
+    @abstractmethod
+    def get_run(self, key: RunKey) -> Run | None:
+        """The run, read consistently."""
+
+
+class Runs(RunReader):
+    """Runs and what happened in them. Every key is tenant-scoped."""
 
     @abstractmethod
     def create_run(self, run: Run) -> None:
         """Raises RunAlreadyExistsError if the run id is taken."""
 
     @abstractmethod
-    def get_run(self, tenant: str, run_id: str) -> Run | None: ...
-
-    @abstractmethod
-    def load_history(self, tenant: str, run_id: str) -> RunHistory:
+    def load_history(self, key: RunKey) -> RunHistory:
         """Raises RunNotFoundError."""
 
     @abstractmethod
-    def get_step(self, tenant: str, run_id: str, step: int) -> StepRecord | None: ...
+    def get_step(self, key: RunKey, step: int) -> StepRecord | None: ...
+
+
+class LedgerStore(RunReader):
+    """Applies the ledger's plans (functions/agent/ledger.py): the only writes that move money or status."""
 
     @abstractmethod
-    def reserve(
-        self, run: Run, reservation: Reservation, limits: BudgetLimits, *, replacing: Reservation | None = None
-    ) -> Reservation:
-        """Hold ``reservation`` against the run's ``max_usd`` and the tenant's and global daily budgets, atomically.
-        Returns the reservation held for the step (a duplicate invocation's, if it got there first). With
-        ``replacing`` the run's held reservation becomes this one and only the difference is charged to the
-        budgets (the step was re-routed to a fallback model).
+    def apply(self, plan: Plan) -> Rejected | None:
+        """Apply every part of ``plan`` if all its conditions hold, atomically; otherwise change nothing and
+        return the first part (record, run, counters, in that order) whose condition failed.
 
         Raises:
-            BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
-            RunNotActiveError: the run ended or moved on.
+            StoreConflictError: concurrent writes kept winning one of the items.
         """
 
     @abstractmethod
-    def save_pending(self, run: Run, step: int, response: ModelResponse) -> None:
+    def committed(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        """Spent plus reserved USD on ``day``: (the tenant's, everyone's)."""
+
+    @abstractmethod
+    def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:
         """Store the model's answer before settling it, so a failed settlement never loses a billed call."""
 
-    @abstractmethod
-    def release_reservation(self, tenant: str, run_id: str, step: int) -> bool:
-        """Release the reservation of ``step`` if the run ended and still holds it. Returns whether it did."""
 
-    @abstractmethod
-    def save_step(self, run: Run, record: StepRecord, output: str | None, *, require_active: bool = True) -> None:
-        """Persist the step and settle its cost, atomically: the step record, the run's totals, the tenant's
-        day and day-by-model totals and the global day total; the run's reservation becomes the real cost.
-
-        With ``require_active=False`` the step is recorded and charged on a run that already ended (a call the
-        provider billed after a cancellation, whose reservation was released) without touching its status.
-
-        Raises:
-            StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
-            RunNotActiveError: the run is in a terminal status (only with ``require_active``).
-        """
-
+class SpendRows(ABC):
     @abstractmethod
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         """The tenant's spend counters for the days in [first_day, last_day]: day, day x model, day x run."""
 
-    @abstractmethod
-    def committed_today(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
-        """Spent plus reserved USD on ``day``: (the tenant's, everyone's)."""
 
+class ToolResults(ABC):
     @abstractmethod
     def load_tool_context(
-        self, tenant: str, run_id: str, step: int, tool_use_id: str
+        self, ref: StepRef, tool_use_id: str
     ) -> tuple[Run | None, StepRecord | None, ToolOutcome | None]:
         """The run, the step that asked for the tool and the stored result if any, in one read."""
 
     @abstractmethod
-    def save_tool_result(self, tenant: str, run_id: str, step: int, outcome: ToolOutcome) -> ToolOutcome:
+    def save_tool_result(self, ref: StepRef, outcome: ToolOutcome) -> ToolOutcome:
         """Store a tool result once; returns the stored one if it already existed."""
 
-    @abstractmethod
-    def finish_run(
-        self,
-        tenant: str,
-        run_id: str,
-        status: RunStatus,
-        *,
-        output: str | None = None,
-        error: RunError | None = None,
-        release: bool = True,
-    ) -> bool:
-        """Move a non-terminal run to ``status``, atomically. With ``release`` (no model call can be in flight)
-        also release a reservation it holds; otherwise the reservation stays for the in-flight call to settle or
-        for a delayed ``release_reservation``. Returns False if the run was already terminal."""
+
+class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ABC):
+    """Everything above, on one table (the DynamoDB adapter and the in-memory fake implement it whole)."""
 
 
 class ResponseCache(Protocol):
@@ -148,13 +147,13 @@ class ResponseCache(Protocol):
 class RunQueue(Protocol):
     """The intake queue between the API and the workflow."""
 
-    def enqueue(self, tenant: str, run_id: str) -> None: ...
+    def enqueue(self, key: RunKey) -> None: ...
 
-    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
+    def schedule_release(self, key: RunKey, step: int) -> None:
         """Release the step's reservation later, once its model call cannot still be in flight."""
         ...
 
-    def schedule_watch(self, tenant: str, run_id: str) -> None:
+    def schedule_watch(self, key: RunKey) -> None:
         """Check the run again later: it must be moving (its execution running) or have ended."""
         ...
 
@@ -162,15 +161,15 @@ class RunQueue(Protocol):
 class Workflow(Protocol):
     """The durable workflow that drives a run, one execution per run named by the run id."""
 
-    def start(self, tenant: str, run_id: str) -> bool:
+    def start(self, key: RunKey) -> bool:
         """Start the execution; False if one with this name already exists (duplicate delivery)."""
         ...
 
-    def stop(self, run_id: str, reason: str) -> None:
+    def stop(self, key: RunKey, reason: str) -> None:
         """Stop the execution if it exists and is running."""
         ...
 
-    def status(self, run_id: str) -> str | None:
+    def status(self, key: RunKey) -> str | None:
         """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED), or None if there is none."""
         ...
 

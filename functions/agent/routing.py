@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from functions.agent.models import ModelResponse, RunError, StepRecord, ToolOutcome
+from functions.agent.models import ModelResponse, RunError, StepRecord, ToolError, ToolOutcome
 
 ROUTING_FILE = Path(__file__).parent / "data" / "routing.json"
-INVALID_TOOL_INPUT = "invalid input for "  # the prefix ToolRegistry gives a tool input that failed validation
 
 
 class Policy(BaseModel):
@@ -93,8 +91,7 @@ def _policy_route(
         outcome.name
         for call in last.tool_calls()
         if (outcome := tool_results.get((last.step, call.id))) is not None
-        and outcome.is_error
-        and outcome.content.startswith(INVALID_TOOL_INPUT)
+        and outcome.error_kind is ToolError.INVALID_INPUT
     ]
     if failed and last.cheap:
         return Route(
@@ -122,12 +119,6 @@ def supersedes(route: Route, response: ModelResponse, error: RunError | None) ->
     if not response.tool_calls():
         return "final answer goes to the strong model"
     return None
-
-
-def budget_percent(spent: Decimal, limit: Decimal | float | None) -> float | None:
-    if limit is None:
-        return None
-    return float(spent / Decimal(str(limit)) * 100)
 
 
 @cache

@@ -1,32 +1,38 @@
-"""HTTP API (API Gateway HTTP API, payload v2): the contract in ARCHITECTURE.md."""
+"""HTTP API (API Gateway HTTP API, payload v2): the contract in the README's "HTTP API" section.
+
+Each route parses and validates its input, calls one use case of the core, and maps the core's errors to
+statuses; to add a route, add it here and to ROUTES in infra/constructs/api.py (the local stack serves what
+the template declares)."""
 
 from __future__ import annotations
 
 import json
 import re
-import warnings
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from functions.adapters import wiring
-from functions.adapters.settings import get_settings
-from functions.agent import service
-from functions.agent.errors import RunNotFoundError
-from functions.agent.models import RunRequest
+from functions.adapters.settings import ApiSettings, load
+from functions.agent.errors import (
+    EnqueueError,
+    IdempotencyConflictError,
+    RequestRejectedError,
+    RunConflictError,
+    RunNotFoundError,
+)
+from functions.agent.models import RunKey, RunRequest
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
+from functions.handlers.observability import observability
 from functions.handlers.views import steps_view
-from functions.tools import UnknownToolError
 
-logger = Logger(service="stepwise-api")
-metrics = Metrics(namespace="Stepwise")  # service: POWERTOOLS_SERVICE_NAME
+SETTINGS = ApiSettings
+obs = observability("api")
+logger, metrics = obs.logger, obs.metrics
 app = APIGatewayHttpResolver()
-# Reads add no metric; powertools would warn on every one of them.
-warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 MAX_IDEMPOTENCY_KEY = 128
@@ -60,7 +66,7 @@ def _tenant() -> str:
     """The tenant a request belongs to: a Lambda authorizer's ``tenant`` claim, else the deployment's default."""
     authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
     claimed = (authorizer.get("lambda") or {}).get("tenant")
-    return str(claimed) if claimed else get_settings().default_tenant
+    return str(claimed) if claimed else load(SETTINGS).default_tenant
 
 
 def _parse_run_request() -> RunRequest:
@@ -87,10 +93,11 @@ def _parse_run_request() -> RunRequest:
         raise ApiError(400, "VALIDATION_ERROR", problems) from exc
 
 
-def _run_id(run_id: str) -> str:
+def _run_key(run_id: str) -> RunKey:
+    """The caller's run: an id that cannot be a run's is not found, like another tenant's."""
     if not RUN_ID.match(run_id):
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
-    return run_id
+    return RunKey(_tenant(), run_id)
 
 
 @app.get("/health")
@@ -105,24 +112,12 @@ def create_run() -> Response[str]:
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     try:
-        accepted = service.create_run(
-            store=wiring.store(),
-            queue=wiring.queue(),
-            registry=wiring.registry(),
-            prices=wiring.prices(),
-            clock=wiring.CLOCK,
-            new_id=wiring.new_run_id,
-            tenant=_tenant(),
-            request=request,
-            default_model=get_settings().default_model,
-            idempotency_key=key,
-            providers=wiring.providers(),
-        )
-    except (service.RequestRejectedError, UnknownToolError) as exc:
+        accepted = wiring.submitter(load(SETTINGS)).submit(_tenant(), request, idempotency_key=key)
+    except RequestRejectedError as exc:
         raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
-    except service.IdempotencyConflictError as exc:
+    except IdempotencyConflictError as exc:
         raise ApiError(422, "IDEMPOTENCY_CONFLICT", str(exc)) from exc
-    except service.EnqueueError as exc:
+    except EnqueueError as exc:
         advice = "retry with the same Idempotency-Key" if exc.retry_with_key else "the run was marked FAILED; retry"
         raise ApiError(503, "ENQUEUE_FAILED", f"{exc}; {advice}") from exc
     run = accepted.run
@@ -137,7 +132,7 @@ def create_run() -> Response[str]:
 
 @app.get("/runs/<run_id>")
 def get_run(run_id: str) -> Response[str]:
-    run = wiring.store().get_run(_tenant(), _run_id(run_id))
+    run = wiring.store(load(SETTINGS)).get_run(_run_key(run_id))
     if run is None:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
     return _json(200, run.public())
@@ -146,7 +141,7 @@ def get_run(run_id: str) -> Response[str]:
 @app.get("/runs/<run_id>/steps")
 def get_steps(run_id: str) -> Response[str]:
     try:
-        history = wiring.store().load_history(_tenant(), _run_id(run_id))
+        history = wiring.store(load(SETTINGS)).load_history(_run_key(run_id))
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
     return _json(200, {"run_id": run_id, "status": history.run.status.value, "steps": steps_view(history)})
@@ -154,17 +149,12 @@ def get_steps(run_id: str) -> Response[str]:
 
 @app.post("/runs/<run_id>/cancel")
 def cancel(run_id: str) -> Response[str]:
+    settings = load(SETTINGS)
     try:
-        run = service.cancel_run(
-            store=wiring.store(),
-            workflow=wiring.workflow(),
-            queue=wiring.queue(),
-            tenant=_tenant(),
-            run_id=_run_id(run_id),
-        )
+        run = wiring.lifecycle_with_queue(settings).cancel(_run_key(run_id), wiring.workflow(settings))
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
-    except service.RunConflictError as exc:
+    except RunConflictError as exc:
         raise ApiError(409, "RUN_ALREADY_ENDED", str(exc)) from exc
     logger.info("run cancelled", run_id=run_id)
     metrics.add_metric(name="RunsCancelled", unit="Count", value=1)
@@ -179,14 +169,14 @@ def costs() -> Response[str]:
         first, last = period(params.get("from"), params.get("to"), today)
     except ValueError as exc:
         raise ApiError(400, "VALIDATION_ERROR", f"from/to must be YYYY-MM-DD days: {exc}") from exc
-    tenant = _tenant()
-    rows = wiring.store().spend_rows(tenant, first.isoformat(), last.isoformat())
+    tenant, settings = _tenant(), load(SETTINGS)
+    rows = wiring.store(settings).spend_rows(tenant, first.isoformat(), last.isoformat())
     report = build_report(
         tenant=tenant,
         first=first,
         last=last,
         rows=rows,
-        tenant_daily_usd=wiring.limits().tenant_daily_usd,
+        tenant_daily_usd=settings.tenant_daily_budget_usd,
         today=today,
         routing=default_routing(),
     )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from functions.agent.models import RunError, RunStatus
+from functions.agent.models import RunError, RunKey, RunStatus, StepRef
 
 
 class RunRef(BaseModel):
     tenant: str = Field(min_length=1)
     run_id: str = Field(min_length=1)
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.tenant, self.run_id)
 
 
 class IntakeMessage(RunRef):
@@ -23,6 +27,10 @@ class StepEvent(RunRef):
     step: int = Field(ge=0)
     attempt: int = Field(default=0, ge=0)  # Step Functions' retry count of this step ($$.State.RetryCount)
     waits: int = Field(default=0, ge=0)  # consecutive retry-after waits of this step
+
+    @property
+    def ref(self) -> StepRef:
+        return StepRef(self.key, self.step)
 
 
 class ToolEvent(StepEvent):

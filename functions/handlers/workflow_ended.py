@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, single_metric
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Json
 
 from functions.adapters import wiring
+from functions.adapters.settings import WorkflowEndedSettings, load
 from functions.agent.models import RunError, RunStatus
-from functions.agent.service import finalize_run
 from functions.handlers.events import RunRef
+from functions.handlers.observability import observability
 
-logger = Logger(service="stepwise-workflow-ended")
-NAMESPACE = "Stepwise"
-metrics = Metrics(namespace=NAMESPACE)  # service: POWERTOOLS_SERVICE_NAME
+SETTINGS = WorkflowEndedSettings
+obs = observability("workflow_ended")
+logger, metrics = obs.logger, obs.metrics
 
 OUTCOMES = {
     "TIMED_OUT": (RunStatus.TIMED_OUT, "RUN_TIMEOUT", "the run exceeded the workflow's timeout"),
@@ -56,16 +55,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
     # a timed-out or stopped execution may leave a model call running: its reservation is released later
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
-    run = finalize_run(
-        store=wiring.store(),
-        tenant=ref.tenant,
-        run_id=ref.run_id,
-        status=status,
-        error=error,
-        queue=wiring.queue() if in_flight else None,
-    )
+    run = wiring.lifecycle_with_queue(load(SETTINGS)).end(ref.key, status, error, call_in_flight=in_flight)
     metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
-    with single_metric(name="ExecutionsEndedByStatus", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="status", value=change.status)
+    obs.count("ExecutionsEndedByStatus", status=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)
     return {"run_id": run.run_id, "status": run.status.value}

@@ -1,6 +1,10 @@
-"""Tools an agent may call. Pure Python: no AWS, no model provider."""
+"""Tools an agent may call: the ``Toolbox`` the core's ports name. Pure Python: no AWS, no model provider.
 
+The tools package depends on the core's models and errors; the core never imports it (wiring hands the
+registry to the use cases)."""
+
+from functions.agent.errors import UnknownToolError
 from functions.tools.builtins import builtin_registry
-from functions.tools.registry import Tool, ToolInputError, ToolRegistry, UnknownToolError
+from functions.tools.registry import Tool, ToolInputError, ToolRegistry
 
 __all__ = ["Tool", "ToolInputError", "ToolRegistry", "UnknownToolError", "builtin_registry"]

@@ -13,13 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from functions.agent.models import ToolCall, ToolOutcome
+from functions.agent.errors import UnknownToolError
+from functions.agent.models import ToolCall, ToolError, ToolOutcome
 
 MAX_RESULT_CHARS = 16_000
-
-
-class UnknownToolError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,8 @@ class Tool:
 
 
 class ToolRegistry:
+    """The deployment's tools (the core's ``Toolbox`` port)."""
+
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         for tool in tools:
@@ -64,33 +63,34 @@ class ToolRegistry:
     def execute(self, call: ToolCall, allowed: Iterable[str]) -> ToolOutcome:
         started = time.perf_counter()
 
-        def outcome(content: str, is_error: bool) -> ToolOutcome:
+        def outcome(content: str, error: ToolError | None = None) -> ToolOutcome:
             if len(content) > MAX_RESULT_CHARS:
                 content = content[:MAX_RESULT_CHARS] + f"... [truncated, {len(content)} chars]"
             return ToolOutcome(
                 tool_use_id=call.id,
                 name=call.name,
                 content=content,
-                is_error=is_error,
+                is_error=error is not None,
+                error_kind=error,
                 duration_ms=int((time.perf_counter() - started) * 1000),
             )
 
         tool = self._tools.get(call.name)
         if tool is None or call.name not in set(allowed):
-            return outcome(f"tool {call.name!r} is not available to this run", True)
+            return outcome(f"tool {call.name!r} is not available to this run", ToolError.UNAVAILABLE)
         try:
             arguments = tool.input_model.model_validate(call.input)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in exc.errors()
             )
-            return outcome(f"invalid input for {call.name}: {problems}", True)
+            return outcome(f"invalid input for {call.name}: {problems}", ToolError.INVALID_INPUT)
         try:
-            return outcome(tool.fn(arguments), False)
+            return outcome(tool.fn(arguments))
         except ToolInputError as exc:
-            return outcome(f"{call.name} failed: {exc}", True)
+            return outcome(f"{call.name} failed: {exc}", ToolError.REJECTED)
         except Exception as exc:  # a tool bug must not lose the run: the model sees it and can recover
-            return outcome(f"{call.name} raised {type(exc).__name__}: {exc}", True)
+            return outcome(f"{call.name} raised {type(exc).__name__}: {exc}", ToolError.CRASHED)
 
 
 class ToolInputError(ValueError):

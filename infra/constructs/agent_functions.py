@@ -1,18 +1,21 @@
-"""The Lambda functions: Python 3.13 on ARM64, one shared dependency layer, JSON logs, X-Ray."""
+"""The Lambda functions of infra/functions.py: Python 3.13 on ARM64, one shared dependency layer, JSON logs,
+X-Ray. Each gets exactly the environment its settings model names (``configure``)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from collections.abc import Iterator, Mapping
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.constants import FUNCTIONS, METRICS_NAMESPACE, service_name
+from infra.functions import FUNCTIONS, FunctionSpec
 from infra.packaging import dependencies_layer_code, function_code
 
 
 class AgentFunctions(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, environment: dict[str, str]) -> None:
+    def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
         self.layer = lambda_.LayerVersion(
             self,
@@ -23,36 +26,43 @@ class AgentFunctions(Construct):
             description="Stepwise runtime dependencies (requirements.txt) for Python 3.13 ARM64",
         )
         code = function_code()
-        self.functions: dict[str, lambda_.Function] = {}
-        for name, (handler, memory, timeout) in FUNCTIONS.items():
-            self.functions[name] = self._build_function(name, handler, memory, timeout, code, environment)
+        self.functions = {name: self._build_function(spec, code) for name, spec in FUNCTIONS.items()}
 
-    def _build_function(
-        self, name: str, handler: str, memory: int, timeout: int, code: lambda_.Code, environment: dict[str, str]
-    ) -> lambda_.Function:
+    def _build_function(self, spec: FunctionSpec, code: lambda_.Code) -> lambda_.Function:
         log_group = logs.LogGroup(
-            self, f"{name}Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+            self, f"{spec.name}Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
         )
-        return lambda_.Function(
+        function = lambda_.Function(
             self,
-            name,
+            spec.name,
             runtime=lambda_.Runtime.PYTHON_3_13,
             architecture=lambda_.Architecture.ARM_64,
-            handler=handler,
+            handler=spec.handler,
             code=code,
             layers=[self.layer],
-            memory_size=memory,
-            timeout=Duration.seconds(timeout),
+            memory_size=spec.memory_mb,
+            timeout=Duration.seconds(spec.timeout_seconds),
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
-            environment={
-                **environment,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "POWERTOOLS_SERVICE_NAME": service_name(name),
-            },
         )
+        Validations.of(function).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray PutTraceSegments/PutTelemetryRecords have no resource-level permissions.",
+            )
+        )
+        return function
+
+    def configure(self, values: Mapping[str, str]) -> None:
+        """Give every function the variables its settings name (raises naming one the stack lacks)."""
+        for spec, function in self:
+            for name, value in spec.environment(values).items():
+                function.add_environment(name, value)
+
+    def __iter__(self) -> Iterator[tuple[FunctionSpec, lambda_.Function]]:
+        return ((FUNCTIONS[name], function) for name, function in self.functions.items())
 
     def __getitem__(self, name: str) -> lambda_.Function:
-        """The function named as in infra.constants.FUNCTIONS (api, intake, step, tool, ...)."""
+        """The function named as in infra/functions.py (api, intake, step, tool, ...)."""
         return self.functions[name]

@@ -10,6 +10,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.constants import INTAKE_MAX_RECEIVE_COUNT
+from infra.constructs.agent_functions import AgentFunctions
 
 
 class Intake(Construct):
@@ -64,3 +65,17 @@ class Intake(Construct):
                 report_batch_item_failures=True,
             )
         )
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """What the queue provides to the functions' settings."""
+        return {
+            "STEPWISE_QUEUE_URL": self.queue.queue_url,
+            "STEPWISE_INTAKE_MAX_RECEIVE_COUNT": str(INTAKE_MAX_RECEIVE_COUNT),
+        }
+
+    def grant(self, functions: AgentFunctions) -> None:
+        """Every function whose settings include the queue sends to it (new runs, releases, watchdog checks)."""
+        for spec, function in functions:
+            if spec.sends_to_intake:
+                self.queue.grant_send_messages(function)

@@ -7,7 +7,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from infra.constants import BUDGET_ALARM_THRESHOLDS, METRICS_NAMESPACE, service_name
+from functions.handlers.observability import NAMESPACE, service_name
+from infra.constants import BUDGET_ALARM_THRESHOLDS
 
 
 class BudgetAlarms(Construct):
@@ -16,7 +17,7 @@ class BudgetAlarms(Construct):
         self.alarms: list[cloudwatch.Alarm] = []
         for budget in budgets:
             metric = cloudwatch.Metric(
-                namespace=METRICS_NAMESPACE,
+                namespace=NAMESPACE,
                 metric_name="BudgetUsedPercent",
                 dimensions_map={"Budget": budget, "service": service_name("step")},
                 statistic="Maximum",

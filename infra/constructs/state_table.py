@@ -6,6 +6,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
+from infra.constructs.agent_functions import AgentFunctions
+
 
 class StateTable(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
@@ -22,3 +24,12 @@ class StateTable(Construct):
             time_to_live_attribute="expires_at",
             removal_policy=removal_policy,
         )
+
+    @property
+    def settings(self) -> dict[str, str]:
+        return {"STEPWISE_TABLE": self.table.table_name}
+
+    def grant(self, functions: AgentFunctions) -> None:
+        """Each function exactly the table actions it declares (infra/functions.py)."""
+        for spec, function in functions:
+            self.table.grant(function, *spec.table_actions)

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from functions.agent.errors import RETRIED_BY_WORKFLOW, StoreConflictError
 from infra.constants import (
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_ATTEMPTS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
     TOOLS_MAX_CONCURRENCY,
 )
+from infra.constructs.agent_functions import AgentFunctions
 
 RUN_REF = {"tenant.$": "$.tenant", "run_id.$": "$.run_id"}
+# AWS's names for a Lambda that died (timeout, out of memory, crash) and for a hung invocation
+LAMBDA_DIED = ["Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"]
+LAMBDA_SERVICE_ERRORS = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
 
 
 class AgentWorkflow(Construct):
@@ -27,16 +38,19 @@ class AgentWorkflow(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        step_fn: lambda_.IFunction,
-        tool_fn: lambda_.IFunction,
-        finalize_fn: lambda_.IFunction,
-        mark_failed_fn: lambda_.IFunction,
-        workflow_ended_fn: lambda_.IFunction,
+        functions: AgentFunctions,
         run_timeout: Duration,
         retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
         retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
     ) -> None:
         super().__init__(scope, construct_id)
+        step_fn, tool_fn = functions["step"], functions["tool"]
+        finalize_fn, mark_failed_fn, workflow_ended_fn = (
+            functions["finalize"],
+            functions["mark_failed"],
+            functions["workflow_ended"],
+        )
+        self.invoked = [step_fn, tool_fn, finalize_fn, mark_failed_fn]
 
         mark_failed = self._invoke("MarkFailed", mark_failed_fn, {**RUN_REF, "failure.$": "$.failure"}).next(
             sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
@@ -46,9 +60,10 @@ class AgentWorkflow(Construct):
             "Step",
             step_fn,
             {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount"},
+            retry_conflicts=False,
         )
         step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
-            errors=["RetryableModelError", "StoreConflictError"],
+            errors=[error.__name__ for error in RETRIED_BY_WORKFLOW],
             interval=Duration.seconds(retry_interval_seconds),
             backoff_rate=2,
             max_attempts=MODEL_RETRY_MAX_ATTEMPTS,
@@ -56,7 +71,7 @@ class AgentWorkflow(Construct):
             jitter_strategy=sfn.JitterType.FULL,
         )
         step.add_retry(  # the step Lambda died (timeout, out of memory): retried; an answer it got is stored
-            errors=["Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"],
+            errors=LAMBDA_DIED,
             interval=Duration.seconds(retry_interval_seconds),
             backoff_rate=2,
             max_attempts=2,
@@ -108,6 +123,12 @@ class AgentWorkflow(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
+        Validations.of(self.state_machine).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray and CloudWatch Logs delivery are account-level APIs.",
+            )
+        )
         # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
         events.Rule(
             self,
@@ -124,8 +145,53 @@ class AgentWorkflow(Construct):
             targets=[targets.LambdaFunction(workflow_ended_fn, retry_attempts=8, max_event_age=Duration.hours(6))],
         )
 
-    def _invoke(self, name: str, fn: lambda_.IFunction, payload: dict[str, str]) -> tasks.LambdaInvoke:
-        """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter."""
+    @property
+    def settings(self) -> dict[str, str]:
+        """What the workflow provides to the functions' settings."""
+        return {"STEPWISE_STATE_MACHINE_ARN": self.state_machine.state_machine_arn}
+
+    def grant(self, functions: AgentFunctions) -> None:
+        """Each function the execution actions it declares, on this state machine's executions only."""
+        machine = self.state_machine
+        executions = Stack.of(self).format_arn(  # this state machine's executions (named by run id)
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        stack = Stack.of(self)
+        region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+        account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+        machine_ref = stack.resolve(stack.get_logical_id(machine.node.default_child))  # type: ignore[arg-type]
+        finding = f"Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:<{machine_ref}.Name>:*"
+        for invoked in self.invoked:
+            function_ref = stack.resolve(stack.get_logical_id(invoked.node.default_child))  # type: ignore[arg-type]
+            Validations.of(machine).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{function_ref}.Arn>:*]",
+                    reason="CDK grants invoke of the function's versions.",
+                )
+            )
+        for spec, function in functions:
+            if spec.starts_executions:
+                machine.grant_start_execution(function)
+            if spec.execution_actions:
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=list(spec.execution_actions), resources=[executions])
+                )
+                Validations.of(function).acknowledge(
+                    Acknowledgment(
+                        id=f"AwsSolutions::AwsSolutions-IAM5[{finding}]",
+                        reason=f"{', '.join(spec.execution_actions)} on this stack's state machine's executions only.",
+                    )
+                )
+
+    def _invoke(
+        self, name: str, fn: lambda_.IFunction, payload: dict[str, str], *, retry_conflicts: bool = True
+    ) -> tasks.LambdaInvoke:
+        """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter.
+
+        A write that kept losing races (StoreConflictError) is retried too: every task is safe to repeat."""
         task = tasks.LambdaInvoke(
             self,
             name,
@@ -140,15 +206,12 @@ class AgentWorkflow(Construct):
             else None,
         )
         task.add_retry(
-            errors=[
-                "Lambda.ServiceException",
-                "Lambda.AWSLambdaException",
-                "Lambda.SdkClientException",
-                "Lambda.TooManyRequestsException",
-            ],
-            interval=Duration.seconds(2),
-            backoff_rate=2,
-            max_attempts=4,
+            errors=LAMBDA_SERVICE_ERRORS, interval=Duration.seconds(2), backoff_rate=2, max_attempts=4,
             jitter_strategy=sfn.JitterType.FULL,
-        )
+        )  # fmt: skip
+        if retry_conflicts:  # (the step retries them with its model errors)
+            task.add_retry(
+                errors=[StoreConflictError.__name__], interval=Duration.seconds(1), backoff_rate=2, max_attempts=4,
+                jitter_strategy=sfn.JitterType.FULL,
+            )  # fmt: skip
         return task

@@ -28,6 +28,7 @@ TABLE_NAME = "stepwise-local"
 QUEUE_NAME = "stepwise-intake"
 STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
+LOCAL_DEFAULTS = {"STEPWISE_MODEL_PROVIDER": "auto", "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5"}
 
 
 _ONE_SNAPSHOT = threading.local()
@@ -205,17 +206,24 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         )["stateMachineArn"]
 
     def _configure_functions(self) -> None:
-        """The environment the CDK stack gives the functions, with local values."""
-        os.environ.update(
+        """The environment the template gives the functions, its resources replaced by the local ones.
+
+        Local differences: the tenant is ``local``; the model provider is ``auto`` (the labelled offline
+        stub without ANTHROPIC_API_KEY) and the default model claude-haiku-4-5, unless set; and any STEPWISE_*
+        setting already set in this process's environment (but the resources and the tenant) wins over the
+        template's."""
+        environment = self.topology.environment(
             {
-                "STEPWISE_TABLE": TABLE_NAME,
-                "STEPWISE_QUEUE_URL": self.queue_url,
-                "STEPWISE_STATE_MACHINE_ARN": self.state_machine_arn,
-                "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT,
-                "STEPWISE_MODEL_PROVIDER": os.environ.get("STEPWISE_MODEL_PROVIDER", "auto"),
-                "STEPWISE_DEFAULT_MODEL": os.environ.get("STEPWISE_DEFAULT_MODEL", "claude-haiku-4-5"),
+                "AWS::DynamoDB::GlobalTable": TABLE_NAME,
+                "AWS::SQS::Queue": self.queue_url,
+                "AWS::StepFunctions::StateMachine": self.state_machine_arn,
+                "AWS::SecretsManager::Secret": None,  # locally the key is ANTHROPIC_API_KEY, if set
             }
         )
+        chosen = {k: v for k, v in self._saved_environ.items() if k.startswith("STEPWISE_")}
+        local = {**LOCAL_DEFAULTS, **chosen, "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT}
+        resources = self.topology.references
+        os.environ.update({**environment, **{k: v for k, v in local.items() if k not in resources}})
         from functions.adapters import wiring
 
         wiring.reset()

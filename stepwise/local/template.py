@@ -62,6 +62,40 @@ class Topology:
     table_attributes: list[dict[str, str]]
     max_receive_count: int
     routes: list[Route]
+    environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
+    resource_types: dict[str, str]  # logical id -> CloudFormation type
+
+    def environment(self, local: dict[str, str | None]) -> dict[str, str]:
+        """The functions' environment, as the template gives it, with each referenced resource replaced by
+        its local counterpart (``local``: CloudFormation type -> value, None to leave the variable unset).
+
+        The functions run in one process here, so they share one environment: a variable two functions are
+        given different values of is an error (POWERTOOLS_SERVICE_NAME aside: each handler names its own
+        service, see functions/handlers/observability.py)."""
+        merged: dict[str, str] = {}
+        for function, variables in self.environments.items():
+            for name, raw in variables.items():
+                if name == "POWERTOOLS_SERVICE_NAME":
+                    continue
+                value = raw if isinstance(raw, str) else self._local(raw, local, f"{function}.{name}")
+                if value is None:
+                    continue
+                if merged.setdefault(name, value) != value:
+                    raise ValueError(f"{name} differs between functions: {merged[name]!r} and {value!r} ({function})")
+        return merged
+
+    @property
+    def references(self) -> set[str]:
+        """The variables whose value is a resource of the template (a table name, a queue URL, ...)."""
+        return {name for variables in self.environments.values() for name, raw in variables.items()
+                if not isinstance(raw, str)}  # fmt: skip
+
+    def _local(self, reference: Any, local: dict[str, str | None], where: str) -> str | None:
+        logical_id = reference.get("Ref") if isinstance(reference, dict) else None
+        kind = self.resource_types.get(str(logical_id))
+        if kind not in local:
+            raise ValueError(f"{where}: no local counterpart for {reference!r}")
+        return local[kind]
 
     @property
     def api_function(self) -> str:
@@ -125,4 +159,10 @@ def topology(template: dict[str, Any]) -> Topology:
         table_attributes=table["Properties"]["AttributeDefinitions"],
         max_receive_count=int(redrive["maxReceiveCount"]),
         routes=routes,
+        environments={
+            lid: res["Properties"].get("Environment", {}).get("Variables", {})
+            for lid, res in _resources(template, "AWS::Lambda::Function").items()
+            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
+        },
+        resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
     )

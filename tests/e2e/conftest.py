@@ -12,14 +12,8 @@ from typing import Any
 import pytest
 
 from stepwise.local.stack import LocalStack
-from stepwise.local.template import synthesize
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
-
-
-@pytest.fixture(scope="session")
-def template() -> dict[str, Any]:
-    return synthesize()
 
 
 @pytest.fixture(scope="module")

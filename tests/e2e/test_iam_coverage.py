@@ -2,7 +2,7 @@
 
 Runs the paths that touch the table (a run with tools, a cancel, a budget refusal, the spend report, the
 response cache) with a botocore hook that records which function made which call, then checks the calls
-against infra.constants.TABLE_ACCESS (what the CDK stack grants on the table).
+against each function's declared table actions (infra/functions.py: what the CDK stack grants on the table).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from infra.constants import TABLE_ACCESS
+from infra.functions import FUNCTIONS
 from stepwise.local.stack import LocalStack
 from tests.e2e.conftest import http, wait
 
@@ -64,7 +64,7 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     # Then every function's actions are within its grant
     assert set(actions) >= {"api", "intake", "step", "tool", "finalize"}
     for function, performed in actions.items():
-        granted = {action.removeprefix("dynamodb:") for action in TABLE_ACCESS[function]}
+        granted = {action.removeprefix("dynamodb:") for action in FUNCTIONS[function].table_actions}
         assert performed <= granted, f"{function} performs {sorted(performed - granted)} without a grant"
     # And the second identical run was served by the response cache at no cost
     _, steps = http(stack, "GET", f"/runs/{again['run_id']}/steps")

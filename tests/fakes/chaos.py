@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functions.agent.models import RunKey
 from tests.fakes.anthropic_server import FakeAnthropic, error, message
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
@@ -134,6 +135,7 @@ class Report:
 
 def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Report:
     from functions.adapters import dynamodb_store, wiring
+    from functions.adapters.settings import Settings, load
     from stepwise.local.stack import LocalStack
     from stepwise.local.template import synthesize
 
@@ -155,7 +157,7 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
     template = synthesize(context={"model_retry_interval_seconds": 1, "model_retry_max_delay_seconds": 4})
     emf = io.StringIO()
     real_pending = dynamodb_store.DynamoDBRunStore.save_pending
-    real_save = dynamodb_store.DynamoDBRunStore.save_step
+    real_apply = dynamodb_store.DynamoDBRunStore.apply
 
     def crash_maybe() -> None:
         with provider.lock:
@@ -168,9 +170,10 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
         crash_maybe()  # dies before the answer is stored: the retry calls the model again
         real_pending(self, *args, **kwargs)
 
-    def save(self: Any, *args: Any, **kwargs: Any) -> None:
-        crash_maybe()  # dies after the answer was stored: the retry settles it without a call
-        real_save(self, *args, **kwargs)
+    def apply(self: Any, plan: Any) -> Any:
+        if plan.record is not None:  # a settlement
+            crash_maybe()  # dies after the answer was stored: the retry settles it without a call
+        return real_apply(self, plan)
 
     with FakeAnthropic(*([provider] * (runs * 40))) as fake, contextlib.redirect_stdout(emf):
         os.environ.update({**env, "ANTHROPIC_BASE_URL": fake.base_url})
@@ -180,7 +183,7 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                 os.environ.update({**env, "ANTHROPIC_BASE_URL": fake.base_url})
                 wiring.reset()
                 dynamodb_store.DynamoDBRunStore.save_pending = pending  # type: ignore[method-assign]
-                dynamodb_store.DynamoDBRunStore.save_step = save  # type: ignore[method-assign]
+                dynamodb_store.DynamoDBRunStore.apply = apply  # type: ignore[method-assign]
                 client = wiring.aws_client("dynamodb")
                 real_transact = client.transact_write_items
 
@@ -217,21 +220,21 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                         stack.sqs.send_message(
                             QueueUrl=stack.queue_url, MessageBody=json.dumps({"tenant": "local", "run_id": run_id})
                         )
-                store = wiring.store()
+                store = wiring.store(load(Settings))
                 deadline = time.monotonic() + deadline_seconds
                 pending_ids = set(run_ids)
                 while pending_ids and time.monotonic() < deadline:
                     pending_ids = {
                         r
                         for r in pending_ids
-                        if (run := store.get_run("local", r)) is None or run.status.value not in TERMINAL
+                        if (run := store.get_run(RunKey("local", r))) is None or run.status.value not in TERMINAL
                     }
                     time.sleep(0.5)
                 time.sleep(1.5)  # let finalizers and late settlements land
                 report = _audit(store, run_ids, provider, counts, emf.getvalue(), time.monotonic() - started)
         finally:
             dynamodb_store.DynamoDBRunStore.save_pending = real_pending  # type: ignore[method-assign]
-            dynamodb_store.DynamoDBRunStore.save_step = real_save  # type: ignore[method-assign]
+            dynamodb_store.DynamoDBRunStore.apply = real_apply  # type: ignore[method-assign]
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -258,7 +261,7 @@ def _audit(
     total_cost = Decimal(0)
     total_steps = 0
     for run_id in run_ids:
-        history = store.load_history("local", run_id)
+        history = store.load_history(RunKey("local", run_id))
         run = history.run
         if run.status.value not in TERMINAL:
             lost += 1
@@ -277,12 +280,16 @@ def _audit(
                 if record.cost_usd != expected:
                     mismatches.append(f"{run_id} step {record.step}: charged {record.cost_usd}, priced {expected}")
         charged = sum((s.cost_usd for s in steps), Decimal(0))
-        if charged != run.cost_usd or len(steps) != run.steps or [s.step for s in steps] != list(range(len(steps))):
+        if (
+            charged != run.cost_usd
+            or len(steps) != run.completed_steps
+            or [s.step for s in steps] != list(range(len(steps)))
+        ):
             mismatches.append(
-                f"{run_id}: run cost {run.cost_usd} / steps {run.steps} vs records {charged} / {len(steps)}"
+                f"{run_id}: run cost {run.cost_usd} / steps {run.completed_steps} vs records {charged} / {len(steps)}"
             )
         total_cost += run.cost_usd
-        total_steps += run.steps
+        total_steps += run.completed_steps
     day = time.strftime("%Y-%m-%d", time.gmtime())
     counter = {row.day: row for row in store.spend_rows("local", day, day) if row.model is None and row.run_id is None}
     if day not in counter:
@@ -292,7 +299,7 @@ def _audit(
         mismatches.append(
             f"tenant day counter {counter[day].cost_usd} / {counter[day].steps} vs runs {total_cost} / {total_steps}"
         )
-    tenant_committed, global_committed = store.committed_today("local", day)
+    tenant_committed, global_committed = store.committed("local", day)
     if tenant_committed != total_cost or global_committed != total_cost:
         mismatches.append(f"committed (tenant {tenant_committed}, global {global_committed}) != spent {total_cost}")
     openings = sum(1 for line in emf.splitlines() if '"CircuitTransitions"' in line and '"State":"open"' in line)

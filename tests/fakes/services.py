@@ -1,23 +1,25 @@
 from __future__ import annotations
 
+from functions.agent.models import RunKey
+
 
 class RecordingQueue:
     def __init__(self, fail: Exception | None = None) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self.releases: list[tuple[str, str, int]] = []
-        self.watches: list[tuple[str, str]] = []
+        self.sent: list[RunKey] = []
+        self.releases: list[tuple[RunKey, int]] = []
+        self.watches: list[RunKey] = []
         self.fail = fail
 
-    def enqueue(self, tenant: str, run_id: str) -> None:
+    def enqueue(self, key: RunKey) -> None:
         if self.fail:
             raise self.fail
-        self.sent.append((tenant, run_id))
+        self.sent.append(key)
 
-    def schedule_release(self, tenant: str, run_id: str, step: int) -> None:
-        self.releases.append((tenant, run_id, step))
+    def schedule_release(self, key: RunKey, step: int) -> None:
+        self.releases.append((key, step))
 
-    def schedule_watch(self, tenant: str, run_id: str) -> None:
-        self.watches.append((tenant, run_id))
+    def schedule_watch(self, key: RunKey) -> None:
+        self.watches.append(key)
 
 
 class RecordingWorkflow:
@@ -26,14 +28,14 @@ class RecordingWorkflow:
         self.stopped: list[str] = []
         self.statuses: dict[str, str] = {}  # run id -> execution status (started ones default to RUNNING)
 
-    def start(self, tenant: str, run_id: str) -> bool:
-        if run_id in self.started:
+    def start(self, key: RunKey) -> bool:
+        if key.run_id in self.started:
             return False
-        self.started.append(run_id)
+        self.started.append(key.run_id)
         return True
 
-    def stop(self, run_id: str, reason: str) -> None:
-        self.stopped.append(run_id)
+    def stop(self, key: RunKey, reason: str) -> None:
+        self.stopped.append(key.run_id)
 
-    def status(self, run_id: str) -> str | None:
-        return self.statuses.get(run_id, "RUNNING" if run_id in self.started else None)
+    def status(self, key: RunKey) -> str | None:
+        return self.statuses.get(key.run_id, "RUNNING" if key.run_id in self.started else None)

@@ -12,7 +12,9 @@ import pytest
 from moto import mock_aws
 
 from functions.adapters import wiring
+from functions.adapters.settings import Settings, load
 from stepwise.local.lambdas import LocalContext
+from stepwise.local.template import Topology, topology
 
 TABLE = "stepwise-test"
 TENANT = "default"
@@ -34,8 +36,23 @@ class Aws:
         return self.sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"]
 
 
+# What the tests choose beside the template's environment: the offline stub model, a tenant, a default model.
+TEST_SETTINGS = {
+    "STEPWISE_DEFAULT_TENANT": TENANT,
+    "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
+    "STEPWISE_MODEL_PROVIDER": "stub",
+}
+
+
+@pytest.fixture(scope="session")
+def stack_topology(template: dict[str, Any]) -> Topology:
+    return topology(template)
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[Aws]:
+    """moto's DynamoDB, SQS and Step Functions, and every function's environment as the synthesised stack
+    gives it (its resources replaced by these), so the handlers run with the settings a deployment has."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
         dynamodb.create_table(
@@ -53,14 +70,15 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         arn = sfn.create_state_machine(
             name="stepwise", definition=PASS_DEFINITION, roleArn="arn:aws:iam::123456789012:role/sfn"
         )["stateMachineArn"]
-        for key, value in {
-            "STEPWISE_TABLE": TABLE,
-            "STEPWISE_QUEUE_URL": queue_url,
-            "STEPWISE_STATE_MACHINE_ARN": arn,
-            "STEPWISE_DEFAULT_TENANT": TENANT,
-            "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
-            "STEPWISE_MODEL_PROVIDER": "stub",
-        }.items():
+        environment = stack_topology.environment(
+            {
+                "AWS::DynamoDB::GlobalTable": TABLE,
+                "AWS::SQS::Queue": queue_url,
+                "AWS::StepFunctions::StateMachine": arn,
+                "AWS::SecretsManager::Secret": None,
+            }
+        )
+        for key, value in {**environment, **TEST_SETTINGS}.items():
             monkeypatch.setenv(key, value)
         wiring.reset()
         yield Aws(dynamodb, sqs, sfn, queue_url, arn)
@@ -101,3 +119,8 @@ def http_event(method: str, path: str, body: Any = None, headers: dict[str, str]
         "body": raw,
         "isBase64Encoded": False,
     }
+
+
+def table_store() -> Any:
+    """The DynamoDB store the functions use (built from their settings, as the handlers build it)."""
+    return wiring.store(load(Settings))

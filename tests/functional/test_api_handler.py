@@ -122,12 +122,14 @@ def test_a_queue_outage_is_a_503_and_with_a_key_the_retry_runs_the_same_run(
     aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from functions.adapters import wiring
+    from functions.adapters.settings import ApiSettings, load
+    from functions.agent.models import RunKey
 
-    def refuse(tenant: str, run_id: str) -> None:
+    def refuse(key: RunKey) -> None:
         raise ConnectionError("SQS unavailable")
 
     headers = {"idempotency-key": "retry-me"}
-    queue = wiring.queue()
+    queue = wiring.queue(load(ApiSettings))
     working = queue.enqueue
     monkeypatch.setattr(queue, "enqueue", refuse)
     status, body = call(context, "POST", "/runs", {"input": "hello"}, headers)

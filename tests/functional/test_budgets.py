@@ -18,19 +18,20 @@ import pytest
 
 from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
 from functions.adapters.serde import from_item, to_item
-from functions.agent import service
-from functions.agent.budgets import BudgetLimits
-from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, Usage
+from functions.agent import ledger
+from functions.agent.ledger import BudgetLimits
+from functions.agent.models import Budget, ModelRequest, ModelResponse, RunKey, RunRequest, RunStatus, StepRef, Usage
 from functions.agent.pricing import default_price_book
-from functions.tools import builtin_registry
-from tests.fakes.clock import FixedClock
+from functions.agent.step import StepOutcome
+from tests.fakes import core
 from tests.fakes.model import text_response, tool_response
-from tests.fakes.services import RecordingQueue
+from tests.fakes.services import RecordingQueue, RecordingWorkflow
 from tests.functional.conftest import TABLE, Aws
 
 PRICES = default_price_book()
 TENANT = "acme"
 DAY = "2026-11-21"  # FixedClock's day
+NOW = "2026-11-21T12:00:00.000+00:00"
 
 
 class AtomicCalls:
@@ -77,41 +78,27 @@ def counter(aws: Aws, tenant: str | None, model: str | None = None) -> dict[str,
     return from_item(item) if item else {}
 
 
+def key_of(run_id: str) -> RunKey:
+    return RunKey(TENANT, run_id)
+
+
 def submit(store: DynamoDBRunStore, text: str, budget: Budget | None = None) -> str:
-    return service.create_run(
-        store=store,
-        queue=RecordingQueue(),
-        registry=builtin_registry(),
-        prices=PRICES,
-        clock=FixedClock(),
-        new_id=lambda: "run_" + uuid.uuid4().hex[:26],
-        tenant=TENANT,
-        request=RunRequest(input=text, budget=budget or Budget()),
-        default_model="claude-haiku-4-5",
-    ).run.run_id
+    submitter = core.submitter(store, new_id=lambda: "run_" + uuid.uuid4().hex[:26])
+    return submitter.submit(TENANT, RunRequest(input=text, budget=budget or Budget())).run.run_id
 
 
-def drive(store: DynamoDBRunStore, model: PerRunModel, run_id: str, limits: BudgetLimits) -> service.StepOutcome:
+def drive(store: DynamoDBRunStore, model: PerRunModel, run_id: str, limits: BudgetLimits) -> StepOutcome:
     """What the state machine does for one run: Step, Tools, Step, ... then Finalize."""
-    step = 0
-    while True:
-        outcome = service.execute_step(
-            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-            tenant=TENANT, run_id=run_id, step=step, limits=limits,
-        )  # fmt: skip
-        if outcome.decision.value == "finish":
-            service.finalize_run(store=store, tenant=TENANT, run_id=run_id, status=outcome.status, error=outcome.error)  # type: ignore[arg-type]
-            return outcome
-        for call in outcome.tool_calls:
-            service.execute_tool(
-                store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=step, tool_use_id=call.id
-            )
-        step += 1
+    return core.drive(store, model, key_of(run_id), limits=limits)
+
+
+def take_step(store: DynamoDBRunStore, model: object, run_id: str, **config: object) -> StepOutcome:
+    return core.runner(store, model, **config).run(StepRef(key_of(run_id), 0))  # type: ignore[arg-type]
 
 
 def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_reservation(aws: Aws) -> None:
     # Given a tenant daily budget that about a third of 50 two-step runs fit in
-    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")), FixedClock())
+    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")))
     usage = Usage(input_tokens=2_000, output_tokens=200)  # $0.003 per call on claude-haiku-4-5
     limit = Decimal("0.10")
     limits = BudgetLimits(tenant_daily_usd=limit)
@@ -128,7 +115,7 @@ def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_
     assert spent <= limit + largest_reservation, (spent, limit)
     assert spent == model.calls * PRICES.cost("claude-haiku-4-5", usage)  # every call billed was recorded
     # And the budget was binding: some runs finished, others were refused with the reason
-    statuses = [store.get_run(TENANT, run_id).status for run_id in runs]  # type: ignore[union-attr]
+    statuses = [store.get_run(key_of(run_id)).status for run_id in runs]  # type: ignore[union-attr]
     refused = [o for o in outcomes if o.status is RunStatus.BUDGET_EXCEEDED]
     # (worst-case reservations of ~$0.0067 against real calls of $0.003 crowd the budget while many runs
     # are in flight: the price of a hard limit)
@@ -148,12 +135,8 @@ def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_
 
 def test_stored_cost_equals_the_hand_computed_figure_with_cache_tokens(aws: Aws) -> None:
     # Given claude-sonnet-4-5 list prices (USD/MTok): input 3, output 15, cache write 5m 3.75, 1h 6, read 0.30
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
-    run_id = service.create_run(
-        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        new_id=lambda: "run_cost0000000000000000000001", tenant=TENANT,
-        request=RunRequest(input="hi", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
-    ).run.run_id  # fmt: skip
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
+    run_id = core.submitter(store).submit(TENANT, RunRequest(input="hi", model="claude-sonnet-4-5")).run.run_id
     usage = Usage(
         input_tokens=1_234,
         output_tokens=567,
@@ -169,15 +152,12 @@ def test_stored_cost_equals_the_hand_computed_figure_with_cache_tokens(aws: Aws)
             return text_response("done", usage=usage).model_copy(update={"model": "claude-sonnet-4-5"})
 
     # When the step is taken
-    service.execute_step(
-        store=store, model=Fixed(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        tenant=TENANT, run_id=run_id, step=0,
-    )  # fmt: skip
+    take_step(store, Fixed(), run_id)
     # Then the stored cost is, by hand:
     #   1,234 x 3 + 567 x 15 + 2,000 x 3.75 + 1,000 x 6 + 45,678 x 0.30  = 39,910.4 micro-USD... per million:
     #   (3,702 + 8,505 + 7,500 + 6,000 + 13,703.4) / 1e6 = $0.0394104
     expected = Decimal("0.0394104")
-    run = store.get_run(TENANT, run_id)
+    run = store.get_run(key_of(run_id))
     assert run is not None and run.cost_usd == expected
     assert round(float(run.cost_usd), 5) == 0.03941  # to the cent-thousandth
     assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == expected
@@ -188,14 +168,11 @@ def test_stored_cost_equals_the_hand_computed_figure_with_cache_tokens(aws: Aws)
 
 
 def test_a_step_invoked_twice_leaves_one_record_and_one_charge(aws: Aws) -> None:
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     run_id = submit(store, "hello")
     model = PerRunModel(Usage(input_tokens=100, output_tokens=10))
     for _ in range(2):  # Step Functions retried the Lambda after it had succeeded
-        service.execute_step(
-            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-            tenant=TENANT, run_id=run_id, step=0,
-        )  # fmt: skip
+        take_step(store, model, run_id)
     steps = aws.dynamodb.query(
         TableName=TABLE,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :s)",
@@ -205,43 +182,34 @@ def test_a_step_invoked_twice_leaves_one_record_and_one_charge(aws: Aws) -> None
     assert len(steps) == 1 and model.calls == 1
     assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == charge
     assert counter(aws, TENANT)["steps"] == 1
-    assert store.get_run(TENANT, run_id).cost_usd == charge  # type: ignore[union-attr]
+    assert store.get_run(key_of(run_id)).cost_usd == charge  # type: ignore[union-attr]
 
 
 def test_a_refused_reservation_names_the_budget_and_a_finished_run_releases_what_it_held(aws: Aws) -> None:
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     # A global budget too small for even one worst-case call
     run_id = submit(store, "hello")
-    outcome = service.execute_step(
-        store=store, model=PerRunModel(Usage()), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        tenant=TENANT, run_id=run_id, step=0, limits=BudgetLimits(global_daily_usd=Decimal("0.001")),
-    )  # fmt: skip
+    outcome = take_step(store, PerRunModel(Usage()), run_id, limits=BudgetLimits(global_daily_usd=Decimal("0.001")))
     assert outcome.status is RunStatus.BUDGET_EXCEEDED and outcome.error is not None
     assert outcome.error.code == "GLOBAL_DAILY_BUDGET" and "global daily budget $0.001" in outcome.error.message
     # A reservation held by a run that is cancelled before its call returns is released
     other = submit(store, "hello again")
-    run = store.get_run(TENANT, other)
+    run = store.get_run(key_of(other))
     assert run is not None
     from functions.agent.models import Reservation
 
-    store.reserve(
-        run,
-        Reservation(step=0, amount_usd=Decimal("0.05"), day=DAY, model="claude-haiku-4-5"),
-        BudgetLimits(tenant_daily_usd=Decimal(1)),
-    )
+    held = Reservation(step=0, amount_usd=Decimal("0.05"), day=DAY, model="claude-haiku-4-5")
+    ledger.reserve(store, run, held, BudgetLimits(tenant_daily_usd=Decimal(1)), now=NOW)
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == Decimal("0.05")
-    assert store.finish_run(TENANT, other, RunStatus.CANCELLED)
+    assert ledger.end_run(store, key_of(other), RunStatus.CANCELLED, now=NOW)
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == 0
-    assert store.get_run(TENANT, other).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(key_of(other)).reservation is None  # type: ignore[union-attr]
 
 
 def test_run_max_usd_is_a_reservation_condition_too(aws: Aws) -> None:
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     run_id = submit(store, "hello", Budget(max_usd=0.001))
-    outcome = service.execute_step(
-        store=store, model=PerRunModel(Usage()), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        tenant=TENANT, run_id=run_id, step=0,
-    )  # fmt: skip
+    outcome = take_step(store, PerRunModel(Usage()), run_id)
     assert outcome.status is RunStatus.BUDGET_EXCEEDED and outcome.error is not None
     assert outcome.error.code == "MAX_USD" and "max_usd=$0.001" in outcome.error.message
 
@@ -270,9 +238,7 @@ class GatedModel:
 
 def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws) -> None:
     # Given a tenant budget filled by 10 runs whose model calls are in flight
-    from tests.fakes.services import RecordingWorkflow
-
-    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")), FixedClock())
+    store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")))
     limit = Decimal("0.08")
     limits = BudgetLimits(tenant_daily_usd=limit)
     usage = Usage(input_tokens=2_000, output_tokens=200)
@@ -286,15 +252,15 @@ def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws) -
     # When all of them are cancelled, then 10 new runs try to spend, then the first calls return
     queue = RecordingQueue()
     for run_id in first:
-        service.cancel_run(store=store, workflow=RecordingWorkflow(), queue=queue, tenant=TENANT, run_id=run_id)
+        core.lifecycle(store, queue).cancel(key_of(run_id), RecordingWorkflow())
     fast = PerRunModel(usage)
     second = [drive(store, fast, submit(store, f"fast {i}"), limits) for i in range(10)]
     gated.gate.set()
     for future in in_flight:
         future.result(timeout=30)
     pool.shutdown()
-    for tenant, run_id, step in queue.releases:  # the delayed releases, after the calls can no longer run
-        service.release_reservation(store=store, tenant=tenant, run_id=run_id, step=step)
+    for key, step in queue.releases:  # the delayed releases, after the calls can no longer run
+        core.intake(store).release(key, step)
     # Then the cancelled runs kept their reservations until their calls settled: no new run got that headroom
     spent = Decimal(str(counter(aws, TENANT)["spent_usd"]))
     one_reservation = PRICES.worst_case("claude-haiku-4-5", 1_500, 1024)
@@ -306,7 +272,7 @@ def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws) -
     print(f"\ncancel storm: limit ${limit}, spent ${spent}, {len(refused)}/10 new runs refused, 10 calls in flight")
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == spent  # nothing left reserved
     assert len(queue.releases) == 10
-    assert all(store.get_run(TENANT, r).status is RunStatus.CANCELLED for r in first)  # type: ignore[union-attr]
+    assert all(store.get_run(key_of(r)).status is RunStatus.CANCELLED for r in first)  # type: ignore[union-attr]
 
 
 def test_a_settlement_that_keeps_conflicting_is_retried_from_the_stored_answer(
@@ -317,7 +283,7 @@ def test_a_settlement_that_keeps_conflicting_is_retried_from_the_stored_answer(
 
     from functions.agent.errors import StoreConflictError
 
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     run_id = submit(store, "hello")
     usage = Usage(input_tokens=300, output_tokens=30)
     model = PerRunModel(usage)
@@ -334,11 +300,8 @@ def test_a_settlement_that_keeps_conflicting_is_retried_from_the_stored_answer(
 
     monkeypatch.setattr(store.client, "transact_write_items", contended)
 
-    def step() -> service.StepOutcome:
-        return service.execute_step(
-            store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-            tenant=TENANT, run_id=run_id, step=0,
-        )  # fmt: skip
+    def step() -> StepOutcome:
+        return take_step(store, model, run_id)
 
     # When the step's settlement fails after the model answered (Step Functions retries the step)
     with pytest.raises(StoreConflictError):
@@ -347,11 +310,11 @@ def test_a_settlement_that_keeps_conflicting_is_retried_from_the_stored_answer(
     # Then the retry settled the stored answer without calling the model again, charged once
     assert model.calls == 1 and outcome.record is not None and outcome.decision.value == "tools"
     assert Decimal(str(counter(aws, TENANT)["spent_usd"])) == PRICES.cost("claude-haiku-4-5", usage)
-    assert store.load_history(TENANT, run_id).pending == {}  # the stored answer was settled and removed
+    assert store.load_history(key_of(run_id)).pending == {}  # the stored answer was settled and removed
 
 
 def test_per_model_counters_use_the_priced_id_not_the_dated_snapshot(aws: Aws) -> None:
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     run_id = submit(store, "hello")
 
     class Dated:
@@ -360,10 +323,7 @@ def test_per_model_counters_use_the_priced_id_not_the_dated_snapshot(aws: Aws) -
         def create(self, request: ModelRequest) -> ModelResponse:
             return text_response("hi").model_copy(update={"model": "claude-haiku-4-5-20251001"})
 
-    service.execute_step(
-        store=store, model=Dated(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        tenant=TENANT, run_id=run_id, step=0,
-    )  # fmt: skip
+    take_step(store, Dated(), run_id)
     assert counter(aws, TENANT, "claude-haiku-4-5")["steps"] == 1
     assert counter(aws, TENANT, "claude-haiku-4-5-20251001") == {}
 
@@ -372,14 +332,15 @@ def test_moving_a_reservation_twice_is_applied_once(aws: Aws) -> None:
     # Given a run holding $0.50 for step 0, moved to a $0.10 fallback by two invocations of the same step
     from functions.agent.models import Reservation
 
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     run_id = submit(store, "hello")
-    run = store.get_run(TENANT, run_id)
+    run = store.get_run(key_of(run_id))
     assert run is not None
     first = Reservation(step=0, amount_usd=Decimal("0.50"), day=DAY, model="claude-sonnet-5-5")
     moved = first.model_copy(update={"amount_usd": Decimal("0.10"), "model": "claude-haiku-4-5"})
-    store.reserve(run, first, BudgetLimits(tenant_daily_usd=Decimal(1)))
-    results = [store.reserve(run, moved, BudgetLimits(tenant_daily_usd=Decimal(1)), replacing=first) for _ in range(2)]
+    limits = BudgetLimits(tenant_daily_usd=Decimal(1))
+    ledger.reserve(store, run, first, limits, now=NOW)
+    results = [ledger.reserve(store, run, moved, limits, replacing=first, now=NOW) for _ in range(2)]
     # Then the budgets were charged the difference once, and both invocations share the moved reservation
     assert results == [moved, moved]
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == Decimal("0.10")

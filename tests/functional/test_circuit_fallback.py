@@ -9,16 +9,15 @@ import boto3
 
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
-from functions.agent import service
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig, CircuitState
 from functions.agent.errors import RetryableModelError
-from functions.agent.models import ModelRequest, ModelResponse, RunRequest, RunStatus, Usage
+from functions.agent.models import ModelRequest, ModelResponse, RunRequest, RunStatus, StepRef, Usage
 from functions.agent.pricing import default_price_book
-from functions.tools import builtin_registry
+from functions.agent.step import StepOutcome
+from tests.fakes import core
 from tests.fakes.clock import FixedClock
 from tests.fakes.model import text_response
-from tests.fakes.services import RecordingQueue
 from tests.functional.conftest import TABLE, Aws
 
 PRICES = default_price_book()
@@ -43,28 +42,24 @@ class Provider:
 
 def run_to_end(store: DynamoDBRunStore, breaker: Breaker, model: Provider, clock: FixedClock, i: int) -> list[str]:
     """One run as the state machine drives it: a RetryableModelError is retried with attempt + 1."""
-    run_id = service.create_run(
-        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=clock,
-        new_id=lambda: f"run_{i:026d}", tenant="t", request=RunRequest(input="Say hello.", model=PRIMARY),
-        default_model=PRIMARY,
-    ).run.run_id  # fmt: skip
+    submitter = core.submitter(store, clock=clock, new_id=lambda: f"run_{i:026d}", default_model=PRIMARY)
+    key = submitter.submit("t", RunRequest(input="Say hello.", model=PRIMARY)).run.key
+    runner = core.runner(store, model, clock=clock, breaker=breaker)
+    outcome: StepOutcome | None = None
     for attempt in range(6):
         try:
-            outcome = service.execute_step(
-                store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=clock,
-                tenant="t", run_id=run_id, step=0, breaker=breaker, attempt=attempt,
-            )  # fmt: skip
+            outcome = runner.run(StepRef(key, 0), attempt=attempt)
             break
         except RetryableModelError:
             continue
-    assert outcome.status is RunStatus.SUCCEEDED, outcome
-    record = store.load_history("t", run_id).steps[0]
+    assert outcome is not None and outcome.status is RunStatus.SUCCEEDED, outcome
+    record = store.load_history(key).steps[0]
     return [str(record.requested_model), str(record.route_reason)]
 
 
 def test_the_circuit_opens_runs_use_the_fallback_and_it_closes_after_recovery(aws: Aws) -> None:
     clock = FixedClock(tick=timedelta(seconds=1))
-    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"), clock)
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     circuits = DynamoDBCircuitStore(TABLE, boto3.client("dynamodb"))
     config = CircuitConfig(failure_threshold=3, window_seconds=300, cooldown_seconds=60)
     breaker = Breaker(circuits, config, now=lambda: clock.now().timestamp())

@@ -8,10 +8,26 @@ import boto3
 import pytest
 
 from functions.adapters.dynamodb_store import DynamoDBRunStore, run_pk
+from functions.agent import ledger
 from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
-from functions.agent.models import Budget, Run, RunError, RunStatus, StepDecision, StepRecord, ToolOutcome, Usage
+from functions.agent.models import (
+    Budget,
+    Run,
+    RunError,
+    RunKey,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    StepRef,
+    ToolError,
+    ToolOutcome,
+    Usage,
+)
 from tests.fakes.clock import FixedClock
 from tests.functional.conftest import TABLE, Aws
+
+NOW = "2026-11-21T12:00:03.000+00:00"
+KEY = RunKey("acme", "run_00000000000000000000000001")
 
 
 def make_run(run_id: str = "run_00000000000000000000000001", tenant: str = "acme") -> Run:
@@ -48,15 +64,15 @@ def make_step(run: Run, n: int, cost: str = "0.0012345") -> StepRecord:
 
 @pytest.fixture
 def store(aws: Aws) -> DynamoDBRunStore:
-    return DynamoDBRunStore(TABLE, boto3.client("dynamodb"), FixedClock())
+    return DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
 
 
 def test_run_round_trips_and_keys_are_tenant_scoped(store: DynamoDBRunStore, aws: Aws) -> None:
     run = make_run()
     store.create_run(run)
-    assert store.get_run("acme", run.run_id) == run
-    assert store.get_run("other", run.run_id) is None
-    item = aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk("acme", run.run_id)}, "sk": {"S": "RUN"}})
+    assert store.get_run(KEY) == run
+    assert store.get_run(RunKey("other", run.run_id)) is None
+    item = aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}})
     assert item["Item"]["pk"]["S"] == f"T#acme#R#{run.run_id}"
     with pytest.raises(RunAlreadyExistsError):
         store.create_run(run)
@@ -65,16 +81,16 @@ def test_run_round_trips_and_keys_are_tenant_scoped(store: DynamoDBRunStore, aws
 def test_save_step_adds_usage_and_exact_cost_in_one_transaction(store: DynamoDBRunStore) -> None:
     run = make_run()
     store.create_run(run)
-    store.save_step(run, make_step(run, 0), None)
-    store.save_step(run.model_copy(update={"steps": 1}), make_step(run, 1, "0.0000001"), "done")
-    saved = store.get_run("acme", run.run_id)
+    ledger.settle(store, run, make_step(run, 0), None)
+    ledger.settle(store, run.model_copy(update={"completed_steps": 1}), make_step(run, 1, "0.0000001"), "done")
+    saved = store.get_run(KEY)
     assert saved is not None
-    assert saved.steps == 2 and saved.status is RunStatus.RUNNING and saved.output == "done"
+    assert saved.completed_steps == 2 and saved.status is RunStatus.RUNNING and saved.output == "done"
     assert saved.usage == Usage(
         input_tokens=200, output_tokens=20, cache_creation_input_tokens=10, cache_read_input_tokens=14
     )
     assert saved.cost_usd == Decimal("0.0012346")
-    history = store.load_history("acme", run.run_id)
+    history = store.load_history(KEY)
     assert [s.step for s in history.steps] == [0, 1]
     assert history.steps[0] == make_step(run, 0)
 
@@ -82,22 +98,23 @@ def test_save_step_adds_usage_and_exact_cost_in_one_transaction(store: DynamoDBR
 def test_a_duplicate_step_is_refused_and_charges_nothing(store: DynamoDBRunStore) -> None:
     run = make_run()
     store.create_run(run)
-    store.save_step(run, make_step(run, 0), None)
+    ledger.settle(store, run, make_step(run, 0), None)
     with pytest.raises(StepAlreadySavedError):
-        store.save_step(run, make_step(run, 0), None)
-    saved = store.get_run("acme", run.run_id)
-    assert saved is not None and saved.steps == 1 and saved.cost_usd == Decimal("0.0012345")
+        ledger.settle(store, run, make_step(run, 0), None)
+    saved = store.get_run(KEY)
+    assert saved is not None and saved.completed_steps == 1 and saved.cost_usd == Decimal("0.0012345")
 
 
 def test_no_step_lands_on_a_finished_run(store: DynamoDBRunStore) -> None:
     run = make_run()
     store.create_run(run)
-    assert store.finish_run("acme", run.run_id, RunStatus.CANCELLED, error=RunError(code="CANCELLED", message="x"))
+    cancelled = RunError(code="CANCELLED", message="x")
+    assert ledger.end_run(store, KEY, RunStatus.CANCELLED, error=cancelled, now=NOW)
     with pytest.raises(RunNotActiveError):
-        store.save_step(run, make_step(run, 0), None)
-    assert store.get_step("acme", run.run_id, 0) is None
-    assert not store.finish_run("acme", run.run_id, RunStatus.SUCCEEDED)
-    final = store.get_run("acme", run.run_id)
+        ledger.settle(store, run, make_step(run, 0), None)
+    assert store.get_step(KEY, 0) is None
+    assert not ledger.end_run(store, KEY, RunStatus.SUCCEEDED, now=NOW)
+    final = store.get_run(KEY)
     assert (
         final is not None
         and final.status is RunStatus.CANCELLED
@@ -108,14 +125,16 @@ def test_no_step_lands_on_a_finished_run(store: DynamoDBRunStore) -> None:
 def test_tool_result_is_stored_once(store: DynamoDBRunStore) -> None:
     run = make_run()
     store.create_run(run)
-    store.save_step(run, make_step(run, 0), None)
-    first = store.save_tool_result("acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="2"))
-    second = store.save_tool_result(
-        "acme", run.run_id, 0, ToolOutcome(tool_use_id="t0", name="calculator", content="3")
+    ledger.settle(store, run, make_step(run, 0), None)
+    ref = StepRef(KEY, 0)
+    failed = ToolOutcome(
+        tool_use_id="t0", name="calculator", content="no", is_error=True, error_kind=ToolError.REJECTED
     )
-    assert first.content == second.content == "2"
-    loaded_run, record, outcome = store.load_tool_context("acme", run.run_id, 0, "t0")
-    assert loaded_run == store.get_run("acme", run.run_id) and record is not None and outcome == first
+    first = store.save_tool_result(ref, failed)
+    second = store.save_tool_result(ref, ToolOutcome(tool_use_id="t0", name="calculator", content="3"))
+    assert first == second == failed  # stored once, its kind of error included
+    loaded_run, record, outcome = store.load_tool_context(ref, "t0")
+    assert loaded_run == store.get_run(KEY) and record is not None and outcome == first
 
 
 def test_history_of_a_long_run_is_read_across_query_pages(store: DynamoDBRunStore) -> None:
@@ -124,13 +143,13 @@ def test_history_of_a_long_run_is_read_across_query_pages(store: DynamoDBRunStor
     big = "x" * 60_000  # ~60 KB per step: 40 steps are several 1 MB query pages
     for n in range(40):
         record = make_step(run, n).model_copy(update={"content": [{"type": "text", "text": big}]})
-        store.save_step(run.model_copy(update={"steps": n}), record, None)
-    assert len(store.load_history("acme", run.run_id).steps) == 40
+        ledger.settle(store, run.model_copy(update={"completed_steps": n}), record, None)
+    assert len(store.load_history(KEY).steps) == 40
 
 
 def test_missing_run_history_raises(store: DynamoDBRunStore) -> None:
     with pytest.raises(RunNotFoundError):
-        store.load_history("acme", "run_missing")
+        store.load_history(RunKey("acme", "run_missing"))
 
 
 def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
@@ -156,11 +175,11 @@ def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
 
     monkeypatch.setattr(store.client, "transact_write_items", contended)
     # When the step is saved
-    store.save_step(run, make_step(run, 0), None)
+    ledger.settle(store, run, make_step(run, 0), None)
     # Then it landed on the third attempt, charged once
-    saved = store.get_run("acme", run.run_id)
+    saved = store.get_run(KEY)
     assert len(attempts) == 3
-    assert saved is not None and saved.steps == 1 and saved.cost_usd == Decimal("0.0012345")
+    assert saved is not None and saved.completed_steps == 1 and saved.cost_usd == Decimal("0.0012345")
 
 
 def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> None:
@@ -171,7 +190,7 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
         update={
             "status": RunStatus.RUNNING,
             "max_tokens_per_call": 2048,
-            "steps": 3,
+            "completed_steps": 3,
             "usage": Usage(
                 input_tokens=5,
                 output_tokens=6,
@@ -191,7 +210,7 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
                 cheap=True,
                 reason="r",
             ),
-            "response_cache": True,
+            "cache_responses": True,
             "fallbacks": ["claude-haiku-4-5"],
         }
     )
@@ -205,7 +224,7 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
     # When it is stored and read back
     store.create_run(full)
     # Then nothing was lost
-    assert store.get_run("acme", full.run_id) == full
+    assert store.get_run(KEY) == full
 
 
 def test_response_cache_items_expire_and_are_tenant_scoped(aws: Aws) -> None:

@@ -1,18 +1,21 @@
-"""Every sample event in events/ goes through its handler and does what its name says."""
+"""Every sample event in events/ goes through its handler and does what its name says, with the function given
+only the settings the synthesised stack gives it."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from functions.adapters import wiring
-from functions.agent.models import Budget, Run, RunStatus
+from functions.agent.models import Budget, Run, RunKey, RunStatus
 from stepwise.local.lambdas import LocalContext
-from tests.functional.conftest import Aws
+from stepwise.local.template import Topology
+from tests.functional.conftest import Aws, table_store
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 RUN_ID = "run_5a3b0000000000000000c0ffee"
@@ -55,7 +58,7 @@ def check(name: str, r: dict[str, Any], aws: Aws) -> None:
         )
     elif name == "workflow_ended/timed_out.json":
         assert r == {"run_id": RUN_ID, "status": "TIMED_OUT"}
-        run = wiring.store().get_run("default", RUN_ID)
+        run = table_store().get_run(RunKey("default", RUN_ID))
         assert run is not None and run.error is not None and run.error.code == "RUN_TIMEOUT"
         assert "States.Timeout" in run.error.message
     else:
@@ -66,7 +69,7 @@ ALL_EVENTS = sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json"))
 
 
 def seed(first_step_done: bool) -> None:
-    store = wiring.store()
+    store = table_store()
     store.create_run(
         Run(
             run_id=RUN_ID,
@@ -86,12 +89,28 @@ def seed(first_step_done: bool) -> None:
         )
 
 
+def only_its_own_settings(function: str, topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every STEPWISE_* variable the stack does not give ``function`` (the fixture set them all)."""
+    (own,) = [
+        variables
+        for logical_id, variables in topology.environments.items()
+        if topology.handlers[logical_id] == f"functions.handlers.{function}.handler"
+    ]
+    for variable in [v for v in os.environ if v.startswith("STEPWISE_") and v not in own]:
+        monkeypatch.delenv(variable)
+    wiring.reset()
+
+
 @pytest.mark.parametrize("name", ALL_EVENTS)
-def test_event_runs_through_its_handler(name: str, aws: Aws, context: LocalContext) -> None:
+def test_event_runs_through_its_handler(
+    name: str, aws: Aws, context: LocalContext, stack_topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given the run the events refer to (with its first step taken where the event needs it)
     function = name.split("/")[0]
     if function != "api" or name in ("api/get_run.json", "api/get_steps.json", "api/cancel_run.json"):
         seed(first_step_done=name in ("tool/calculator.json", "api/get_steps.json"))
+    # And the function given only what the stack gives it (the test's own choices: tenant, stub model)
+    only_its_own_settings(function, stack_topology, monkeypatch)
     # When the event is handed to its function's handler
     handler = importlib.import_module(f"functions.handlers.{function}").handler
     result = handler(json.loads((EVENTS / name).read_text()), context)

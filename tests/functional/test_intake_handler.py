@@ -72,14 +72,16 @@ def test_a_run_intake_gives_up_on_is_failed_with_the_reason_not_left_queued(
 ) -> None:
     # Given Step Functions refusing to start executions (throttling that outlasts the retries)
     from functions.adapters import wiring
+    from functions.adapters.settings import IntakeSettings, load
+    from functions.agent.models import RunKey
 
     run_id = submit(context)
     body = json.dumps({"tenant": "default", "run_id": run_id})
 
-    def throttled(tenant: str, run_id: str) -> bool:
+    def throttled(key: RunKey) -> bool:
         raise ConnectionError("StartExecution throttled")
 
-    monkeypatch.setattr(wiring.workflow(), "start", throttled)
+    monkeypatch.setattr(wiring.workflow(load(IntakeSettings)), "start", throttled)
     # When the message is delivered before and at the last receive before the dead-letter queue
     early = sqs_event(body)
     last = sqs_event(body)
@@ -106,30 +108,34 @@ def test_a_delayed_release_message_frees_the_reservation_of_an_ended_run(
 
     monkeypatch.setenv("STEPWISE_RELEASE_DELAY_SECONDS", "0")
     wiring.reset()
-    from functions.agent.budgets import BudgetLimits
-    from functions.agent.models import Reservation
+    from functions.agent import ledger
+    from functions.agent.models import Reservation, RunKey
+    from tests.functional.conftest import table_store
 
     run_id = submit(context)
-    store = wiring.store()
-    run = store.get_run("default", run_id)
+    key = RunKey("default", run_id)
+    store = table_store()
+    run = store.get_run(key)
     assert run is not None
-    day = wiring.CLOCK.now().date().isoformat()
+    now = wiring.CLOCK.now()
+    day = now.date().isoformat()
     held = Reservation(step=0, amount_usd=Decimal("0.02"), day=day, model="claude-haiku-4-5")
-    store.reserve(run, held, BudgetLimits())
+    ledger.reserve(store, run, held, ledger.BudgetLimits(), now=now.isoformat())
     api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)
-    assert store.committed_today("default", day)[0] == Decimal("0.02")  # kept: its call may be in flight
+    assert store.committed("default", day)[0] == Decimal("0.02")  # kept: its call may be in flight
     # When the delayed release the cancel scheduled is delivered (twice: SQS delivers at least once)
     (message,) = [m for m in aws.queued_messages() if "release_step" in m["Body"]]
     assert json.loads(message["Body"]) == {"tenant": "default", "run_id": run_id, "release_step": 0}
     results = [intake.handler(sqs_event(message["Body"]), context) for _ in range(2)]
     # Then the reservation is released once
     assert results == [{"batchItemFailures": []}] * 2
-    assert store.committed_today("default", day)[0] == 0
-    assert store.get_run("default", run_id).reservation is None  # type: ignore[union-attr]
+    assert store.committed("default", day)[0] == 0
+    assert store.get_run(key).reservation is None  # type: ignore[union-attr]
 
 
 def test_releases_are_sent_with_the_configured_delay() -> None:
     from functions.adapters.aws import SqsRunQueue
+    from functions.agent.models import RunKey
 
     class Recorder:
         def __init__(self) -> None:
@@ -139,7 +145,7 @@ def test_releases_are_sent_with_the_configured_delay() -> None:
             self.sent.append(kwargs)
 
     client = Recorder()
-    SqsRunQueue("https://queue", client, release_delay_seconds=240).schedule_release("t", "run_x", 3)  # type: ignore[arg-type]
+    SqsRunQueue("https://queue", client, release_delay_seconds=240).schedule_release(RunKey("t", "run_x"), 3)  # type: ignore[arg-type]
     (sent,) = client.sent
     assert sent["DelaySeconds"] == 240
     assert json.loads(sent["MessageBody"]) == {"tenant": "t", "run_id": "run_x", "release_step": 3}

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from functions.adapters import wiring
+from functions.adapters.settings import StepSettings, load
 from functions.handlers import api, finalize, mark_failed, step, tool
 from stepwise.local.lambdas import LocalContext
 from tests.functional.conftest import Aws, http_event
@@ -51,7 +52,7 @@ def test_a_retried_step_invocation_neither_calls_the_model_nor_charges_twice(
     first = step.handler(ref, context)
     cost = get_run(context, run_id)["cost_usd"]
     calls: list[object] = []
-    monkeypatch.setattr(wiring.model(), "create", lambda request: calls.append(request))
+    monkeypatch.setattr(wiring.model(load(StepSettings)), "create", lambda request: calls.append(request))
     again = step.handler(ref, context)
     assert again == first
     assert calls == []
@@ -88,7 +89,7 @@ def test_a_missing_anthropic_key_outside_the_local_stack_is_an_error_not_a_silen
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     wiring.reset()
     with pytest.raises(RuntimeError, match="no Anthropic API key"):
-        wiring.model()
+        wiring.model(load(StepSettings))
 
 
 def test_a_failed_execution_names_the_last_step_it_completed(aws: Aws, context: LocalContext) -> None:

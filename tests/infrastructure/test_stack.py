@@ -19,13 +19,13 @@ from aws_cdk.assertions import Match, Template
 
 from app import build_app
 from infra.constants import (
-    FUNCTIONS,
     INTAKE_MAX_RECEIVE_COUNT,
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_ATTEMPTS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
     TOOLS_MAX_CONCURRENCY,
 )
+from infra.functions import FUNCTIONS
 from infra.stacks.stepwise_stack import StepwiseStack
 
 SKIP_BUNDLING = {"aws:cdk:bundling-stacks": []}
@@ -71,7 +71,7 @@ def definition(template: Template) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def functions(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Function name (the key of infra.constants.FUNCTIONS) -> (logical id, properties), found by handler."""
+    """Function name (the key of infra.functions.FUNCTIONS) -> (logical id, properties), found by handler."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for logical_id, resource in template.find_resources("AWS::Lambda::Function").items():
         props = resource["Properties"]
@@ -394,13 +394,16 @@ def test_one_function_per_handler(template: Template, functions: dict[str, tuple
     assert len(FUNCTIONS) == 7
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
-        assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name][0]
+        assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name].handler
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_handler_path_points_at_a_callable(name: str) -> None:
-    module_name, _, attribute = FUNCTIONS[name][0].rpartition(".")
-    assert callable(getattr(importlib.import_module(module_name), attribute))
+    module_name, _, attribute = FUNCTIONS[name].handler.rpartition(".")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attribute))
+    # and the handler validates the settings model the declaration names (what the stack gives it follows it)
+    assert module.SETTINGS is FUNCTIONS[name].settings
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -415,8 +418,8 @@ def test_function_runtime_architecture_tracing_layer_and_logs(
     assert props["Architectures"] == ["arm64"]
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
-    assert props["MemorySize"] == FUNCTIONS[name][1]
-    assert props["Timeout"] == FUNCTIONS[name][2]
+    assert props["MemorySize"] == FUNCTIONS[name].memory_mb
+    assert props["Timeout"] == FUNCTIONS[name].timeout_seconds
     (layer,) = props["Layers"]
     assert resources[layer["Ref"]]["Type"] == "AWS::Lambda::LayerVersion"
     log_group = resources[props["LoggingConfig"]["LogGroup"]["Ref"]]
@@ -424,7 +427,7 @@ def test_function_runtime_architecture_tracing_layer_and_logs(
     assert log_group["Properties"]["RetentionInDays"] > 0
     env = props["Environment"]["Variables"]
     assert env["STEPWISE_TABLE"] == {"Ref": single_table_id(resources)}
-    assert env["POWERTOOLS_SERVICE_NAME"] == f"stepwise-{name}"
+    assert env["POWERTOOLS_SERVICE_NAME"] == FUNCTIONS[name].service == "stepwise-" + name.replace("_", "-")
 
 
 def single_table_id(resources: dict[str, dict[str, Any]]) -> str:
@@ -438,6 +441,46 @@ def test_dependency_layer_matches_the_functions(template: Template) -> None:
         "AWS::Lambda::LayerVersion",
         {"CompatibleRuntimes": ["python3.13"], "CompatibleArchitectures": ["arm64"]},
     )
+
+
+def missing_settings(name: str, function_props: dict[str, Any]) -> list[str]:
+    """The settings the function's code reads (its settings model) that its synthesised environment lacks."""
+    given = function_props.get("Environment", {}).get("Variables", {})
+    return [variable for variable in FUNCTIONS[name].settings.variables() if variable not in given]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_setting_a_function_reads_is_given_to_it_by_the_stack(
+    name: str, functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    # Given the settings model the function's handler validates at cold start (its code reads nothing else:
+    # the wiring takes settings groups, and mypy checks the model holds each group the handler builds from)
+    _, props = functions[name]
+    # Then the synthesised function is given every one of them, explicitly (no code default stands in silently)
+    assert missing_settings(name, props) == []
+    # and nothing it does not read (least knowledge: the api never sees the secret's ARN, for one)
+    extra = set(props["Environment"]["Variables"]) - set(FUNCTIONS[name].settings.variables())
+    assert extra == {"POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_SERVICE_NAME"}
+
+
+def test_the_check_catches_a_setting_the_stack_forgets(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    # Given the intake function as the stack built it before functions were declared once: it scheduled
+    # reservation releases, but was not given STEPWISE_RELEASE_DELAY_SECONDS (nor the watchdog's delay)
+    _, props = functions["intake"]
+    variables = dict(props["Environment"]["Variables"])
+    before = {
+        k: v
+        for k, v in variables.items()
+        if k not in ("STEPWISE_RELEASE_DELAY_SECONDS", "STEPWISE_WATCH_DELAY_SECONDS")
+    }
+    # Then the check names what is missing
+    assert missing_settings("intake", {"Environment": {"Variables": before}}) == [
+        "STEPWISE_RELEASE_DELAY_SECONDS",
+        "STEPWISE_WATCH_DELAY_SECONDS",
+    ]
+    # And the stack cannot even be synthesised that way: deriving the environment refuses, naming the setting
+    with pytest.raises(ValueError, match="function intake reads STEPWISE_RELEASE_DELAY_SECONDS"):
+        FUNCTIONS["intake"].environment({k: v for k, v in before.items() if k.startswith("STEPWISE_")})
 
 
 def test_step_function_outlives_the_model_timeout(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
@@ -653,36 +696,14 @@ def test_api_function_stops_only_executions_of_this_state_machine(
     assert parts[-1] == ":*"
 
 
-@pytest.mark.parametrize(
-    ("name", "table_actions"),
-    [
-        ("api", {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}),
-        ("intake", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
-        (
-            "step",
-            {
-                "dynamodb:Query",
-                "dynamodb:GetItem",
-                "dynamodb:BatchGetItem",
-                "dynamodb:PutItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-            },
-        ),
-        ("tool", {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"}),
-        ("finalize", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
-        ("mark_failed", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
-        ("workflow_ended", {"dynamodb:GetItem", "dynamodb:UpdateItem"}),
-    ],
-)
-def test_table_access_is_exactly_what_each_function_needs(
-    name: str,
-    table_actions: set[str],
-    resources: dict[str, dict[str, Any]],
-    statements_by_function: dict[str, list[dict[str, Any]]],
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_table_access_is_exactly_what_each_function_declares(
+    name: str, resources: dict[str, dict[str, Any]], statements_by_function: dict[str, list[dict[str, Any]]]
 ) -> None:
+    # (tests/e2e/test_iam_coverage.py checks the declaration covers every call the code makes)
     statements = statements_by_function[name]
-    assert allowed_actions(statements, "dynamodb:") == table_actions
+    assert allowed_actions(statements, "dynamodb:") == set(FUNCTIONS[name].table_actions)
+    assert not set(FUNCTIONS[name].table_actions) & {"dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem"}
     # and only on the table itself (no index, no other table, no wildcard)
     table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
     for statement in statements:
@@ -734,7 +755,7 @@ def test_only_the_api_intake_and_workflow_ended_functions_send_to_the_intake_que
     assert senders == {"api", "intake", "workflow_ended"}
     assert statements_granting(statements_by_function["intake"], "states:DescribeExecution")
     step_timeout = functions["step"][1]["Timeout"]
-    for name in ("api", "workflow_ended"):
+    for name in ("api", "intake", "workflow_ended"):  # every function that may schedule a release
         env = functions[name][1]["Environment"]["Variables"]
         assert int(env["STEPWISE_RELEASE_DELAY_SECONDS"]) > step_timeout  # a release never beats its call
 
@@ -866,6 +887,7 @@ def test_a_bedrock_enabled_stack_grants_invoke_model_to_the_step_function_only(m
     for handler in ("functions.handlers.step.handler", "functions.handlers.api.handler"):
         assert functions[handler]["Environment"]["Variables"]["STEPWISE_BEDROCK_FALLBACK"] == "true"
     assert "STEPWISE_BEDROCK_FALLBACK" not in functions["functions.handlers.tool.handler"]["Environment"]["Variables"]
+    assert "STEPWISE_BEDROCK_FALLBACK" in FUNCTIONS["api"].settings.variables()  # the api refuses Bedrock models
 
 
 def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(

@@ -11,18 +11,16 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from functions.adapters.bedrock_model import CACHE_POINT, BedrockModel, ProviderModels, to_converse
-from functions.agent import service
 from functions.agent.breaker import Breaker
 from functions.agent.caching import place_cache_breakpoints
 from functions.agent.circuit import CircuitConfig
-from functions.agent.errors import FatalModelError, RetryableModelError
-from functions.agent.models import ModelRequest, RunRequest, RunStatus, Usage
+from functions.agent.errors import FatalModelError, RequestRejectedError, RetryableModelError
+from functions.agent.models import ModelRequest, RunRequest, RunStatus, StepRef, Usage
 from functions.agent.pricing import default_price_book
 from functions.tools import builtin_registry
-from tests.fakes.clock import FixedClock
+from tests.fakes import core
 from tests.fakes.memory_store import InMemoryRunStore
 from tests.fakes.model import ScriptedModel
-from tests.fakes.services import RecordingQueue
 from tests.unit.test_circuit import MemoryCircuits
 
 BEDROCK_HAIKU = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -139,12 +137,8 @@ def test_a_run_falls_back_from_the_anthropic_api_to_bedrock_when_its_circuit_is_
     breaker = Breaker(circuits, CircuitConfig(failure_threshold=1), now=lambda: 100.0)
     breaker.failed("anthropic:claude-haiku-4-5")
     store = InMemoryRunStore()
-    run_id = service.create_run(
-        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        new_id=lambda: "run_bedrock00000000000000000001", tenant="t",
-        request=RunRequest(input="Say hello.", model="claude-haiku-4-5", fallbacks=[BEDROCK_HAIKU]),
-        default_model="claude-haiku-4-5", providers={"anthropic", "bedrock"},
-    ).run.run_id  # fmt: skip
+    request = RunRequest(input="Say hello.", model="claude-haiku-4-5", fallbacks=[BEDROCK_HAIKU])
+    run = core.submitter(store, providers=frozenset({"anthropic", "bedrock"})).submit("t", request).run
     bedrock = client()
     anthropic_api = ScriptedModel()  # must not be called
     models = ProviderModels(
@@ -153,12 +147,9 @@ def test_a_run_falls_back_from_the_anthropic_api_to_bedrock_when_its_circuit_is_
     # When the step runs
     with Stubber(bedrock) as stub:
         stub.add_response("converse", answer([{"text": "hello"}], "end_turn", inputTokens=1000, outputTokens=10))
-        outcome = service.execute_step(
-            store=store, model=models, registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-            tenant="t", run_id=run_id, step=0, breaker=breaker,
-        )  # fmt: skip
+        outcome = core.runner(store, models, breaker=breaker).run(StepRef(run.key, 0))
     # Then Bedrock served it, at Bedrock's price, and the step says so
-    record = store.load_history("t", run_id).steps[0]
+    record = store.load_history(run.key).steps[0]
     assert outcome.status is RunStatus.SUCCEEDED and anthropic_api.requests == []
     assert (record.provider, record.requested_model) == ("bedrock", BEDROCK_HAIKU)
     assert "circuit open for claude-haiku-4-5" in str(record.route_reason)
@@ -166,9 +157,6 @@ def test_a_run_falls_back_from_the_anthropic_api_to_bedrock_when_its_circuit_is_
 
 
 def test_a_bedrock_model_is_refused_where_the_deployment_does_not_call_bedrock() -> None:
-    with pytest.raises(service.RequestRejectedError, match="deploy with -c bedrock_fallback=true"):
-        service.create_run(
-            store=InMemoryRunStore(), queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES,
-            clock=FixedClock(), new_id=lambda: "run_x", tenant="t", request=RunRequest(input="x", model=BEDROCK_HAIKU),
-            default_model="claude-haiku-4-5", providers={"anthropic"},
-        )  # fmt: skip
+    with pytest.raises(RequestRejectedError, match="deploy with -c bedrock_fallback=true"):
+        anthropic_only = core.submitter(InMemoryRunStore(), providers=frozenset({"anthropic"}))
+        anthropic_only.submit("t", RunRequest(input="x", model=BEDROCK_HAIKU))

@@ -1,25 +1,46 @@
-"""The pure core (functions.agent, functions.tools) imports neither boto3, anthropic nor the adapters."""
+"""The pure core imports neither boto3, anthropic, powertools nor the adapters; nor does it import the tools
+package, which depends on the core (never the other way round)."""
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
+import functions.agent
+
 FORBIDDEN = ("boto3", "botocore", "anthropic", "functions.adapters", "aws_lambda_powertools")
+CORE_MODULES = sorted(f"functions.agent.{m.name}" for m in pkgutil.iter_modules(functions.agent.__path__))
+
+
+def imported_by(*modules: str, forbidden: tuple[str, ...]) -> list[str]:
+    """The forbidden modules a fresh interpreter has loaded after importing ``modules``."""
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(modules)!r}: importlib.import_module(name)\n"
+        f"bad = sorted(m for m in sys.modules if m.startswith({forbidden!r}))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [name for name in result.stdout.strip().split(",") if name]
+
+
+def test_the_core_is_a_dozen_modules_or_more() -> None:
+    # a guard on the check itself: an empty list would make the tests below pass vacuously
+    assert (
+        len(CORE_MODULES) >= 12 and "functions.agent.step" in CORE_MODULES and "functions.agent.ledger" in CORE_MODULES
+    )
 
 
 def test_core_imports_no_aws_no_provider_no_adapters() -> None:
-    # Given a fresh interpreter (nothing imported by other tests)
-    code = (
-        "import sys\n"
-        "import functions.agent.service, functions.agent.pricing, functions.agent.models, functions.tools\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r} or m.startswith({FORBIDDEN!r}))\n"
-        "print(','.join(bad))\n"
-    )
-    # When the whole core is imported
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Given a fresh interpreter (nothing imported by other tests), when every core module is imported
+    bad = imported_by(*CORE_MODULES, forbidden=FORBIDDEN)
     # Then none of the forbidden modules were loaded
-    assert result.stdout.strip() == "", f"the core pulled in: {result.stdout.strip()}"
+    assert bad == [], f"the core pulled in: {bad}"
+
+
+def test_the_core_does_not_import_the_tools_package() -> None:
+    assert imported_by(*CORE_MODULES, forbidden=("functions.tools",)) == []
 
 
 def test_api_handler_does_not_import_the_anthropic_sdk() -> None:

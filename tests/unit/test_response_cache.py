@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from functions.agent import service
 from functions.agent.caching import place_cache_breakpoints
-from functions.agent.models import ModelRequest, ModelResponse, RunRequest, Usage
+from functions.agent.models import ModelRequest, ModelResponse, RunKey, RunRequest, StepRef, Usage
 from functions.agent.pricing import default_price_book
 from functions.agent.response_cache import PROVIDER, cache_key, cacheable
-from functions.tools import builtin_registry
-from tests.fakes.clock import FixedClock
+from functions.agent.step import StepOutcome
+from tests.fakes import core
 from tests.fakes.memory_store import InMemoryRunStore
 from tests.fakes.model import ScriptedModel, text_response
-from tests.fakes.services import RecordingQueue
 
 PRICES = default_price_book()
 REQUEST = ModelRequest(
@@ -54,16 +52,10 @@ def test_only_finished_answers_and_tool_requests_are_cached() -> None:
 
 def run_with_cache(
     store: InMemoryRunStore, cache: MemoryCache, model: ScriptedModel, tenant: str, opt_in: bool | None
-) -> service.StepOutcome:
-    run_id = service.create_run(
-        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        new_id=lambda: f"run_{len(store.runs):026d}", tenant=tenant,
-        request=RunRequest(input="Say hello.", response_cache=opt_in), default_model="claude-haiku-4-5",
-    ).run.run_id  # fmt: skip
-    return service.execute_step(
-        store=store, model=model, registry=builtin_registry(), prices=PRICES, clock=FixedClock(), tenant=tenant,
-        run_id=run_id, step=0, response_cache=cache,
-    )  # fmt: skip
+) -> StepOutcome:
+    submitter = core.submitter(store, new_id=lambda: f"run_{len(store.runs):026d}")
+    run = submitter.submit(tenant, RunRequest(input="Say hello.", response_cache=opt_in)).run
+    return core.runner(store, model, response_cache=cache).run(StepRef(run.key, 0))
 
 
 def test_a_hit_is_served_without_a_model_call_and_recorded_at_no_cost() -> None:
@@ -75,7 +67,7 @@ def test_a_hit_is_served_without_a_model_call_and_recorded_at_no_cost() -> None:
     assert first.record is not None and first.record.cost_usd > 0
     assert second.record is not None and second.record.provider == PROVIDER
     assert second.record.cost_usd == 0 and second.record.usage == Usage()
-    assert store.get_run("acme", second.run_id).output == "hello"  # type: ignore[union-attr]
+    assert store.get_run(RunKey("acme", second.ref.key.run_id)).output == "hello"  # type: ignore[union-attr]
 
 
 def test_the_cache_is_per_tenant_and_opt_in() -> None:

@@ -6,18 +6,40 @@ from decimal import Decimal
 
 import pytest
 
-from functions.agent import service
-from functions.agent.errors import FatalModelError, RetryableModelError, RunNotFoundError
-from functions.agent.models import Budget, ModelRequest, ModelResponse, RunRequest, RunStatus, StepDecision, Usage
-from functions.agent.pricing import default_price_book
-from functions.tools import UnknownToolError, builtin_registry
+from functions.agent.errors import (
+    EnqueueError,
+    FatalModelError,
+    IdempotencyConflictError,
+    RequestRejectedError,
+    RetryableModelError,
+    RunConflictError,
+    RunNotFoundError,
+    UnknownToolError,
+)
+from functions.agent.lifecycle import failure_reason
+from functions.agent.models import (
+    Budget,
+    ModelRequest,
+    ModelResponse,
+    RunKey,
+    RunRequest,
+    RunStatus,
+    StepDecision,
+    StepRef,
+    Usage,
+)
+from functions.agent.step import MAX_WAITS, StepOutcome
+from functions.agent.submit import Accepted
+from functions.agent.tool import run_tool
+from functions.tools import builtin_registry
+from tests.fakes import core
 from tests.fakes.clock import FixedClock
+from tests.fakes.core import PRICES, run_tools
 from tests.fakes.memory_store import InMemoryRunStore
 from tests.fakes.model import ScriptedModel, text_response, tool_response
 from tests.fakes.services import RecordingQueue, RecordingWorkflow
 
 TENANT = "acme"
-PRICES = default_price_book()
 
 
 @pytest.fixture
@@ -25,52 +47,22 @@ def store() -> InMemoryRunStore:
     return InMemoryRunStore()
 
 
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock()
-
-
 def submit(
     store: InMemoryRunStore, request: RunRequest, *, queue: RecordingQueue | None = None, key: str | None = None
-) -> service.Accepted:
-    ids = iter(f"run_{i:026x}" for i in range(1, 100))
-    return service.create_run(
-        store=store,
-        queue=queue or RecordingQueue(),
-        registry=builtin_registry(),
-        prices=PRICES,
-        clock=FixedClock(),
-        new_id=lambda: next(ids),
-        tenant=TENANT,
-        request=request,
-        default_model="claude-haiku-4-5",
-        idempotency_key=key,
-    )
+) -> Accepted:
+    return core.submitter(store, queue=queue).submit(TENANT, request, idempotency_key=key)
 
 
-def step(store: InMemoryRunStore, model: ScriptedModel, run_id: str, n: int) -> service.StepOutcome:
-    return service.execute_step(
-        store=store,
-        model=model,
-        registry=builtin_registry(),
-        prices=PRICES,
-        clock=FixedClock(),
-        tenant=TENANT,
-        run_id=run_id,
-        step=n,
-    )
+def key_of(run_id: str, tenant: str = TENANT) -> RunKey:
+    return RunKey(tenant, run_id)
 
 
-def run_tools(store: InMemoryRunStore, outcome: service.StepOutcome) -> None:
-    for call in outcome.tool_calls:
-        service.execute_tool(
-            store=store,
-            registry=builtin_registry(),
-            tenant=TENANT,
-            run_id=outcome.run_id,
-            step=outcome.step,
-            tool_use_id=call.id,
-        )
+def step(store: InMemoryRunStore, model: ScriptedModel, run_id: str, n: int, **kwargs: int) -> StepOutcome:
+    return core.runner(store, model).run(StepRef(key_of(run_id), n), **kwargs)
+
+
+def cancel(store: InMemoryRunStore, run_id: str, workflow: RecordingWorkflow | None = None, tenant: str = TENANT):  # type: ignore[no-untyped-def]
+    return core.lifecycle(store, RecordingQueue()).cancel(key_of(run_id, tenant), workflow or RecordingWorkflow())
 
 
 # ------------------------------------------------------------------------------------------------ create
@@ -82,14 +74,14 @@ def test_create_run_persists_queued_run_and_enqueues_it(store: InMemoryRunStore)
     assert accepted.run.status is RunStatus.QUEUED
     assert accepted.run.model == "claude-haiku-4-5"
     assert accepted.run.tools == ["calculator", "current_time"]
-    assert queue.sent == [(TENANT, accepted.run.run_id)]
-    assert store.get_run(TENANT, accepted.run.run_id) is not None
+    assert queue.sent == [accepted.run.key]
+    assert store.get_run(accepted.run.key) is not None
 
 
 @pytest.mark.parametrize(
     ("request_", "error"),
     [
-        (RunRequest(input="x", model="gpt-4o"), service.RequestRejectedError),
+        (RunRequest(input="x", model="gpt-4o"), RequestRejectedError),
         (RunRequest(input="x", tools=["calculator", "shell"]), UnknownToolError),
     ],
 )
@@ -113,12 +105,12 @@ def test_same_idempotency_key_returns_the_same_run(store: InMemoryRunStore) -> N
 
 def test_idempotency_key_with_a_different_body_is_a_conflict(store: InMemoryRunStore) -> None:
     submit(store, RunRequest(input="hello"), key="k-1")
-    with pytest.raises(service.IdempotencyConflictError):
+    with pytest.raises(IdempotencyConflictError):
         submit(store, RunRequest(input="something else"), key="k-1")
 
 
 def test_enqueue_failure_marks_the_run_failed_instead_of_leaving_it_queued(store: InMemoryRunStore) -> None:
-    with pytest.raises(service.EnqueueError) as raised:
+    with pytest.raises(EnqueueError) as raised:
         submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("sqs down")))
     (run,) = store.runs.values()
     assert not raised.value.retry_with_key
@@ -128,7 +120,7 @@ def test_enqueue_failure_marks_the_run_failed_instead_of_leaving_it_queued(store
 
 def test_enqueue_failure_with_an_idempotency_key_keeps_the_run_queued_for_the_retry(store: InMemoryRunStore) -> None:
     # Given a first attempt whose enqueue fails
-    with pytest.raises(service.EnqueueError) as raised:
+    with pytest.raises(EnqueueError) as raised:
         submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("sqs down")), key="k-9")
     assert raised.value.retry_with_key
     # When the client retries with the same key
@@ -136,16 +128,16 @@ def test_enqueue_failure_with_an_idempotency_key_keeps_the_run_queued_for_the_re
     again = submit(store, RunRequest(input="hello"), queue=queue, key="k-9")
     # Then the same run, still QUEUED, is enqueued this time
     assert again.replayed and again.run.status is RunStatus.QUEUED
-    assert queue.sent == [(TENANT, again.run.run_id)]
+    assert queue.sent == [again.run.key]
     # And a replay that meets the outage again says so the same way, leaving the run QUEUED
-    with pytest.raises(service.EnqueueError):
+    with pytest.raises(EnqueueError):
         submit(store, RunRequest(input="hello"), queue=RecordingQueue(fail=ConnectionError("down")), key="k-9")
-    assert store.get_run(TENANT, again.run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
+    assert store.get_run(again.run.key).status is RunStatus.QUEUED  # type: ignore[union-attr]
 
 
 def test_a_model_without_a_price_fails_the_run_before_the_provider_is_called(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    store.runs[(TENANT, run_id)] = store.runs[(TENANT, run_id)].model_copy(update={"model": "claude-unpriced-9"})
+    store.runs[key_of(run_id)] = store.runs[key_of(run_id)].model_copy(update={"model": "claude-unpriced-9"})
     model = ScriptedModel()
     outcome = step(store, model, run_id, 0)
     assert outcome.status is RunStatus.FAILED and outcome.error is not None and outcome.error.code == "UNKNOWN_MODEL"
@@ -154,16 +146,17 @@ def test_a_model_without_a_price_fails_the_run_before_the_provider_is_called(sto
 
 def test_a_cancel_that_loses_the_race_with_the_end_of_the_run_is_a_conflict(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    real_finish = store.finish_run
+    real_apply = store.apply
 
-    def finalize_first(tenant: str, rid: str, status: RunStatus, **kwargs: object) -> bool:
-        real_finish(tenant, rid, RunStatus.SUCCEEDED)  # Finalize lands between the read and the write
-        return real_finish(tenant, rid, status, **kwargs)  # type: ignore[arg-type]
+    def finalize_first(plan):  # type: ignore[no-untyped-def]
+        store.apply = real_apply  # type: ignore[method-assign]
+        core.lifecycle(store).end(key_of(run_id), RunStatus.SUCCEEDED, None)  # Finalize lands between read and write
+        return real_apply(plan)
 
-    store.finish_run = finalize_first  # type: ignore[method-assign]
+    store.apply = finalize_first  # type: ignore[method-assign]
     workflow = RecordingWorkflow()
-    with pytest.raises(service.RunConflictError, match="SUCCEEDED"):
-        service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
+    with pytest.raises(RunConflictError, match="SUCCEEDED"):
+        cancel(store, run_id, workflow)
     assert workflow.stopped == []
 
 
@@ -186,10 +179,10 @@ def test_multi_step_run_with_a_tool_call_succeeds_and_accounts_every_step(store:
     second = step(store, model, run_id, 1)
     # Then the run has the answer, two steps and the summed usage and cost
     assert second.decision is StepDecision.FINISH and second.status is RunStatus.SUCCEEDED
-    run = store.get_run(TENANT, run_id)
+    run = store.get_run(key_of(run_id))
     assert run is not None
     assert run.output == "17*23 = 391"
-    assert run.steps == 2
+    assert run.completed_steps == 2
     assert run.usage == Usage(input_tokens=900, output_tokens=50, cache_read_input_tokens=300)
     expected = PRICES.cost("claude-haiku-4-5", Usage(input_tokens=400, output_tokens=40)) + PRICES.cost(
         "claude-haiku-4-5", Usage(input_tokens=500, output_tokens=10, cache_read_input_tokens=300)
@@ -213,19 +206,14 @@ def test_retried_step_after_the_answer_was_saved_does_not_call_the_model_again(s
     again = step(store, model, run_id, 0)  # Step Functions retried the Lambda after it had persisted
     assert len(model.requests) == 1
     assert again.replayed and again.status is first.status is RunStatus.SUCCEEDED
-    run = store.get_run(TENANT, run_id)
-    assert run is not None and run.steps == 1 and run.usage.input_tokens == 100
+    run = store.get_run(key_of(run_id))
+    assert run is not None and run.completed_steps == 1 and run.usage.input_tokens == 100
 
 
 def test_tool_runs_once_even_when_its_lambda_is_retried(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
-    results = [
-        service.execute_tool(
-            store=store, registry=builtin_registry(), tenant=TENANT, run_id=run_id, step=0, tool_use_id="t1"
-        )
-        for _ in range(2)
-    ]
+    results = [run_tool(store, builtin_registry(), StepRef(key_of(run_id), 0), "t1") for _ in range(2)]
     assert results[0] == results[1]
     assert len(store.tools) == 1
 
@@ -285,49 +273,48 @@ def test_fatal_model_error_fails_the_run_and_retryable_errors_propagate(store: I
 def test_cancelled_run_makes_no_more_model_calls(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     workflow = RecordingWorkflow()
-    cancelled = service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
+    cancelled = cancel(store, run_id, workflow)
     model = ScriptedModel()
     outcome = step(store, model, run_id, 0)
     assert cancelled.status is RunStatus.CANCELLED and workflow.stopped == [run_id]
     assert outcome.decision is StepDecision.FINISH and outcome.status is RunStatus.CANCELLED
     assert model.requests == []
-    with pytest.raises(service.RunConflictError):
-        service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
+    with pytest.raises(RunConflictError):
+        cancel(store, run_id, workflow)
 
 
 def test_finalize_never_overwrites_a_cancellation(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    service.cancel_run(store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
-    run = service.finalize_run(store=store, tenant=TENANT, run_id=run_id, status=RunStatus.SUCCEEDED, error=None)
+    cancel(store, run_id)
+    run = core.lifecycle(store).end(key_of(run_id), RunStatus.SUCCEEDED, None)
     assert run.status is RunStatus.CANCELLED
 
 
 def test_intake_starts_a_queued_run_once_and_skips_others(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
     workflow = RecordingWorkflow()
-    results = [service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id) for _ in range(2)]
+    intake = core.intake(store, workflow)
+    results = [intake.start(key_of(run_id)) for _ in range(2)]
     assert results == ["started", "duplicate"]
     assert workflow.started == [run_id]
-    assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id="run_missing") == "missing"
-    service.cancel_run(store=store, workflow=workflow, queue=RecordingQueue(), tenant=TENANT, run_id=run_id)
-    assert service.start_run(store=store, workflow=workflow, tenant=TENANT, run_id=run_id) == "skipped:CANCELLED"
+    assert intake.start(key_of("run_missing")) == "missing"
+    cancel(store, run_id, workflow)
+    assert intake.start(key_of(run_id)) == "skipped:CANCELLED"
 
 
 def test_other_tenants_cannot_see_a_run(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    assert store.get_run("other", run_id) is None
+    assert store.get_run(key_of(run_id, "other")) is None
     with pytest.raises(RunNotFoundError):
-        service.cancel_run(
-            store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant="other", run_id=run_id
-        )
+        cancel(store, run_id, tenant="other")
 
 
 def test_failure_reason_reads_the_lambda_error_message_from_the_cause() -> None:
     cause = '{"errorType": "RetryableModelError", "errorMessage": "Anthropic API 529 overloaded_error: busy"}'
-    error = service.failure_reason("RetryableModelError", cause)
+    error = failure_reason("RetryableModelError", cause)
     assert error.code == "RetryableModelError"
     assert error.message == "Anthropic API 529 overloaded_error: busy"
-    assert service.failure_reason(None, None).message == "the workflow failed without a cause"
+    assert failure_reason(None, None).message == "the workflow failed without a cause"
 
 
 def test_step_outcome_state_is_small_and_names_the_next_step(store: InMemoryRunStore) -> None:
@@ -337,7 +324,7 @@ def test_step_outcome_state_is_small_and_names_the_next_step(store: InMemoryRunS
     assert state["step"] == 1 and state["completed_step"] == 0 and state["next"] == "tools"
     assert state["tool_calls"] == [{"id": "t1", "name": "calculator"}]
     assert len(str(state)) < 1_000  # conversation never travels through Step Functions
-    assert Decimal(0) < store.get_run(TENANT, run_id).cost_usd  # type: ignore[union-attr]
+    assert Decimal(0) < store.get_run(key_of(run_id)).cost_usd  # type: ignore[union-attr]
 
 
 def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_reviving_the_run(
@@ -349,18 +336,16 @@ def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_revi
 
     class CancelDuringCall(ScriptedModel):
         def create(self, request: ModelRequest) -> ModelResponse:
-            service.cancel_run(
-                store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id
-            )
+            cancel(store, run_id)
             return super().create(request)
 
     # When the step completes
     outcome = step(store, CancelDuringCall(late), run_id, 0)
     # Then the run stays cancelled with no output, but the billed usage is on it
-    run = store.get_run(TENANT, run_id)
+    run = store.get_run(key_of(run_id))
     assert outcome.status is RunStatus.CANCELLED
     assert run is not None and run.status is RunStatus.CANCELLED and run.output is None
-    assert run.steps == 1 and run.usage == Usage(input_tokens=70, output_tokens=7)
+    assert run.completed_steps == 1 and run.usage == Usage(input_tokens=70, output_tokens=7)
     assert run.cost_usd == PRICES.cost("claude-haiku-4-5", Usage(input_tokens=70, output_tokens=7))
 
 
@@ -369,68 +354,52 @@ def test_a_retry_after_becomes_a_wait_of_the_same_step_until_the_cap(store: InMe
     run_id = submit(store, RunRequest(input="x")).run.run_id
     throttled = RetryableModelError("429 rate_limit_error", retry_after=1.2)
     # When the step meets it
-    waited = service.execute_step(
-        store=store, model=ScriptedModel(throttled), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        tenant=TENANT, run_id=run_id, step=0,
-    )  # fmt: skip
+    waited = step(store, ScriptedModel(throttled), run_id, 0)
     # Then the workflow is told to wait (rounded up) and take the same step again, with the reservation kept
     state = waited.state()
     assert (state["next"], state["step"], state["wait_seconds"], state["waits"]) == ("wait", 0, 2, 1)
-    assert store.get_run(TENANT, run_id).reservation is not None  # type: ignore[union-attr]
+    assert store.get_run(key_of(run_id)).reservation is not None  # type: ignore[union-attr]
     # And past the cap of consecutive waits the error goes to the workflow's Retry instead
     with pytest.raises(RetryableModelError):
-        service.execute_step(
-            store=store, model=ScriptedModel(throttled), registry=builtin_registry(), prices=PRICES,
-            clock=FixedClock(), tenant=TENANT, run_id=run_id, step=0, waits=service.MAX_WAITS,
-        )  # fmt: skip
+        step(store, ScriptedModel(throttled), run_id, 0, waits=MAX_WAITS)
 
 
 def test_a_model_past_its_end_of_life_is_refused_at_submit(store: InMemoryRunStore) -> None:
     from datetime import UTC, datetime
 
     # claude-sonnet-4-5 reaches end-of-life on 2026-11-30 (the anthropic SDK's deprecation list)
-    before = service.create_run(
-        store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES, clock=FixedClock(),
-        new_id=lambda: "run_eol0000000000000000000001", tenant=TENANT,
-        request=RunRequest(input="x", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
-    )  # fmt: skip
+    request = RunRequest(input="x", model="claude-sonnet-4-5")
+    before = core.submitter(store).submit(TENANT, request)
     assert before.run.model == "claude-sonnet-4-5"
-    with pytest.raises(service.RequestRejectedError, match="reached end-of-life on 2026-11-30"):
-        service.create_run(
-            store=store, queue=RecordingQueue(), registry=builtin_registry(), prices=PRICES,
-            clock=FixedClock(start=datetime(2026, 12, 1, tzinfo=UTC)), new_id=lambda: "run_eol0000000000000000000002",
-            tenant=TENANT, request=RunRequest(input="x", model="claude-sonnet-4-5"), default_model="claude-haiku-4-5",
-        )  # fmt: skip
+    after_eol = core.submitter(store, clock=FixedClock(start=datetime(2026, 12, 1, tzinfo=UTC)))
+    with pytest.raises(RequestRejectedError, match="reached end-of-life on 2026-11-30"):
+        after_eol.submit(TENANT, request)
 
 
 def test_the_watchdog_keeps_watching_a_moving_run_and_ends_a_stuck_one(store: InMemoryRunStore) -> None:
     # Given a started run
     run_id = submit(store, RunRequest(input="x")).run.run_id
     workflow, queue = RecordingWorkflow(), RecordingQueue()
-    assert service.start_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "started"
-    assert queue.watches == [(TENANT, run_id)]  # intake scheduled the first check
+    intake = core.intake(store, workflow, queue)
+    assert intake.start(key_of(run_id)) == "started"
+    assert queue.watches == [key_of(run_id)]  # intake scheduled the first check
     # When its execution is running, the watchdog checks again later
-    assert service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "running"
+    assert intake.watch(key_of(run_id)) == "running"
     assert len(queue.watches) == 2
     # When the execution timed out but the run never heard of it, the run ends TIMED_OUT with the reason
     workflow.statuses[run_id] = "TIMED_OUT"
-    assert (
-        service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id)
-        == "stuck:TIMED_OUT"
-    )
-    run = store.get_run(TENANT, run_id)
+    assert intake.watch(key_of(run_id)) == "stuck:TIMED_OUT"
+    run = store.get_run(key_of(run_id))
     assert run is not None and run.status is RunStatus.TIMED_OUT
     assert run.error is not None and run.error.code == "STUCK" and "its execution ended TIMED_OUT" in run.error.message
     # And an ended run is no longer watched
-    assert service.watch_run(store=store, workflow=workflow, queue=queue, tenant=TENANT, run_id=run_id) == "ended"
+    assert intake.watch(key_of(run_id)) == "ended"
     assert len(queue.watches) == 2
 
 
 def test_the_watchdog_fails_a_started_run_that_has_no_execution(store: InMemoryRunStore) -> None:
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    outcome = service.watch_run(
-        store=store, workflow=RecordingWorkflow(), queue=RecordingQueue(), tenant=TENANT, run_id=run_id
-    )
-    run = store.get_run(TENANT, run_id)
+    outcome = core.intake(store).watch(key_of(run_id))
+    run = store.get_run(key_of(run_id))
     assert outcome == "stuck:None" and run is not None and run.status is RunStatus.FAILED
     assert run.error is not None and "it has no execution" in run.error.message

@@ -1,0 +1,55 @@
+"""Intake: start each run's execution once, watch that it keeps moving, release what ended runs hold."""
+
+from __future__ import annotations
+
+from functions.agent import ledger
+from functions.agent.lifecycle import Lifecycle
+from functions.agent.models import RunError, RunKey, RunStatus
+from functions.agent.ports import RunQueue, RunStore, Workflow
+
+ENDED_BY_EXECUTION = {"TIMED_OUT": RunStatus.TIMED_OUT, "ABORTED": RunStatus.CANCELLED}
+
+
+class Intake:
+    def __init__(self, *, store: RunStore, workflow: Workflow, queue: RunQueue, lifecycle: Lifecycle) -> None:
+        self.store, self.workflow, self.queue, self.lifecycle = store, workflow, queue, lifecycle
+
+    def start(self, key: RunKey, *, last_attempt: bool = False) -> str:
+        """Start the run's execution once. Returns what happened, for the log.
+
+        On the last delivery before the dead-letter queue a failure to start also ends the run, with the
+        reason, so no run waits in QUEUED for a workflow that will never come."""
+        run = self.store.get_run(key)
+        if run is None:
+            return "missing"
+        if run.status is not RunStatus.QUEUED:
+            return f"skipped:{run.status.value}"
+        try:
+            started = self.workflow.start(key)
+        except Exception as exc:
+            if last_attempt:
+                reason = RunError(code="INTAKE_FAILED", message=f"the workflow could not be started: {exc}"[:1000])
+                self.lifecycle.end(key, RunStatus.FAILED, reason)
+            raise
+        self.queue.schedule_watch(key)  # a watchdog for the run: it must keep moving or end (see watch)
+        return "started" if started else "duplicate"
+
+    def watch(self, key: RunKey) -> str:
+        """Stuck-run detection. A run that has not ended must have a running execution; if its execution is
+        gone or ended without ending the run (a lost event, a failed finaliser), the run ends here with why."""
+        run = self.store.get_run(key)
+        if run is None or run.status.terminal:
+            return "ended"
+        execution = self.workflow.status(key)
+        if execution == "RUNNING":
+            self.queue.schedule_watch(key)
+            return "running"
+        status = ENDED_BY_EXECUTION.get(execution or "", RunStatus.FAILED)
+        what = f"its execution ended {execution}" if execution else "it has no execution"
+        reason = RunError(code="STUCK", message=f"the run was {run.status.value} but {what}; ended by the run watchdog")
+        self.lifecycle.end(key, status, reason, call_in_flight=True)
+        return f"stuck:{execution}"
+
+    def release(self, key: RunKey, step: int) -> str:
+        """The delayed release of an ended run's reservation (its call, if any, can no longer be running)."""
+        return "released" if ledger.release(self.store, key, step) else "nothing held"

@@ -1,0 +1,473 @@
+"""The budget rules, in one place: what reserving, settling, releasing and ending a run change, under which
+conditions, and why a refused change was refused.
+
+Every rule is a **plan**: conditions on the run item, the change to the run, and deltas to the spend
+counters, each counter delta with the budget that refuses it. A store applies a plan atomically or not at
+all and reports the first part whose condition failed (``LedgerStore.apply``: the DynamoDB adapter as one
+conditional transaction, the in-memory fake under one lock). The functions below build the plans and turn a
+rejection into the outcome (a shared reservation, a refusal naming the budget, an error): adapters only
+apply plans, they decide nothing.
+
+Budgets (``committed_usd`` = spent + reservations in flight):
+
+* the run's own ``max_usd`` / ``max_tokens`` / ``max_steps``, checked before every call (``run_limit``);
+* the tenant's UTC day and the global UTC day, as conditions on their counters: a reservation of ``a``
+  against a limit ``L`` holds if ``committed_usd <= L - a``.
+
+To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
+in ``reserve_plan``, and its message in ``_refusal``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
+from functions.agent.models import ModelRequest, Reservation, Run, RunError, RunKey, RunStatus, StepRecord, Usage
+
+if TYPE_CHECKING:
+    from functions.agent.ports import LedgerStore
+
+# Refusal codes (a run ending BUDGET_EXCEEDED carries one as error.code)
+MAX_STEPS = "MAX_STEPS"
+MAX_TOKENS = "MAX_TOKENS"
+MAX_USD = "MAX_USD"
+TENANT_DAILY_BUDGET = "TENANT_DAILY_BUDGET"
+GLOBAL_DAILY_BUDGET = "GLOBAL_DAILY_BUDGET"
+
+# A deliberate over-estimate: English runs ~4 bytes per token, code and CJK fewer. Reserving too much only
+# narrows concurrency near a limit; reserving too little could let concurrent calls overspend it.
+BYTES_PER_TOKEN_ESTIMATE = 3
+TOOL_USE_OVERHEAD_TOKENS = 500  # the tool-use system prompt the API adds when tools are given (a few hundred)
+PER_MESSAGE_OVERHEAD_TOKENS = 10
+USAGE_FIELDS = tuple(Usage.model_fields)
+
+
+class BudgetLimits(BaseModel):
+    """Deploy-time daily limits in USD (None: no limit). Days are UTC."""
+
+    tenant_daily_usd: Decimal | None = None
+    global_daily_usd: Decimal | None = None
+
+
+def usd(value: Decimal) -> str:
+    return f"${value:.6f}".rstrip("0").rstrip(".") if value else "$0"
+
+
+def estimate_prompt_tokens(request: ModelRequest) -> int:
+    prompt = {"system": request.system, "tools": request.tools, "messages": request.messages}
+    text = math.ceil(len(json.dumps(prompt, ensure_ascii=False).encode()) / BYTES_PER_TOKEN_ESTIMATE)
+    overhead = (TOOL_USE_OVERHEAD_TOKENS if request.tools else 0) + PER_MESSAGE_OVERHEAD_TOKENS * len(request.messages)
+    return text + overhead
+
+
+# ------------------------------------------------------------------------------------- the run's own limits
+
+
+def run_limit(run: Run) -> RunError | None:
+    """The run's own budget, checked before every model call (a step that already reserved goes on)."""
+    budget = run.budget
+    if run.completed_steps >= budget.max_steps:
+        return RunError(code=MAX_STEPS, message=f"run reached max_steps={budget.max_steps} without a final answer")
+    if budget.max_tokens is not None and run.usage.total_tokens >= budget.max_tokens:
+        return RunError(
+            code=MAX_TOKENS, message=f"run used {run.usage.total_tokens} tokens, budget max_tokens={budget.max_tokens}"
+        )
+    if budget.max_usd is not None and run.cost_usd >= budget.max_usd:
+        return RunError(code=MAX_USD, message=f"run spent ${run.cost_usd:.6f}, budget max_usd=${budget.max_usd}")
+    return None
+
+
+def token_limit(run: Run, prompt_tokens: int, max_output_tokens: int) -> RunError | None:
+    """Whether the next call could pass the run's ``max_tokens`` (its prompt estimate plus its output cap)."""
+    limit = run.budget.max_tokens
+    if limit is None or run.usage.total_tokens + prompt_tokens + max_output_tokens <= limit:
+        return None
+    return RunError(
+        code=MAX_TOKENS,
+        message=f"run used {run.usage.total_tokens} tokens and the next call may use up to "
+        f"{prompt_tokens + max_output_tokens}; budget max_tokens={limit}",
+    )
+
+
+def budget_percent(store: LedgerStore, limits: BudgetLimits, run: Run, day: str) -> dict[str, float]:
+    """Percent of each budget committed (spent + in flight): the daily ones on ``day``, and the run's max_usd."""
+    percent: dict[str, float] = {}
+    if limits.tenant_daily_usd is not None or limits.global_daily_usd is not None:
+        tenant_committed, global_committed = store.committed(run.tenant, day)
+        if limits.tenant_daily_usd is not None:
+            percent["TenantDaily"] = float(tenant_committed / limits.tenant_daily_usd * 100)
+        if limits.global_daily_usd is not None:
+            percent["GlobalDaily"] = float(global_committed / limits.global_daily_usd * 100)
+    if run.budget.max_usd is not None:
+        percent["Run"] = float(run.cost_usd / Decimal(str(run.budget.max_usd)) * 100)
+    return percent
+
+
+# ------------------------------------------------------------------------------------- plans: the parts
+
+
+class Condition(ABC):
+    """A condition on the run item. A store renders it (a DynamoDB condition expression) or evaluates
+    ``holds``; both mean the same. A missing run fails every condition."""
+
+    @abstractmethod
+    def holds(self, run: Run) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AtStep(Condition):
+    """The run has completed exactly ``step`` steps (so ``step`` is the one being taken)."""
+
+    step: int
+
+    def holds(self, run: Run) -> bool:
+        return run.completed_steps == self.step
+
+
+@dataclass(frozen=True)
+class IsActive(Condition):
+    def holds(self, run: Run) -> bool:
+        return not run.status.terminal
+
+
+@dataclass(frozen=True)
+class HasEnded(Condition):
+    def holds(self, run: Run) -> bool:
+        return run.status.terminal
+
+
+@dataclass(frozen=True)
+class Holds(Condition):
+    """The run holds exactly this reservation (compared by ``Reservation.identity``)."""
+
+    reservation: Reservation
+
+    def holds(self, run: Run) -> bool:
+        return run.reservation is not None and run.reservation.identity == self.reservation.identity
+
+
+@dataclass(frozen=True)
+class HoldsNothing(Condition):
+    def holds(self, run: Run) -> bool:
+        return run.reservation is None
+
+
+@dataclass(frozen=True)
+class HoldsNothingFor(Condition):
+    """The run holds no reservation for ``step`` (it may hold one for another step)."""
+
+    step: int
+
+    def holds(self, run: Run) -> bool:
+        return run.reservation is None or run.reservation.step != self.step
+
+
+@dataclass(frozen=True)
+class CostAtMost(Condition):
+    limit: Decimal
+
+    def holds(self, run: Run) -> bool:
+        return run.cost_usd <= self.limit
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """What a plan does to the run item, if every condition holds. ``None`` leaves a field as it is."""
+
+    key: RunKey
+    conditions: tuple[Condition, ...]
+    status: RunStatus | None = None
+    output: str | None = None
+    error: RunError | None = None
+    completed_steps: int | None = None
+    charge: Usage | None = None  # tokens added to the run's usage
+    cost_usd: Decimal = Decimal(0)  # added to the run's cost (with ``charge``)
+    reserve: Reservation | None = None  # becomes the run's reservation
+    release: bool = False  # the run's reservation is removed
+    updated_at: str | None = None
+
+    def applied_to(self, run: Run) -> Run:
+        """The run after this change (the in-memory store applies it; DynamoDB renders the same change)."""
+        update: dict[str, object] = {}
+        for name in ("status", "output", "error", "completed_steps", "updated_at"):
+            if (value := getattr(self, name)) is not None:
+                update[name] = value
+        if self.charge is not None:
+            update["usage"] = run.usage + self.charge
+            update["cost_usd"] = run.cost_usd + self.cost_usd
+        if self.reserve is not None:
+            update["reservation"] = self.reserve
+        if self.release:
+            update["reservation"] = None
+        return run.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One spend counter: the tenant's day (``tenant`` set) or everyone's (``None``), optionally per model or
+    per run. Fields: ``spent_usd``, ``committed_usd``, ``steps`` and the usage fields."""
+
+    tenant: str | None
+    day: str
+    model: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CommittedAtMost:
+    """The counter's ``committed_usd`` (0 if it has none yet) is at most ``headroom``, before the delta."""
+
+    headroom: Decimal
+
+    def holds(self, committed: Decimal) -> bool:
+        return committed <= self.headroom
+
+
+@dataclass(frozen=True)
+class CounterChange:
+    counter: Counter
+    add: Mapping[str, Decimal | int]
+    limit: CommittedAtMost | None = None
+    budget: str | None = None  # the refusal code when ``limit`` fails
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Applied atomically or not at all. The parts, in the order a store checks them: the step record (put
+    only if the step has none; putting it also drops the answer stored for it), the run, the counters."""
+
+    run: RunChange
+    counters: tuple[CounterChange, ...] = ()
+    record: StepRecord | None = None
+
+
+Rejected = StepRecord | RunChange | CounterChange  # the first part of a plan whose condition failed
+
+
+# ------------------------------------------------------------------------------------- plans: the rules
+
+
+def _headroom(limit: Decimal | None, amount: Decimal) -> CommittedAtMost | None:
+    # a release or a move to a cheaper model frees budget: it never needs headroom
+    return CommittedAtMost(limit - amount) if limit is not None and amount > 0 else None
+
+
+def reserve_plan(
+    run: Run, wanted: Reservation, limits: BudgetLimits, *, replacing: Reservation | None, now: str
+) -> Plan:
+    """Hold ``wanted`` for the run's next call against every budget. With ``replacing`` the held reservation
+    becomes ``wanted`` and only the difference is charged (the step was re-routed to a fallback)."""
+    amount = wanted.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
+    conditions: list[Condition] = [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing else HoldsNothing()]
+    if run.budget.max_usd is not None:
+        conditions.append(CostAtMost(Decimal(str(run.budget.max_usd)) - wanted.amount_usd))
+    committed = {"committed_usd": amount}
+    return Plan(
+        run=RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, reserve=wanted, updated_at=now),
+        counters=(
+            CounterChange(Counter(run.tenant, wanted.day), committed, _headroom(limits.tenant_daily_usd, amount),
+                          TENANT_DAILY_BUDGET),
+            CounterChange(Counter(None, wanted.day), committed, _headroom(limits.global_daily_usd, amount),
+                          GLOBAL_DAILY_BUDGET),
+        ),
+    )  # fmt: skip
+
+
+def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_active: bool) -> Plan:
+    """Save the step and charge its real cost, settling the reservation it was made under (if the run still
+    holds it). A step that ends the run (its status is terminal) ends it here, in the same write."""
+    held = run.reservation if run.reservation and run.reservation.step == record.step else None
+    day = held.day if held else record.finished_at[:10]
+    conditions: list[Condition] = [AtStep(record.step), Holds(held) if held else HoldsNothingFor(record.step)]
+    status = None
+    if require_active:
+        conditions.append(IsActive())
+        status = record.status if record.status is not None and record.status.terminal else RunStatus.RUNNING
+    ends = status is not None and status.terminal
+    usage = record.usage.model_dump()
+    day_totals = {
+        "spent_usd": record.cost_usd,
+        "committed_usd": record.cost_usd - (held.amount_usd if held else Decimal(0)),
+        "steps": 1,
+        **usage,
+    }
+    per_model = {"spent_usd": record.cost_usd, "steps": 1, **usage}
+    priced_model = record.requested_model or record.model  # the price book's id, not the dated snapshot
+    change = RunChange(
+        run.key,
+        tuple(conditions),
+        status=status,
+        output=output if require_active else None,
+        error=record.error if ends else None,
+        completed_steps=record.step + 1,
+        charge=record.usage,
+        cost_usd=record.cost_usd,
+        release=held is not None,
+        updated_at=record.finished_at,
+    )
+    return Plan(
+        run=change,
+        counters=(
+            CounterChange(Counter(run.tenant, day), day_totals),
+            CounterChange(Counter(run.tenant, day, model=priced_model), per_model),
+            CounterChange(Counter(run.tenant, day, run_id=run.run_id), {"spent_usd": record.cost_usd, "steps": 1}),
+            CounterChange(Counter(None, day), day_totals),
+        ),
+        record=record,
+    )
+
+
+def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
+    freed = {"committed_usd": -held.amount_usd}
+    return CounterChange(Counter(run.tenant, held.day), freed), CounterChange(Counter(None, held.day), freed)
+
+
+def end_plan(
+    run: Run, status: RunStatus, *, output: str | None, error: RunError | None, release: bool, now: str
+) -> Plan:
+    """Move an active run to a terminal status. With ``release`` (no call can be in flight) the reservation it
+    holds is freed too; otherwise it stays for the call to settle or for a delayed release."""
+    held = run.reservation if release else None
+    conditions: list[Condition] = [IsActive()]
+    if release:  # exactly the reservation read: freed once
+        conditions.append(Holds(held) if held else HoldsNothing())
+    change = RunChange(
+        run.key, tuple(conditions), status=status, output=output, error=error, release=held is not None, updated_at=now
+    )
+    return Plan(run=change, counters=_freed(run, held) if held else ())
+
+
+def release_plan(run: Run, held: Reservation) -> Plan:
+    """Free an ended run's reservation once no call can be using it."""
+    return Plan(run=RunChange(run.key, (Holds(held), HasEnded()), release=True), counters=_freed(run, held))
+
+
+# ------------------------------------------------------------------------------------- applying the rules
+
+
+def reserve(
+    store: LedgerStore,
+    run: Run,
+    wanted: Reservation,
+    limits: BudgetLimits,
+    *,
+    replacing: Reservation | None = None,
+    now: str,
+) -> Reservation:
+    """Reserve ``wanted`` (see ``reserve_plan``). Returns the reservation the step holds: ``wanted``, or a
+    duplicate invocation's that got there first.
+
+    Raises:
+        BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
+        RunNotActiveError: the run ended, moved on, or its reservation changed meanwhile.
+    """
+    plan = reserve_plan(run, wanted, limits, replacing=replacing, now=now)
+    rejected = store.apply(plan)
+    if rejected is None:
+        return wanted
+    if isinstance(rejected, CounterChange):
+        tenant_committed, global_committed = store.committed(run.tenant, wanted.day)
+        committed = tenant_committed if rejected.counter.tenant is not None else global_committed
+        raise _refusal(rejected, run.tenant, limits, committed, amount=rejected.add["committed_usd"])
+    current = store.get_run(run.key)
+    if current is None or current.status.terminal or current.completed_steps != wanted.step:
+        raise RunNotActiveError(run.run_id)
+    if current.reservation is not None and current.reservation.step == wanted.step:
+        if replacing is None or current.reservation.identity != replacing.identity:
+            return current.reservation  # a duplicate invocation reserved (or moved) for this step first: share it
+    if (current.reservation is None) != (replacing is None):  # it was released or taken meanwhile
+        raise RunNotActiveError(f"{run.run_id}: the reservation for step {wanted.step} changed")
+    max_usd = Decimal(str(run.budget.max_usd))
+    raise BudgetRefusedError(
+        MAX_USD,
+        f"run budget max_usd={usd(max_usd)}: {usd(current.cost_usd)} spent, "
+        f"the next call may cost up to {usd(wanted.amount_usd)}",
+    )
+
+
+def _refusal(
+    rejected: CounterChange, tenant: str, limits: BudgetLimits, committed: Decimal, *, amount: Decimal | int
+) -> BudgetRefusedError:
+    day = rejected.counter.day
+    tail = f"{usd(committed)} spent or reserved, the next call may cost up to {usd(Decimal(amount))}"
+    if rejected.budget == TENANT_DAILY_BUDGET:
+        limit = usd(limits.tenant_daily_usd or Decimal(0))
+        return BudgetRefusedError(TENANT_DAILY_BUDGET, f"tenant {tenant} daily budget {limit} for {day}: {tail}")
+    limit = usd(limits.global_daily_usd or Decimal(0))
+    return BudgetRefusedError(GLOBAL_DAILY_BUDGET, f"global daily budget {limit} for {day}: {tail}")
+
+
+def settle(store: LedgerStore, run: Run, record: StepRecord, output: str | None) -> None:
+    """Save the step and settle its cost (see ``settle_plan``), on an active run.
+
+    Raises:
+        StepAlreadySavedError: the step was saved before (a retried or duplicated invocation).
+        RunNotActiveError: the run ended, or the reservation it was read with changed.
+    """
+    plan = settle_plan(run, record, output, require_active=True)
+    rejected = store.apply(plan)
+    if rejected is plan.record:
+        raise StepAlreadySavedError(f"{run.run_id} step {record.step}")
+    if rejected is not None:
+        raise RunNotActiveError(run.run_id)
+
+
+def settle_late(store: LedgerStore, key: RunKey, record: StepRecord) -> None:
+    """Record and charge a call the provider billed after its run ended, without touching the run's status:
+    against the reservation if the run still holds it, else as a plain charge.
+
+    Not a retry: the delayed release may free the reservation between the read and the write, and then the
+    plan (which counter deltas apply) changes, so the run is read once more. Nothing else would settle the
+    call: the run's execution has stopped."""
+    for _ in range(2):
+        current = store.get_run(key)
+        if current is None or current.completed_steps != record.step:
+            return
+        plan = settle_plan(current, record, None, require_active=False)
+        rejected = store.apply(plan)
+        if rejected is None or rejected is plan.record:
+            return
+
+
+def end_run(
+    store: LedgerStore,
+    key: RunKey,
+    status: RunStatus,
+    *,
+    now: str,
+    output: str | None = None,
+    error: RunError | None = None,
+    release: bool = True,
+) -> bool:
+    """End an active run (see ``end_plan``). Returns False if it had already ended.
+
+    Raises:
+        StoreConflictError: its reservation changed between the read and the write (a step settled): the
+            invoker (Step Functions, SQS, EventBridge) retries.
+    """
+    run = store.get_run(key)
+    if run is None or run.status.terminal:
+        return False
+    if store.apply(end_plan(run, status, output=output, error=error, release=release, now=now)) is None:
+        return True
+    current = store.get_run(key)
+    if current is None or current.status.terminal:
+        return False
+    raise StoreConflictError(f"run {key} changed while it was being ended")
+
+
+def release(store: LedgerStore, key: RunKey, step: int) -> bool:
+    """Free the reservation of ``step`` if the run has ended and still holds it. Returns whether it did."""
+    run = store.get_run(key)
+    if run is None or not run.status.terminal or run.reservation is None or run.reservation.step != step:
+        return False  # settled by its late step, or never held
+    return store.apply(release_plan(run, run.reservation)) is None

@@ -1,0 +1,420 @@
+"""One step of a run: one model call, reserved for, made, stored and settled. Safe to retry at any point.
+
+``StepRunner.run`` reads as the sequence of phases:
+
+    guard -> route -> (settle a stored answer) -> avoid open circuits -> token budget -> response cache
+          -> reserve -> call -> settle
+
+A phase that ends the step early (a replay, a refusal, a wait) raises ``_Finished`` with the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from functions.agent import ledger
+from functions.agent.breaker import Breaker
+from functions.agent.caching import CacheTTL
+from functions.agent.circuit import circuit_key
+from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, model_request
+from functions.agent.errors import (
+    BudgetRefusedError,
+    FatalModelError,
+    RetryableModelError,
+    RunNotActiveError,
+    StepAlreadySavedError,
+    StepwiseError,
+    UnknownModelError,
+)
+from functions.agent.ledger import BudgetLimits, estimate_prompt_tokens
+from functions.agent.models import (
+    ModelRequest,
+    ModelResponse,
+    Reservation,
+    Run,
+    RunError,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    StepRef,
+    ToolCall,
+)
+from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunStore, Toolbox
+from functions.agent.pricing import PriceBook
+from functions.agent.response_cache import as_hit, cache_key, cacheable
+from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
+
+MAX_WAITS = 5  # consecutive retry-after waits of one step; then the error goes to the workflow's Retry
+MAX_WAIT_SECONDS = 300  # a longer retry-after is left to the Retry's capped backoff
+FALLBACK_AFTER_RETRIES = 2  # Step Functions retries of one step before its fallbacks are tried first
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What the workflow needs to route the run. Kept small: everything else is in the store."""
+
+    ref: StepRef  # the step this invocation took
+    decision: StepDecision
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    status: RunStatus | None = None
+    error: RunError | None = None
+    replayed: bool = False
+    record: StepRecord | None = None
+    budget_percent: dict[str, float] = field(default_factory=dict)  # before this step's call (for metrics)
+    wait_seconds: int = 0  # with decision WAIT
+    waits: int = 0  # consecutive waits of this step so far
+
+    @property
+    def next_step(self) -> int:
+        """The step the workflow takes next: this one again after a wait, else the one after it."""
+        return self.ref.step if self.decision is StepDecision.WAIT else self.ref.step + 1
+
+    def state(self) -> dict[str, Any]:
+        """The state machine's state after the step (the Route choice, the Tools map and Finalize read it)."""
+        waiting = self.decision is StepDecision.WAIT
+        return {
+            "run_id": self.ref.key.run_id,
+            "tenant": self.ref.key.tenant,
+            "completed_step": self.ref.step,
+            "step": self.next_step,
+            "wait_seconds": self.wait_seconds,
+            "waits": self.waits if waiting else 0,
+            "next": self.decision.value,
+            "tool_calls": [{"id": call.id, "name": call.name} for call in self.tool_calls],
+            "status": self.status.value if self.status else None,
+            "error": self.error.model_dump() if self.error else None,
+        }
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    system: str = DEFAULT_SYSTEM_PROMPT
+    limits: BudgetLimits = field(default_factory=BudgetLimits)
+    prompt_cache_ttl: CacheTTL | None = None  # prompt caching placed on every call (None: off)
+    routing: RoutingConfig = field(default_factory=default_routing)
+    cache_responses_by_default: bool = False  # for runs that do not say (a run's own choice wins)
+
+
+def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunStatus | None, RunError | None]:
+    """Route on the model's stop reason. Anything but a clean finish or a tool request ends the run with a reason."""
+    stop = response.stop_reason
+    if stop == "max_tokens":
+        cut = RunError(
+            code="MAX_TOKENS_PER_CALL", message=f"the model's output was cut off at max_tokens_per_call={max_tokens}"
+        )
+        return StepDecision.FINISH, RunStatus.FAILED, cut
+    if stop == "tool_use" and response.tool_calls():
+        return StepDecision.TOOLS, None, None
+    if stop in ("end_turn", "stop_sequence"):
+        return StepDecision.FINISH, RunStatus.SUCCEEDED, None
+    if stop == "refusal":
+        return StepDecision.FINISH, RunStatus.FAILED, RunError(code="REFUSAL", message="the model declined the task")
+    unexpected = RunError(code="UNEXPECTED_STOP", message=f"the model stopped with an unsupported stop_reason {stop!r}")
+    return StepDecision.FINISH, RunStatus.FAILED, unexpected
+
+
+def replayed(ref: StepRef, record: StepRecord) -> StepOutcome:
+    """The outcome of a step whose record is saved (a retried or duplicated invocation)."""
+    return _outcome_of(ref, record, replayed=True)
+
+
+def _outcome_of(ref: StepRef, record: StepRecord, *, replayed: bool) -> StepOutcome:
+    calls = record.tool_calls() if record.decision is StepDecision.TOOLS else []
+    return StepOutcome(ref, record.decision, calls, record.status, record.error, replayed=replayed, record=record)
+
+
+class _Finished(Exception):  # control flow: never escapes StepRunner.run
+    def __init__(self, outcome: StepOutcome) -> None:
+        self.outcome = outcome
+
+
+@dataclass
+class _Answer:
+    response: ModelResponse
+    started: datetime
+    finished: datetime
+
+
+@dataclass
+class _Step:
+    """What one invocation knows about its step, phase by phase."""
+
+    ref: StepRef
+    history: RunHistory
+    attempt: int
+    waits: int
+    run: Run = field(init=False)
+    held: Reservation | None = None  # the reservation the run holds for this step
+    percent: dict[str, float] = field(default_factory=dict)
+    route: Route = field(init=False)
+    request: ModelRequest = field(init=False)
+    prompt_tokens: int = 0
+    cache_key: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run = self.history.run
+
+    def finish(self, status: RunStatus, error: RunError | None, **extra: Any) -> _Finished:
+        """This step ends the run (the Finalize state records the status)."""
+        return _Finished(StepOutcome(self.ref, StepDecision.FINISH, status=status, error=error, **extra))
+
+
+class StepRunner:
+    """Takes steps of runs. Built once per container from its ports and a config."""
+
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        model: ModelClient,
+        toolbox: Toolbox,
+        prices: PriceBook,
+        clock: Clock,
+        config: StepConfig | None = None,
+        response_cache: ResponseCache | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
+        self.store, self.model, self.toolbox, self.prices, self.clock = store, model, toolbox, prices, clock
+        self.config = config or StepConfig()
+        self.response_cache = response_cache
+        self.breaker = breaker
+
+    def run(self, ref: StepRef, *, attempt: int = 0, waits: int = 0) -> StepOutcome:
+        """One model call of the run: reserve its worst-case cost against every budget, call the model, store
+        the answer, then save the step and settle the real cost in one transaction. ``attempt`` is Step
+        Functions' retry count of this step, ``waits`` its retry-after waits so far."""
+        step = _Step(ref, self.store.load_history(ref.key), attempt, waits)
+        try:
+            self._guard(step)
+            self._route(step)
+            stored = step.history.pending.get(ref.step)
+            if stored is not None:  # answered before, but the settlement failed: settle it, on its route
+                return self._settle(step, self._at_once(stored))
+            self._avoid_open_circuits(step)
+            self._check_token_budget(step)
+            hit = self._cached_answer(step)
+            if hit is not None:  # served without a model call: nothing to pay (a held reservation is released)
+                return self._settle(step, self._at_once(hit))
+            self._reserve(step)
+            answer = self._call(step)
+            outcome = self._settle(step, answer)
+            self._remember(step, answer.response, outcome)
+            return outcome
+        except _Finished as finished:
+            return finished.outcome
+
+    # ------------------------------------------------------------------------------------------- phases
+
+    def _guard(self, step: _Step) -> None:
+        """A saved step is replayed, never called again; an ended run ends the step; so do the run's limits."""
+        number, history, run = step.ref.step, step.history, step.run
+        if number < len(history.steps):
+            raise _Finished(replayed(step.ref, history.steps[number]))
+        if run.status.terminal:
+            raise step.finish(run.status, run.error)
+        if number != run.completed_steps:
+            raise StepwiseError(f"step {number} requested but run {run.run_id} has completed {run.completed_steps}")
+        step.held = run.reservation if run.reservation is not None and run.reservation.step == number else None
+        exceeded = ledger.run_limit(run) if step.held is None else None  # a step that reserved goes on
+        if exceeded:
+            raise step.finish(RunStatus.BUDGET_EXCEEDED, exceeded)
+
+    def _route(self, step: _Step) -> None:
+        """The model: the one the step reserved for, else routing's choice. It must have a price."""
+        run, held = step.run, step.held
+        step.percent = ledger.budget_percent(self.store, self.config.limits, run, self._today())
+        step.route = (
+            Route(held.model, held.reason, cheap=held.cheap)
+            if held
+            else choose(
+                config=self.config.routing, run_model=run.model, steps=step.history.steps,
+                tool_results=step.history.tool_results, budget_percent=step.percent,
+            )
+        )  # fmt: skip
+        step.request = self._request(step, step.route)
+        try:
+            self.prices.price(step.request.model)  # before the provider bills anything
+        except UnknownModelError as exc:
+            raise step.finish(RunStatus.FAILED, RunError(code="UNKNOWN_MODEL", message=str(exc))) from None
+
+    def _avoid_open_circuits(self, step: _Step) -> None:
+        """A model whose circuit is open is skipped for the next one that is healthy."""
+        if self.breaker is None:
+            return
+        healthy = _healthy_route(self.breaker, self.prices, self.config.routing, step.run, step.route, step.attempt)
+        if healthy != step.route:
+            step.route, step.request = healthy, self._request(step, healthy)
+
+    def _check_token_budget(self, step: _Step) -> None:
+        step.prompt_tokens = estimate_prompt_tokens(step.request)
+        too_many = ledger.token_limit(step.run, step.prompt_tokens, step.request.max_tokens)
+        if step.held is None and too_many:
+            raise step.finish(RunStatus.BUDGET_EXCEEDED, too_many)
+
+    def _cached_answer(self, step: _Step) -> ModelResponse | None:
+        if self.response_cache is None:
+            return None
+        wanted = step.run.cache_responses
+        if not (wanted if wanted is not None else self.config.cache_responses_by_default):
+            return None
+        step.cache_key = cache_key(step.request)
+        cached = self.response_cache.get(step.ref.key.tenant, step.cache_key)
+        return as_hit(cached) if cached is not None else None
+
+    def _reserve(self, step: _Step) -> None:
+        """Hold the call's worst-case cost against every budget (a held reservation follows a re-route)."""
+        held, route, request = step.held, step.route, step.request
+        moving = held is not None and held.model != route.model
+        if held is not None and not moving:
+            return
+        wanted = Reservation(
+            step=step.ref.step,
+            amount_usd=self.prices.worst_case(request.model, step.prompt_tokens, request.max_tokens),
+            day=held.day if held is not None else self._today(),
+            model=route.model,
+            cheap=route.cheap,
+            reason=route.reason,
+        )
+        try:
+            held = ledger.reserve(
+                self.store, step.run, wanted, self.config.limits, replacing=held if moving else None, now=self._now()
+            )
+        except BudgetRefusedError as exc:
+            refused = RunError(code=exc.code, message=exc.message)
+            raise step.finish(RunStatus.BUDGET_EXCEEDED, refused, budget_percent=step.percent) from None
+        except RunNotActiveError:
+            current = self.store.get_run(step.ref.key)
+            if current is None or not current.status.terminal:
+                raise
+            raise step.finish(current.status, current.error) from None
+        step.run, step.held = step.run.model_copy(update={"reservation": held}), held
+        if held.model != route.model:  # a duplicate invocation reserved first, for another route: follow it
+            step.route = Route(held.model, held.reason, cheap=held.cheap)
+            step.request = self._request(step, step.route)
+
+    def _call(self, step: _Step) -> _Answer:
+        """Call the model, report the circuit's health, and store the billed answer before anything else."""
+        request = step.request
+        started = self.clock.now()
+        circuit = circuit_key(self.prices.price(request.model).provider, request.model)
+        try:
+            response = self.model.create(request)
+        except RetryableModelError as exc:
+            if self.breaker is not None:
+                self.breaker.failed(circuit)
+            if exc.retry_after is not None and exc.retry_after <= MAX_WAIT_SECONDS and step.waits < MAX_WAITS:
+                # the provider said when: wait in a Wait state (no Lambda sleeps), keeping the reservation
+                wait = StepOutcome(
+                    step.ref, StepDecision.WAIT, wait_seconds=max(1, math.ceil(exc.retry_after)),
+                    waits=step.waits + 1, budget_percent=step.percent,
+                )  # fmt: skip
+                raise _Finished(wait) from None
+            raise
+        except FatalModelError as exc:
+            raise step.finish(RunStatus.FAILED, RunError(code=exc.code, message=exc.message)) from None
+        finished = self.clock.now()
+        self.store.save_pending(step.ref.key, step.ref.step, response)  # never lost to a failed settlement
+        if self.breaker is not None:
+            self.breaker.succeeded(circuit)
+        return _Answer(response, started, finished)
+
+    def _settle(self, step: _Step, answer: _Answer) -> StepOutcome:
+        """Decide what the answer means for the run, then save the step and settle its cost."""
+        record = self._record(step, answer)
+        output = answer.response.text() if record.status is RunStatus.SUCCEEDED else None
+        try:
+            ledger.settle(self.store, step.run, record, output)
+        except StepAlreadySavedError:  # a concurrent duplicate won the race: use its answer
+            saved = self.store.get_step(step.ref.key, step.ref.step)
+            assert saved is not None
+            return replayed(step.ref, saved)
+        except RunNotActiveError:
+            # The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
+            # it, against the reservation if the run still holds it (a delayed release frees it only otherwise).
+            ledger.settle_late(self.store, step.ref.key, record)
+            current = self.store.get_run(step.ref.key)
+            final = current.status if current else RunStatus.CANCELLED
+            return StepOutcome(step.ref, StepDecision.FINISH, status=final, error=current.error if current else None)
+        return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+
+    def _remember(self, step: _Step, response: ModelResponse, outcome: StepOutcome) -> None:
+        """A fresh answer goes into the response cache (when the run uses it)."""
+        if self.response_cache is None or step.cache_key is None or outcome.replayed or not cacheable(response):
+            return
+        self.response_cache.put(step.ref.key.tenant, step.cache_key, response)
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _record(self, step: _Step, answer: _Answer) -> StepRecord:
+        response, route, run = answer.response, step.route, step.run
+        decision, status, error = decide(response, run.max_tokens_per_call)
+        # a cheap answer is redone only if a step is left for it and the redo would use another model
+        can_redo = (
+            step.ref.step + 1 < run.budget.max_steps
+            and escalation(self.config.routing, run.model, step.percent) != route.model
+        )
+        superseded_by = supersedes(route, response, error) if can_redo else None
+        if superseded_by:
+            decision, status, error = StepDecision.REDO, None, None
+        return StepRecord(
+            run_id=run.run_id,
+            step=step.ref.step,
+            model=response.model,
+            provider=response.provider,
+            stop_reason=response.stop_reason,
+            content=response.content,
+            usage=response.usage,
+            cost_usd=self.prices.cost(step.request.model, response.usage),
+            decision=decision,
+            status=status,
+            error=error,
+            requested_model=route.model,
+            route_reason=route.reason + (f"; superseded: {superseded_by}" if superseded_by else ""),
+            cheap=route.cheap,
+            superseded=bool(superseded_by),
+            started_at=answer.started.isoformat(timespec="milliseconds"),
+            finished_at=answer.finished.isoformat(timespec="milliseconds"),
+            duration_ms=int((answer.finished - answer.started).total_seconds() * 1000),
+        )
+
+    def _request(self, step: _Step, route: Route) -> ModelRequest:
+        return model_request(
+            step.history,
+            route.model,
+            system=self.config.system,
+            toolbox=self.toolbox,
+            cache_ttl=self.config.prompt_cache_ttl,
+        )
+
+    def _at_once(self, response: ModelResponse) -> _Answer:
+        now = self.clock.now()
+        return _Answer(response, now, now)
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat(timespec="milliseconds")
+
+    def _today(self) -> str:
+        return self.clock.now().date().isoformat()
+
+
+def _healthy_route(
+    breaker: Breaker, prices: PriceBook, routing: RoutingConfig, run: Run, route: Route, attempt: int
+) -> Route:
+    """The route's model, or the first fallback whose circuit lets a call through.
+
+    Raises RetryableModelError when every circuit is open (Step Functions backs off and retries)."""
+    candidates = list(dict.fromkeys([route.model, *(run.fallbacks or routing.fallbacks.get(route.model, []))]))
+    retried_out = attempt >= FALLBACK_AFTER_RETRIES and len(candidates) > 1
+    if retried_out:  # the primary keeps failing: try the fallbacks first, the primary last
+        candidates = candidates[1:] + candidates[:1]
+    for model in candidates:
+        if breaker.allow(circuit_key(prices.price(model).provider, model)):
+            if model == route.model:
+                return route
+            why = f"retry {attempt} of {route.model}" if retried_out else f"circuit open for {route.model}"
+            return Route(model, f"fallback ({why}); {route.reason}", cheap=route.cheap)
+    raise RetryableModelError(f"every circuit is open for {', '.join(candidates)}")

@@ -1,0 +1,131 @@
+"""Every Lambda function of Stepwise, declared once: its handler, size, settings and what it may touch.
+
+The stack builds the functions from these (infra/constructs/agent_functions.py), gives each exactly the
+environment its settings model names (``environment``), and the constructs grant each what it declares:
+the table actions (StateTable), sending to the intake queue (Intake, for functions whose settings include
+the queue), execution actions (AgentWorkflow), the model API key and Bedrock (functions that call models).
+The local stack and the test fixtures take the environment from the synthesised template, so none of them
+can drift from this file.
+
+To add a function: a handler module in functions/handlers (with its ``SETTINGS`` model), a settings model in
+functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from functions.adapters.settings import (
+    ApiSettings,
+    EndSettings,
+    IntakeSettings,
+    ModelSettings,
+    QueueSettings,
+    Settings,
+    StepSettings,
+    ToolSettings,
+    WorkflowEndedSettings,
+)
+from functions.handlers.observability import NAMESPACE, service_name
+
+
+@dataclass(frozen=True, kw_only=True)
+class FunctionSpec:
+    name: str  # the construct id, and (as stepwise-<name>) the service of its logs and metrics
+    handler: str
+    settings: type[Settings]  # the model its handler validates at cold start (the handler module's SETTINGS)
+    memory_mb: int = 256
+    timeout_seconds: int = 15
+    # Least privilege on the table: exactly the calls its code makes (TransactWriteItems needs the
+    # Put/Update/Delete of its parts, nothing more)
+    table_actions: tuple[str, ...]
+    execution_actions: tuple[str, ...] = ()  # on this stack's executions (named by run id)
+    starts_executions: bool = False
+
+    @property
+    def service(self) -> str:
+        return service_name(self.name)
+
+    def reads(self, group: type[Settings]) -> bool:
+        """Whether the function's settings include a group (QueueSettings, ModelSettings, ...)."""
+        return issubclass(self.settings, group)
+
+    @property
+    def sends_to_intake(self) -> bool:
+        return self.reads(QueueSettings)
+
+    @property
+    def calls_models(self) -> bool:
+        return self.reads(ModelSettings)
+
+    def environment(self, values: Mapping[str, str]) -> dict[str, str]:
+        """The function's environment: every variable its settings name, from the stack's ``values``.
+
+        Raises ValueError naming a setting the function reads that the stack does not give."""
+        wanted = self.settings.variables()
+        missing = [name for name in wanted if name not in values]
+        if missing:
+            raise ValueError(f"function {self.name} reads {', '.join(missing)}, which the stack does not give it")
+        return {
+            **{name: values[name] for name in wanted},
+            "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
+            "POWERTOOLS_SERVICE_NAME": self.service,
+        }
+
+
+_END = ("dynamodb:GetItem", "dynamodb:UpdateItem")
+# The step function imports the anthropic SDK (~650 ms cold) and waits on the model: more memory buys CPU for
+# the import, its timeout covers MODEL_TIMEOUT_SECONDS.
+FUNCTIONS: dict[str, FunctionSpec] = {
+    spec.name: spec
+    for spec in (
+        FunctionSpec(
+            name="api",
+            handler="functions.handlers.api.handler",
+            settings=ApiSettings,
+            table_actions=("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+            execution_actions=("states:StopExecution",),
+        ),
+        FunctionSpec(
+            name="intake",
+            handler="functions.handlers.intake.handler",
+            settings=IntakeSettings,
+            timeout_seconds=30,
+            # UpdateItem: fail a run it gives up on, end a stuck one, release a reservation
+            table_actions=("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            execution_actions=("states:DescribeExecution",),  # the run watchdog
+            starts_executions=True,
+        ),
+        FunctionSpec(
+            name="step",
+            handler="functions.handlers.step.handler",
+            settings=StepSettings,
+            memory_mb=1024,
+            timeout_seconds=180,
+            # BatchGetItem: budget use; PutItem: step records, stored answers, the response cache, circuits;
+            # DeleteItem: a stored answer once its step is settled (in the same transaction)
+            table_actions=(
+                "dynamodb:Query",
+                "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ),
+        ),
+        FunctionSpec(
+            name="tool",
+            handler="functions.handlers.tool.handler",
+            settings=ToolSettings,
+            timeout_seconds=60,
+            table_actions=("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"),
+        ),
+        FunctionSpec(name="finalize", handler="functions.handlers.finalize.handler", settings=EndSettings,
+                     table_actions=_END),
+        FunctionSpec(name="mark_failed", handler="functions.handlers.mark_failed.handler", settings=EndSettings,
+                     table_actions=_END),
+        FunctionSpec(name="workflow_ended", handler="functions.handlers.workflow_ended.handler",
+                     settings=WorkflowEndedSettings, table_actions=_END),
+    )
+}  # fmt: skip

@@ -1,0 +1,327 @@
+"""The budget rules exist once (functions/agent/ledger.py); the DynamoDB adapter and the in-memory fake only
+apply its plans. Here both stores are given the same state and the same operation, and must agree on the
+outcome (the same refusal, code and message), on the run afterwards and on every spend counter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+
+from functions.adapters.dynamodb_store import DynamoDBRunStore, counter_key
+from functions.adapters.serde import from_item
+from functions.agent import ledger
+from functions.agent.ledger import (
+    AtStep,
+    BudgetLimits,
+    Condition,
+    CostAtMost,
+    Counter,
+    HasEnded,
+    Holds,
+    HoldsNothing,
+    HoldsNothingFor,
+    IsActive,
+    Plan,
+    RunChange,
+)
+from functions.agent.models import (
+    Budget,
+    Reservation,
+    Run,
+    RunError,
+    RunKey,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    Usage,
+)
+from functions.agent.ports import RunStore
+from tests.fakes.memory_store import InMemoryRunStore
+from tests.functional.conftest import TABLE, Aws
+
+DAY = "2026-11-21"
+NOW = f"{DAY}T12:00:00.000+00:00"
+MODEL = "claude-haiku-4-5"
+
+
+def new_run(run_id: str, *, max_usd: float | None = None, tenant: str = "acme") -> Run:
+    return Run(
+        run_id=run_id,
+        tenant=tenant,
+        status=RunStatus.QUEUED,
+        input="task",
+        model=MODEL,
+        tools=["calculator"],
+        budget=Budget(max_usd=max_usd),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def held(step: int = 0, amount: str = "0.05", model: str = MODEL) -> Reservation:
+    return Reservation(step=step, amount_usd=Decimal(amount), day=DAY, model=model, reason="test")
+
+
+def record(run: Run, step: int = 0, cost: str = "0.01", status: RunStatus | None = None) -> StepRecord:
+    return StepRecord(
+        run_id=run.run_id,
+        step=step,
+        model=MODEL,
+        provider="scripted",
+        stop_reason="end_turn" if status else "tool_use",
+        content=[{"type": "text", "text": "x"}],
+        usage=Usage(input_tokens=100, output_tokens=10),
+        cost_usd=Decimal(cost),
+        decision=StepDecision.FINISH if status else StepDecision.TOOLS,
+        status=status,
+        error=RunError(code="REFUSAL", message="no") if status is RunStatus.FAILED else None,
+        started_at=NOW,
+        finished_at=NOW,
+        duration_ms=0,
+    )
+
+
+def outcome(operation: Callable[[RunStore], Any], store: RunStore) -> Any:
+    """What an operation returned, or the error it raised as (type, code, message)."""
+    try:
+        return ("returned", operation(store))
+    except Exception as exc:  # the point is to compare whatever happens
+        return ("raised", type(exc).__name__, getattr(exc, "code", None), str(exc))
+
+
+def counters_of(store: RunStore, aws: Aws, runs: list[Run]) -> dict[Counter, dict[str, Any]]:
+    """Every counter a plan may touch for these runs, as plain values (missing fields and counters omitted)."""
+    wanted = [Counter(None, DAY)]
+    for run in runs:
+        wanted += [
+            Counter(run.tenant, DAY),
+            Counter(run.tenant, DAY, model=MODEL),
+            Counter(run.tenant, DAY, run_id=run.run_id),
+        ]
+    found: dict[Counter, dict[str, Any]] = {}
+    for counter in wanted:
+        if isinstance(store, InMemoryRunStore):
+            fields = {k: Decimal(v) for k, v in store.counters.get(counter, {}).items()}
+        else:
+            item = aws.dynamodb.get_item(TableName=TABLE, Key=counter_key(counter), ConsistentRead=True).get("Item")
+            fields = {k: Decimal(str(v)) for k, v in from_item(item).items() if k not in ("pk", "sk")} if item else {}
+        if fields:
+            found[counter] = fields
+    return found
+
+
+Setup = Callable[[RunStore, list[Run]], None]
+Operation = Callable[[RunStore, list[Run]], Any]
+
+
+def _reserve(index: int, wanted: Reservation, limits: BudgetLimits, replacing: Reservation | None = None) -> Operation:
+    def operation(store: RunStore, runs: list[Run]) -> Any:
+        run = store.get_run(runs[index].key)
+        assert run is not None
+        return ledger.reserve(store, run, wanted, limits, replacing=replacing, now=NOW)
+
+    return operation
+
+
+def _settle(index: int, step: int = 0, status: RunStatus | None = None) -> Operation:
+    def operation(store: RunStore, runs: list[Run]) -> Any:
+        run = store.get_run(runs[index].key)
+        assert run is not None
+        return ledger.settle(store, run, record(run, step, status=status), "done" if status else None)
+
+    return operation
+
+
+def _end(index: int, status: RunStatus, *, release: bool = True) -> Operation:
+    def operation(store: RunStore, runs: list[Run]) -> Any:
+        return ledger.end_run(store, runs[index].key, status, release=release, now=NOW)
+
+    return operation
+
+
+def _then(*operations: Operation) -> Setup:
+    def setup(store: RunStore, runs: list[Run]) -> None:
+        for operation in operations:
+            operation(store, runs)
+
+    return setup
+
+
+TENANT_LIMIT = BudgetLimits(tenant_daily_usd=Decimal("0.08"))
+GLOBAL_LIMIT = BudgetLimits(global_daily_usd=Decimal("0.08"))
+BOTH_LIMITS = BudgetLimits(tenant_daily_usd=Decimal("0.08"), global_daily_usd=Decimal("0.08"))
+# (name, runs, setup, operation): runs[0] is the run under test, runs[1] another run of the same tenant
+SCENARIOS: list[tuple[str, list[Run], Setup, Operation]] = [
+    ("a reservation within every budget", [new_run("r0")], _then(), _reserve(0, held(), BOTH_LIMITS)),
+    (
+        "the tenant's day is full",
+        [new_run("r0"), new_run("r1")],
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
+        _reserve(0, held(amount="0.05"), TENANT_LIMIT),
+    ),
+    (
+        "the global day is full (another tenant spent it)",
+        [new_run("r0"), new_run("r1", tenant="globex")],
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
+        _reserve(0, held(amount="0.05"), GLOBAL_LIMIT),
+    ),
+    (
+        "both days are full: the tenant's budget is named",
+        [new_run("r0"), new_run("r1")],
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
+        _reserve(0, held(amount="0.05"), BOTH_LIMITS),
+    ),
+    ("one call larger than the whole budget", [new_run("r0")], _then(), _reserve(0, held(amount="0.09"), TENANT_LIMIT)),
+    (
+        "the run's max_usd",
+        [new_run("r0", max_usd=0.02)],
+        _then(_reserve(0, held(amount="0.01"), BudgetLimits()), _settle(0)),
+        _reserve(0, held(step=1, amount="0.015"), BudgetLimits()),
+    ),
+    (
+        "a duplicate invocation shares the reservation made first",
+        [new_run("r0")],
+        _then(_reserve(0, held(amount="0.01"), BudgetLimits())),
+        _reserve(0, held(amount="0.02"), BudgetLimits()),
+    ),
+    (
+        "a move to a fallback, applied twice, charges the difference once",
+        [new_run("r0")],
+        _then(
+            _reserve(0, held(amount="0.05"), TENANT_LIMIT),
+            _reserve(0, held(amount="0.01", model="claude-sonnet-5-5"), TENANT_LIMIT, replacing=held(amount="0.05")),
+        ),
+        _reserve(0, held(amount="0.01", model="claude-sonnet-5-5"), TENANT_LIMIT, replacing=held(amount="0.05")),
+    ),
+    (
+        "a reservation on an ended run",
+        [new_run("r0")],
+        _then(_end(0, RunStatus.CANCELLED)),
+        _reserve(0, held(), BudgetLimits()),
+    ),
+    (
+        "a settlement against the reservation",
+        [new_run("r0")],
+        _then(_reserve(0, held(), BudgetLimits())),
+        _settle(0),
+    ),
+    (
+        "a settlement that ends the run",
+        [new_run("r0")],
+        _then(_reserve(0, held(), BudgetLimits())),
+        _settle(0, status=RunStatus.FAILED),
+    ),
+    ("a settlement saved before", [new_run("r0")], _then(_settle(0)), _settle(0)),
+    ("a settlement on a cancelled run", [new_run("r0")], _then(_end(0, RunStatus.CANCELLED)), _settle(0)),
+    (
+        "a call billed after its run was cancelled, settled late",
+        [new_run("r0")],
+        _then(_reserve(0, held(), BudgetLimits()), _end(0, RunStatus.CANCELLED, release=False)),
+        lambda store, runs: ledger.settle_late(store, runs[0].key, record(runs[0])),
+    ),
+    (
+        "the end of a run frees its reservation",
+        [new_run("r0")],
+        _then(_reserve(0, held(), BudgetLimits())),
+        _end(0, RunStatus.SUCCEEDED),
+    ),
+    ("the end of an ended run", [new_run("r0")], _then(_end(0, RunStatus.CANCELLED)), _end(0, RunStatus.SUCCEEDED)),
+    (
+        "the delayed release of a cancelled run's reservation",
+        [new_run("r0")],
+        _then(_reserve(0, held(), BudgetLimits()), _end(0, RunStatus.CANCELLED, release=False)),
+        lambda store, runs: ledger.release(store, runs[0].key, 0),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "runs", "setup", "operation"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_both_stores_apply_the_ledger_alike(
+    aws: Aws, name: str, runs: list[Run], setup: Setup, operation: Operation
+) -> None:
+    # Given the same state in DynamoDB (moto) and in memory
+    stores: list[RunStore] = [DynamoDBRunStore(TABLE, boto3.client("dynamodb")), InMemoryRunStore()]
+    results = []
+    for store in stores:
+        for run in runs:
+            store.create_run(run)
+        setup(store, runs)
+        # When the same ledger operation is applied to each
+        result = outcome(lambda s: operation(s, runs), store)
+        results.append((result, [store.get_run(run.key) for run in runs], counters_of(store, aws, runs)))
+    # Then they agree on what happened, on the runs and on every counter
+    (dynamodb, memory) = results
+    assert dynamodb[0] == memory[0], name
+    assert dynamodb[1] == memory[1], name
+    assert dynamodb[2] == memory[2], name
+
+
+def test_the_budget_refusals_name_the_budget_its_limit_and_what_is_committed(aws: Aws) -> None:
+    # The same refusal from both stores (above); here, what it says
+    store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
+    for run in (new_run("r0"), new_run("r1")):
+        store.create_run(run)
+    ledger.reserve(store, new_run("r1"), held(amount="0.05"), BudgetLimits(), now=NOW)
+    with pytest.raises(Exception) as refused:
+        ledger.reserve(store, new_run("r0"), held(amount="0.05"), TENANT_LIMIT, now=NOW)
+    assert getattr(refused.value, "code", None) == "TENANT_DAILY_BUDGET"
+    assert str(refused.value) == (
+        "tenant acme daily budget $0.08 for 2026-11-21: $0.05 spent or reserved, the next call may cost up to $0.05"
+    )
+
+
+RUN_STATES: dict[str, Callable[[Run], Run]] = {
+    "queued": lambda run: run,
+    "running, holding for step 1": lambda run: run.model_copy(
+        update={
+            "status": RunStatus.RUNNING,
+            "completed_steps": 1,
+            "reservation": held(step=1),
+            "cost_usd": Decimal("0.3"),
+        }
+    ),
+    "cancelled, still holding for step 0": lambda run: run.model_copy(
+        update={"status": RunStatus.CANCELLED, "reservation": held(step=0)}
+    ),
+}
+CONDITIONS: list[Condition] = [
+    AtStep(0),
+    AtStep(1),
+    IsActive(),
+    HasEnded(),
+    Holds(held(step=1)),
+    Holds(held(step=1, amount="0.06")),
+    Holds(held(step=0)),
+    HoldsNothing(),
+    HoldsNothingFor(0),
+    HoldsNothingFor(1),
+    CostAtMost(Decimal("0.3")),
+    CostAtMost(Decimal("0.29")),
+]
+
+
+def test_every_condition_means_the_same_in_both_stores(aws: Aws) -> None:
+    # Given runs in several states, stored in both stores
+    dynamodb, memory = DynamoDBRunStore(TABLE, boto3.client("dynamodb")), InMemoryRunStore()
+    disagreements = []
+    for number, (state, make) in enumerate(RUN_STATES.items()):
+        run = make(new_run(f"run_state_{number}"))
+        for store in (dynamodb, memory):
+            store.create_run(run)
+        for condition in CONDITIONS:
+            # When a plan guarded by just that condition (changing only updated_at) is applied to each
+            plan = Plan(run=RunChange(run.key, (condition,), updated_at=NOW))
+            accepted = [store.apply(plan) is None for store in (dynamodb, memory)]
+            # Then DynamoDB's rendering and the condition's own ``holds`` agree
+            if accepted[0] != accepted[1] or accepted[1] != condition.holds(run):
+                disagreements.append((state, condition, accepted))
+    assert disagreements == []
+    # And a run that does not exist fails every condition in both
+    missing = RunKey("acme", "run_missing")
+    for condition in CONDITIONS:
+        plan = Plan(run=RunChange(missing, (condition,), updated_at=NOW))
+        assert dynamodb.apply(plan) is plan.run and memory.apply(plan) is plan.run
