@@ -60,6 +60,7 @@ from functions.agent.models import (
     RunStatus,
     StepRecord,
     StepRef,
+    ToolError,
     ToolOutcome,
     Usage,
 )
@@ -73,6 +74,11 @@ else:
 
 RUN_SK = "RUN"
 TRANSACTION_ATTEMPTS = 4
+# Before December 2026 a run held its reservation as one JSON string attribute (beside reserved_step). Such a
+# run is still read, held and released, so a run in flight across the upgrade keeps its reservation; and the
+# JSON is still written beside the plain attributes, so functions on the previous version read new items
+# while a deploy rolls out. Conditions compare the JSON only on an item without the plain attributes.
+LEGACY_RESERVATION = "reservation"
 RESERVATION_ATTRIBUTES = (
     "reserved_step",
     "reserved_usd",
@@ -80,6 +86,7 @@ RESERVATION_ATTRIBUTES = (
     "reserved_model",
     "reserved_cheap",
     "reserved_reason",
+    LEGACY_RESERVATION,
 )
 
 
@@ -128,12 +135,15 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
         "reserved_model": reservation.model,
         "reserved_cheap": reservation.cheap,
         "reserved_reason": reservation.reason,
+        LEGACY_RESERVATION: reservation.model_dump_json(),  # for the previous version, while a deploy rolls out
     }
 
 
 def _reservation_from(v: dict[str, Any]) -> Reservation | None:
     if "reserved_step" not in v:
         return None
+    if "reserved_usd" not in v:  # written before reservations were plain attributes (see LEGACY_RESERVATION)
+        return Reservation.model_validate_json(v[LEGACY_RESERVATION])
     return Reservation(
         step=v["reserved_step"],
         amount_usd=Decimal(str(v["reserved_usd"])),
@@ -264,14 +274,22 @@ def tool_to_item(ref: StepRef, outcome: ToolOutcome) -> dict[str, Any]:
     )
 
 
+# Tool results stored before December 2026 have no error_kind; the one kind routing reads is recognised by the
+# message the registry gave such input then, so a run in flight across the upgrade still escalates.
+LEGACY_INVALID_INPUT = "invalid input for "
+
+
 def tool_from_item(item: dict[str, Any]) -> tuple[int, ToolOutcome]:
     v = from_item(item)
+    kind = v.get("error_kind")
+    if kind is None and v["is_error"] and str(v["content"]).startswith(LEGACY_INVALID_INPUT):
+        kind = ToolError.INVALID_INPUT
     return v["step"], ToolOutcome(
         tool_use_id=v["tool_use_id"],
         name=v["name"],
         content=v["content"],
         is_error=v["is_error"],
-        error_kind=v.get("error_kind"),
+        error_kind=kind,
         duration_ms=v.get("duration_ms", 0),
     )
 
@@ -316,8 +334,10 @@ def _render(condition: Condition, e: _Expression) -> str:
         case Holds(reservation=held):
             step, day, model, amount = held.identity
             return (
-                f"reserved_step = {e.value(step)} AND reserved_day = {e.value(day)} AND "
-                f"reserved_model = {e.value(model)} AND reserved_usd = {e.value(amount)}"
+                f"((reserved_step = {e.value(step)} AND reserved_day = {e.value(day)} AND "
+                f"reserved_model = {e.value(model)} AND reserved_usd = {e.value(amount)})"
+                f" OR (attribute_not_exists(reserved_usd) AND {e.name(LEGACY_RESERVATION)} = "
+                f"{e.value(held.model_dump_json())}))"
             )
         case HoldsNothing():
             return "attribute_not_exists(reserved_step)"

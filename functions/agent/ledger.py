@@ -336,6 +336,8 @@ def end_plan(
 ) -> Plan:
     """Move an active run to a terminal status. With ``release`` (no call can be in flight) the reservation it
     holds is freed too; otherwise it stays for the call to settle or for a delayed release."""
+    if not status.terminal:
+        raise ValueError(f"a run ends with a terminal status, not {status.value}")
     held = run.reservation if release else None
     conditions: list[Condition] = [IsActive()]
     if release:  # exactly the reservation read: freed once
@@ -386,6 +388,8 @@ def reserve(
             return current.reservation  # a duplicate invocation reserved (or moved) for this step first: share it
     if (current.reservation is None) != (replacing is None):  # it was released or taken meanwhile
         raise RunNotActiveError(f"{run.run_id}: the reservation for step {wanted.step} changed")
+    if run.budget.max_usd is None:  # nothing else could refuse it: the run changed and changed back meanwhile
+        raise StoreConflictError(f"run {run.key} changed while step {wanted.step} was reserving")
     max_usd = Decimal(str(run.budget.max_usd))
     raise BudgetRefusedError(
         MAX_USD,

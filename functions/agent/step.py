@@ -28,6 +28,7 @@ from functions.agent.errors import (
     RunNotActiveError,
     StepAlreadySavedError,
     StepwiseError,
+    StoreConflictError,
     UnknownModelError,
 )
 from functions.agent.ledger import BudgetLimits, estimate_prompt_tokens
@@ -271,18 +272,19 @@ class StepRunner:
         moving = held is not None and held.model != route.model
         if held is not None and not moving:
             return
+        now = self.clock.now()
         wanted = Reservation(
             step=step.ref.step,
             amount_usd=self.prices.worst_case(request.model, step.prompt_tokens, request.max_tokens),
-            day=held.day if held is not None else self._today(),
+            day=held.day if held is not None else now.date().isoformat(),
             model=route.model,
             cheap=route.cheap,
             reason=route.reason,
         )
         try:
-            held = ledger.reserve(
-                self.store, step.run, wanted, self.config.limits, replacing=held if moving else None, now=self._now()
-            )
+            replacing = held if moving else None
+            at = now.isoformat(timespec="milliseconds")
+            held = ledger.reserve(self.store, step.run, wanted, self.config.limits, replacing=replacing, now=at)
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             raise step.finish(RunStatus.BUDGET_EXCEEDED, refused, budget_percent=step.percent) from None
@@ -329,10 +331,11 @@ class StepRunner:
         try:
             ledger.settle(self.store, step.run, record, output)
         except StepAlreadySavedError:  # a concurrent duplicate won the race: use its answer
-            saved = self.store.get_step(step.ref.key, step.ref.step)
-            assert saved is not None
-            return replayed(step.ref, saved)
+            return self._saved(step)
         except RunNotActiveError:
+            current = self.store.get_run(step.ref.key)
+            if current is not None and not current.status.terminal:
+                return self._settle_moved(step, current, record, output)
             # The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
             # it, against the reservation if the run still holds it (a delayed release frees it only otherwise).
             ledger.settle_late(self.store, step.ref.key, record)
@@ -340,6 +343,23 @@ class StepRunner:
             final = current.status if current else RunStatus.CANCELLED
             return StepOutcome(step.ref, StepDecision.FINISH, status=final, error=current.error if current else None)
         return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+
+    def _settle_moved(self, step: _Step, current: Run, record: StepRecord, output: str | None) -> StepOutcome:
+        """The run is active, but its reservation changed under this invocation (a duplicate invocation of the
+        step moved it to a fallback): settle against what the run holds now, once; if that changes too, Step
+        Functions retries the step, which settles the stored answer without calling the model."""
+        try:
+            ledger.settle(self.store, current, record, output)
+        except StepAlreadySavedError:
+            return self._saved(step)
+        except RunNotActiveError as exc:
+            raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
+        return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+
+    def _saved(self, step: _Step) -> StepOutcome:
+        saved = self.store.get_step(step.ref.key, step.ref.step)
+        assert saved is not None  # the settlement failed because it exists
+        return replayed(step.ref, saved)
 
     def _remember(self, step: _Step, response: ModelResponse, outcome: StepOutcome) -> None:
         """A fresh answer goes into the response cache (when the run uses it)."""
@@ -393,9 +413,6 @@ class StepRunner:
     def _at_once(self, response: ModelResponse) -> _Answer:
         now = self.clock.now()
         return _Answer(response, now, now)
-
-    def _now(self) -> str:
-        return self.clock.now().isoformat(timespec="milliseconds")
 
     def _today(self) -> str:
         return self.clock.now().date().isoformat()

@@ -95,7 +95,8 @@ class Submitter:
         except Exception as exc:
             if idempotency_key is None:  # nobody can resume it: end it with the reason
                 reason = RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
-                end_run(self.store, run.key, RunStatus.FAILED, error=reason, now=now)
+                failed_at = self.clock.now().isoformat(timespec="milliseconds")
+                end_run(self.store, run.key, RunStatus.FAILED, error=reason, now=failed_at)
             # With a key the run stays QUEUED: retrying the request with the same key enqueues it again.
             retry = idempotency_key is not None
             raise EnqueueError(f"the run could not be queued: {exc}", retry_with_key=retry) from exc

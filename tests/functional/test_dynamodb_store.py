@@ -242,3 +242,86 @@ def test_response_cache_items_expire_and_are_tenant_scoped(aws: Aws) -> None:
     assert int(item["expires_at"]["N"]) == int(written_at.timestamp()) + 60  # DynamoDB TTL attribute
     clock.current = clock.current.replace(year=clock.current.year + 1)  # long after the TTL
     assert cache.get("acme", "k1") is None
+
+
+def test_a_run_written_with_the_old_reservation_format_keeps_its_reservation_across_the_upgrade(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    # Given a run in flight that an earlier version stored: its reservation one JSON string attribute, and the
+    # day counters holding it
+    from functions.adapters.dynamodb_store import counter_key, run_to_item
+    from functions.adapters.serde import to_item
+    from functions.agent.ledger import Counter
+    from functions.agent.models import Reservation
+
+    held = Reservation(step=0, amount_usd=Decimal("0.05"), day="2026-11-21", model="claude-haiku-4-5", reason="r")
+    item = run_to_item(make_run().model_copy(update={"status": RunStatus.RUNNING}))
+    item.update(to_item({"reserved_step": 0, "reservation": held.model_dump_json()}))
+    aws.dynamodb.put_item(TableName=TABLE, Item=item)
+    for tenant in ("acme", None):
+        aws.dynamodb.update_item(
+            TableName=TABLE,
+            Key=counter_key(Counter(tenant, "2026-11-21")),
+            UpdateExpression="ADD committed_usd :a",
+            ExpressionAttributeValues={":a": {"N": "0.05"}},
+        )
+    # When it is read and its step settles
+    run = store.get_run(KEY)
+    assert run is not None and run.reservation == held
+    ledger.settle(store, run, make_step(run, 0, "0.01"), None)
+    # Then the step was charged against that reservation, which is gone in both formats
+    after = store.get_run(KEY)
+    raw = aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}})["Item"]
+    assert after is not None and after.reservation is None and after.completed_steps == 1
+    assert "reservation" not in raw and "reserved_step" not in raw
+    assert store.committed("acme", "2026-11-21") == (Decimal("0.01"), Decimal("0.01"))  # the hold became the cost
+
+
+def test_a_legacy_reservation_moved_twice_by_duplicate_invocations_is_charged_once(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    # Given a run in flight across the upgrade (its reservation in the old JSON format, held by the counters)
+    from functions.adapters.dynamodb_store import counter_key, run_to_item
+    from functions.adapters.serde import from_item, to_item
+    from functions.agent.ledger import BudgetLimits, Counter
+    from functions.agent.models import Reservation
+
+    first = Reservation(step=0, amount_usd=Decimal("0.05"), day="2026-11-21", model="claude-haiku-4-5")
+    moved = Reservation(step=0, amount_usd=Decimal("0.20"), day="2026-11-21", model="claude-sonnet-5-5")
+    item = run_to_item(make_run().model_copy(update={"status": RunStatus.RUNNING}))
+    item.update(to_item({"reserved_step": 0, "reservation": first.model_dump_json()}))
+    aws.dynamodb.put_item(TableName=TABLE, Item=item)
+    for tenant in ("acme", None):
+        aws.dynamodb.update_item(
+            TableName=TABLE,
+            Key=counter_key(Counter(tenant, "2026-11-21")),
+            UpdateExpression="ADD committed_usd :a",
+            ExpressionAttributeValues={":a": {"N": "0.05"}},
+        )
+    stale = store.get_run(KEY)
+    assert stale is not None
+    # When two invocations that both read it move the reservation to a fallback
+    results = [ledger.reserve(store, stale, moved, BudgetLimits(), replacing=first, now=NOW) for _ in range(2)]
+    # Then the difference was charged once, and both hold the moved reservation
+    assert results == [moved, moved]
+    assert store.committed("acme", "2026-11-21") == (Decimal("0.20"), Decimal("0.20"))
+    # And the item carries it in both formats: the previous version, still running while a deploy rolls out,
+    # reads the JSON it knows
+    raw = from_item(aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}})["Item"])
+    assert Reservation.model_validate_json(raw["reservation"]) == moved and raw["reserved_model"] == "claude-sonnet-5-5"
+    # And the invocation still holding the old view cannot settle against the reservation it no longer holds
+    with pytest.raises(RunNotActiveError):
+        ledger.settle(store, stale, make_step(stale, 0, "0.01"), None)
+
+
+def test_an_invalid_input_result_stored_before_the_upgrade_is_still_recognised(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    from functions.adapters.dynamodb_store import tool_sk
+    from functions.adapters.serde import to_item
+
+    legacy = {"pk": run_pk(KEY), "sk": tool_sk(0, "t1"), "type": "tool", "step": 0, "tool_use_id": "t1"}
+    legacy |= {"name": "calculator", "content": "invalid input for calculator: expression: Field required"}
+    aws.dynamodb.put_item(TableName=TABLE, Item=to_item({**legacy, "is_error": True, "duration_ms": 1}))
+    _, _, outcome = store.load_tool_context(StepRef(KEY, 0), "t1")
+    assert outcome is not None and outcome.error_kind is ToolError.INVALID_INPUT

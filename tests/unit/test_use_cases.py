@@ -16,11 +16,13 @@ from functions.agent.errors import (
     RunNotFoundError,
     UnknownToolError,
 )
+from functions.agent.ledger import Plan, Rejected
 from functions.agent.lifecycle import failure_reason
 from functions.agent.models import (
     Budget,
     ModelRequest,
     ModelResponse,
+    Run,
     RunKey,
     RunRequest,
     RunStatus,
@@ -61,7 +63,9 @@ def step(store: InMemoryRunStore, model: ScriptedModel, run_id: str, n: int, **k
     return core.runner(store, model).run(StepRef(key_of(run_id), n), **kwargs)
 
 
-def cancel(store: InMemoryRunStore, run_id: str, workflow: RecordingWorkflow | None = None, tenant: str = TENANT):  # type: ignore[no-untyped-def]
+def cancel(
+    store: InMemoryRunStore, run_id: str, workflow: RecordingWorkflow | None = None, tenant: str = TENANT
+) -> Run:
     return core.lifecycle(store, RecordingQueue()).cancel(key_of(run_id, tenant), workflow or RecordingWorkflow())
 
 
@@ -148,7 +152,7 @@ def test_a_cancel_that_loses_the_race_with_the_end_of_the_run_is_a_conflict(stor
     run_id = submit(store, RunRequest(input="x")).run.run_id
     real_apply = store.apply
 
-    def finalize_first(plan):  # type: ignore[no-untyped-def]
+    def finalize_first(plan: Plan) -> Rejected | None:
         store.apply = real_apply  # type: ignore[method-assign]
         core.lifecycle(store).end(key_of(run_id), RunStatus.SUCCEEDED, None)  # Finalize lands between read and write
         return real_apply(plan)
@@ -403,3 +407,39 @@ def test_the_watchdog_fails_a_started_run_that_has_no_execution(store: InMemoryR
     run = store.get_run(key_of(run_id))
     assert outcome == "stuck:None" and run is not None and run.status is RunStatus.FAILED
     assert run.error is not None and "it has no execution" in run.error.message
+
+
+def test_a_step_whose_reservation_a_duplicate_moved_settles_against_what_the_run_holds_now(
+    store: InMemoryRunStore,
+) -> None:
+    # Given an invocation of step 0 whose call is in flight, and a duplicate invocation that meanwhile moved
+    # the step's reservation to a fallback model (before either settled)
+    from functions.agent import ledger
+    from functions.agent.models import Reservation
+
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    key = key_of(run_id)
+    moved = Reservation(step=0, amount_usd=Decimal("0.2"), day="2026-11-21", model="claude-sonnet-5-5")
+
+    class MovedDuringCall(ScriptedModel):
+        def create(self, request: ModelRequest) -> ModelResponse:
+            run = store.get_run(key)
+            assert run is not None and run.reservation is not None
+            ledger.reserve(store, run, moved, ledger.BudgetLimits(), replacing=run.reservation, now="t")
+            return super().create(request)
+
+    # When the first invocation's answer settles
+    outcome = step(store, MovedDuringCall(text_response("done")), run_id, 0)
+    # Then it is saved and ends the run as usual, charged against the moved reservation (nothing left held)
+    run = store.get_run(key)
+    assert outcome.status is RunStatus.SUCCEEDED and not outcome.replayed
+    assert run is not None and run.status is RunStatus.SUCCEEDED and run.output == "done"
+    assert run.reservation is None and run.completed_steps == 1
+    assert store.committed(TENANT, "2026-11-21")[0] == run.cost_usd
+
+
+def test_a_run_only_ends_with_a_terminal_status(store: InMemoryRunStore) -> None:
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    with pytest.raises(ValueError, match="terminal status, not RUNNING"):
+        core.lifecycle(store).end(key_of(run_id), RunStatus.RUNNING, None)
+    assert store.get_run(key_of(run_id)).status is RunStatus.QUEUED  # type: ignore[union-attr]
