@@ -12,6 +12,7 @@ from functions.agent import ledger
 from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
 from functions.agent.models import (
     Budget,
+    Reservation,
     Run,
     RunError,
     RunKey,
@@ -184,7 +185,6 @@ def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
 
 def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> None:
     # Given a run with every field set away from its default (a new field must be added here too)
-    from functions.agent.models import Reservation
 
     full = make_run().model_copy(
         update={
@@ -244,27 +244,34 @@ def test_response_cache_items_expire_and_are_tenant_scoped(aws: Aws) -> None:
     assert cache.get("acme", "k1") is None
 
 
-def test_a_run_written_with_the_old_reservation_format_keeps_its_reservation_across_the_upgrade(
-    store: DynamoDBRunStore, aws: Aws
-) -> None:
-    # Given a run in flight that an earlier version stored: its reservation one JSON string attribute, and the
-    # day counters holding it
+LEGACY_HELD = Reservation(step=0, amount_usd=Decimal("0.05"), day="2026-11-21", model="claude-haiku-4-5", reason="r")
+
+
+def legacy_run(aws: Aws, held: Reservation) -> None:
+    """A run in flight as an earlier version stored it: its reservation one JSON string attribute beside
+    reserved_step, and the day counters holding it."""
     from functions.adapters.dynamodb_store import counter_key, run_to_item
     from functions.adapters.serde import to_item
     from functions.agent.ledger import Counter
-    from functions.agent.models import Reservation
 
-    held = Reservation(step=0, amount_usd=Decimal("0.05"), day="2026-11-21", model="claude-haiku-4-5", reason="r")
     item = run_to_item(make_run().model_copy(update={"status": RunStatus.RUNNING}))
-    item.update(to_item({"reserved_step": 0, "reservation": held.model_dump_json()}))
+    item.update(to_item({"reserved_step": held.step, "reservation": held.model_dump_json()}))
     aws.dynamodb.put_item(TableName=TABLE, Item=item)
     for tenant in ("acme", None):
         aws.dynamodb.update_item(
             TableName=TABLE,
-            Key=counter_key(Counter(tenant, "2026-11-21")),
+            Key=counter_key(Counter(tenant, held.day)),
             UpdateExpression="ADD committed_usd :a",
-            ExpressionAttributeValues={":a": {"N": "0.05"}},
+            ExpressionAttributeValues={":a": {"N": str(held.amount_usd)}},
         )
+
+
+def test_a_run_written_with_the_old_reservation_format_keeps_its_reservation_across_the_upgrade(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    # Given a run in flight that an earlier version stored
+    held = LEGACY_HELD
+    legacy_run(aws, held)
     # When it is read and its step settles
     run = store.get_run(KEY)
     assert run is not None and run.reservation == held
@@ -281,23 +288,14 @@ def test_a_legacy_reservation_moved_twice_by_duplicate_invocations_is_charged_on
     store: DynamoDBRunStore, aws: Aws
 ) -> None:
     # Given a run in flight across the upgrade (its reservation in the old JSON format, held by the counters)
-    from functions.adapters.dynamodb_store import counter_key, run_to_item
-    from functions.adapters.serde import from_item, to_item
-    from functions.agent.ledger import BudgetLimits, Counter
-    from functions.agent.models import Reservation
+    from functions.adapters.serde import from_item
+    from functions.agent.ledger import BudgetLimits
 
-    first = Reservation(step=0, amount_usd=Decimal("0.05"), day="2026-11-21", model="claude-haiku-4-5")
-    moved = Reservation(step=0, amount_usd=Decimal("0.20"), day="2026-11-21", model="claude-sonnet-5-5")
-    item = run_to_item(make_run().model_copy(update={"status": RunStatus.RUNNING}))
-    item.update(to_item({"reserved_step": 0, "reservation": first.model_dump_json()}))
-    aws.dynamodb.put_item(TableName=TABLE, Item=item)
-    for tenant in ("acme", None):
-        aws.dynamodb.update_item(
-            TableName=TABLE,
-            Key=counter_key(Counter(tenant, "2026-11-21")),
-            UpdateExpression="ADD committed_usd :a",
-            ExpressionAttributeValues={":a": {"N": "0.05"}},
-        )
+    first, moved = (
+        LEGACY_HELD,
+        LEGACY_HELD.model_copy(update={"amount_usd": Decimal("0.20"), "model": "claude-sonnet-5-5"}),
+    )
+    legacy_run(aws, first)
     stale = store.get_run(KEY)
     assert stale is not None
     # When two invocations that both read it move the reservation to a fallback
