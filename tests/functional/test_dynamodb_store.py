@@ -185,7 +185,6 @@ def test_a_transaction_conflict_is_retried_in_place_and_the_step_is_saved(
 
 def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> None:
     # Given a run with every field set away from its default (a new field must be added here too)
-
     full = make_run().model_copy(
         update={
             "status": RunStatus.RUNNING,
