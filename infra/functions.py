@@ -34,7 +34,7 @@ from functions.handlers.observability import NAMESPACE, service_name
 class FunctionSpec:
     name: str  # the construct id, and (as stepwise-<name>) the service of its logs and metrics
     handler: str
-    settings: type[Settings]  # the model its handler validates at cold start (the handler module's SETTINGS)
+    settings: type[Settings]  # the model its handler validates on first use (the handler module's SETTINGS)
     memory_mb: int = 256
     timeout_seconds: int = 15
     # Least privilege on the table: exactly the calls its code makes (TransactWriteItems needs the

@@ -15,9 +15,10 @@ Spend counters (ADDed by the ledger's plans; days are UTC):
     pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
 
 A run's reservation is plain attributes of the run item (``reserved_step``, ``reserved_usd``,
-``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``); conditions compare the
-identifying ones. The budget rules live in functions/agent/ledger.py: this adapter renders its plans as one
-conditional transaction and decides nothing.
+``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``), and for one more release also
+the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget rules live
+in functions/agent/ledger.py: this adapter renders its plans as one conditional transaction and decides
+nothing.
 """
 
 from __future__ import annotations
@@ -74,10 +75,13 @@ else:
 
 RUN_SK = "RUN"
 TRANSACTION_ATTEMPTS = 4
-# Before December 2026 a run held its reservation as one JSON string attribute (beside reserved_step). Such a
-# run is still read, held and released, so a run in flight across the upgrade keeps its reservation; and the
-# JSON is still written beside the plain attributes, so functions on the previous version read new items
-# while a deploy rolls out. Conditions compare the JSON only on an item without the plain attributes.
+# Migration (written December 2026). Earlier versions held a run's reservation as one JSON string attribute
+# beside reserved_step, and only ever set or removed those two. This version writes the JSON too, beside the
+# plain attributes, so that while a deploy rolls out (or rolls back) either version reads what the other wrote.
+# As long as the JSON is written, it is the one attribute every version keeps current, so where it is present
+# it is what a reservation is read from and compared as (it round-trips exactly); the plain attributes decide
+# only where it is absent. The next release stops writing it, and from then on conditions compare the plain
+# attributes only (adding a field to Reservation waits for that release).
 LEGACY_RESERVATION = "reservation"
 RESERVATION_ATTRIBUTES = (
     "reserved_step",
@@ -142,7 +146,7 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
 def _reservation_from(v: dict[str, Any]) -> Reservation | None:
     if "reserved_step" not in v:
         return None
-    if "reserved_usd" not in v:  # written before reservations were plain attributes (see LEGACY_RESERVATION)
+    if LEGACY_RESERVATION in v:  # see LEGACY_RESERVATION: current in every version's writes
         return Reservation.model_validate_json(v[LEGACY_RESERVATION])
     return Reservation(
         step=v["reserved_step"],
@@ -333,11 +337,11 @@ def _render(condition: Condition, e: _Expression) -> str:
             return e.among("status", _TERMINAL)
         case Holds(reservation=held):
             step, day, model, amount = held.identity
+            legacy = e.name(LEGACY_RESERVATION)
             return (
-                f"((reserved_step = {e.value(step)} AND reserved_day = {e.value(day)} AND "
-                f"reserved_model = {e.value(model)} AND reserved_usd = {e.value(amount)})"
-                f" OR (attribute_not_exists(reserved_usd) AND {e.name(LEGACY_RESERVATION)} = "
-                f"{e.value(held.model_dump_json())}))"
+                f"({legacy} = {e.value(held.model_dump_json())} OR (attribute_not_exists({legacy}) AND "
+                f"reserved_step = {e.value(step)} AND reserved_day = {e.value(day)} AND "
+                f"reserved_model = {e.value(model)} AND reserved_usd = {e.value(amount)}))"
             )
         case HoldsNothing():
             return "attribute_not_exists(reserved_step)"
@@ -420,8 +424,10 @@ class DynamoDBRunStore(RunStore):
             items.append(
                 {"Delete": {"TableName": self.table_name, "Key": self._key(run_pk(key), pending_sk(plan.record.step))}}
             )
-            # makes the SDK's own retry of a committed settlement a no-op (tokens live 10 minutes)
-            token = hashlib.sha256(f"{key}|{plan.record.step}|{plan.record.finished_at}".encode()).hexdigest()[:36]
+            # makes the SDK's own retry of a committed settlement a no-op (tokens live 10 minutes); named by the
+            # whole transaction, so a re-planned settlement of the same record is never taken for a repeat
+            rendered = json.dumps(items, sort_keys=True, separators=(",", ":"))
+            token = hashlib.sha256(rendered.encode()).hexdigest()[:36]
         reasons = self._transact(items, token)
         if reasons is None:
             return None

@@ -15,7 +15,8 @@ Budgets (``committed_usd`` = spent + reservations in flight):
   against a limit ``L`` holds if ``committed_usd <= L - a``.
 
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
-in ``reserve_plan``, and its message in ``_refusal``.
+in ``reserve_plan``, its message in ``_refusal`` and its share in ``budget_percent`` (a counter other than
+the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ class HasEnded(Condition):
 
 @dataclass(frozen=True)
 class Holds(Condition):
-    """The run holds exactly this reservation (compared by ``Reservation.identity``)."""
+    """The run holds exactly this reservation (compared by ``Reservation.identity``). It is always given the
+    reservation as the run was read with it (during the reservation format's migration the DynamoDB adapter
+    compares the whole stored record, see LEGACY_RESERVATION there)."""
 
     reservation: Reservation
 
@@ -371,6 +374,7 @@ def reserve(
     Raises:
         BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
         RunNotActiveError: the run ended, moved on, or its reservation changed meanwhile.
+        StoreConflictError: the run changed and changed back between the write and the re-read.
     """
     plan = reserve_plan(run, wanted, limits, replacing=replacing, now=now)
     rejected = store.apply(plan)
@@ -388,9 +392,10 @@ def reserve(
             return current.reservation  # a duplicate invocation reserved (or moved) for this step first: share it
     if (current.reservation is None) != (replacing is None):  # it was released or taken meanwhile
         raise RunNotActiveError(f"{run.run_id}: the reservation for step {wanted.step} changed")
-    if run.budget.max_usd is None:  # nothing else could refuse it: the run changed and changed back meanwhile
+    max_usd = Decimal(str(run.budget.max_usd)) if run.budget.max_usd is not None else None
+    if max_usd is None or current.cost_usd <= max_usd - wanted.amount_usd:
+        # no budget refused it: the run changed and changed back meanwhile; the invoker retries
         raise StoreConflictError(f"run {run.key} changed while step {wanted.step} was reserving")
-    max_usd = Decimal(str(run.budget.max_usd))
     raise BudgetRefusedError(
         MAX_USD,
         f"run budget max_usd={usd(max_usd)}: {usd(current.cost_usd)} spent, "

@@ -336,25 +336,32 @@ class StepRunner:
             current = self.store.get_run(step.ref.key)
             if current is not None and not current.status.terminal:
                 return self._settle_moved(step, current, record, output)
-            # The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
-            # it, against the reservation if the run still holds it (a delayed release frees it only otherwise).
-            ledger.settle_late(self.store, step.ref.key, record)
-            current = self.store.get_run(step.ref.key)
-            final = current.status if current else RunStatus.CANCELLED
-            return StepOutcome(step.ref, StepDecision.FINISH, status=final, error=current.error if current else None)
+            return self._settle_ended(step, record)
         return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
 
     def _settle_moved(self, step: _Step, current: Run, record: StepRecord, output: str | None) -> StepOutcome:
         """The run is active, but its reservation changed under this invocation (a duplicate invocation of the
-        step moved it to a fallback): settle against what the run holds now, once; if that changes too, Step
-        Functions retries the step, which settles the stored answer without calling the model."""
+        step moved it to a fallback): settle against what the run holds now, once. If the run ended meanwhile
+        the call is settled late; if it changed again, Step Functions retries the step, which settles the
+        stored answer without calling the model."""
         try:
             ledger.settle(self.store, current, record, output)
         except StepAlreadySavedError:
             return self._saved(step)
         except RunNotActiveError as exc:
+            latest = self.store.get_run(step.ref.key)
+            if latest is None or latest.status.terminal:
+                return self._settle_ended(step, record)
             raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
         return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+
+    def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
+        """The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
+        it, against the reservation if the run still holds it (a delayed release frees it only otherwise)."""
+        ledger.settle_late(self.store, step.ref.key, record)
+        current = self.store.get_run(step.ref.key)
+        final = current.status if current else RunStatus.CANCELLED
+        return StepOutcome(step.ref, StepDecision.FINISH, status=final, error=current.error if current else None)
 
     def _saved(self, step: _Step) -> StepOutcome:
         saved = self.store.get_step(step.ref.key, step.ref.step)

@@ -50,7 +50,7 @@ class AgentWorkflow(Construct):
             functions["mark_failed"],
             functions["workflow_ended"],
         )
-        self.invoked = [step_fn, tool_fn, finalize_fn, mark_failed_fn]
+        self.invoked: list[lambda_.IFunction] = []  # every function a task invokes (see _invoke)
 
         mark_failed = self._invoke("MarkFailed", mark_failed_fn, {**RUN_REF, "failure.$": "$.failure"}).next(
             sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
@@ -190,8 +190,10 @@ class AgentWorkflow(Construct):
         self, name: str, fn: lambda_.IFunction, payload: dict[str, str], *, retry_conflicts: bool = True
     ) -> tasks.LambdaInvoke:
         """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter.
+        The state machine is granted invoke of the function (``grant`` acknowledges its versions' wildcard).
 
         A write that kept losing races (StoreConflictError) is retried too: every task is safe to repeat."""
+        self.invoked.append(fn)
         task = tasks.LambdaInvoke(
             self,
             name,

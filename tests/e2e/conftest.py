@@ -42,3 +42,16 @@ def wait(stack: LocalStack, run_id: str, timeout: float = 60) -> dict[str, Any]:
             return dict(run)
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} did not finish in {timeout} s: {run}")
+
+
+def execution_history(stack: LocalStack, run_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """The run's execution history once the execution has ended (a run's status is final before its
+    execution's last states, Finalize and Done, have run)."""
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run_id
+    deadline = time.monotonic() + timeout
+    while stack.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the execution of {run_id} did not end in {timeout} s")
+        time.sleep(0.05)
+    events: list[dict[str, Any]] = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return events

@@ -8,7 +8,7 @@ import pytest
 
 from stepwise.cli import main
 from stepwise.local.stack import LocalStack
-from tests.e2e.conftest import http, wait
+from tests.e2e.conftest import execution_history, http, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +37,7 @@ def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -
     }
     assert last["decision"] == "finish"
     # And the execution ran the synthesised graph: Step, Tools (Map), RunTool, Step, Finalize
-    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
-    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    events = execution_history(stack, run["run_id"])
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
     assert entered[:2] == ["Step", "Route"] and "Tools" in entered and "RunTool" in entered
     assert entered[-2:] == ["Finalize", "Done"]

@@ -11,7 +11,7 @@ from functions.adapters import wiring
 from functions.agent.models import Usage
 from functions.agent.pricing import default_price_book
 from stepwise.local.stack import LocalStack
-from tests.e2e.conftest import http, wait
+from tests.e2e.conftest import execution_history, http, wait
 from tests.fakes.anthropic_server import FakeAnthropic, error, message
 
 pytestmark = pytest.mark.e2e
@@ -110,8 +110,7 @@ def test_a_fatal_provider_error_fails_the_run_at_once_with_its_message(
     assert run["status"] == "FAILED"
     assert run["error"]["code"] == f"MODEL_{status}" and text in run["error"]["message"]
     assert len(fake_api.requests) == 1  # a fatal error is never retried
-    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
-    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    events = execution_history(stack, run["run_id"])
     assert [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e].count("Step") == 1
 
 
@@ -169,8 +168,7 @@ def test_a_retry_after_is_honoured_by_a_wait_state_not_a_retry(stack: LocalStack
     run = wait(stack, accepted["run_id"])
     # Then it succeeded after waiting in the RetryAfter Wait state: no Lambda slept, no Retry was spent
     assert run["status"] == "SUCCEEDED" and run["steps"] == 1 and len(fake_api.requests) == 2
-    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run["run_id"]
-    events = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    events = execution_history(stack, run["run_id"])
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
     assert entered[:4] == ["Step", "Route", "RetryAfter", "Step"]
     assert not [e for e in events if e["type"] == "LambdaFunctionFailed" or e["type"] == "TaskFailed"]

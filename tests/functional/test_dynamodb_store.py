@@ -322,3 +322,80 @@ def test_an_invalid_input_result_stored_before_the_upgrade_is_still_recognised(
     aws.dynamodb.put_item(TableName=TABLE, Item=to_item({**legacy, "is_error": True, "duration_ms": 1}))
     _, _, outcome = store.load_tool_context(StepRef(KEY, 0), "t1")
     assert outcome is not None and outcome.error_kind is ToolError.INVALID_INPUT
+
+
+def test_a_reservation_the_previous_version_moved_during_a_rolling_deploy_is_read_as_moved(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    # Given a reservation this version made, then moved by a function still on the previous version (it sets
+    # only reserved_step and the JSON, under the condition reservation = the JSON it read)
+    from functions.adapters.serde import to_item
+
+    store.create_run(make_run().model_copy(update={"status": RunStatus.RUNNING}))
+    run = store.get_run(KEY)
+    assert run is not None
+    ledger.reserve(store, run, LEGACY_HELD, ledger.BudgetLimits(), now=NOW)
+    moved = LEGACY_HELD.model_copy(update={"amount_usd": Decimal("0.20"), "model": "claude-sonnet-5-5"})
+    aws.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}},
+        UpdateExpression="SET reserved_step = :s, reservation = :new",
+        ConditionExpression="reservation = :old",
+        ExpressionAttributeValues=to_item(
+            {":s": 0, ":new": moved.model_dump_json(), ":old": LEGACY_HELD.model_dump_json()}
+        ),
+    )
+    # When this version reads the run and settles its step
+    current = store.get_run(KEY)
+    assert current is not None and current.reservation == moved  # not the stale plain attributes
+    ledger.settle(store, current, make_step(current, 0, "0.01"), None)
+    # Then the moved reservation was settled, and nothing else is left held
+    after = store.get_run(KEY)
+    assert after is not None and after.reservation is None and after.completed_steps == 1
+
+
+def test_a_reservation_the_previous_version_made_after_removing_one_is_read_from_its_json(
+    store: DynamoDBRunStore, aws: Aws
+) -> None:
+    # Given the plain attributes of a released reservation left behind by the previous version (it removes
+    # only reserved_step and the JSON), and a new reservation it then made for the next step
+    from functions.adapters.serde import to_item
+
+    store.create_run(make_run().model_copy(update={"status": RunStatus.RUNNING, "completed_steps": 1}))
+    orphaned = to_item({"reserved_usd": Decimal("0.05"), "reserved_day": "2026-11-20", "reserved_model": "old"})
+    nxt = LEGACY_HELD.model_copy(update={"step": 1, "amount_usd": Decimal("0.90"), "model": "claude-sonnet-5-5"})
+    aws.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}},
+        UpdateExpression="SET reserved_usd = :u, reserved_day = :d, reserved_model = :m, reserved_step = :s, "
+        "reservation = :j",
+        ExpressionAttributeValues={
+            ":u": orphaned["reserved_usd"],
+            ":d": orphaned["reserved_day"],
+            ":m": orphaned["reserved_model"],
+            **to_item({":s": 1, ":j": nxt.model_dump_json()}),
+        },
+    )
+    # Then this version reads the reservation the JSON holds, not a mix of the two
+    current = store.get_run(KEY)
+    assert current is not None and current.reservation == nxt
+
+
+def test_a_settlement_planned_again_is_sent_with_its_own_idempotency_token(store: DynamoDBRunStore) -> None:
+    # Given one step record settled under two different plans (the reservation it was read with moved)
+    run = make_run()
+    store.create_run(run)
+    tokens: list[str] = []
+    real = store.client.transact_write_items
+
+    def recording(**kwargs: object) -> object:
+        tokens.append(str(kwargs.get("ClientRequestToken")))
+        return real(**kwargs)
+
+    store.client.transact_write_items = recording  # type: ignore[method-assign]
+    record = make_step(run, 0)
+    held = run.model_copy(update={"reservation": LEGACY_HELD})
+    store.apply(ledger.settle_plan(held, record, None, require_active=True))  # refused: nothing is held
+    store.apply(ledger.settle_plan(run, record, None, require_active=True))
+    # Then DynamoDB never takes the second for a repeat of the first (same record, different transaction)
+    assert len(tokens) == 2 and tokens[0] != tokens[1]

@@ -443,3 +443,63 @@ def test_a_run_only_ends_with_a_terminal_status(store: InMemoryRunStore) -> None
     with pytest.raises(ValueError, match="terminal status, not RUNNING"):
         core.lifecycle(store).end(key_of(run_id), RunStatus.RUNNING, None)
     assert store.get_run(key_of(run_id)).status is RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_a_moved_reservation_whose_run_ends_before_the_step_settles_is_still_charged(
+    store: InMemoryRunStore,
+) -> None:
+    # Given a step whose reservation a duplicate moved during the call, and a cancel that lands just before the
+    # step settles against the moved reservation
+    from functions.agent import ledger
+    from functions.agent.models import Reservation
+
+    run_id = submit(store, RunRequest(input="x")).run.run_id
+    key = key_of(run_id)
+    moved = Reservation(step=0, amount_usd=Decimal("0.2"), day="2026-11-21", model="claude-sonnet-5-5")
+    real_apply, settlements = store.apply, []
+
+    def cancel_before_the_second_settlement(plan: Plan) -> Rejected | None:
+        if plan.record is not None:
+            settlements.append(plan)
+            if len(settlements) == 2:  # the re-planned settlement against the moved reservation
+                ledger.end_run(store, key, RunStatus.CANCELLED, release=False, now="t")
+        return real_apply(plan)
+
+    class MovedDuringCall(ScriptedModel):
+        def create(self, request: ModelRequest) -> ModelResponse:
+            run = store.get_run(key)
+            assert run is not None and run.reservation is not None
+            ledger.reserve(store, run, moved, ledger.BudgetLimits(), replacing=run.reservation, now="t")
+            return super().create(request)
+
+    store.apply = cancel_before_the_second_settlement  # type: ignore[method-assign]
+    outcome = step(
+        store, MovedDuringCall(text_response("late", usage=Usage(input_tokens=70, output_tokens=7))), run_id, 0
+    )
+    # Then the billed call is recorded and charged against the reservation the run still holds, and the run stays
+    # cancelled
+    run = store.get_run(key)
+    assert outcome.status is RunStatus.CANCELLED
+    assert run is not None and run.status is RunStatus.CANCELLED and run.completed_steps == 1
+    assert run.cost_usd == PRICES.cost("claude-haiku-4-5", Usage(input_tokens=70, output_tokens=7))
+    assert run.reservation is None and store.committed(TENANT, "2026-11-21")[0] == run.cost_usd
+
+
+def test_a_reservation_refused_by_a_change_that_reverted_is_retried_not_a_budget_refusal(
+    store: InMemoryRunStore,
+) -> None:
+    # Given a run with room in its max_usd, and a store that refuses the reservation once although nothing is
+    # different when the run is read again (it changed and changed back)
+    from functions.agent import ledger
+    from functions.agent.errors import StoreConflictError
+    from functions.agent.models import Reservation
+
+    run = submit(store, RunRequest(input="x", budget=Budget(max_usd=5))).run
+    real_apply = store.apply
+    store.apply = lambda plan: plan.run  # type: ignore[method-assign]
+    wanted = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5")
+    # Then it is a conflict for the invoker to retry, not MAX_USD
+    with pytest.raises(StoreConflictError):
+        ledger.reserve(store, run, wanted, ledger.BudgetLimits(), now="t")
+    store.apply = real_apply  # type: ignore[method-assign]
+    assert ledger.reserve(store, run, wanted, ledger.BudgetLimits(), now="t") == wanted
