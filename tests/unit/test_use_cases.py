@@ -22,6 +22,7 @@ from functions.agent.models import (
     Budget,
     ModelRequest,
     ModelResponse,
+    Reservation,
     Run,
     RunKey,
     RunRequest,
@@ -409,27 +410,35 @@ def test_the_watchdog_fails_a_started_run_that_has_no_execution(store: InMemoryR
     assert run.error is not None and "it has no execution" in run.error.message
 
 
+class MovesTheReservation(ScriptedModel):
+    """While answering, a duplicate invocation of the step moves its reservation to a fallback model."""
+
+    MOVED = Reservation(step=0, amount_usd=Decimal("0.2"), day="2026-11-21", model="claude-sonnet-5-5")
+
+    def __init__(self, store: InMemoryRunStore, key: RunKey, *script: ModelResponse) -> None:
+        super().__init__(*script)
+        self.store, self.key = store, key
+
+    def create(self, request: ModelRequest) -> ModelResponse:
+        from functions.agent import ledger
+
+        run = self.store.get_run(self.key)
+        assert run is not None and run.reservation is not None
+        ledger.reserve(self.store, run, self.MOVED, ledger.BudgetLimits(), replacing=run.reservation, now="t")
+        return super().create(request)
+
+
 def test_a_step_whose_reservation_a_duplicate_moved_settles_against_what_the_run_holds_now(
     store: InMemoryRunStore,
 ) -> None:
     # Given an invocation of step 0 whose call is in flight, and a duplicate invocation that meanwhile moved
     # the step's reservation to a fallback model (before either settled)
-    from functions.agent import ledger
-    from functions.agent.models import Reservation
 
     run_id = submit(store, RunRequest(input="x")).run.run_id
     key = key_of(run_id)
-    moved = Reservation(step=0, amount_usd=Decimal("0.2"), day="2026-11-21", model="claude-sonnet-5-5")
-
-    class MovedDuringCall(ScriptedModel):
-        def create(self, request: ModelRequest) -> ModelResponse:
-            run = store.get_run(key)
-            assert run is not None and run.reservation is not None
-            ledger.reserve(store, run, moved, ledger.BudgetLimits(), replacing=run.reservation, now="t")
-            return super().create(request)
 
     # When the first invocation's answer settles
-    outcome = step(store, MovedDuringCall(text_response("done")), run_id, 0)
+    outcome = step(store, MovesTheReservation(store, key, text_response("done")), run_id, 0)
     # Then it is saved and ends the run as usual, charged against the moved reservation (nothing left held)
     run = store.get_run(key)
     assert outcome.status is RunStatus.SUCCEEDED and not outcome.replayed
@@ -451,11 +460,9 @@ def test_a_moved_reservation_whose_run_ends_before_the_step_settles_is_still_cha
     # Given a step whose reservation a duplicate moved during the call, and a cancel that lands just before the
     # step settles against the moved reservation
     from functions.agent import ledger
-    from functions.agent.models import Reservation
 
     run_id = submit(store, RunRequest(input="x")).run.run_id
     key = key_of(run_id)
-    moved = Reservation(step=0, amount_usd=Decimal("0.2"), day="2026-11-21", model="claude-sonnet-5-5")
     real_apply, settlements = store.apply, []
 
     def cancel_before_the_second_settlement(plan: Plan) -> Rejected | None:
@@ -465,16 +472,12 @@ def test_a_moved_reservation_whose_run_ends_before_the_step_settles_is_still_cha
                 ledger.end_run(store, key, RunStatus.CANCELLED, release=False, now="t")
         return real_apply(plan)
 
-    class MovedDuringCall(ScriptedModel):
-        def create(self, request: ModelRequest) -> ModelResponse:
-            run = store.get_run(key)
-            assert run is not None and run.reservation is not None
-            ledger.reserve(store, run, moved, ledger.BudgetLimits(), replacing=run.reservation, now="t")
-            return super().create(request)
-
     store.apply = cancel_before_the_second_settlement  # type: ignore[method-assign]
     outcome = step(
-        store, MovedDuringCall(text_response("late", usage=Usage(input_tokens=70, output_tokens=7))), run_id, 0
+        store,
+        MovesTheReservation(store, key, text_response("late", usage=Usage(input_tokens=70, output_tokens=7))),
+        run_id,
+        0,
     )
     # Then the billed call is recorded and charged against the reservation the run still holds, and the run stays
     # cancelled
