@@ -35,7 +35,6 @@ from botocore.exceptions import ClientError
 from functions.adapters.serde import from_item, to_item
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
 from functions.agent.ledger import (
-    USAGE_FIELDS,
     AtStep,
     CommittedAtMost,
     Condition,
@@ -74,6 +73,7 @@ else:
     DynamoDBClient = Any
 
 RUN_SK = "RUN"
+USAGE_FIELDS = tuple(Usage.model_fields)
 TRANSACTION_ATTEMPTS = 4
 # Migration (written December 2026). Earlier versions held a run's reservation as one JSON string attribute
 # beside reserved_step, and only ever set or removed those two. This version writes the JSON too, beside the
@@ -424,10 +424,12 @@ class DynamoDBRunStore(RunStore):
             items.append(
                 {"Delete": {"TableName": self.table_name, "Key": self._key(run_pk(key), pending_sk(plan.record.step))}}
             )
-            # makes the SDK's own retry of a committed settlement a no-op (tokens live 10 minutes); named by the
-            # whole transaction, so a re-planned settlement of the same record is never taken for a repeat
-            rendered = json.dumps(items, sort_keys=True, separators=(",", ":"))
-            token = hashlib.sha256(rendered.encode()).hexdigest()[:36]
+            # makes the SDK's own retry of a committed settlement a no-op (tokens live 10 minutes): named by the
+            # record and by everything else the transaction writes, so a re-planned settlement of the same
+            # record is never taken for a repeat (the record itself, the large part, is named by its step)
+            rest = json.dumps(items[1:], sort_keys=True, separators=(",", ":"))
+            named = f"{key}|{plan.record.step}|{plan.record.finished_at}|{rest}"
+            token = hashlib.sha256(named.encode()).hexdigest()[:36]
         reasons = self._transact(items, token)
         if reasons is None:
             return None
@@ -469,13 +471,10 @@ class DynamoDBRunStore(RunStore):
             f"{e.name(name)} {e.value(Decimal(delta))}" for name, delta in change.add.items()
         )
         condition = _committed_at_most(change.limit, e) if change.limit else None
-        counter = change.counter
-        return self._update(
-            spend_pk(counter.tenant), day_sk(counter.day, counter.model, counter.run_id), expression, e, condition
-        )
+        return self._update(*_address(change.counter), expression, e, condition)
 
     def committed(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
-        keys = [self._key(spend_pk(t), day_sk(day)) for t in (tenant, None)]
+        keys = [self._key(*_address(Counter(t, day))) for t in (tenant, None)]
         found = {
             item["pk"]["S"]: Decimal(item.get("committed_usd", {"N": "0"})["N"])
             for item in self.client.batch_get_item(
@@ -622,6 +621,11 @@ def _committed_at_most(limit: CommittedAtMost, e: _Expression) -> str:
     return f"attribute_not_exists({e.name('committed_usd')}) OR {at_most}" if limit.headroom >= 0 else at_most
 
 
+def _address(counter: Counter) -> tuple[str, str]:
+    return spend_pk(counter.tenant), day_sk(counter.day, counter.model, counter.run_id)
+
+
 def counter_key(counter: Counter) -> dict[str, Any]:
     """The item key of a spend counter (for tests and tools that read counters directly)."""
-    return to_item({"pk": spend_pk(counter.tenant), "sk": day_sk(counter.day, counter.model, counter.run_id)})
+    pk, sk = _address(counter)
+    return to_item({"pk": pk, "sk": sk})

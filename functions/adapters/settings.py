@@ -23,7 +23,7 @@ LOCAL_ONLY: JsonDict = {"local_only": True}  # json_schema_extra of a setting a 
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # a function builds only the model it validates
 
     table_name: str = Field(alias="STEPWISE_TABLE", min_length=1)
 

@@ -49,7 +49,6 @@ GLOBAL_DAILY_BUDGET = "GLOBAL_DAILY_BUDGET"
 BYTES_PER_TOKEN_ESTIMATE = 3
 TOOL_USE_OVERHEAD_TOKENS = 500  # the tool-use system prompt the API adds when tools are given (a few hundred)
 PER_MESSAGE_OVERHEAD_TOKENS = 10
-USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 class BudgetLimits(BaseModel):
@@ -334,9 +333,7 @@ def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
     return CounterChange(Counter(run.tenant, held.day), freed), CounterChange(Counter(None, held.day), freed)
 
 
-def end_plan(
-    run: Run, status: RunStatus, *, output: str | None, error: RunError | None, release: bool, now: str
-) -> Plan:
+def end_plan(run: Run, status: RunStatus, *, error: RunError | None, release: bool, now: str) -> Plan:
     """Move an active run to a terminal status. With ``release`` (no call can be in flight) the reservation it
     holds is freed too; otherwise it stays for the call to settle or for a delayed release."""
     if not status.terminal:
@@ -345,9 +342,7 @@ def end_plan(
     conditions: list[Condition] = [IsActive()]
     if release:  # exactly the reservation read: freed once
         conditions.append(Holds(held) if held else HoldsNothing())
-    change = RunChange(
-        run.key, tuple(conditions), status=status, output=output, error=error, release=held is not None, updated_at=now
-    )
+    change = RunChange(run.key, tuple(conditions), status=status, error=error, release=held is not None, updated_at=now)
     return Plan(run=change, counters=_freed(run, held) if held else ())
 
 
@@ -383,7 +378,7 @@ def reserve(
     if isinstance(rejected, CounterChange):
         tenant_committed, global_committed = store.committed(run.tenant, wanted.day)
         committed = tenant_committed if rejected.counter.tenant is not None else global_committed
-        raise _refusal(rejected, run.tenant, limits, committed, amount=rejected.add["committed_usd"])
+        raise _refusal(rejected, run.tenant, limits, committed)
     current = store.get_run(run.key)
     if current is None or current.status.terminal or current.completed_steps != wanted.step:
         raise RunNotActiveError(run.run_id)
@@ -403,11 +398,9 @@ def reserve(
     )
 
 
-def _refusal(
-    rejected: CounterChange, tenant: str, limits: BudgetLimits, committed: Decimal, *, amount: Decimal | int
-) -> BudgetRefusedError:
-    day = rejected.counter.day
-    tail = f"{usd(committed)} spent or reserved, the next call may cost up to {usd(Decimal(amount))}"
+def _refusal(rejected: CounterChange, tenant: str, limits: BudgetLimits, committed: Decimal) -> BudgetRefusedError:
+    day, amount = rejected.counter.day, Decimal(rejected.add["committed_usd"])
+    tail = f"{usd(committed)} spent or reserved, the next call may cost up to {usd(amount)}"
     if rejected.budget == TENANT_DAILY_BUDGET:
         limit = usd(limits.tenant_daily_usd or Decimal(0))
         return BudgetRefusedError(TENANT_DAILY_BUDGET, f"tenant {tenant} daily budget {limit} for {day}: {tail}")
@@ -453,7 +446,6 @@ def end_run(
     status: RunStatus,
     *,
     now: str,
-    output: str | None = None,
     error: RunError | None = None,
     release: bool = True,
 ) -> bool:
@@ -466,7 +458,7 @@ def end_run(
     run = store.get_run(key)
     if run is None or run.status.terminal:
         return False
-    if store.apply(end_plan(run, status, output=output, error=error, release=release, now=now)) is None:
+    if store.apply(end_plan(run, status, error=error, release=release, now=now)) is None:
         return True
     current = store.get_run(key)
     if current is None or current.status.terminal:

@@ -165,7 +165,8 @@ class _Step:
 
 
 class StepRunner:
-    """Takes steps of runs. Built once per container from its ports and a config."""
+    """Takes steps of runs, from its ports and a config (wiring assembles it per invocation from adapters
+    built once per container)."""
 
     def __init__(
         self,
@@ -325,35 +326,29 @@ class StepRunner:
         return _Answer(response, started, finished)
 
     def _settle(self, step: _Step, answer: _Answer) -> StepOutcome:
-        """Decide what the answer means for the run, then save the step and settle its cost."""
+        """Decide what the answer means for the run, then save the step and settle its cost.
+
+        If the run is still active but its reservation changed under this invocation (a duplicate invocation
+        of the step moved it to a fallback), the step settles against what the run holds now, once; if it
+        changes again, Step Functions retries the step, which settles the stored answer without a call."""
         record = self._record(step, answer)
         output = answer.response.text() if record.status is RunStatus.SUCCEEDED else None
-        try:
-            ledger.settle(self.store, step.run, record, output)
-        except StepAlreadySavedError:  # a concurrent duplicate won the race: use its answer
-            return self._saved(step)
-        except RunNotActiveError:
-            current = self.store.get_run(step.ref.key)
-            if current is not None and not current.status.terminal:
-                return self._settle_moved(step, current, record, output)
-            return self._settle_ended(step, record)
-        return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
-
-    def _settle_moved(self, step: _Step, current: Run, record: StepRecord, output: str | None) -> StepOutcome:
-        """The run is active, but its reservation changed under this invocation (a duplicate invocation of the
-        step moved it to a fallback): settle against what the run holds now, once. If the run ended meanwhile
-        the call is settled late; if it changed again, Step Functions retries the step, which settles the
-        stored answer without calling the model."""
-        try:
-            ledger.settle(self.store, current, record, output)
-        except StepAlreadySavedError:
-            return self._saved(step)
-        except RunNotActiveError as exc:
-            latest = self.store.get_run(step.ref.key)
-            if latest is None or latest.status.terminal:
-                return self._settle_ended(step, record)
-            raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
-        return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+        run = step.run
+        for replanned in (False, True):
+            try:
+                ledger.settle(self.store, run, record, output)
+            except StepAlreadySavedError:  # a concurrent duplicate won the race: use its answer
+                return self._saved(step)
+            except RunNotActiveError as exc:
+                current = self.store.get_run(step.ref.key)
+                if current is None or current.status.terminal:
+                    return self._settle_ended(step, record)
+                if replanned:
+                    raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
+                run = current
+                continue
+            return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
         """The run ended (cancelled, timed out) while the model answered. The provider billed the call: account

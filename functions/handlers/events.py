@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from functions.agent.models import RunError, RunKey, RunStatus, StepRef
 
@@ -40,13 +40,6 @@ class ToolEvent(StepEvent):
 class FinalizeEvent(RunRef):
     status: RunStatus
     error: RunError | None = None
-
-    @field_validator("status")
-    @classmethod
-    def _terminal(cls, status: RunStatus) -> RunStatus:
-        if not status.terminal:
-            raise ValueError(f"a run is finalised with a terminal status, not {status.value}")
-        return status
 
 
 class Failure(BaseModel):
