@@ -84,7 +84,11 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             name="api",
             handler="functions.handlers.api.handler",
             settings=ApiSettings,
-            table_actions=("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+            # BatchGetItem: listing sessions; DeleteItem: deleting one (its items)
+            table_actions=(
+                "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem",
+                "dynamodb:BatchGetItem", "dynamodb:DeleteItem",
+            ),
             execution_actions=("states:StopExecution",),
         ),
         FunctionSpec(

@@ -47,9 +47,9 @@ class SqsRunQueue:
         self._send(key, self.release_delay_seconds, release_step=step)
 
 
-def execution_arn(state_machine_arn: str, run_id: str) -> str:
-    """Executions are named by run id, so their ARN is derived, never stored."""
-    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + run_id
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """Executions are named by run id (and turn), so their ARN is derived, never stored."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
 
 
 class StepFunctionsWorkflow:
@@ -57,33 +57,27 @@ class StepFunctionsWorkflow:
         self.state_machine_arn = state_machine_arn
         self.client = client
 
-    def start(self, key: RunKey) -> bool:
+    def start(self, key: RunKey, *, name: str, state: dict[str, Any]) -> bool:
         try:
-            self.client.start_execution(
-                stateMachineArn=self.state_machine_arn,
-                name=key.run_id,
-                input=json.dumps({"tenant": key.tenant, "run_id": key.run_id, "step": 0, "waits": 0}),
-            )
+            self.client.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(state))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return False
             raise
         return True
 
-    def status(self, key: RunKey) -> str | None:
+    def status(self, name: str) -> str | None:
         try:
-            described = self.client.describe_execution(executionArn=execution_arn(self.state_machine_arn, key.run_id))
+            described = self.client.describe_execution(executionArn=execution_arn(self.state_machine_arn, name))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
                 return None
             raise
         return str(described["status"])
 
-    def stop(self, key: RunKey, reason: str) -> None:
+    def stop(self, name: str, reason: str) -> None:
         try:
-            self.client.stop_execution(
-                executionArn=execution_arn(self.state_machine_arn, key.run_id), cause=reason[:32_000]
-            )
+            self.client.stop_execution(executionArn=execution_arn(self.state_machine_arn, name), cause=reason[:32_000])
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "ValidationException"):
                 raise

@@ -6,6 +6,7 @@ Keys (every partition is tenant-scoped; a run's items share one partition so one
                                    sk = "STEP#{step:05d}"              one model call
                                    sk = "PENDING#{step:05d}"           an answer stored before its step settled
                                    sk = "TOOL#{step:05d}#{tool_use_id}" one tool result
+                                   sk = "EVENT#{event_id}"             an event a session's client sent
 
 Spend counters (ADDed by the ledger's plans; days are UTC):
 
@@ -52,6 +53,7 @@ from functions.agent.ledger import (
 )
 from functions.agent.models import (
     TERMINAL_STATUSES,
+    AgentConfig,
     ModelResponse,
     Reservation,
     Run,
@@ -62,7 +64,9 @@ from functions.agent.models import (
     StepRef,
     ToolError,
     ToolOutcome,
+    Turn,
     Usage,
+    UserEvent,
 )
 from functions.agent.ports import RunHistory, RunStore
 from functions.agent.spend import SpendRow
@@ -182,6 +186,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "response_cache": run.cache_responses,
             "fallbacks": _json(run.fallbacks),
             **(_reservation_values(run.reservation) if run.reservation else {}),
+            **(_session_values(run) if run.session is not None else {}),
             "created_at": run.created_at,
             "updated_at": run.updated_at,
         }
@@ -209,9 +214,31 @@ def run_from_item(item: dict[str, Any]) -> Run:
         cache_responses=v.get("response_cache"),
         fallbacks=json.loads(v["fallbacks"]) if v.get("fallbacks") else None,
         reservation=_reservation_from(v),
+        agent=AgentConfig.model_validate_json(v["agent"]) if v.get("agent") else None,
+        session=json.loads(v["session"]) if v.get("session") else None,
+        turns=[Turn.model_validate(turn) for turn in json.loads(v.get("turns") or "[]")],
         created_at=v["created_at"],
         updated_at=v["updated_at"],
     )
+
+
+def _session_values(run: Run) -> dict[str, Any]:
+    """A session's own attributes: ``session_rev`` counts its writes (sessions.py conditions on it)."""
+    assert run.session is not None
+    return {
+        "agent": run.agent.model_dump_json() if run.agent else None,
+        "session": _json(run.session),
+        "session_rev": run.session.get("rev", 0),
+        "turns": _json([turn.model_dump(mode="json", exclude_defaults=True) for turn in run.turns]),
+    }
+
+
+def event_sk(event_id: str) -> str:
+    return f"EVENT#{event_id}"
+
+
+def event_to_item(key: RunKey, event: UserEvent) -> dict[str, Any]:
+    return to_item({"pk": run_pk(key), "sk": event_sk(event.id), "type": "event", "event": event.model_dump_json()})
 
 
 def step_to_item(key: RunKey, record: StepRecord) -> dict[str, Any]:
@@ -382,6 +409,7 @@ class DynamoDBRunStore(RunStore):
         steps: list[StepRecord] = []
         tools: dict[tuple[int, str], ToolOutcome] = {}
         pending: dict[int, ModelResponse] = {}
+        events: list[UserEvent] = []
         for item in self._query(run_pk(key)):
             kind = item["type"]["S"]
             if kind == "run":
@@ -391,11 +419,13 @@ class DynamoDBRunStore(RunStore):
             elif kind == "tool":
                 step, outcome = tool_from_item(item)
                 tools[(step, outcome.tool_use_id)] = outcome
+            elif kind == "event":
+                events.append(UserEvent.model_validate_json(item["event"]["S"]))
             elif kind == "pending":
                 pending[int(item["step"]["N"])] = ModelResponse.model_validate_json(item["response"]["S"])
         if run is None:
             raise RunNotFoundError(key.run_id)
-        return RunHistory(run=run, steps=steps, tool_results=tools, pending=pending)
+        return RunHistory(run=run, steps=steps, tool_results=tools, pending=pending, user_events=events)
 
     # ------------------------------------------------------------------------------------------- the ledger
 

@@ -1,7 +1,8 @@
 """OFFLINE STUB MODEL: answers without any API call when no ANTHROPIC_API_KEY is set (local stack only).
 
 It is not a language model. It recognises arithmetic and questions about the time, asks for the
-``calculator`` / ``current_time`` tools like a real model would, then answers from their results, so the
+``calculator`` / ``current_time`` tools like a real model would (and for any other tool whose name the message
+contains, with ``{"query": <the message>}``), then answers from their results, so the
 whole workflow (steps, tool Map, persistence, accounting) can be exercised anywhere. Its token counts are
 estimates (characters / 4), flagged by the provider name ``offline-stub`` on every step it serves.
 """
@@ -58,7 +59,7 @@ class OfflineStubModel:
                     {
                         "type": "text",
                         "text": f"{STUB_LABEL} No ANTHROPIC_API_KEY is set, so no model was called. This stub only "
-                        "handles arithmetic (calculator) and the time (current_time). "
+                        "handles arithmetic (calculator), the time (current_time) and tools named in the message. "
                         "Set ANTHROPIC_API_KEY for real answers.",
                     }
                 ]
@@ -79,6 +80,9 @@ class OfflineStubModel:
         if "current_time" in tools and re.search(r"\b(time|date|today|now)\b", text, re.IGNORECASE):
             zone = _ZONE.search(text)
             calls.append({"name": "current_time", "input": {"timezone": zone.group(1) if zone else "UTC"}})
+        for name in sorted(tools - {"calculator", "current_time"}):  # a session's custom tool, named in the text
+            if re.search(rf"\b{re.escape(name)}\b", text):
+                calls.append({"name": name, "input": {"query": text[:200]}})
         if not calls:
             return []
         intro = {"type": "text", "text": f"{STUB_LABEL} I will use {', '.join(c['name'] for c in calls)}."}

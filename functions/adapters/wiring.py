@@ -7,6 +7,7 @@ set the environment first; ``reset`` forgets everything built.
 
 from __future__ import annotations
 
+import time
 import uuid
 from functools import cache, lru_cache
 from typing import Any
@@ -18,6 +19,7 @@ from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
+from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import (
     ApiSettings,
@@ -33,6 +35,7 @@ from functions.adapters.settings import (
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
+from functions.agent.agents import Agents
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
@@ -40,6 +43,7 @@ from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.ports import ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
+from functions.agent.sessions import Sessions
 from functions.agent.step import StepConfig, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
 from functions.tools import ToolRegistry, builtin_registry
@@ -117,6 +121,19 @@ def breaker(settings: CircuitSettings) -> Breaker:
 
 def new_run_id() -> str:
     return "run_" + uuid.uuid4().hex[:26]
+
+
+def _time_ordered(prefix: str) -> str:
+    """A prefix, 12 hex digits of milliseconds, 14 random: ids sort by creation time."""
+    return f"{prefix}{int(time.time() * 1000):012x}{uuid.uuid4().hex[:14]}"
+
+
+def new_agent_id() -> str:
+    return _time_ordered("agent_")
+
+
+def new_session_id() -> str:
+    return _time_ordered("sesn_")
 
 
 def model(settings: ModelSettings) -> ModelClient:
@@ -205,6 +222,37 @@ def step_runner(settings: StepSettings) -> StepRunner:
 
 
 @cache
+def session_store(settings: Settings) -> DynamoDBSessionStore:
+    return DynamoDBSessionStore(settings.table_name, aws_client("dynamodb"))
+
+
+@cache
+def agents(settings: ApiSettings) -> Agents:
+    return Agents(
+        store=session_store(settings),
+        clock=CLOCK,
+        new_id=new_agent_id,
+        builtins=registry().names,
+        check_model=submitter(settings).check_model,
+    )
+
+
+@cache
+def sessions(settings: ApiSettings) -> Sessions:
+    return Sessions(
+        store=store(settings),
+        sessions=session_store(settings),
+        agents=agents(settings),
+        queue=queue(settings),
+        workflow=workflow(settings),
+        lifecycle=lifecycle_with_queue(settings),
+        clock=CLOCK,
+        new_id=new_session_id,
+        builtins=registry().names,
+    )
+
+
+@cache
 def lifecycle(settings: Settings) -> Lifecycle:
     """Ends runs with no call in flight (Finalize, MarkFailed): releases what they hold at once."""
     return Lifecycle(store=store(settings), clock=CLOCK)
@@ -241,6 +289,9 @@ def reset() -> None:
         _anthropic,
         _providers,
         submitter,
+        session_store,
+        agents,
+        sessions,
         lifecycle,
         lifecycle_with_queue,
         intake,

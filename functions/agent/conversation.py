@@ -15,20 +15,41 @@ DEFAULT_SYSTEM_PROMPT = (
 NO_RESULT = "no result was recorded for this tool call"
 
 
+def user_inputs(history: RunHistory) -> dict[int, list[dict[str, Any]]]:
+    """What the user said before each step: a session's messages at the first step of the turn they started
+    (two turns may start at one step, when the first took none), a /runs run's input before step 0."""
+    run = history.run
+    if not run.turns:
+        return {0: [{"type": "text", "text": run.input}]}
+    firsts = {number: turn.first_step for number, turn in enumerate(run.turns, start=1)}
+    inputs: dict[int, list[dict[str, Any]]] = {}
+    for event in history.user_events:
+        if event.type == "user.message" and event.turn in firsts:
+            inputs.setdefault(firsts[event.turn], []).extend(event.body["content"])
+    return inputs
+
+
 def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
-    """The Messages API conversation: the run's input, then each kept step's turn and its tool results."""
-    messages: list[dict[str, Any]] = [{"role": "user", "content": history.run.input}]
+    """The Messages API conversation: what the user said, then each kept step's turn and its tool results."""
+    inputs = user_inputs(history)
+    messages: list[dict[str, Any]] = []
+    user: list[dict[str, Any]] = []  # the next user message's blocks: tool results first, then what was said
+
+    def flush() -> None:
+        if user:
+            alone = len(user) == 1 and user[0]["type"] == "text" and not history.run.turns
+            messages.append({"role": "user", "content": user[0]["text"] if alone else list(user)})
+            user.clear()
+
     for record in history.steps:
+        user.extend(inputs.get(record.step, []))
         if record.superseded:  # recorded and charged, but redone by another model
             continue
+        flush()
         messages.append({"role": "assistant", "content": record.content})
-        calls = record.tool_calls()
-        if not calls:
-            continue
-        results = []
-        for call in calls:
+        for call in record.tool_calls():
             outcome = history.tool_results.get((record.step, call.id))
-            results.append(
+            user.append(
                 {
                     "type": "tool_result",
                     "tool_use_id": call.id,
@@ -36,7 +57,8 @@ def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
                     "is_error": outcome.is_error if outcome else True,
                 }
             )
-        messages.append({"role": "user", "content": results})
+    user.extend(inputs.get(len(history.steps), []))
+    flush()
     return messages
 
 
@@ -45,11 +67,12 @@ def model_request(
 ) -> ModelRequest:
     """The next call of the run on ``model``, with prompt-cache breakpoints placed (see caching.py)."""
     run = history.run
+    agent = run.agent
     request = ModelRequest(
         model=model,
-        system=system,
+        system=system if agent is None else agent.system,  # a session's agent has its own (or none)
         messages=build_conversation(history),
-        tools=toolbox.schemas(run.tools),
+        tools=toolbox.schemas(run.tools) + ([tool.definition() for tool in agent.custom_tools] if agent else []),
         max_tokens=run.max_tokens_per_call,
     )
     return place_cache_breakpoints(request, ttl=cache_ttl) if cache_ttl is not None else request

@@ -31,8 +31,16 @@ class EnqueueError(StepwiseError):
         self.retry_with_key = retry_with_key
 
 
-class RunConflictError(StepwiseError):
+class ConflictError(StepwiseError):
+    """The resource is not in a state that allows the request (a running session, a stale agent version)."""
+
+
+class RunConflictError(ConflictError):
     """The run is not in a state that allows the operation (e.g. cancelling a finished run)."""
+
+
+class NotFoundError(StepwiseError):
+    """An agent, an agent version or a session the caller's tenant does not have."""
 
 
 # ------------------------------------------------------------------------------------------- the model

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from functions.agent import ledger
 from functions.agent.lifecycle import Lifecycle
-from functions.agent.models import RunError, RunKey, RunStatus
+from functions.agent.models import Run, RunError, RunKey, RunStatus
 from functions.agent.ports import RunQueue, RunStore, Workflow
 
 ENDED_BY_EXECUTION = {"TIMED_OUT": RunStatus.TIMED_OUT, "ABORTED": RunStatus.CANCELLED}
+
+
+def start_state(run: Run) -> dict[str, Any]:
+    """The input of the run's execution: its first step, or for a session's turn that begins with the calls a
+    person approved, those calls first (of the step that asked for them, the last one)."""
+    state: dict[str, Any] = {
+        "tenant": run.tenant, "run_id": run.run_id, "step": run.completed_steps, "waits": 0, "next": "step",
+    }  # fmt: skip
+    if run.turns:
+        state["turn"] = run.turn
+        approved = run.turns[-1].tools
+        if approved:
+            calls = [{"id": call["id"], "name": call["name"]} for call in approved]
+            state.update(next="tools", tool_calls=calls, completed_step=run.completed_steps - 1)
+    return state
 
 
 class Intake:
@@ -25,7 +42,7 @@ class Intake:
         if run.status is not RunStatus.QUEUED:
             return f"skipped:{run.status.value}"
         try:
-            started = self.workflow.start(key)
+            started = self.workflow.start(key, name=run.execution_name, state=start_state(run))
         except Exception as exc:
             if last_attempt:
                 reason = RunError(code="INTAKE_FAILED", message=f"the workflow could not be started: {exc}"[:1000])
@@ -40,7 +57,7 @@ class Intake:
         run = self.store.get_run(key)
         if run is None or run.status.terminal:
             return "ended"
-        execution = self.workflow.status(key)
+        execution = self.workflow.status(run.execution_name)
         if execution == "RUNNING":
             self.queue.schedule_watch(key)
             return "running"

@@ -75,8 +75,9 @@ def estimate_prompt_tokens(request: ModelRequest) -> int:
 def run_limit(run: Run) -> RunError | None:
     """The run's own budget, checked before every model call (a step that already reserved goes on)."""
     budget = run.budget
-    if run.completed_steps >= budget.max_steps:
-        return RunError(code=MAX_STEPS, message=f"run reached max_steps={budget.max_steps} without a final answer")
+    if run.turn_steps >= budget.max_steps:  # a session's limit is per turn
+        what = "turn" if run.turns else "run"
+        return RunError(code=MAX_STEPS, message=f"{what} reached max_steps={budget.max_steps} without a final answer")
     if budget.max_tokens is not None and run.usage.total_tokens >= budget.max_tokens:
         return RunError(
             code=MAX_TOKENS, message=f"run used {run.usage.total_tokens} tokens, budget max_tokens={budget.max_tokens}"

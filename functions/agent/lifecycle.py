@@ -14,13 +14,25 @@ class Lifecycle:
     def __init__(self, *, store: RunStore, clock: Clock, queue: RunQueue | None = None) -> None:
         self.store, self.clock, self.queue = store, clock, queue
 
-    def end(self, key: RunKey, status: RunStatus, error: RunError | None, *, call_in_flight: bool = False) -> Run:
-        """End the run with ``status`` (never overwriting an end already recorded) and return it.
+    def end(
+        self,
+        key: RunKey,
+        status: RunStatus,
+        error: RunError | None,
+        *,
+        call_in_flight: bool = False,
+        turn: int | None = None,
+    ) -> Run:
+        """End the run with ``status`` (never overwriting an end already recorded) and return it. With ``turn``
+        (an execution's end, reported late) a session that has moved on to another turn is left as it is.
 
         Without ``call_in_flight`` (Finalize, MarkFailed) no model call can be running: a reservation is
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
         once the call can no longer be running (it may still settle the reservation itself)."""
-        held = self.store.get_run(key) if call_in_flight else None
+        held = self.store.get_run(key) if call_in_flight or turn is not None else None
+        if held is not None and turn is not None and held.turn != turn:
+            return held
+        held = held if call_in_flight else None
         ledger.end_run(self.store, key, status, error=error, release=not call_in_flight, now=self._now())
         if held is not None and held.reservation is not None:
             self._queue().schedule_release(key, held.reservation.step)
@@ -39,7 +51,7 @@ class Lifecycle:
             reason = reason.model_copy(update={"message": f"{reason.message} ({done})"})
         return self.end(key, RunStatus.FAILED, reason)
 
-    def cancel(self, key: RunKey, workflow: Workflow) -> Run:
+    def cancel(self, key: RunKey, workflow: Workflow, *, reason: str = "cancelled by request") -> Run:
         """Cancel a run. A reservation it holds may cover a model call still in flight: it stays until that
         call settles it, or until the delayed release (after the call can no longer be running) frees it.
 
@@ -51,12 +63,12 @@ class Lifecycle:
             raise RunNotFoundError(key.run_id)
         if run.status.terminal:
             raise RunConflictError(f"run {key.run_id} already ended with status {run.status.value}")
-        reason = RunError(code="CANCELLED", message="cancelled by request")
-        if not ledger.end_run(self.store, key, RunStatus.CANCELLED, error=reason, release=False, now=self._now()):
+        why = RunError(code="CANCELLED", message=reason)
+        if not ledger.end_run(self.store, key, RunStatus.CANCELLED, error=why, release=False, now=self._now()):
             ended = self.store.get_run(key)
             status = ended.status.value if ended else "unknown"
             raise RunConflictError(f"run {key.run_id} already ended with status {status}")
-        workflow.stop(key, "cancelled by request")
+        workflow.stop(run.execution_name, reason)
         if run.reservation is not None:
             self._queue().schedule_release(key, run.reservation.step)
         return self._read(key)

@@ -45,6 +45,9 @@ class RunStatus(StrEnum):
     CANCELLED = "CANCELLED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     TIMED_OUT = "TIMED_OUT"
+    # A session's turn stopped for its client: a custom tool's result or a tool confirmation is awaited. Like
+    # every status above it, it ends the turn's execution; the next user event starts the next turn.
+    IDLE = "IDLE"
 
     @property
     def terminal(self) -> bool:
@@ -52,8 +55,17 @@ class RunStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_EXCEEDED, RunStatus.TIMED_OUT}
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.BUDGET_EXCEEDED,
+        RunStatus.TIMED_OUT,
+        RunStatus.IDLE,
+    }
 )
+"""Statuses no execution works under: a run's end, or the end of a session's turn (a session's run item goes
+back to QUEUED when its next turn starts; a /runs run never does)."""
 
 
 class Usage(BaseModel):
@@ -159,6 +171,40 @@ class RunError(BaseModel):
     message: str
 
 
+class CustomTool(BaseModel):
+    """A client-executed tool: the model may call it; the session's client runs it and sends the result."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+class AgentConfig(BaseModel):
+    """What the engine needs of a session's agent version (the session keeps the whole version too)."""
+
+    system: str | None = None
+    custom_tools: list[CustomTool] = Field(default_factory=list)
+    ask: list[str] = Field(default_factory=list)  # built-in tools that need a person's confirmation
+
+    def needs_client(self, name: str) -> bool:
+        """Whether a call of ``name`` waits for the session's client (its result, or a confirmation)."""
+        return name in self.ask or any(tool.name == name for tool in self.custom_tools)
+
+
+class Turn(BaseModel):
+    """One turn of a session: from the user events that started it until the session idled."""
+
+    first_step: int
+    started_at: str
+    tools: list[dict[str, Any]] = Field(default_factory=list)  # approved calls it runs first: {id, name, step}
+    ended_status: RunStatus | None = None  # set when the next turn starts (the current one's is the run's)
+    ended_error: RunError | None = None
+    ended_at: str | None = None
+
+
 class Run(BaseModel):
     run_id: str
     tenant: str
@@ -178,12 +224,35 @@ class Run(BaseModel):
     reservation: Reservation | None = None
     cache_responses: bool | None = None  # the request's "response_cache" (None: the deployment's default)
     fallbacks: list[str] | None = None
+    agent: AgentConfig | None = None  # a session's agent (None: a /runs run, with the default system prompt)
+    session: dict[str, Any] | None = None  # a session's own fields (see functions/agent/sessions.py)
+    turns: list[Turn] = Field(default_factory=list)  # a session's turns, oldest first (a /runs run has none)
     created_at: str
     updated_at: str
 
     @property
     def key(self) -> RunKey:
         return RunKey(self.tenant, self.run_id)
+
+    @property
+    def turn(self) -> int:
+        """The current turn's number (1 for the first); 0 for a session with no turn yet and for /runs runs."""
+        return len(self.turns)
+
+    @property
+    def turn_first_step(self) -> int:
+        return self.turns[-1].first_step if self.turns else 0
+
+    @property
+    def turn_steps(self) -> int:
+        """Steps taken in the current turn: what ``budget.max_steps`` limits (a /runs run has one turn)."""
+        return self.completed_steps - self.turn_first_step
+
+    @property
+    def execution_name(self) -> str:
+        """Its current execution's name: the run id, or for a session's turn the session id and turn number
+        (so a duplicate delivery of a turn starts nothing)."""
+        return f"{self.run_id}_t{self.turn}" if self.turns else self.run_id
 
     def public(self) -> dict[str, Any]:
         """The GET /runs/{id} body of the HTTP contract."""
@@ -204,6 +273,16 @@ class Run(BaseModel):
         }
 
 
+class UserEvent(BaseModel):
+    """An event a session's client sent, as stored: ``turn`` is the turn it started or belongs to."""
+
+    id: str
+    type: str
+    turn: int
+    processed_at: str
+    body: dict[str, Any]  # the event as sent (without its type)
+
+
 class ToolCall(BaseModel):
     id: str
     name: str
@@ -219,6 +298,8 @@ class ToolError(StrEnum):
     UNAVAILABLE = "unavailable"  # no such tool, or not allowed for this run
     RUN_ENDED = "run_ended"  # the run ended before the tool ran
     MISSING = "missing"  # no result was recorded for the call
+    DENIED = "denied"  # a person denied the call (always_ask)
+    CLIENT = "client"  # the session's client reported an error running its custom tool
 
 
 class ToolOutcome(BaseModel):
@@ -261,6 +342,7 @@ class StepDecision(StrEnum):
     FINISH = "finish"
     REDO = "redo"  # a policy's cheap answer was superseded: take the step again with the strong model
     WAIT = "wait"  # the provider asked to retry after a while: wait (a Wait state), then take the step again
+    ACTION = "action"  # a session's tools run, then the turn idles: some calls wait for the client
 
 
 class StepRecord(BaseModel):

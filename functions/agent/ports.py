@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.agent.circuit import Circuit
 from functions.agent.ledger import Plan, Rejected
@@ -21,8 +21,12 @@ from functions.agent.models import (
     StepRef,
     ToolCall,
     ToolOutcome,
+    UserEvent,
 )
 from functions.agent.spend import SpendRow
+
+if TYPE_CHECKING:
+    from functions.agent.agents import Agent
 
 
 class ModelClient(Protocol):
@@ -70,6 +74,7 @@ class RunHistory:
     tool_results: dict[tuple[int, str], ToolOutcome] = field(default_factory=dict)
     # model answers stored before their step was settled (a settlement that must be retried)
     pending: dict[int, ModelResponse] = field(default_factory=dict)
+    user_events: list[UserEvent] = field(default_factory=list)  # a session's, in the order they were stored
 
 
 class RunReader(ABC):
@@ -159,18 +164,76 @@ class RunQueue(Protocol):
 
 
 class Workflow(Protocol):
-    """The durable workflow that drives a run, one execution per run named by the run id."""
+    """The durable workflow that drives a run: one execution per run (or per session turn), named by
+    ``Run.execution_name``."""
 
-    def start(self, key: RunKey) -> bool:
-        """Start the execution; False if one with this name already exists (duplicate delivery)."""
+    def start(self, key: RunKey, *, name: str, state: dict[str, Any]) -> bool:
+        """Start the execution ``name`` with the input ``state``; False if one with this name already exists
+        (duplicate delivery)."""
         ...
 
-    def stop(self, key: RunKey, reason: str) -> None:
+    def stop(self, name: str, reason: str) -> None:
         """Stop the execution if it exists and is running."""
         ...
 
-    def status(self, key: RunKey) -> str | None:
+    def status(self, name: str) -> str | None:
         """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED), or None if there is none."""
+        ...
+
+
+class AgentStore(Protocol):
+    """Agent versions, tenant-scoped (functions/agent/agents.py)."""
+
+    def create_agent(self, agent: Agent) -> None: ...
+
+    def get_agent(self, tenant: str, agent_id: str, version: int | None) -> Agent | None:
+        """The version, or the current one (with its archived_at) when ``version`` is None."""
+        ...
+
+    def put_version(self, agent: Agent, *, expected: int) -> bool:
+        """Store the next version if ``expected`` is still the current one; False otherwise."""
+        ...
+
+    def archive_agent(self, agent: Agent) -> None: ...
+
+    def list_agents(
+        self, tenant: str, *, limit: int, after: str | None, include_archived: bool
+    ) -> tuple[list[Agent], str | None]:
+        """Newest first; the cursor of the next page, if there is one."""
+        ...
+
+    def list_versions(
+        self, tenant: str, agent_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[Agent], str | None]:
+        """Newest version first."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Sessions are runs with a ``session`` (their items live with the run's); these are the writes only
+    sessions make, each conditional on the session being as it was read."""
+
+    def create_session(self, run: Run, events: list[UserEvent]) -> None: ...
+
+    def save_session(
+        self, run: Run, *, read: Run, events: list[UserEvent], results: list[tuple[StepRef, ToolOutcome]]
+    ) -> bool:
+        """Replace the idle session ``read`` with ``run`` and store the events and tool results, atomically;
+        False if the session changed since it was read (nothing is written then)."""
+        ...
+
+    def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
+        """Store events of a running turn (an interrupt)."""
+        ...
+
+    def list_sessions(
+        self, tenant: str, *, limit: int, after: str | None, agent_id: str | None, include_archived: bool
+    ) -> tuple[list[Run], str | None]:
+        """Newest first; the cursor of the next page, if there is one."""
+        ...
+
+    def delete_session(self, key: RunKey) -> None:
+        """Delete the session and everything stored under it."""
         ...
 
 

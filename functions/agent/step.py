@@ -33,6 +33,7 @@ from functions.agent.errors import (
 )
 from functions.agent.ledger import BudgetLimits, estimate_prompt_tokens
 from functions.agent.models import (
+    AgentConfig,
     ModelRequest,
     ModelResponse,
     Reservation,
@@ -118,12 +119,16 @@ def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunS
     return StepDecision.FINISH, RunStatus.FAILED, unexpected
 
 
-def replayed(ref: StepRef, record: StepRecord) -> StepOutcome:
+def replayed(ref: StepRef, record: StepRecord, agent: AgentConfig | None) -> StepOutcome:
     """The outcome of a step whose record is saved (a retried or duplicated invocation)."""
-    return _outcome_of(ref, record, replayed=True)
+    return _outcome_of(ref, record, agent, replayed=True)
 
 
-def _outcome_of(ref: StepRef, record: StepRecord, *, replayed: bool) -> StepOutcome:
+def _outcome_of(ref: StepRef, record: StepRecord, agent: AgentConfig | None, *, replayed: bool) -> StepOutcome:
+    """The workflow runs the calls the deployment executes; with ACTION the turn then idles for the rest."""
+    if record.decision is StepDecision.ACTION and agent is not None:
+        calls = [call for call in record.tool_calls() if not agent.needs_client(call.name)]
+        return StepOutcome(ref, record.decision, calls, RunStatus.IDLE, replayed=replayed, record=record)
     calls = record.tool_calls() if record.decision is StepDecision.TOOLS else []
     return StepOutcome(ref, record.decision, calls, record.status, record.error, replayed=replayed, record=record)
 
@@ -215,7 +220,7 @@ class StepRunner:
         """A saved step is replayed, never called again; an ended run ends the step; so do the run's limits."""
         number, history, run = step.ref.step, step.history, step.run
         if number < len(history.steps):
-            raise _Finished(replayed(step.ref, history.steps[number]))
+            raise _Finished(replayed(step.ref, history.steps[number], run.agent))
         if run.status.terminal:
             raise step.finish(run.status, run.error)
         if number != run.completed_steps:
@@ -347,7 +352,9 @@ class StepRunner:
                     raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
                 run = current
                 continue
-            return dataclasses.replace(_outcome_of(step.ref, record, replayed=False), budget_percent=step.percent)
+            return dataclasses.replace(
+                _outcome_of(step.ref, record, run.agent, replayed=False), budget_percent=step.percent
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
@@ -361,7 +368,7 @@ class StepRunner:
     def _saved(self, step: _Step) -> StepOutcome:
         saved = self.store.get_step(step.ref.key, step.ref.step)
         assert saved is not None  # the settlement failed because it exists
-        return replayed(step.ref, saved)
+        return replayed(step.ref, saved, step.run.agent)
 
     def _remember(self, step: _Step, response: ModelResponse, outcome: StepOutcome) -> None:
         """A fresh answer goes into the response cache (when the run uses it)."""
@@ -376,12 +383,15 @@ class StepRunner:
         decision, status, error = decide(response, run.max_tokens_per_call)
         # a cheap answer is redone only if a step is left for it and the redo would use another model
         can_redo = (
-            step.ref.step + 1 < run.budget.max_steps
+            step.ref.step + 1 - run.turn_first_step < run.budget.max_steps
             and escalation(self.config.routing, run.model, step.percent) != route.model
         )
         superseded_by = supersedes(route, response, error) if can_redo else None
         if superseded_by:
             decision, status, error = StepDecision.REDO, None, None
+        elif decision is StepDecision.TOOLS and run.agent is not None:
+            if any(run.agent.needs_client(call.name) for call in response.tool_calls()):
+                decision = StepDecision.ACTION  # the run stays active while the other calls run
         return StepRecord(
             run_id=run.run_id,
             step=step.ref.step,

@@ -102,6 +102,10 @@ class Submitter:
             raise EnqueueError(f"the run could not be queued: {exc}", retry_with_key=retry) from exc
         return Accepted(run, replayed=False)
 
+    def check_model(self, model: str) -> None:
+        """Raises RequestRejectedError unless ``model`` (or a routing policy's models) may be used."""
+        self._check_models(model, [])
+
     def _check_models(self, model: str, fallbacks: list[str]) -> None:
         """Every model the run may use (itself or a policy's, their downgrades and fallbacks) must be priced,
         served by this deployment and, for the run's own model, not past its end of life."""

@@ -26,6 +26,7 @@ from functions.agent.errors import (
 from functions.agent.models import RunKey, RunRequest
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
+from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
 from functions.handlers.views import steps_view
 
@@ -33,6 +34,7 @@ SETTINGS = ApiSettings
 obs = observability("api")
 logger, metrics = obs.logger, obs.metrics
 app = APIGatewayHttpResolver()
+app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 MAX_IDEMPOTENCY_KEY = 128
@@ -53,6 +55,11 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
 def _api_error(exc: ApiError) -> Response[str]:
     return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+
+
+@app.exception_handler(V1Error)  # type: ignore[untyped-decorator]
+def _v1_error(exc: V1Error) -> Response[str]:
+    return exc.response()
 
 
 @app.not_found

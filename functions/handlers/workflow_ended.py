@@ -30,10 +30,14 @@ OUTCOMES = {
 }
 
 
+class ExecutionInput(RunRef):
+    turn: int | None = None  # a session's turn (its executions are named by session and turn)
+
+
 class ExecutionStatusChange(BaseModel):
     name: str
     status: str
-    input: Json[RunRef]
+    input: Json[ExecutionInput]
     error: str | None = None
     cause: str | None = None
 
@@ -55,7 +59,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
     # a timed-out or stopped execution may leave a model call running: its reservation is released later
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
-    run = wiring.lifecycle_with_queue(load(SETTINGS)).end(ref.key, status, error, call_in_flight=in_flight)
+    lifecycle = wiring.lifecycle_with_queue(load(SETTINGS))
+    run = lifecycle.end(ref.key, status, error, call_in_flight=in_flight, turn=ref.turn)
     metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
     obs.count("ExecutionsEndedByStatus", status=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)

@@ -18,6 +18,21 @@ ROUTES = [
     ("/runs/{run_id}/steps", apigw.HttpMethod.GET),
     ("/runs/{run_id}/cancel", apigw.HttpMethod.POST),
     ("/costs", apigw.HttpMethod.GET),
+    # the Managed Agents API (functions/handlers/managed_agents.py)
+    ("/v1/agents", apigw.HttpMethod.POST),
+    ("/v1/agents", apigw.HttpMethod.GET),
+    ("/v1/agents/{agent_id}", apigw.HttpMethod.GET),
+    ("/v1/agents/{agent_id}", apigw.HttpMethod.POST),
+    ("/v1/agents/{agent_id}/archive", apigw.HttpMethod.POST),
+    ("/v1/agents/{agent_id}/versions", apigw.HttpMethod.GET),
+    ("/v1/sessions", apigw.HttpMethod.POST),
+    ("/v1/sessions", apigw.HttpMethod.GET),
+    ("/v1/sessions/{session_id}", apigw.HttpMethod.GET),
+    ("/v1/sessions/{session_id}", apigw.HttpMethod.DELETE),
+    ("/v1/sessions/{session_id}/archive", apigw.HttpMethod.POST),
+    ("/v1/sessions/{session_id}/events", apigw.HttpMethod.POST),
+    ("/v1/sessions/{session_id}/events", apigw.HttpMethod.GET),
+    ("/v1/sessions/{session_id}/events/stream", apigw.HttpMethod.GET),
 ]
 
 

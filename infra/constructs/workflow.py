@@ -1,4 +1,7 @@
-"""The Standard workflow: Step -> Route -> (Tools Map -> Step)* -> Finalize; Catch -> MarkFailed."""
+"""The Standard workflow: Begin -> Step -> Route -> (Tools Map -> Step)* -> Finalize; Catch -> MarkFailed.
+
+A session's turn is one execution: it may begin with approved calls (Tools first), and a step whose calls wait
+for the session's client runs the others, then finalizes the turn (IDLE)."""
 
 from __future__ import annotations
 
@@ -98,18 +101,33 @@ class AgentWorkflow(Construct):
 
         finalize = self._invoke("Finalize", finalize_fn, {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
         finalize.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
+        finalize.next(sfn.Succeed(self, "Done"))
 
+        # after the tools: the next step, or (a session's calls that wait for its client) the turn idles
+        tools.next(
+            sfn.Choice(self, "AfterTools")
+            .when(sfn.Condition.string_equals("$.next", "action"), finalize)
+            .otherwise(step)
+        )
         route = (
             sfn.Choice(self, "Route")
-            .when(sfn.Condition.string_equals("$.next", "tools"), tools.next(step))
+            .when(sfn.Condition.string_equals("$.next", "tools"), tools)
+            .when(sfn.Condition.string_equals("$.next", "action"), tools)
             .when(sfn.Condition.string_equals("$.next", "redo"), step)  # a superseded cheap answer
             .when(  # the provider's retry-after: wait here, zero compute, then take the step again
                 sfn.Condition.string_equals("$.next", "wait"),
                 sfn.Wait(self, "RetryAfter", time=sfn.WaitTime.seconds_path("$.wait_seconds")).next(step),
             )
-            .otherwise(finalize.next(sfn.Succeed(self, "Done")))
+            .otherwise(finalize)
         )
-        definition = step.next(route)
+        step.next(route)
+        # a session's turn may begin with the calls a person approved (their step is the last one), then steps
+        definition = (
+            sfn.Choice(self, "Begin")
+            .when(sfn.Condition.is_not_present("$.next"), step)  # rules are tried in order: a run has no next
+            .when(sfn.Condition.string_equals("$.next", "tools"), tools)
+            .otherwise(step)
+        )
 
         self.log_group = logs.LogGroup(
             self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY

@@ -39,7 +39,7 @@ def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -
     # And the execution ran the synthesised graph: Step, Tools (Map), RunTool, Step, Finalize
     events = execution_history(stack, run["run_id"])
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    assert entered[:2] == ["Step", "Route"] and "Tools" in entered and "RunTool" in entered
+    assert entered[:3] == ["Begin", "Step", "Route"] and "Tools" in entered and "RunTool" in entered
     assert entered[-2:] == ["Finalize", "Done"]
 
 

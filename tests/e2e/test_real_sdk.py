@@ -170,5 +170,5 @@ def test_a_retry_after_is_honoured_by_a_wait_state_not_a_retry(stack: LocalStack
     assert run["status"] == "SUCCEEDED" and run["steps"] == 1 and len(fake_api.requests) == 2
     events = execution_history(stack, run["run_id"])
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    assert entered[:4] == ["Step", "Route", "RetryAfter", "Step"]
+    assert entered[:5] == ["Begin", "Step", "Route", "RetryAfter", "Step"]
     assert not [e for e in events if e["type"] == "LambdaFunctionFailed" or e["type"] == "TaskFailed"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from functions.agent.models import RunKey
 
 
@@ -26,16 +28,18 @@ class RecordingWorkflow:
     def __init__(self) -> None:
         self.started: list[str] = []
         self.stopped: list[str] = []
-        self.statuses: dict[str, str] = {}  # run id -> execution status (started ones default to RUNNING)
+        self.statuses: dict[str, str] = {}  # execution name -> status (started ones default to RUNNING)
+        self.states: dict[str, dict[str, Any]] = {}  # execution name -> its input
 
-    def start(self, key: RunKey) -> bool:
-        if key.run_id in self.started:
+    def start(self, key: RunKey, *, name: str, state: dict[str, Any]) -> bool:
+        if name in self.started:
             return False
-        self.started.append(key.run_id)
+        self.started.append(name)
+        self.states[name] = state
         return True
 
-    def stop(self, key: RunKey, reason: str) -> None:
-        self.stopped.append(key.run_id)
+    def stop(self, name: str, reason: str) -> None:
+        self.stopped.append(name)
 
-    def status(self, key: RunKey) -> str | None:
-        return self.statuses.get(key.run_id, "RUNNING" if key.run_id in self.started else None)
+    def status(self, name: str) -> str | None:
+        return self.statuses.get(name, "RUNNING" if name in self.started else None)

@@ -11,7 +11,9 @@ from functions.adapters.dynamodb_store import DynamoDBRunStore, run_pk
 from functions.agent import ledger
 from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
 from functions.agent.models import (
+    AgentConfig,
     Budget,
+    CustomTool,
     Reservation,
     Run,
     RunError,
@@ -22,6 +24,7 @@ from functions.agent.models import (
     StepRef,
     ToolError,
     ToolOutcome,
+    Turn,
     Usage,
 )
 from tests.fakes.clock import FixedClock
@@ -211,6 +214,23 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
             ),
             "cache_responses": True,
             "fallbacks": ["claude-haiku-4-5"],
+            "agent": AgentConfig(
+                system="be brief",
+                custom_tools=[CustomTool(name="lookup", description="d", input_schema={"type": "object"})],
+                ask=["calculator"],
+            ),
+            "session": {"rev": 4, "title": "t", "approved": [{"id": "toolu_1", "name": "calculator", "step": 2}]},
+            "turns": [
+                Turn(
+                    first_step=0,
+                    started_at="2026-11-21T00:00:00.000+00:00",
+                    tools=[{"id": "toolu_0", "name": "calculator", "step": 0}],
+                    ended_status=RunStatus.IDLE,
+                    ended_error=RunError(code="Y", message="w"),
+                    ended_at="2026-11-21T00:00:01.000+00:00",
+                ),
+                Turn(first_step=2, started_at="2026-11-21T00:00:02.000+00:00"),
+            ],
         }
     )
     defaults = Run.model_fields

@@ -48,7 +48,7 @@ def test_duplicate_delivery_of_the_same_message_starts_one_execution(aws: Aws, c
     assert [e["name"] for e in executions] == [run_id]
     assert first == {"batchItemFailures": []} and second == {"batchItemFailures": []}
     started = json.loads(aws.sfn.describe_execution(executionArn=executions[0]["executionArn"])["input"])
-    assert started == {"tenant": "default", "run_id": run_id, "step": 0, "waits": 0}
+    assert started == {"tenant": "default", "run_id": run_id, "step": 0, "waits": 0, "next": "step"}
 
 
 def test_a_poison_message_fails_alone_and_the_rest_of_the_batch_goes_on(aws: Aws, context: LocalContext) -> None:
@@ -78,7 +78,7 @@ def test_a_run_intake_gives_up_on_is_failed_with_the_reason_not_left_queued(
     run_id = submit(context)
     body = json.dumps({"tenant": "default", "run_id": run_id})
 
-    def throttled(key: RunKey) -> bool:
+    def throttled(key: RunKey, **_: object) -> bool:
         raise ConnectionError("StartExecution throttled")
 
     monkeypatch.setattr(wiring.workflow(load(IntakeSettings)), "start", throttled)

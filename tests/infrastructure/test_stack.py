@@ -43,6 +43,21 @@ EXPECTED_ROUTES = {
     "POST /runs/{run_id}/cancel",
     "GET /costs",
     "GET /health",
+    # the Managed Agents API
+    "POST /v1/agents",
+    "GET /v1/agents",
+    "GET /v1/agents/{agent_id}",
+    "POST /v1/agents/{agent_id}",
+    "POST /v1/agents/{agent_id}/archive",
+    "GET /v1/agents/{agent_id}/versions",
+    "POST /v1/sessions",
+    "GET /v1/sessions",
+    "GET /v1/sessions/{session_id}",
+    "DELETE /v1/sessions/{session_id}",
+    "POST /v1/sessions/{session_id}/archive",
+    "POST /v1/sessions/{session_id}/events",
+    "GET /v1/sessions/{session_id}/events",
+    "GET /v1/sessions/{session_id}/events/stream",
 }
 
 
@@ -237,8 +252,16 @@ def test_state_machine_log_group_has_a_retention(template: Template, resources: 
     assert resources[log_group_id]["Properties"]["RetentionInDays"] > 0
 
 
-def test_definition_starts_at_step_and_bounds_the_run(definition: dict[str, Any]) -> None:
-    assert definition["StartAt"] == "Step"
+def test_definition_begins_with_step_or_approved_tools_and_bounds_the_run(definition: dict[str, Any]) -> None:
+    # A run (and a session turn without approved calls) takes its first step; a turn that begins with calls a
+    # person approved runs them first. Rules are tried in order: an execution without "next" never reads it.
+    begin = definition["States"]["Begin"]
+    assert definition["StartAt"] == "Begin" and begin["Type"] == "Choice"
+    assert begin["Choices"] == [
+        {"Variable": "$.next", "IsPresent": False, "Next": "Step"},
+        {"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"},
+    ]
+    assert begin["Default"] == "Step"
     assert definition["States"]["Step"]["Type"] == "Task"
     # The default run_timeout is two hours.
     assert definition["TimeoutSeconds"] == 2 * 60 * 60
@@ -321,7 +344,10 @@ def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definiti
     }
     # The tool results live in the table: the Map's output is discarded and Step gets the previous state back.
     assert tools["ResultPath"] is None
-    assert tools["Next"] == "Step"
+    # then the next step, or (a session's calls that wait for its client) the turn idles
+    after = definition["States"][tools["Next"]]
+    assert after["Type"] == "Choice" and after["Default"] == "Step"
+    assert after["Choices"] == [{"Variable": "$.next", "StringEquals": "action", "Next": "Finalize"}]
     processor = tools["ItemProcessor"]
     assert processor["StartAt"] == "RunTool"
     assert processor["States"]["RunTool"]["Type"] == "Task"
@@ -335,6 +361,7 @@ def test_route_chooses_tools_redo_or_wait_on_next_else_finalizes(definition: dic
     assert route["Type"] == "Choice"
     assert route["Choices"] == [
         {"Variable": "$.next", "StringEquals": "tools", "Next": "Tools"},
+        {"Variable": "$.next", "StringEquals": "action", "Next": "Tools"},  # then the session's turn idles
         {"Variable": "$.next", "StringEquals": "redo", "Next": "Step"},  # a routing policy's superseded answer
         {"Variable": "$.next", "StringEquals": "wait", "Next": "RetryAfter"},  # the provider's retry-after
     ]
@@ -674,13 +701,15 @@ def test_api_function_permissions(statements_by_function: dict[str, list[dict[st
     # Given everything the api function's role allows
     actions = allowed_actions(statements_by_function["api"])
 
-    # Then it can create, read and update runs, enqueue them, and stop executions
+    # Then it can create, read and update runs, agents and sessions, list and delete sessions, enqueue runs and
+    # turns, and stop executions
     assert {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"} <= actions
+    assert {"dynamodb:BatchGetItem", "dynamodb:DeleteItem"} <= actions
     assert "sqs:SendMessage" in actions
     assert "states:StopExecution" in actions
-    # but it neither starts executions (the intake function does) nor deletes or scans
+    # but it neither starts executions (the intake function does) nor scans or writes in bulk
     assert "states:StartExecution" not in actions
-    assert not actions & {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem", "*"}
+    assert not actions & {"dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem", "*"}
 
 
 def test_api_function_stops_only_executions_of_this_state_machine(

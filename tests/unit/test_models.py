@@ -181,7 +181,7 @@ def test_run_status_terminal(status: RunStatus, terminal: bool) -> None:
 
 def test_every_status_is_classified() -> None:
     assert {s for s in RunStatus if s.terminal} == TERMINAL_STATUSES
-    assert len(RunStatus) == 8
+    assert len(RunStatus) == 9  # IDLE: a session turn waiting for its client
     assert RunStatus("SUCCEEDED") is RunStatus.SUCCEEDED
 
 

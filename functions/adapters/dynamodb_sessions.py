@@ -1,0 +1,240 @@
+"""AgentStore and SessionStore on the runs' DynamoDB table.
+
+Keys (tenant-scoped like every partition):
+
+    pk = "T#{tenant}#AGENTS"     sk = "HEAD#{agent_id}"                 the current version (and archived_at)
+                                 sk = "VER#{agent_id}#{version:06d}"    every version, immutable
+    pk = "T#{tenant}#SESSIONS"   sk = "S#{session_id}"                  the list of sessions (agent id, archived)
+
+A session is a run: its item and its steps, tool results and events live in the run's partition
+(functions/adapters/dynamodb_store.py). Ids are time-ordered, so a descending Query lists newest first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from functions.adapters.dynamodb_store import (
+    RUN_SK,
+    _Expression,
+    event_to_item,
+    run_from_item,
+    run_pk,
+    run_to_item,
+    tool_to_item,
+)
+from functions.adapters.serde import from_item, to_item
+from functions.agent.agents import Agent
+from functions.agent.models import TERMINAL_STATUSES, Run, RunKey, StepRef, ToolOutcome, UserEvent
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+else:
+    DynamoDBClient = Any
+
+
+def agents_pk(tenant: str) -> str:
+    return f"T#{tenant}#AGENTS"
+
+
+def sessions_pk(tenant: str) -> str:
+    return f"T#{tenant}#SESSIONS"
+
+
+def _agent_item(agent: Agent, sk: str) -> dict[str, Any]:
+    return to_item(
+        {"pk": agents_pk(agent.tenant), "sk": sk, "type": "agent", "version": agent.version,
+         "agent": agent.model_dump_json()}
+    )  # fmt: skip
+
+
+def _agent_from(item: dict[str, Any]) -> Agent:
+    return Agent.model_validate_json(item["agent"]["S"])
+
+
+def _head(agent_id: str) -> str:
+    return f"HEAD#{agent_id}"
+
+
+def _version(agent_id: str, version: int) -> str:
+    return f"VER#{agent_id}#{version:06d}"
+
+
+def _index_item(run: Run) -> dict[str, Any]:
+    session = run.session or {}
+    return to_item(
+        {
+            "pk": sessions_pk(run.tenant),
+            "sk": f"S#{run.run_id}",
+            "type": "session_index",
+            "agent_id": session.get("agent_id"),
+            "archived": bool(session.get("archived_at")),
+        }
+    )
+
+
+class DynamoDBSessionStore:
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+        self.table_name, self.client = table_name, client
+
+    # ------------------------------------------------------------------------------------------- agents
+
+    def create_agent(self, agent: Agent) -> None:
+        self._transact(
+            [
+                self._put(_agent_item(agent, _head(agent.id)), "attribute_not_exists(pk)"),
+                self._put(_agent_item(agent, _version(agent.id, agent.version)), "attribute_not_exists(pk)"),
+            ]
+        )
+
+    def get_agent(self, tenant: str, agent_id: str, version: int | None) -> Agent | None:
+        sk = _head(agent_id) if version is None else _version(agent_id, version)
+        item = self.client.get_item(
+            TableName=self.table_name, Key=self._key(agents_pk(tenant), sk), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        agent = _agent_from(item)
+        if version is not None:  # an old version reports whether the agent is archived now
+            head = self.get_agent(tenant, agent_id, None)
+            agent = agent.model_copy(update={"archived_at": head.archived_at if head else None})
+        return agent
+
+    def put_version(self, agent: Agent, *, expected: int) -> bool:
+        e = _Expression()
+        condition = f"{e.name('version')} = {e.value(expected)}"
+        head = self._put(_agent_item(agent, _head(agent.id)), condition, e)
+        return self._transact([head, self._put(_agent_item(agent, _version(agent.id, agent.version)),
+                                               "attribute_not_exists(pk)")])  # fmt: skip
+
+    def archive_agent(self, agent: Agent) -> None:
+        self.client.put_item(TableName=self.table_name, Item=_agent_item(agent, _head(agent.id)))
+
+    def list_agents(
+        self, tenant: str, *, limit: int, after: str | None, include_archived: bool
+    ) -> tuple[list[Agent], str | None]:
+        found, next_page = self._page(agents_pk(tenant), "HEAD#", limit, after, lambda item: include_archived or
+                                      _agent_from(item).archived_at is None)  # fmt: skip
+        return [_agent_from(item) for item in found], next_page
+
+    def list_versions(
+        self, tenant: str, agent_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[Agent], str | None]:
+        found, next_page = self._page(agents_pk(tenant), f"VER#{agent_id}#", limit, after, lambda item: True)
+        return [_agent_from(item) for item in found], next_page
+
+    # ------------------------------------------------------------------------------------------- sessions
+
+    def create_session(self, run: Run, events: list[UserEvent]) -> None:
+        items = [self._put(run_to_item(run), "attribute_not_exists(pk)"), self._put(_index_item(run), None)]
+        items += [self._put(event_to_item(run.key, event), "attribute_not_exists(pk)") for event in events]
+        if not self._transact(items):
+            raise RuntimeError(f"session {run.run_id} exists")  # ids are random: never in practice
+
+    def save_session(
+        self, run: Run, *, read: Run, events: list[UserEvent], results: list[tuple[StepRef, ToolOutcome]]
+    ) -> bool:
+        e = _Expression()
+        ended = ", ".join(e.value(status.value) for status in TERMINAL_STATUSES)
+        condition = (
+            f"session_rev = {e.value(int((read.session or {}).get('rev', 0)))} AND "
+            f"{e.name('status')} IN ({ended}) AND {e.name('steps')} = {e.value(read.completed_steps)} "
+            "AND attribute_not_exists(reserved_step)"
+        )
+        items = [self._put(run_to_item(run), condition, e), self._put(_index_item(run), None)]
+        items += [self._put(event_to_item(run.key, event), "attribute_not_exists(pk)") for event in events]
+        items += [self._put(tool_to_item(ref, outcome), "attribute_not_exists(pk)") for ref, outcome in results]
+        return self._transact(items)
+
+    def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
+        for event in events:
+            self.client.put_item(TableName=self.table_name, Item=event_to_item(key, event))
+
+    def list_sessions(
+        self, tenant: str, *, limit: int, after: str | None, agent_id: str | None, include_archived: bool
+    ) -> tuple[list[Run], str | None]:
+        def wanted(item: dict[str, Any]) -> bool:
+            values = from_item(item)
+            return (agent_id is None or values.get("agent_id") == agent_id) and (
+                include_archived or not values.get("archived")
+            )
+
+        found, next_page = self._page(sessions_pk(tenant), "S#", limit, after, wanted)
+        keys = [self._key(run_pk(RunKey(tenant, item["sk"]["S"][2:])), RUN_SK) for item in found]
+        runs: dict[str, Run] = {}
+        for start in range(0, len(keys), 100):
+            response = self.client.batch_get_item(
+                RequestItems={self.table_name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+            )
+            for item in response["Responses"].get(self.table_name, []):
+                run = run_from_item(item)
+                runs[run.run_id] = run
+        ordered = [runs[item["sk"]["S"][2:]] for item in found if item["sk"]["S"][2:] in runs]
+        return ordered, next_page
+
+    def delete_session(self, key: RunKey) -> None:
+        pk = run_pk(key)
+        start: dict[str, Any] | None = None
+        while True:
+            query: dict[str, Any] = {"TableName": self.table_name, "KeyConditionExpression": "pk = :pk",
+                                     "ExpressionAttributeValues": {":pk": {"S": pk}},
+                                     "ProjectionExpression": "pk, sk"}  # fmt: skip
+            if start:
+                query["ExclusiveStartKey"] = start
+            page = self.client.query(**query)
+            for item in page.get("Items", []):
+                self.client.delete_item(TableName=self.table_name, Key={"pk": item["pk"], "sk": item["sk"]})
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        self.client.delete_item(TableName=self.table_name, Key=self._key(sessions_pk(key.tenant), f"S#{key.run_id}"))
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _page(
+        self, pk: str, prefix: str, limit: int, after: str | None, wanted: Any
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Items under ``prefix``, newest first, ``limit`` of those ``wanted`` after the cursor ``after``."""
+        found: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = self._key(pk, after) if after and after.startswith(prefix) else None
+        while len(found) <= limit:
+            query: dict[str, Any] = {
+                "TableName": self.table_name,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": prefix}},
+                "ScanIndexForward": False,
+                "ConsistentRead": True,
+            }
+            if start:
+                query["ExclusiveStartKey"] = start
+            page = self.client.query(**query)
+            found += [item for item in page.get("Items", []) if wanted(item)]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        chosen = found[:limit]
+        return chosen, (chosen[-1]["sk"]["S"] if len(found) > limit else None)
+
+    def _key(self, pk: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+    def _put(self, item: dict[str, Any], condition: str | None, e: _Expression | None = None) -> dict[str, Any]:
+        put: dict[str, Any] = {"TableName": self.table_name, "Item": item}
+        if condition:
+            put["ConditionExpression"] = condition
+        if e is not None and e.names:
+            put["ExpressionAttributeNames"] = e.names
+        if e is not None and e.values:
+            put["ExpressionAttributeValues"] = to_item(e.values)
+        return {"Put": put}
+
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False
+            raise
+        return True

@@ -1,0 +1,409 @@
+"""Agents: versioned, tenant-scoped agent definitions in the shape of the Managed Agents API. Pure.
+
+An agent version is immutable; ``Agents.update`` writes the next one (optionally only if the caller read the
+current one: optimistic concurrency). Sessions pin a version and keep a copy of it (functions/agent/sessions.py).
+
+What Stepwise cannot offer is refused by name, never ignored: the hosted sandbox toolset
+(``agent_toolset_20260401``), the ``auto`` permission policy, skills, multiagent, execution identities, and
+model options (effort, speed, inference_geo).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from functions.agent.errors import ConflictError, NotFoundError, RequestRejectedError
+from functions.agent.models import AgentConfig, CustomTool
+from functions.agent.ports import AgentStore, Clock
+
+TOOLSET = "stepwise_toolset_20261201"  # the deployment's built-in tools (calculator, current_time)
+SANDBOX_TOOLSET = "agent_toolset_20260401"
+MAX_TOOLS = 256
+MAX_MCP_SERVERS = 20
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+MAX_SYSTEM_CHARS = 100_000
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+AGENT_ID = re.compile(r"^agent_[0-9a-f]{26}$")
+
+
+class AgentNotFoundError(NotFoundError):
+    pass
+
+
+class AgentVersionConflictError(ConflictError):
+    """An update named a version that is not the agent's current one."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Policy(_Strict):
+    type: Literal["always_allow", "always_ask"]
+
+
+class DefaultConfig(_Strict):
+    enabled: bool = True
+    permission_policy: Policy = Field(default_factory=lambda: Policy(type="always_allow"))
+
+
+class ToolConfig(_Strict):
+    name: str
+    enabled: bool | None = None
+    permission_policy: Policy | None = None
+
+
+class Toolset(_Strict):
+    type: Literal["stepwise_toolset_20261201"]
+    default_config: DefaultConfig = Field(default_factory=DefaultConfig)
+    configs: list[ToolConfig] = Field(default_factory=list)
+
+
+class CustomToolSpec(_Strict):
+    type: Literal["custom"]
+    name: str
+    description: str = Field(min_length=1, max_length=1024)
+    input_schema: dict[str, Any]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TOOL_NAME.match(value):
+            raise ValueError("must be 1 to 64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('must be a JSON Schema with "type": "object"')
+        return value
+
+
+class McpToolset(_Strict):
+    """Stored with the agent; sessions refuse it until MCP tools can be called (the next release)."""
+
+    type: Literal["mcp_toolset"]
+    mcp_server_name: str = Field(min_length=1)
+    default_config: dict[str, Any] | None = None
+    configs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+ToolSpec = Annotated[Toolset | CustomToolSpec | McpToolset, Field(discriminator="type")]
+
+
+class McpServer(_Strict):
+    type: Literal["url"]
+    name: str = Field(min_length=1, max_length=64)
+    url: str = Field(min_length=1, max_length=2048)
+
+
+class ModelSpec(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    speed: Literal["standard"] | None = None  # "fast", effort and inference_geo are not offered
+
+
+class AgentFields(_Strict):
+    """The fields create and update share (update: every one optional)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    model: str | ModelSpec | None = None
+    description: str | None = Field(default=None, max_length=2048)
+    system: str | None = Field(default=None, max_length=MAX_SYSTEM_CHARS)
+    tools: list[ToolSpec] | None = Field(default=None, max_length=MAX_TOOLS)
+    mcp_servers: list[McpServer] | None = Field(default=None, max_length=MAX_MCP_SERVERS)
+    metadata: dict[str, str | None] | None = None
+    skills: list[Any] | None = None
+    multiagent: Any = None
+    execution_identity: Any = None
+
+
+class AgentUpdate(AgentFields):
+    version: int | None = Field(default=None, ge=1)
+
+
+class Agent(BaseModel):
+    """One stored version of an agent."""
+
+    id: str
+    tenant: str
+    name: str
+    model: str
+    description: str | None = None
+    system: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)  # normalised ToolSpec dumps
+    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    version: int
+    created_at: str
+    updated_at: str
+    archived_at: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "agent",
+            "name": self.name,
+            "description": self.description,
+            "system": self.system,
+            "model": {"id": self.model, "speed": "standard"},
+            "tools": self.tools,
+            "mcp_servers": self.mcp_servers,
+            "skills": [],
+            "multiagent": None,
+            "execution_identity": None,
+            "metadata": self.metadata,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "archived_at": self.archived_at,
+        }
+
+    def changes(self) -> dict[str, Any]:
+        """What makes one version differ from another."""
+        return self.model_dump(include={"name", "model", "description", "system", "tools", "mcp_servers", "metadata"})
+
+
+def problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
+    )
+
+
+def _refuse_unsupported(raw: dict[str, Any]) -> None:
+    """Name what Stepwise does not offer before anything else is checked."""
+    if raw.get("skills"):
+        raise RequestRejectedError("skills: not supported by Stepwise (agents carry tools and a system prompt)")
+    if raw.get("multiagent") is not None:
+        raise RequestRejectedError("multiagent: not supported by Stepwise")
+    if raw.get("execution_identity") is not None:
+        raise RequestRejectedError(
+            "execution_identity: not supported; Stepwise's functions run with their own IAM roles"
+        )
+    model = raw.get("model")
+    if isinstance(model, dict):
+        for option in ("effort", "inference_geo"):
+            if model.get(option) is not None:
+                raise RequestRejectedError(f"model.{option}: not supported by Stepwise")
+        if model.get("speed") not in (None, "standard"):
+            raise RequestRejectedError(f"model.speed: {model.get('speed')!r} is not supported (only 'standard')")
+    tools = raw.get("tools")
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == SANDBOX_TOOLSET:
+            raise RequestRejectedError(
+                f"tools.{index}.type: {SANDBOX_TOOLSET} needs Anthropic's hosted sandbox (bash, files, web), which "
+                f"Stepwise does not have; use {TOOLSET} (calculator, current_time) or custom tools"
+            )
+        if kind not in (TOOLSET, "custom", "mcp_toolset"):
+            raise RequestRejectedError(
+                f"tools.{index}.type: unknown tool type {kind!r} (expected {TOOLSET}, custom or mcp_toolset)"
+            )
+        for where, config in _policies(tool):
+            if config.get("type") == "auto":
+                raise RequestRejectedError(
+                    f"tools.{index}.{where}.permission_policy: 'auto' is not offered; use always_allow or always_ask"
+                )
+
+
+def _policies(tool: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    default = tool.get("default_config")
+    if isinstance(default, dict) and isinstance(default.get("permission_policy"), dict):
+        yield "default_config", default["permission_policy"]
+    for n, config in enumerate(tool.get("configs") or []):
+        if isinstance(config, dict) and isinstance(config.get("permission_policy"), dict):
+            yield f"configs.{n}", config["permission_policy"]
+
+
+def _check_tools(tools: list[ToolSpec], servers: list[McpServer], builtins: list[str]) -> None:
+    names: list[str] = []
+    toolsets = [tool for tool in tools if isinstance(tool, Toolset)]
+    if len(toolsets) > 1:
+        raise RequestRejectedError(f"tools: {TOOLSET} may appear once")
+    for toolset in toolsets:
+        configured = [config.name for config in toolset.configs]
+        unknown = [name for name in configured if name not in builtins]
+        if unknown:
+            raise RequestRejectedError(
+                f"tools.configs: unknown built-in tool {unknown[0]!r} (this deployment has {', '.join(builtins)})"
+            )
+        if len(set(configured)) != len(configured):
+            raise RequestRejectedError("tools.configs: a tool is configured twice")
+        names += [name for name in builtins if _enabled(toolset, name)]
+    names += [tool.name for tool in tools if isinstance(tool, CustomToolSpec)]
+    if len(set(names)) != len(names):
+        raise RequestRejectedError("tools: two tools have the same name")
+    server_names = [server.name for server in servers]
+    if len(set(server_names)) != len(server_names):
+        raise RequestRejectedError("mcp_servers: two servers have the same name")
+    used = {tool.mcp_server_name for tool in tools if isinstance(tool, McpToolset)}
+    if missing := used - set(server_names):
+        raise RequestRejectedError(f"tools: mcp_toolset names unknown server {sorted(missing)[0]!r}")
+    if unused := set(server_names) - used:
+        raise RequestRejectedError(f"mcp_servers: server {sorted(unused)[0]!r} is not referenced by an mcp_toolset")
+
+
+def _config_of(toolset: Toolset, name: str) -> ToolConfig | None:
+    return next((config for config in toolset.configs if config.name == name), None)
+
+
+def _enabled(toolset: Toolset, name: str) -> bool:
+    config = _config_of(toolset, name)
+    return config.enabled if config is not None and config.enabled is not None else toolset.default_config.enabled
+
+
+def _asks(toolset: Toolset, name: str) -> bool:
+    config = _config_of(toolset, name)
+    policy = config.permission_policy if config is not None and config.permission_policy else None
+    return (policy or toolset.default_config.permission_policy).type == "always_ask"
+
+
+def check_metadata(current: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    if len(merged) > MAX_METADATA_PAIRS:
+        raise RequestRejectedError(f"metadata: at most {MAX_METADATA_PAIRS} pairs")
+    for key, value in merged.items():
+        if not 0 < len(key) <= MAX_METADATA_KEY:
+            raise RequestRejectedError(f"metadata: keys are 1 to {MAX_METADATA_KEY} characters ({key[:70]!r})")
+        if len(value) > MAX_METADATA_VALUE:
+            raise RequestRejectedError(f"metadata.{key}: values are at most {MAX_METADATA_VALUE} characters")
+    return merged
+
+
+def engine_config(agent: Agent, builtins: list[str]) -> tuple[list[str], AgentConfig]:
+    """The built-in tools (of ``builtins``, the deployment's) a session of ``agent`` may call, and what else the
+    engine needs of the agent."""
+    enabled: list[str] = []
+    ask: list[str] = []
+    custom: list[CustomTool] = []
+    for raw in agent.tools:
+        if raw["type"] == TOOLSET:
+            toolset = Toolset.model_validate(raw)
+            enabled = [name for name in builtins if _enabled(toolset, name)]
+            ask = [name for name in enabled if _asks(toolset, name)]
+        elif raw["type"] == "custom":
+            custom.append(
+                CustomTool(name=raw["name"], description=raw["description"], input_schema=raw["input_schema"])
+            )
+    return enabled, AgentConfig(system=agent.system, custom_tools=custom, ask=ask)
+
+
+_TOOL = TypeAdapter(ToolSpec)
+
+
+class Agents:
+    """Create, read, update (a new version), list and archive agents."""
+
+    def __init__(
+        self,
+        *,
+        store: AgentStore,
+        clock: Clock,
+        new_id: Callable[[], str],
+        builtins: list[str],
+        check_model: Callable[[str], None],
+    ) -> None:
+        self.store, self.clock, self.new_id, self.builtins, self.check_model = (
+            store,
+            clock,
+            new_id,
+            builtins,
+            check_model,
+        )
+
+    def create(self, tenant: str, raw: dict[str, Any]) -> Agent:
+        """Raises RequestRejectedError naming the first problem; nothing is written then."""
+        fields = self._parse(AgentFields, raw)
+        if fields.name is None or fields.model is None:
+            raise RequestRejectedError(f"{'name' if fields.name is None else 'model'}: field required")
+        now = self._now()
+        agent = Agent(id=self.new_id(), tenant=tenant, name=fields.name, model="", version=1, created_at=now,
+                      updated_at=now)  # fmt: skip
+        agent = self._apply(agent, fields)
+        self.store.create_agent(agent)
+        return agent
+
+    def get(self, tenant: str, agent_id: str, version: int | None = None) -> Agent:
+        agent = self.store.get_agent(tenant, agent_id, version) if AGENT_ID.match(agent_id) else None
+        if agent is None:
+            what = f"agent {agent_id}" + (f" version {version}" if version is not None else "")
+            raise AgentNotFoundError(f"{what} not found")
+        return agent
+
+    def update(self, tenant: str, agent_id: str, raw: dict[str, Any]) -> Agent:
+        """The next version, if anything changed (an update that changes nothing returns the current one).
+
+        Raises:
+            AgentNotFoundError, RequestRejectedError, AgentVersionConflictError (``version`` is not current,
+            also when another update won a race).
+        """
+        fields = self._parse(AgentUpdate, raw)
+        current = self.get(tenant, agent_id)
+        if fields.version is not None and fields.version != current.version:
+            raise AgentVersionConflictError(f"agent {agent_id} is at version {current.version}, not {fields.version}")
+        if current.archived_at is not None:
+            raise RequestRejectedError(f"agent {agent_id} is archived")
+        updated = self._apply(current, fields)
+        if updated.changes() == current.changes():
+            return current
+        now = self._now()
+        updated = updated.model_copy(update={"version": current.version + 1, "updated_at": now})
+        if not self.store.put_version(updated, expected=current.version):
+            raise AgentVersionConflictError(f"agent {agent_id} changed while it was being updated; read it again")
+        return updated
+
+    def archive(self, tenant: str, agent_id: str) -> Agent:
+        agent = self.get(tenant, agent_id)
+        if agent.archived_at is not None:
+            return agent
+        archived = agent.model_copy(update={"archived_at": self._now()})
+        self.store.archive_agent(archived)
+        return archived
+
+    def _apply(self, agent: Agent, fields: AgentFields) -> Agent:
+        update: dict[str, Any] = {}
+        if fields.name is not None:
+            update["name"] = fields.name
+        if fields.model is not None:
+            model = fields.model if isinstance(fields.model, str) else fields.model.id
+            self.check_model(model)
+            update["model"] = model
+        for name in ("description", "system"):
+            if name in fields.model_fields_set:
+                update[name] = getattr(fields, name)
+        given = fields.model_fields_set
+        if "tools" in given or "mcp_servers" in given:  # a list given replaces the stored one (null: empty)
+            tools = (fields.tools or []) if "tools" in given else [_TOOL.validate_python(t) for t in agent.tools]
+            servers = (
+                (fields.mcp_servers or [])
+                if "mcp_servers" in given
+                else [McpServer.model_validate(server) for server in agent.mcp_servers]
+            )
+            _check_tools(tools, servers, self.builtins)
+            update["tools"] = [tool.model_dump(exclude_none=isinstance(tool, McpToolset)) for tool in tools]
+            update["mcp_servers"] = [server.model_dump() for server in servers]
+        if fields.metadata is not None:
+            update["metadata"] = check_metadata(agent.metadata, fields.metadata)
+        return agent.model_copy(update=update)
+
+    @staticmethod
+    def _parse(model: type[AgentFields], raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            raise RequestRejectedError("request body must be a JSON object")
+        _refuse_unsupported(raw)
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise RequestRejectedError(problems(exc)) from exc
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat(timespec="milliseconds")

@@ -1,0 +1,231 @@
+"""The Managed Agents API (``/v1/agents``, ``/v1/sessions``): the routes the ``anthropic`` SDK's
+``client.beta.agents`` / ``client.beta.sessions`` call, in its shapes, errors included
+(``{"type": "error", "error": {"type", "message"}}``). Each route parses its query, calls one use case of
+functions/agent/agents.py or sessions.py, and maps the core's errors to statuses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from functions.adapters import wiring
+from functions.adapters.settings import ApiSettings, load
+from functions.agent.errors import ConflictError, EnqueueError, NotFoundError, RequestRejectedError
+from functions.agent.models import RunKey
+
+router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
+T = TypeVar("T")
+MAX_LIMIT = 100
+
+
+class V1Error(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+    def response(self) -> Response[str]:
+        return _json(self.status, {"type": "error", "error": {"type": self.kind, "message": self.message}})
+
+
+def _json(status: int, body: Any) -> Response[str]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+
+
+def _core(call: Callable[[], T]) -> T:
+    """The core's errors as the API's: 400, 404, 409, 503."""
+    try:
+        return call()
+    except RequestRejectedError as exc:
+        raise V1Error(400, "invalid_request_error", str(exc)) from exc
+    except NotFoundError as exc:
+        raise V1Error(404, "not_found_error", str(exc)) from exc
+    except ConflictError as exc:
+        raise V1Error(409, "conflict_error", str(exc)) from exc
+    except EnqueueError as exc:
+        raise V1Error(503, "api_error", str(exc)) from exc
+
+
+def _tenant() -> str:
+    authorizer = router.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
+    claimed = (authorizer.get("lambda") or {}).get("tenant")
+    return str(claimed) if claimed else load(ApiSettings).default_tenant
+
+
+def _body() -> Any:
+    try:
+        raw = router.current_event.decoded_body
+    except ValueError as exc:
+        raise V1Error(400, "invalid_request_error", "request body is not UTF-8 text") from exc
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise V1Error(400, "invalid_request_error", f"request body is not valid JSON: {exc}") from exc
+
+
+def _query(allowed: set[str]) -> dict[str, str]:
+    params = dict(router.current_event.query_string_parameters or {})
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise V1Error(400, "invalid_request_error", f"query parameter {unknown[0]!r} is not supported here")
+    return params
+
+
+def _int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise V1Error(400, "invalid_request_error", f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise V1Error(400, "invalid_request_error", f"{name} must be true or false")
+    return value == "true"
+
+
+def _page(data: list[Any], next_page: str | None) -> Response[str]:
+    return _json(200, {"data": data, "next_page": next_page})
+
+
+def _settings() -> ApiSettings:
+    return load(ApiSettings)
+
+
+# ------------------------------------------------------------------------------------------- agents
+
+
+@router.post("/v1/agents")
+def create_agent() -> Response[str]:
+    body = _body()
+    agent = _core(lambda: wiring.agents(_settings()).create(_tenant(), body))
+    return _json(200, agent.public())
+
+
+@router.get("/v1/agents")
+def list_agents() -> Response[str]:
+    params = _query({"limit", "page", "include_archived"})
+    limit = _int(params, "limit", 20, 1, MAX_LIMIT)
+    agents, next_page = wiring.session_store(_settings()).list_agents(
+        _tenant(), limit=limit, after=params.get("page"), include_archived=_flag(params, "include_archived")
+    )
+    return _page([agent.public() for agent in agents], next_page)
+
+
+@router.get("/v1/agents/<agent_id>")
+def get_agent(agent_id: str) -> Response[str]:
+    params = _query({"version"})
+    version = _int(params, "version", 0, 1, 10**9) or None
+    agent = _core(lambda: wiring.agents(_settings()).get(_tenant(), agent_id, version))
+    return _json(200, agent.public())
+
+
+@router.post("/v1/agents/<agent_id>")
+def update_agent(agent_id: str) -> Response[str]:
+    body = _body()
+    agent = _core(lambda: wiring.agents(_settings()).update(_tenant(), agent_id, body))
+    return _json(200, agent.public())
+
+
+@router.post("/v1/agents/<agent_id>/archive")
+def archive_agent(agent_id: str) -> Response[str]:
+    agent = _core(lambda: wiring.agents(_settings()).archive(_tenant(), agent_id))
+    return _json(200, agent.public())
+
+
+@router.get("/v1/agents/<agent_id>/versions")
+def agent_versions(agent_id: str) -> Response[str]:
+    params = _query({"limit", "page"})
+    limit = _int(params, "limit", 20, 1, MAX_LIMIT)
+    tenant = _tenant()
+    _core(lambda: wiring.agents(_settings()).get(tenant, agent_id))
+    versions, next_page = wiring.session_store(_settings()).list_versions(
+        tenant, agent_id, limit=limit, after=params.get("page")
+    )
+    return _page([agent.public() for agent in versions], next_page)
+
+
+# ------------------------------------------------------------------------------------------- sessions
+
+
+def _session(session_id: str) -> RunKey:
+    return RunKey(_tenant(), session_id)
+
+
+@router.post("/v1/sessions")
+def create_session() -> Response[str]:
+    body = _body()
+    view = _core(lambda: wiring.sessions(_settings()).create(_tenant(), body))
+    return _json(200, view.public())
+
+
+@router.get("/v1/sessions")
+def list_sessions() -> Response[str]:
+    params = _query({"limit", "page", "include_archived", "agent_id"})
+    limit = _int(params, "limit", 20, 1, MAX_LIMIT)
+    views, next_page = wiring.sessions(_settings()).list_page(
+        _tenant(), limit=limit, page=params.get("page"), agent_id=params.get("agent_id"),
+        include_archived=_flag(params, "include_archived"),
+    )  # fmt: skip
+    return _page([view.public() for view in views], next_page)
+
+
+@router.get("/v1/sessions/<session_id>")
+def get_session(session_id: str) -> Response[str]:
+    view = _core(lambda: wiring.sessions(_settings()).view(_session(session_id)))
+    return _json(200, view.public())
+
+
+@router.delete("/v1/sessions/<session_id>")
+def delete_session(session_id: str) -> Response[str]:
+    return _json(200, _core(lambda: wiring.sessions(_settings()).delete(_session(session_id))))
+
+
+@router.post("/v1/sessions/<session_id>/archive")
+def archive_session(session_id: str) -> Response[str]:
+    view = _core(lambda: wiring.sessions(_settings()).archive(_session(session_id)))
+    return _json(200, view.public())
+
+
+@router.post("/v1/sessions/<session_id>/events")
+def send_events(session_id: str) -> Response[str]:
+    body = _body()
+    sent = _core(lambda: wiring.sessions(_settings()).send(_session(session_id), body))
+    return _json(200, {"data": sent})
+
+
+@router.get("/v1/sessions/<session_id>/events")
+def list_events(session_id: str) -> Response[str]:
+    params = _query({"limit", "page", "order", "types[]", "types", "wait"})
+    limit = _int(params, "limit", 100, 1, 1000)
+    order = params.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise V1Error(400, "invalid_request_error", "order must be asc or desc")
+    raw_types = params.get("types[]") or params.get("types")
+    types = [t for t in raw_types.split(",") if t] if raw_types else None
+    wait = _int(params, "wait", 0, 0, 20)
+    events, next_page = _core(
+        lambda: wiring.sessions(_settings()).events(
+            _session(session_id), page=params.get("page"), limit=limit, order=order,  # type: ignore[arg-type]
+            types=types, wait_seconds=wait,
+        )
+    )  # fmt: skip
+    return _page(events, next_page)
+
+
+@router.get("/v1/sessions/<session_id>/events/stream")
+def stream_events(session_id: str) -> Response[str]:
+    raise V1Error(
+        400,
+        "invalid_request_error",
+        "event streaming is not offered: API Gateway HTTP APIs do not stream. Follow a session with "
+        "GET /v1/sessions/{id}/events?page=<last id>&wait=20 (a long-poll that answers as soon as an event arrives)",
+    )
