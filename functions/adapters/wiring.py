@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -19,7 +19,6 @@ from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
-from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.settings import (
     ApiSettings,
@@ -35,7 +34,6 @@ from functions.adapters.settings import (
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
-from functions.agent.agents import Agents
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
@@ -43,10 +41,14 @@ from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.ports import ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
-from functions.agent.sessions import Sessions
 from functions.agent.step import StepConfig, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
 from functions.tools import ToolRegistry, builtin_registry
+
+if TYPE_CHECKING:
+    from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
+    from functions.agent.agents import Agents
+    from functions.agent.sessions import Sessions
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
 CLOCK = SystemClock()
@@ -221,13 +223,20 @@ def step_runner(settings: StepSettings) -> StepRunner:
     )
 
 
+# Agents and sessions are imported on first use: only the api function has them, and /runs requests never do.
+
+
 @cache
 def session_store(settings: Settings) -> DynamoDBSessionStore:
+    from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
+
     return DynamoDBSessionStore(settings.table_name, aws_client("dynamodb"))
 
 
 @cache
 def agents(settings: ApiSettings) -> Agents:
+    from functions.agent.agents import Agents
+
     return Agents(
         store=session_store(settings),
         clock=CLOCK,
@@ -239,6 +248,8 @@ def agents(settings: ApiSettings) -> Agents:
 
 @cache
 def sessions(settings: ApiSettings) -> Sessions:
+    from functions.agent.sessions import Sessions
+
     return Sessions(
         store=store(settings),
         sessions=session_store(settings),

@@ -39,7 +39,7 @@ class AgentVersionConflictError(ConflictError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at cold start
 
 
 class Policy(_Strict):
@@ -128,6 +128,8 @@ class AgentUpdate(AgentFields):
 
 class Agent(BaseModel):
     """One stored version of an agent."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str
     tenant: str
@@ -297,7 +299,7 @@ def engine_config(agent: Agent, builtins: list[str]) -> tuple[list[str], AgentCo
     return enabled, AgentConfig(system=agent.system, custom_tools=custom, ask=ask)
 
 
-_TOOL = TypeAdapter(ToolSpec)
+_TOOL: TypeAdapter[ToolSpec] = TypeAdapter(ToolSpec, config=ConfigDict(defer_build=True))
 
 
 class Agents:

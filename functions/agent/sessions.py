@@ -50,7 +50,7 @@ DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at cold start
 
 
 class TextBlock(_Strict):
