@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from stepwise import agents_cli
 from stepwise.client import DEFAULT_ENDPOINT, TERMINAL, ApiError, StepwiseClient
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -314,6 +315,19 @@ def _wait_healthy(client: StepwiseClient, server: subprocess.Popen[bytes], timeo
     raise SystemExit("the local stack did not become healthy in time")
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    return agents_cli.cmd_agents(args, _client(args), console)
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    return agents_cli.cmd_sessions(args, _client(args), console)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    client = StepwiseClient(args.endpoint, timeout=agents_cli.FOLLOW_WAIT_SECONDS + 20)  # long-polls
+    return agents_cli.cmd_chat(args, client, console, console.input)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepwise", description=__doc__)
     parser.add_argument(
@@ -364,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0)
     demo.add_argument("--log", default=".build/demo-local-stack.log")
     demo.set_defaults(func=cmd_demo)
+
+    agents_cli.add_parsers(sub, agents=cmd_agents, sessions=cmd_sessions, chat=cmd_chat)
     return parser
 
 
@@ -373,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ApiError as exc:
         console.print(Text(f"error {exc.status} {exc.code}: {exc.message}", style="red"))
+        return 2
+    except (ValueError, FileNotFoundError) as exc:  # a bad definition file or --tool value
+        console.print(Text(f"error: {exc}", style="red"))
         return 2
     except OSError as exc:
         console.print(Text(f"cannot reach {args.endpoint}: {exc} (is `make local` running?)", style="red"))

@@ -46,9 +46,12 @@ class StepwiseClient:
                 error = json.loads(payload).get("error") or {}
             except ValueError:
                 error = {}
-            raise ApiError(
-                exc.code, error.get("code", "HTTP_ERROR"), error.get("message", payload.decode()[:500])
-            ) from None
+            code = error.get("code") or error.get("type") or "HTTP_ERROR"  # /runs or /v1 (Anthropic-shaped) errors
+            raise ApiError(exc.code, code, error.get("message", payload.decode()[:500])) from None
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Any route (the /v1 Managed Agents API)."""
+        return self._request(method, path, body)
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/health"))

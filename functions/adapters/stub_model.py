@@ -2,7 +2,7 @@
 
 It is not a language model. It recognises arithmetic and questions about the time, asks for the
 ``calculator`` / ``current_time`` tools like a real model would (and for any other tool whose name the message
-contains, with ``{"query": <the message>}``), then answers from their results, so the
+contains, with the message as its first input property), then answers from their results, so the
 whole workflow (steps, tool Map, persistence, accounting) can be exercised anywhere. Its token counts are
 estimates (characters / 4), flagged by the provider name ``offline-stub`` on every step it serves.
 """
@@ -47,12 +47,11 @@ class OfflineStubModel:
 
     def create(self, request: ModelRequest) -> ModelResponse:
         last = request.messages[-1]
-        tools = {tool["name"] for tool in request.tools}
         if isinstance(last["content"], list) and any(b.get("type") == "tool_result" for b in last["content"]):
             content: list[dict[str, Any]] = [{"type": "text", "text": self._answer(request.messages)}]
             stop_reason = "end_turn"
         else:
-            content = self._tool_requests(_text_of(last["content"]), tools, len(request.messages))
+            content = self._tool_requests(_text_of(last["content"]), request.tools, len(request.messages))
             stop_reason = "tool_use" if content else "end_turn"
             if not content:
                 content = [
@@ -73,16 +72,19 @@ class OfflineStubModel:
         )
 
     @staticmethod
-    def _tool_requests(text: str, tools: set[str], turn: int) -> list[dict[str, Any]]:
+    def _tool_requests(text: str, schemas: list[dict[str, Any]], turn: int) -> list[dict[str, Any]]:
+        tools = {tool["name"] for tool in schemas}
         calls: list[dict[str, Any]] = []
         if "calculator" in tools:
             calls += [{"name": "calculator", "input": {"expression": e}} for e in find_expressions(text)]
         if "current_time" in tools and re.search(r"\b(time|date|today|now)\b", text, re.IGNORECASE):
             zone = _ZONE.search(text)
             calls.append({"name": "current_time", "input": {"timezone": zone.group(1) if zone else "UTC"}})
-        for name in sorted(tools - {"calculator", "current_time"}):  # a session's custom tool, named in the text
-            if re.search(rf"\b{re.escape(name)}\b", text):
-                calls.append({"name": name, "input": {"query": text[:200]}})
+        for tool in schemas:  # a session's custom tool, named in the text: its first property gets the text
+            name = tool["name"]
+            if name not in ("calculator", "current_time") and re.search(rf"\b{re.escape(name)}\b", text):
+                field = next(iter(tool.get("input_schema", {}).get("properties") or {"query": None}))
+                calls.append({"name": name, "input": {field: text[:2000]}})
         if not calls:
             return []
         intro = {"type": "text", "text": f"{STUB_LABEL} I will use {', '.join(c['name'] for c in calls)}."}
