@@ -19,7 +19,7 @@ import anthropic
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from word_count import word_count  # noqa: E402
+from word_count import word_count
 
 HERE = Path(__file__).parent
 MESSAGE = "Please word_count this sentence: the quick brown fox jumps over the lazy dog. Then what is 12*12?"
