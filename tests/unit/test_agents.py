@@ -77,7 +77,7 @@ def create(agents: Agents, **fields: Any) -> Agent:
                 ]
             },
             "tools.0.configs.0.permission_policy: 'auto' is not offered",
-        ),  # fmt: skip
+        ),
         ({"tools": [{"type": "stepwise_toolset_20261201", "configs": [{"name": "bash"}]}]}, "unknown built-in"),
         ({"tools": [WEATHER, WEATHER]}, "two tools have the same name"),
         ({"tools": [{**WEATHER, "name": "calculator"}, {"type": "stepwise_toolset_20261201"}]}, "same name"),
@@ -109,8 +109,8 @@ def test_what_stepwise_cannot_offer_is_refused_by_name_and_nothing_is_stored(
 def test_an_agent_is_stored_normalised_at_version_1(agents: Agents, store: MemoryAgents) -> None:
     agent = create(agents, tools=[{"type": "stepwise_toolset_20261201"}, WEATHER], metadata={"team": "a"})
     public = agent.public()
-    assert public["type"] == "agent" and public["version"] == 1 and public["model"] == {"id": "claude-haiku-4-5",
-                                                                                         "speed": "standard"}  # fmt: skip
+    assert public["type"] == "agent" and public["version"] == 1
+    assert public["model"] == {"id": "claude-haiku-4-5", "speed": "standard"}
     assert public["tools"][0] == {
         "type": "stepwise_toolset_20261201",
         "default_config": {"enabled": True, "permission_policy": {"type": "always_allow"}},

@@ -73,7 +73,7 @@ def test_each_turn_continues_the_conversation_with_tool_results_before_what_the_
             RunStatus.SUCCEEDED,
             [Turn(first_step=0, started_at=T0), Turn(first_step=2, started_at=T1), Turn(first_step=2, started_at=T2)],
             steps=3,
-        ),  # fmt: skip
+        ),
         steps=[
             step(0, [use("toolu_a", "calculator")]),
             step(1, [{"type": "text", "text": "42"}]),
@@ -97,7 +97,7 @@ def test_a_message_after_a_stopped_tool_step_follows_the_calls_results() -> None
     history = RunHistory(
         run=session(
             RunStatus.BUDGET_EXCEEDED, [Turn(first_step=0, started_at=T0), Turn(first_step=1, started_at=T1)], steps=1
-        ),  # fmt: skip
+        ),
         steps=[step(0, [use("toolu_a", "calculator")])],
         tool_results={(0, "toolu_a"): result("toolu_a", "42")},
         user_events=[said(1, "6*7?"), said(2, "go on")],
@@ -134,7 +134,7 @@ def waiting_history(**session_extra: Any) -> RunHistory:
                     use("toolu_t", "current_time"),
                 ],
             )
-        ],  # fmt: skip
+        ],
         tool_results={(0, "toolu_t"): result("toolu_t", "noon")},
         user_events=[said(1, "hi")],
     )
