@@ -90,6 +90,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 "dynamodb:BatchGetItem", "dynamodb:DeleteItem",
             ),
             execution_actions=("states:StopExecution",),
+            # a long-poll of a session's events waits up to 20 s; API Gateway cuts every request at 30 s
+            timeout_seconds=28,
         ),
         FunctionSpec(
             name="intake",

@@ -42,7 +42,7 @@ SESSION_PREFIX = "sesn_"
 MAX_EVENTS_PER_REQUEST = 50
 MAX_STEPS_PER_TURN = 25
 MAX_TOKENS_PER_CALL = 4096
-MAX_WAIT_SECONDS = 20  # a long-poll stays well inside API Gateway's 30 s
+MAX_WAIT_SECONDS = 20  # a long-poll stays inside the api function's 28 s timeout and API Gateway's 30 s
 POLL_SECONDS = 0.5
 DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 

@@ -40,6 +40,13 @@ def check(name: str, r: dict[str, Any], aws: Aws) -> None:
         assert r["statusCode"] == 200 and len(body(r)["steps"]) == 1
     elif name == "api/cancel_run.json":
         assert r["statusCode"] == 200 and body(r)["status"] == "CANCELLED"
+    elif name == "api/create_agent.json":
+        agent = body(r)
+        assert r["statusCode"] == 200 and agent["type"] == "agent" and agent["version"] == 1
+        assert [tool["type"] for tool in agent["tools"]] == ["custom", "stepwise_toolset_20261201"]
+    elif name == "api/create_agent_sandbox_toolset.json":
+        assert r["statusCode"] == 400 and body(r)["error"]["type"] == "invalid_request_error"
+        assert "agent_toolset_20260401" in body(r)["error"]["message"]
     elif name == "api/health.json":
         assert r["statusCode"] == 200
     elif name == "intake/sqs_batch.json":
