@@ -38,8 +38,8 @@ class SqsRunQueue:
     def enqueue(self, key: RunKey) -> None:
         self._send(key)
 
-    def schedule_watch(self, key: RunKey) -> None:
-        self._send(key, self.watch_delay_seconds, watch=True)
+    def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
+        self._send(key, self.watch_delay_seconds, watch=True, **({"turn": turn} if turn else {}))
 
     def schedule_release(self, key: RunKey, step: int) -> None:
         """The intake function releases the reservation after the delay (longer than the step function's

@@ -19,7 +19,9 @@ from botocore.exceptions import ClientError
 from functions.adapters.dynamodb_store import (
     RUN_SK,
     _Expression,
+    event_sk,
     event_to_item,
+    pending_sk,
     run_from_item,
     run_pk,
     run_to_item,
@@ -109,8 +111,19 @@ class DynamoDBSessionStore:
         return self._transact([head, self._put(_agent_item(agent, _version(agent.id, agent.version)),
                                                "attribute_not_exists(pk)")])  # fmt: skip
 
-    def archive_agent(self, agent: Agent) -> None:
-        self.client.put_item(TableName=self.table_name, Item=_agent_item(agent, _head(agent.id)))
+    def archive_agent(self, agent: Agent) -> bool:
+        """Archive the version read; False if another version was written meanwhile."""
+        try:
+            self.client.put_item(
+                TableName=self.table_name, Item=_agent_item(agent, _head(agent.id)),
+                ConditionExpression="#v = :v", ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues={":v": {"N": str(agent.version)}},
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def list_agents(
         self, tenant: str, *, limit: int, after: str | None, include_archived: bool
@@ -134,7 +147,13 @@ class DynamoDBSessionStore:
             raise RuntimeError(f"session {run.run_id} exists")  # ids are random: never in practice
 
     def save_session(
-        self, run: Run, *, read: Run, events: list[UserEvent], results: list[tuple[StepRef, ToolOutcome]]
+        self,
+        run: Run,
+        *,
+        read: Run,
+        events: list[UserEvent],
+        results: list[tuple[StepRef, ToolOutcome]],
+        discard_pending: int | None = None,
     ) -> bool:
         e = _Expression()
         ended = ", ".join(e.value(status.value) for status in TERMINAL_STATUSES)
@@ -146,11 +165,17 @@ class DynamoDBSessionStore:
         items = [self._put(run_to_item(run), condition, e), self._put(_index_item(run), None)]
         items += [self._put(event_to_item(run.key, event), "attribute_not_exists(pk)") for event in events]
         items += [self._put(tool_to_item(ref, outcome), "attribute_not_exists(pk)") for ref, outcome in results]
+        if discard_pending is not None:
+            key = self._key(run_pk(run.key), pending_sk(discard_pending))
+            items.append({"Delete": {"TableName": self.table_name, "Key": key}})
         return self._transact(items)
 
     def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
         for event in events:
             self.client.put_item(TableName=self.table_name, Item=event_to_item(key, event))
+
+    def delete_event(self, key: RunKey, event_id: str) -> None:
+        self.client.delete_item(TableName=self.table_name, Key=self._key(run_pk(key), event_sk(event_id)))
 
     def list_sessions(
         self, tenant: str, *, limit: int, after: str | None, agent_id: str | None, include_archived: bool
@@ -165,12 +190,19 @@ class DynamoDBSessionStore:
         keys = [self._key(run_pk(RunKey(tenant, item["sk"]["S"][2:])), RUN_SK) for item in found]
         runs: dict[str, Run] = {}
         for start in range(0, len(keys), 100):
-            response = self.client.batch_get_item(
-                RequestItems={self.table_name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
-            )
-            for item in response["Responses"].get(self.table_name, []):
-                run = run_from_item(item)
-                runs[run.run_id] = run
+            unread: list[dict[str, Any]] = keys[start : start + 100]
+            for _ in range(8):  # what BatchGetItem leaves unprocessed (a 16 MB page, throttling) is asked again
+                response = self.client.batch_get_item(
+                    RequestItems={self.table_name: {"Keys": unread, "ConsistentRead": True}}
+                )
+                for item in response["Responses"].get(self.table_name, []):
+                    run = run_from_item(item)
+                    runs[run.run_id] = run
+                unread = response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+                if not unread:
+                    break
+            if unread:
+                raise RuntimeError("DynamoDB left sessions unread after 8 attempts; retry the request")
         ordered = [runs[item["sk"]["S"][2:]] for item in found if item["sk"]["S"][2:] in runs]
         return ordered, next_page
 

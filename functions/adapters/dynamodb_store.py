@@ -46,6 +46,7 @@ from functions.agent.ledger import (
     Holds,
     HoldsNothing,
     HoldsNothingFor,
+    InTurn,
     IsActive,
     Plan,
     Rejected,
@@ -229,6 +230,7 @@ def _session_values(run: Run) -> dict[str, Any]:
         "agent": run.agent.model_dump_json() if run.agent else None,
         "session": _json(run.session),
         "session_rev": run.session.get("rev", 0),
+        "turn": run.turn,  # what InTurn compares
         "turns": _json([turn.model_dump(mode="json", exclude_defaults=True) for turn in run.turns]),
     }
 
@@ -374,6 +376,9 @@ def _render(condition: Condition, e: _Expression) -> str:
             return "attribute_not_exists(reserved_step)"
         case HoldsNothingFor(step=step):
             return f"(attribute_not_exists(reserved_step) OR reserved_step <> {e.value(step)})"
+        case InTurn(turn=turn):
+            current = e.name("turn")
+            return f"({current} = {e.value(turn)}" + (f" OR attribute_not_exists({current}))" if turn == 0 else ")")
         case CostAtMost(limit=limit):
             return f"cost_usd <= {e.value(limit)}"
     raise TypeError(f"no rendering for {condition!r}")  # pragma: no cover - every Condition is matched above

@@ -10,6 +10,7 @@ model options (effort, speed, inference_geo).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ MAX_TOOLS = 256
 MAX_MCP_SERVERS = 20
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 MAX_SYSTEM_CHARS = 100_000
+MAX_DEFINITION_BYTES = 100_000
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 AGENT_ID = re.compile(r"^agent_[0-9a-f]{26}$")
 
@@ -325,6 +327,8 @@ class Agents:
     def create(self, tenant: str, raw: dict[str, Any]) -> Agent:
         """Raises RequestRejectedError naming the first problem; nothing is written then."""
         fields = self._parse(AgentFields, raw)
+        if fields.metadata and any(value is None for value in fields.metadata.values()):
+            raise RequestRejectedError("metadata: values are strings (null deletes a key, on update only)")
         if fields.name is None or fields.model is None:
             raise RequestRejectedError(f"{'name' if fields.name is None else 'model'}: field required")
         now = self._now()
@@ -368,7 +372,8 @@ class Agents:
         if agent.archived_at is not None:
             return agent
         archived = agent.model_copy(update={"archived_at": self._now()})
-        self.store.archive_agent(archived)
+        if not self.store.archive_agent(archived):
+            raise AgentVersionConflictError(f"agent {agent_id} changed while it was being archived; retry")
         return archived
 
     def _apply(self, agent: Agent, fields: AgentFields) -> Agent:
@@ -395,7 +400,13 @@ class Agents:
             update["mcp_servers"] = [server.model_dump() for server in servers]
         if fields.metadata is not None:
             update["metadata"] = check_metadata(agent.metadata, fields.metadata)
-        return agent.model_copy(update=update)
+        updated = agent.model_copy(update=update)
+        size = len(json.dumps(updated.changes(), ensure_ascii=False).encode())
+        if size > MAX_DEFINITION_BYTES:  # a session's item keeps a copy of it, beside its turns
+            raise RequestRejectedError(
+                f"the agent's definition is {size} bytes of JSON; at most {MAX_DEFINITION_BYTES} (system, tools, ...)"
+            )
+        return updated
 
     @staticmethod
     def _parse(model: type[AgentFields], raw: Any) -> Any:

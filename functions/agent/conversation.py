@@ -43,8 +43,8 @@ def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
 
     for record in history.steps:
         user.extend(inputs.get(record.step, []))
-        if record.superseded:  # recorded and charged, but redone by another model
-            continue
+        if record.superseded or not record.content:  # redone by another model; or an empty answer (the API
+            continue  # refuses an empty assistant message in a conversation)
         flush()
         messages.append({"role": "assistant", "content": record.content})
         for call in record.tool_calls():

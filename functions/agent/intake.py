@@ -48,23 +48,24 @@ class Intake:
                 reason = RunError(code="INTAKE_FAILED", message=f"the workflow could not be started: {exc}"[:1000])
                 self.lifecycle.end(key, RunStatus.FAILED, reason)
             raise
-        self.queue.schedule_watch(key)  # a watchdog for the run: it must keep moving or end (see watch)
+        self.queue.schedule_watch(key, turn=run.turn)  # a watchdog for the run: it must keep moving or end
         return "started" if started else "duplicate"
 
-    def watch(self, key: RunKey) -> str:
+    def watch(self, key: RunKey, *, turn: int = 0) -> str:
         """Stuck-run detection. A run that has not ended must have a running execution; if its execution is
-        gone or ended without ending the run (a lost event, a failed finaliser), the run ends here with why."""
+        gone or ended without ending the run (a lost event, a failed finaliser), the run ends here with why.
+        A session's watch is of one turn: once the session has moved on, it is over."""
         run = self.store.get_run(key)
-        if run is None or run.status.terminal:
+        if run is None or run.status.terminal or run.turn != turn:
             return "ended"
         execution = self.workflow.status(run.execution_name)
         if execution == "RUNNING":
-            self.queue.schedule_watch(key)
+            self.queue.schedule_watch(key, turn=turn)
             return "running"
         status = ENDED_BY_EXECUTION.get(execution or "", RunStatus.FAILED)
         what = f"its execution ended {execution}" if execution else "it has no execution"
         reason = RunError(code="STUCK", message=f"the run was {run.status.value} but {what}; ended by the run watchdog")
-        self.lifecycle.end(key, status, reason, call_in_flight=True)
+        self.lifecycle.end(key, status, reason, call_in_flight=True, turn=turn if run.turns else None)
         return f"stuck:{execution}"
 
     def release(self, key: RunKey, step: int) -> str:

@@ -175,6 +175,24 @@ class HoldsNothingFor(Condition):
 
 
 @dataclass(frozen=True)
+class InTurn(Condition):
+    """A session is still in turn ``turn`` (a /runs run is always in turn 0): a Lambda or an execution of an
+    earlier turn never writes into the next one."""
+
+    turn: int
+
+    def holds(self, run: Run) -> bool:
+        return run.turn == self.turn
+
+
+def _fenced(run: Run, conditions: list[Condition], turn: int | None = None) -> list[Condition]:
+    """Conditions of a session's write, fenced to its turn (a /runs run's writes are unchanged)."""
+    if run.turns or turn:
+        conditions.append(InTurn(run.turn if turn is None else turn))
+    return conditions
+
+
+@dataclass(frozen=True)
 class CostAtMost(Condition):
     limit: Decimal
 
@@ -270,7 +288,7 @@ def reserve_plan(
     """Hold ``wanted`` for the run's next call against every budget. With ``replacing`` the held reservation
     becomes ``wanted`` and only the difference is charged (the step was re-routed to a fallback)."""
     amount = wanted.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
-    conditions: list[Condition] = [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing else HoldsNothing()]
+    conditions = _fenced(run, [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing else HoldsNothing()])
     if run.budget.max_usd is not None:
         conditions.append(CostAtMost(Decimal(str(run.budget.max_usd)) - wanted.amount_usd))
     committed = {"committed_usd": amount}
@@ -290,7 +308,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
     holds it). A step that ends the run (its status is terminal) ends it here, in the same write."""
     held = run.reservation if run.reservation and run.reservation.step == record.step else None
     day = held.day if held else record.finished_at[:10]
-    conditions: list[Condition] = [AtStep(record.step), Holds(held) if held else HoldsNothingFor(record.step)]
+    conditions = _fenced(run, [AtStep(record.step), Holds(held) if held else HoldsNothingFor(record.step)])
     status = None
     if require_active:
         conditions.append(IsActive())
@@ -334,13 +352,15 @@ def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
     return CounterChange(Counter(run.tenant, held.day), freed), CounterChange(Counter(None, held.day), freed)
 
 
-def end_plan(run: Run, status: RunStatus, *, error: RunError | None, release: bool, now: str) -> Plan:
+def end_plan(
+    run: Run, status: RunStatus, *, error: RunError | None, release: bool, now: str, turn: int | None = None
+) -> Plan:
     """Move an active run to a terminal status. With ``release`` (no call can be in flight) the reservation it
     holds is freed too; otherwise it stays for the call to settle or for a delayed release."""
     if not status.terminal:
         raise ValueError(f"a run ends with a terminal status, not {status.value}")
     held = run.reservation if release else None
-    conditions: list[Condition] = [IsActive()]
+    conditions = _fenced(run, [IsActive()], turn)
     if release:  # exactly the reservation read: freed once
         conditions.append(Holds(held) if held else HoldsNothing())
     change = RunChange(run.key, tuple(conditions), status=status, error=error, release=held is not None, updated_at=now)
@@ -424,7 +444,7 @@ def settle(store: LedgerStore, run: Run, record: StepRecord, output: str | None)
         raise RunNotActiveError(run.run_id)
 
 
-def settle_late(store: LedgerStore, key: RunKey, record: StepRecord) -> None:
+def settle_late(store: LedgerStore, key: RunKey, record: StepRecord, *, turn: int = 0) -> None:
     """Record and charge a call the provider billed after its run ended, without touching the run's status:
     against the reservation if the run still holds it, else as a plain charge.
 
@@ -433,7 +453,8 @@ def settle_late(store: LedgerStore, key: RunKey, record: StepRecord) -> None:
     call: the run's execution has stopped."""
     for _ in range(2):
         current = store.get_run(key)
-        if current is None or current.completed_steps != record.step:
+        # (a session's next turn waits for this reservation, so it cannot have started)
+        if current is None or current.completed_steps != record.step or current.turn != turn:
             return
         plan = settle_plan(current, record, None, require_active=False)
         rejected = store.apply(plan)
@@ -449,20 +470,22 @@ def end_run(
     now: str,
     error: RunError | None = None,
     release: bool = True,
+    turn: int | None = None,
 ) -> bool:
-    """End an active run (see ``end_plan``). Returns False if it had already ended.
+    """End an active run (see ``end_plan``). Returns False if it had already ended, or (with ``turn``) if the
+    session is no longer in that turn.
 
     Raises:
         StoreConflictError: its reservation changed between the read and the write (a step settled): the
             invoker (Step Functions, SQS, EventBridge) retries.
     """
     run = store.get_run(key)
-    if run is None or run.status.terminal:
+    if run is None or run.status.terminal or (turn is not None and run.turn != turn):
         return False
-    if store.apply(end_plan(run, status, error=error, release=release, now=now)) is None:
+    if store.apply(end_plan(run, status, error=error, release=release, now=now, turn=turn)) is None:
         return True
     current = store.get_run(key)
-    if current is None or current.status.terminal:
+    if current is None or current.status.terminal or (turn is not None and current.turn != turn):
         return False
     raise StoreConflictError(f"run {key} changed while it was being ended")
 

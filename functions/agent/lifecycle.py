@@ -29,16 +29,13 @@ class Lifecycle:
         Without ``call_in_flight`` (Finalize, MarkFailed) no model call can be running: a reservation is
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
         once the call can no longer be running (it may still settle the reservation itself)."""
-        held = self.store.get_run(key) if call_in_flight or turn is not None else None
-        if held is not None and turn is not None and held.turn != turn:
-            return held
-        held = held if call_in_flight else None
-        ledger.end_run(self.store, key, status, error=error, release=not call_in_flight, now=self._now())
-        if held is not None and held.reservation is not None:
+        held = self.store.get_run(key) if call_in_flight else None
+        ledger.end_run(self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn)
+        if held is not None and held.reservation is not None and (turn is None or held.turn == turn):
             self._queue().schedule_release(key, held.reservation.step)
         return self._read(key)
 
-    def fail(self, key: RunKey, error: str | None, cause: str | None) -> Run:
+    def fail(self, key: RunKey, error: str | None, cause: str | None, *, turn: int | None = None) -> Run:
         """The workflow's Catch: the run ends FAILED with the error and the last step it completed."""
         current = self.store.get_run(key)
         reason = failure_reason(error, cause)
@@ -49,7 +46,7 @@ class Lifecycle:
                 else "before its first step completed"
             )
             reason = reason.model_copy(update={"message": f"{reason.message} ({done})"})
-        return self.end(key, RunStatus.FAILED, reason)
+        return self.end(key, RunStatus.FAILED, reason, turn=turn)
 
     def cancel(self, key: RunKey, workflow: Workflow, *, reason: str = "cancelled by request") -> Run:
         """Cancel a run. A reservation it holds may cover a model call still in flight: it stays until that
@@ -64,9 +61,12 @@ class Lifecycle:
         if run.status.terminal:
             raise RunConflictError(f"run {key.run_id} already ended with status {run.status.value}")
         why = RunError(code="CANCELLED", message=reason)
-        if not ledger.end_run(self.store, key, RunStatus.CANCELLED, error=why, release=False, now=self._now()):
-            ended = self.store.get_run(key)
-            status = ended.status.value if ended else "unknown"
+        ended = ledger.end_run(
+            self.store, key, RunStatus.CANCELLED, error=why, release=False, now=self._now(), turn=run.turn
+        )
+        if not ended:
+            current = self.store.get_run(key)
+            status = current.status.value if current else "unknown"
             raise RunConflictError(f"run {key.run_id} already ended with status {status}")
         workflow.stop(run.execution_name, reason)
         if run.reservation is not None:

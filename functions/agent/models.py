@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -26,6 +27,15 @@ class RunKey:
 
     def __str__(self) -> str:
         return f"{self.tenant}/{self.run_id}"
+
+
+def turn_of(execution_name: str) -> int:
+    """The turn an execution runs (see ``Run.execution_name``): 0 for a /runs run's."""
+    match = _TURN_SUFFIX.search(execution_name)
+    return int(match.group(1)) if match else 0
+
+
+_TURN_SUFFIX = re.compile(r"_t(\d+)$")
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,9 @@ class RunQueue(Protocol):
         """Release the step's reservation later, once its model call cannot still be in flight."""
         ...
 
-    def schedule_watch(self, key: RunKey) -> None:
-        """Check the run again later: it must be moving (its execution running) or have ended."""
+    def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
+        """Check the run (a session: that turn) again later: it must be moving (its execution running) or have
+        ended."""
         ...
 
 
@@ -194,7 +195,9 @@ class AgentStore(Protocol):
         """Store the next version if ``expected`` is still the current one; False otherwise."""
         ...
 
-    def archive_agent(self, agent: Agent) -> None: ...
+    def archive_agent(self, agent: Agent) -> bool:
+        """Store the archived version if it is still the current one; False otherwise."""
+        ...
 
     def list_agents(
         self, tenant: str, *, limit: int, after: str | None, include_archived: bool
@@ -216,15 +219,24 @@ class SessionStore(Protocol):
     def create_session(self, run: Run, events: list[UserEvent]) -> None: ...
 
     def save_session(
-        self, run: Run, *, read: Run, events: list[UserEvent], results: list[tuple[StepRef, ToolOutcome]]
+        self,
+        run: Run,
+        *,
+        read: Run,
+        events: list[UserEvent],
+        results: list[tuple[StepRef, ToolOutcome]],
+        discard_pending: int | None = None,
     ) -> bool:
-        """Replace the idle session ``read`` with ``run`` and store the events and tool results, atomically;
-        False if the session changed since it was read (nothing is written then)."""
+        """Replace the idle session ``read`` with ``run`` and store the events and tool results, atomically
+        (dropping a model answer stored for step ``discard_pending``); False if the session changed since it
+        was read (nothing is written then)."""
         ...
 
     def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
         """Store events of a running turn (an interrupt)."""
         ...
+
+    def delete_event(self, key: RunKey, event_id: str) -> None: ...
 
     def list_sessions(
         self, tenant: str, *, limit: int, after: str | None, agent_id: str | None, include_archived: bool

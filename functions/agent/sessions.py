@@ -17,7 +17,7 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from functions.agent import ledger
 from functions.agent.agents import Agent, Agents, check_metadata, engine_config, problems
@@ -42,6 +42,7 @@ SESSION_PREFIX = "sesn_"
 MAX_EVENTS_PER_REQUEST = 50
 MAX_STEPS_PER_TURN = 25
 MAX_TOKENS_PER_CALL = 4096
+MAX_TURNS = 500  # a session's item keeps its turns (and a copy of its agent version): a bounded list
 MAX_WAIT_SECONDS = 20  # a long-poll stays inside the api function's 28 s timeout and API Gateway's 30 s
 POLL_SECONDS = 0.5
 DEFAULT_DENY_MESSAGE = "The user denied this tool call."
@@ -68,6 +69,12 @@ class ToolConfirmation(_Strict):
     tool_use_id: str
     result: Literal["allow", "deny"]
     deny_message: str | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _deny_only(self) -> ToolConfirmation:
+        if self.deny_message is not None and self.result != "deny":
+            raise ValueError("deny_message goes with result 'deny' only")
+        return self
 
 
 class CustomToolResult(_Strict):
@@ -133,7 +140,8 @@ def _refuse_unsupported_events(raw: Any) -> None:
             raise RequestRejectedError(
                 f"events.{index}.type: {kind!r} is not supported (Stepwise accepts {', '.join(SUPPORTED_EVENTS)})"
             )
-        for block_index, block in enumerate(event.get("content") or []):
+        content = event.get("content") if isinstance(event, dict) else None
+        for block_index, block in enumerate(content if isinstance(content, list) else []):
             if isinstance(block, dict) and block.get("type") != "text":
                 raise RequestRejectedError(
                     f"events.{index}.content.{block_index}.type: only text blocks are supported, not "
@@ -175,12 +183,15 @@ def stop_reason(status: RunStatus, error: RunError | None, pending: list[str]) -
 
 
 def _error_event(status: RunStatus, error: RunError | None) -> dict[str, Any] | None:
+    if status is RunStatus.BUDGET_EXCEEDED and error is not None and error.code == "MAX_STEPS":
+        message = f"MAX_STEPS: {error.message}"
+        return {"type": "tool_use_limit_reached_error", "message": message, "retry_status": {"type": "terminal"}}
     if status not in (RunStatus.FAILED, RunStatus.TIMED_OUT) or (error is not None and error.code == "REFUSAL"):
         return None
     code = error.code if error else status.value
-    kind = {"overloaded_error": "model_overloaded_error", "rate_limit_error": "model_rate_limited_error"}.get(
-        code, "unknown_error"
-    )
+    # retries of the model ran out (the workflow's Catch names the error), or the provider refused the request
+    failed_call = code == "RetryableModelError" or code.startswith("MODEL_")
+    kind = "model_request_failed_error" if failed_call else "unknown_error"
     message = f"{code}: {error.message}" if error else f"the turn ended {status.value}"
     return {"type": kind, "message": message, "retry_status": {"type": "exhausted"}}
 
@@ -191,8 +202,9 @@ def _error_event(status: RunStatus, error: RunError | None) -> dict[str, Any] | 
 class SessionView:
     """One session's history read as Managed Agents events and object."""
 
-    def __init__(self, history: RunHistory) -> None:
-        self.history, self.run = history, history.run
+    def __init__(self, history: RunHistory, *, full: bool = True) -> None:
+        """``full``: the history has the session's steps and events (a listed session has only its item)."""
+        self.history, self.run, self.full = history, history.run, full
         self.agent = self.run.agent
         firsts = [turn.first_step for turn in self.run.turns]
         self._turn_of_step = {
@@ -203,6 +215,23 @@ class SessionView:
         self._run_by = {
             (int(call["step"]), str(call["id"])): n for n, turn in enumerate(self.run.turns, 1) for call in turn.tools
         }
+
+    @property
+    def settled(self) -> bool:
+        """Whether the session is idle with nothing left to land: no call of an interrupted turn in flight."""
+        return self.run.status.terminal and self.run.reservation is None
+
+    def _results_complete(self, record: Any, approved: bool) -> bool:
+        """Whether all of a step's results that Stepwise runs (in its turn, or the approved ones in the next) are
+        stored, or nothing more can come (a later step, or the session settled)."""
+        if record.step < len(self.history.steps) - 1 or self.settled:
+            return True
+        runs_now = [
+            call for call in record.tool_calls()
+            if (self.agent is None or not self.agent.needs_client(call.name)) or (record.step, call.id) in self._run_by
+        ]  # fmt: skip
+        wanted = [call for call in runs_now if ((record.step, call.id) in self._run_by) == approved]
+        return all((record.step, call.id) in self.history.tool_results for call in wanted)
 
     def call_event_id(self, step: int, index: int) -> str:
         return event_id(self._turn_of_step.get(step, 1), 3, step, TOOL_USE_BASE + index)
@@ -226,16 +255,20 @@ class SessionView:
 
     def events(self) -> list[dict[str, Any]]:
         run, history = self.run, self.history
+        # An interrupt is shown once the turn has settled (with its idle): the model call it interrupted may still
+        # be recorded, and its events sort before the interrupt's, so a follower past the interrupt would miss them.
+        hidden = None if self.settled else event_id(run.turn, 4)[:10]
         events: list[dict[str, Any]] = [
             {"id": event.id, "type": event.type, "processed_at": event.processed_at, **event.body}
             for event in history.user_events
+            if hidden is None or not event.id.startswith(hidden)
         ]
         for n, turn in enumerate(run.turns, 1):
             events.append({"id": event_id(n, 1), "type": "session.status_running", "processed_at": turn.started_at})
             current = n == len(run.turns)
             status = run.status if current else turn.ended_status
-            if status is None or not status.terminal:
-                continue
+            if status is None or not status.terminal or (current and not self.settled):
+                continue  # (an interrupted turn idles once its last call has settled: its events come first)
             error = run.error if current else turn.ended_error
             at = run.updated_at if current else (turn.ended_at or turn.started_at)
             if failure := _error_event(status, error):
@@ -295,6 +328,8 @@ class SessionView:
                 outcome = self.history.tool_results.get((k, call.id))
                 if outcome is None or custom or outcome.error_kind is ToolError.DENIED:
                     continue  # the client's own result or decision is its event
+                if not self._results_complete(record, (k, call.id) in self._run_by):
+                    continue  # parallel results land in any order: a step's are shown together
                 later = self._run_by.get((k, call.id))
                 where = event_id(later, 2, k, index) if later else event_id(n, 3, k, TOOL_RESULT_BASE + index)
                 events.append(
@@ -336,7 +371,7 @@ class SessionView:
         usage = run.usage
         cents = (run.cost_usd * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)
         active_ms = sum(record.duration_ms for record in self.history.steps)
-        status = "running" if not run.status.terminal else "idle"
+        status = "idle" if self.settled else "running"
         body: dict[str, Any] = {
             "id": run.run_id,
             "type": "session",
@@ -352,7 +387,7 @@ class SessionView:
             "outcome_evaluations": [],
             "resources": [],
             "vault_ids": [],
-            "stats": {"active_seconds": active_ms / 1000, "duration_seconds": None},
+            "stats": {"active_seconds": active_ms / 1000 if self.full else None, "duration_seconds": None},
             "usage": {
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
@@ -367,7 +402,7 @@ class SessionView:
             },
             "turns": run.turn,  # Stepwise
         }
-        if run.status.terminal and run.turns:
+        if self.settled and run.turns and self.full:
             body["stop_reason"] = stop_reason(run.status, run.error, list(self.waiting()))  # Stepwise
         return body
 
@@ -446,6 +481,7 @@ class Sessions:
             created_at=now,
             updated_at=now,
         )
+        _check_size(request.initial_events)
         events: list[UserEvent] = []
         if request.initial_events:
             events = [self._user_event(1, 0, i, e, now) for i, e in enumerate(request.initial_events)]
@@ -464,7 +500,7 @@ class Sessions:
         runs, next_page = self.sessions.list_sessions(
             tenant, limit=limit, after=page, agent_id=agent_id, include_archived=include_archived
         )
-        return [SessionView(RunHistory(run=run)) for run in runs], next_page
+        return [SessionView(RunHistory(run=run), full=False) for run in runs], next_page
 
     def archive(self, key: RunKey) -> SessionView:
         history = self._history(key)
@@ -518,12 +554,13 @@ class Sessions:
         return self._answer(history, request.events, now)
 
     def _interrupt(self, run: Run, now: str) -> list[dict[str, Any]]:
+        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
+        self.sessions.save_events(run.key, [event])  # first: a follower sees it before the turn's idle
         try:
             self.lifecycle.cancel(run.key, self.workflow, reason="interrupted by the user")
         except ConflictError:  # it idled meanwhile
+            self.sessions.delete_event(run.key, event.id)
             raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
-        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
-        self.sessions.save_events(run.key, [event])
         return [_public(event)]
 
     def _answer(self, history: RunHistory, sent: list[Any], now: str) -> list[dict[str, Any]]:
@@ -575,14 +612,19 @@ class Sessions:
         left = [event_id for event_id in waiting if event_id not in answered]
         if messages and left:
             raise ConflictError(f"session {run.run_id} waits for its tool calls first: answer {', '.join(left)}")
-        if sum(len(b.get("text", "")) for e in events for b in e.body.get("content", [])) > MAX_INPUT_BYTES:
-            raise RequestRejectedError(f"events: the messages are longer than {MAX_INPUT_BYTES} characters")
+        _check_size(sent)
+        if not left and run.turn >= MAX_TURNS:
+            raise ConflictError(
+                f"session {run.run_id} has had {MAX_TURNS} turns, the most one session takes: open a new one"
+            )
         updated = _revised(run, {"approved": [] if not left else approved}, now)
         if not left:  # everything answered: the next turn starts, with the calls a person allowed
             updated = _with_turn(updated, Turn(first_step=run.completed_steps, started_at=now, tools=approved), now)
         else:  # still idle: the events wait with the next turn
             updated = updated.model_copy(update={"updated_at": run.updated_at})
-        if not self.sessions.save_session(updated, read=run, events=events, results=results):
+        # an answer an interrupted turn stored for the step the next turn starts at was never its answer
+        discard = run.completed_steps if not left else None
+        if not self.sessions.save_session(updated, read=run, events=events, results=results, discard_pending=discard):
             raise ConflictError(f"session {run.run_id} changed while the events were stored; send them again")
         if not left:
             self._enqueue(updated)
@@ -647,6 +689,13 @@ class Sessions:
 
     def _now(self) -> str:
         return self.clock.now().isoformat(timespec="milliseconds")
+
+
+def _check_size(events: list[Any]) -> None:
+    """What one request sends is at most MAX_INPUT_BYTES of UTF-8 text (the items that keep it are bounded)."""
+    size = sum(len(block.text.encode()) for event in events for block in getattr(event, "content", []))
+    if size > MAX_INPUT_BYTES:
+        raise RequestRejectedError(f"events: their text is {size} bytes of UTF-8, at most {MAX_INPUT_BYTES}")
 
 
 def _public(event: UserEvent) -> dict[str, Any]:

@@ -153,6 +153,7 @@ class _Step:
     history: RunHistory
     attempt: int
     waits: int
+    execution: str | None = None
     run: Run = field(init=False)
     held: Reservation | None = None  # the reservation the run holds for this step
     percent: dict[str, float] = field(default_factory=dict)
@@ -190,11 +191,12 @@ class StepRunner:
         self.response_cache = response_cache
         self.breaker = breaker
 
-    def run(self, ref: StepRef, *, attempt: int = 0, waits: int = 0) -> StepOutcome:
+    def run(self, ref: StepRef, *, attempt: int = 0, waits: int = 0, execution: str | None = None) -> StepOutcome:
         """One model call of the run: reserve its worst-case cost against every budget, call the model, store
         the answer, then save the step and settle the real cost in one transaction. ``attempt`` is Step
-        Functions' retry count of this step, ``waits`` its retry-after waits so far."""
-        step = _Step(ref, self.store.load_history(ref.key), attempt, waits)
+        Functions' retry count of this step, ``waits`` its retry-after waits so far, ``execution`` the name of
+        the execution that took it (a session's earlier turn's execution ends without touching the session)."""
+        step = _Step(ref, self.store.load_history(ref.key), attempt, waits, execution)
         try:
             self._guard(step)
             self._route(step)
@@ -219,6 +221,8 @@ class StepRunner:
     def _guard(self, step: _Step) -> None:
         """A saved step is replayed, never called again; an ended run ends the step; so do the run's limits."""
         number, history, run = step.ref.step, step.history, step.run
+        if step.execution is not None and step.execution != run.execution_name:  # a stale turn's execution
+            raise step.finish(RunStatus.CANCELLED, RunError(code="TURN_ENDED", message="the turn has ended"))
         if number < len(history.steps):
             raise _Finished(replayed(step.ref, history.steps[number], run.agent))
         if run.status.terminal:
@@ -360,7 +364,7 @@ class StepRunner:
     def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
         """The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
         it, against the reservation if the run still holds it (a delayed release frees it only otherwise)."""
-        ledger.settle_late(self.store, step.ref.key, record)
+        ledger.settle_late(self.store, step.ref.key, record, turn=step.run.turn)
         current = self.store.get_run(step.ref.key)
         final = current.status if current else RunStatus.CANCELLED
         return StepOutcome(step.ref, StepDecision.FINISH, status=final, error=current.error if current else None)

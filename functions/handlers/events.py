@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from functions.agent.models import RunError, RunKey, RunStatus, StepRef
+from functions.agent.models import RunError, RunKey, RunStatus, StepRef, turn_of
 
 
 class RunRef(BaseModel):
     tenant: str = Field(min_length=1)
     run_id: str = Field(min_length=1)
+    execution: str | None = None  # $$.Execution.Name: which turn of a session the task belongs to
 
     @property
     def key(self) -> RunKey:
         return RunKey(self.tenant, self.run_id)
+
+    @property
+    def execution_turn(self) -> int | None:
+        """The session turn of the task's execution (None: the payload did not say)."""
+        return turn_of(self.execution) if self.execution else None
 
 
 class IntakeMessage(RunRef):
@@ -21,6 +27,7 @@ class IntakeMessage(RunRef):
 
     release_step: int | None = Field(default=None, ge=0)
     watch: bool = False  # a watchdog check of a started run
+    turn: int = Field(default=0, ge=0)  # the session turn it watches
 
 
 class StepEvent(RunRef):

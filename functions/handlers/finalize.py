@@ -22,7 +22,7 @@ logger, metrics = obs.logger, obs.metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=FinalizeEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
-    run = wiring.lifecycle(load(SETTINGS)).end(ref.key, ref.status, ref.error)
+    run = wiring.lifecycle(load(SETTINGS)).end(ref.key, ref.status, ref.error, turn=ref.execution_turn)
     obs.count("RunsFinished", status=run.status.value)
     metrics.add_metric(name="StepsPerRun", unit="Count", value=run.completed_steps)
     logger.info("run finished", status=run.status.value, steps=run.completed_steps, cost_usd=float(run.cost_usd))

@@ -27,7 +27,7 @@ def record_handler(record: SQSRecord) -> str:
     if message.release_step is not None:
         result, what = intake.release(message.key, message.release_step), "delayed release"
     elif message.watch:
-        result, what = intake.watch(message.key), "run watchdog"
+        result, what = intake.watch(message.key, turn=message.turn), "run watchdog"
     else:
         deliveries = int(record.attributes.approximate_receive_count or 1)
         last_attempt = deliveries >= settings.intake_max_receive_count

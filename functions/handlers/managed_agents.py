@@ -92,6 +92,14 @@ def _flag(params: dict[str, str], name: str) -> bool:
     return value == "true"
 
 
+def _cursor(params: dict[str, str], prefix: str) -> str | None:
+    """``page``: a next_page this API gave (anything else is refused, not read as the first page)."""
+    page = params.get("page")
+    if page is not None and not page.startswith(prefix):
+        raise V1Error(400, "invalid_request_error", f"page {page[:80]!r} is not a next_page of this list")
+    return page
+
+
 def _page(data: list[Any], next_page: str | None) -> Response[str]:
     return _json(200, {"data": data, "next_page": next_page})
 
@@ -115,7 +123,7 @@ def list_agents() -> Response[str]:
     params = _query({"limit", "page", "include_archived"})
     limit = _int(params, "limit", 20, 1, MAX_LIMIT)
     agents, next_page = wiring.session_store(_settings()).list_agents(
-        _tenant(), limit=limit, after=params.get("page"), include_archived=_flag(params, "include_archived")
+        _tenant(), limit=limit, after=_cursor(params, "HEAD#"), include_archived=_flag(params, "include_archived")
     )
     return _page([agent.public() for agent in agents], next_page)
 
@@ -148,7 +156,7 @@ def agent_versions(agent_id: str) -> Response[str]:
     tenant = _tenant()
     _core(lambda: wiring.agents(_settings()).get(tenant, agent_id))
     versions, next_page = wiring.session_store(_settings()).list_versions(
-        tenant, agent_id, limit=limit, after=params.get("page")
+        tenant, agent_id, limit=limit, after=_cursor(params, f"VER#{agent_id}#")
     )
     return _page([agent.public() for agent in versions], next_page)
 
@@ -172,7 +180,7 @@ def list_sessions() -> Response[str]:
     params = _query({"limit", "page", "include_archived", "agent_id"})
     limit = _int(params, "limit", 20, 1, MAX_LIMIT)
     views, next_page = wiring.sessions(_settings()).list_page(
-        _tenant(), limit=limit, page=params.get("page"), agent_id=params.get("agent_id"),
+        _tenant(), limit=limit, page=_cursor(params, "S#"), agent_id=params.get("agent_id"),
         include_archived=_flag(params, "include_archived"),
     )  # fmt: skip
     return _page([view.public() for view in views], next_page)
@@ -214,11 +222,17 @@ def list_events(session_id: str) -> Response[str]:
     wait = _int(params, "wait", 0, 0, 20)
     events, next_page = _core(
         lambda: wiring.sessions(_settings()).events(
-            _session(session_id), page=params.get("page"), limit=limit, order=order,  # type: ignore[arg-type]
+            _session(session_id), page=_cursor(params, "sevt_"), limit=limit, order=order,  # type: ignore[arg-type]
             types=types, wait_seconds=wait,
         )
     )  # fmt: skip
     return _page(events, next_page)
+
+
+@router.post("/v1/sessions/<session_id>")
+def update_session(session_id: str) -> Response[str]:
+    raise V1Error(400, "invalid_request_error", "updating a session is not supported: its title and metadata are set "
+                  "when it is created")  # fmt: skip
 
 
 @router.get("/v1/sessions/<session_id>/events/stream")

@@ -29,7 +29,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
     runner = wiring.step_runner(load(SETTINGS))
     try:
-        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits)
+        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution)
     finally:  # most openings happen on a failing call, i.e. when the step raises: emit them anyway
         if runner.breaker is not None:
             _report_circuits(runner.breaker)

@@ -24,7 +24,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=ToolEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step, tool_use_id=ref.tool_use_id)
     toolbox = wiring.registry()
-    outcome = run_tool(wiring.store(load(SETTINGS)), toolbox, ref.ref, ref.tool_use_id)
+    outcome = run_tool(wiring.store(load(SETTINGS)), toolbox, ref.ref, ref.tool_use_id, execution=ref.execution)
     metrics.add_metric(name="ToolErrors" if outcome.is_error else "ToolCalls", unit="Count", value=1)
     # the registered name, never the model's free text: bounded metric cardinality
     obs.count("ToolCallsByTool", tool=outcome.name if outcome.name in toolbox.names else "unknown")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Json
 
 from functions.adapters import wiring
 from functions.adapters.settings import WorkflowEndedSettings, load
-from functions.agent.models import RunError, RunStatus
+from functions.agent.models import RunError, RunStatus, turn_of
 from functions.handlers.events import RunRef
 from functions.handlers.observability import observability
 
@@ -30,14 +30,10 @@ OUTCOMES = {
 }
 
 
-class ExecutionInput(RunRef):
-    turn: int | None = None  # a session's turn (its executions are named by session and turn)
-
-
 class ExecutionStatusChange(BaseModel):
     name: str
     status: str
-    input: Json[ExecutionInput]
+    input: Json[RunRef]
     error: str | None = None
     cause: str | None = None
 
@@ -60,7 +56,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # a timed-out or stopped execution may leave a model call running: its reservation is released later
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
     lifecycle = wiring.lifecycle_with_queue(load(SETTINGS))
-    run = lifecycle.end(ref.key, status, error, call_in_flight=in_flight, turn=ref.turn)
+    run = lifecycle.end(ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name))
     metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
     obs.count("ExecutionsEndedByStatus", status=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)

@@ -29,6 +29,7 @@ ROUTES = [
     ("/v1/sessions", apigw.HttpMethod.GET),
     ("/v1/sessions/{session_id}", apigw.HttpMethod.GET),
     ("/v1/sessions/{session_id}", apigw.HttpMethod.DELETE),
+    ("/v1/sessions/{session_id}", apigw.HttpMethod.POST),  # answers 400: not supported
     ("/v1/sessions/{session_id}/archive", apigw.HttpMethod.POST),
     ("/v1/sessions/{session_id}/events", apigw.HttpMethod.POST),
     ("/v1/sessions/{session_id}/events", apigw.HttpMethod.GET),

@@ -24,7 +24,9 @@ from infra.constants import (
 )
 from infra.constructs.agent_functions import AgentFunctions
 
-RUN_REF = {"tenant.$": "$.tenant", "run_id.$": "$.run_id"}
+# every task also gets its execution's name: the turn of a session it belongs to (a task of an earlier turn's
+# execution never writes into the next one)
+RUN_REF = {"tenant.$": "$.tenant", "run_id.$": "$.run_id", "execution.$": "$$.Execution.Name"}
 # AWS's names for a Lambda that died (timeout, out of memory, crash) and for a hung invocation
 LAMBDA_DIED = ["Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"]
 LAMBDA_SERVICE_ERRORS = [

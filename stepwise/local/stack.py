@@ -279,7 +279,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             "rawPath": parts.path,
             "rawQueryString": parts.query,
             "headers": {k.lower(): v for k, v in headers.items()},
-            "queryStringParameters": dict(parse_qsl(parts.query)) or None,
+            "queryStringParameters": _query_parameters(parts.query),
             "requestContext": {
                 "accountId": ACCOUNT,
                 "apiId": "local",
@@ -310,6 +310,14 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             return 404, {"content-type": "application/json"}, json.dumps({"message": "Not Found"})
         result = self.lambdas.invoke(self.topology.api_function, self.api_event(method, raw_path, headers, body))
         return int(result["statusCode"]), dict(result.get("headers") or {}), result.get("body") or ""
+
+
+def _query_parameters(query: str) -> dict[str, str] | None:
+    """As API Gateway (payload 2.0) gives them: a repeated parameter's values joined with commas."""
+    joined: dict[str, str] = {}
+    for name, value in parse_qsl(query):
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    return joined or None
 
 
 def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:

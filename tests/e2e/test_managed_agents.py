@@ -312,3 +312,74 @@ def test_unsupported_session_fields_answer_400_and_a_running_session_refuses_mes
         release.set()
     stop, _ = idle(client, session.id, None)
     assert stop.stop_reason.type == "end_turn"
+
+
+def test_an_interrupt_stops_the_turn_and_the_next_turn_answers_the_new_message_not_the_old_one(
+    stack: LocalStack, fake_api: FakeAnthropic, client: anthropic.Anthropic
+) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def slow(_: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        release.wait(timeout=20)
+        return answer("a poem about the sea", input_tokens=100, output_tokens=50)
+
+    fake_api.script = [slow, answer("a haiku", input_tokens=120, output_tokens=20)]
+    agent = client.beta.agents.create(name="poet", model="claude-haiku-4-5")
+    session = client.beta.sessions.create(agent=agent.id, environment_id="e")
+    client.beta.sessions.events.send(
+        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "write a poem"}]}]
+    )
+    for _ in range(200):  # the model is answering
+        if fake_api.requests:
+            break
+        threading.Event().wait(0.05)
+    # When the user interrupts while the call is in flight
+    interrupted = client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])
+    assert [e.type for e in interrupted.data] == ["user.interrupt"]
+    # Then the session reports running until that call settles, and refuses a message meanwhile
+    assert client.beta.sessions.retrieve(session.id).status == "running"
+    with pytest.raises(anthropic.ConflictError, match="still being settled"):
+        client.beta.sessions.events.send(
+            session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "too soon"}]}]
+        )
+    release.set()
+    stop, events = idle(client, session.id, None)
+    # The interrupt comes before the turn's idle, and the billed call was recorded and charged
+    types = [e.type for e in events]
+    assert types.index("user.interrupt") < types.index("session.status_idle") and stop.stop_reason.type == "end_turn"
+    assert types.count("span.model_request_end") == 1
+    # When the next message is sent, the model answers it, with the whole conversation so far
+    client.beta.sessions.events.send(
+        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "a haiku instead"}]}]
+    )
+    stop, events = idle(client, session.id, stop.id)
+    assert stop.stop_reason.type == "end_turn" and len(fake_api.requests) == 2
+    assert user_text(fake_api.requests[1])[-1] == "a haiku instead"
+    assert next(e for e in events if e.type == "agent.message").content[0].text == "a haiku"
+    done = client.beta.sessions.retrieve(session.id)
+    assert done.usage.input_tokens == 220 and done.usage.output_tokens == 70
+
+
+@pytest.mark.parametrize(
+    ("events", "named"),
+    [
+        ([{"type": "user.message", "content": 5}], "events.0.user.message.content"),
+        ([{"type": "user.tool_confirmation", "tool_use_id": "x", "result": "allow", "deny_message": "no"}],
+         "deny_message goes with result 'deny' only"),
+        ([{"type": "user.define_outcome", "description": "d"}], "'user.define_outcome' is not supported"),
+        ([], "events: List should have at least 1 item"),
+    ],
+)  # fmt: skip
+def test_malformed_events_answer_400_naming_the_problem(
+    stack: LocalStack, client: anthropic.Anthropic, events: list[dict[str, Any]], named: str
+) -> None:
+    agent = client.beta.agents.create(name="x", model="claude-haiku-4-5")
+    session = client.beta.sessions.create(agent=agent.id, environment_id="e")
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.beta.sessions.events.send(session.id, events=events)  # type: ignore[arg-type]
+    assert named in str(refused.value)
+    assert client.beta.sessions.events.list(session.id).data == []
+    with pytest.raises(anthropic.BadRequestError, match="not a next_page"):
+        client.beta.sessions.events.list(session.id, page="garbage")

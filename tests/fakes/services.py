@@ -10,6 +10,7 @@ class RecordingQueue:
         self.sent: list[RunKey] = []
         self.releases: list[tuple[RunKey, int]] = []
         self.watches: list[RunKey] = []
+        self.watched_turns: list[int] = []
         self.fail = fail
 
     def enqueue(self, key: RunKey) -> None:
@@ -20,8 +21,9 @@ class RecordingQueue:
     def schedule_release(self, key: RunKey, step: int) -> None:
         self.releases.append((key, step))
 
-    def schedule_watch(self, key: RunKey) -> None:
+    def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
         self.watches.append(key)
+        self.watched_turns.append(turn)
 
 
 class RecordingWorkflow:

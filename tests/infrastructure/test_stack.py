@@ -54,6 +54,7 @@ EXPECTED_ROUTES = {
     "GET /v1/sessions",
     "GET /v1/sessions/{session_id}",
     "DELETE /v1/sessions/{session_id}",
+    "POST /v1/sessions/{session_id}",
     "POST /v1/sessions/{session_id}/archive",
     "POST /v1/sessions/{session_id}/events",
     "GET /v1/sessions/{session_id}/events",
@@ -339,6 +340,7 @@ def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definiti
     assert tools["ItemSelector"] == {
         "tenant.$": "$.tenant",
         "run_id.$": "$.run_id",
+        "execution.$": "$$.Execution.Name",
         "step.$": "$.completed_step",
         "tool_use_id.$": "$$.Map.Item.Value.id",
     }
@@ -371,6 +373,19 @@ def test_route_chooses_tools_redo_or_wait_on_next_else_finalizes(definition: dic
     assert states["Step"]["Parameters"]["Payload"]["attempt.$"] == "$$.State.RetryCount"
     assert route["Default"] == "Finalize"
     assert states[states["Finalize"]["Next"]]["Type"] == "Succeed"
+
+
+def test_every_task_names_its_execution_so_an_earlier_turn_never_writes_into_the_next(
+    definition: dict[str, Any],
+) -> None:
+    tasks = {
+        "Step": definition["States"]["Step"],
+        "Finalize": definition["States"]["Finalize"],
+        "MarkFailed": definition["States"]["MarkFailed"],
+        "RunTool": definition["States"]["Tools"]["ItemProcessor"]["States"]["RunTool"],
+    }
+    for name, task in tasks.items():
+        assert task["Parameters"]["Payload"]["execution.$"] == "$$.Execution.Name", name
 
 
 def test_every_transition_targets_an_existing_state(definition: dict[str, Any]) -> None:

@@ -37,8 +37,12 @@ class MemoryAgents:
         self.create_agent(agent)
         return True
 
-    def archive_agent(self, agent: Agent) -> None:
+    def archive_agent(self, agent: Agent) -> bool:
+        head = self.heads.get((agent.tenant, agent.id))
+        if head is None or head.version != agent.version:
+            return False
         self.heads[(agent.tenant, agent.id)] = agent
+        return True
 
 
 def refuse_unpriced(model: str) -> None:

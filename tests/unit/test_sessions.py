@@ -140,10 +140,15 @@ def waiting_history(**session_extra: Any) -> RunHistory:
     )
 
 
+def test_event_ids_sort_as_turn_section_and_position_do() -> None:
+    positions = [(2, 0, 0, 0), (1, 6, 0, 0), (1, 3, 10, 600), (1, 3, 9, 999), (10, 0, 0, 0), (1, 3, 10, 10)]
+    by_id = sorted(positions, key=lambda p: event_id(*p))
+    assert by_id == sorted(positions)
+
+
 def test_an_idle_turn_waits_for_its_approval_and_its_client_tool_in_event_order() -> None:
     view = SessionView(waiting_history())
     events = view.events()
-    assert [e["id"] for e in events] == sorted(e["id"] for e in events)  # ids sort chronologically
     assert [e["type"] for e in events] == [
         "user.message", "session.status_running", "span.model_request_start", "agent.message", "agent.tool_use",
         "agent.custom_tool_use", "agent.tool_use", "span.model_request_end", "agent.tool_result",
@@ -210,5 +215,5 @@ def test_a_failed_turn_reports_a_session_error_before_it_idles() -> None:
     )
     events = SessionView(history).events()
     assert [e["type"] for e in events][-2:] == ["session.error", "session.status_idle"]
-    assert events[-2]["error"] == {"type": "unknown_error", "message": "MODEL_500: boom",
+    assert events[-2]["error"] == {"type": "model_request_failed_error", "message": "MODEL_500: boom",
                                    "retry_status": {"type": "exhausted"}}  # fmt: skip
