@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/step_calls.py
 	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/session_idle.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .mypy_cache .ruff_cache
