@@ -16,10 +16,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import anthropic  # noqa: E402
-import yaml  # noqa: E402
+import anthropic
+import yaml
 
-from stepwise.local.stack import LocalStack  # noqa: E402
+from stepwise.local.stack import LocalStack
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent.yaml"
 
