@@ -24,10 +24,12 @@ from stepwise.local.stack import LocalStack
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "agent.yaml"
 
 
-def idle(client: anthropic.Anthropic, session_id: str) -> Any:
+def idle(client: anthropic.Anthropic, stack: LocalStack, session_id: str) -> Any:
+    """The session once it is idle and its turn's execution has ended (Finalize's Done comes just after)."""
     for _ in range(600):
         session = client.beta.sessions.retrieve(session_id)
-        if session.status == "idle":
+        running = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")
+        if session.status == "idle" and not running["executions"]:
             return session
         time.sleep(0.05)
     raise SystemExit(f"session {session_id} did not idle")
@@ -58,7 +60,7 @@ def main() -> None:
         client.beta.sessions.events.send(
             session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}]
         )
-        waiting = idle(client, session.id)
+        waiting = idle(client, stack, session.id)
         invocations, states = behind_the_api(stack), transitions(stack)
         time.sleep(args.wait)
         running = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn, statusFilter="RUNNING")
@@ -79,8 +81,7 @@ def main() -> None:
                 answers.append({"type": "user.tool_confirmation", "tool_use_id": event_id, "result": "allow"})
         before, states_before = behind_the_api(stack), transitions(stack)
         client.beta.sessions.events.send(session.id, events=answers)
-        done = idle(client, session.id)
-        time.sleep(0.5)  # the execution's last states (Finalize, Done)
+        done = idle(client, stack, session.id)
         print(
             f"  turn 2 ({done.stop_reason['type']}): {behind_the_api(stack) - before} Lambda invocations, "
             f"{transitions(stack) - states_before} state transitions"
