@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from stepwise.client import StepwiseClient
 
@@ -40,6 +40,11 @@ def load_definition(path: str) -> dict[str, Any]:
     return loaded
 
 
+def _ids(header: str = "id") -> Column:
+    """A column of ids, never cut: they are what the next command takes."""
+    return Column(header, no_wrap=True, min_width=33)
+
+
 def _agent_row(table: Table, agent: dict[str, Any]) -> None:
     tools = ", ".join(tool.get("name") or tool["type"] for tool in agent.get("tools", []))
     table.add_row(agent["id"], agent["name"], str(agent["version"]), agent["model"]["id"], tools,
@@ -47,7 +52,7 @@ def _agent_row(table: Table, agent: dict[str, Any]) -> None:
 
 
 def print_agents(console: Console, agents: list[dict[str, Any]]) -> None:
-    table = Table("id", "name", "version", "model", "tools", "", box=None)
+    table = Table(_ids(), "name", "version", "model", "tools", "", box=None)
     for agent in agents:
         _agent_row(table, agent)
     console.print(table)
@@ -89,7 +94,7 @@ def cmd_sessions(args: argparse.Namespace, client: StepwiseClient, console: Cons
     if action == "list":
         query = f"&agent_id={args.agent}" if args.agent else ""
         sessions = client.request("GET", f"/v1/sessions?limit=100{query}")["data"]
-        table = Table("id", "agent", "status", "turns", "tokens in/out", "cost", "title", box=None)
+        table = Table(_ids(), _ids("agent"), "status", "turns", "tokens in/out", "cost", "title", box=None)
         for s in sessions:
             usage = s["usage"]
             table.add_row(s["id"], f"{s['agent']['id']} v{s['agent']['version']}", s["status"], str(s.get("turns")),
@@ -205,7 +210,9 @@ class Chat:
     def _answer(self, event_id: str) -> dict[str, Any]:
         call = self.seen[event_id]
         if call["type"] == "agent.tool_use":  # always_ask: a person decides
-            reply = self.ask(f"allow {call['name']}({json.dumps(call['input'])})? [allow/deny] ").strip().lower()
+            reply = (
+                self.ask(escape(f"allow {call['name']}({json.dumps(call['input'])})? [allow/deny] ")).strip().lower()
+            )
             if reply in ("a", "allow", "y", "yes"):
                 return {"type": "user.tool_confirmation", "tool_use_id": event_id, "result": "allow"}
             why = self.ask("why (the model sees it; empty for none)? ").strip()
@@ -215,7 +222,7 @@ class Chat:
             text, failed = run_hook(self.hooks[call["name"]], call["input"])
             self.console.print(f"  [magenta]ran[/magenta] {escape(self.hooks[call['name']])}: {escape(text[:200])}")
         else:
-            text = self.ask(f"result of {call['name']}({json.dumps(call['input'])})? ")
+            text = self.ask(escape(f"result of {call['name']}({json.dumps(call['input'])})? "))
             failed = False
         return {"type": "user.custom_tool_result", "custom_tool_use_id": event_id,
                 "content": [{"type": "text", "text": text or "(empty)"}], "is_error": failed}  # fmt: skip
