@@ -170,9 +170,18 @@ class DynamoDBSessionStore:
             items.append({"Delete": {"TableName": self.table_name, "Key": key}})
         return self._transact(items)
 
-    def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
-        for event in events:
-            self.client.put_item(TableName=self.table_name, Item=event_to_item(key, event))
+    def save_interrupt(self, key: RunKey, event: UserEvent) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=event_to_item(key, event),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def delete_event(self, key: RunKey, event_id: str) -> None:
         self.client.delete_item(TableName=self.table_name, Key=self._key(run_pk(key), event_sk(event_id)))

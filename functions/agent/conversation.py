@@ -43,10 +43,12 @@ def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
 
     for record in history.steps:
         user.extend(inputs.get(record.step, []))
-        if record.superseded or not record.content:  # redone by another model; or an empty answer (the API
-            continue  # refuses an empty assistant message in a conversation)
+        # the API refuses empty text blocks and empty assistant messages in a conversation
+        content = [block for block in record.content if not (block.get("type") == "text" and not block.get("text"))]
+        if record.superseded or not content:  # redone by another model; or an empty answer
+            continue
         flush()
-        messages.append({"role": "assistant", "content": record.content})
+        messages.append({"role": "assistant", "content": content})
         for call in record.tool_calls():
             outcome = history.tool_results.get((record.step, call.id))
             user.append(

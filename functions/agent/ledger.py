@@ -401,7 +401,7 @@ def reserve(
         committed = tenant_committed if rejected.counter.tenant is not None else global_committed
         raise _refusal(rejected, run.tenant, limits, committed)
     current = store.get_run(run.key)
-    if current is None or current.status.terminal or current.completed_steps != wanted.step:
+    if current is None or current.status.terminal or current.completed_steps != wanted.step or current.turn != run.turn:
         raise RunNotActiveError(run.run_id)
     if current.reservation is not None and current.reservation.step == wanted.step:
         if replacing is None or current.reservation.identity != replacing.identity:

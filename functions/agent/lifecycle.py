@@ -30,7 +30,13 @@ class Lifecycle:
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
         once the call can no longer be running (it may still settle the reservation itself)."""
         held = self.store.get_run(key) if call_in_flight else None
-        ledger.end_run(self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn)
+        ended = ledger.end_run(
+            self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn
+        )
+        if not ended and not call_in_flight:  # ended meanwhile (a cancel): no call of this execution is in flight
+            current = self.store.get_run(key)
+            if current is not None and current.reservation is not None and (turn is None or current.turn == turn):
+                ledger.release(self.store, key, current.reservation.step)
         if held is not None and held.reservation is not None and (turn is None or held.turn == turn):
             self._queue().schedule_release(key, held.reservation.step)
         return self._read(key)
@@ -48,7 +54,9 @@ class Lifecycle:
             reason = reason.model_copy(update={"message": f"{reason.message} ({done})"})
         return self.end(key, RunStatus.FAILED, reason, turn=turn)
 
-    def cancel(self, key: RunKey, workflow: Workflow, *, reason: str = "cancelled by request") -> Run:
+    def cancel(
+        self, key: RunKey, workflow: Workflow, *, reason: str = "cancelled by request", turn: int | None = None
+    ) -> Run:
         """Cancel a run. A reservation it holds may cover a model call still in flight: it stays until that
         call settles it, or until the delayed release (after the call can no longer be running) frees it.
 
@@ -58,7 +66,7 @@ class Lifecycle:
         run = self.store.get_run(key)
         if run is None:
             raise RunNotFoundError(key.run_id)
-        if run.status.terminal:
+        if run.status.terminal or (turn is not None and run.turn != turn):
             raise RunConflictError(f"run {key.run_id} already ended with status {run.status.value}")
         why = RunError(code="CANCELLED", message=reason)
         ended = ledger.end_run(
@@ -68,9 +76,11 @@ class Lifecycle:
             current = self.store.get_run(key)
             status = current.status.value if current else "unknown"
             raise RunConflictError(f"run {key.run_id} already ended with status {status}")
-        workflow.stop(run.execution_name, reason)
-        if run.reservation is not None:
-            self._queue().schedule_release(key, run.reservation.step)
+        try:
+            workflow.stop(run.execution_name, reason)
+        finally:  # whatever stop did: nothing else would free what the run holds
+            if run.reservation is not None:
+                self._queue().schedule_release(key, run.reservation.step)
         return self._read(key)
 
     def _read(self, key: RunKey) -> Run:

@@ -232,8 +232,8 @@ class SessionStore(Protocol):
         was read (nothing is written then)."""
         ...
 
-    def save_events(self, key: RunKey, events: list[UserEvent]) -> None:
-        """Store events of a running turn (an interrupt)."""
+    def save_interrupt(self, key: RunKey, event: UserEvent) -> bool:
+        """Store a running turn's interrupt; False if it has one already."""
         ...
 
     def delete_event(self, key: RunKey, event_id: str) -> None: ...

@@ -30,6 +30,7 @@ from functions.agent.models import (
     RunError,
     RunKey,
     RunStatus,
+    StepDecision,
     StepRef,
     ToolError,
     ToolOutcome,
@@ -226,6 +227,8 @@ class SessionView:
         stored, or nothing more can come (a later step, or the session settled)."""
         if record.step < len(self.history.steps) - 1 or self.settled:
             return True
+        if self._turn_of_step.get(record.step, 1) < self.run.turn and not approved:
+            return True  # an earlier turn's step: its own results are all in
         runs_now = [
             call for call in record.tool_calls()
             if (self.agent is None or not self.agent.needs_client(call.name)) or (record.step, call.id) in self._run_by
@@ -543,7 +546,9 @@ class Sessions:
                     f"session {key.run_id} is running: events are refused until it is idle "
                     "(wait for session.status_idle, or send user.interrupt)"
                 )
-            return self._interrupt(run, now)
+            return self._interrupt(history, now)
+        if interrupts and (stored := _interrupt_of(history)) is not None:
+            return [_public(stored)]  # the turn was interrupted already (a retried request): the same answer
         if interrupts:
             raise ConflictError(f"session {key.run_id} is idle: there is nothing to interrupt")
         if run.reservation is not None:
@@ -553,12 +558,17 @@ class Sessions:
             )
         return self._answer(history, request.events, now)
 
-    def _interrupt(self, run: Run, now: str) -> list[dict[str, Any]]:
+    def _interrupt(self, history: RunHistory, now: str) -> list[dict[str, Any]]:
+        run = history.run
         event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
-        self.sessions.save_events(run.key, [event])  # first: a follower sees it before the turn's idle
+        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
+            return [_public(_interrupt_of(self._history(run.key)) or event)]
+        # the calls of the last step still running lose to a stored result: what the conversation says stays put
+        for ref, outcome in _unfinished_calls(history):
+            self.store.save_tool_result(ref, outcome)
         try:
-            self.lifecycle.cancel(run.key, self.workflow, reason="interrupted by the user")
-        except ConflictError:  # it idled meanwhile
+            self.lifecycle.cancel(run.key, self.workflow, reason=INTERRUPTED, turn=run.turn)
+        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
             self.sessions.delete_event(run.key, event.id)
             raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
         return [_public(event)]
@@ -689,6 +699,30 @@ class Sessions:
 
     def _now(self) -> str:
         return self.clock.now().isoformat(timespec="milliseconds")
+
+
+INTERRUPTED = "interrupted by the user"
+
+
+def _interrupt_of(history: RunHistory) -> UserEvent | None:
+    """The interrupt stored for the session's current turn, if any."""
+    wanted = event_id(history.run.turn, 4)
+    return next((event for event in history.user_events if event.id == wanted), None)
+
+
+def _unfinished_calls(history: RunHistory) -> list[tuple[StepRef, ToolOutcome]]:
+    """A result for each call of the last step that Stepwise runs and that has none yet (an interrupt's)."""
+    if not history.steps or history.steps[-1].decision not in (StepDecision.TOOLS, StepDecision.ACTION):
+        return []
+    record, agent = history.steps[-1], history.run.agent
+    return [
+        (StepRef(history.run.key, record.step), ToolOutcome(
+            tool_use_id=call.id, name=call.name, content="the turn was interrupted; the tool did not run",
+            is_error=True, error_kind=ToolError.RUN_ENDED,
+        ))
+        for call in record.tool_calls()
+        if (record.step, call.id) not in history.tool_results and not (agent and agent.needs_client(call.name))
+    ]  # fmt: skip
 
 
 def _check_size(events: list[Any]) -> None:

@@ -300,6 +300,10 @@ class StepRunner:
             raise step.finish(RunStatus.BUDGET_EXCEEDED, refused, budget_percent=step.percent) from None
         except RunNotActiveError:
             current = self.store.get_run(step.ref.key)
+            if current is not None and current.turn != step.run.turn:  # the session's next turn: not this step's
+                raise step.finish(
+                    RunStatus.CANCELLED, RunError(code="TURN_ENDED", message="the turn has ended")
+                ) from None
             if current is None or not current.status.terminal:
                 raise
             raise step.finish(current.status, current.error) from None
@@ -350,8 +354,8 @@ class StepRunner:
                 return self._saved(step)
             except RunNotActiveError as exc:
                 current = self.store.get_run(step.ref.key)
-                if current is None or current.status.terminal:
-                    return self._settle_ended(step, record)
+                if current is None or current.status.terminal or current.turn != run.turn:  # never re-plan into
+                    return self._settle_ended(step, record)  # a session's next turn
                 if replanned:
                     raise StoreConflictError(f"run {step.ref.key} changed while step {step.ref.step} settled") from exc
                 run = current

@@ -338,6 +338,9 @@ def test_an_interrupt_stops_the_turn_and_the_next_turn_answers_the_new_message_n
     # When the user interrupts while the call is in flight
     interrupted = client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])
     assert [e.type for e in interrupted.data] == ["user.interrupt"]
+    # (a retried interrupt gets the same answer, not a 409, and stores nothing twice)
+    again = client.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}])
+    assert [e.id for e in again.data] == [e.id for e in interrupted.data]
     # Then the session reports running until that call settles, and refuses a message meanwhile
     assert client.beta.sessions.retrieve(session.id).status == "running"
     with pytest.raises(anthropic.ConflictError, match="still being settled"):

@@ -89,7 +89,8 @@ def test_sessions_are_listed_by_agent_newest_first_and_deleted_with_everything_u
     listed, cursor = sessions.list_sessions("acme", limit=10, after=None, agent_id="agent_a", include_archived=False)
     assert [r.run_id for r in listed] == [session(3).run_id, session(1).run_id] and cursor is None
     key = RunKey("acme", session(3).run_id)
-    sessions.save_events(key, [UserEvent(id=event_id(1, 4), type="user.interrupt", turn=1, processed_at=NOW, body={})])
+    interrupt = UserEvent(id=event_id(1, 4), type="user.interrupt", turn=1, processed_at=NOW, body={})
+    assert sessions.save_interrupt(key, interrupt) and not sessions.save_interrupt(key, interrupt)
     sessions.delete_session(key)
     assert runs.get_run(key) is None
     assert (

@@ -106,6 +106,18 @@ def test_a_message_after_a_stopped_tool_step_follows_the_calls_results() -> None
     assert [block["type"] for block in last["content"]] == ["tool_result", "text"]
 
 
+def test_an_empty_answer_is_left_out_of_the_next_turns_conversation() -> None:
+    history = RunHistory(
+        run=session(RunStatus.SUCCEEDED, [Turn(first_step=0, started_at=T0), Turn(first_step=1, started_at=T1)], 2),
+        steps=[step(0, [{"type": "text", "text": ""}]), step(1, [{"type": "text", "text": "ok"}])],
+        user_events=[said(1, "hi"), said(2, "hello?")],
+    )
+    assert build_conversation(history) == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "hello?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
+    ]
+
+
 def test_a_superseded_step_is_left_out_and_what_preceded_it_moves_on() -> None:
     history = RunHistory(
         run=session(RunStatus.SUCCEEDED, [Turn(first_step=0, started_at=T0)], steps=2),

@@ -3,7 +3,29 @@ one (the core's rules, applied by the in-memory store like DynamoDB applies them
 
 from __future__ import annotations
 
-from functions.agent.models import AgentConfig, Budget, Run, RunKey, RunStatus, StepDecision, StepRef, Turn
+from decimal import Decimal
+
+import pytest
+
+from functions.agent import ledger
+from functions.agent.errors import RunNotActiveError
+from functions.agent.models import (
+    AgentConfig,
+    Budget,
+    Reservation,
+    Run,
+    RunKey,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    StepRef,
+    ToolError,
+    Turn,
+    Usage,
+)
+from functions.agent.sessions import _unfinished_calls
+from functions.agent.tool import run_tool
+from functions.tools import builtin_registry
 from tests.fakes import core
 from tests.fakes.memory_store import InMemoryRunStore
 from tests.fakes.model import ScriptedModel, text_response
@@ -70,3 +92,56 @@ def test_a_turns_execution_is_started_once_under_its_own_name_and_watched_for_th
     assert [intake.start(KEY), intake.start(KEY)] == ["started", "duplicate"]
     assert workflow.started == [f"{KEY.run_id}_t2"] and queue.watched_turns == [2, 2]
     assert workflow.states[f"{KEY.run_id}_t2"]["turn"] == 2
+
+
+def test_a_step_of_an_earlier_turn_never_shares_the_next_turns_reservation() -> None:
+
+    store = InMemoryRunStore()
+    read = session_in_turn(store, 1, RunStatus.RUNNING)  # what turn 1's step read
+    held = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5")
+    store.runs[KEY] = session_in_turn(store, 2, RunStatus.RUNNING).model_copy(update={"reservation": held})
+    with pytest.raises(RunNotActiveError):
+        ledger.reserve(store, read, held, ledger.BudgetLimits(), now=T0)
+
+
+def test_a_cancel_frees_what_the_run_holds_even_when_stopping_the_execution_fails() -> None:
+
+    class Unreachable(RecordingWorkflow):
+        def stop(self, name: str, reason: str) -> None:
+            raise ConnectionError("throttled")
+
+    store = InMemoryRunStore()
+    held = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5")
+    store.runs[KEY] = session_in_turn(store, 1, RunStatus.RUNNING).model_copy(update={"reservation": held})
+    queue = RecordingQueue()
+    with pytest.raises(ConnectionError):
+        core.lifecycle(store, queue).cancel(KEY, Unreachable(), turn=1)
+    assert queue.releases == [(KEY, 0)]
+
+
+def test_the_end_of_a_turn_frees_a_reservation_a_cancel_left_when_no_call_can_be_in_flight() -> None:
+
+    store = InMemoryRunStore()
+    held = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5")
+    store.runs[KEY] = session_in_turn(store, 1, RunStatus.CANCELLED).model_copy(update={"reservation": held})
+    core.lifecycle(store, RecordingQueue()).end(KEY, RunStatus.SUCCEEDED, None, turn=1)  # Finalize, same turn
+    assert store.get_run(KEY).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(KEY).status is RunStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_an_interrupt_settles_the_calls_still_running_so_a_late_result_loses() -> None:
+
+    store = InMemoryRunStore()
+    session_in_turn(store, 1, RunStatus.RUNNING)
+    store.runs[KEY] = store.runs[KEY].model_copy(update={"tools": ["calculator"], "completed_steps": 1})
+    record = StepRecord(
+        run_id=KEY.run_id, step=0, model="m", provider="p", stop_reason="tool_use", usage=Usage(),
+        content=[{"type": "tool_use", "id": "toolu_a", "name": "calculator", "input": {"expression": "1+1"}}],
+        cost_usd=Decimal(0), decision=StepDecision.TOOLS, started_at=T0, finished_at=T0, duration_ms=0,
+    )  # fmt: skip
+    store.steps[(KEY, 0)] = record
+    history = store.load_history(KEY)
+    ((ref, placeholder),) = _unfinished_calls(history)
+    store.save_tool_result(ref, placeholder)
+    late = run_tool(store, builtin_registry(), ref, "toolu_a")  # the RunTool that was still running
+    assert late.error_kind is ToolError.RUN_ENDED and "interrupted" in late.content
