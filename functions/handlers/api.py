@@ -28,6 +28,7 @@ from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
+from functions.handlers.tenancy import request_tenant
 from functions.handlers.views import steps_view
 
 SETTINGS = ApiSettings
@@ -70,10 +71,7 @@ def _not_found(_: Exception) -> Response[str]:
 
 
 def _tenant() -> str:
-    """The tenant a request belongs to: a Lambda authorizer's ``tenant`` claim, else the deployment's default."""
-    authorizer = app.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
-    claimed = (authorizer.get("lambda") or {}).get("tenant")
-    return str(claimed) if claimed else load(SETTINGS).default_tenant
+    return request_tenant(app.current_event.raw_event, load(SETTINGS).default_tenant)
 
 
 def _parse_run_request() -> RunRequest:

@@ -16,6 +16,7 @@ from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
 from functions.agent.errors import ConflictError, EnqueueError, NotFoundError, RequestRejectedError
 from functions.agent.models import RunKey
+from functions.handlers.tenancy import request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
 T = TypeVar("T")
@@ -50,9 +51,7 @@ def _core(call: Callable[[], T]) -> T:
 
 
 def _tenant() -> str:
-    authorizer = router.current_event.raw_event.get("requestContext", {}).get("authorizer") or {}
-    claimed = (authorizer.get("lambda") or {}).get("tenant")
-    return str(claimed) if claimed else load(ApiSettings).default_tenant
+    return request_tenant(router.current_event.raw_event, load(ApiSettings).default_tenant)
 
 
 def _body() -> Any:

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from functions.adapters import wiring
 from stepwise.local.stack import LocalStack
+from tests.fakes.anthropic_server import FakeAnthropic
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
 
@@ -20,6 +22,18 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
 def stack(template: dict[str, Any]) -> Iterator[LocalStack]:
     with LocalStack(port=0, template=template) as local:
         yield local
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[FakeAnthropic]:
+    """The functions call a scripted fake Messages API on 127.0.0.1 through the real anthropic SDK."""
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
+        monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "auto")
+        wiring.reset()
+        yield fake
+    wiring.reset()
 
 
 def http(stack: LocalStack, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import anthropic
 import pytest
 
-from functions.adapters import wiring
 from functions.agent.models import Usage
 from functions.agent.pricing import default_price_book
 from stepwise.local.stack import LocalStack
@@ -29,17 +27,6 @@ ASK_CALCULATOR = {
     "default_config": {"enabled": False},
     "configs": [{"name": "calculator", "enabled": True, "permission_policy": {"type": "always_ask"}}],
 }
-
-
-@pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as fake:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "auto")
-        wiring.reset()
-        yield fake
-    wiring.reset()
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
-from functions.adapters import wiring
 from functions.agent.models import Usage
 from functions.agent.pricing import default_price_book
 from stepwise.local.stack import LocalStack
@@ -15,17 +13,6 @@ from tests.e2e.conftest import execution_history, http, wait
 from tests.fakes.anthropic_server import FakeAnthropic, error, message
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as fake:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
-        monkeypatch.setenv("STEPWISE_MODEL_PROVIDER", "auto")
-        wiring.reset()
-        yield fake
-    wiring.reset()
 
 
 def tool_use(call_id: str, tool_input: dict[str, str], **usage: int) -> tuple[int, dict[str, object]]:
