@@ -547,7 +547,8 @@ class Sessions:
                     "(wait for session.status_idle, or send user.interrupt)"
                 )
             return self._interrupt(history, now)
-        if interrupts and (stored := _interrupt_of(history)) is not None:
+        only_interrupts = len(interrupts) == len(request.events)
+        if interrupts and only_interrupts and (stored := _interrupt_of(history)) is not None:
             return [_public(stored)]  # the turn was interrupted already (a retried request): the same answer
         if interrupts:
             raise ConflictError(f"session {key.run_id} is idle: there is nothing to interrupt")
