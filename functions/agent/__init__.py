@@ -9,6 +9,8 @@ tests/fakes/core.py from in-memory fakes):
     step.py        one step: guard -> route -> reserve -> call -> settle (StepRunner)
     tool.py        one tool call of a step, run once (run_tool)
     lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
+    agents.py      /v1/agents: versioned agent definitions, what is refused by name (Agents)
+    sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
 
 Rules:
     ledger.py      budgets and accounting: every write that moves money or a run's status, as a plan the
@@ -20,6 +22,7 @@ Rules:
     pricing.py     prices and costs (data/pricing.json);  spend.py  the spend report
 
 Shapes:
-    models.py      runs, steps, tool calls, usage, RunKey / StepRef;  errors.py  every error, one module
+    models.py      runs, steps, tool calls, usage, RunKey / StepRef, turns;  errors.py  every error, one module
+    requests.py    a request body parsed into a model, with a 400 message naming each problem
     ports.py       what the core needs from outside (stores, model client, queue, workflow, toolbox)
 """

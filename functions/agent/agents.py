@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from functions.agent.errors import ConflictError, NotFoundError, RequestRejectedError
 from functions.agent.models import AgentConfig, CustomTool
 from functions.agent.ports import AgentStore, Clock
+from functions.agent.requests import Strict, parse
 
 TOOLSET = "stepwise_toolset_20261201"  # the deployment's built-in tools (calculator, current_time)
 SANDBOX_TOOLSET = "agent_toolset_20260401"
@@ -40,32 +41,28 @@ class AgentVersionConflictError(ConflictError):
     """An update named a version that is not the agent's current one."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at cold start
-
-
-class Policy(_Strict):
+class Policy(Strict):
     type: Literal["always_allow", "always_ask"]
 
 
-class DefaultConfig(_Strict):
+class DefaultConfig(Strict):
     enabled: bool = True
     permission_policy: Policy = Field(default_factory=lambda: Policy(type="always_allow"))
 
 
-class ToolConfig(_Strict):
+class ToolConfig(Strict):
     name: str
     enabled: bool | None = None
     permission_policy: Policy | None = None
 
 
-class Toolset(_Strict):
+class Toolset(Strict):
     type: Literal["stepwise_toolset_20261201"]
     default_config: DefaultConfig = Field(default_factory=DefaultConfig)
     configs: list[ToolConfig] = Field(default_factory=list)
 
 
-class CustomToolSpec(_Strict):
+class CustomToolSpec(Strict):
     type: Literal["custom"]
     name: str
     description: str = Field(min_length=1, max_length=1024)
@@ -86,7 +83,7 @@ class CustomToolSpec(_Strict):
         return value
 
 
-class McpToolset(_Strict):
+class McpToolset(Strict):
     """Stored with the agent; sessions refuse it until MCP tools can be called (the next release)."""
 
     type: Literal["mcp_toolset"]
@@ -98,18 +95,18 @@ class McpToolset(_Strict):
 ToolSpec = Annotated[Toolset | CustomToolSpec | McpToolset, Field(discriminator="type")]
 
 
-class McpServer(_Strict):
+class McpServer(Strict):
     type: Literal["url"]
     name: str = Field(min_length=1, max_length=64)
     url: str = Field(min_length=1, max_length=2048)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     id: str = Field(min_length=1, max_length=200)
     speed: Literal["standard"] | None = None  # "fast", effort and inference_geo are not offered
 
 
-class AgentFields(_Strict):
+class AgentFields(Strict):
     """The fields create and update share (update: every one optional)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=256)
@@ -126,6 +123,9 @@ class AgentFields(_Strict):
 
 class AgentUpdate(AgentFields):
     version: int | None = Field(default=None, ge=1)
+
+
+A = TypeVar("A", bound=AgentFields)
 
 
 class Agent(BaseModel):
@@ -170,12 +170,6 @@ class Agent(BaseModel):
     def changes(self) -> dict[str, Any]:
         """What makes one version differ from another."""
         return self.model_dump(include={"name", "model", "description", "system", "tools", "mcp_servers", "metadata"})
-
-
-def problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
-    )
 
 
 def _refuse_unsupported(raw: dict[str, Any]) -> None:
@@ -409,14 +403,10 @@ class Agents:
         return updated
 
     @staticmethod
-    def _parse(model: type[AgentFields], raw: Any) -> Any:
-        if not isinstance(raw, dict):
-            raise RequestRejectedError("request body must be a JSON object")
-        _refuse_unsupported(raw)
-        try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            raise RequestRejectedError(problems(exc)) from exc
+    def _parse(model: type[A], raw: Any) -> A:
+        if isinstance(raw, dict):
+            _refuse_unsupported(raw)
+        return parse(model, raw)
 
     def _now(self) -> str:
         return self.clock.now().isoformat(timespec="milliseconds")

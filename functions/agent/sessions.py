@@ -17,10 +17,10 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from functions.agent import ledger
-from functions.agent.agents import Agent, Agents, check_metadata, engine_config, problems
+from functions.agent.agents import Agent, Agents, check_metadata, engine_config
 from functions.agent.errors import ConflictError, EnqueueError, NotFoundError, RequestRejectedError, RunNotFoundError
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import (
@@ -38,6 +38,7 @@ from functions.agent.models import (
     UserEvent,
 )
 from functions.agent.ports import Clock, RunHistory, RunQueue, RunStore, SessionStore, Workflow
+from functions.agent.requests import Strict, parse
 
 SESSION_PREFIX = "sesn_"
 MAX_EVENTS_PER_REQUEST = 50
@@ -51,21 +52,17 @@ DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 # ------------------------------------------------------------------------------------------- requests
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use, not at cold start
-
-
-class TextBlock(_Strict):
+class TextBlock(Strict):
     type: Literal["text"]
     text: str = Field(min_length=1)
 
 
-class UserMessage(_Strict):
+class UserMessage(Strict):
     type: Literal["user.message"]
     content: list[TextBlock] = Field(min_length=1)
 
 
-class ToolConfirmation(_Strict):
+class ToolConfirmation(Strict):
     type: Literal["user.tool_confirmation"]
     tool_use_id: str
     result: Literal["allow", "deny"]
@@ -78,14 +75,14 @@ class ToolConfirmation(_Strict):
         return self
 
 
-class CustomToolResult(_Strict):
+class CustomToolResult(Strict):
     type: Literal["user.custom_tool_result"]
     custom_tool_use_id: str
     content: list[TextBlock] = Field(default_factory=list)
     is_error: bool | None = None
 
 
-class Interrupt(_Strict):
+class Interrupt(Strict):
     type: Literal["user.interrupt"]
 
 
@@ -93,27 +90,27 @@ SentEvent = Annotated[UserMessage | ToolConfirmation | CustomToolResult | Interr
 SUPPORTED_EVENTS = ("user.message", "user.tool_confirmation", "user.custom_tool_result", "user.interrupt")
 
 
-class SendEvents(_Strict):
+class SendEvents(Strict):
     events: list[SentEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
-class AgentRef(_Strict):
+class AgentRef(Strict):
     type: Literal["agent"]
     id: str
     version: int | None = Field(default=None, ge=1)
 
 
-class Money(_Strict):
+class Money(Strict):
     amount: str = Field(pattern=r"^[1-9][0-9]{0,9}$", description="minor units (cents), no leading zeros")
     currency: Literal["USD"]
 
 
-class BudgetLimit(_Strict):
+class BudgetLimit(Strict):
     type: Literal["limit"]
     max_list_cost: Money
 
 
-class CreateSession(_Strict):
+class CreateSession(Strict):
     agent: str | AgentRef
     environment_id: str | None = Field(default=None, max_length=256)
     title: str | None = Field(default=None, max_length=512)
@@ -122,15 +119,6 @@ class CreateSession(_Strict):
     initial_events: list[UserMessage] = Field(default_factory=list, max_length=MAX_EVENTS_PER_REQUEST)
     resources: list[Any] = Field(default_factory=list)
     vault_ids: list[str] = Field(default_factory=list)
-
-
-def _parse(model: type[BaseModel], raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise RequestRejectedError("request body must be a JSON object")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise RequestRejectedError(problems(exc)) from exc
 
 
 def _refuse_unsupported_events(raw: Any) -> None:
@@ -157,13 +145,6 @@ def event_id(turn: int, section: int, a: int = 0, b: int = 0) -> str:
     """Ids sort in the order events happen: turn, then section (0 what the client sent to start it, 1 running,
     2 approved tools run first, 3 the steps, 4 an interrupt, 5 an error, 6 idle), then position."""
     return f"sevt_{turn:04d}{section}{a:05d}{b:03d}"
-
-
-def _parse_event_id(value: str) -> tuple[int, int, int, int] | None:
-    if len(value) != 18 or not value.startswith("sevt_") or not value[5:].isdigit():
-        return None
-    digits = value[5:]
-    return int(digits[:4]), int(digits[4]), int(digits[5:10]), int(digits[10:])
 
 
 TOOL_USE_BASE = 10  # b of a step's tool-use events: 10 + the call's index
@@ -442,7 +423,7 @@ class Sessions:
 
     def create(self, tenant: str, raw: Any) -> SessionView:
         """Raises RequestRejectedError (nothing is written), NotFoundError (the agent or version)."""
-        request: CreateSession = _parse(CreateSession, raw)
+        request: CreateSession = parse(CreateSession, raw)
         if request.resources:
             raise RequestRejectedError("resources: not supported by Stepwise (it has no sandbox to mount them in)")
         if request.vault_ids:
@@ -492,7 +473,7 @@ class Sessions:
         self.sessions.create_session(run, events)
         if events:
             self._enqueue(run)
-        return self.view(RunKey(tenant, run.run_id))
+        return SessionView(RunHistory(run=run, user_events=events))
 
     def view(self, key: RunKey) -> SessionView:
         return SessionView(self._history(key))
@@ -514,7 +495,8 @@ class Sessions:
             archived = _revised(run, {"archived_at": self._now()}, self._now())
             if not self.sessions.save_session(archived, read=run, events=[], results=[]):
                 raise ConflictError(f"session {key.run_id} changed meanwhile; retry")
-        return self.view(key)
+            history.run = archived
+        return SessionView(history)
 
     def delete(self, key: RunKey) -> dict[str, Any]:
         run = self._history(key).run
@@ -534,7 +516,7 @@ class Sessions:
                 while the events were stored (nothing stored; send them again).
         """
         _refuse_unsupported_events(raw)
-        request: SendEvents = _parse(SendEvents, raw)
+        request: SendEvents = parse(SendEvents, raw)
         history = self._history(key)
         run, now = history.run, self._now()
         if (run.session or {}).get("archived_at"):

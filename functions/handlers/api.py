@@ -24,6 +24,7 @@ from functions.agent.errors import (
     RunNotFoundError,
 )
 from functions.agent.models import RunKey, RunRequest
+from functions.agent.requests import problems
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
@@ -92,10 +93,7 @@ def _parse_run_request() -> RunRequest:
     try:
         return RunRequest.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise ApiError(400, "VALIDATION_ERROR", problems) from exc
+        raise ApiError(400, "VALIDATION_ERROR", problems(exc)) from exc
 
 
 def _run_key(run_id: str) -> RunKey:
