@@ -13,6 +13,7 @@ are also the cursor of a page.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
@@ -189,10 +190,8 @@ class SessionView:
         self.history, self.run, self.full = history, history.run, full
         self.agent = self.run.agent
         firsts = [turn.first_step for turn in self.run.turns]
-        self._turn_of_step = {
-            record.step: max((n for n, first in enumerate(firsts, 1) if first <= record.step), default=1)
-            for record in history.steps
-        }
+        # the last turn that began at or before the step (first steps never decrease): a binary search
+        self._turn_of_step = {record.step: max(bisect_right(firsts, record.step), 1) for record in history.steps}
         # approved calls run by a later turn than the step that asked for them
         self._run_by = {
             (int(call["step"]), str(call["id"])): n for n, turn in enumerate(self.run.turns, 1) for call in turn.tools
