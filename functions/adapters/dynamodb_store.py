@@ -324,6 +324,9 @@ def tool_from_item(item: dict[str, Any]) -> tuple[int, ToolOutcome]:
         is_error=v["is_error"],
         error_kind=kind,
         duration_ms=v.get("duration_ms", 0),
+        size=v.get("size", len(str(v["content"]))),
+        stored=v.get("stored"),
+        final=v.get("final", True),
     )
 
 
@@ -562,11 +565,24 @@ class DynamoDBRunStore(RunStore):
         return run, record, tool_from_item(tool)[1] if tool else None
 
     def save_tool_result(self, ref: StepRef, outcome: ToolOutcome) -> ToolOutcome:
+        # a provisional result (final = false) is replaced; a final one never is
+        stored = self._put_tool(ref, outcome, "attribute_not_exists(pk) OR #final = :provisional")
+        return outcome if stored is None else stored
+
+    def claim_tool(self, ref: StepRef, provisional: ToolOutcome) -> ToolOutcome | None:
+        return self._put_tool(ref, provisional, "attribute_not_exists(pk)")
+
+    def _put_tool(self, ref: StepRef, outcome: ToolOutcome, condition: str) -> ToolOutcome | None:
+        """Put the result if ``condition`` holds: None; else the stored result."""
+        names: dict[str, Any] = {}
+        if "#final" in condition:
+            names = {
+                "ExpressionAttributeNames": {"#final": "final"},
+                "ExpressionAttributeValues": {":provisional": {"BOOL": False}},
+            }
         try:
             self.client.put_item(
-                TableName=self.table_name,
-                Item=tool_to_item(ref, outcome),
-                ConditionExpression="attribute_not_exists(pk)",
+                TableName=self.table_name, Item=tool_to_item(ref, outcome), ConditionExpression=condition, **names
             )
         except ClientError as exc:
             if not _condition_failed(exc):
@@ -574,7 +590,7 @@ class DynamoDBRunStore(RunStore):
             item = self._get(run_pk(ref.key), tool_sk(ref.step, outcome.tool_use_id))
             assert item is not None  # the put failed because it exists
             return tool_from_item(item)[1]
-        return outcome
+        return None
 
     # ------------------------------------------------------------------------------------------- plumbing
 

@@ -74,7 +74,7 @@ def model_request(
         model=model,
         system=system if agent is None else agent.system,  # a session's agent has its own (or none)
         messages=build_conversation(history),
-        tools=toolbox.schemas(run.tools) + ([tool.definition() for tool in agent.custom_tools] if agent else []),
+        tools=toolbox.schemas(run.tools) + (agent.definitions() if agent else []),
         max_tokens=run.max_tokens_per_call,
     )
     return place_cache_breakpoints(request, ttl=cache_ttl) if cache_ttl is not None else request

@@ -19,6 +19,14 @@ class UnknownToolError(RequestRejectedError):
     """The request names a tool the deployment does not have."""
 
 
+class ToolServerError(StepwiseError):
+    """A tool's server or destination was refused (host, address), unreachable, timed out or failed."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
 class IdempotencyConflictError(StepwiseError):
     """The Idempotency-Key was used before with a different request body."""
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from functions.agent import ledger
 from functions.agent.lifecycle import Lifecycle
-from functions.agent.models import Run, RunError, RunKey, RunStatus
+from functions.agent.models import Run, RunError, RunKey, RunStatus, ToolCall
 from functions.agent.ports import RunQueue, RunStore, Workflow
+from functions.agent.tool import workflow_calls
 
 ENDED_BY_EXECUTION = {"TIMED_OUT": RunStatus.TIMED_OUT, "ABORTED": RunStatus.CANCELLED}
 
@@ -22,8 +23,10 @@ def start_state(run: Run) -> dict[str, Any]:
         state["turn"] = run.turn
         approved = run.turns[-1].tools
         if approved:
-            calls = [{"id": call["id"], "name": call["name"]} for call in approved]
-            state.update(next="tools", tool_calls=calls, completed_step=run.completed_steps - 1)
+            calls = [ToolCall(id=call["id"], name=call["name"], input=call.get("input") or {}) for call in approved]
+            state.update(
+                next="tools", tool_calls=workflow_calls(calls, run.agent), completed_step=run.completed_steps - 1
+            )
     return state
 
 

@@ -192,16 +192,57 @@ class CustomTool(BaseModel):
         return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
 
 
+class McpTool(BaseModel):
+    """A tool an MCP server lists, as a session's agent offers it to the model."""
+
+    name: str
+    server: str  # the agent's mcp_servers[].name
+    description: str = ""
+    input_schema: dict[str, Any]
+    idempotent: bool = False  # the server marked it read-only or idempotent
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
+class LambdaTool(BaseModel):
+    """A tool that is a Lambda function of the deployer's: the workflow invokes it directly."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    function: str  # the function's ARN (or name), one the deployment allows
+    idempotent: bool = False
+    timeout_seconds: int = 30
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "input_schema": self.input_schema}
+
+
 class AgentConfig(BaseModel):
     """What the engine needs of a session's agent version (the session keeps the whole version too)."""
 
     system: str | None = None
     custom_tools: list[CustomTool] = Field(default_factory=list)
-    ask: list[str] = Field(default_factory=list)  # built-in tools that need a person's confirmation
+    ask: list[str] = Field(default_factory=list)  # server-side tools that need a person's confirmation
+    mcp_tools: list[McpTool] = Field(default_factory=list)  # listed once per agent version (enabled ones only)
+    mcp_servers: dict[str, str] = Field(default_factory=dict)  # name -> URL
+    lambda_tools: list[LambdaTool] = Field(default_factory=list)
 
     def needs_client(self, name: str) -> bool:
         """Whether a call of ``name`` waits for the session's client (its result, or a confirmation)."""
         return name in self.ask or any(tool.name == name for tool in self.custom_tools)
+
+    def mcp_tool(self, name: str) -> McpTool | None:
+        return next((tool for tool in self.mcp_tools if tool.name == name), None)
+
+    def lambda_tool(self, name: str) -> LambdaTool | None:
+        return next((tool for tool in self.lambda_tools if tool.name == name), None)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The definitions of the agent's own tools (MCP, Lambda, custom), after the deployment's built-ins."""
+        tools: list[McpTool | LambdaTool | CustomTool] = [*self.mcp_tools, *self.lambda_tools, *self.custom_tools]
+        return [tool.definition() for tool in tools]
 
 
 class Turn(BaseModel):
@@ -310,15 +351,23 @@ class ToolError(StrEnum):
     MISSING = "missing"  # no result was recorded for the call
     DENIED = "denied"  # a person denied the call (always_ask)
     CLIENT = "client"  # the session's client reported an error running its custom tool
+    TIMED_OUT = "timed_out"  # the tool did not answer within its timeout
+    UNKNOWN_OUTCOME = "unknown_outcome"  # a tool with side effects started but its invocation died: not repeated
+    FAILED = "failed"  # the tool's server or function failed (MCP error, Lambda error, unreachable, refused host)
 
 
 class ToolOutcome(BaseModel):
     tool_use_id: str
     name: str
-    content: str
+    content: str  # what the model sees: the whole result, or a bounded view of one stored elsewhere
     is_error: bool = False
     error_kind: ToolError | None = None  # set exactly when is_error
     duration_ms: int = 0
+    size: int = 0  # characters of the whole result (``content`` may be a view of it)
+    stored: str | None = None  # where the whole result is kept when ``content`` is a view (a result store key)
+    # False for the provisional "outcome unknown" result written before a tool with side effects runs: replaced by
+    # the real one when it returns, kept (and then final) when its invocation died
+    final: bool = True
 
 
 class ModelRequest(BaseModel):

@@ -64,6 +64,42 @@ class Toolbox(Protocol):
         """Run one call. Never raises for a tool's own failure: that is an error result the model sees."""
         ...
 
+    def idempotent(self, name: str) -> bool:
+        """Whether running the tool twice for one call is safe (False: it has side effects)."""
+        ...
+
+
+class McpCaller(Protocol):
+    """Calls tools of MCP servers (functions/adapters/mcp_tools.py, over streamable HTTP with the official SDK)."""
+
+    def call(self, url: str, name: str, arguments: dict[str, Any], *, timeout: float) -> tuple[str, bool]:
+        """The tool's result as text, and whether the server reported it as an error.
+
+        Raises:
+            ToolServerError: the server was refused (host or address), unreachable, timed out or failed.
+        """
+        ...
+
+
+class McpCatalog(Protocol):
+    """The tools an agent version's MCP servers list: listed once per version, then read from a cache."""
+
+    def tools(self, agent: Agent, server: str, url: str) -> list[dict[str, Any]]:
+        """The server's tools as listed: ``{name, description, input_schema, idempotent}`` each.
+
+        Raises:
+            ToolServerError: the server was refused, unreachable or failed.
+        """
+        ...
+
+
+class ResultStore(Protocol):
+    """Whole tool results too large for the table (S3): ``key`` is tenant-scoped, see functions/agent/results.py."""
+
+    def put(self, key: str, content: str) -> None: ...
+
+    def get(self, key: str) -> str | None: ...
+
 
 @dataclass
 class RunHistory:
@@ -134,7 +170,12 @@ class ToolResults(ABC):
 
     @abstractmethod
     def save_tool_result(self, ref: StepRef, outcome: ToolOutcome) -> ToolOutcome:
-        """Store a tool result once; returns the stored one if it already existed."""
+        """Store a tool result once (replacing a provisional one); returns the final one if it already existed."""
+
+    @abstractmethod
+    def claim_tool(self, ref: StepRef, provisional: ToolOutcome) -> ToolOutcome | None:
+        """Store ``provisional`` (``final`` False) if the call has no result yet and return None; else the stored
+        result (final or provisional), which means the call was already started."""
 
 
 class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ABC):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_right
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
@@ -187,6 +188,8 @@ class SessionView:
 
     def __init__(self, history: RunHistory, *, full: bool = True) -> None:
         """``full``: the history has the session's steps and events (a listed session has only its item)."""
+        # a provisional result (a call with side effects still running) is not a result yet
+        history = replace(history, tool_results={k: v for k, v in history.tool_results.items() if v.final})
         self.history, self.run, self.full = history, history.run, full
         self.agent = self.run.agent
         firsts = [turn.first_step for turn in self.run.turns]
@@ -296,14 +299,18 @@ class SessionView:
                 )  # fmt: skip
             for index, call in enumerate(record.tool_calls()):
                 custom = self.agent is not None and any(t.name == call.name for t in self.agent.custom_tools)
+                mcp = self.agent.mcp_tool(call.name) if self.agent is not None else None
+                kind = "agent.custom_tool_use" if custom else "agent.mcp_tool_use" if mcp else "agent.tool_use"
                 event: dict[str, Any] = {
                     "id": event_id(n, 3, k, TOOL_USE_BASE + index),
-                    "type": "agent.custom_tool_use" if custom else "agent.tool_use",
+                    "type": kind,
                     "processed_at": record.finished_at,
                     "name": call.name,
                     "input": call.input,
                     "tool_use_id": call.id,  # Stepwise: the model's id for the call
                 }
+                if mcp is not None:
+                    event["mcp_server_name"] = mcp.server
                 if not custom:
                     asks = self.agent is not None and call.name in self.agent.ask
                     event["evaluated_permission"] = "ask" if asks else "allow"
@@ -315,16 +322,17 @@ class SessionView:
                     continue  # parallel results land in any order: a step's are shown together
                 later = self._run_by.get((k, call.id))
                 where = event_id(later, 2, k, index) if later else event_id(n, 3, k, TOOL_RESULT_BASE + index)
-                events.append(
-                    {
-                        "id": where,
-                        "type": "agent.tool_result",
-                        "processed_at": record.finished_at,
-                        "tool_use_id": event["id"],
-                        "content": [{"type": "text", "text": outcome.content}],
-                        "is_error": outcome.is_error,
-                    }
-                )
+                result: dict[str, Any] = {
+                    "id": where,
+                    "type": "agent.mcp_tool_result" if mcp else "agent.tool_result",
+                    "processed_at": record.finished_at,
+                    "mcp_tool_use_id" if mcp else "tool_use_id": event["id"],
+                    "content": [{"type": "text", "text": outcome.content}],
+                    "is_error": outcome.is_error,
+                }
+                if outcome.stored is not None:  # Stepwise: the content is a view of a larger result
+                    result["size"] = outcome.size
+                events.append(result)
         usage = record.usage
         events.append(
             {

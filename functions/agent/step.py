@@ -49,6 +49,7 @@ from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory,
 from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import as_hit, cache_key, cacheable
 from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
+from functions.agent.tool import workflow_calls
 
 MAX_WAITS = 5  # consecutive retry-after waits of one step; then the error goes to the workflow's Retry
 MAX_WAIT_SECONDS = 300  # a longer retry-after is left to the Retry's capped backoff
@@ -69,6 +70,7 @@ class StepOutcome:
     budget_percent: dict[str, float] = field(default_factory=dict)  # before this step's call (for metrics)
     wait_seconds: int = 0  # with decision WAIT
     waits: int = 0  # consecutive waits of this step so far
+    agent: AgentConfig | None = None  # a session's: how each of its calls is run (see workflow_calls)
 
     @property
     def next_step(self) -> int:
@@ -86,7 +88,7 @@ class StepOutcome:
             "wait_seconds": self.wait_seconds,
             "waits": self.waits if waiting else 0,
             "next": self.decision.value,
-            "tool_calls": [{"id": call.id, "name": call.name} for call in self.tool_calls],
+            "tool_calls": workflow_calls(self.tool_calls, self.agent),
             "status": self.status.value if self.status else None,
             "error": self.error.model_dump() if self.error else None,
         }
@@ -128,9 +130,11 @@ def _outcome_of(ref: StepRef, record: StepRecord, agent: AgentConfig | None, *, 
     """The workflow runs the calls the deployment executes; with ACTION the turn then idles for the rest."""
     if record.decision is StepDecision.ACTION and agent is not None:
         calls = [call for call in record.tool_calls() if not agent.needs_client(call.name)]
-        return StepOutcome(ref, record.decision, calls, RunStatus.IDLE, replayed=replayed, record=record)
+        return StepOutcome(ref, record.decision, calls, RunStatus.IDLE, replayed=replayed, record=record,
+                           agent=agent)  # fmt: skip
     calls = record.tool_calls() if record.decision is StepDecision.TOOLS else []
-    return StepOutcome(ref, record.decision, calls, record.status, record.error, replayed=replayed, record=record)
+    return StepOutcome(ref, record.decision, calls, record.status, record.error, replayed=replayed, record=record,
+                       agent=agent)  # fmt: skip
 
 
 class _Finished(Exception):  # control flow: never escapes StepRunner.run

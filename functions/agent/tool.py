@@ -1,35 +1,181 @@
-"""One tool call of a step, run once: a retried invocation returns the stored result."""
+"""One tool call of a step, run once: a retried invocation returns the stored result.
+
+Where a call runs: the deployment's Python tools (built-ins and the deployer's ``tools/``) and MCP tools here, in
+the tool function; a Lambda tool by the workflow itself (its Map invokes the function directly, then records the
+result here, ``record_lambda_result``). A tool with side effects runs at most once: a provisional "outcome unknown"
+result is stored before it starts, so an invocation that dies mid-call leaves that, and a retry does not run it
+again. A result too large for the table is kept in the result store and the model sees a view (results.py)."""
 
 from __future__ import annotations
 
-from functions.agent.errors import RunNotFoundError, StepwiseError
-from functions.agent.models import StepRef, ToolError, ToolOutcome
-from functions.agent.ports import RunStore, Toolbox
+import json
+import time
+from typing import Any
+
+from functions.agent.errors import RunNotFoundError, StepwiseError, ToolServerError
+from functions.agent.models import AgentConfig, Run, StepRecord, StepRef, ToolCall, ToolError, ToolOutcome
+from functions.agent.ports import McpCaller, ResultStore, RunStore, Toolbox
+from functions.agent.results import bounded
+
+MCP_TIMEOUT_SECONDS = 30.0
+MAX_FAILURE_CHARS = 2_000
+UNKNOWN_OUTCOME = (
+    "the tool's invocation stopped after it started (its function crashed or timed out): the outcome is unknown, "
+    "it may have had its effect, and it is not run again"
+)
+
+
+def workflow_calls(calls: list[ToolCall], agent: AgentConfig | None) -> list[dict[str, Any]]:
+    """The calls as the workflow's Tools map gets them: a Lambda tool's with what the map invokes it with."""
+    items: list[dict[str, Any]] = []
+    for call in calls:
+        lambda_tool = agent.lambda_tool(call.name) if agent else None
+        if lambda_tool is None:
+            items.append({"id": call.id, "name": call.name, "kind": "stepwise"})
+        else:
+            items.append(
+                {
+                    "id": call.id,
+                    "name": call.name,
+                    "kind": "lambda_once" if not lambda_tool.idempotent else "lambda",
+                    "function": lambda_tool.function,
+                    "input": call.input,
+                    "timeout_seconds": lambda_tool.timeout_seconds,
+                }
+            )
+    return items
+
+
+def full_result_path(run: Run, tool_use_id: str) -> str:
+    if run.session is not None:
+        return f"GET /v1/sessions/{run.run_id}/tool_results/{tool_use_id}"
+    return f"GET /runs/{run.run_id}/tool_results/{tool_use_id}"
+
+
+class ToolRunner:
+    """Runs the calls the tool function is given, and records what the workflow's Lambda tools returned."""
+
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        toolbox: Toolbox,
+        mcp: McpCaller | None = None,
+        results: ResultStore | None = None,
+    ) -> None:
+        self.store, self.toolbox, self.mcp, self.results = store, toolbox, mcp, results
+
+    def run(self, ref: StepRef, tool_use_id: str, *, execution: str | None = None) -> ToolOutcome:
+        """With ``execution`` (the invoking execution's name), a call of a session turn that has ended is not run."""
+        context = self._context(ref, tool_use_id, execution)
+        if isinstance(context, ToolOutcome):
+            return context
+        run, call = context
+        if not self._idempotent(run, call):
+            claimed = self.store.claim_tool(ref, self._unknown(call, final=False))
+            if claimed is not None:  # started before, by an invocation that died (or is still running)
+                return self._save(ref, run, claimed.model_copy(update={"final": True}))
+        return self._save(ref, run, self._execute(run, call))
+
+    def record_lambda_result(
+        self, ref: StepRef, tool_use_id: str, payload: Any, *, execution: str | None
+    ) -> ToolOutcome:
+        """What a Lambda tool returned (text, or any JSON value as JSON text)."""
+        context = self._context(ref, tool_use_id, execution, ran_elsewhere=True)
+        if isinstance(context, ToolOutcome):
+            return context
+        run, call = context
+        content = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
+        return self._save(ref, run, ToolOutcome(tool_use_id=call.id, name=call.name, content=content))
+
+    def record_failure(
+        self, ref: StepRef, tool_use_id: str, failure: dict[str, Any], *, execution: str | None
+    ) -> ToolOutcome:
+        """The workflow caught a call's failure (its function died, or a Lambda tool raised): an error result,
+        never a failed session. A call with side effects that had started is reported as of unknown outcome."""
+        run, record, stored = self.store.load_tool_context(ref, tool_use_id)
+        if stored is not None:
+            return stored if stored.final else self._save(ref, run, stored.model_copy(update={"final": True}))
+        if run is None or record is None:
+            raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
+        call = _call_of(record, ref, tool_use_id)
+        error, cause = str(failure.get("Error", "unknown")), str(failure.get("Cause", ""))[:MAX_FAILURE_CHARS]
+        lambda_tool = run.agent.lambda_tool(call.name) if run.agent else None
+        if lambda_tool is not None and not lambda_tool.idempotent and error in DIED:
+            outcome = self._unknown(call, final=True)
+        else:
+            kind = ToolError.TIMED_OUT if error == "States.Timeout" else ToolError.FAILED
+            outcome = ToolOutcome(tool_use_id=call.id, name=call.name, content=f"{call.name} failed ({error}): {cause}",
+                                  is_error=True, error_kind=kind)  # fmt: skip
+        return self._save(ref, run, outcome)
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _context(
+        self, ref: StepRef, tool_use_id: str, execution: str | None, *, ran_elsewhere: bool = False
+    ) -> tuple[Run, ToolCall] | ToolOutcome:
+        """The run and the call, or the result to return instead of running it (stored, or a refusal stored)."""
+        run, record, stored = self.store.load_tool_context(ref, tool_use_id)
+        if stored is not None and stored.final:
+            return stored
+        if run is None or record is None:
+            raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
+        call = _call_of(record, ref, tool_use_id)
+        if stored is not None:  # provisional: the call started before and its invocation died
+            return self._save(ref, run, stored.model_copy(update={"final": True}))
+        if execution is not None and execution != run.execution_name:  # an earlier turn's: nothing is stored
+            return ToolOutcome(tool_use_id=call.id, name=call.name, content="the turn ended; tool not executed",
+                               is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
+        if run.status.terminal and not ran_elsewhere:
+            ended = ToolOutcome(tool_use_id=call.id, name=call.name, content="run ended; tool not executed",
+                                is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
+            return self._save(ref, run, ended)
+        return run, call
+
+    def _idempotent(self, run: Run, call: ToolCall) -> bool:
+        mcp_tool = run.agent.mcp_tool(call.name) if run.agent else None
+        return mcp_tool.idempotent if mcp_tool is not None else self.toolbox.idempotent(call.name)
+
+    def _execute(self, run: Run, call: ToolCall) -> ToolOutcome:
+        mcp_tool = run.agent.mcp_tool(call.name) if run.agent else None
+        if mcp_tool is None:
+            return self.toolbox.execute(call, run.tools)
+        started = time.perf_counter()
+        url = run.agent.mcp_servers.get(mcp_tool.server) if run.agent else None
+        try:
+            if self.mcp is None or url is None:
+                raise ToolServerError(f"MCP server {mcp_tool.server!r} is not configured in this deployment")
+            text, is_error = self.mcp.call(url, call.name, call.input, timeout=MCP_TIMEOUT_SECONDS)
+            kind = ToolError.FAILED if is_error else None
+        except ToolServerError as exc:
+            effect = "" if mcp_tool.idempotent or not exc.timed_out else " (the outcome is unknown; not run again)"
+            text, is_error = f"MCP server {mcp_tool.server!r}: {exc}{effect}", True
+            kind = ToolError.TIMED_OUT if exc.timed_out else ToolError.FAILED
+        return ToolOutcome(tool_use_id=call.id, name=call.name, content=text, is_error=is_error, error_kind=kind,
+                           duration_ms=int((time.perf_counter() - started) * 1000))  # fmt: skip
+
+    def _unknown(self, call: ToolCall, *, final: bool) -> ToolOutcome:
+        return ToolOutcome(tool_use_id=call.id, name=call.name, content=UNKNOWN_OUTCOME, is_error=True,
+                           error_kind=ToolError.UNKNOWN_OUTCOME, final=final)  # fmt: skip
+
+    def _save(self, ref: StepRef, run: Run | None, outcome: ToolOutcome) -> ToolOutcome:
+        where = full_result_path(run, outcome.tool_use_id) if run is not None else "the run's tool result"
+        return self.store.save_tool_result(ref, bounded(outcome, ref, self.results, where))
+
+
+# AWS's names for a Lambda that died mid-call (timeout, out of memory, crash) and for a hung invocation
+DIED = frozenset({"Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"})
+
+
+def _call_of(record: StepRecord, ref: StepRef, tool_use_id: str) -> ToolCall:
+    call = next((c for c in record.tool_calls() if c.id == tool_use_id), None)
+    if call is None:
+        raise StepwiseError(f"step {ref.step} of run {ref.key.run_id} has no tool call {tool_use_id}")
+    return call
 
 
 def run_tool(
     store: RunStore, toolbox: Toolbox, ref: StepRef, tool_use_id: str, *, execution: str | None = None
 ) -> ToolOutcome:
-    """With ``execution`` (the invoking execution's name), a call of a session turn that has ended is not run."""
-    run, record, stored = store.load_tool_context(ref, tool_use_id)
-    if stored is not None:
-        return stored
-    if run is None or record is None:
-        raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
-    call = next((c for c in record.tool_calls() if c.id == tool_use_id), None)
-    if call is None:
-        raise StepwiseError(f"step {ref.step} of run {ref.key.run_id} has no tool call {tool_use_id}")
-    if execution is not None and execution != run.execution_name:  # an earlier turn's: nothing is stored
-        return ToolOutcome(tool_use_id=call.id, name=call.name, content="the turn ended; tool not executed",
-                           is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
-    if run.status.terminal:
-        outcome = ToolOutcome(
-            tool_use_id=call.id,
-            name=call.name,
-            content="run ended; tool not executed",
-            is_error=True,
-            error_kind=ToolError.RUN_ENDED,
-        )
-    else:
-        outcome = toolbox.execute(call, run.tools)
-    return store.save_tool_result(ref, outcome)
+    """One call of the deployment's Python tools (the tests' and fakes' shorthand for ``ToolRunner.run``)."""
+    return ToolRunner(store=store, toolbox=toolbox).run(ref, tool_use_id, execution=execution)

@@ -1,22 +1,38 @@
 """Tool registry: a tool is a Python function with a pydantic input model.
 
 The JSON schema the model sees is derived from the input model; input that fails validation
-becomes an error result the model sees, never a crash.
+becomes an error result the model sees, never a crash. Each tool has a timeout and says whether it is
+idempotent (safe to run again after a crash); a tool with side effects runs at most once (functions/agent/tool.py).
+
+The deployer's own tools are functions decorated with ``@tool`` in the ``tools/`` package beside ``app.py``
+(``deployer_tools``); they are packaged into the functions and join the built-ins.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
 from functions.agent.errors import UnknownToolError
 from functions.agent.models import ToolCall, ToolError, ToolOutcome
 
-MAX_RESULT_CHARS = 16_000
+DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 50.0  # under the tool function's own timeout (infra/functions.py), which cuts everything
+DEPLOYER_PACKAGE = "tools"  # beside app.py
+
+# Tool functions run on worker threads so a timeout can be kept; a timed-out one is abandoned (its thread runs
+# on until it returns or the function's invocation ends), which is why only the result is trusted, never the thread.
+_WORKERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stepwise-tool")
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,12 @@ class Tool:
     description: str
     input_model: type[BaseModel]
     fn: Callable[[Any], str]  # receives an instance of input_model
+    idempotent: bool = True  # False: it has side effects; never run twice for one call
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            raise ValueError(f"tool {self.name!r}: timeout_seconds must be in (0, {MAX_TIMEOUT_SECONDS}]")
 
     def schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema()
@@ -32,13 +54,64 @@ class Tool:
         return {"name": self.name, "description": self.description, "input_schema": schema}
 
 
+F = TypeVar("F", bound=Callable[..., str])
+
+
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = True,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> Callable[[F], F]:
+    """Make a function a tool: ``def fn(arguments: SomeModel) -> str``, its docstring the description.
+
+    ``idempotent=False`` for a tool with side effects (it is then never run twice for one call)."""
+
+    def decorate(fn: F) -> F:
+        hints = get_type_hints(fn)
+        params = [p for p in inspect.signature(fn).parameters if p != "return"]
+        model = hints.get(params[0]) if len(params) == 1 else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"@tool {fn.__name__}: takes exactly one argument annotated with a pydantic model")
+        text = description or inspect.getdoc(fn)
+        if not text:
+            raise TypeError(f"@tool {fn.__name__}: needs a description (a docstring or description=)")
+        spec = Tool(name=name or fn.__name__, description=text, input_model=model, fn=fn, idempotent=idempotent,
+                    timeout_seconds=timeout_seconds)  # fmt: skip
+        fn.__stepwise_tool__ = spec  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+def tools_of(module: ModuleType) -> list[Tool]:
+    found = [getattr(value, "__stepwise_tool__", None) for value in vars(module).values()]
+    return [spec for spec in found if isinstance(spec, Tool)]
+
+
+def deployer_tools(package: str = DEPLOYER_PACKAGE) -> list[Tool]:
+    """The ``@tool`` functions of every module of the deployer's package (none if there is no such package)."""
+    try:
+        root = importlib.import_module(package)
+    except ModuleNotFoundError as exc:
+        if exc.name != package:
+            raise  # the package exists but imports something missing: say so, do not drop its tools
+        return []
+    modules = [root] + [
+        importlib.import_module(f"{package}.{info.name}")
+        for info in sorted(pkgutil.iter_modules(getattr(root, "__path__", [])), key=lambda m: m.name)
+    ]
+    return [spec for module in modules for spec in tools_of(module)]
+
+
 class ToolRegistry:
     """The deployment's tools (the core's ``Toolbox`` port)."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
-        for tool in tools:
-            self.register(tool)
+        for spec in tools:
+            self.register(spec)
 
     def register(self, tool: Tool) -> None:
         if tool.name in self._tools:
@@ -60,12 +133,14 @@ class ToolRegistry:
     def schemas(self, names: Iterable[str]) -> list[dict[str, Any]]:
         return [self._tools[name].schema() for name in self.check(names)]
 
+    def idempotent(self, name: str) -> bool:
+        spec = self._tools.get(name)
+        return spec is None or spec.idempotent  # an unknown tool runs nothing: repeating its refusal is safe
+
     def execute(self, call: ToolCall, allowed: Iterable[str]) -> ToolOutcome:
         started = time.perf_counter()
 
         def outcome(content: str, error: ToolError | None = None) -> ToolOutcome:
-            if len(content) > MAX_RESULT_CHARS:
-                content = content[:MAX_RESULT_CHARS] + f"... [truncated, {len(content)} chars]"
             return ToolOutcome(
                 tool_use_id=call.id,
                 name=call.name,
@@ -73,24 +148,32 @@ class ToolRegistry:
                 is_error=error is not None,
                 error_kind=error,
                 duration_ms=int((time.perf_counter() - started) * 1000),
+                size=len(content),
             )
 
-        tool = self._tools.get(call.name)
-        if tool is None or call.name not in set(allowed):
+        spec = self._tools.get(call.name)
+        if spec is None or call.name not in set(allowed):
             return outcome(f"tool {call.name!r} is not available to this run", ToolError.UNAVAILABLE)
         try:
-            arguments = tool.input_model.model_validate(call.input)
+            arguments = spec.input_model.model_validate(call.input)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}" for err in exc.errors()
             )
             return outcome(f"invalid input for {call.name}: {problems}", ToolError.INVALID_INPUT)
+        future = _WORKERS.submit(spec.fn, arguments)
         try:
-            return outcome(tool.fn(arguments))
+            result = future.result(timeout=spec.timeout_seconds)
+        except FutureTimeout:
+            effect = "" if spec.idempotent else "; it may have had its effect, and is not run again"
+            return outcome(f"{call.name} did not finish within {spec.timeout_seconds:g} s{effect}", ToolError.TIMED_OUT)
         except ToolInputError as exc:
             return outcome(f"{call.name} failed: {exc}", ToolError.REJECTED)
         except Exception as exc:  # a tool bug must not lose the run: the model sees it and can recover
             return outcome(f"{call.name} raised {type(exc).__name__}: {exc}", ToolError.CRASHED)
+        if not isinstance(result, str):
+            return outcome(f"{call.name} returned {type(result).__name__}, not text", ToolError.CRASHED)
+        return outcome(result)
 
 
 class ToolInputError(ValueError):

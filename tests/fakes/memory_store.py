@@ -116,7 +116,16 @@ class InMemoryRunStore(RunStore):
     def save_tool_result(self, ref: StepRef, outcome: ToolOutcome) -> ToolOutcome:
         with self._lock:
             key = (ref.key, ref.step, outcome.tool_use_id)
-            if key not in self.tools:
+            if key not in self.tools or not self.tools[key].final:  # a provisional result is replaced
                 self.tools[key] = outcome
                 self.writes += 1
             return self.tools[key]
+
+    def claim_tool(self, ref: StepRef, provisional: ToolOutcome) -> ToolOutcome | None:
+        with self._lock:
+            key = (ref.key, ref.step, provisional.tool_use_id)
+            if key in self.tools:
+                return self.tools[key]
+            self.tools[key] = provisional
+            self.writes += 1
+            return None

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from functions.agent.models import ToolCall, ToolOutcome
+from functions.agent.models import ToolCall, ToolError, ToolOutcome
+from functions.agent.results import VIEW_CHARS
 from functions.tools import Tool, ToolRegistry, UnknownToolError, builtin_registry
 from functions.tools.builtins import MAX_EXPRESSION_CHARS, CalculatorInput
-from functions.tools.registry import MAX_RESULT_CHARS
 
 FIXED_NOW = datetime(2026, 1, 15, 12, 0, 0, tzinfo=UTC)
 ALL_TOOLS = ["calculator", "current_time"]
@@ -255,30 +256,57 @@ def test_a_tool_raising_unexpectedly_becomes_an_error_result_naming_the_exceptio
     assert outcome.content == "broken raised KeyError: 'missing'"
 
 
-def test_long_results_are_truncated_with_a_marker() -> None:
+def test_the_registry_returns_a_long_result_whole_with_its_size() -> None:
     class Empty(BaseModel):
         pass
 
-    size = MAX_RESULT_CHARS + 500
+    size = VIEW_CHARS + 500
     registry = ToolRegistry([Tool(name="big", description="returns a lot", input_model=Empty, fn=lambda _: "x" * size)])
 
     outcome = call(registry, "big", {}, allowed=["big"])
 
+    # the view the model sees is cut where the result is stored (functions/agent/results.py), not here
     assert outcome.is_error is False
-    assert outcome.content.startswith("x" * MAX_RESULT_CHARS + "... [truncated")
-    assert outcome.content.endswith(f"[truncated, {size} chars]")
-    assert outcome.content.count("x") == MAX_RESULT_CHARS
+    assert outcome.content == "x" * size
+    assert outcome.size == size
 
 
-def test_results_at_the_limit_are_not_truncated() -> None:
+def test_a_tool_that_overruns_its_timeout_gets_a_timed_out_result() -> None:
     class Empty(BaseModel):
         pass
 
-    registry = ToolRegistry([Tool(name="fits", description="", input_model=Empty, fn=lambda _: "y" * MAX_RESULT_CHARS)])
+    release = threading.Event()
+    slow = Tool(name="slow", description="waits", input_model=Empty, fn=lambda _: release.wait(5) and "late",
+                idempotent=False, timeout_seconds=0.05)  # fmt: skip
+    try:
+        outcome = call(ToolRegistry([slow]), "slow", {}, allowed=["slow"])
+    finally:
+        release.set()
 
-    outcome = call(registry, "fits", {}, allowed=["fits"])
+    assert outcome.is_error is True
+    assert outcome.error_kind is ToolError.TIMED_OUT
+    assert outcome.content == "slow did not finish within 0.05 s; it may have had its effect, and is not run again"
 
-    assert outcome.content == "y" * MAX_RESULT_CHARS
+
+def test_a_tool_that_returns_no_text_is_a_crash_result() -> None:
+    class Empty(BaseModel):
+        pass
+
+    registry = ToolRegistry([Tool(name="number", description="d", input_model=Empty, fn=lambda _: 5)])
+
+    outcome = call(registry, "number", {}, allowed=["number"])
+
+    assert (outcome.is_error, outcome.error_kind, outcome.content) == (
+        True, ToolError.CRASHED, "number returned int, not text",
+    )  # fmt: skip
+
+
+def test_timeouts_are_bounded_by_the_tool_function() -> None:
+    class Empty(BaseModel):
+        pass
+
+    with pytest.raises(ValueError, match="timeout_seconds must be in"):
+        Tool(name="forever", description="d", input_model=Empty, fn=lambda _: "", timeout_seconds=3600)
 
 
 # --- current_time -----------------------------------------------------------------------------------------

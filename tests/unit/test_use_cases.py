@@ -327,7 +327,7 @@ def test_step_outcome_state_is_small_and_names_the_next_step(store: InMemoryRunS
     outcome = step(store, ScriptedModel(tool_response(("t1", "calculator", {"expression": "1+1"}))), run_id, 0)
     state = outcome.state()
     assert state["step"] == 1 and state["completed_step"] == 0 and state["next"] == "tools"
-    assert state["tool_calls"] == [{"id": "t1", "name": "calculator"}]
+    assert state["tool_calls"] == [{"id": "t1", "name": "calculator", "kind": "stepwise"}]
     assert len(str(state)) < 1_000  # conversation never travels through Step Functions
     assert Decimal(0) < store.get_run(key_of(run_id)).cost_usd  # type: ignore[union-attr]
 
