@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy functions infra stepwise app.py
+	$(BIN)/mypy functions infra stepwise tools app.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest

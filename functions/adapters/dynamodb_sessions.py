@@ -4,6 +4,7 @@ Keys (tenant-scoped like every partition):
 
     pk = "T#{tenant}#AGENTS"     sk = "HEAD#{agent_id}"                 the current version (and archived_at)
                                  sk = "VER#{agent_id}#{version:06d}"    every version, immutable
+                                 sk = "MCP#{agent_id}#{version:06d}#{server}"  the tools an MCP server listed
     pk = "T#{tenant}#SESSIONS"   sk = "S#{session_id}"                  the list of sessions (agent id, archived)
 
 A session is a run: its item and its steps, tool results and events live in the run's partition
@@ -12,6 +13,7 @@ A session is a run: its item and its steps, tool results and events live in the 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -75,6 +77,10 @@ def _index_item(run: Run) -> dict[str, Any]:
             "archived": bool(session.get("archived_at")),
         }
     )
+
+
+def _listing(agent: Agent, server: str) -> str:
+    return f"MCP#{agent.id}#{agent.version:06d}#{server}"
 
 
 class DynamoDBSessionStore:
@@ -279,3 +285,24 @@ class DynamoDBSessionStore:
                 return False
             raise
         return True
+
+    # ------------------------------------------------------------------------------------------- MCP listings
+
+    def get_mcp_listing(self, agent: Agent, server: str) -> list[dict[str, Any]] | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key=to_item({"pk": agents_pk(agent.tenant), "sk": _listing(agent, server)})
+        ).get("Item")
+        return None if item is None else list(json.loads(item["tools"]["S"]))
+
+    def put_mcp_listing(self, agent: Agent, server: str, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep the first listing of the version (a concurrent second one is dropped): every session of one
+        agent version sees the same tools."""
+        item = to_item({"pk": agents_pk(agent.tenant), "sk": _listing(agent, server), "type": "mcp_listing",
+                        "tools": json.dumps(tools, ensure_ascii=False)})  # fmt: skip
+        try:
+            self.client.put_item(TableName=self.table_name, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return self.get_mcp_listing(agent, server) or tools
+        return tools

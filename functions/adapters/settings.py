@@ -95,10 +95,27 @@ class CachingSettings(Settings):
     response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
 
 
+class ToolAccessSettings(Settings):
+    """What the deployment lets tools reach (CDK context mcp_servers, lambda_tools, egress_allow_addresses)."""
+
+    # JSON [{url, secret?, header?, prefix?}]: the MCP servers agents may name, and each one's credential
+    mcp_servers: str | None = Field(default=None, alias="STEPWISE_MCP_SERVERS")
+    # JSON [{function, arn, idempotent, timeout_seconds}]: the Lambda functions agents may use as tools
+    lambda_tools: str | None = Field(default=None, alias="STEPWISE_LAMBDA_TOOLS")
+    # comma-separated addresses or CIDR ranges tools may reach though not public (the local stack: 127.0.0.1)
+    egress_allow_addresses: str | None = Field(default=None, alias="STEPWISE_EGRESS_ALLOW_ADDRESSES")
+
+
+class ResultSettings(Settings):
+    """The bucket that keeps whole tool results too large for the table."""
+
+    results_bucket: str = Field(alias="STEPWISE_RESULTS_BUCKET", min_length=1)
+
+
 # ------------------------------------------------------------------------------------------- per function
 
 
-class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings):
+class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
 
@@ -111,8 +128,9 @@ class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettin
     pass
 
 
-class ToolSettings(Settings):
-    pass
+class ToolSettings(ToolAccessSettings, ResultSettings):
+    # the http_fetch tool's (tools/http_fetch.py) allowed domains, comma-separated ("*.example.com": subdomains)
+    http_fetch_domains: str | None = Field(default=None, alias="STEPWISE_HTTP_FETCH_DOMAINS")
 
 
 class EndSettings(Settings):

@@ -20,6 +20,7 @@ from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClo
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
+from functions.adapters.s3_results import S3ResultStore
 from functions.adapters.settings import (
     ApiSettings,
     BudgetSettings,
@@ -29,8 +30,11 @@ from functions.adapters.settings import (
     ModelSettings,
     PricingSettings,
     QueueSettings,
+    ResultSettings,
     Settings,
     StepSettings,
+    ToolAccessSettings,
+    ToolSettings,
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
@@ -39,15 +43,19 @@ from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
 from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import Lifecycle
-from functions.agent.ports import ModelClient
+from functions.agent.ports import McpCatalog, ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
 from functions.agent.step import StepConfig, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
+from functions.agent.tool import ToolRunner
 from functions.tools import ToolRegistry, builtin_registry
+from functions.tools.egress import Egress
+from functions.tools.registry import deployer_tools
 
 if TYPE_CHECKING:
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
-    from functions.agent.agents import Agents
+    from functions.adapters.mcp_tools import McpClient
+    from functions.agent.agents import Agents, LambdaFunction
     from functions.agent.sessions import Sessions
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -81,7 +89,46 @@ def workflow(settings: WorkflowSettings) -> StepFunctionsWorkflow:
 
 @cache
 def registry() -> ToolRegistry:
-    return builtin_registry(CLOCK.now)
+    """The built-ins and the deployer's own tools (the tools/ package beside app.py)."""
+    return ToolRegistry([*builtin_registry(CLOCK.now).tools, *deployer_tools()])
+
+
+@cache
+def results(settings: ResultSettings) -> S3ResultStore:
+    return S3ResultStore(settings.results_bucket, aws_client("s3"))
+
+
+@cache
+def egress(settings: ToolAccessSettings) -> Egress:
+    return Egress.parse(settings.egress_allow_addresses)
+
+
+@cache
+def lambda_functions(settings: ToolAccessSettings) -> list[LambdaFunction]:
+    from functions.agent.agents import LAMBDA_FUNCTIONS
+
+    return LAMBDA_FUNCTIONS.validate_json(settings.lambda_tools) if settings.lambda_tools else []
+
+
+@cache
+def mcp_client(settings: ToolAccessSettings) -> McpClient:
+    """Credentials are read from Secrets Manager at most every 5 minutes (powertools caches them)."""
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    from functions.adapters.mcp_tools import McpAccess, McpClient, parse_servers
+
+    access = McpAccess(parse_servers(settings.mcp_servers), egress(settings),
+                       secret=lambda name: str(get_secret(name, max_age=300)))  # fmt: skip
+    return McpClient(access)
+
+
+def tool_runner(settings: ToolSettings) -> ToolRunner:
+    return ToolRunner(
+        store=store(settings),
+        toolbox=registry(),
+        mcp=mcp_client(settings) if settings.mcp_servers else None,
+        results=results(settings),
+    )
 
 
 @cache
@@ -243,6 +290,8 @@ def agents(settings: ApiSettings) -> Agents:
         new_id=new_agent_id,
         builtins=registry().names,
         check_model=submitter(settings).check_model,
+        lambda_functions=lambda_functions(settings),
+        mcp_allowed=lambda url: bool(settings.mcp_servers) and mcp_client(settings).access.config_for(url) is not None,
     )
 
 
@@ -260,7 +309,15 @@ def sessions(settings: ApiSettings) -> Sessions:
         clock=CLOCK,
         new_id=new_session_id,
         builtins=registry().names,
+        mcp=mcp_catalog(settings) if settings.mcp_servers else None,
     )
+
+
+@cache
+def mcp_catalog(settings: ApiSettings) -> McpCatalog:
+    from functions.adapters.mcp_tools import CachedMcpCatalog
+
+    return CachedMcpCatalog(session_store(settings), mcp_client(settings))
 
 
 @cache
@@ -293,6 +350,11 @@ def reset() -> None:
         queue,
         workflow,
         registry,
+        results,
+        egress,
+        lambda_functions,
+        mcp_client,
+        mcp_catalog,
         prices,
         response_cache,
         breaker,

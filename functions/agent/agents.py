@@ -18,11 +18,12 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from functions.agent.errors import ConflictError, NotFoundError, RequestRejectedError
-from functions.agent.models import AgentConfig, CustomTool
+from functions.agent.models import AgentConfig, CustomTool, LambdaTool, McpTool
 from functions.agent.ports import AgentStore, Clock
 from functions.agent.requests import Strict, parse
 
 TOOLSET = "stepwise_toolset_20261201"  # the deployment's built-in tools (calculator, current_time)
+LAMBDA_TOOL = "stepwise_lambda_20261201"  # a Lambda function of the deployer's, one the deployment allows
 SANDBOX_TOOLSET = "agent_toolset_20260401"
 MAX_TOOLS = 256
 MAX_MCP_SERVERS = 20
@@ -84,15 +85,32 @@ class CustomToolSpec(Strict):
 
 
 class McpToolset(Strict):
-    """Stored with the agent; sessions refuse it until MCP tools can be called (the next release)."""
+    """The tools an MCP server lists (when a session is created: once per agent version, then cached)."""
 
     type: Literal["mcp_toolset"]
     mcp_server_name: str = Field(min_length=1)
-    default_config: dict[str, Any] | None = None
-    configs: list[dict[str, Any]] = Field(default_factory=list)
+    default_config: DefaultConfig = Field(default_factory=DefaultConfig)
+    configs: list[ToolConfig] = Field(default_factory=list)
 
 
-ToolSpec = Annotated[Toolset | CustomToolSpec | McpToolset, Field(discriminator="type")]
+class LambdaToolSpec(CustomToolSpec):
+    """Stepwise's own: a tool that is a Lambda function the deployment allows; the workflow invokes it directly."""
+
+    type: Literal["stepwise_lambda_20261201"]  # type: ignore[assignment]
+    function: str = Field(min_length=1, max_length=256)
+    permission_policy: Policy = Field(default_factory=lambda: Policy(type="always_allow"))
+
+
+ToolSpec = Annotated[Toolset | CustomToolSpec | McpToolset | LambdaToolSpec, Field(discriminator="type")]
+
+
+class LambdaFunction(Strict):
+    """A function the deployment lets agents use as a tool (CDK context ``lambda_tools``)."""
+
+    function: str = Field(min_length=1)  # what agents name: the function's name or ARN, as the deployer wrote it
+    arn: str = Field(min_length=1)
+    idempotent: bool = False
+    timeout_seconds: int = Field(default=30, ge=1, le=900)
 
 
 class McpServer(Strict):
@@ -197,18 +215,22 @@ def _refuse_unsupported(raw: dict[str, Any]) -> None:
                 f"tools.{index}.type: {SANDBOX_TOOLSET} needs Anthropic's hosted sandbox (bash, files, web), which "
                 f"Stepwise does not have; use {TOOLSET} (calculator, current_time) or custom tools"
             )
-        if kind not in (TOOLSET, "custom", "mcp_toolset"):
+        if kind not in (TOOLSET, "custom", "mcp_toolset", LAMBDA_TOOL):
             raise RequestRejectedError(
-                f"tools.{index}.type: unknown tool type {kind!r} (expected {TOOLSET}, custom or mcp_toolset)"
+                f"tools.{index}.type: unknown tool type {kind!r} (expected {TOOLSET}, custom, mcp_toolset or "
+                f"{LAMBDA_TOOL})"
             )
         for where, config in _policies(tool):
             if config.get("type") == "auto":
                 raise RequestRejectedError(
-                    f"tools.{index}.{where}.permission_policy: 'auto' is not offered; use always_allow or always_ask"
+                    f"tools.{index}.{where + '.' if where else ''}permission_policy: 'auto' is not offered; use "
+                    "always_allow or always_ask"
                 )
 
 
 def _policies(tool: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    if isinstance(tool.get("permission_policy"), dict):
+        yield "", tool["permission_policy"]
     default = tool.get("default_config")
     if isinstance(default, dict) and isinstance(default.get("permission_policy"), dict):
         yield "default_config", default["permission_policy"]
@@ -217,7 +239,13 @@ def _policies(tool: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
             yield f"configs.{n}", config["permission_policy"]
 
 
-def _check_tools(tools: list[ToolSpec], servers: list[McpServer], builtins: list[str]) -> None:
+def _check_tools(
+    tools: list[ToolSpec],
+    servers: list[McpServer],
+    builtins: list[str],
+    functions: dict[str, LambdaFunction],
+    mcp_allowed: Callable[[str], bool],
+) -> None:
     names: list[str] = []
     toolsets = [tool for tool in tools if isinstance(tool, Toolset)]
     if len(toolsets) > 1:
@@ -232,9 +260,22 @@ def _check_tools(tools: list[ToolSpec], servers: list[McpServer], builtins: list
         if len(set(configured)) != len(configured):
             raise RequestRejectedError("tools.configs: a tool is configured twice")
         names += [name for name in builtins if _enabled(toolset, name)]
-    names += [tool.name for tool in tools if isinstance(tool, CustomToolSpec)]
+    names += [tool.name for tool in tools if isinstance(tool, CustomToolSpec)]  # (and Lambda tools)
     if len(set(names)) != len(names):
         raise RequestRejectedError("tools: two tools have the same name")
+    for index, tool in enumerate(tools):
+        if isinstance(tool, LambdaToolSpec) and tool.function not in functions:
+            allowed = ", ".join(sorted(functions)) or "none"
+            raise RequestRejectedError(
+                f"tools.{index}.function: {tool.function!r} is not a Lambda tool this deployment allows "
+                f"(allowed: {allowed}; CDK context lambda_tools)"
+            )
+    for index, server in enumerate(servers):
+        if not mcp_allowed(server.url):
+            raise RequestRejectedError(
+                f"mcp_servers.{index}.url: this deployment does not allow MCP server {server.url[:200]!r} "
+                "(CDK context mcp_servers)"
+            )
     server_names = [server.name for server in servers]
     if len(set(server_names)) != len(server_names):
         raise RequestRejectedError("mcp_servers: two servers have the same name")
@@ -245,16 +286,16 @@ def _check_tools(tools: list[ToolSpec], servers: list[McpServer], builtins: list
         raise RequestRejectedError(f"mcp_servers: server {sorted(unused)[0]!r} is not referenced by an mcp_toolset")
 
 
-def _config_of(toolset: Toolset, name: str) -> ToolConfig | None:
+def _config_of(toolset: Toolset | McpToolset, name: str) -> ToolConfig | None:
     return next((config for config in toolset.configs if config.name == name), None)
 
 
-def _enabled(toolset: Toolset, name: str) -> bool:
+def _enabled(toolset: Toolset | McpToolset, name: str) -> bool:
     config = _config_of(toolset, name)
     return config.enabled if config is not None and config.enabled is not None else toolset.default_config.enabled
 
 
-def _asks(toolset: Toolset, name: str) -> bool:
+def _asks(toolset: Toolset | McpToolset, name: str) -> bool:
     config = _config_of(toolset, name)
     policy = config.permission_policy if config is not None and config.permission_policy else None
     return (policy or toolset.default_config.permission_policy).type == "always_ask"
@@ -277,24 +318,85 @@ def check_metadata(current: dict[str, str], patch: dict[str, str | None]) -> dic
     return merged
 
 
-def engine_config(agent: Agent, builtins: list[str]) -> tuple[list[str], AgentConfig]:
+McpListing = Callable[[str, str], list[dict[str, Any]]]  # (server name, url) -> the tools it lists
+
+
+def engine_config(
+    agent: Agent,
+    builtins: list[str],
+    *,
+    functions: dict[str, LambdaFunction] | None = None,
+    mcp_tools: McpListing | None = None,
+) -> tuple[list[str], AgentConfig]:
     """The built-in tools (of ``builtins``, the deployment's) a session of ``agent`` may call, and what else the
-    engine needs of the agent."""
+    engine needs of the agent: its custom and Lambda tools, and its MCP servers' tools (``mcp_tools`` lists them).
+
+    Raises RequestRejectedError: a Lambda tool the deployment no longer allows, an MCP listing that configures a
+    tool the server does not list or whose names collide with the agent's other tools."""
     enabled: list[str] = []
     ask: list[str] = []
     custom: list[CustomTool] = []
-    for raw in agent.tools:
+    lambdas: list[LambdaTool] = []
+    mcp: list[McpTool] = []
+    servers = {server["name"]: server["url"] for server in agent.mcp_servers}
+    for index, raw in enumerate(agent.tools):
         if raw["type"] == TOOLSET:
             toolset = Toolset.model_validate(raw)
             enabled = [name for name in builtins if _enabled(toolset, name)]
-            ask = [name for name in enabled if _asks(toolset, name)]
+            ask += [name for name in enabled if _asks(toolset, name)]
         elif raw["type"] == "custom":
             custom.append(
                 CustomTool(name=raw["name"], description=raw["description"], input_schema=raw["input_schema"])
             )
-    return enabled, AgentConfig(system=agent.system, custom_tools=custom, ask=ask)
+        elif raw["type"] == LAMBDA_TOOL:
+            spec = LambdaToolSpec.model_validate(raw)
+            target = (functions or {}).get(spec.function)
+            if target is None:
+                raise RequestRejectedError(
+                    f"agent {agent.id} version {agent.version}: tools.{index}.function {spec.function!r} is no "
+                    "longer a Lambda tool this deployment allows"
+                )
+            lambdas.append(LambdaTool(name=spec.name, description=spec.description, input_schema=spec.input_schema,
+                                      function=target.arn, idempotent=target.idempotent,
+                                      timeout_seconds=target.timeout_seconds))  # fmt: skip
+            if spec.permission_policy.type == "always_ask":
+                ask.append(spec.name)
+        elif raw["type"] == "mcp_toolset":
+            mcp_set = McpToolset.model_validate(raw)
+            if mcp_tools is None:
+                raise RequestRejectedError("this deployment cannot reach MCP servers (CDK context mcp_servers)")
+            listed = mcp_tools(mcp_set.mcp_server_name, servers[mcp_set.mcp_server_name])
+            listed_names = {tool["name"] for tool in listed}
+            for tool_config in mcp_set.configs:
+                if tool_config.name not in listed_names:
+                    raise RequestRejectedError(
+                        f"tools.{index}.configs: MCP server {mcp_set.mcp_server_name!r} lists no tool "
+                        f"{tool_config.name!r} (it lists {', '.join(sorted(listed_names)) or 'none'})"
+                    )
+            for tool in listed:
+                if _enabled(mcp_set, tool["name"]):
+                    mcp.append(McpTool(server=mcp_set.mcp_server_name, **tool))
+                    if _asks(mcp_set, tool["name"]):
+                        ask.append(tool["name"])
+    size = len(json.dumps([tool.model_dump() for tool in mcp], ensure_ascii=False).encode())
+    if size > MAX_DEFINITION_BYTES:  # the session's item keeps them
+        raise RequestRejectedError(
+            f"agent {agent.id} version {agent.version}: its MCP servers list {size} bytes of tools; at most "
+            f"{MAX_DEFINITION_BYTES} (disable some with configs)"
+        )
+    names = enabled + [tool.name for tool in custom] + [tool.name for tool in lambdas] + [tool.name for tool in mcp]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise RequestRejectedError(
+            f"agent {agent.id} version {agent.version}: tool {duplicates[0]!r} is named twice (an MCP server lists a "
+            "tool with the name of another of the agent's tools; disable one with configs)"
+        )
+    config = AgentConfig(system=agent.system, custom_tools=custom, ask=ask, mcp_tools=mcp,
+                         mcp_servers={s: u for s, u in servers.items() if any(t.server == s for t in mcp)},
+                         lambda_tools=lambdas)  # fmt: skip
+    return enabled, config
 
 
+LAMBDA_FUNCTIONS: TypeAdapter[list[LambdaFunction]] = TypeAdapter(list[LambdaFunction])
 _TOOL: TypeAdapter[ToolSpec] = TypeAdapter(ToolSpec, config=ConfigDict(defer_build=True))
 
 
@@ -309,6 +411,8 @@ class Agents:
         new_id: Callable[[], str],
         builtins: list[str],
         check_model: Callable[[str], None],
+        lambda_functions: Iterable[LambdaFunction] = (),
+        mcp_allowed: Callable[[str], bool] = lambda url: False,
     ) -> None:
         self.store, self.clock, self.new_id, self.builtins, self.check_model = (
             store,
@@ -317,6 +421,8 @@ class Agents:
             builtins,
             check_model,
         )
+        self.lambda_functions = {function.function: function for function in lambda_functions}
+        self.mcp_allowed = mcp_allowed
 
     def create(self, tenant: str, raw: dict[str, Any]) -> Agent:
         """Raises RequestRejectedError naming the first problem; nothing is written then."""
@@ -389,7 +495,7 @@ class Agents:
                 if "mcp_servers" in given
                 else [McpServer.model_validate(server) for server in agent.mcp_servers]
             )
-            _check_tools(tools, servers, self.builtins)
+            _check_tools(tools, servers, self.builtins, self.lambda_functions, self.mcp_allowed)
             update["tools"] = [tool.model_dump(exclude_none=isinstance(tool, McpToolset)) for tool in tools]
             update["mcp_servers"] = [server.model_dump() for server in servers]
         if fields.metadata is not None:

@@ -27,6 +27,10 @@ class ToolServerError(StepwiseError):
         self.timed_out = timed_out
 
 
+class ToolServerUnavailableError(StepwiseError):
+    """A session cannot be created now: a server its agent's tools come from cannot be listed (HTTP 503)."""
+
+
 class IdempotencyConflictError(StepwiseError):
     """The Idempotency-Key was used before with a different request body."""
 

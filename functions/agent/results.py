@@ -5,8 +5,11 @@ every state of the workflow carry only the view and the key, so nothing between 
 
 from __future__ import annotations
 
+from typing import Any
+
+from functions.agent.errors import NotFoundError
 from functions.agent.models import StepRef, ToolOutcome
-from functions.agent.ports import ResultStore
+from functions.agent.ports import ResultStore, RunHistory
 
 VIEW_CHARS = 16_000  # what the model (and the table) get of a result
 MAX_RESULT_CHARS = 5_000_000  # what is kept of one: a larger result is cut here (and says so)
@@ -35,3 +38,28 @@ def bounded(outcome: ToolOutcome, ref: StepRef, results: ResultStore | None, whe
     results.put(key, kept)
     note = f"\n[showing {VIEW_CHARS:,} of {size:,} characters; the whole result: {where}]"
     return outcome.model_copy(update={"content": content[:VIEW_CHARS] + note, "size": size, "stored": key})
+
+
+def whole_result(history: RunHistory, results: ResultStore | None, tool_use_id: str) -> dict[str, Any]:
+    """The whole result of a call of the run (the model's ``tool_use_id``; the latest step's, were one repeated).
+
+    Raises NotFoundError: no such call has a result, or its whole result has expired from the result store."""
+    found = [(step, outcome) for (step, use), outcome in history.tool_results.items() if use == tool_use_id]
+    found = [(step, outcome) for step, outcome in found if outcome.final]
+    if not found:
+        raise NotFoundError(f"run {history.run.run_id} has no result for tool call {tool_use_id}")
+    step, outcome = max(found, key=lambda pair: pair[0])
+    content = outcome.content
+    if outcome.stored is not None:
+        whole = results.get(outcome.stored) if results is not None else None
+        if whole is None:
+            raise NotFoundError(f"the whole result of tool call {tool_use_id} is no longer kept (it expired)")
+        content = whole
+    return {
+        "tool_use_id": tool_use_id,
+        "name": outcome.name,
+        "step": step,
+        "is_error": outcome.is_error,
+        "size": outcome.size or len(content),
+        "content": content,
+    }

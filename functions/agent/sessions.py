@@ -23,7 +23,15 @@ from pydantic import BaseModel, Field, model_validator
 
 from functions.agent import ledger
 from functions.agent.agents import Agent, Agents, check_metadata, engine_config
-from functions.agent.errors import ConflictError, EnqueueError, NotFoundError, RequestRejectedError, RunNotFoundError
+from functions.agent.errors import (
+    ConflictError,
+    EnqueueError,
+    NotFoundError,
+    RequestRejectedError,
+    RunNotFoundError,
+    ToolServerError,
+    ToolServerUnavailableError,
+)
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import (
     MAX_INPUT_BYTES,
@@ -39,7 +47,7 @@ from functions.agent.models import (
     Turn,
     UserEvent,
 )
-from functions.agent.ports import Clock, RunHistory, RunQueue, RunStore, SessionStore, Workflow
+from functions.agent.ports import Clock, McpCatalog, RunHistory, RunQueue, RunStore, SessionStore, Workflow
 from functions.agent.requests import Strict, parse
 
 SESSION_PREFIX = "sesn_"
@@ -420,11 +428,24 @@ class Sessions:
         clock: Clock,
         new_id: Callable[[], str],
         builtins: list[str],
+        mcp: McpCatalog | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store, self.sessions, self.agents, self.queue = store, sessions, agents, queue
         self.workflow, self.lifecycle, self.clock, self.new_id = workflow, lifecycle, clock, new_id
-        self.builtins, self.sleep = builtins, sleep
+        self.builtins, self.mcp, self.sleep = builtins, mcp, sleep
+
+    def _mcp_listing(self, agent: Agent) -> Callable[[str, str], list[dict[str, Any]]]:
+        catalog = self.mcp
+        assert catalog is not None
+
+        def listing(server: str, url: str) -> list[dict[str, Any]]:
+            try:
+                return catalog.tools(agent, server, url)
+            except ToolServerError as exc:
+                raise ToolServerUnavailableError(f"MCP server {server!r} cannot be listed: {exc}") from exc
+
+        return listing
 
     # -------------------------------------------------------------------------------------- sessions
 
@@ -440,12 +461,12 @@ class Sessions:
         agent = self.agents.get(tenant, ref.id, ref.version)
         if agent.archived_at is not None and ref.version is None:
             raise RequestRejectedError(f"agent {agent.id} is archived")
-        if any(tool["type"] == "mcp_toolset" for tool in agent.tools):
-            raise RequestRejectedError(
-                f"agent {agent.id} version {agent.version} has an mcp_toolset: MCP tools cannot be called yet "
-                "(they are stored with the agent; calling them comes in the next release)"
-            )
-        builtins, config = engine_config(agent, self.builtins)
+        builtins, config = engine_config(
+            agent,
+            self.builtins,
+            functions=self.agents.lambda_functions,
+            mcp_tools=self._mcp_listing(agent) if self.mcp is not None else None,
+        )
         max_usd = float(Decimal(request.budget.max_list_cost.amount) / 100) if request.budget else None
         now = self._now()
         run = Run(
@@ -595,7 +616,10 @@ class Sessions:
             step, _, tool_use_id, _ = call
             name = history.steps[-1].tool_calls()[call[1]].name
             if isinstance(event, ToolConfirmation) and event.result == "allow":
-                approved.append({"id": tool_use_id, "name": name, "step": step})
+                entry: dict[str, Any] = {"id": tool_use_id, "name": name, "step": step}
+                if run.agent is not None and run.agent.lambda_tool(name) is not None:  # the Map invokes it with this
+                    entry["input"] = history.steps[-1].tool_calls()[call[1]].input
+                approved.append(entry)
                 continue
             if isinstance(event, ToolConfirmation):
                 outcome = ToolOutcome(

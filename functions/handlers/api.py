@@ -19,12 +19,14 @@ from functions.adapters.settings import ApiSettings, load
 from functions.agent.errors import (
     EnqueueError,
     IdempotencyConflictError,
+    NotFoundError,
     RequestRejectedError,
     RunConflictError,
     RunNotFoundError,
 )
 from functions.agent.models import RunKey, RunRequest
 from functions.agent.requests import problems
+from functions.agent.results import whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
@@ -148,6 +150,19 @@ def get_steps(run_id: str) -> Response[str]:
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
     return _json(200, {"run_id": run_id, "status": history.run.status.value, "steps": steps_view(history)})
+
+
+@app.get("/runs/<run_id>/tool_results/<tool_use_id>")
+def get_tool_result(run_id: str, tool_use_id: str) -> Response[str]:
+    """The whole result of one tool call (the model saw a view of a large one)."""
+    settings = load(SETTINGS)
+    try:
+        history = wiring.store(settings).load_history(_run_key(run_id))
+        return _json(200, whole_result(history, wiring.results(settings), tool_use_id))
+    except RunNotFoundError as exc:
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+    except NotFoundError as exc:
+        raise ApiError(404, "TOOL_RESULT_NOT_FOUND", str(exc)) from exc
 
 
 @app.post("/runs/<run_id>/cancel")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from functions.agent.models import RunError, RunKey, RunStatus, StepRef, turn_of
@@ -40,18 +42,24 @@ class StepEvent(RunRef):
         return StepRef(self.key, self.step)
 
 
+class Failure(BaseModel):
+    Error: str | None = None
+    Cause: str | None = None
+
+
 class ToolEvent(StepEvent):
+    """A call to run; or (from a Lambda tool's branch of the Tools map) what the function returned, or the failure
+    the map caught (its function died, a Lambda tool raised, the tool function itself kept failing)."""
+
     tool_use_id: str = Field(min_length=1)
+    result: Any = None
+    ran: bool = False  # a Lambda tool ran: ``result`` is its payload
+    failure: Failure | None = None
 
 
 class FinalizeEvent(RunRef):
     status: RunStatus
     error: RunError | None = None
-
-
-class Failure(BaseModel):
-    Error: str | None = None
-    Cause: str | None = None
 
 
 class MarkFailedEvent(RunRef):

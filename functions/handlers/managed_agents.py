@@ -14,8 +14,15 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
-from functions.agent.errors import ConflictError, EnqueueError, NotFoundError, RequestRejectedError
+from functions.agent.errors import (
+    ConflictError,
+    EnqueueError,
+    NotFoundError,
+    RequestRejectedError,
+    ToolServerUnavailableError,
+)
 from functions.agent.models import RunKey
+from functions.agent.results import whole_result
 from functions.handlers.tenancy import request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
@@ -46,7 +53,7 @@ def _core(call: Callable[[], T]) -> T:
         raise V1Error(404, "not_found_error", str(exc)) from exc
     except ConflictError as exc:
         raise V1Error(409, "conflict_error", str(exc)) from exc
-    except EnqueueError as exc:
+    except (EnqueueError, ToolServerUnavailableError) as exc:
         raise V1Error(503, "api_error", str(exc)) from exc
 
 
@@ -189,6 +196,14 @@ def list_sessions() -> Response[str]:
 def get_session(session_id: str) -> Response[str]:
     view = _core(lambda: wiring.sessions(_settings()).view(_session(session_id)))
     return _json(200, view.public())
+
+
+@router.get("/v1/sessions/<session_id>/tool_results/<tool_use_id>")
+def get_tool_result(session_id: str, tool_use_id: str) -> Response[str]:
+    """Stepwise: the whole result of one tool call (its ``agent.tool_result`` event carries a view of a large one)."""
+    settings = _settings()
+    view = _core(lambda: wiring.sessions(settings).view(_session(session_id)))
+    return _json(200, _core(lambda: whole_result(view.history, wiring.results(settings), tool_use_id)))
 
 
 @router.delete("/v1/sessions/<session_id>")

@@ -1,4 +1,7 @@
-"""One tool call of a step (an item of the workflow's Tools Map). The result goes to the store."""
+"""One tool call of a step (an item of the workflow's Tools Map). The result goes to the store.
+
+Three shapes: run the call (the deployment's Python tools and MCP tools); record what a Lambda tool returned (the
+map invoked it directly); record the failure the map caught, as the call's error result."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import ToolSettings, load
-from functions.agent.tool import run_tool
 from functions.handlers.events import ToolEvent
 from functions.handlers.observability import observability
 
@@ -23,10 +25,19 @@ logger, metrics = obs.logger, obs.metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=ToolEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step, tool_use_id=ref.tool_use_id)
-    toolbox = wiring.registry()
-    outcome = run_tool(wiring.store(load(SETTINGS)), toolbox, ref.ref, ref.tool_use_id, execution=ref.execution)
+    runner = wiring.tool_runner(load(SETTINGS))
+    if ref.failure is not None:
+        failure = ref.failure.model_dump()
+        outcome = runner.record_failure(ref.ref, ref.tool_use_id, failure, execution=ref.execution)
+        logger.warning("tool call failed", tool=outcome.name, error=ref.failure.Error)
+    elif ref.ran:
+        outcome = runner.record_lambda_result(ref.ref, ref.tool_use_id, ref.result, execution=ref.execution)
+    else:
+        outcome = runner.run(ref.ref, ref.tool_use_id, execution=ref.execution)
     metrics.add_metric(name="ToolErrors" if outcome.is_error else "ToolCalls", unit="Count", value=1)
     # the registered name, never the model's free text: bounded metric cardinality
-    obs.count("ToolCallsByTool", tool=outcome.name if outcome.name in toolbox.names else "unknown")
-    logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, duration_ms=outcome.duration_ms)
+    known = outcome.name in runner.toolbox.names
+    obs.count("ToolCallsByTool", tool=outcome.name if known else "agent_tool")
+    logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, error_kind=outcome.error_kind,
+                duration_ms=outcome.duration_ms, size=outcome.size, stored=outcome.stored is not None)  # fmt: skip
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}

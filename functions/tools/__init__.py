@@ -5,6 +5,6 @@ registry to the use cases)."""
 
 from functions.agent.errors import UnknownToolError
 from functions.tools.builtins import builtin_registry
-from functions.tools.registry import Tool, ToolInputError, ToolRegistry
+from functions.tools.registry import Tool, ToolInputError, ToolRegistry, tool
 
-__all__ = ["Tool", "ToolInputError", "ToolRegistry", "UnknownToolError", "builtin_registry"]
+__all__ = ["Tool", "ToolInputError", "ToolRegistry", "UnknownToolError", "builtin_registry", "tool"]

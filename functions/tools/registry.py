@@ -122,6 +122,10 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    @property
+    def tools(self) -> list[Tool]:
+        return list(self._tools.values())
+
     def check(self, names: Iterable[str]) -> list[str]:
         """Return the names, or raise UnknownToolError naming the unknown ones."""
         names = list(names)

@@ -17,6 +17,7 @@ ROUTES = [
     ("/runs/{run_id}", apigw.HttpMethod.GET),
     ("/runs/{run_id}/steps", apigw.HttpMethod.GET),
     ("/runs/{run_id}/cancel", apigw.HttpMethod.POST),
+    ("/runs/{run_id}/tool_results/{tool_use_id}", apigw.HttpMethod.GET),
     ("/costs", apigw.HttpMethod.GET),
     # the Managed Agents API (functions/handlers/managed_agents.py)
     ("/v1/agents", apigw.HttpMethod.POST),
@@ -34,6 +35,7 @@ ROUTES = [
     ("/v1/sessions/{session_id}/events", apigw.HttpMethod.POST),
     ("/v1/sessions/{session_id}/events", apigw.HttpMethod.GET),
     ("/v1/sessions/{session_id}/events/stream", apigw.HttpMethod.GET),
+    ("/v1/sessions/{session_id}/tool_results/{tool_use_id}", apigw.HttpMethod.GET),  # Stepwise
 ]
 
 

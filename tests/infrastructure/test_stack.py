@@ -41,6 +41,7 @@ EXPECTED_ROUTES = {
     "GET /runs/{run_id}",
     "GET /runs/{run_id}/steps",
     "POST /runs/{run_id}/cancel",
+    "GET /runs/{run_id}/tool_results/{tool_use_id}",
     "GET /costs",
     "GET /health",
     # the Managed Agents API
@@ -59,6 +60,7 @@ EXPECTED_ROUTES = {
     "POST /v1/sessions/{session_id}/events",
     "GET /v1/sessions/{session_id}/events",
     "GET /v1/sessions/{session_id}/events/stream",
+    "GET /v1/sessions/{session_id}/tool_results/{tool_use_id}",
 }
 
 

@@ -1,0 +1,97 @@
+"""Where tools may connect: the deployment's allowed hosts, and never a private, link-local or metadata address
+unless the deployment allows that address explicitly (the local stack allows 127.0.0.1).
+
+Every address a host resolves to is checked before connecting. The check and the connection resolve the name
+separately, so a DNS answer that changes in between (rebinding) is not caught here: allow only hosts you control.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from functions.agent.errors import ToolServerError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The instance metadata services (EC2 IMDS, ECS task metadata, their IPv6 forms): refused even when a range that
+# holds them is allowed, unless named exactly
+METADATA = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "169.254.170.23", "fd00:ec2::254", "fd00:ec2::23")
+)
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ToolServerError(f"cannot resolve {host!r}: {exc}") from exc
+    return sorted({str(info[4][0]) for info in infos})
+
+
+@dataclass(frozen=True)
+class Egress:
+    """``allow_addresses``: addresses or CIDR ranges allowed though not public (e.g. "127.0.0.1", "10.0.0.0/8")."""
+
+    allow_addresses: tuple[str, ...] = ()
+    resolver: Resolver = field(default=resolve, compare=False)
+
+    @classmethod
+    def parse(cls, text: str | None, resolver: Resolver = resolve) -> Egress:
+        items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
+        for item in items:
+            ipaddress.ip_network(item, strict=False)  # a typo fails the function's settings, not a call
+        return cls(items, resolver)
+
+    @property
+    def _networks(self) -> list[Network]:
+        return [ipaddress.ip_network(item, strict=False) for item in self.allow_addresses]
+
+    def check_address(self, text: str) -> None:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address in METADATA:
+            if not any(network.num_addresses == 1 and address in network for network in self._networks):
+                raise ToolServerError(f"address {address} is an instance metadata service: refused")
+            return
+        if address.is_global and not address.is_multicast:
+            return
+        if not any(address in network for network in self._networks):
+            raise ToolServerError(
+                f"address {address} is private, loopback, link-local or reserved: refused (a deployment may allow "
+                "it: egress_allow_addresses)"
+            )
+
+    def check_url(self, url: str, hosts: Iterable[str]) -> tuple[str, int]:
+        """Raise ToolServerError unless ``url`` is http(s), its host is one of ``hosts`` (exact, or ``*.domain``
+        for any subdomain), and every address it resolves to may be reached. Returns (host, port)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ToolServerError(f"{url[:200]!r} is not an http(s) URL")
+        if parts.username or parts.password:
+            raise ToolServerError("URLs with credentials in them are refused")
+        host = parts.hostname.lower().rstrip(".")
+        if not host_allowed(host, hosts):
+            raise ToolServerError(f"host {host!r} is not allowed by this deployment")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        for address in self.resolver(host, port):
+            self.check_address(address)
+        return host, port
+
+
+def host_allowed(host: str, hosts: Iterable[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for allowed in hosts:
+        allowed = allowed.lower().rstrip(".")
+        if allowed.startswith("*."):
+            if host.endswith(allowed[1:]) and host != allowed[2:]:
+                return True
+        elif host == allowed:
+            return True
+    return False
