@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _in_the_project_venv() -> None:
@@ -41,6 +42,16 @@ def _json_text(value: object) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _json_list(value: object, name: str) -> list[Any]:
+    """A list from cdk.json, or from -c as JSON text."""
+    if value in (None, ""):
+        return []
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, list):
+        raise SystemExit(f"CDK context {name} must be a JSON list")
+    return parsed
+
+
 def build_app(app: cdk.App | None = None) -> cdk.App:
     app = app or cdk.App()
     context = app.node.try_get_context
@@ -59,6 +70,11 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         bedrock_fallback=str(context("bedrock_fallback") or "false").lower() == "true",
         retry_interval_seconds=int(context("model_retry_interval_seconds") or MODEL_RETRY_INTERVAL_SECONDS),
         retry_max_delay_seconds=int(context("model_retry_max_delay_seconds") or MODEL_RETRY_MAX_DELAY_SECONDS),
+        mcp_servers=_json_list(context("mcp_servers"), "mcp_servers"),
+        lambda_tools=_json_list(context("lambda_tools"), "lambda_tools"),
+        egress_allow_addresses=_json_list(context("egress_allow_addresses"), "egress_allow_addresses"),
+        http_fetch_allowed_domains=_json_list(context("http_fetch_allowed_domains"), "http_fetch_allowed_domains"),
+        tool_result_retention_days=int(context("tool_result_retention_days") or 30),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

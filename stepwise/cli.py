@@ -243,9 +243,24 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 def cmd_local(args: argparse.Namespace) -> int:
     from stepwise.local.stack import LocalStack
+    from stepwise.local.template import synthesize
 
+    context, lambda_tools = {}, {}
+    for item in args.context or []:
+        name, _, value = item.partition("=")
+        try:
+            context[name] = json.loads(value)
+        except ValueError:
+            context[name] = value
+    for item in args.lambda_tool or []:
+        name, _, handler = item.partition("=")
+        if not name or "." not in handler:
+            console.print(f"--lambda-tool {item!r}: expected NAME=package.module.function", markup=False)
+            return 2
+        lambda_tools[name] = handler
     console.print("synthesising the CDK app and starting the local stack (moto, no AWS, no Docker)...")
-    stack = LocalStack(port=args.port, host=args.host).start()
+    template = synthesize(context=context) if context else None
+    stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools).start()
     key = (
         "ANTHROPIC_API_KEY set: the real Messages API is called"
         if os.environ.get("ANTHROPIC_API_KEY")
@@ -371,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="serve the local stack on 127.0.0.1")
     local.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8787")))
     local.add_argument("--host", default="127.0.0.1")
+    local.add_argument(
+        "--context",
+        action="append",
+        metavar="KEY=VALUE",
+        help="CDK context for the synthesised stack (a JSON value), e.g. lambda_tools='[...]'",
+    )
+    local.add_argument(
+        "--lambda-tool",
+        action="append",
+        metavar="NAME=MODULE.FUNCTION",
+        help="run Lambda tool NAME as this Python handler (there is no Lambda service locally)",
+    )
     local.set_defaults(func=cmd_local)
 
     demo = sub.add_parser("demo", help="start the local stack, run one agent run end to end, stop")

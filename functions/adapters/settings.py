@@ -100,7 +100,7 @@ class ToolAccessSettings(Settings):
 
     # JSON [{url, secret?, header?, prefix?}]: the MCP servers agents may name, and each one's credential
     mcp_servers: str | None = Field(default=None, alias="STEPWISE_MCP_SERVERS")
-    # JSON [{function, arn, idempotent, timeout_seconds}]: the Lambda functions agents may use as tools
+    # JSON [{function, idempotent, timeout_seconds}]: the Lambda functions agents may use as tools
     lambda_tools: str | None = Field(default=None, alias="STEPWISE_LAMBDA_TOOLS")
     # comma-separated addresses or CIDR ranges tools may reach though not public (the local stack: 127.0.0.1)
     egress_allow_addresses: str | None = Field(default=None, alias="STEPWISE_EGRESS_ALLOW_ADDRESSES")

@@ -107,8 +107,8 @@ ToolSpec = Annotated[Toolset | CustomToolSpec | McpToolset | LambdaToolSpec, Fie
 class LambdaFunction(Strict):
     """A function the deployment lets agents use as a tool (CDK context ``lambda_tools``)."""
 
-    function: str = Field(min_length=1)  # what agents name: the function's name or ARN, as the deployer wrote it
-    arn: str = Field(min_length=1)
+    # what agents name and the workflow invokes: the function's name or ARN, as the deployer wrote it
+    function: str = Field(min_length=1, max_length=256)
     idempotent: bool = False
     timeout_seconds: int = Field(default=30, ge=1, le=900)
 
@@ -357,7 +357,7 @@ def engine_config(
                     "longer a Lambda tool this deployment allows"
                 )
             lambdas.append(LambdaTool(name=spec.name, description=spec.description, input_schema=spec.input_schema,
-                                      function=target.arn, idempotent=target.idempotent,
+                                      function=target.function, idempotent=target.idempotent,
                                       timeout_seconds=target.timeout_seconds))  # fmt: skip
             if spec.permission_policy.type == "always_ask":
                 ask.append(spec.name)

@@ -5,6 +5,8 @@ for the session's client runs the others, then finalizes the turn (IDLE)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -45,6 +47,7 @@ class AgentWorkflow(Construct):
         *,
         functions: AgentFunctions,
         run_timeout: Duration,
+        lambda_tools: list[str] | None = None,
         retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
         retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
     ) -> None:
@@ -93,14 +96,12 @@ class AgentWorkflow(Construct):
                 **RUN_REF,
                 "step.$": "$.completed_step",
                 "tool_use_id.$": "$$.Map.Item.Value.id",
+                "call.$": "$$.Map.Item.Value",
             },
             result_path=sfn.JsonPath.DISCARD,
         )
-        tools.item_processor(
-            self._invoke("RunTool", tool_fn, {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"})
-        )
+        tools.item_processor(self._tool_call(tool_fn, lambda_tools))
         tools.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
-
         finalize = self._invoke("Finalize", finalize_fn, {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
         finalize.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
         finalize.next(sfn.Succeed(self, "Done"))
@@ -165,6 +166,34 @@ class AgentWorkflow(Construct):
             targets=[targets.LambdaFunction(workflow_ended_fn, retry_attempts=8, max_event_age=Duration.hours(6))],
         )
 
+    def grant_lambda_tools(self, functions: list[str]) -> list[str]:
+        """The state machine may invoke exactly the Lambda tools the deployment allows (names or ARNs), and their
+        versions. Returns the ARNs granted."""
+        stack = Stack.of(self)
+        region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+        account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+        arns, findings = [], []
+        for function in functions:
+            if function.startswith("arn:"):
+                arns.append(function)
+                findings.append(function)
+            else:
+                arns.append(stack.format_arn(service="lambda", resource="function", resource_name=function,
+                                             arn_format=ArnFormat.COLON_RESOURCE_NAME))  # fmt: skip
+                findings.append(f"arn:<AWS::Partition>:lambda:{region}:{account}:function:{function}")
+        if arns:
+            self.state_machine.add_to_role_policy(
+                iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[*arns, *(f"{a}:*" for a in arns)])
+            )
+        for finding in findings:
+            Validations.of(self.state_machine).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{finding}:*]",
+                    reason="A Lambda tool (CDK context lambda_tools): invoke of that function's versions.",
+                )
+            )
+        return arns
+
     @property
     def settings(self) -> dict[str, str]:
         """What the workflow provides to the functions' settings."""
@@ -206,8 +235,60 @@ class AgentWorkflow(Construct):
                     )
                 )
 
+    def _tool_call(self, tool_fn: lambda_.IFunction, lambda_tools: list[str] | None) -> sfn.IChainable:
+        """One item of the Tools map: the call runs in the tool function, or (a Lambda tool) the map invokes the
+        deployer's function directly and the tool function records what it returned. Any failure becomes the
+        call's error result (RecordToolFailure), never a failed run: the model sees it and carries on."""
+        call = {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"}
+        lost = sfn.Pass(self, "ToolResultLost", comment="the model sees 'no result was recorded' for the call")
+        record_failure = self._invoke("RecordToolFailure", tool_fn, {**call, "failure.$": "$.failure"})
+        record_failure.add_catch(lost, errors=["States.ALL"], result_path="$.lost")
+
+        def caught(state: sfn.TaskStateBase | sfn.CustomState) -> None:
+            state.add_catch(record_failure, errors=["States.ALL"], result_path="$.failure")
+
+        run_tool = self._invoke("RunTool", tool_fn, call)
+        # the tool function died: retried; a call with side effects that had started is not run again (its claim)
+        run_tool.add_retry(errors=LAMBDA_DIED, interval=Duration.seconds(2), backoff_rate=2, max_attempts=2,
+                           jitter_strategy=sfn.JitterType.FULL)  # fmt: skip
+        caught(run_tool)
+        if not lambda_tools:
+            return run_tool
+        record = self._invoke("RecordLambdaTool", tool_fn, {**call, "ran": True, "result.$": "$.result.payload"})
+        caught(record)
+        invoke_idempotent = self._lambda_tool("InvokeLambdaTool", LAMBDA_DIED + LAMBDA_SERVICE_ERRORS)
+        # with side effects: invoked once; only a throttle (refused before it ran) is retried
+        invoke_once = self._lambda_tool("InvokeLambdaToolOnce", ["Lambda.TooManyRequestsException"])
+        for invoke in (invoke_idempotent, invoke_once):
+            caught(invoke)
+            invoke.next(record)
+        return (
+            sfn.Choice(self, "ToolKind")
+            .when(sfn.Condition.string_equals("$.call.kind", "lambda"), invoke_idempotent)
+            .when(sfn.Condition.string_equals("$.call.kind", "lambda_once"), invoke_once)
+            .otherwise(run_tool)
+        )
+
+    def _lambda_tool(self, name: str, retried: list[str]) -> sfn.CustomState:
+        """Invoke the function a Lambda tool names (one the deployment allows: the role may invoke only those)."""
+        state = sfn.CustomState(
+            self,
+            name,
+            state_json={
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName.$": "$.call.function", "Payload.$": "$.call.input"},
+                "TimeoutSecondsPath": "$.call.timeout_seconds",
+                "ResultSelector": {"payload.$": "$.Payload"},
+                "ResultPath": "$.result",
+            },
+        )
+        state.add_retry(errors=retried, interval=Duration.seconds(2), backoff_rate=2, max_attempts=2,
+                        jitter_strategy=sfn.JitterType.FULL)  # fmt: skip
+        return state
+
     def _invoke(
-        self, name: str, fn: lambda_.IFunction, payload: dict[str, str], *, retry_conflicts: bool = True
+        self, name: str, fn: lambda_.IFunction, payload: dict[str, Any], *, retry_conflicts: bool = True
     ) -> tasks.LambdaInvoke:
         """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter.
         The state machine is granted invoke of the function (``grant`` acknowledges its versions' wildcard).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -18,7 +20,9 @@ from infra.constructs.api import Api
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import BudgetAlarms
+from infra.constructs.results import ToolResults
 from infra.constructs.state_table import StateTable
+from infra.constructs.tool_access import ToolAccess
 from infra.constructs.workflow import AgentWorkflow
 from infra.functions import FUNCTIONS
 
@@ -58,17 +62,32 @@ class StepwiseStack(Stack):
         bedrock_fallback: bool = False,
         retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
         retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
+        mcp_servers: list[dict[str, Any]] | None = None,
+        lambda_tools: list[dict[str, Any]] | None = None,
+        egress_allow_addresses: list[str] | None = None,
+        http_fetch_allowed_domains: list[str] | None = None,
+        tool_result_retention_days: int = 30,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
 
         state = StateTable(self, "State", removal_policy=removal_policy)
         functions = AgentFunctions(self, "Functions")
+        tool_access = ToolAccess(
+            self,
+            "ToolAccess",
+            mcp_servers=mcp_servers or [],
+            lambda_tools=lambda_tools or [],
+            egress_allow_addresses=egress_allow_addresses or [],
+            http_fetch_allowed_domains=http_fetch_allowed_domains or [],
+        )
+        results = ToolResults(self, "Results", retention_days=tool_result_retention_days, removal_policy=removal_policy)
         workflow = AgentWorkflow(
             self,
             "Workflow",
             functions=functions,
             run_timeout=Duration.minutes(run_timeout_minutes),
+            lambda_tools=tool_access.lambda_functions,
             retry_interval_seconds=retry_interval_seconds,
             retry_max_delay_seconds=retry_max_delay_seconds,
         )
@@ -86,8 +105,9 @@ class StepwiseStack(Stack):
             description="Anthropic API key for Stepwise (replace the generated value with your key)",
         )
         models = ModelAccess(self, "Models", secret=secret, bedrock=bedrock_fallback)
-        for construct in (state, workflow, intake, models):
+        for construct in (state, workflow, intake, models, tool_access, results):
             construct.grant(functions)
+        workflow.grant_lambda_tools(tool_access.lambda_functions)
         budgets = {"TenantDaily": tenant_daily_budget_usd, "GlobalDaily": global_daily_budget_usd}
         functions.configure(
             {
@@ -95,6 +115,8 @@ class StepwiseStack(Stack):
                 **workflow.settings,
                 **intake.settings,
                 **models.settings,
+                **tool_access.settings,
+                **results.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 "STEPWISE_TENANT_DAILY_BUDGET_USD": _optional(tenant_daily_budget_usd),
@@ -117,6 +139,7 @@ class StepwiseStack(Stack):
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
         CfnOutput(self, "AnthropicSecretName", value=secret.secret_name, description="Put your Anthropic API key here")
         CfnOutput(self, "TableName", value=state.table.table_name)
+        CfnOutput(self, "ToolResultsBucket", value=results.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)

@@ -45,6 +45,13 @@ class LocalLambdas:
         self.invocations: dict[str, int] = dict.fromkeys(handlers, 0)
         self.current = threading.local()  # .name: the function running on this thread (for tracing AWS calls)
 
+    def register(self, name: str, handler: str) -> None:
+        """Run function ``name`` (a Lambda tool of the deployer's, which the local stack has no copy of) as the
+        handler at ``handler`` ("package.module.function"), in this process."""
+        self._paths[name] = handler
+        self._locks.setdefault(name, threading.Lock())
+        self.invocations.setdefault(name, 0)
+
     def handler(self, name: str) -> Handler:
         if name not in self._handlers:
             module_path, attr = self._paths[name].rsplit(".", 1)
@@ -53,6 +60,9 @@ class LocalLambdas:
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
         name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
+        if name not in self._paths:
+            raise LookupError(f"function {name!r} is not a function of the local stack (a Lambda tool needs a local "
+                              "handler: stepwise local --lambda-tool NAME=module.handler)")  # fmt: skip
         with self._locks[name]:
             self.invocations[name] += 1
             self.current.name = name

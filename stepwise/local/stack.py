@@ -28,7 +28,13 @@ TABLE_NAME = "stepwise-local"
 QUEUE_NAME = "stepwise-intake"
 STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
-LOCAL_DEFAULTS = {"STEPWISE_MODEL_PROVIDER": "auto", "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5"}
+RESULTS_BUCKET = "stepwise-local-results"
+# tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
+LOCAL_DEFAULTS = {
+    "STEPWISE_MODEL_PROVIDER": "auto",
+    "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
+    "STEPWISE_EGRESS_ALLOW_ADDRESSES": "127.0.0.1",
+}
 
 
 _ONE_SNAPSHOT = threading.local()
@@ -90,11 +96,22 @@ def _dynamodb_like_moto() -> None:
 
 
 class LocalStack(AbstractContextManager["LocalStack"]):
-    def __init__(self, *, port: int = 8787, host: str = "127.0.0.1", template: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 8787,
+        host: str = "127.0.0.1",
+        template: dict[str, Any] | None = None,
+        lambda_tools: dict[str, str] | None = None,
+    ) -> None:
+        """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
+        local stack runs in process (there is no Lambda service here)."""
         self.host = host
         self.port = port
         self.topology: Topology = topology(template or synthesize())
         self.lambdas = LocalLambdas(self.topology.handlers)
+        for name, handler in (lambda_tools or {}).items():
+            self.lambdas.register(name, handler)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -177,6 +194,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.dynamodb = boto3.client("dynamodb", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.s3.create_bucket(Bucket=RESULTS_BUCKET)
         self.dynamodb.create_table(
             TableName=TABLE_NAME,
             KeySchema=self.topology.table_key_schema,
@@ -217,6 +236,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 "AWS::DynamoDB::GlobalTable": TABLE_NAME,
                 "AWS::SQS::Queue": self.queue_url,
                 "AWS::StepFunctions::StateMachine": self.state_machine_arn,
+                "AWS::S3::Bucket": RESULTS_BUCKET,
                 "AWS::SecretsManager::Secret": None,  # locally the key is ANTHROPIC_API_KEY, if set
             }
         )
