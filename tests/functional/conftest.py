@@ -37,6 +37,7 @@ class Aws:
 
 
 # What the tests choose beside the template's environment: the offline stub model, a tenant, a default model.
+RESULTS_BUCKET = "stepwise-test-results"
 TEST_SETTINGS = {
     "STEPWISE_DEFAULT_TENANT": TENANT,
     "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
@@ -66,6 +67,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         )
         sqs = boto3.client("sqs")
         queue_url = sqs.create_queue(QueueName="intake")["QueueUrl"]
+        boto3.client("s3").create_bucket(Bucket=RESULTS_BUCKET)
         sfn = boto3.client("stepfunctions")
         arn = sfn.create_state_machine(
             name="stepwise", definition=PASS_DEFINITION, roleArn="arn:aws:iam::123456789012:role/sfn"
@@ -76,6 +78,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
                 "AWS::SQS::Queue": queue_url,
                 "AWS::StepFunctions::StateMachine": arn,
                 "AWS::SecretsManager::Secret": None,
+                "AWS::S3::Bucket": RESULTS_BUCKET,
             }
         )
         for key, value in {**environment, **TEST_SETTINGS}.items():

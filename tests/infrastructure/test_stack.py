@@ -291,7 +291,7 @@ def test_step_retries_retryable_model_errors_with_capped_full_jitter_backoff(def
 def test_every_task_retries_lambda_service_exceptions_with_jitter(definition: dict[str, Any]) -> None:
     # Given every Task state, nested ones included
     tasks = {name: state for name, state in walk_states(definition["States"]) if state["Type"] == "Task"}
-    assert set(tasks) == {"Step", "RunTool", "Finalize", "MarkFailed"}
+    assert set(tasks) == {"Step", "RunTool", "RecordToolFailure", "Finalize", "MarkFailed"}
 
     for name, task in tasks.items():
         # Then each has a jittered, backing-off retrier covering the transient Lambda errors
@@ -942,7 +942,7 @@ def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(
     states = dict(definition["States"])
     states.update(definition["States"]["Tools"]["ItemProcessor"]["States"])
     tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
-    assert set(tasks) == {"Step", "RunTool", "Finalize", "MarkFailed"}
+    assert set(tasks) == {"Step", "RunTool", "RecordToolFailure", "Finalize", "MarkFailed"}
     own = {"Step": "step", "RunTool": "tool", "Finalize": "finalize", "MarkFailed": "mark_failed"}
     for name, state in tasks.items():
         assert state["TimeoutSeconds"] > functions[own[name]][1]["Timeout"], name
