@@ -76,12 +76,15 @@ class LocalLambdas:
         event = json.loads(body) if body else {}
         try:
             result = self.invoke(function_name, event)
-        except Exception as exc:  # reported to Step Functions as the function error, like Lambda does
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # reported to Step Functions as the function error, like Lambda does
             response_headers["x-amz-function-error"] = "Unhandled"
+            default = type(exc).__name__ if isinstance(exc, Exception) else "Runtime.ExitError"  # it killed the runtime
             return json.dumps(
                 {
                     # a test can make an exception look like a Lambda runtime failure (e.g. Sandbox.Timedout)
-                    "errorType": getattr(exc, "lambda_error_type", type(exc).__name__),
+                    "errorType": getattr(exc, "lambda_error_type", default),
                     "errorMessage": str(exc),
                     "stackTrace": traceback.format_tb(exc.__traceback__)[-5:],
                 }

@@ -181,7 +181,9 @@ def test_a_config_naming_a_tool_the_server_does_not_list_fails_the_session_creat
     agent = client.beta.agents.create(
         name="typo",
         model="claude-haiku-4-5",
-        tools=[{"type": "mcp_toolset", "mcp_server_name": "inventory", "configs": [{"name": "reserve", "enabled": False}]}],
+        tools=[
+            {"type": "mcp_toolset", "mcp_server_name": "inventory", "configs": [{"name": "reserve", "enabled": False}]}
+        ],
         mcp_servers=[{"type": "url", "name": "inventory", "url": mcp.url}],
     )
     with pytest.raises(anthropic.BadRequestError) as refused:

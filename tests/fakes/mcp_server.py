@@ -47,7 +47,9 @@ class InventoryServer:
             headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
             if headers.get("authorization") != f"Bearer {self.token}":
                 self.refused += 1
-                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]})
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]}
+                )
                 await send({"type": "http.response.body", "body": b'{"error": "unauthorized"}'})
                 return
             body = b""
