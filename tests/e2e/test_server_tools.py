@@ -139,7 +139,7 @@ def test_lambda_tools_are_invoked_by_the_workflow_and_their_results_reach_the_mo
         tool_use(
             ("toolu_rate", "exchange_rate", {"from": "EUR", "to": "USD"}),
             ("toolu_refund", "refund_order", {"order_id": "A-1001"}),
-        ),  # fmt: skip
+        ),
         answer("Refunded A-1001 (RF-1); 1 EUR is 1.08 USD."),
     ]
     for calls in lambda_tools.invocations.values():
@@ -150,7 +150,7 @@ def test_lambda_tools_are_invoked_by_the_workflow_and_their_results_reach_the_mo
         tools=[
             lambda_tool("exchange_rate", "exchange-rate", **{"from": "string", "to": "string"}),
             lambda_tool("refund_order", "refund-order", order_id="string"),
-        ],  # fmt: skip
+        ],
     )
     session = client.beta.sessions.create(agent=agent.id, environment_id="env_local")
     tool_invocations = stack.lambdas.invocations[next(n for n in stack.lambdas.invocations if "tool" in n.lower())]
@@ -184,7 +184,7 @@ def test_a_lambda_tool_with_side_effects_that_dies_is_not_invoked_again_an_idemp
         tool_use(
             ("toolu_rate", "exchange_rate", {"from": "EUR", "to": "GBP"}),
             ("toolu_refund", "refund_order", {"order_id": "B-2"}),
-        ),  # fmt: skip
+        ),
         answer("The rate is 1.08; the refund's outcome is unknown, please check."),
     ]
     for calls in lambda_tools.invocations.values():
@@ -220,7 +220,7 @@ def test_the_deployers_http_fetch_tool_fetches_from_an_allowed_host(
         tool_use(
             ("toolu_fetch", "http_fetch", {"url": f"{page_server}/hours"}),
             ("toolu_away", "http_fetch", {"url": "http://169.254.169.254/latest/meta-data/"}),
-        ),  # fmt: skip
+        ),
         answer("Mon-Fri 9-17."),
     ]
     # an agent with only the deployer's tool enabled from the built-in toolset
@@ -233,7 +233,7 @@ def test_the_deployers_http_fetch_tool_fetches_from_an_allowed_host(
                 "default_config": {"enabled": False},
                 "configs": [{"name": "http_fetch", "enabled": True}],
             }
-        ],  # fmt: skip
+        ],
     )
     session = client.beta.sessions.create(agent=agent.id, environment_id="env_local")
 
