@@ -270,12 +270,6 @@ def _check_tools(
                 f"tools.{index}.function: {tool.function!r} is not a Lambda tool this deployment allows "
                 f"(allowed: {allowed}; CDK context lambda_tools)"
             )
-    for index, server in enumerate(servers):
-        if not mcp_allowed(server.url):
-            raise RequestRejectedError(
-                f"mcp_servers.{index}.url: this deployment does not allow MCP server {server.url[:200]!r} "
-                "(CDK context mcp_servers)"
-            )
     server_names = [server.name for server in servers]
     if len(set(server_names)) != len(server_names):
         raise RequestRejectedError("mcp_servers: two servers have the same name")
@@ -284,6 +278,12 @@ def _check_tools(
         raise RequestRejectedError(f"tools: mcp_toolset names unknown server {sorted(missing)[0]!r}")
     if unused := set(server_names) - used:
         raise RequestRejectedError(f"mcp_servers: server {sorted(unused)[0]!r} is not referenced by an mcp_toolset")
+    for index, server in enumerate(servers):
+        if not mcp_allowed(server.url):
+            raise RequestRejectedError(
+                f"mcp_servers.{index}.url: this deployment does not allow MCP server {server.url[:200]!r} "
+                "(CDK context mcp_servers)"
+            )
 
 
 def _config_of(toolset: Toolset | McpToolset, name: str) -> ToolConfig | None:

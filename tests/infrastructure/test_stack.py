@@ -345,6 +345,7 @@ def test_tools_is_a_bounded_map_over_tool_calls_that_loops_back_to_step(definiti
         "execution.$": "$$.Execution.Name",
         "step.$": "$.completed_step",
         "tool_use_id.$": "$$.Map.Item.Value.id",
+        "call.$": "$$.Map.Item.Value",  # how to run it (a Lambda tool's function and input)
     }
     # The tool results live in the table: the Map's output is discarded and Step gets the previous state back.
     assert tools["ResultPath"] is None
@@ -943,6 +944,7 @@ def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(
     states.update(definition["States"]["Tools"]["ItemProcessor"]["States"])
     tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
     assert set(tasks) == {"Step", "RunTool", "RecordToolFailure", "Finalize", "MarkFailed"}
-    own = {"Step": "step", "RunTool": "tool", "Finalize": "finalize", "MarkFailed": "mark_failed"}
+    own = {"Step": "step", "RunTool": "tool", "RecordToolFailure": "tool", "Finalize": "finalize",
+           "MarkFailed": "mark_failed"}  # fmt: skip
     for name, state in tasks.items():
         assert state["TimeoutSeconds"] > functions[own[name]][1]["Timeout"], name
