@@ -125,13 +125,16 @@ def show_event(console: Console, event: dict[str, Any]) -> None:
     if kind == "agent.message":
         text = "".join(block.get("text", "") for block in event["content"])
         console.print(f"[bold cyan]agent[/bold cyan]  {escape(text)}")
-    elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+    elif kind in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
         where = "client tool" if kind == "agent.custom_tool_use" else f"tool ({event.get('evaluated_permission')})"
+        if kind == "agent.mcp_tool_use":
+            where = f"mcp {event.get('mcp_server_name')} ({event.get('evaluated_permission')})"
         console.print(f"  [magenta]{where}[/magenta] {escape(event['name'])}({escape(json.dumps(event['input']))})")
-    elif kind == "agent.tool_result":
+    elif kind in ("agent.tool_result", "agent.mcp_tool_result"):
         text = "".join(block.get("text", "") for block in event.get("content") or [])
         mark = "[red]error[/red] " if event.get("is_error") else ""
-        console.print(f"  [magenta]result[/magenta] {mark}{escape(text[:500])}")
+        size = f" [dim](a view of {event['size']:,} characters)[/dim]" if event.get("size") else ""
+        console.print(f"  [magenta]result[/magenta] {mark}{escape(text[:500])}{size}")
     elif kind == "span.model_request_end":
         usage = event["model_usage"]
         console.print(
@@ -209,7 +212,7 @@ class Chat:
 
     def _answer(self, event_id: str) -> dict[str, Any]:
         call = self.seen[event_id]
-        if call["type"] == "agent.tool_use":  # always_ask: a person decides
+        if call["type"] in ("agent.tool_use", "agent.mcp_tool_use"):  # always_ask: a person decides
             reply = (
                 self.ask(escape(f"allow {call['name']}({json.dumps(call['input'])})? [allow/deny] ")).strip().lower()
             )

@@ -252,15 +252,20 @@ def cmd_local(args: argparse.Namespace) -> int:
             context[name] = json.loads(value)
         except ValueError:
             context[name] = value
+    if args.lambda_tool and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # local handlers are modules of the project (examples.refund_order, ...)
     for item in args.lambda_tool or []:
         name, _, handler = item.partition("=")
         if not name or "." not in handler:
             console.print(f"--lambda-tool {item!r}: expected NAME=package.module.function", markup=False)
             return 2
         lambda_tools[name] = handler
+    secrets = dict(item.partition("=")[::2] for item in args.secret or [])
     console.print("synthesising the CDK app and starting the local stack (moto, no AWS, no Docker)...")
     template = synthesize(context=context) if context else None
     stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools).start()
+    for name, value in secrets.items():  # (moto's) Secrets Manager, as an MCP server's credential
+        stack.put_secret(name, value)
     key = (
         "ANTHROPIC_API_KEY set: the real Messages API is called"
         if os.environ.get("ANTHROPIC_API_KEY")
@@ -397,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=MODULE.FUNCTION",
         help="run Lambda tool NAME as this Python handler (there is no Lambda service locally)",
+    )
+    local.add_argument(
+        "--secret",
+        action="append",
+        metavar="NAME=VALUE",
+        help="put a secret in the local Secrets Manager (an MCP server's credential)",
     )
     local.set_defaults(func=cmd_local)
 

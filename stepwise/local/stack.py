@@ -178,6 +178,12 @@ class LocalStack(AbstractContextManager["LocalStack"]):
     ) -> None:
         self.stop()
 
+    def put_secret(self, name: str, value: str) -> None:
+        """A secret in the local (moto) Secrets Manager, e.g. an MCP server's credential."""
+        import boto3
+
+        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=name, SecretString=value)
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
