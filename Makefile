@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/step_calls.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/session_idle.py
+	$(BIN)/python bench/tool_results.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .mypy_cache .ruff_cache
