@@ -50,4 +50,6 @@ def build(token: str) -> Any:
 if __name__ == "__main__":
     port = int(os.environ.get("INVENTORY_PORT", "8799"))
     print(f"inventory MCP server on http://127.0.0.1:{port}/mcp")
-    uvicorn.run(build(os.environ.get("INVENTORY_TOKEN", "demo-token")), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(
+        build(os.environ.get("INVENTORY_TOKEN", "demo-token")), host="127.0.0.1", port=port, log_level="warning"
+    )

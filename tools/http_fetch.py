@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 from urllib.parse import urljoin
 
-import httpx2 as httpx  # the HTTP client the anthropic and mcp SDKs ship (httpx 2)
 from pydantic import BaseModel, Field
 
 from functions.agent.errors import ToolServerError
@@ -40,6 +40,8 @@ def http_fetch(arguments: HttpFetchInput) -> str:
     domains = allowed_domains()
     if not domains:
         raise ToolInputError("no domains are allowed in this deployment (CDK context http_fetch_allowed_domains)")
+    import httpx2 as httpx  # the HTTP client the anthropic and mcp SDKs ship; imported on first use (cold starts)
+
     egress = Egress.parse(os.environ.get(ADDRESSES_VARIABLE))
     deadline = time.monotonic() + TIMEOUT_SECONDS
     url = arguments.url
@@ -65,7 +67,7 @@ def http_fetch(arguments: HttpFetchInput) -> str:
     raise ToolInputError(f"more than {MAX_REDIRECTS} redirects")
 
 
-def _describe(response: httpx.Response, deadline: float) -> str:
+def _describe(response: Any, deadline: float) -> str:
     body = bytearray()
     cut = False
     for chunk in response.iter_bytes():

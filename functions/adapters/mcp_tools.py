@@ -38,9 +38,14 @@ class McpServerConfig(BaseModel):
     prefix: str = "Bearer "  # put before the secret in the header ("" for a raw API key header)
 
     def serves(self, url: str) -> bool:
+        """Same scheme, host and port, and the same path or one below it ("/mcp" serves "/mcp/x", not "/mcpx")."""
         mine, theirs = urlsplit(self.url), urlsplit(url)
-        same_origin = (mine.scheme, mine.hostname, mine.port) == (theirs.scheme, theirs.hostname, theirs.port)
-        return same_origin and theirs.path.startswith(mine.path)
+        if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
+            return False
+        if theirs.username or theirs.password:
+            return False
+        base = mine.path.rstrip("/")
+        return theirs.path == mine.path or theirs.path.rstrip("/") == base or theirs.path.startswith(base + "/")
 
 
 SERVERS: TypeAdapter[list[McpServerConfig]] = TypeAdapter(list[McpServerConfig])

@@ -128,6 +128,7 @@ def tool_runner(settings: ToolSettings) -> ToolRunner:
         toolbox=registry(),
         mcp=mcp_client(settings) if settings.mcp_servers else None,
         results=results(settings),
+        clock=CLOCK,
     )
 
 

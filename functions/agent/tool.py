@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from functions.agent.errors import RunNotFoundError, StepwiseError, ToolServerError
 from functions.agent.models import AgentConfig, Run, StepRecord, StepRef, ToolCall, ToolError, ToolOutcome
-from functions.agent.ports import McpCaller, ResultStore, RunStore, Toolbox
+from functions.agent.ports import Clock, McpCaller, ResultStore, RunStore, Toolbox
 from functions.agent.results import bounded
 
 MCP_TIMEOUT_SECONDS = 30.0
@@ -62,8 +63,9 @@ class ToolRunner:
         toolbox: Toolbox,
         mcp: McpCaller | None = None,
         results: ResultStore | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.store, self.toolbox, self.mcp, self.results = store, toolbox, mcp, results
+        self.store, self.toolbox, self.mcp, self.results, self.clock = store, toolbox, mcp, results, clock
 
     def run(self, ref: StepRef, tool_use_id: str, *, execution: str | None = None) -> ToolOutcome:
         """With ``execution`` (the invoking execution's name), a call of a session turn that has ended is not run."""
@@ -78,15 +80,17 @@ class ToolRunner:
         return self._save(ref, run, self._execute(run, call))
 
     def record_lambda_result(
-        self, ref: StepRef, tool_use_id: str, payload: Any, *, execution: str | None
+        self, ref: StepRef, tool_use_id: str, payload: Any, *, execution: str | None, started: datetime | None = None
     ) -> ToolOutcome:
-        """What a Lambda tool returned (text, or any JSON value as JSON text)."""
+        """What a Lambda tool returned (text, or any JSON value as JSON text); ``started``: when its invocation
+        began (the call's duration runs to now)."""
         context = self._context(ref, tool_use_id, execution, ran_elsewhere=True)
         if isinstance(context, ToolOutcome):
             return context
         run, call = context
         content = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, default=str)
-        return self._save(ref, run, ToolOutcome(tool_use_id=call.id, name=call.name, content=content))
+        took = max(int((self.clock.now() - started).total_seconds() * 1000), 0) if started and self.clock else 0
+        return self._save(ref, run, ToolOutcome(tool_use_id=call.id, name=call.name, content=content, duration_ms=took))
 
     def record_failure(
         self, ref: StepRef, tool_use_id: str, failure: dict[str, Any], *, execution: str | None

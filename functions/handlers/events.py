@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -54,6 +55,7 @@ class ToolEvent(StepEvent):
     tool_use_id: str = Field(min_length=1)
     result: Any = None
     ran: bool = False  # a Lambda tool ran: ``result`` is its payload
+    started: datetime | None = None  # when the map began invoking it
     failure: Failure | None = None
 
 

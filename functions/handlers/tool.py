@@ -31,7 +31,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         outcome = runner.record_failure(ref.ref, ref.tool_use_id, failure, execution=ref.execution)
         logger.warning("tool call failed", tool=outcome.name, error=ref.failure.Error)
     elif ref.ran:
-        outcome = runner.record_lambda_result(ref.ref, ref.tool_use_id, ref.result, execution=ref.execution)
+        outcome = runner.record_lambda_result(ref.ref, ref.tool_use_id, ref.result, execution=ref.execution,
+                                              started=ref.started)  # fmt: skip
     else:
         outcome = runner.run(ref.ref, ref.tool_use_id, execution=ref.execution)
     metrics.add_metric(name="ToolErrors" if outcome.is_error else "ToolCalls", unit="Count", value=1)

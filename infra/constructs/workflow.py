@@ -254,7 +254,8 @@ class AgentWorkflow(Construct):
         caught(run_tool)
         if not lambda_tools:
             return run_tool
-        record = self._invoke("RecordLambdaTool", tool_fn, {**call, "ran": True, "result.$": "$.result.payload"})
+        record = self._invoke("RecordLambdaTool", tool_fn, {**call, "ran": True, "result.$": "$.result.payload",
+                                                             "started.$": "$.started.at"})  # fmt: skip
         caught(record)
         invoke_idempotent = self._lambda_tool("InvokeLambdaTool", LAMBDA_DIED + LAMBDA_SERVICE_ERRORS)
         # with side effects: invoked once; only a throttle (refused before it ran) is retried
@@ -262,10 +263,17 @@ class AgentWorkflow(Construct):
         for invoke in (invoke_idempotent, invoke_once):
             caught(invoke)
             invoke.next(record)
+        # when the invocation began: the call's recorded duration (the function's time, retries included)
+        started = sfn.Pass(self, "LambdaToolStarted", parameters={"at.$": "$$.State.EnteredTime"},
+                           result_path="$.started")  # fmt: skip
+        started.next(
+            sfn.Choice(self, "LambdaToolKind")
+            .when(sfn.Condition.string_equals("$.call.kind", "lambda"), invoke_idempotent)
+            .otherwise(invoke_once)
+        )
         return (
             sfn.Choice(self, "ToolKind")
-            .when(sfn.Condition.string_equals("$.call.kind", "lambda"), invoke_idempotent)
-            .when(sfn.Condition.string_equals("$.call.kind", "lambda_once"), invoke_once)
+            .when(sfn.Condition.string_matches("$.call.kind", "lambda*"), started)
             .otherwise(run_tool)
         )
 

@@ -175,6 +175,15 @@ def test_lambda_tools_are_invoked_by_the_workflow_and_their_results_reach_the_mo
     invoked = [json.loads(e["taskScheduledEventDetails"]["parameters"])["FunctionName"]
                for e in history if e["type"] == "TaskScheduled"]  # fmt: skip
     assert sorted(name for name in invoked if not name.startswith("arn:")) == ["exchange-rate", "refund-order"]
+    # each call is recorded with its duration (from when the map began invoking it), size and outcome
+    items = boto3.client("dynamodb").query(
+        TableName=TABLE_NAME, KeyConditionExpression="pk = :pk AND begins_with(sk, :tool)",
+        ExpressionAttributeValues={":pk": {"S": f"T#local#R#{session.id}"}, ":tool": {"S": "TOOL#"}},
+    )["Items"]  # fmt: skip
+    recorded = {item["tool_use_id"]["S"]: item for item in items}
+    assert set(recorded) == {"toolu_rate", "toolu_refund"}
+    for item in recorded.values():
+        assert int(item["duration_ms"]["N"]) > 0 and int(item["size"]["N"]) > 0 and item["is_error"]["BOOL"] is False
 
 
 def test_a_lambda_tool_with_side_effects_that_dies_is_not_invoked_again_an_idempotent_one_is(
