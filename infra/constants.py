@@ -4,6 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = ROOT / "functions"
+DEPLOYER_TOOLS_DIR = ROOT / "tools"  # the deployer's own tools (functions/tools/registry.py, deployer_tools)
 REQUIREMENTS = ROOT / "requirements.txt"
 BUILD_DIR = ROOT / ".build"
 

@@ -3,7 +3,7 @@
 Dependencies: ``pip install --platform manylinux2014_aarch64 --only-binary=:all:`` for CPython 3.13 into a
 layer, cached in ``.build/`` by a hash of requirements.txt, and handed to CDK through local bundling (so
 ``cdk synth`` never needs Docker; the Docker image named below is never pulled).
-Code: the ``functions/`` package copied as is (no ``__pycache__``).
+Code: the ``functions/`` package and the deployer's ``tools/`` copied as they are (no ``__pycache__``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 
-from infra.constants import BUILD_DIR, FUNCTIONS_DIR, LAMBDA_PLATFORM, LAMBDA_PYTHON_VERSION, REQUIREMENTS
+from infra.constants import (
+    BUILD_DIR,
+    DEPLOYER_TOOLS_DIR,
+    FUNCTIONS_DIR,
+    LAMBDA_PLATFORM,
+    LAMBDA_PYTHON_VERSION,
+    REQUIREMENTS,
+)
 
 
 def requirements_hash() -> str:
@@ -85,17 +92,25 @@ def dependencies_layer_code() -> lambda_.Code:
     )
 
 
+def code_packages() -> list[Path]:
+    """What the functions' code asset holds: the ``functions/`` package and, if present, the deployer's ``tools/``."""
+    return [path for path in (FUNCTIONS_DIR, DEPLOYER_TOOLS_DIR) if path.is_dir()]
+
+
 def function_code() -> lambda_.Code:
-    """The functions/ package, staged in a folder named by its content so concurrent synths never race."""
-    sources = sorted(p for p in FUNCTIONS_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    """The functions/ and tools/ packages, staged in a folder named by their content so concurrent synths never
+    race."""
     digest = hashlib.sha256()
-    for path in sources:
-        digest.update(str(path.relative_to(FUNCTIONS_DIR)).encode() + b"\0" + path.read_bytes())
+    for package in code_packages():
+        sources = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for path in sources:
+            digest.update(str(path.relative_to(package.parent)).encode() + b"\0" + path.read_bytes())
     stage = BUILD_DIR / f"code-{digest.hexdigest()[:16]}"
     if not stage.exists():
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="code-", dir=BUILD_DIR))
-        shutil.copytree(FUNCTIONS_DIR, staging / "functions", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for package in code_packages():
+            shutil.copytree(package, staging / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         try:
             staging.rename(stage)
         except OSError:  # another synth staged the same content first
@@ -125,7 +140,14 @@ def verify_layer(assembly: Path) -> list[Path]:
     wrong = [so for so in extensions if not _is_arm64_elf(so) or ("cpython-" in so.name and abi not in so.name)]
     if wrong:
         raise SystemExit("extensions that will not load on the Lambda runtime:\n" + "\n".join(map(str, wrong)))
+    missing = [name for name in LAYER_PACKAGES if not any((layer / name).is_dir() for layer in layers)]
+    if missing:
+        raise SystemExit(f"the dependency layer lacks {', '.join(missing)}: is it in requirements.txt?")
     return extensions
+
+
+# what the functions import from the layer (boto3 comes with the runtime)
+LAYER_PACKAGES = ("aws_lambda_powertools", "anthropic", "pydantic", "mcp", "httpx2", "tzdata")
 
 
 if __name__ == "__main__":

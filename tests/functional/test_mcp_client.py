@@ -118,3 +118,21 @@ def test_non_text_content_is_named_for_the_model() -> None:
     result = CallToolResult(content=[TextContent(type="text", text="chart:"),
                                      ImageContent(type="image", data="AAAA", mime_type="image/png")])  # fmt: skip
     assert result_text(result) == "chart:\n[image image/png not shown]"
+
+
+@pytest.mark.parametrize(
+    ("url", "served"),
+    [
+        ("https://mcp.example.com/mcp", True),
+        ("https://mcp.example.com/mcp/", True),
+        ("https://mcp.example.com/mcp/tenant-a", True),
+        ("https://mcp.example.com/mcpx", False),  # a path that only starts with the allowed one
+        ("https://mcp.example.com/other", False),
+        ("http://mcp.example.com/mcp", False),  # another scheme
+        ("https://mcp.example.com:8443/mcp", False),  # another port
+        ("https://mcp.example.com.evil.net/mcp", False),
+        ("https://user:pw@mcp.example.com/mcp", False),
+    ],
+)
+def test_a_configured_server_serves_its_own_origin_and_path_only(url: str, served: bool) -> None:
+    assert McpServerConfig(url="https://mcp.example.com/mcp").serves(url) is served

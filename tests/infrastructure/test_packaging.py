@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.packaging import verify_layer
+from infra.packaging import LAYER_PACKAGES, code_packages, function_code, verify_layer
 
 ELF_AARCH64 = b"\x7fELF" + bytes(14) + (183).to_bytes(2, "little")
 ELF_X86_64 = b"\x7fELF" + bytes(14) + (62).to_bytes(2, "little")
 
 
-def layer(tmp_path: Path, files: dict[str, bytes]) -> Path:
+def layer(tmp_path: Path, files: dict[str, bytes], packages: tuple[str, ...] = LAYER_PACKAGES) -> Path:
     root = tmp_path / "asset.abc" / "python"
+    for package in packages:  # what the functions import from the layer
+        (root / package).mkdir(parents=True, exist_ok=True)
     for name, header in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(header + bytes(64))
@@ -43,3 +45,15 @@ def test_an_extension_that_would_not_load_fails_the_check(tmp_path: Path, name: 
 def test_a_missing_layer_fails_the_check(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no dependency layer"):
         verify_layer(tmp_path)
+
+
+def test_a_layer_without_a_package_the_functions_import_fails_the_check(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="the dependency layer lacks mcp"):
+        verify_layer(layer(tmp_path, {}, packages=tuple(p for p in LAYER_PACKAGES if p != "mcp")))
+
+
+def test_the_code_asset_holds_the_functions_and_the_deployers_tools() -> None:
+    assert [package.name for package in code_packages()] == ["functions", "tools"]
+    staged = Path(function_code().path)  # type: ignore[attr-defined]  # an AssetCode
+    assert (staged / "tools" / "http_fetch.py").is_file() and (staged / "functions" / "handlers" / "tool.py").is_file()
+    assert not list(staged.rglob("__pycache__"))
