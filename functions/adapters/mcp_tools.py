@@ -23,6 +23,7 @@ from functions.tools.egress import Egress
 
 LIST_TIMEOUT_SECONDS = 10.0
 MAX_LISTED_TOOLS = 128
+MAX_LISTING_BYTES = 300_000
 MAX_ERROR_CHARS = 500
 logging.getLogger("httpx2").setLevel(logging.WARNING)  # no per-request lines in the functions' logs
 
@@ -38,14 +39,30 @@ class McpServerConfig(BaseModel):
     prefix: str = "Bearer "  # put before the secret in the header ("" for a raw API key header)
 
     def serves(self, url: str) -> bool:
-        """Same scheme, host and port, and the same path or one below it ("/mcp" serves "/mcp/x", not "/mcpx")."""
-        mine, theirs = urlsplit(self.url), urlsplit(url)
-        if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
+        """Same scheme, host and port, and the same path or one below it ("/mcp" serves "/mcp/x", not "/mcpx");
+        a URL with credentials, dot segments or encoded dots or slashes in its path is never served."""
+        try:
+            mine, theirs = urlsplit(self.url), urlsplit(url)
+            if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
+                return False
+        except ValueError:  # a port out of range, a malformed address
             return False
-        if theirs.username or theirs.password:
+        if theirs.username or theirs.password or not _plain_path(theirs.path):
             return False
         base = mine.path.rstrip("/")
-        return theirs.path == mine.path or theirs.path.rstrip("/") == base or theirs.path.startswith(base + "/")
+        return theirs.path.rstrip("/") == base or theirs.path.startswith(base + "/")
+
+    @property
+    def depth(self) -> int:
+        return len(urlsplit(self.url).path.rstrip("/"))
+
+
+def _plain_path(path: str) -> bool:
+    """No "." or ".." segment and no percent-encoded "." or "/" (an HTTP client would resolve them elsewhere)."""
+    lowered = path.lower()
+    if "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "\\" in path:
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
 
 
 SERVERS: TypeAdapter[list[McpServerConfig]] = TypeAdapter(list[McpServerConfig])
@@ -62,23 +79,34 @@ class McpAccess:
         self.servers, self.egress, self.secret = servers, egress, secret
 
     def config_for(self, url: str) -> McpServerConfig | None:
-        return next((server for server in self.servers if server.serves(url)), None)
+        """The configured server that serves ``url`` (the longest path, when several do)."""
+        serving = [server for server in self.servers if server.serves(url)]
+        return max(serving, key=lambda server: server.depth) if serving else None
 
     def headers(self, url: str) -> dict[str, str]:
+        """The credential header for ``url``, after its host and addresses are checked. Raises ToolServerError
+        (``before_sending``) naming the problem, never the credential."""
         config = self.config_for(url)
         if config is None:
-            raise ToolServerError(f"MCP server {_origin(url)} is not allowed by this deployment")
+            raise ToolServerError(f"MCP server {_origin(url)} is not allowed by this deployment", before_sending=True)
         host = urlsplit(url).hostname or ""
-        self.egress.check_url(url, [host])
+        try:
+            self.egress.check_url(url, [host])
+        except ToolServerError as exc:
+            raise ToolServerError(str(exc), before_sending=True) from None
         if config.secret is None:
             return {}
         try:
             value = self.secret(config.secret).strip()
         except Exception as exc:  # the credential's message may name the secret, never its value
-            raise ToolServerError(
-                f"the credential of MCP server {_origin(url)} cannot be read ({type(exc).__name__})"
-            ) from exc
-        return {config.header: f"{config.prefix}{value}"}
+            problem = f"the credential of MCP server {_origin(url)} cannot be read ({type(exc).__name__})"
+            raise ToolServerError(problem, before_sending=True) from None
+        header = f"{config.prefix}{value}"
+        if not value or not all(32 <= ord(c) < 127 for c in header):  # a header is one line of printable ASCII
+            problem = (f"the credential of MCP server {_origin(url)} is not a valid {config.header} header value "
+                       "(empty, or it holds line breaks or non-ASCII characters)")  # fmt: skip
+            raise ToolServerError(problem, before_sending=True)
+        return {config.header: header}
 
 
 class McpClient:
@@ -113,16 +141,18 @@ class McpClient:
 
     def _run(self, url: str, work: Callable[[Any], Any], timeout: float) -> Any:
         headers = self.access.headers(url)
+        secrets = [value for value in headers.values() if value]
         try:
-            return asyncio.run(asyncio.wait_for(_session(url, headers, work, timeout), timeout))
-        except ToolServerError:
-            raise
+            # the HTTP client's own timeouts are longer: the call's deadline is this one, reported as a timeout
+            return asyncio.run(asyncio.wait_for(_session(url, headers, work, timeout + 5), timeout))
+        except ToolServerError as exc:
+            raise ToolServerError(_scrub(str(exc), secrets), timed_out=exc.timed_out) from None
         except TimeoutError as exc:
             raise ToolServerError(f"no answer within {timeout:g} s", timed_out=True) from exc
         except BaseException as exc:  # the SDK's task groups raise ExceptionGroups: name the first cause
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            raise ToolServerError(_describe(exc)) from exc
+            raise ToolServerError(_scrub(_describe(exc), secrets)) from None
 
 
 async def _session(url: str, headers: dict[str, str], work: Callable[[Any], Any], timeout: float) -> Any:
@@ -146,6 +176,15 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ToolServerError):
         return str(exc)
     return f"{type(exc).__name__}: {str(exc)[:MAX_ERROR_CHARS]}"
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """An error message never carries the credential (an HTTP library may quote a header it refused)."""
+    for secret in secrets:
+        for part in sorted({secret, *secret.split()}, key=len, reverse=True):
+            if len(part) >= 4:
+                text = text.replace(part, "[credential]")
+    return text
 
 
 def _origin(url: str) -> str:
@@ -197,4 +236,7 @@ class CachedMcpCatalog:
         if cached is not None:
             return cached
         listed = self.client.list_tools(url)
+        size = len(json.dumps(listed, ensure_ascii=False).encode())
+        if size > MAX_LISTING_BYTES:  # the table keeps it (an item is at most 400 KB)
+            raise ToolServerError(f"its tool listing is {size:,} bytes of JSON; at most {MAX_LISTING_BYTES:,}")
         return self.cache.put_mcp_listing(agent, server, listed)  # type: ignore[no-any-return]

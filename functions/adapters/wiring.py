@@ -7,6 +7,7 @@ set the environment first; ``reset`` forgets everything built.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from functools import cache, lru_cache
@@ -372,3 +373,7 @@ def reset() -> None:
     ):
         built.cache_clear()
     settings_module.reset()
+    if "aws_lambda_powertools.utilities.parameters" in sys.modules:  # secrets read through powertools' cache
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.clear_caches()  # type: ignore[no-untyped-call]

@@ -374,6 +374,12 @@ def engine_config(
                         f"{tool_config.name!r} (it lists {', '.join(sorted(listed_names)) or 'none'})"
                     )
             for tool in listed:
+                if _enabled(mcp_set, tool["name"]) and not TOOL_NAME.match(str(tool["name"])):
+                    raise RequestRejectedError(
+                        f"tools.{index}: MCP server {mcp_set.mcp_server_name!r} lists a tool named "
+                        f"{str(tool['name'])[:80]!r}, which the Messages API does not accept (1 to 64 letters, "
+                        "digits, '_' or '-'): disable it with configs"
+                    )
                 if _enabled(mcp_set, tool["name"]):
                     mcp.append(McpTool(server=mcp_set.mcp_server_name, **tool))
                     if _asks(mcp_set, tool["name"]):

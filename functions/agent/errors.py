@@ -22,9 +22,10 @@ class UnknownToolError(RequestRejectedError):
 class ToolServerError(StepwiseError):
     """A tool's server or destination was refused (host, address), unreachable, timed out or failed."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, before_sending: bool = False) -> None:
+        """``before_sending``: refused before anything was sent (host, address, credential): nothing can have run."""
         super().__init__(message)
-        self.timed_out = timed_out
+        self.timed_out, self.before_sending = timed_out, before_sending
 
 
 class ToolServerUnavailableError(StepwiseError):

@@ -152,9 +152,11 @@ class ToolRunner:
             text, is_error = self.mcp.call(url, call.name, call.input, timeout=MCP_TIMEOUT_SECONDS)
             kind = ToolError.FAILED if is_error else None
         except ToolServerError as exc:
-            effect = "" if mcp_tool.idempotent or not exc.timed_out else " (the outcome is unknown; not run again)"
+            # a call with side effects that may have reached the server: what it did is unknown; it is not retried
+            unknown = not mcp_tool.idempotent and not exc.before_sending
+            effect = " (the outcome is unknown; not run again)" if unknown else ""
             text, is_error = f"MCP server {mcp_tool.server!r}: {exc}{effect}", True
-            kind = ToolError.TIMED_OUT if exc.timed_out else ToolError.FAILED
+            kind = ToolError.TIMED_OUT if exc.timed_out else ToolError.UNKNOWN_OUTCOME if unknown else ToolError.FAILED
         return ToolOutcome(tool_use_id=call.id, name=call.name, content=text, is_error=is_error, error_kind=kind,
                            duration_ms=int((time.perf_counter() - started) * 1000))  # fmt: skip
 

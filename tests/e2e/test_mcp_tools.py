@@ -22,7 +22,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.mcp_server import TOKEN, InventoryServer
 
 pytestmark = pytest.mark.e2e
-SECRET = "stepwise/mcp/inventory"
+SECRET = "stepwise/mcp/inventory-e2e"  # (the examples' test uses stepwise/mcp/inventory)
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,41 @@ def test_non_text_content_is_named_for_the_model() -> None:
         ("https://mcp.example.com:8443/mcp", False),  # another port
         ("https://mcp.example.com.evil.net/mcp", False),
         ("https://user:pw@mcp.example.com/mcp", False),
+        ("https://mcp.example.com/mcp/../admin", False),  # an HTTP client resolves dot segments
+        ("https://mcp.example.com/mcp/%2e%2e/admin", False),
+        ("https://mcp.example.com/mcp/..%2fadmin", False),
+        ("https://mcp.example.com:99999/mcp", False),  # a port out of range: not served, not a crash
     ],
 )
 def test_a_configured_server_serves_its_own_origin_and_path_only(url: str, served: bool) -> None:
     assert McpServerConfig(url="https://mcp.example.com/mcp").serves(url) is served
+
+
+def test_the_longest_configured_path_gives_the_credential() -> None:
+    access = McpAccess(
+        [McpServerConfig(url="https://mcp.example.com/mcp", secret="outer"),
+         McpServerConfig(url="https://mcp.example.com/mcp/team", secret="team")],
+        Egress(resolver=lambda host, port: ["93.184.216.34"]), secret=lambda name: f"token-{name}",
+    )  # fmt: skip
+    assert access.headers("https://mcp.example.com/mcp/team/x") == {"Authorization": "Bearer token-team"}
+    assert access.headers("https://mcp.example.com/mcp/other") == {"Authorization": "Bearer token-outer"}
+
+
+@pytest.mark.parametrize("secret", ['{\n "token": "sk-live-SECRET123"\n}', "tok\r\nX-Evil: 1", "tökén", ""])
+def test_a_credential_that_is_no_header_value_is_refused_without_showing_it(
+    server: InventoryServer, secret: str
+) -> None:
+    config = McpServerConfig(url=server.url, secret="stepwise/mcp/x")
+    mcp = McpClient(McpAccess([config], Egress.parse("127.0.0.1"), secret=lambda name: secret))
+    with pytest.raises(ToolServerError) as refused:
+        mcp.list_tools(server.url)
+    assert "is not a valid Authorization header value" in str(refused.value) and refused.value.before_sending
+    assert all(part not in str(refused.value) for part in secret.split() if len(part) > 3)
+
+
+def test_an_error_text_that_quotes_the_credential_is_scrubbed() -> None:
+    from functions.adapters.mcp_tools import _scrub
+
+    assert _scrub("Illegal header value b'Bearer abc123secret'", ["Bearer abc123secret"]) == (
+        "Illegal header value b'[credential]'"
+    )

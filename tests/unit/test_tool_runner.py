@@ -204,7 +204,10 @@ def test_an_mcp_call_goes_to_its_server_with_the_models_input() -> None:
     ("answer", "kind", "content"),
     [
         (("no such SKU", True), ToolError.FAILED, "no such SKU"),
-        (ToolServerError("ConnectError: refused"), ToolError.FAILED, "MCP server 'inv': ConnectError: refused"),
+        (ToolServerError("ConnectError: refused", before_sending=True), ToolError.FAILED,
+         "MCP server 'inv': ConnectError: refused"),
+        (ToolServerError("RemoteProtocolError: the connection dropped"), ToolError.UNKNOWN_OUTCOME,
+         "MCP server 'inv': RemoteProtocolError: the connection dropped (the outcome is unknown; not run again)"),
         (ToolServerError("no answer within 30 s", timed_out=True), ToolError.TIMED_OUT,
          "MCP server 'inv': no answer within 30 s (the outcome is unknown; not run again)"),
     ],
