@@ -5,6 +5,7 @@ every state of the workflow carry only the view and the key, so nothing between 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from functions.agent.errors import NotFoundError
@@ -15,15 +16,20 @@ VIEW_CHARS = 16_000  # what the model (and the table) get of a result
 MAX_RESULT_CHARS = 5_000_000  # what is kept of one: a larger result is cut here (and says so)
 
 
-def result_key(ref: StepRef, tool_use_id: str) -> str:
-    """Tenant first: a deployment can scope access (and find a tenant's objects) by prefix."""
-    return f"{ref.key.tenant}/{ref.key.run_id}/{ref.step:05d}/{tool_use_id}"
+def result_key(ref: StepRef, tool_use_id: str, content: str) -> str:
+    """Tenant first: a deployment can scope access (and find a tenant's objects) by prefix. The content's digest
+    last: two invocations of one call that got different results never overwrite each other's object (the table
+    keeps the first result stored, and its key)."""
+    digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+    return f"{ref.key.tenant}/{ref.key.run_id}/{ref.step:05d}/{tool_use_id}/{digest}"
 
 
 def bounded(outcome: ToolOutcome, ref: StepRef, results: ResultStore | None, where: str) -> ToolOutcome:
     """``outcome`` as it is stored: whole if small; else a view, with the whole result put in ``results``.
 
     ``where`` says how to read the whole result (an API path), for the note the model sees."""
+    if outcome.stored is not None:  # already a view of a stored result
+        return outcome
     content = outcome.content
     size = len(content)
     if size <= VIEW_CHARS:
@@ -34,7 +40,7 @@ def bounded(outcome: ToolOutcome, ref: StepRef, results: ResultStore | None, whe
     if results is None:  # no store configured: the view is all that is kept, and it says so
         note = f"\n[showing {VIEW_CHARS:,} of {size:,} characters; the rest was not kept]"
         return outcome.model_copy(update={"content": content[:VIEW_CHARS] + note, "size": size})
-    key = result_key(ref, outcome.tool_use_id)
+    key = result_key(ref, outcome.tool_use_id, kept)
     results.put(key, kept)
     note = f"\n[showing {VIEW_CHARS:,} of {size:,} characters; the whole result: {where}]"
     return outcome.model_copy(update={"content": content[:VIEW_CHARS] + note, "size": size, "stored": key})

@@ -49,6 +49,7 @@ from functions.agent.models import (
 )
 from functions.agent.ports import Clock, McpCatalog, RunHistory, RunQueue, RunStore, SessionStore, Workflow
 from functions.agent.requests import Strict, parse
+from functions.agent.tool import UNKNOWN_OUTCOME
 
 SESSION_PREFIX = "sesn_"
 MAX_EVENTS_PER_REQUEST = 50
@@ -574,9 +575,7 @@ class Sessions:
         event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
         if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
             return [_public(_interrupt_of(self._history(run.key)) or event)]
-        # the calls of the last step still running lose to a stored result: what the conversation says stays put
-        for ref, outcome in _unfinished_calls(history):
-            self.store.save_tool_result(ref, outcome)
+        settle_unfinished(self.store, history)
         try:
             self.lifecycle.cancel(run.key, self.workflow, reason=INTERRUPTED, turn=run.turn)
         except ConflictError:  # it idled meanwhile (on its own, or another turn began)
@@ -724,19 +723,37 @@ def _interrupt_of(history: RunHistory) -> UserEvent | None:
     return next((event for event in history.user_events if event.id == wanted), None)
 
 
+def settle_unfinished(store: RunStore, history: RunHistory) -> None:
+    """An interrupt's results for the calls of the last step that have no final one, written only where none is: a
+    result that lands first wins, and a call that has not started finds this one and does not run. A call with
+    side effects that had started (its provisional result) is of unknown outcome; its late result is dropped."""
+    for ref, outcome in _unfinished_calls(history):
+        stored = store.claim_tool(ref, outcome)
+        if stored is not None and not stored.final:
+            unknown = {"content": UNKNOWN_OUTCOME, "error_kind": ToolError.UNKNOWN_OUTCOME}
+            store.save_tool_result(ref, outcome.model_copy(update=unknown))
+
+
 def _unfinished_calls(history: RunHistory) -> list[tuple[StepRef, ToolOutcome]]:
     """A result for each call of the last step that Stepwise runs and that has none yet (an interrupt's)."""
     if not history.steps or history.steps[-1].decision not in (StepDecision.TOOLS, StepDecision.ACTION):
         return []
     record, agent = history.steps[-1], history.run.agent
+    final = {key for key, outcome in history.tool_results.items() if outcome.final}
     return [
         (StepRef(history.run.key, record.step), ToolOutcome(
-            tool_use_id=call.id, name=call.name, content="the turn was interrupted; the tool did not run",
-            is_error=True, error_kind=ToolError.RUN_ENDED,
+            tool_use_id=call.id, name=call.name, content=INTERRUPTED_CALL, is_error=True,
+            error_kind=ToolError.RUN_ENDED,
         ))
         for call in record.tool_calls()
-        if (record.step, call.id) not in history.tool_results and not (agent and agent.needs_client(call.name))
+        if (record.step, call.id) not in final and not (agent and agent.needs_client(call.name))
     ]  # fmt: skip
+
+
+INTERRUPTED_CALL = (
+    "the turn was interrupted before this call returned: it did not run, or (if it was already running) its "
+    "outcome is unknown; it is not run again"
+)
 
 
 def _check_size(events: list[Any]) -> None:

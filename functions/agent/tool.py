@@ -75,6 +75,8 @@ class ToolRunner:
         run, call = context
         if not self._idempotent(run, call):
             claimed = self.store.claim_tool(ref, self._unknown(call, final=False))
+            if claimed is not None and claimed.final:  # recorded meanwhile (another invocation, an interrupt)
+                return claimed
             if claimed is not None:  # started before, by an invocation that died (or is still running)
                 return self._save(ref, run, claimed.model_copy(update={"final": True}))
         return self._save(ref, run, self._execute(run, call))

@@ -4,6 +4,7 @@ caught become error results."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 
 from functions.agent.errors import NotFoundError, ToolServerError
 from functions.agent.models import AgentConfig, LambdaTool, McpTool, RunRequest, StepRef, ToolError
-from functions.agent.results import MAX_RESULT_CHARS, VIEW_CHARS, whole_result
+from functions.agent.results import MAX_RESULT_CHARS, VIEW_CHARS, bounded, whole_result
 from functions.agent.tool import UNKNOWN_OUTCOME, ToolRunner, workflow_calls
 from functions.tools import Tool, ToolRegistry, builtin_registry
 from tests.fakes import core
@@ -154,7 +155,7 @@ def test_a_result_above_the_view_is_kept_whole_and_the_model_sees_a_bounded_view
 
     outcome = ToolRunner(store=store, toolbox=toolbox, results=results).run(ref, "t_big")
 
-    key = f"{TENANT}/{ref.key.run_id}/00000/t_big"
+    key = f"{TENANT}/{ref.key.run_id}/00000/t_big/{hashlib.sha256(b'y' * 1_000_000).hexdigest()[:16]}"
     assert outcome.stored == key and results.objects[key] == "y" * 1_000_000
     assert outcome.size == 1_000_000
     assert outcome.content.startswith("y" * VIEW_CHARS + "\n[showing 16,000 of 1,000,000 characters; the whole")
@@ -257,3 +258,15 @@ def test_what_a_lambda_tool_returned_is_recorded_as_text() -> None:
     assert (raised.error_kind, raised.content) == (
         ToolError.FAILED, 'refund failed (ValueError): {"errorMessage": "no such order"}',
     )  # fmt: skip
+
+
+def test_a_view_is_never_stored_again_over_its_whole_result() -> None:
+    store, results = InMemoryRunStore(), MemoryResults()
+    toolbox = registry({}, set())
+    ref = started(store, toolbox, "big")
+    view = ToolRunner(store=store, toolbox=toolbox, results=results).run(ref, "t_big")
+    objects = dict(results.objects)
+
+    again = bounded(view, ref, results, "elsewhere")
+
+    assert again == view and results.objects == objects

@@ -20,10 +20,11 @@ from functions.agent.models import (
     StepRecord,
     StepRef,
     ToolError,
+    ToolOutcome,
     Turn,
     Usage,
 )
-from functions.agent.sessions import _unfinished_calls
+from functions.agent.sessions import settle_unfinished
 from functions.agent.tool import run_tool
 from functions.tools import builtin_registry
 from tests.fakes import core
@@ -140,8 +141,33 @@ def test_an_interrupt_settles_the_calls_still_running_so_a_late_result_loses() -
         cost_usd=Decimal(0), decision=StepDecision.TOOLS, started_at=T0, finished_at=T0, duration_ms=0,
     )  # fmt: skip
     store.steps[(KEY, 0)] = record
-    history = store.load_history(KEY)
-    ((ref, placeholder),) = _unfinished_calls(history)
-    store.save_tool_result(ref, placeholder)
-    late = run_tool(store, builtin_registry(), ref, "toolu_a")  # the RunTool that was still running
+    settle_unfinished(store, store.load_history(KEY))
+    late = run_tool(store, builtin_registry(), StepRef(KEY, 0), "toolu_a")  # the RunTool that had not started
     assert late.error_kind is ToolError.RUN_ENDED and "interrupted" in late.content
+
+
+def test_an_interrupt_leaves_a_result_that_landed_first_and_marks_a_started_side_effect_unknown() -> None:
+    store = InMemoryRunStore()
+    session_in_turn(store, 1, RunStatus.RUNNING)
+    store.runs[KEY] = store.runs[KEY].model_copy(update={"completed_steps": 1})
+    calls = [{"type": "tool_use", "id": f"toolu_{n}", "name": "calculator", "input": {}} for n in "abc"]
+    store.steps[(KEY, 0)] = StepRecord(
+        run_id=KEY.run_id, step=0, model="m", provider="p", stop_reason="tool_use", usage=Usage(), content=calls,
+        cost_usd=Decimal(0), decision=StepDecision.TOOLS, started_at=T0, finished_at=T0, duration_ms=0,
+    )  # fmt: skip
+    ref = StepRef(KEY, 0)
+    done = ToolOutcome(tool_use_id="toolu_a", name="calculator", content="2")
+    store.save_tool_result(ref, done)  # a result that landed before the interrupt
+    started = ToolOutcome(tool_use_id="toolu_b", name="calculator", content="?", is_error=True, final=False)
+    history = store.load_history(KEY)  # the interrupt reads the history ...
+    store.claim_tool(ref, started)  # ... then a call with side effects starts (its provisional result)
+
+    settle_unfinished(store, history)
+
+    assert store.tools[(KEY, 0, "toolu_a")] == done
+    assert store.tools[(KEY, 0, "toolu_b")].error_kind is ToolError.UNKNOWN_OUTCOME
+    assert store.tools[(KEY, 0, "toolu_b")].final
+    assert store.tools[(KEY, 0, "toolu_c")].error_kind is ToolError.RUN_ENDED
+    # the started call's real result, when it lands, is dropped: the model was told the outcome is unknown
+    late = store.save_tool_result(ref, ToolOutcome(tool_use_id="toolu_b", name="calculator", content="booked"))
+    assert late.error_kind is ToolError.UNKNOWN_OUTCOME
