@@ -432,7 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(Text(f"error: {exc}", style="red"))
         return 2
     except OSError as exc:
-        console.print(Text(f"cannot reach {args.endpoint}: {exc} (is `make local` running?)", style="red"))
+        if args.func is cmd_local:  # the local stack could not listen (its port is taken, ...)
+            console.print(Text(f"cannot serve on {args.host}:{args.port}: {exc}", style="red"))
+        else:
+            console.print(Text(f"cannot reach {args.endpoint}: {exc} (is `make local` running?)", style="red"))
         return 2
 
 

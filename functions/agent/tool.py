@@ -19,7 +19,7 @@ from functions.agent.ports import Clock, McpCaller, ResultStore, RunStore, Toolb
 from functions.agent.results import bounded
 
 MCP_TIMEOUT_SECONDS = 30.0
-MAX_FAILURE_CHARS = 2_000
+MAX_FAILURE_CHARS = 1_000
 UNKNOWN_OUTCOME = (
     "the tool's invocation stopped after it started (its function crashed or timed out): the outcome is unknown, "
     "it may have had its effect, and it is not run again"
@@ -95,19 +95,25 @@ class ToolRunner:
         return self._save(ref, run, ToolOutcome(tool_use_id=call.id, name=call.name, content=content, duration_ms=took))
 
     def record_failure(
-        self, ref: StepRef, tool_use_id: str, failure: dict[str, Any], *, execution: str | None
+        self, ref: StepRef, tool_use_id: str, failure: dict[str, Any], *, execution: str | None, ran: bool = False
     ) -> ToolOutcome:
-        """The workflow caught a call's failure (its function died, or a Lambda tool raised): an error result,
-        never a failed session. A call with side effects that had started is reported as of unknown outcome."""
+        """The workflow caught a call's failure (its function died, a Lambda tool raised, the tool function itself
+        kept failing): an error result, never a failed session. ``ran``: a Lambda tool's function returned but its
+        result could not be recorded. A call with side effects that may have run is reported of unknown outcome."""
         run, record, stored = self.store.load_tool_context(ref, tool_use_id)
         if stored is not None:
             return stored if stored.final else self._save(ref, run, stored.model_copy(update={"final": True}))
         if run is None or record is None:
             raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
         call = _call_of(record, ref, tool_use_id)
-        error, cause = str(failure.get("Error", "unknown")), str(failure.get("Cause", ""))[:MAX_FAILURE_CHARS]
+        error, cause = str(failure.get("Error", "unknown")), _cause(failure.get("Cause"))
         lambda_tool = run.agent.lambda_tool(call.name) if run.agent else None
-        if lambda_tool is not None and not lambda_tool.idempotent and error in DIED:
+        if ran:
+            content = (f"{call.name} ran, but its result could not be recorded ({error}): the outcome is unknown, and "
+                       "it is not run again")  # fmt: skip
+            outcome = ToolOutcome(tool_use_id=call.id, name=call.name, content=content, is_error=True,
+                                  error_kind=ToolError.UNKNOWN_OUTCOME)  # fmt: skip
+        elif lambda_tool is not None and not lambda_tool.idempotent and _may_have_run(error):
             outcome = self._unknown(call, final=True)
         else:
             kind = ToolError.TIMED_OUT if error == "States.Timeout" else ToolError.FAILED
@@ -171,8 +177,31 @@ class ToolRunner:
         return self.store.save_tool_result(ref, bounded(outcome, ref, self.results, where))
 
 
-# AWS's names for a Lambda that died mid-call (timeout, out of memory, crash) and for a hung invocation
-DIED = frozenset({"Sandbox.Timedout", "Runtime.ExitError", "Lambda.Unknown", "States.Timeout"})
+# Errors of a Lambda invoke refused before the function ran (after their retries): nothing happened
+REFUSED_BEFORE_RUNNING = frozenset({
+    "Lambda.TooManyRequestsException", "Lambda.ResourceNotFoundException", "Lambda.AccessDeniedException",
+    "Lambda.InvalidParameterValueException", "Lambda.RequestTooLargeException", "States.Permissions",
+})  # fmt: skip
+
+
+def _may_have_run(error: str) -> bool:
+    """Whether a Lambda tool's invocation that failed with ``error`` may have done its work: it died (a timeout, out
+    of memory, a crash), hung, or the Lambda service failed around it. An error the function raised is its answer."""
+    if error in REFUSED_BEFORE_RUNNING:
+        return False
+    return error.startswith(("Lambda.", "Sandbox.", "Runtime.")) or error == "States.Timeout"
+
+
+def _cause(cause: Any) -> str:
+    """What a failure's cause tells the model: a Lambda error's type and message, never its stack trace."""
+    text = str(cause or "")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text[:MAX_FAILURE_CHARS]
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        return str(parsed["errorMessage"])[:MAX_FAILURE_CHARS]
+    return text[:MAX_FAILURE_CHARS]
 
 
 def _call_of(record: StepRecord, ref: StepRef, tool_use_id: str) -> ToolCall:

@@ -28,7 +28,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runner = wiring.tool_runner(load(SETTINGS))
     if ref.failure is not None:
         failure = ref.failure.model_dump()
-        outcome = runner.record_failure(ref.ref, ref.tool_use_id, failure, execution=ref.execution)
+        outcome = runner.record_failure(ref.ref, ref.tool_use_id, failure, execution=ref.execution, ran=ref.ran)
         logger.warning("tool call failed", tool=outcome.name, error=ref.failure.Error)
     elif ref.ran:
         outcome = runner.record_lambda_result(ref.ref, ref.tool_use_id, ref.result, execution=ref.execution,

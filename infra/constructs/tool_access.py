@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aws_cdk import Acknowledgment, Validations
@@ -22,7 +23,12 @@ from constructs import Construct
 from functions.adapters.mcp_tools import parse_servers
 from functions.adapters.settings import ToolAccessSettings, ToolSettings
 from functions.agent.agents import LAMBDA_FUNCTIONS
+from functions.tools.egress import Egress
 from infra.constructs.agent_functions import AgentFunctions
+
+HOST = re.compile(
+    r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
+)
 
 
 class ToolAccess(Construct):
@@ -40,6 +46,11 @@ class ToolAccess(Construct):
         # validated as the functions will read them: a typo fails `cdk synth`, not the first tool call
         self.servers = parse_servers(json.dumps(mcp_servers))
         self.lambda_tools = LAMBDA_FUNCTIONS.validate_python(lambda_tools)
+        Egress.parse(",".join(egress_allow_addresses))  # raises naming an address or range that is not one
+        for domain in http_fetch_allowed_domains:
+            if not HOST.match(domain):
+                raise ValueError(f"http_fetch_allowed_domains: {domain!r} is not a host name (e.g. docs.example.com, "
+                                 "*.example.com; no scheme, port or path)")  # fmt: skip
         self.egress, self.domains = egress_allow_addresses, http_fetch_allowed_domains
         self.secrets: list[secretsmanager.ISecret] = []
         for index, server in enumerate(self.servers):

@@ -240,7 +240,12 @@ class AgentWorkflow(Construct):
         deployer's function directly and the tool function records what it returned. Any failure becomes the
         call's error result (RecordToolFailure), never a failed run: the model sees it and carries on."""
         call = {**RUN_REF, "step.$": "$.step", "tool_use_id.$": "$.tool_use_id"}
-        lost = sfn.Pass(self, "ToolResultLost", comment="the model sees 'no result was recorded' for the call")
+        lost = sfn.Pass(
+            self,
+            "ToolResultLost",
+            comment="the model sees 'no result was recorded' for the call",
+            parameters={"lost.$": "$.tool_use_id"},
+        )  # (a small output: the map gathers every item's)
         record_failure = self._invoke("RecordToolFailure", tool_fn, {**call, "failure.$": "$.failure"})
         record_failure.add_catch(lost, errors=["States.ALL"], result_path="$.lost")
 
@@ -256,7 +261,12 @@ class AgentWorkflow(Construct):
             return run_tool
         record = self._invoke("RecordLambdaTool", tool_fn, {**call, "ran": True, "result.$": "$.result.payload",
                                                              "started.$": "$.started.at"})  # fmt: skip
-        caught(record)
+        record.add_retry(errors=LAMBDA_DIED, interval=Duration.seconds(2), backoff_rate=2, max_attempts=2,
+                         jitter_strategy=sfn.JitterType.FULL)  # fmt: skip
+        # the function ran but its result could not be recorded: of unknown outcome (never "failed")
+        record_ran = self._invoke("RecordLambdaToolFailure", tool_fn, {**call, "ran": True, "failure.$": "$.failure"})
+        record_ran.add_catch(lost, errors=["States.ALL"], result_path="$.lost")
+        record.add_catch(record_ran, errors=["States.ALL"], result_path="$.failure")
         invoke_idempotent = self._lambda_tool("InvokeLambdaTool", LAMBDA_DIED + LAMBDA_SERVICE_ERRORS)
         # with side effects: invoked once; only a throttle (refused before it ran) is retried
         invoke_once = self._lambda_tool("InvokeLambdaToolOnce", ["Lambda.TooManyRequestsException"])
@@ -273,7 +283,12 @@ class AgentWorkflow(Construct):
         )
         return (
             sfn.Choice(self, "ToolKind")
-            .when(sfn.Condition.string_matches("$.call.kind", "lambda*"), started)
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.is_present("$.call.kind"), sfn.Condition.string_matches("$.call.kind", "lambda*")
+                ),
+                started,
+            )
             .otherwise(run_tool)
         )
 

@@ -153,8 +153,17 @@ def test_a_lambda_tool_is_invoked_by_the_map_once_when_it_has_side_effects(resou
     assert [s["url"] for s in json.loads(env["STEPWISE_MCP_SERVERS"])] == [s["url"] for s in MCP_SERVERS]
 
 
-def test_a_context_typo_fails_the_synth() -> None:
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"lambda_tools": [{"function": "x", "timeout_seconds": 5000}]}, "timeout_seconds"),
+        ({"lambda_tools": [{"name": "x"}]}, "function"),
+        ({"mcp_servers": [{"url": "https://m.example.com/mcp", "token": "t"}]}, "token"),
+        ({"egress_allow_addresses": ["10.0.0.0/88"]}, "10.0.0.0/88"),
+        ({"http_fetch_allowed_domains": ["https://docs.example.com/"]}, "is not a host name"),
+    ],
+)
+def test_a_typo_in_the_tool_context_fails_the_synth(settings: dict[str, Any], problem: str) -> None:
     app = cdk.App(context=SKIP_BUNDLING)
-    with pytest.raises(Exception, match="timeout_seconds"):
-        StepwiseStack(app, "Stepwise", default_model="claude-sonnet-4-5",
-                      lambda_tools=[{"function": "x", "timeout_seconds": 5000}])  # fmt: skip
+    with pytest.raises(Exception, match=problem):
+        StepwiseStack(app, "Stepwise", default_model="claude-sonnet-4-5", **settings)

@@ -252,11 +252,21 @@ def test_what_a_lambda_tool_returned_is_recorded_as_text() -> None:
     ref2 = started(store, toolbox, "refund", agent=agent)
     died = runner.record_failure(ref2, "t_refund", {"Error": "Sandbox.Timedout"}, execution=None)
     assert died.error_kind is ToolError.UNKNOWN_OUTCOME
+    # the Lambda service failing around it: it may have run; a throttle (refused before it ran): it did not
+    around = runner.record_failure(started(store, toolbox, "refund", agent=agent), "t_refund",
+                                   {"Error": "Lambda.ServiceException"}, execution=None)  # fmt: skip
+    throttled = runner.record_failure(started(store, toolbox, "refund", agent=agent), "t_refund",
+                                      {"Error": "Lambda.TooManyRequestsException"}, execution=None)  # fmt: skip
+    assert (around.error_kind, throttled.error_kind) == (ToolError.UNKNOWN_OUTCOME, ToolError.FAILED)
+    # it ran, but its result could not be recorded: unknown, never "failed"
+    lost = runner.record_failure(started(store, toolbox, "refund", agent=agent), "t_refund",
+                                 {"Error": "States.TaskFailed"}, execution=None, ran=True)  # fmt: skip
+    assert lost.error_kind is ToolError.UNKNOWN_OUTCOME and "ran, but its result could not be recorded" in lost.content
     raised = runner.record_failure(started(store, toolbox, "refund", agent=agent), "t_refund",
                                    {"Error": "ValueError", "Cause": '{"errorMessage": "no such order"}'},
                                    execution=None)  # fmt: skip
     assert (raised.error_kind, raised.content) == (
-        ToolError.FAILED, 'refund failed (ValueError): {"errorMessage": "no such order"}',
+        ToolError.FAILED, "refund failed (ValueError): no such order",  # the message, never the stack trace
     )  # fmt: skip
 
 
