@@ -54,13 +54,13 @@ class Egress:
 
     def check_address(self, text: str) -> None:
         address = ipaddress.ip_address(text.split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
+        for embedded in _embedded_ipv4(address):  # an IPv4 address reached through an IPv6 one is checked as itself
+            self.check_address(str(embedded))
         if address in METADATA:
             if not any(network.num_addresses == 1 and address in network for network in self._networks):
                 raise ToolServerError(f"address {address} is an instance metadata service: refused")
             return
-        if address.is_global and not address.is_multicast:
+        if address.is_global and not address.is_multicast and not any(address in n for n in NOT_GLOBAL):
             return
         if not any(address in network for network in self._networks):
             raise ToolServerError(
@@ -83,6 +83,24 @@ class Egress:
         for address in self.resolver(host, port):
             self.check_address(address)
         return host, port
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# special-purpose ranges Python 3.11 still calls global (3.13 does not): refused the same on both
+NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("2001::/23"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: mapped, 6to4, Teredo (server and client), NAT64, compatible."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo:
+        found += list(address.teredo)
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 def host_allowed(host: str, hosts: Iterable[str]) -> bool:

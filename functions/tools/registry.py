@@ -30,8 +30,9 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 MAX_TIMEOUT_SECONDS = 50.0  # under the tool function's own timeout (infra/functions.py), which cuts everything
 DEPLOYER_PACKAGE = "tools"  # beside app.py
 
-# Tool functions run on worker threads so a timeout can be kept; a timed-out one is abandoned (its thread runs
-# on until it returns or the function's invocation ends), which is why only the result is trusted, never the thread.
+# Tool functions run on worker threads so a timeout can be kept. A call that timed out before it started is cancelled;
+# one that was running is abandoned: its thread runs on until the function returns (on Lambda, possibly while a later
+# invocation of the same container runs), and its result is never recorded.
 _WORKERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stepwise-tool")
 
 
@@ -169,6 +170,8 @@ class ToolRegistry:
         try:
             result = future.result(timeout=spec.timeout_seconds)
         except FutureTimeout:
+            if future.cancel():  # it never started (every worker was busy): it will not run later either
+                return outcome(f"{call.name} did not start within {spec.timeout_seconds:g} s", ToolError.TIMED_OUT)
             effect = "" if spec.idempotent else "; it may have had its effect, and is not run again"
             return outcome(f"{call.name} did not finish within {spec.timeout_seconds:g} s{effect}", ToolError.TIMED_OUT)
         except ToolInputError as exc:

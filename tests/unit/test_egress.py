@@ -23,7 +23,8 @@ def test_public_addresses_of_an_allowed_host_may_be_reached(address: str) -> Non
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "0.0.0.0", "::1", "fc00::1",
-     "::ffff:127.0.0.1", "224.0.0.1"],
+     "::ffff:127.0.0.1", "224.0.0.1", "64:ff9b::a00:1", "::127.0.0.1", "2002:a00:1::1", "192.0.0.192",
+     "2001:0:4136:e378:8000:63bf:f5ff:fffe"],
 )  # fmt: skip
 def test_private_loopback_and_reserved_addresses_are_refused(address: str) -> None:
     with pytest.raises(ToolServerError, match="is private, loopback, link-local or reserved: refused"):
@@ -35,7 +36,9 @@ def test_a_host_that_resolves_to_one_private_address_among_public_ones_is_refuse
         resolving("93.184.216.34", "10.0.0.5").check_url("https://docs.example.com/", ["docs.example.com"])
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "169.254.170.2", "fd00:ec2::254"])
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "169.254.170.2", "fd00:ec2::254", "64:ff9b::a9fe:a9fe", "::ffff:169.254.169.254"]
+)
 def test_metadata_services_are_refused_even_inside_an_allowed_range(address: str) -> None:
     egress = Egress.parse("169.254.0.0/16,fd00::/8", resolver=lambda host, port: [address])
     with pytest.raises(ToolServerError, match="instance metadata service"):

@@ -419,3 +419,25 @@ def test_registering_a_duplicate_name_raises() -> None:
 
     with pytest.raises(ValueError, match="registered twice"):
         ToolRegistry([again, again])
+
+
+def test_a_call_that_times_out_before_a_worker_is_free_never_runs_later() -> None:
+    from functions.tools import registry as registry_module
+
+    class Empty(BaseModel):
+        pass
+
+    release, ran = threading.Event(), []
+    busy = [registry_module._WORKERS.submit(release.wait, 5) for _ in range(registry_module._WORKERS._max_workers)]
+    book = Tool(name="book", description="side effects", input_model=Empty, fn=lambda _: ran.append(1) or "booked",
+                idempotent=False, timeout_seconds=0.05)  # fmt: skip
+    try:
+        outcome = call(ToolRegistry([book]), "book", {}, allowed=["book"])
+    finally:
+        release.set()
+    for future in busy:
+        future.result(timeout=5)
+
+    assert (outcome.error_kind, outcome.content) == (ToolError.TIMED_OUT, "book did not start within 0.05 s")
+    registry_module._WORKERS.submit(lambda: None).result(timeout=5)  # the pool has moved on
+    assert ran == []
