@@ -60,14 +60,17 @@ def main() -> None:
         ]
         items = boto3.client("dynamodb").scan(TableName=TABLE_NAME)["Items"]
         objects = boto3.client("s3").list_objects_v2(Bucket=RESULTS_BUCKET).get("Contents", [])
-        whole = client.request("GET", f"/runs/{run['run_id']}/tool_results/{first_call(history)}")
+        path, offset, read = f"/runs/{run['run_id']}/tool_results/{first_call(history)}", 0, 0
+        while offset is not None:
+            whole = client.request("GET", f"{path}?offset={offset}")
+            read, offset = read + len(whole["content"]), whole["next_offset"]
         invoked = {name: count for name, count in stack.lambdas.invocations.items() if count}
     print(f"command: python bench/tool_results.py --chars {args.chars}")
     print(f"run {run['status']} in {elapsed:.2f} s, {run['steps']} steps")
     print(f"largest state input/output: {max(len(p.encode()) for p in payloads):,} bytes (limit 262,144)")
     print(f"largest table item: {max(len(json.dumps(i).encode()) for i in items):,} bytes of JSON (limit 400 KB)")
     print(f"results bucket: {len(objects)} object(s), {sum(o['Size'] for o in objects):,} bytes")
-    print(f"GET /runs/{{id}}/tool_results/{{id}}: size {whole['size']:,}, content {len(whole['content']):,} characters")
+    print(f"GET /runs/{{id}}/tool_results/{{id}}: size {whole['size']:,}, {read:,} characters read in pages")
     print(f"state transitions: {sum(1 for e in history if e['type'].endswith('StateEntered'))}; invocations: {invoked}")
 
 

@@ -14,6 +14,8 @@ from functions.agent.ports import ResultStore, RunHistory
 
 VIEW_CHARS = 16_000  # what the model (and the table) get of a result
 MAX_RESULT_CHARS = 5_000_000  # what is kept of one: a larger result is cut here (and says so)
+# what one read of a whole result returns: even as JSON-escaped non-ASCII text, well inside Lambda's 6 MB response
+PAGE_CHARS = 500_000
 
 
 def result_key(ref: StepRef, tool_use_id: str, content: str) -> str:
@@ -46,8 +48,11 @@ def bounded(outcome: ToolOutcome, ref: StepRef, results: ResultStore | None, whe
     return outcome.model_copy(update={"content": content[:VIEW_CHARS] + note, "size": size, "stored": key})
 
 
-def whole_result(history: RunHistory, results: ResultStore | None, tool_use_id: str) -> dict[str, Any]:
-    """The whole result of a call of the run (the model's ``tool_use_id``; the latest step's, were one repeated).
+def whole_result(
+    history: RunHistory, results: ResultStore | None, tool_use_id: str, *, offset: int = 0, limit: int = PAGE_CHARS
+) -> dict[str, Any]:
+    """A page of the whole result of a call of the run (the model's ``tool_use_id``; the latest step's, were one
+    repeated): ``limit`` characters from ``offset``, and the next page's offset (None after the last).
 
     Raises NotFoundError: no such call has a result, or its whole result has expired from the result store."""
     found = [(step, outcome) for (step, use), outcome in history.tool_results.items() if use == tool_use_id]
@@ -61,11 +66,14 @@ def whole_result(history: RunHistory, results: ResultStore | None, tool_use_id: 
         if whole is None:
             raise NotFoundError(f"the whole result of tool call {tool_use_id} is no longer kept (it expired)")
         content = whole
+    end = offset + limit
     return {
         "tool_use_id": tool_use_id,
         "name": outcome.name,
         "step": step,
         "is_error": outcome.is_error,
         "size": outcome.size or len(content),
-        "content": content,
+        "offset": offset,
+        "content": content[offset:end],
+        "next_offset": end if end < len(content) else None,
     }

@@ -26,7 +26,7 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey, RunRequest
 from functions.agent.requests import problems
-from functions.agent.results import whole_result
+from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
@@ -156,13 +156,29 @@ def get_steps(run_id: str) -> Response[str]:
 def get_tool_result(run_id: str, tool_use_id: str) -> Response[str]:
     """The whole result of one tool call (the model saw a view of a large one)."""
     settings = load(SETTINGS)
+    offset, limit = _page_of(app.current_event.query_string_parameters or {})
     try:
         history = wiring.store(settings).load_history(_run_key(run_id))
-        return _json(200, whole_result(history, wiring.results(settings), tool_use_id))
+        return _json(200, whole_result(history, wiring.results(settings), tool_use_id, offset=offset, limit=limit))
     except RunNotFoundError as exc:
         raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
     except NotFoundError as exc:
         raise ApiError(404, "TOOL_RESULT_NOT_FOUND", str(exc)) from exc
+
+
+def _page_of(params: dict[str, str]) -> tuple[int, int]:
+    """``offset`` and ``limit`` (characters) of a whole tool result: 400 for anything but whole numbers in range."""
+    unknown = sorted(set(params) - {"offset", "limit"})
+    if unknown:
+        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {unknown[0]!r} is not supported here")
+    values = []
+    for name, default, high in (("offset", 0, MAX_RESULT_CHARS), ("limit", PAGE_CHARS, PAGE_CHARS)):
+        raw = params.get(name, str(default))
+        if not raw.isdigit() or not (name == "offset" or int(raw) >= 1) or int(raw) > high:
+            raise ApiError(400, "VALIDATION_ERROR", f"{name} must be a whole number up to {high}" +
+                           (" and at least 1" if name == "limit" else ""))  # fmt: skip
+        values.append(int(raw))
+    return values[0], values[1]
 
 
 @app.post("/runs/<run_id>/cancel")

@@ -160,8 +160,15 @@ def test_a_result_above_the_view_is_kept_whole_and_the_model_sees_a_bounded_view
     assert outcome.size == 1_000_000
     assert outcome.content.startswith("y" * VIEW_CHARS + "\n[showing 16,000 of 1,000,000 characters; the whole")
     assert outcome.content.endswith(f"GET /runs/{ref.key.run_id}/tool_results/t_big]")
-    whole = whole_result(store.load_history(ref.key), results, "t_big")
-    assert (whole["size"], len(whole["content"]), whole["step"]) == (1_000_000, 1_000_000, 0)
+    first = whole_result(store.load_history(ref.key), results, "t_big")
+    assert (first["size"], len(first["content"]), first["step"], first["next_offset"]) == (
+        1_000_000,
+        500_000,
+        0,
+        500_000,
+    )
+    rest = whole_result(store.load_history(ref.key), results, "t_big", offset=500_000)
+    assert first["content"] + rest["content"] == "y" * 1_000_000 and rest["next_offset"] is None
     # expired from the bucket: said so, not an empty result
     results.objects.clear()
     with pytest.raises(NotFoundError, match="no longer kept"):
