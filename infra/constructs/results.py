@@ -4,6 +4,7 @@ TLS-only, objects expired after ``retention_days``. Keys start with the tenant."
 from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -51,18 +52,16 @@ class ToolResults(Construct):
         return str(stack.resolve(stack.get_logical_id(self.bucket.node.default_child)))  # type: ignore[arg-type]
 
     def grant(self, functions: AgentFunctions) -> None:
-        """The tool function writes whole results; the api function reads them (GET .../tool_results/{id})."""
+        """The tool function puts whole results; the api function gets them (GET .../tool_results/{id}). Objects
+        only: neither may list the bucket (keys name tenants and runs)."""
         for spec, function in functions:
             if not spec.reads(ResultSettings):
                 continue
-            if spec.settings is ToolSettings:
-                self.bucket.grant_put(function)
-            elif spec.settings is ApiSettings:
-                self.bucket.grant_read(function)
-            for action in ("Action::s3:Abort*", "Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*"):
-                Validations.of(function).acknowledge(
-                    Acknowledgment(id=f"AwsSolutions::AwsSolutions-IAM5[{action}]", reason="CDK's bucket grant.")
-                )
+            action = "s3:PutObject" if spec.settings is ToolSettings else "s3:GetObject"
+            assert spec.settings in (ToolSettings, ApiSettings), spec.name
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=[action], resources=[self.bucket.arn_for_objects("*")])
+            )
             Validations.of(function).acknowledge(
                 Acknowledgment(
                     id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{self._bucket_ref}.Arn>/*]",
