@@ -7,7 +7,8 @@ tests/fakes/core.py from in-memory fakes):
     submit.py      POST /runs: validate, persist QUEUED, enqueue (Submitter)
     intake.py      start each run's execution once, the run watchdog, delayed releases (Intake)
     step.py        one step: guard -> route -> reserve -> call -> settle (StepRunner)
-    tool.py        one tool call of a step, run once (run_tool)
+    tool.py        one tool call of a step, run once, at most once with side effects; Lambda tools' results and
+                   the failures the workflow caught (ToolRunner)
     lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
     agents.py      /v1/agents: versioned agent definitions, what is refused by name (Agents)
     sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
@@ -20,9 +21,10 @@ Rules:
     caching.py     prompt-cache breakpoints;  response_cache.py  the exact-match response cache's key
     circuit.py     circuit-breaker transitions;  breaker.py  applying them through the shared store
     pricing.py     prices and costs (data/pricing.json);  spend.py  the spend report
+    results.py     large tool results: the view the model sees, the whole kept in the result store, read in pages
 
 Shapes:
     models.py      runs, steps, tool calls, usage, RunKey / StepRef, turns;  errors.py  every error, one module
     requests.py    a request body parsed into a model, with a 400 message naming each problem
-    ports.py       what the core needs from outside (stores, model client, queue, workflow, toolbox)
+    ports.py       what the core needs from outside (stores, model client, queue, workflow, toolbox, MCP, results)
 """
