@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from functions.agent.errors import ToolServerError
+from functions.agent.errors import RequestRejectedError, ToolServerError
 from functions.tools.egress import Egress
 
 LIST_TIMEOUT_SECONDS = 10.0
@@ -62,7 +62,8 @@ def _plain_path(path: str) -> bool:
     lowered = path.lower()
     if "%2e" in lowered or "%2f" in lowered or "%5c" in lowered or "\\" in path:
         return False
-    return not any(segment in (".", "..") for segment in path.split("/"))
+    # "..;" too: servlet containers read a segment's parameters off before resolving it
+    return not any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/"))
 
 
 SERVERS: TypeAdapter[list[McpServerConfig]] = TypeAdapter(list[McpServerConfig])
@@ -117,10 +118,12 @@ class McpClient:
 
     def call(self, url: str, name: str, arguments: dict[str, Any], *, timeout: float) -> tuple[str, bool]:
         async def call(client: Any) -> tuple[str, bool]:
+            sent["call"] = True  # from here on the server may have run it
             result = await client.call_tool(name, arguments)
             return result_text(result), bool(result.is_error)
 
-        text, is_error = self._run(url, call, timeout)
+        sent: dict[str, bool] = {}
+        text, is_error = self._run(url, call, timeout, sent=sent)
         return str(text), bool(is_error)
 
     def list_tools(self, url: str) -> list[dict[str, Any]]:
@@ -139,20 +142,23 @@ class McpClient:
 
         return list(self._run(url, listing, LIST_TIMEOUT_SECONDS))
 
-    def _run(self, url: str, work: Callable[[Any], Any], timeout: float) -> Any:
+    def _run(self, url: str, work: Callable[[Any], Any], timeout: float, sent: dict[str, bool] | None = None) -> Any:
+        """``sent``: set by ``work`` once its request may have reached the server (errors before say so)."""
         headers = self.access.headers(url)
         secrets = [value for value in headers.values() if value]
+        sent = sent if sent is not None else {"call": True}
         try:
             # the HTTP client's own timeouts are longer: the call's deadline is this one, reported as a timeout
             return asyncio.run(asyncio.wait_for(_session(url, headers, work, timeout + 5), timeout))
         except ToolServerError as exc:
-            raise ToolServerError(_scrub(str(exc), secrets), timed_out=exc.timed_out) from None
+            raise ToolServerError(_scrub(str(exc), secrets), timed_out=exc.timed_out,
+                                  before_sending=exc.before_sending or not sent) from None  # fmt: skip
         except TimeoutError as exc:
-            raise ToolServerError(f"no answer within {timeout:g} s", timed_out=True) from exc
+            raise ToolServerError(f"no answer within {timeout:g} s", timed_out=True, before_sending=not sent) from exc
         except BaseException as exc:  # the SDK's task groups raise ExceptionGroups: name the first cause
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
-            raise ToolServerError(_scrub(_describe(exc), secrets)) from None
+            raise ToolServerError(_describe(exc, secrets), before_sending=not sent) from None
 
 
 async def _session(url: str, headers: dict[str, str], work: Callable[[Any], Any], timeout: float) -> Any:
@@ -166,7 +172,7 @@ async def _session(url: str, headers: dict[str, str], work: Callable[[Any], Any]
         return await work(client)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, secrets: list[str]) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     response = getattr(exc, "response", None)
@@ -174,8 +180,8 @@ def _describe(exc: BaseException) -> str:
     if status in (401, 403):
         return f"the server refused Stepwise's credentials (HTTP {status})"
     if isinstance(exc, ToolServerError):
-        return str(exc)
-    return f"{type(exc).__name__}: {str(exc)[:MAX_ERROR_CHARS]}"
+        return _scrub(str(exc), secrets)
+    return f"{type(exc).__name__}: {_scrub(str(exc), secrets)[:MAX_ERROR_CHARS]}"  # scrubbed before it is cut
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -237,6 +243,8 @@ class CachedMcpCatalog:
             return cached
         listed = self.client.list_tools(url)
         size = len(json.dumps(listed, ensure_ascii=False).encode())
-        if size > MAX_LISTING_BYTES:  # the table keeps it (an item is at most 400 KB)
-            raise ToolServerError(f"its tool listing is {size:,} bytes of JSON; at most {MAX_LISTING_BYTES:,}")
+        if size > MAX_LISTING_BYTES:  # the table keeps it (an item is at most 400 KB); listing again will not help
+            raise RequestRejectedError(
+                f"MCP server {server!r} lists {size:,} bytes of tools (JSON); at most {MAX_LISTING_BYTES:,}"
+            )
         return self.cache.put_mcp_listing(agent, server, listed)  # type: ignore[no-any-return]

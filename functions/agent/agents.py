@@ -72,7 +72,7 @@ class CustomToolSpec(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not TOOL_NAME.match(value):
+        if not TOOL_NAME.fullmatch(value):
             raise ValueError("must be 1 to 64 letters, digits, '_' or '-'")
         return value
 
@@ -374,7 +374,7 @@ def engine_config(
                         f"{tool_config.name!r} (it lists {', '.join(sorted(listed_names)) or 'none'})"
                     )
             for tool in listed:
-                if _enabled(mcp_set, tool["name"]) and not TOOL_NAME.match(str(tool["name"])):
+                if _enabled(mcp_set, tool["name"]) and not TOOL_NAME.fullmatch(str(tool["name"])):
                     raise RequestRejectedError(
                         f"tools.{index}: MCP server {mcp_set.mcp_server_name!r} lists a tool named "
                         f"{str(tool['name'])[:80]!r}, which the Messages API does not accept (1 to 64 letters, "

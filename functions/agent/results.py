@@ -15,7 +15,7 @@ from functions.agent.ports import ResultStore, RunHistory
 VIEW_CHARS = 16_000  # what the model (and the table) get of a result
 MAX_RESULT_CHARS = 5_000_000  # what is kept of one: a larger result is cut here (and says so)
 # what one read of a whole result returns: even as JSON-escaped non-ASCII text, well inside Lambda's 6 MB response
-PAGE_CHARS = 500_000
+PAGE_CHARS = 200_000  # (14 bytes a character at worst: JSON-escaped twice, outside the Basic Multilingual Plane)
 
 
 def result_key(ref: StepRef, tool_use_id: str, content: str) -> str:

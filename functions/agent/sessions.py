@@ -49,7 +49,6 @@ from functions.agent.models import (
 )
 from functions.agent.ports import Clock, McpCatalog, RunHistory, RunQueue, RunStore, SessionStore, Workflow
 from functions.agent.requests import Strict, parse
-from functions.agent.tool import UNKNOWN_OUTCOME
 
 SESSION_PREFIX = "sesn_"
 MAX_EVENTS_PER_REQUEST = 50
@@ -730,7 +729,7 @@ def settle_unfinished(store: RunStore, history: RunHistory) -> None:
     for ref, outcome in _unfinished_calls(history):
         stored = store.claim_tool(ref, outcome)
         if stored is not None and not stored.final:
-            unknown = {"content": UNKNOWN_OUTCOME, "error_kind": ToolError.UNKNOWN_OUTCOME}
+            unknown = {"content": INTERRUPTED_WHILE_RUNNING, "error_kind": ToolError.UNKNOWN_OUTCOME}
             store.save_tool_result(ref, outcome.model_copy(update=unknown))
 
 
@@ -750,6 +749,10 @@ def _unfinished_calls(history: RunHistory) -> list[tuple[StepRef, ToolOutcome]]:
     ]  # fmt: skip
 
 
+INTERRUPTED_WHILE_RUNNING = (
+    "the turn was interrupted while this call ran: its outcome is unknown (it may have had its effect), and it is "
+    "not run again"
+)
 INTERRUPTED_CALL = (
     "the turn was interrupted before this call returned: it did not run, or (if it was already running) its "
     "outcome is unknown; it is not run again"

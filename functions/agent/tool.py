@@ -156,7 +156,8 @@ class ToolRunner:
         url = run.agent.mcp_servers.get(mcp_tool.server) if run.agent else None
         try:
             if self.mcp is None or url is None:
-                raise ToolServerError(f"MCP server {mcp_tool.server!r} is not configured in this deployment")
+                raise ToolServerError(f"MCP server {mcp_tool.server!r} is not configured in this deployment",
+                                      before_sending=True)  # fmt: skip
             text, is_error = self.mcp.call(url, call.name, call.input, timeout=MCP_TIMEOUT_SECONDS)
             kind = ToolError.FAILED if is_error else None
         except ToolServerError as exc:

@@ -172,7 +172,7 @@ def _page_of(params: dict[str, str]) -> tuple[int, int]:
     if unknown:
         raise ApiError(400, "VALIDATION_ERROR", f"query parameter {unknown[0]!r} is not supported here")
     values = []
-    for name, default, high in (("offset", 0, MAX_RESULT_CHARS), ("limit", PAGE_CHARS, PAGE_CHARS)):
+    for name, default, high in (("offset", 0, 10 * MAX_RESULT_CHARS), ("limit", PAGE_CHARS, PAGE_CHARS)):
         raw = params.get(name, str(default))
         if not raw.isdigit() or not (name == "offset" or int(raw) >= 1) or int(raw) > high:
             raise ApiError(400, "VALIDATION_ERROR", f"{name} must be a whole number up to {high}" +

@@ -203,7 +203,10 @@ def get_tool_result(session_id: str, tool_use_id: str) -> Response[str]:
     """Stepwise: the whole result of one tool call (its ``agent.tool_result`` event carries a view of a large one)."""
     settings = _settings()
     params = _query({"offset", "limit"})
-    offset, limit = _int(params, "offset", 0, 0, MAX_RESULT_CHARS), _int(params, "limit", PAGE_CHARS, 1, PAGE_CHARS)
+    offset, limit = (
+        _int(params, "offset", 0, 0, 10 * MAX_RESULT_CHARS),
+        _int(params, "limit", PAGE_CHARS, 1, PAGE_CHARS),
+    )
     view = _core(lambda: wiring.sessions(settings).view(_session(session_id)))
     return _json(200, _core(lambda: whole_result(view.history, wiring.results(settings), tool_use_id, offset=offset,
                                                  limit=limit)))  # fmt: skip

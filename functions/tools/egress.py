@@ -54,6 +54,9 @@ class Egress:
 
     def check_address(self, text: str) -> None:
         address = ipaddress.ip_address(text.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            self.check_address(str(address.ipv4_mapped))  # the IPv4 address it is, and nothing else
+            return
         for embedded in _embedded_ipv4(address):  # an IPv4 address reached through an IPv6 one is checked as itself
             self.check_address(str(embedded))
         if address in METADATA:
@@ -87,7 +90,9 @@ class Egress:
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # special-purpose ranges Python 3.11 still calls global (3.13 does not): refused the same on both
-NOT_GLOBAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("2001::/23"))
+NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n) for n in ("192.0.0.0/24", "2001::/23", "2002::/16", "64:ff9b:1::/48", "64:ff9b::/96")
+)
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 

@@ -58,6 +58,9 @@ class ToolResults(Construct):
             if not spec.reads(ResultSettings):
                 continue
             action = "s3:PutObject" if spec.settings is ToolSettings else "s3:GetObject"
+            if spec.settings is ApiSettings:  # without it S3 answers a missing (expired) object 403, not 404
+                function.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"],
+                                                                resources=[self.bucket.bucket_arn]))  # fmt: skip
             assert spec.settings in (ToolSettings, ApiSettings), spec.name
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=[action], resources=[self.bucket.arn_for_objects("*")])

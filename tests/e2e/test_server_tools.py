@@ -306,13 +306,13 @@ def test_a_one_megabyte_result_completes_its_step_and_nothing_between_states_gro
     assert f"GET /runs/{run['run_id']}/tool_results/toolu_big" in seen
     # the whole result is read through the API
     pages, offset = [], 0
-    while offset is not None:  # in pages of at most 500,000 characters (inside Lambda's 6 MB response)
+    while offset is not None:  # in pages of at most 200,000 characters (inside Lambda's 6 MB response)
         status, page = http(stack, "GET", f"/runs/{run['run_id']}/tool_results/toolu_big?offset={offset}")
         assert status == 200 and page["size"] == ONE_MB and page["offset"] == offset
         pages.append(page["content"])
         offset = page["next_offset"]
     whole = "".join(pages)
-    assert len(pages) == 2 and len(whole) == ONE_MB
+    assert len(pages) == 5 and len(whole) == ONE_MB
     assert whole.startswith("line 0000000 ") and whole.endswith("line 0009999 " + "x" * 86 + "\n")
     status, refused = http(stack, "GET", f"/runs/{run['run_id']}/tool_results/toolu_big?limit=0")
     assert status == 400 and "limit must be a whole number" in refused["error"]["message"]

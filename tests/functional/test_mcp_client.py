@@ -66,10 +66,11 @@ def test_a_server_the_deployment_does_not_configure_is_refused(server: Inventory
         client(server).call("http://127.0.0.1:1/other", "x", {}, timeout=1)
 
 
-def test_an_unreachable_server_is_a_tool_server_error() -> None:
+def test_an_unreachable_server_is_a_tool_server_error_before_anything_was_sent() -> None:
     access = McpAccess([McpServerConfig(url="http://127.0.0.1:9/mcp")], Egress.parse("127.0.0.1"), secret=str)
-    with pytest.raises(ToolServerError):
+    with pytest.raises(ToolServerError) as unreachable:
         McpClient(access).call("http://127.0.0.1:9/mcp", "x", {}, timeout=5)
+    assert unreachable.value.before_sending  # so a call with side effects is "failed", not "outcome unknown"
 
 
 def test_a_slow_call_times_out(server: InventoryServer) -> None:
@@ -135,6 +136,8 @@ def test_non_text_content_is_named_for_the_model() -> None:
         ("https://mcp.example.com/mcp/../admin", False),  # an HTTP client resolves dot segments
         ("https://mcp.example.com/mcp/%2e%2e/admin", False),
         ("https://mcp.example.com/mcp/..%2fadmin", False),
+        ("https://mcp.example.com/mcp/..;/admin", False),  # servlet containers resolve it to /admin
+        ("https://mcp.example.com/mcp/v1;session=1", True),
         ("https://mcp.example.com:99999/mcp", False),  # a port out of range: not served, not a crash
     ],
 )

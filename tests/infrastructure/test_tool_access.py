@@ -93,7 +93,8 @@ def test_only_the_tool_function_writes_results_and_only_the_api_reads_them(resou
         for statement in role_statements(resources, role_of(props)):
             if bucket_id in json.dumps(statement["Resource"]):
                 access.setdefault(name, set()).update(as_list(statement["Action"]))
-    assert access == {"tool": {"s3:PutObject"}, "api": {"s3:GetObject"}}  # objects only: no List, no Delete
+    # the tool function puts objects; the api gets them (and may list, so an expired one is a 404, not a 403)
+    assert access == {"tool": {"s3:PutObject"}, "api": {"s3:GetObject", "s3:ListBucket"}}
 
 
 def test_the_mcp_credentials_are_readable_by_exactly_the_api_and_tool_functions(resources: dict[str, Any]) -> None:

@@ -122,6 +122,7 @@ def test_an_mcp_toolset_can_enable_only_some_tools(agents: Agents) -> None:
     [
         ([{**INVENTORY[0], "name": "calculator"}], "tool 'calculator' is named twice"),
         ([{**INVENTORY[0], "name": "repo.search"}], "lists a tool named 'repo.search', which the Messages API"),
+        ([{**INVENTORY[0], "name": "search\n"}], "lists a tool named 'search\\\\n'"),
         ([{**INVENTORY[0], "input_schema": {"type": "object", "description": "x" * 100_001}}],
          "its MCP servers list"),
     ],

@@ -49,6 +49,12 @@ def test_a_metadata_address_named_exactly_is_allowed() -> None:
     Egress.parse("169.254.169.254", resolver=lambda h, p: ["169.254.169.254"]).check_url("http://m/", ["m"])
 
 
+def test_an_ipv4_mapped_address_is_checked_as_the_ipv4_address_it_is() -> None:
+    Egress.parse("10.0.0.0/8", resolver=lambda h, p: ["::ffff:10.0.0.5"]).check_url("http://h/", ["h"])
+    with pytest.raises(ToolServerError, match="private"):
+        Egress(resolver=lambda h, p: ["::ffff:10.0.0.5"]).check_url("http://h/", ["h"])
+
+
 def test_an_allowed_address_or_range_may_be_reached() -> None:
     egress = Egress.parse("127.0.0.1, 10.0.0.0/8", resolver=lambda host, port: ["127.0.0.1", "10.9.9.9"])
     assert egress.check_url("http://localhost:8080/mcp", ["localhost"]) == ("localhost", 8080)
