@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from functions.adapters.settings import (
     ApiSettings,
+    AuthorizerSettings,
     EndSettings,
     IntakeSettings,
     ModelSettings,
@@ -41,6 +42,8 @@ class FunctionSpec:
     # Put/Update/Delete of its parts, nothing more)
     table_actions: tuple[str, ...]
     execution_actions: tuple[str, ...] = ()  # on this stack's executions (named by run id)
+    # the partition keys the function's table actions are limited to (dynamodb:LeadingKeys), when it reads only those
+    leading_keys: tuple[str, ...] = ()
     starts_executions: bool = False
 
     @property
@@ -127,6 +130,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             timeout_seconds=60,
             table_actions=("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem"),
         ),
+        # the API's authorizer: reads API keys by their digest, and nothing else of the table
+        FunctionSpec(name="authorizer", handler="functions.handlers.authorizer.handler", settings=AuthorizerSettings,
+                     timeout_seconds=5, table_actions=("dynamodb:GetItem",), leading_keys=("APIKEY#*",)),
         FunctionSpec(name="finalize", handler="functions.handlers.finalize.handler", settings=EndSettings,
                      table_actions=_END),
         FunctionSpec(name="mark_failed", handler="functions.handlers.mark_failed.handler", settings=EndSettings,

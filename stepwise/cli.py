@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from stepwise import agents_cli
+from stepwise import agents_cli, keys_cli
 from stepwise.client import DEFAULT_ENDPOINT, TERMINAL, ApiError, StepwiseClient
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -263,7 +263,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     secrets = dict(item.partition("=")[::2] for item in args.secret or [])
     console.print("synthesising the CDK app and starting the local stack (moto, no AWS, no Docker)...")
     template = synthesize(context=context) if context else None
-    stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools).start()
+    stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools,
+                       require_keys=args.require_keys).start()  # fmt: skip
     for name, value in secrets.items():  # (moto's) Secrets Manager, as an MCP server's credential
         stack.put_secret(name, value)
     key = (
@@ -348,6 +349,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return agents_cli.cmd_chat(args, client, console, console.input)
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    return keys_cli.cmd_keys(args, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepwise", description=__doc__)
     parser.add_argument(
@@ -409,7 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="put a secret in the local Secrets Manager (an MCP server's credential)",
     )
+    local.add_argument(
+        "--require-keys",
+        action="store_true",
+        help="every route but /health needs a tenant's API key, as deployed (stepwise keys create)",
+    )
     local.set_defaults(func=cmd_local)
+    keys_cli.add_parser(sub, cmd_keys)
 
     demo = sub.add_parser("demo", help="start the local stack, run one agent run end to end, stop")
     demo.add_argument("task", nargs="?", default=DEMO_TASK)

@@ -1,8 +1,9 @@
-"""HTTP client of the Stepwise API: the local stack or a deployed endpoint (SigV4-signed for AWS)."""
+"""HTTP client of the Stepwise API: the local stack or a deployed endpoint, with a tenant's API key."""
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -19,14 +20,13 @@ class ApiError(Exception):
 
 
 class StepwiseClient:
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0, api_key: str | None = None) -> None:
+        """``api_key`` (default: env STEPWISE_API_KEY): a tenant's key, sent as ``Authorization: Bearer``."""
         self.endpoint = endpoint.rstrip("/")
         if urlsplit(self.endpoint).scheme not in ("http", "https"):
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         self.timeout = timeout
-        host = urlsplit(self.endpoint).hostname or ""
-        # A deployed API uses IAM auth: sign with the caller's AWS credentials (botocore's standard chain).
-        self.sign = host.endswith(".amazonaws.com")
+        self.api_key = api_key if api_key is not None else os.environ.get("STEPWISE_API_KEY") or None
 
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -34,8 +34,8 @@ class StepwiseClient:
         data = json.dumps(body).encode() if body is not None else None
         all_headers = {"content-type": "application/json", **(headers or {})}
         url = self.endpoint + path
-        if self.sign:
-            all_headers = _sigv4_headers(method, url, data, all_headers)
+        if self.api_key:
+            all_headers["authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
@@ -72,19 +72,3 @@ class StepwiseClient:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/runs/{run_id}/cancel"))
-
-
-def _sigv4_headers(method: str, url: str, data: bytes | None, headers: dict[str, str]) -> dict[str, str]:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.session import Session
-
-    session = Session()
-    credentials = session.get_credentials()
-    if credentials is None:
-        raise ApiError(0, "NO_CREDENTIALS", "the deployed API uses IAM auth: configure AWS credentials")
-    host = urlsplit(url).hostname or ""
-    region = host.split(".")[2] if host.count(".") >= 4 else (session.get_config_variable("region") or "us-east-1")
-    aws_request = AWSRequest(method=method, url=url, data=data, headers=headers)
-    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(aws_request)
-    return dict(aws_request.headers.items())

@@ -116,6 +116,9 @@ class ResultSettings(Settings):
 
 
 class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
+    # api_key: every request's tenant comes from the stack's authorizer (its API key); none: the local stack's open
+    # mode, where a request without a tenant is the default tenant's
+    auth: Literal["api_key", "none"] = Field(default="api_key", alias="STEPWISE_AUTH")
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
 
@@ -131,6 +134,10 @@ class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettin
 class ToolSettings(ToolAccessSettings, ResultSettings):
     # the http_fetch tool's (tools/http_fetch.py) allowed domains, comma-separated ("*.example.com": subdomains)
     http_fetch_domains: str | None = Field(default=None, alias="STEPWISE_HTTP_FETCH_DOMAINS")
+
+
+class AuthorizerSettings(Settings):
+    """The API's Lambda authorizer: it reads API keys (their digests) and nothing else."""
 
 
 class EndSettings(Settings):

@@ -42,6 +42,7 @@ from functions.adapters.stub_model import OfflineStubModel
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
+from functions.agent.keys import ApiKeys
 from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.ports import McpCatalog, ModelClient
@@ -121,6 +122,13 @@ def mcp_client(settings: ToolAccessSettings) -> McpClient:
     access = McpAccess(parse_servers(settings.mcp_servers), egress(settings),
                        secret=lambda name: str(get_secret(name, max_age=300)))  # fmt: skip
     return McpClient(access)
+
+
+@cache
+def api_keys(settings: Settings) -> ApiKeys:
+    from functions.adapters.dynamodb_keys import DynamoDBKeyStore
+
+    return ApiKeys(store=DynamoDBKeyStore(settings.table_name, aws_client("dynamodb")), clock=CLOCK)
 
 
 def tool_runner(settings: ToolSettings) -> ToolRunner:
@@ -357,6 +365,7 @@ def reset() -> None:
         lambda_functions,
         mcp_client,
         mcp_catalog,
+        api_keys,
         prices,
         response_cache,
         breaker,

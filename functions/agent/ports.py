@@ -27,6 +27,7 @@ from functions.agent.spend import SpendRow
 
 if TYPE_CHECKING:
     from functions.agent.agents import Agent
+    from functions.agent.keys import ApiKey
 
 
 class ModelClient(Protocol):
@@ -90,6 +91,22 @@ class McpCatalog(Protocol):
         Raises:
             ToolServerError: the server was refused, unreachable or failed.
         """
+        ...
+
+
+class KeyStore(Protocol):
+    """API keys (functions/agent/keys.py): found by their digest when a request arrives, by id for an operator."""
+
+    def put_key(self, key: ApiKey) -> None:
+        """Store (or replace, when revoked) a key under its digest and its id."""
+        ...
+
+    def key_by_digest(self, digest: str) -> ApiKey | None: ...
+
+    def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    def list_keys(self, tenant: str | None) -> list[ApiKey]:
+        """Every key, or a tenant's, oldest first."""
         ...
 
 

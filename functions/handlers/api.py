@@ -31,7 +31,7 @@ from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
-from functions.handlers.tenancy import request_tenant
+from functions.handlers.tenancy import UnauthenticatedError, request_tenant
 from functions.handlers.views import steps_view
 
 SETTINGS = ApiSettings
@@ -74,7 +74,11 @@ def _not_found(_: Exception) -> Response[str]:
 
 
 def _tenant() -> str:
-    return request_tenant(app.current_event.raw_event, load(SETTINGS).default_tenant)
+    settings = load(SETTINGS)
+    try:
+        return request_tenant(app.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+    except UnauthenticatedError as exc:
+        raise ApiError(401, "UNAUTHENTICATED", str(exc)) from exc
 
 
 def _parse_run_request() -> RunRequest:

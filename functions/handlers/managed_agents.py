@@ -23,7 +23,7 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
-from functions.handlers.tenancy import request_tenant
+from functions.handlers.tenancy import UnauthenticatedError, request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
 T = TypeVar("T")
@@ -58,7 +58,11 @@ def _core(call: Callable[[], T]) -> T:
 
 
 def _tenant() -> str:
-    return request_tenant(router.current_event.raw_event, load(ApiSettings).default_tenant)
+    settings = load(ApiSettings)
+    try:
+        return request_tenant(router.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+    except UnauthenticatedError as exc:
+        raise V1Error(401, "authentication_error", str(exc)) from exc
 
 
 def _body() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -41,14 +41,30 @@ ROUTES = [
 
 class Api(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, api_fn: lambda_.IFunction, rate_limit: int, burst_limit: int
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        api_fn: lambda_.IFunction,
+        authorizer_fn: lambda_.IFunction,
+        rate_limit: int,
+        burst_limit: int,
     ) -> None:
         super().__init__(scope, construct_id)
         integration = integrations.HttpLambdaIntegration("ApiIntegration", api_fn)
         self.http_api = apigw.HttpApi(self, "HttpApi", description="Stepwise: durable, budgeted agent runs")
-        iam = authorizers.HttpIamAuthorizer()
+        # every route but /health: the request's API key (x-api-key or Authorization: Bearer) decides its tenant.
+        # No identity source (a request carries one header or the other), so API Gateway does not cache answers;
+        # the authorizer caches them itself (functions/handlers/authorizer.py).
+        keys = authorizers.HttpLambdaAuthorizer(
+            "ApiKeys",
+            authorizer_fn,
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            identity_source=[],
+            results_cache_ttl=Duration.seconds(0),
+        )
         for path, method in ROUTES:
-            self.http_api.add_routes(path=path, methods=[method], integration=integration, authorizer=iam)
+            self.http_api.add_routes(path=path, methods=[method], integration=integration, authorizer=keys)
         (self.health_route,) = self.http_api.add_routes(
             path="/health",
             methods=[apigw.HttpMethod.GET],

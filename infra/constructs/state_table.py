@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.constructs.agent_functions import AgentFunctions
@@ -32,4 +33,13 @@ class StateTable(Construct):
     def grant(self, functions: AgentFunctions) -> None:
         """Each function exactly the table actions it declares (infra/functions.py)."""
         for spec, function in functions:
+            if spec.leading_keys:  # only items whose partition key matches (IAM's dynamodb:LeadingKeys)
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=list(spec.table_actions),
+                        resources=[self.table.table_arn],
+                        conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(spec.leading_keys)}},
+                    )
+                )
+                continue
             self.table.grant(function, *spec.table_actions)

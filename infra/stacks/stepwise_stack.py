@@ -98,7 +98,14 @@ class StepwiseStack(Stack):
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
-        api = Api(self, "Api", api_fn=functions["api"], rate_limit=api_rate_limit, burst_limit=api_burst_limit)
+        api = Api(
+            self,
+            "Api",
+            api_fn=functions["api"],
+            authorizer_fn=functions["authorizer"],
+            rate_limit=api_rate_limit,
+            burst_limit=api_burst_limit,
+        )
         secret = secretsmanager.Secret(
             self,
             "AnthropicApiKey",
@@ -119,6 +126,7 @@ class StepwiseStack(Stack):
                 **results.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
+                "STEPWISE_AUTH": "api_key",
                 "STEPWISE_TENANT_DAILY_BUDGET_USD": _optional(tenant_daily_budget_usd),
                 "STEPWISE_GLOBAL_DAILY_BUDGET_USD": _optional(global_daily_budget_usd),
                 "STEPWISE_EXTRA_PRICES": extra_prices or "",

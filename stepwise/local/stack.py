@@ -29,6 +29,7 @@ QUEUE_NAME = "stepwise-intake"
 STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
 RESULTS_BUCKET = "stepwise-local-results"
+LOCAL_KEYS = "/_local/keys"
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
 LOCAL_DEFAULTS = {
     "STEPWISE_MODEL_PROVIDER": "auto",
@@ -103,11 +104,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         host: str = "127.0.0.1",
         template: dict[str, Any] | None = None,
         lambda_tools: dict[str, str] | None = None,
+        require_keys: bool = False,
     ) -> None:
         """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
-        local stack runs in process (there is no Lambda service here)."""
+        local stack runs in process (there is no Lambda service here). ``require_keys``: every route but /health
+        runs the stack's authorizer, as deployed (API keys per tenant, made with ``stepwise keys create``);
+        without it, requests are the local tenant's."""
         self.host = host
         self.port = port
+        self.require_keys = require_keys
         self.topology: Topology = topology(template or synthesize())
         self.lambdas = LocalLambdas(self.topology.handlers)
         for name, handler in (lambda_tools or {}).items():
@@ -247,7 +252,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             }
         )
         chosen = {k: v for k, v in self._saved_environ.items() if k.startswith("STEPWISE_")}
-        local = {**LOCAL_DEFAULTS, **chosen, "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT}
+        auth = {"STEPWISE_AUTH": "api_key" if self.require_keys else "none"}
+        local = {**LOCAL_DEFAULTS, **chosen, "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT, **auth}
         resources = self.topology.references
         os.environ.update({**environment, **{k: v for k, v in local.items() if k not in resources}})
         from functions.adapters import wiring
@@ -332,10 +338,65 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self, method: str, raw_path: str, headers: dict[str, str], body: str
     ) -> tuple[int, dict[str, str], str]:
         path = urlsplit(raw_path).path
-        if not any(route.match(method, path) for route in self.topology.routes):
+        if path.startswith(LOCAL_KEYS):
+            return self._keys(method, path, body)
+        route = next((r for r in self.topology.routes if r.match(method, path)), None)
+        if route is None:
             return 404, {"content-type": "application/json"}, json.dumps({"message": "Not Found"})
-        result = self.lambdas.invoke(self.topology.api_function, self.api_event(method, raw_path, headers, body))
+        event = self.api_event(method, raw_path, headers, body)
+        if self.require_keys and route.authorized:  # as API Gateway does: the authorizer first, its context passed on
+            answer = self.lambdas.invoke(self.topology.authorizer_function, self._authorizer_event(event))
+            if not answer.get("isAuthorized"):
+                return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
+            event["requestContext"]["authorizer"] = {"lambda": answer.get("context") or {}}
+        result = self.lambdas.invoke(self.topology.api_function, event)
         return int(result["statusCode"]), dict(result.get("headers") or {}), result.get("body") or ""
+
+    @staticmethod
+    def _authorizer_event(event: dict[str, Any]) -> dict[str, Any]:
+        """An HTTP API Lambda authorizer event (payload 2.0) for a request."""
+        return {
+            "version": "2.0",
+            "type": "REQUEST",
+            "routeArn": f"arn:aws:execute-api:{REGION}:{ACCOUNT}:local/$default/{event['routeKey'].replace(' ', '')}",
+            "identitySource": [],
+            "routeKey": event["routeKey"],
+            "rawPath": event["rawPath"],
+            "rawQueryString": event["rawQueryString"],
+            "headers": event["headers"],
+            "queryStringParameters": event["queryStringParameters"],
+            "requestContext": event["requestContext"],
+        }
+
+    def _keys(self, method: str, path: str, body: str) -> tuple[int, dict[str, str], str]:
+        """The local operator's key routes (the local stack only; deployed, `stepwise keys --table` writes the
+        table with your AWS credentials): POST /_local/keys {tenant, name}, GET /_local/keys, POST
+        /_local/keys/{key_id}/revoke."""
+        from functions.adapters import wiring
+        from functions.adapters.settings import Settings, load
+        from functions.agent.errors import NotFoundError, RequestRejectedError
+        from functions.handlers import authorizer
+
+        keys = wiring.api_keys(load(Settings))
+        json_type = {"content-type": "application/json"}
+        try:
+            if method == "POST" and path == LOCAL_KEYS:
+                request = json.loads(body or "{}")
+                key, record = keys.create(str(request.get("tenant", "")), str(request.get("name") or ""))
+                return 201, json_type, json.dumps({"key": key, **record.public()})
+            if method == "GET" and path == LOCAL_KEYS:
+                return 200, json_type, json.dumps({"data": [record.public() for record in keys.list()]})
+            if method == "POST" and path.endswith("/revoke"):
+                record = keys.revoke(path.removeprefix(LOCAL_KEYS + "/").removesuffix("/revoke"))
+                authorizer.forget()  # at once here (deployed: within the authorizer's cache time)
+                return 200, json_type, json.dumps(record.public())
+        except RequestRejectedError as exc:
+            return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
+        except NotFoundError as exc:
+            return 404, json_type, json.dumps({"error": {"code": "KEY_NOT_FOUND", "message": str(exc)}})
+        except ValueError as exc:
+            return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
+        return 404, json_type, json.dumps({"message": "Not Found"})
 
 
 def _query_parameters(query: str) -> dict[str, str] | None:

@@ -44,6 +44,7 @@ def function_arn(logical_id: str) -> str:
 class Route:
     method: str
     path: str
+    authorized: bool = False  # the route has the stack's Lambda authorizer (every route but /health)
 
     def match(self, method: str, path: str) -> bool:
         if method != self.method:
@@ -102,6 +103,10 @@ class Topology:
         return next(name for name, handler in self.handlers.items() if handler.endswith(".api.handler"))
 
     @property
+    def authorizer_function(self) -> str:
+        return next(name for name, handler in self.handlers.items() if handler.endswith(".authorizer.handler"))
+
+    @property
     def intake_function(self) -> str:
         return next(name for name, handler in self.handlers.items() if handler.endswith(".intake.handler"))
 
@@ -147,7 +152,7 @@ def topology(template: dict[str, Any]) -> Topology:
     routes = []
     for route in _resources(template, "AWS::ApiGatewayV2::Route").values():
         method, path = route["Properties"]["RouteKey"].split(" ", 1)
-        routes.append(Route(method, path))
+        routes.append(Route(method, path, authorized=route["Properties"].get("AuthorizationType") == "CUSTOM"))
     return Topology(
         definition=definition,
         handlers={

@@ -1,0 +1,53 @@
+"""The HTTP API's Lambda authorizer (payload 2.0, simple responses): a request's API key decides its tenant.
+
+Keys are sent as ``x-api-key`` or ``Authorization: Bearer`` (the anthropic SDK's way). API Gateway can cache an
+authorizer's answers only when every identity source is present, and a request carries one header or the other, so
+answers are cached here instead: per container, by the key's digest, for ``CACHE_SECONDS`` (a revoked key stops
+working within that time)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.adapters import wiring
+from functions.adapters.settings import AuthorizerSettings, load
+from functions.agent.keys import digest, presented_key
+from functions.handlers.observability import observability
+
+SETTINGS = AuthorizerSettings
+CACHE_SECONDS = 60.0
+MAX_CACHED = 10_000
+obs = observability("authorizer")
+logger, metrics = obs.logger, obs.metrics
+_answers: dict[str, tuple[float, str | None]] = {}  # key digest -> (until, tenant or None)
+
+
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    key = presented_key(event.get("headers") or {})
+    tenant = _tenant_of(key) if key else None
+    if tenant is None:
+        metrics.add_metric(name="AuthRefused", unit="Count", value=1)
+        logger.info("refused", has_key=key is not None, route=event.get("routeKey"))  # never the key
+        return {"isAuthorized": False}
+    return {"isAuthorized": True, "context": {"tenant": tenant}}
+
+
+def _tenant_of(key: str) -> str | None:
+    now = time.monotonic()
+    found = _answers.get(digest(key))
+    if found is not None and found[0] > now:
+        return found[1]
+    tenant = wiring.api_keys(load(SETTINGS)).authenticate(key)
+    if len(_answers) >= MAX_CACHED:
+        _answers.clear()
+    _answers[digest(key)] = (now + CACHE_SECONDS, tenant)
+    return tenant
+
+
+def forget() -> None:
+    """Drop the cached answers (tests; a revocation the local stack must see at once)."""
+    _answers.clear()
