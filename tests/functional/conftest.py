@@ -39,6 +39,7 @@ class Aws:
 # What the tests choose beside the template's environment: the offline stub model, a tenant, a default model.
 RESULTS_BUCKET = "stepwise-test-results"
 TEST_SETTINGS = {
+    "STEPWISE_AUTH": "none",  # requests without an authorizer context are the default tenant's (as locally)
     "STEPWISE_DEFAULT_TENANT": TENANT,
     "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
     "STEPWISE_MODEL_PROVIDER": "stub",

@@ -436,7 +436,7 @@ def test_state_machine_role_invokes_only_the_workflow_functions(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 7
+    assert len(FUNCTIONS) == 8
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name].handler
@@ -668,13 +668,31 @@ def test_routes_are_exactly_the_contract(template: Template) -> None:
     assert sorted(keys) == sorted(EXPECTED_ROUTES)
 
 
-def test_every_route_but_health_requires_sigv4(template: Template) -> None:
+def test_every_route_but_health_has_the_api_key_authorizer(
+    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
     routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
-    auth = {route["Properties"]["RouteKey"]: route["Properties"].get("AuthorizationType", "NONE") for route in routes}
+    auth = {route["Properties"]["RouteKey"]: route["Properties"] for route in routes}
 
-    assert auth.pop("GET /health") == "NONE"
-    assert auth
-    assert set(auth.values()) == {"AWS_IAM"}
+    assert auth.pop("GET /health").get("AuthorizationType", "NONE") == "NONE"
+    assert auth and {props["AuthorizationType"] for props in auth.values()} == {"CUSTOM"}
+    (authorizer_id,) = {props["AuthorizerId"]["Ref"] for props in auth.values()}  # one authorizer for all
+    authorizer = resources[authorizer_id]["Properties"]
+    assert authorizer["AuthorizerType"] == "REQUEST" and authorizer["EnableSimpleResponses"] is True
+    assert authorizer["AuthorizerPayloadFormatVersion"] == "2.0"
+    assert authorizer.get("IdentitySource", []) == [] and authorizer.get("AuthorizerResultTtlInSeconds", 0) == 0
+    # it is the authorizer function (functions/handlers/authorizer.py)
+    assert functions["authorizer"][0] in json.dumps(authorizer["AuthorizerUri"])
+
+
+def test_the_authorizer_may_only_read_api_key_items(statements_by_function: dict[str, list[dict[str, Any]]]) -> None:
+    statements = statements_by_function["authorizer"]
+    table = [s for s in statements if any(str(a).startswith("dynamodb:") for a in as_list(s["Action"]))]
+    (statement,) = table
+    assert as_list(statement["Action"]) == ["dynamodb:GetItem"]
+    assert statement["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["APIKEY#*"]}}
+    others = {a for s in statements if s not in table for a in as_list(s["Action"])}
+    assert others <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}  # nothing else but tracing
 
 
 def test_every_route_proxies_to_the_api_function(

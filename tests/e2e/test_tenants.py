@@ -1,0 +1,125 @@
+"""Tenants on the local stack as deployed (`stepwise local --require-keys`): every route but /health runs the stack's
+authorizer, each tenant's API key decides its tenant, and no tenant can see or touch another's runs, agents or
+sessions (404, as for an id that does not exist)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+
+from stepwise import cli
+from stepwise.local.stack import LocalStack
+from tests.e2e.test_managed_agents import answer, idle
+from tests.fakes.anthropic_server import FakeAnthropic
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(template: dict[str, Any]) -> Iterator[LocalStack]:
+    with LocalStack(port=0, template=template, require_keys=True) as local:
+        yield local
+
+
+def call(stack: LocalStack, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(stack.url + path, data=data, method=method,
+                                     headers={"content-type": "application/json", **headers})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def new_key(stack: LocalStack, tenant: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """As an operator would: `stepwise keys create --tenant T` prints the key as its only line on stdout."""
+    capsys.readouterr()
+    assert cli.main(["--endpoint", stack.url, "keys", "create", "--tenant", tenant, "--name", "e2e"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("swk_")
+    return out.strip()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def test_each_tenants_key_sees_only_its_own_runs_agents_and_sessions(
+    stack: LocalStack, fake_api: FakeAnthropic, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_api.script = [answer("Hello from acme's agent.")]
+    acme, globex = new_key(stack, "acme", capsys), new_key(stack, "globex", capsys)
+    a = anthropic.Anthropic(api_key=acme, base_url=stack.url, max_retries=0)
+    b = anthropic.Anthropic(api_key=globex, base_url=stack.url, max_retries=0)
+
+    # the official SDK authenticates with a tenant's key and runs a turn
+    agent = a.beta.agents.create(name="acme-agent", model="claude-haiku-4-5")
+    session = a.beta.sessions.create(agent=agent.id, environment_id="env")
+    a.beta.sessions.events.send(
+        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]
+    )
+    stop, _ = idle(a, session.id, None)
+    assert stop.stop_reason.type == "end_turn"
+    status, run = call(stack, "POST", "/runs", {"input": "acme's secret task"}, **bearer(acme))
+    assert status == 202
+
+    # another tenant gets 404 for every one of them, on every route, as for ids that do not exist
+    for attempt in (
+        lambda: b.beta.agents.retrieve(agent.id),
+        lambda: b.beta.agents.update(agent.id, version=1, name="stolen"),
+        lambda: b.beta.agents.archive(agent.id),
+        lambda: b.beta.agents.versions.list(agent.id),
+        lambda: b.beta.sessions.retrieve(session.id),
+        lambda: b.beta.sessions.events.list(session.id),
+        lambda: b.beta.sessions.events.send(session.id, events=[{"type": "user.interrupt"}]),
+        lambda: b.beta.sessions.archive(session.id),
+        lambda: b.beta.sessions.delete(session.id),
+        lambda: b.beta.sessions.create(agent=agent.id, environment_id="env"),
+    ):
+        with pytest.raises(anthropic.NotFoundError):
+            attempt()
+    assert [x.id for x in b.beta.agents.list().data] == [] and [x.id for x in b.beta.sessions.list().data] == []
+    for method, path in (("GET", f"/runs/{run['run_id']}"), ("GET", f"/runs/{run['run_id']}/steps"),
+                         ("POST", f"/runs/{run['run_id']}/cancel"),
+                         ("GET", f"/runs/{run['run_id']}/tool_results/toolu_x"),
+                         ("GET", f"/v1/sessions/{session.id}/tool_results/toolu_x")):  # fmt: skip
+        status, _ = call(stack, method, path, **bearer(globex))
+        assert status == 404, (method, path)
+    _, costs = call(stack, "GET", "/costs", **bearer(globex))
+    assert costs["tenant"] == "globex" and costs["total"]["cost_usd"] == 0 and costs["total"]["steps"] == 0
+    # and the owner still has all of it
+    assert a.beta.sessions.retrieve(session.id).id == session.id
+    assert call(stack, "GET", f"/runs/{run['run_id']}", **{"x-api-key": acme})[0] == 200  # x-api-key works too
+
+
+def test_no_key_a_revoked_key_or_a_malformed_one_is_refused(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = new_key(stack, "initech", capsys)
+    assert call(stack, "GET", "/v1/agents", **bearer(key))[0] == 200
+    key_id = key.split("_")[1]
+
+    assert cli.main(["--endpoint", stack.url, "keys", "revoke", key_id]) == 0
+
+    for headers in ({}, bearer(key), bearer("swk_000000000000_" + "a" * 43), bearer("sk-ant-api03-nope"),
+                    {"authorization": "Basic dXNlcjpwYXNz"}, {"x-api-key": ""}):  # fmt: skip
+        status, body = call(stack, "GET", "/v1/agents", **headers)
+        assert (status, body) == (403, {"message": "Forbidden"}), headers
+    assert call(stack, "GET", "/health") == (200, {"status": "ok"})  # the one public route
+    assert "revoked key" in capsys.readouterr().out
+    assert cli.main(["--endpoint", stack.url, "keys", "list", "--tenant", "initech", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["key_id"] == key_id and listed["revoked_at"] is not None and key not in json.dumps(listed)
+
+
+@pytest.mark.parametrize("tenant", ["", "a" * 65, "acme corp", "T#x"])
+def test_a_malformed_tenant_gets_no_key(stack: LocalStack, tenant: str) -> None:
+    status, body = call(stack, "POST", "/_local/keys", {"tenant": tenant})
+    assert status == 400 and "1 to 64 letters" in body["error"]["message"]
