@@ -11,11 +11,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from functions.agent.redact import redact
+
 MAX_INPUT_CHARS = 100_000
 MAX_INPUT_BYTES = 100_000  # the run item holds it; DynamoDB items are at most 400 KB
 MAX_TOKENS_PER_CALL = 8_192
 MAX_METADATA_BYTES = 4_096
 MAX_STEPS_LIMIT = 100
+MAX_ERROR_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,12 @@ class Reservation(BaseModel):
 class RunError(BaseModel):
     code: str
     message: str
+
+    @field_validator("message")
+    @classmethod
+    def _redacted(cls, value: str) -> str:
+        """What a provider or AWS said never carries a key, a token, an ARN or an account id into a run."""
+        return redact(value)[:MAX_ERROR_CHARS]
 
 
 class CustomTool(BaseModel):

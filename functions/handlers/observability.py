@@ -6,16 +6,27 @@ Tracing is X-Ray's active tracing, switched on per function by the stack (infra/
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
+
+from functions.agent.redact import redact
 
 NAMESPACE = "Stepwise"
 
 # Handlers that add no metric on some paths (reads, replays); powertools would warn on every one of them.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """Every log line, exception text included, with keys, tokens, ARNs and account ids taken out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def service_name(function: str) -> str:
@@ -41,4 +52,5 @@ class Observability:
 def observability(function: str) -> Observability:
     """The logger and metrics of one function (its name as in infra/functions.py)."""
     service = service_name(function)
-    return Observability(service, Logger(service=service), Metrics(namespace=NAMESPACE, service=service))
+    logger = Logger(service=service, logger_formatter=RedactingFormatter())
+    return Observability(service, logger, Metrics(namespace=NAMESPACE, service=service))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import io
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +37,34 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, stack: LocalStack) -> Iterator[Fak
         wiring.reset()
         yield fake
     wiring.reset()
+
+
+@pytest.fixture
+def function_logs() -> Iterator[io.StringIO]:
+    """Every log line the functions (and the libraries they use) write during the test, as formatted."""
+    for module in ("api", "step", "tool", "finalize", "intake"):  # their loggers exist once imported
+        importlib.import_module(f"functions.handlers.{module}")
+    buffer = io.StringIO()
+    added: list[tuple[logging.Logger, logging.Handler]] = []
+    loggers = [logging.getLogger(), *(
+        logger for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and name.startswith("stepwise-")
+    )]  # fmt: skip
+    levels = {logger: logger.level for logger in loggers}
+    for logger in loggers:
+        logger.setLevel(logging.INFO)  # what a deployment logs (Lambda's default application log level; the tests'
+        # environment says WARNING), the root logger included: the SDKs' own INFO lines are checked too
+        handler = logging.StreamHandler(buffer)
+        formatter = next((h.formatter for h in logger.handlers if h.formatter is not None), None)
+        handler.setFormatter(formatter or logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        added.append((logger, handler))
+    try:
+        yield buffer
+    finally:
+        for logger, handler in added:
+            logger.removeHandler(handler)
+            logger.setLevel(levels[logger])
 
 
 def http(stack: LocalStack, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

@@ -4,10 +4,8 @@ Manager: it must never appear in a stored item, an event or a log line."""
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,34 +37,6 @@ def stack(template: dict[str, Any], mcp: InventoryServer) -> Iterator[LocalStack
         with LocalStack(port=0, template=template) as local:
             boto3.client("secretsmanager").create_secret(Name=SECRET, SecretString=TOKEN)
             yield local
-
-
-@pytest.fixture
-def function_logs() -> Iterator[io.StringIO]:
-    """Every log line the functions (and the libraries they use) write during the test, as formatted."""
-    for module in ("api", "step", "tool", "finalize", "intake"):  # their loggers exist once imported
-        importlib.import_module(f"functions.handlers.{module}")
-    buffer = io.StringIO()
-    added: list[tuple[logging.Logger, logging.Handler]] = []
-    loggers = [logging.getLogger(), *(
-        logger for name, logger in logging.Logger.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger) and name.startswith("stepwise-")
-    )]  # fmt: skip
-    levels = {logger: logger.level for logger in loggers}
-    for logger in loggers:
-        logger.setLevel(logging.INFO)  # what a deployment logs (Lambda's default application log level; the tests'
-        # environment says WARNING), the root logger included: the SDKs' own INFO lines are checked too
-        handler = logging.StreamHandler(buffer)
-        formatter = next((h.formatter for h in logger.handlers if h.formatter is not None), None)
-        handler.setFormatter(formatter or logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        added.append((logger, handler))
-    try:
-        yield buffer
-    finally:
-        for logger, handler in added:
-            logger.removeHandler(handler)
-            logger.setLevel(levels[logger])
 
 
 @pytest.fixture
