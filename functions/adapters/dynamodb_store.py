@@ -188,6 +188,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "fallbacks": _json(run.fallbacks),
             **(_reservation_values(run.reservation) if run.reservation else {}),
             **(_session_values(run) if run.session is not None else {}),
+            "created_by": run.created_by,
             "created_at": run.created_at,
             "updated_at": run.updated_at,
         }
@@ -218,6 +219,7 @@ def run_from_item(item: dict[str, Any]) -> Run:
         agent=AgentConfig.model_validate_json(v["agent"]) if v.get("agent") else None,
         session=json.loads(v["session"]) if v.get("session") else None,
         turns=[Turn.model_validate(turn) for turn in json.loads(v.get("turns") or "[]")],
+        created_by=v.get("created_by"),
         created_at=v["created_at"],
         updated_at=v["updated_at"],
     )

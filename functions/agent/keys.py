@@ -17,6 +17,7 @@ from functions.agent.ports import Clock, KeyStore
 
 TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what a tenant may be called: it starts every key of the table
 KEY = re.compile(r"swk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+KEY_ID = re.compile(r"[0-9a-f]{12}")
 MAX_NAME = 128
 
 
@@ -60,20 +61,20 @@ class ApiKeys:
         self.store.put_key(record)
         return key, record
 
-    def authenticate(self, presented: str | None) -> str | None:
-        """The tenant of a valid, unrevoked key; None for anything else (no key, a malformed or revoked one)."""
+    def authenticate(self, presented: str | None) -> ApiKey | None:
+        """The valid, unrevoked key presented (its tenant and id); None for anything else."""
         if not presented or not KEY.fullmatch(presented):
             return None
         record = self.store.key_by_digest(digest(presented))
         if record is None or record.revoked_at is not None or not TENANT.fullmatch(record.tenant):
             return None
-        return record.tenant
+        return record
 
     def list(self, tenant: str | None = None) -> list[ApiKey]:
         return self.store.list_keys(check_tenant(tenant) if tenant is not None else None)
 
     def revoke(self, key_id: str) -> ApiKey:
-        record = self.store.get_key(key_id) if re.fullmatch(r"[0-9a-f]{12}", key_id) else None
+        record = self.store.get_key(key_id) if KEY_ID.fullmatch(key_id) else None
         if record is None:
             raise NotFoundError(f"key {key_id[:40]} not found")
         if record.revoked_at is not None:

@@ -287,6 +287,7 @@ class Run(BaseModel):
     agent: AgentConfig | None = None  # a session's agent (None: a /runs run, with the default system prompt)
     session: dict[str, Any] | None = None  # a session's own fields (see functions/agent/sessions.py)
     turns: list[Turn] = Field(default_factory=list)  # a session's turns, oldest first (a /runs run has none)
+    created_by: str | None = None  # the API key (its id) that created it; None locally without keys
     created_at: str
     updated_at: str
 
@@ -328,6 +329,7 @@ class Run(BaseModel):
             "cost_usd": float(self.cost_usd),
             "output": self.output,
             "error": self.error.model_dump() if self.error else None,
+            "created_by": self.created_by,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }

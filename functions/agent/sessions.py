@@ -400,6 +400,7 @@ class SessionView:
                 "cost_usd": format(run.cost_usd, "f"),  # Stepwise: exact, not rounded to cents
             },
             "turns": run.turn,  # Stepwise
+            "created_by": run.created_by,  # Stepwise: the API key (its id) that created it
         }
         if self.settled and run.turns and self.full:
             body["stop_reason"] = stop_reason(run.status, run.error, list(self.waiting()))  # Stepwise
@@ -449,7 +450,7 @@ class Sessions:
 
     # -------------------------------------------------------------------------------------- sessions
 
-    def create(self, tenant: str, raw: Any) -> SessionView:
+    def create(self, tenant: str, raw: Any, *, created_by: str | None = None) -> SessionView:
         """Raises RequestRejectedError (nothing is written), NotFoundError (the agent or version)."""
         request: CreateSession = parse(CreateSession, raw)
         if request.resources:
@@ -490,6 +491,7 @@ class Sessions:
                 "archived_at": None,
                 "approved": [],
             },
+            created_by=created_by,
             created_at=now,
             updated_at=now,
         )

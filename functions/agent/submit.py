@@ -58,7 +58,9 @@ class Submitter:
         self.store, self.queue, self.toolbox, self.prices = store, queue, toolbox, prices
         self.clock, self.new_id, self.config = clock, new_id, config
 
-    def submit(self, tenant: str, request: RunRequest, idempotency_key: str | None = None) -> Accepted:
+    def submit(
+        self, tenant: str, request: RunRequest, idempotency_key: str | None = None, *, created_by: str | None = None
+    ) -> Accepted:
         """Validate, persist as QUEUED and enqueue. ``model`` may name a routing policy instead of a model.
 
         Raises:
@@ -83,6 +85,7 @@ class Submitter:
             cache_responses=request.response_cache,
             fallbacks=request.fallbacks,
             request_hash=request_hash(request),
+            created_by=created_by,
             created_at=now,
             updated_at=now,
         )

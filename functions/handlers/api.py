@@ -31,7 +31,7 @@ from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
-from functions.handlers.tenancy import UnauthenticatedError, request_tenant
+from functions.handlers.tenancy import UnauthenticatedError, request_key_id, request_tenant
 from functions.handlers.views import steps_view
 
 SETTINGS = ApiSettings
@@ -121,7 +121,9 @@ def create_run() -> Response[str]:
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     try:
-        accepted = wiring.submitter(load(SETTINGS)).submit(_tenant(), request, idempotency_key=key)
+        accepted = wiring.submitter(load(SETTINGS)).submit(
+            _tenant(), request, idempotency_key=key, created_by=request_key_id(app.current_event.raw_event)
+        )
     except RequestRejectedError as exc:
         raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
     except IdempotencyConflictError as exc:

@@ -22,30 +22,32 @@ CACHE_SECONDS = 60.0
 MAX_CACHED = 10_000
 obs = observability("authorizer")
 logger, metrics = obs.logger, obs.metrics
-_answers: dict[str, tuple[float, str | None]] = {}  # key digest -> (until, tenant or None)
+_answers: dict[str, tuple[float, dict[str, str] | None]] = {}  # key digest -> (until, context or None)
 
 
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     key = presented_key(event.get("headers") or {})
-    tenant = _tenant_of(key) if key else None
-    if tenant is None:
+    caller = _caller(key) if key else None
+    if caller is None:
         metrics.add_metric(name="AuthRefused", unit="Count", value=1)
         logger.info("refused", has_key=key is not None, route=event.get("routeKey"))  # never the key
         return {"isAuthorized": False}
-    return {"isAuthorized": True, "context": {"tenant": tenant}}
+    return {"isAuthorized": True, "context": caller}
 
 
-def _tenant_of(key: str) -> str | None:
+def _caller(key: str) -> dict[str, str] | None:
+    """The authorizer context of a key: its tenant and its id (who created a run or session)."""
     now = time.monotonic()
     found = _answers.get(digest(key))
     if found is not None and found[0] > now:
         return found[1]
-    tenant = wiring.api_keys(load(SETTINGS)).authenticate(key)
+    record = wiring.api_keys(load(SETTINGS)).authenticate(key)
+    caller = {"tenant": record.tenant, "key_id": record.key_id} if record is not None else None
     if len(_answers) >= MAX_CACHED:
         _answers.clear()
-    _answers[digest(key)] = (now + CACHE_SECONDS, tenant)
-    return tenant
+    _answers[digest(key)] = (now + CACHE_SECONDS, caller)
+    return caller
 
 
 def forget() -> None:

@@ -23,7 +23,7 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
-from functions.handlers.tenancy import UnauthenticatedError, request_tenant
+from functions.handlers.tenancy import UnauthenticatedError, request_key_id, request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
 T = TypeVar("T")
@@ -181,7 +181,8 @@ def _session(session_id: str) -> RunKey:
 @router.post("/v1/sessions")
 def create_session() -> Response[str]:
     body = _body()
-    view = _core(lambda: wiring.sessions(_settings()).create(_tenant(), body))
+    caller = request_key_id(router.current_event.raw_event)
+    view = _core(lambda: wiring.sessions(_settings()).create(_tenant(), body, created_by=caller))
     return _json(200, view.public())
 
 

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.agent.keys import TENANT
+from functions.agent.keys import KEY_ID, TENANT
 
 
 class UnauthenticatedError(Exception):
     """The request carries no tenant the authorizer vouched for."""
+
+
+def request_key_id(raw_event: dict[str, Any]) -> str | None:
+    """The id of the API key the authorizer accepted (who is calling), if any."""
+    authorizer = raw_event.get("requestContext", {}).get("authorizer") or {}
+    key_id = (authorizer.get("lambda") or {}).get("key_id")
+    return key_id if isinstance(key_id, str) and KEY_ID.fullmatch(key_id) else None
 
 
 def request_tenant(raw_event: dict[str, Any], default: str, *, auth: str = "api_key") -> str:

@@ -94,8 +94,10 @@ def test_each_tenants_key_sees_only_its_own_runs_agents_and_sessions(
         assert status == 404, (method, path)
     _, costs = call(stack, "GET", "/costs", **bearer(globex))
     assert costs["tenant"] == "globex" and costs["total"]["cost_usd"] == 0 and costs["total"]["steps"] == 0
-    # and the owner still has all of it
-    assert a.beta.sessions.retrieve(session.id).id == session.id
+    # and the owner still has all of it, with who created it (the key's id, never the key)
+    mine = a.beta.sessions.retrieve(session.id)
+    assert mine.id == session.id and mine.model_extra["created_by"] == acme.split("_")[1]
+    assert call(stack, "GET", f"/runs/{run['run_id']}", **bearer(acme))[1]["created_by"] == acme.split("_")[1]
     assert call(stack, "GET", f"/runs/{run['run_id']}", **{"x-api-key": acme})[0] == 200  # x-api-key works too
 
 

@@ -23,8 +23,9 @@ def test_a_tenants_key_authorizes_with_its_tenant_and_a_revoked_one_does_not(aws
     keys = wiring.api_keys(load(Settings))
     key, record = keys.create("acme", "ci")
 
-    assert authorize(context, authorization=f"Bearer {key}") == {"isAuthorized": True, "context": {"tenant": "acme"}}
-    assert authorize(context, **{"x-api-key": key})["context"] == {"tenant": "acme"}
+    accepted = {"isAuthorized": True, "context": {"tenant": "acme", "key_id": record.key_id}}
+    assert authorize(context, authorization=f"Bearer {key}") == accepted
+    assert authorize(context, **{"x-api-key": key}) == accepted
     # only digests are in the table
     items = aws.dynamodb.scan(TableName=load(Settings).table_name)["Items"]
     assert items and key not in json.dumps(items)

@@ -39,7 +39,7 @@ def test_a_new_key_is_shown_once_and_only_its_digest_is_kept(keys: ApiKeys) -> N
     assert KEY.fullmatch(key) and record.digest == digest(key) and record.tenant == "acme"
     stored = keys.store.by_id[record.key_id]  # type: ignore[attr-defined]
     assert key not in stored.model_dump_json()
-    assert keys.authenticate(key) == "acme"
+    assert keys.authenticate(key) == record
 
 
 def test_a_revoked_malformed_or_unknown_key_authenticates_nothing(keys: ApiKeys) -> None:
@@ -49,7 +49,7 @@ def test_a_revoked_malformed_or_unknown_key_authenticates_nothing(keys: ApiKeys)
     keys.revoke(record.key_id)
 
     assert keys.authenticate(key) is None
-    assert keys.authenticate(other) == "globex"
+    assert keys.authenticate(other) is not None and keys.authenticate(other).tenant == "globex"  # type: ignore[union-attr]
     for presented in (None, "", "sk-ant-api03-x", key[:-1], key + "x", f"swk_{'0' * 12}_{'a' * 43}"):
         assert keys.authenticate(presented) is None
     again = keys.revoke(record.key_id)  # revoking again changes nothing
