@@ -39,6 +39,9 @@ ROUTES = [
 ]
 
 
+HEALTH_RATE_LIMIT, HEALTH_BURST_LIMIT = 5, 10
+
+
 class Api(Construct):
     def __init__(
         self,
@@ -102,6 +105,10 @@ class Api(Construct):
         cfn_stage.default_route_settings = apigw.CfnStage.RouteSettingsProperty(
             throttling_rate_limit=rate_limit, throttling_burst_limit=burst_limit
         )
+        # the public route is throttled on its own: anonymous callers cannot spend the API's rate on Lambdas
+        cfn_stage.route_settings = {
+            "GET /health": {"ThrottlingRateLimit": HEALTH_RATE_LIMIT, "ThrottlingBurstLimit": HEALTH_BURST_LIMIT}
+        }
 
     @property
     def url(self) -> str:

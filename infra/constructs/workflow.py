@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -150,6 +152,28 @@ class AgentWorkflow(Construct):
                 reason="X-Ray and CloudWatch Logs delivery are account-level APIs.",
             )
         )
+        # An execution-ended event the rule could not deliver in 6 hours (8 tries) is kept here, and alarms
+        self.ended_dead_letters = sqs.Queue(
+            self, "ExecutionEndedDeadLetters", retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True,
+        )  # fmt: skip
+        Validations.of(self.ended_dead_letters).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions::AwsSolutions-SQS3", reason="It is the EventBridge target's dead-letter queue."
+            )
+        )
+        self.ended_dead_letter_alarm = cloudwatch.Alarm(
+            self,
+            "ExecutionEndedDeadLetterAlarm",
+            alarm_description="A Stepwise execution-ended event could not be delivered: a run may not have been ended",
+            metric=self.ended_dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
         events.Rule(
             self,
@@ -163,7 +187,14 @@ class AgentWorkflow(Construct):
                     "status": ["TIMED_OUT", "FAILED", "ABORTED"],
                 },
             ),
-            targets=[targets.LambdaFunction(workflow_ended_fn, retry_attempts=8, max_event_age=Duration.hours(6))],
+            targets=[
+                targets.LambdaFunction(
+                    workflow_ended_fn,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(6),
+                    dead_letter_queue=self.ended_dead_letters,
+                )
+            ],
         )
 
     def grant_lambda_tools(self, functions: list[str]) -> list[str]:

@@ -151,6 +151,7 @@ class StepwiseStack(Stack):
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
+        CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
         # cdk-nag findings of the whole stack (each construct acknowledges those its own resources cause)
         basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         for finding, reason in (

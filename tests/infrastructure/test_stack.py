@@ -966,3 +966,24 @@ def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(
            "MarkFailed": "mark_failed"}  # fmt: skip
     for name, state in tasks.items():
         assert state["TimeoutSeconds"] > functions[own[name]][1]["Timeout"], name
+
+
+def test_the_execution_ended_rule_keeps_what_it_could_not_deliver(resources: dict[str, dict[str, Any]]) -> None:
+    (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    (target,) = rule["Properties"]["Targets"]
+    queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+    assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
+    alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert any(
+        queue_id in json.dumps(alarm["Properties"]["Dimensions"])
+        for alarm in alarms
+        if "Dimensions" in alarm["Properties"]
+    )
+
+
+def test_the_public_health_route_is_throttled_on_its_own(resources: dict[str, dict[str, Any]]) -> None:
+    (stage,) = [r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+    health = stage["Properties"]["RouteSettings"]["GET /health"]
+    default = stage["Properties"]["DefaultRouteSettings"]
+    assert health["ThrottlingRateLimit"] < default["ThrottlingRateLimit"]
+    assert health["ThrottlingBurstLimit"] < default["ThrottlingBurstLimit"]
