@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -19,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from functions.agent.errors import StepwiseError
 from stepwise import agents_cli, keys_cli
 from stepwise.client import DEFAULT_ENDPOINT, TERMINAL, ApiError, StepwiseClient
 
@@ -441,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, FileNotFoundError) as exc:  # a bad definition file or --tool value
         console.print(Text(f"error: {exc}", style="red"))
+        return 2
+    except StepwiseError as exc:  # the core refused (a malformed tenant, an unknown key id, ...)
+        console.print(Text(f"error: {exc}", style="red"))
+        return 2
+    except (BotoCoreError, ClientError) as exc:  # `keys --table`: no credentials, no region, access denied
+        console.print(Text(f"AWS error: {exc}", style="red"))
         return 2
     except OSError as exc:
         if args.func is cmd_local:  # the local stack could not listen (its port is taken, ...)

@@ -19,6 +19,14 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class _Refuse(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is answered as the error it is; the API key is never sent elsewhere
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse)
+
+
 class StepwiseClient:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0, api_key: str | None = None) -> None:
         """``api_key`` (default: env STEPWISE_API_KEY): a tenant's key, sent as ``Authorization: Bearer``."""
@@ -38,7 +46,7 @@ class StepwiseClient:
             all_headers["authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
+            with _NO_REDIRECTS.open(request, timeout=self.timeout) as response:  # the key never follows a redirect
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             payload = exc.read()

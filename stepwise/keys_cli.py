@@ -65,7 +65,10 @@ def cmd_keys(args: argparse.Namespace, console: Console) -> int:
 
 def add_parser(sub: Any, func: Any) -> None:
     keys = sub.add_parser("keys", help="API keys per tenant (an operator's)")
-    keys.add_argument("--table", help="the deployment's table (output TableName); default: the local stack")
+    table_help = (
+        "the deployment's table (output TableName; written with your AWS credentials); default: the local stack"
+    )
+    keys.add_argument("--table", help=table_help)
     actions = keys.add_subparsers(dest="keys_command", required=True)
     create = actions.add_parser("create", help="create a key for a tenant: prints it, once, on stdout")
     create.add_argument("--tenant", required=True)
@@ -75,4 +78,6 @@ def add_parser(sub: Any, func: Any) -> None:
     listing.add_argument("--json", action="store_true")
     revoke = actions.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    for action in (create, listing, revoke):  # after the action too, as the README writes it
+        action.add_argument("--table", default=argparse.SUPPRESS, help=table_help)
     keys.set_defaults(func=func)

@@ -90,7 +90,9 @@ class ApiKeys:
 def presented_key(headers: dict[str, str]) -> str | None:
     """The key a request carries: ``x-api-key``, or ``Authorization: Bearer`` (what the anthropic SDK sends)."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    if lowered.get("x-api-key"):
-        return lowered["x-api-key"].strip()
     scheme, _, value = (lowered.get("authorization") or "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    bearer = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    api_key = (lowered.get("x-api-key") or "").strip() or None
+    if api_key and bearer and not KEY.fullmatch(api_key):  # a stray provider key beside a Stepwise one
+        return bearer
+    return api_key or bearer

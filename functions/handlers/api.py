@@ -29,6 +29,7 @@ from functions.agent.requests import problems
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
+from functions.handlers import openapi
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import UnauthenticatedError, request_key_id, request_tenant
@@ -112,6 +113,11 @@ def _run_key(run_id: str) -> RunKey:
 @app.get("/health")
 def health() -> Response[str]:
     return _json(200, {"status": "ok"})
+
+
+@app.get("/openapi.json")
+def openapi_document() -> Response[str]:
+    return _json(200, openapi.document())
 
 
 @app.post("/runs")

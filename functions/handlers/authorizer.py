@@ -8,13 +8,14 @@ working within that time)."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import AuthorizerSettings, load
-from functions.agent.keys import digest, presented_key
+from functions.agent.keys import KEY, digest, presented_key
 from functions.handlers.observability import observability
 
 SETTINGS = AuthorizerSettings
@@ -22,13 +23,14 @@ CACHE_SECONDS = 60.0
 MAX_CACHED = 10_000
 obs = observability("authorizer")
 logger, metrics = obs.logger, obs.metrics
-_answers: dict[str, tuple[float, dict[str, str] | None]] = {}  # key digest -> (until, context or None)
+# key digest -> (until, context or None), oldest first; only well-formed keys (a malformed one costs no read)
+_answers: OrderedDict[str, tuple[float, dict[str, str] | None]] = OrderedDict()
 
 
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     key = presented_key(event.get("headers") or {})
-    caller = _caller(key) if key else None
+    caller = _caller(key) if key and KEY.fullmatch(key) else None
     if caller is None:
         metrics.add_metric(name="AuthRefused", unit="Count", value=1)
         logger.info("refused", has_key=key is not None, route=event.get("routeKey"))  # never the key
@@ -44,8 +46,8 @@ def _caller(key: str) -> dict[str, str] | None:
         return found[1]
     record = wiring.api_keys(load(SETTINGS)).authenticate(key)
     caller = {"tenant": record.tenant, "key_id": record.key_id} if record is not None else None
-    if len(_answers) >= MAX_CACHED:
-        _answers.clear()
+    while len(_answers) >= MAX_CACHED:
+        _answers.popitem(last=False)  # the oldest answer goes first
     _answers[digest(key)] = (now + CACHE_SECONDS, caller)
     return caller
 

@@ -12,34 +12,14 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-ROUTES = [
-    ("/runs", apigw.HttpMethod.POST),
-    ("/runs/{run_id}", apigw.HttpMethod.GET),
-    ("/runs/{run_id}/steps", apigw.HttpMethod.GET),
-    ("/runs/{run_id}/cancel", apigw.HttpMethod.POST),
-    ("/runs/{run_id}/tool_results/{tool_use_id}", apigw.HttpMethod.GET),
-    ("/costs", apigw.HttpMethod.GET),
-    # the Managed Agents API (functions/handlers/managed_agents.py)
-    ("/v1/agents", apigw.HttpMethod.POST),
-    ("/v1/agents", apigw.HttpMethod.GET),
-    ("/v1/agents/{agent_id}", apigw.HttpMethod.GET),
-    ("/v1/agents/{agent_id}", apigw.HttpMethod.POST),
-    ("/v1/agents/{agent_id}/archive", apigw.HttpMethod.POST),
-    ("/v1/agents/{agent_id}/versions", apigw.HttpMethod.GET),
-    ("/v1/sessions", apigw.HttpMethod.POST),
-    ("/v1/sessions", apigw.HttpMethod.GET),
-    ("/v1/sessions/{session_id}", apigw.HttpMethod.GET),
-    ("/v1/sessions/{session_id}", apigw.HttpMethod.DELETE),
-    ("/v1/sessions/{session_id}", apigw.HttpMethod.POST),  # answers 400: not supported
-    ("/v1/sessions/{session_id}/archive", apigw.HttpMethod.POST),
-    ("/v1/sessions/{session_id}/events", apigw.HttpMethod.POST),
-    ("/v1/sessions/{session_id}/events", apigw.HttpMethod.GET),
-    ("/v1/sessions/{session_id}/events/stream", apigw.HttpMethod.GET),
-    ("/v1/sessions/{session_id}/tool_results/{tool_use_id}", apigw.HttpMethod.GET),  # Stepwise
-]
+from functions.handlers.openapi import ROUTES as OPERATIONS
+
+# every route, once (functions/handlers/openapi.py, which the API serves as its OpenAPI document)
+ROUTES = [(op.path, apigw.HttpMethod(op.method)) for op in OPERATIONS if not op.public]
+PUBLIC_ROUTES = [(op.path, apigw.HttpMethod(op.method)) for op in OPERATIONS if op.public]
 
 
-HEALTH_RATE_LIMIT, HEALTH_BURST_LIMIT = 5, 10
+PUBLIC_RATE_LIMIT, PUBLIC_BURST_LIMIT = 5, 10
 
 
 class Api(Construct):
@@ -68,18 +48,21 @@ class Api(Construct):
         )
         for path, method in ROUTES:
             self.http_api.add_routes(path=path, methods=[method], integration=integration, authorizer=keys)
-        (self.health_route,) = self.http_api.add_routes(
-            path="/health",
-            methods=[apigw.HttpMethod.GET],
-            integration=integration,
-            authorizer=apigw.HttpNoneAuthorizer(),
-        )
-        Validations.of(self.health_route).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions::AwsSolutions-APIG4",
-                reason="GET /health is a public liveness probe; it returns no data.",
+        self.public_routes = [
+            route
+            for path, method in PUBLIC_ROUTES
+            for route in self.http_api.add_routes(
+                path=path, methods=[method], integration=integration, authorizer=apigw.HttpNoneAuthorizer()
             )
-        )
+        ]
+        for route in self.public_routes:
+            Validations.of(route).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions::AwsSolutions-APIG4",
+                    reason="GET /health (a liveness probe) and GET /openapi.json (the API's document) are public; "
+                    "they return no tenant's data and are throttled on their own.",
+                )
+            )
 
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
@@ -107,7 +90,11 @@ class Api(Construct):
         )
         # the public route is throttled on its own: anonymous callers cannot spend the API's rate on Lambdas
         cfn_stage.route_settings = {
-            "GET /health": {"ThrottlingRateLimit": HEALTH_RATE_LIMIT, "ThrottlingBurstLimit": HEALTH_BURST_LIMIT}
+            f"{method.value} {path}": {
+                "ThrottlingRateLimit": PUBLIC_RATE_LIMIT,
+                "ThrottlingBurstLimit": PUBLIC_BURST_LIMIT,
+            }
+            for path, method in PUBLIC_ROUTES
         }
 
     @property

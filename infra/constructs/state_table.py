@@ -9,6 +9,8 @@ from constructs import Construct
 
 from infra.constructs.agent_functions import AgentFunctions
 
+KEY_PARTITIONS = ("APIKEY#*", "KEYS")  # functions/adapters/dynamodb_keys.py
+
 
 class StateTable(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, removal_policy: RemovalPolicy) -> None:
@@ -43,3 +45,13 @@ class StateTable(Construct):
                 )
                 continue
             self.table.grant(function, *spec.table_actions)
+            # API keys are the authorizer's to read and an operator's to write: no function may touch them (a tool
+            # with code execution must not mint itself a key)
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    effect=iam.Effect.DENY,
+                    actions=["dynamodb:*"],
+                    resources=[self.table.table_arn],
+                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(KEY_PARTITIONS)}},
+                )
+            )

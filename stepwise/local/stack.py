@@ -30,6 +30,8 @@ STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
 RESULTS_BUCKET = "stepwise-local-results"
 LOCAL_KEYS = "/_local/keys"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
 LOCAL_DEFAULTS = {
     "STEPWISE_MODEL_PROVIDER": "auto",
@@ -335,10 +337,18 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         }
 
     def handle_http(
-        self, method: str, raw_path: str, headers: dict[str, str], body: str
+        self, method: str, raw_path: str, headers: dict[str, str], body: str, *, client: str = "127.0.0.1"
     ) -> tuple[int, dict[str, str], str]:
         path = urlsplit(raw_path).path
         if path.startswith(LOCAL_KEYS):
+            # the operator's key routes answer this machine only, however the stack is bound, and only to a JSON
+            # request addressed to a loopback name (no cross-site form post, no DNS rebinding)
+            host = {k.lower(): v for k, v in headers.items()}.get("host", "").rsplit(":", 1)[0].strip("[]")
+            json_body = {k.lower(): v for k, v in headers.items()}.get("content-type", "").startswith(
+                "application/json"
+            )
+            if client not in LOOPBACK or host not in LOOPBACK_NAMES or (method == "POST" and not json_body):
+                return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
@@ -415,7 +425,9 @@ def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
             try:
-                status, headers, payload = stack.handle_http(self.command, self.path, dict(self.headers.items()), body)
+                status, headers, payload = stack.handle_http(
+                    self.command, self.path, dict(self.headers.items()), body, client=self.client_address[0]
+                )
             except Exception as exc:  # the api function crashed: API Gateway answers 500
                 status, headers, payload = (
                     500,

@@ -5,6 +5,7 @@ sessions (404, as for an id that does not exist)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pytest
 
 from stepwise import cli
 from stepwise.local.stack import LocalStack
-from tests.e2e.test_managed_agents import answer, idle
+from tests.e2e.test_managed_agents import answer, idle, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic
 
 pytestmark = pytest.mark.e2e
@@ -38,6 +39,15 @@ def call(stack: LocalStack, method: str, path: str, body: Any = None, **headers:
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def wait_for(stack: LocalStack, run_id: str, key: str) -> dict[str, Any]:
+    for _ in range(600):
+        _, run = call(stack, "GET", f"/runs/{run_id}", **bearer(key))
+        if run["status"] not in ("QUEUED", "RUNNING"):
+            return dict(run)
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not end")
+
+
 def new_key(stack: LocalStack, tenant: str, capsys: pytest.CaptureFixture[str]) -> str:
     """As an operator would: `stepwise keys create --tenant T` prints the key as its only line on stdout."""
     capsys.readouterr()
@@ -54,7 +64,8 @@ def bearer(key: str) -> dict[str, str]:
 def test_each_tenants_key_sees_only_its_own_runs_agents_and_sessions(
     stack: LocalStack, fake_api: FakeAnthropic, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake_api.script = [answer("Hello from acme's agent.")]
+    calculator = tool_use(("toolu_acme", "calculator", {"expression": "6*7"}))
+    fake_api.script = [answer("Hello from acme's agent."), calculator, answer("42")]
     acme, globex = new_key(stack, "acme", capsys), new_key(stack, "globex", capsys)
     a = anthropic.Anthropic(api_key=acme, base_url=stack.url, max_retries=0)
     b = anthropic.Anthropic(api_key=globex, base_url=stack.url, max_retries=0)
@@ -67,8 +78,11 @@ def test_each_tenants_key_sees_only_its_own_runs_agents_and_sessions(
     )
     stop, _ = idle(a, session.id, None)
     assert stop.stop_reason.type == "end_turn"
-    status, run = call(stack, "POST", "/runs", {"input": "acme's secret task"}, **bearer(acme))
+    status, run = call(stack, "POST", "/runs", {"input": "acme's secret task", "tools": ["calculator"]}, **bearer(acme))
     assert status == 202
+    assert wait_for(stack, run["run_id"], acme)["status"] == "SUCCEEDED"
+    owned = call(stack, "GET", f"/runs/{run['run_id']}/tool_results/toolu_acme", **bearer(acme))
+    assert owned[0] == 200 and owned[1]["content"] == "42"  # so the other tenant's 404 below is a refusal
 
     # another tenant gets 404 for every one of them, on every route, as for ids that do not exist
     for attempt in (
@@ -88,7 +102,7 @@ def test_each_tenants_key_sees_only_its_own_runs_agents_and_sessions(
     assert [x.id for x in b.beta.agents.list().data] == [] and [x.id for x in b.beta.sessions.list().data] == []
     for method, path in (("GET", f"/runs/{run['run_id']}"), ("GET", f"/runs/{run['run_id']}/steps"),
                          ("POST", f"/runs/{run['run_id']}/cancel"),
-                         ("GET", f"/runs/{run['run_id']}/tool_results/toolu_x"),
+                         ("GET", f"/runs/{run['run_id']}/tool_results/toolu_acme"),
                          ("GET", f"/v1/sessions/{session.id}/tool_results/toolu_x")):  # fmt: skip
         status, _ = call(stack, method, path, **bearer(globex))
         assert status == 404, (method, path)
@@ -119,6 +133,14 @@ def test_no_key_a_revoked_key_or_a_malformed_one_is_refused(
     assert cli.main(["--endpoint", stack.url, "keys", "list", "--tenant", "initech", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["key_id"] == key_id and listed["revoked_at"] is not None and key not in json.dumps(listed)
+
+
+def test_the_local_key_routes_answer_this_machine_only(stack: LocalStack) -> None:
+    json_type = {"content-type": "application/json", "host": "127.0.0.1"}
+    assert stack.handle_http("POST", "/_local/keys", json_type, '{"tenant": "x"}', client="10.0.0.5")[0] == 403
+    assert stack.handle_http("GET", "/_local/keys", {"host": "evil.example"}, "", client="127.0.0.1")[0] == 403
+    assert stack.handle_http("POST", "/_local/keys", {"host": "127.0.0.1"}, '{"tenant": "x"}')[0] == 403  # a form
+    assert stack.handle_http("POST", "/_local/keys", json_type, '{"tenant": "x"}')[0] == 201
 
 
 @pytest.mark.parametrize("tenant", ["", "a" * 65, "acme corp", "T#x"])

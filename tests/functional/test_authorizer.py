@@ -36,6 +36,40 @@ def test_a_tenants_key_authorizes_with_its_tenant_and_a_revoked_one_does_not(aws
     assert authorize(context) == {"isAuthorized": False}
 
 
+def test_answers_are_cached_for_a_minute_so_a_revoked_key_stops_within_one(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    authorizer.forget()
+    now = [1000.0]
+    monkeypatch.setattr(authorizer.time, "monotonic", lambda: now[0])
+    keys = wiring.api_keys(load(Settings))
+    key, record = keys.create("acme")
+    assert authorize(context, authorization=f"Bearer {key}")["isAuthorized"] is True
+    keys.revoke(record.key_id)
+
+    now[0] += authorizer.CACHE_SECONDS - 1
+    assert authorize(context, authorization=f"Bearer {key}")["isAuthorized"] is True  # the cached answer
+    now[0] += 2
+    assert authorize(context, authorization=f"Bearer {key}") == {"isAuthorized": False}
+
+
+def test_operators_make_list_and_revoke_keys_on_a_deployments_table(
+    aws: Aws, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stepwise import cli
+
+    table = load(Settings).table_name
+    assert cli.main(["keys", "create", "--table", table, "--tenant", "acme", "--name", "ci"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert wiring.api_keys(load(Settings)).authenticate(key) is not None
+    assert cli.main(["keys", "--table", table, "list", "--json"]) == 0  # --table before the action works too
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["tenant"] == "acme" and key not in json.dumps(listed)
+    assert cli.main(["keys", "revoke", listed["key_id"], "--table", table]) == 0
+    assert wiring.api_keys(load(Settings)).authenticate(key) is None
+    assert cli.main(["keys", "create", "--table", table, "--tenant", "bad tenant"]) == 2  # refused, no traceback
+
+
 def test_a_request_without_the_authorizers_tenant_is_refused_when_keys_are_required(
     aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
