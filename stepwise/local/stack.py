@@ -107,6 +107,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         template: dict[str, Any] | None = None,
         lambda_tools: dict[str, str] | None = None,
         require_keys: bool = False,
+        intake: bool = True,
     ) -> None:
         """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
         local stack runs in process (there is no Lambda service here). ``require_keys``: every route but /health
@@ -115,6 +116,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.host = host
         self.port = port
         self.require_keys = require_keys
+        self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
         self.lambdas = LocalLambdas(self.topology.handlers)
         for name, handler in (lambda_tools or {}).items():
@@ -155,7 +157,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
         self._create_resources()
         self._configure_functions()
-        self._spawn(self._poll_intake, "intake-poller")
+        if self.intake:
+            self._spawn(self._poll_intake, "intake-poller")
         self._server = ThreadingHTTPServer((self.host, self.port), _make_http_handler(self))
         self.port = self._server.server_address[1]
         self._spawn(self._server.serve_forever, "http")
@@ -444,6 +447,12 @@ def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        def __getattr__(self, name: str) -> Any:
+            """Any other method (TRACE, QUERY, ...) reaches the routes too: one no route has is a 404, as deployed."""
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             if os.environ.get("STEPWISE_LOCAL_ACCESS_LOG"):
