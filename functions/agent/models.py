@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from functions.agent.redact import redact
 
@@ -18,6 +19,8 @@ MAX_INPUT_BYTES = 100_000  # the run item holds it; DynamoDB items are at most 4
 MAX_TOKENS_PER_CALL = 8_192
 MAX_METADATA_BYTES = 4_096
 MAX_STEPS_LIMIT = 100
+MAX_RUN_USD = 1_000_000  # budgets a table can hold exactly and a person could mean
+MAX_RUN_TOKENS = 10**12
 MAX_ERROR_CHARS = 2_000
 
 
@@ -113,9 +116,11 @@ class Usage(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_usd: float | None = Field(default=None, gt=0, le=MAX_RUN_USD, allow_inf_nan=False)
     max_steps: StrictInt = Field(default=10, ge=1, le=MAX_STEPS_LIMIT)
-    max_tokens: StrictInt | None = Field(default=None, gt=0, description="total tokens the run may use")
+    max_tokens: StrictInt | None = Field(
+        default=None, gt=0, le=MAX_RUN_TOKENS, description="total tokens the run may use"
+    )
 
 
 class RunRequest(BaseModel):
@@ -131,15 +136,15 @@ class RunRequest(BaseModel):
     # Calls are not streamed: the cap keeps the longest answer well inside the model call timeout.
     max_tokens_per_call: StrictInt = Field(default=1024, ge=1, le=MAX_TOKENS_PER_CALL)
     # Serve identical requests from the exact-match response cache (None: the deployment's default)
-    response_cache: bool | None = None
+    response_cache: StrictBool | None = None
     # Models to fall back to, in order, when the chosen one's circuit is open or its retries run out
     fallbacks: list[str] | None = Field(default=None, max_length=5)
 
     @field_validator("input")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("input must not be blank")
+        if not value.strip() or all(unicodedata.category(c)[0] in "ZC" for c in value):
+            raise ValueError("input must not be blank")  # (zero-width and control characters are blank too)
         if len(value.encode()) > MAX_INPUT_BYTES:
             raise ValueError(f"input must be at most {MAX_INPUT_BYTES} bytes of UTF-8")
         return value

@@ -46,7 +46,9 @@ class CalculatorInput(BaseModel):
 
 
 class CurrentTimeInput(BaseModel):
-    timezone: str = Field(default="UTC", description="IANA time zone name, e.g. Europe/Berlin")
+    timezone: str = Field(
+        default="UTC", min_length=1, max_length=64, description="IANA time zone name, e.g. Europe/Berlin"
+    )
 
 
 def evaluate(expression: str) -> float | int:

@@ -209,3 +209,19 @@ def test_model_response_extracts_tool_calls_and_text() -> None:
         ("toolu_2", "current_time", {}),
     ]
     assert response.text() == "Let me compute."
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"input": "\u200b"}, "input must not be blank"),  # a zero-width space
+        ({"input": "\x00\u2028"}, "input must not be blank"),
+        ({"input": "x", "response_cache": "yes"}, "response_cache"),  # strictly a boolean
+        ({"input": "x", "response_cache": 1}, "response_cache"),
+        ({"input": "x", "budget": {"max_usd": 1e200}}, "max_usd"),  # more than any table can mean
+        ({"input": "x", "budget": {"max_tokens": 10**30}}, "max_tokens"),
+    ],
+)
+def test_run_requests_are_bounded_everywhere(body: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        RunRequest.model_validate(body)
