@@ -231,6 +231,7 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
                 ),
                 Turn(first_step=2, started_at="2026-11-21T00:00:02.000+00:00"),
             ],
+            "created_by": "0123456789ab",
         }
     )
     defaults = Run.model_fields
