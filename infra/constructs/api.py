@@ -1,4 +1,4 @@
-"""HTTP API: the routes of the contract, IAM (SigV4) auth on every route but /health, access logs, throttling."""
+"""HTTP API: the contract's routes, the API-key authorizer on all but the public ones, access logs, throttling."""
 
 from __future__ import annotations
 
