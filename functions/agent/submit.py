@@ -111,14 +111,17 @@ class Submitter:
 
     def _check_models(self, model: str, fallbacks: list[str]) -> None:
         """Every model the run may use (itself or a policy's, their downgrades and fallbacks) must be priced,
-        served by this deployment and, for the run's own model, not past its end of life."""
+        served by this deployment and, for the models the request names (its own and its fallbacks), not past
+        their end of life."""
         prices = self.prices
         usable = self.config.routing.models_of(model) + fallbacks
         unpriced = [m for m in usable if not prices.knows(m)]
         priced = [m for m in usable if m not in unpriced]
         today = self.clock.now().date().isoformat()
-        if model in priced and (eol := prices.price(model).end_of_life) and eol < today:
-            raise RequestRejectedError(f"model {model!r} reached end-of-life on {eol}")
+        for named in [model, *fallbacks]:
+            if named in priced and (eol := prices.price(named).end_of_life) and eol < today:
+                what = "model" if named == model else "fallback model"
+                raise RequestRejectedError(f"{what} {named!r} reached end-of-life on {eol}")
         providers = self.config.providers
         unserved = [m for m in priced if providers is not None and prices.price(m).provider not in providers]
         if unserved:

@@ -379,6 +379,10 @@ def test_a_model_past_its_end_of_life_is_refused_at_submit(store: InMemoryRunSto
     after_eol = core.submitter(store, clock=FixedClock(start=datetime(2026, 12, 1, tzinfo=UTC)))
     with pytest.raises(RequestRejectedError, match="reached end-of-life on 2026-11-30"):
         after_eol.submit(TENANT, request)
+    # a retired model named as a fallback is refused too (it would be called when the first one fails)
+    fallback = RunRequest(input="x", model="claude-haiku-4-5", fallbacks=["claude-sonnet-4-5"])
+    with pytest.raises(RequestRejectedError, match="fallback model 'claude-sonnet-4-5' reached end-of-life"):
+        after_eol.submit(TENANT, fallback)
 
 
 def test_the_watchdog_keeps_watching_a_moving_run_and_ends_a_stuck_one(store: InMemoryRunStore) -> None:
