@@ -46,6 +46,29 @@ _ONE_SNAPSHOT = threading.local()
 _DYNAMODB_REQUEST = threading.RLock()
 
 
+_AST_LOCK = threading.RLock()
+
+
+def _serialize_ast() -> None:
+    """CPython before 3.12 keeps the AST constructor's recursion depth in shared state: two threads parsing at
+    once (the calculator, moto's interpreter's literal_eval) can fail with "AST constructor recursion depth
+    mismatch". The local stack runs every function on threads of one process, so parsing is serialized here
+    (on Lambda each function is its own process on 3.13)."""
+    import ast
+    import sys
+
+    if sys.version_info >= (3, 12) or getattr(ast.parse, "_serialized", False):
+        return
+    parse = ast.parse
+
+    def serialized(*args: Any, **kwargs: Any) -> Any:
+        with _AST_LOCK:
+            return parse(*args, **kwargs)
+
+    serialized._serialized = True  # type: ignore[attr-defined]
+    ast.parse = serialized
+
+
 def _dynamodb_like_moto() -> None:
     """Make moto's DynamoDB behave as DynamoDB does under concurrency, and fast enough for many runs.
 
@@ -146,6 +169,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         )
         self._mock.start()
         _dynamodb_like_moto()
+        _serialize_ast()
         lambdas = self.lambdas
 
         def invoke(
