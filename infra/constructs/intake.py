@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aws_cdk import Duration
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
@@ -11,6 +10,7 @@ from constructs import Construct
 
 from infra.constants import INTAKE_MAX_RECEIVE_COUNT
 from infra.constructs.agent_functions import AgentFunctions
+from infra.constructs.monitoring import messages_waiting_alarm
 
 
 class Intake(Construct):
@@ -44,17 +44,8 @@ class Intake(Construct):
         )
         # A message here is a run intake gave up on (the run was marked FAILED with the reason) or an
         # unreadable message: either way an operator should look. Wire the alarm to your paging topic.
-        self.dead_letter_alarm = cloudwatch.Alarm(
-            self,
-            "DeadLetterAlarm",
-            alarm_description="Stepwise intake messages reached the dead-letter queue",
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        self.dead_letter_alarm = messages_waiting_alarm(
+            self, "DeadLetterAlarm", self.dead_letter_queue, "Stepwise intake messages reached the dead-letter queue"
         )
         intake_fn.add_event_source(
             sources.SqsEventSource(

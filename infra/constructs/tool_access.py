@@ -21,7 +21,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from functions.adapters.mcp_tools import parse_servers
-from functions.adapters.settings import ToolAccessSettings, ToolSettings
+from functions.adapters.settings import ToolAccessSettings
 from functions.agent.agents import LAMBDA_FUNCTIONS
 from functions.tools.egress import Egress
 from infra.constructs.agent_functions import AgentFunctions
@@ -93,4 +93,3 @@ class ToolAccess(Construct):
                         reason="MCP credentials are issued by the servers' owners; Stepwise only reads them.",
                     )
                 )
-        assert issubclass(ToolSettings, ToolAccessSettings)

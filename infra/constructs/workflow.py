@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Token, Validations
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -27,6 +26,7 @@ from infra.constants import (
     TOOLS_MAX_CONCURRENCY,
 )
 from infra.constructs.agent_functions import AgentFunctions
+from infra.constructs.monitoring import messages_waiting_alarm
 
 # every task also gets its execution's name: the turn of a session it belongs to (a task of an earlier turn's
 # execution never writes into the next one)
@@ -162,18 +162,10 @@ class AgentWorkflow(Construct):
                 id="AwsSolutions::AwsSolutions-SQS3", reason="It is the EventBridge target's dead-letter queue."
             )
         )
-        self.ended_dead_letter_alarm = cloudwatch.Alarm(
-            self,
-            "ExecutionEndedDeadLetterAlarm",
-            alarm_description="A Stepwise execution-ended event could not be delivered: a run may not have been ended",
-            metric=self.ended_dead_letters.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(1), statistic="Maximum"
-            ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
+        self.ended_dead_letter_alarm = messages_waiting_alarm(
+            self, "ExecutionEndedDeadLetterAlarm", self.ended_dead_letters,
+            "A Stepwise execution-ended event could not be delivered: a run may not have been ended",
+        )  # fmt: skip
         # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
         events.Rule(
             self,
