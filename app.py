@@ -35,6 +35,10 @@ def _optional_float(value: object) -> float | None:
     return None if value in (None, "") else float(str(value))
 
 
+def _optional_int(value: object) -> int | None:
+    return None if value in (None, "") else int(str(value))
+
+
 def _json_text(value: object) -> str | None:
     """Context values arrive as JSON objects from cdk.json and as strings from -c."""
     if value in (None, ""):
@@ -64,6 +68,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         intake_max_concurrency=int(context("intake_max_concurrency") or 10),
         tenant_daily_budget_usd=_optional_float(context("tenant_daily_budget_usd")),
         global_daily_budget_usd=_optional_float(context("global_daily_budget_usd")),
+        tenant_requests_per_minute=_optional_int(context("tenant_requests_per_minute")),
         extra_prices=_json_text(context("extra_prices")),
         prompt_cache_ttl=str(context("prompt_cache_ttl") or "5m"),
         response_cache=str(context("response_cache") or "false").lower() == "true",

@@ -121,6 +121,10 @@ class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettin
     auth: Literal["api_key", "none"] = Field(default="api_key", alias="STEPWISE_AUTH")
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
+    # requests per minute per tenant for a tenant without its own (`stepwise tenants set`); unset: no limit
+    tenant_requests_per_minute: int | None = Field(
+        default=None, alias="STEPWISE_TENANT_REQUESTS_PER_MINUTE", ge=1, le=1_000_000
+    )
 
 
 class IntakeSettings(QueueSettings, WorkflowSettings):

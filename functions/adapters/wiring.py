@@ -21,6 +21,7 @@ from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClo
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
+from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.s3_results import S3ResultStore
 from functions.adapters.settings import (
     ApiSettings,
@@ -49,6 +50,7 @@ from functions.agent.ports import McpCatalog, ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
 from functions.agent.step import StepConfig, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
+from functions.agent.tenants import LimitsCache, RateLimiter, Tenants
 from functions.agent.tool import ToolRunner
 from functions.tools import ToolRegistry, builtin_registry
 from functions.tools.egress import Egress
@@ -129,6 +131,36 @@ def api_keys(settings: Settings) -> ApiKeys:
     from functions.adapters.dynamodb_keys import DynamoDBKeyStore
 
     return ApiKeys(store=DynamoDBKeyStore(settings.table_name, aws_client("dynamodb")), clock=CLOCK)
+
+
+@cache
+def tenant_store(settings: Settings) -> DynamoDBTenantStore:
+    return DynamoDBTenantStore(settings.table_name, aws_client("dynamodb"))
+
+
+@cache
+def tenant_limits(settings: Settings) -> LimitsCache:
+    """Tenants' own limits, read at most every LIMITS_CACHE_SECONDS per container."""
+    return LimitsCache(tenant_store(settings))
+
+
+@cache
+def tenants(settings: Settings) -> Tenants:
+    return Tenants(store=tenant_store(settings), clock=CLOCK)
+
+
+@cache
+def rate_limiter(settings: ApiSettings) -> RateLimiter:
+    return RateLimiter(
+        store=tenant_store(settings), limits=tenant_limits(settings), clock=CLOCK,
+        default=settings.tenant_requests_per_minute,
+    )  # fmt: skip
+
+
+def forget_tenant_limits() -> None:
+    """Drop every container-cached tenant limit (the local stack: an operator's change applies at once)."""
+    tenant_limits.cache_clear()
+    rate_limiter.cache_clear()
 
 
 def tool_runner(settings: ToolSettings) -> ToolRunner:
@@ -277,6 +309,7 @@ def step_runner(settings: StepSettings) -> StepRunner:
         config=config,
         response_cache=response_cache(settings),
         breaker=breaker(settings),
+        tenant_limits=tenant_limits(settings),
     )
 
 
@@ -366,6 +399,10 @@ def reset() -> None:
         mcp_client,
         mcp_catalog,
         api_keys,
+        tenant_store,
+        tenant_limits,
+        tenants,
+        rate_limiter,
         prices,
         response_cache,
         breaker,

@@ -28,6 +28,7 @@ from functions.agent.spend import SpendRow
 if TYPE_CHECKING:
     from functions.agent.agents import Agent
     from functions.agent.keys import ApiKey
+    from functions.agent.tenants import TenantLimits
 
 
 class ModelClient(Protocol):
@@ -108,6 +109,29 @@ class KeyStore(Protocol):
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
         """Every key, or a tenant's, oldest first."""
         ...
+
+
+class TenantStore(Protocol):
+    """Tenants' own limits (functions/agent/tenants.py) and their request counts per minute."""
+
+    def get_limits(self, tenant: str) -> TenantLimits | None: ...
+
+    def put_limits(self, limits: TenantLimits) -> None: ...
+
+    def delete_limits(self, tenant: str) -> None: ...
+
+    def list_limits(self) -> list[TenantLimits]: ...
+
+    def count_request(self, tenant: str, window: str, limit: int, expires_at: int) -> bool:
+        """Count one request in the tenant's ``window`` if fewer than ``limit`` are counted there (atomically);
+        False when the window is full. The count may be dropped after ``expires_at`` (epoch seconds)."""
+        ...
+
+
+class TenantLimitsSource(Protocol):
+    """A tenant's own limits, as functions read them (cached: functions/agent/tenants.py ``LimitsCache``)."""
+
+    def limits(self, tenant: str) -> TenantLimits | None: ...
 
 
 class ResultStore(Protocol):

@@ -45,10 +45,11 @@ from functions.agent.models import (
     StepRef,
     ToolCall,
 )
-from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunStore, Toolbox
+from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunStore, TenantLimitsSource, Toolbox
 from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import as_hit, cache_key, cacheable
 from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
+from functions.agent.tenants import budget_limits
 from functions.agent.tool import workflow_calls
 
 MAX_WAITS = 5  # consecutive retry-after waits of one step; then the error goes to the workflow's Retry
@@ -161,6 +162,7 @@ class _Step:
     run: Run = field(init=False)
     held: Reservation | None = None  # the reservation the run holds for this step
     percent: dict[str, float] = field(default_factory=dict)
+    limits: BudgetLimits = field(default_factory=BudgetLimits)  # the tenant's: its own daily budget, else the default
     route: Route = field(init=False)
     request: ModelRequest = field(init=False)
     prompt_tokens: int = 0
@@ -189,11 +191,13 @@ class StepRunner:
         config: StepConfig | None = None,
         response_cache: ResponseCache | None = None,
         breaker: Breaker | None = None,
+        tenant_limits: TenantLimitsSource | None = None,
     ) -> None:
         self.store, self.model, self.toolbox, self.prices, self.clock = store, model, toolbox, prices, clock
         self.config = config or StepConfig()
         self.response_cache = response_cache
         self.breaker = breaker
+        self.tenant_limits = tenant_limits
 
     def run(self, ref: StepRef, *, attempt: int = 0, waits: int = 0, execution: str | None = None) -> StepOutcome:
         """One model call of the run: reserve its worst-case cost against every budget, call the model, store
@@ -241,7 +245,9 @@ class StepRunner:
     def _route(self, step: _Step) -> None:
         """The model: the one the step reserved for, else routing's choice. It must have a price."""
         run, held = step.run, step.held
-        step.percent = ledger.budget_percent(self.store, self.config.limits, run, self._today())
+        own = self.tenant_limits.limits(run.tenant) if self.tenant_limits is not None else None
+        step.limits = budget_limits(self.config.limits, own)
+        step.percent = ledger.budget_percent(self.store, step.limits, run, self._today())
         step.route = (
             Route(held.model, held.reason, cheap=held.cheap)
             if held
@@ -298,7 +304,7 @@ class StepRunner:
         try:
             replacing = held if moving else None
             at = now.isoformat(timespec="milliseconds")
-            held = ledger.reserve(self.store, step.run, wanted, self.config.limits, replacing=replacing, now=at)
+            held = ledger.reserve(self.store, step.run, wanted, step.limits, replacing=replacing, now=at)
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             raise step.finish(RunStatus.BUDGET_EXCEEDED, refused, budget_percent=step.percent) from None

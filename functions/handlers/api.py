@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from functions.agent.requests import problems
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
+from functions.agent.tenants import budget_limits
 from functions.handlers import openapi
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
@@ -42,13 +44,14 @@ app = APIGatewayHttpResolver()
 app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
+PUBLIC_PATHS = frozenset(op.path for op in openapi.ROUTES if op.public)
 MAX_IDEMPOTENCY_KEY = 128
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
@@ -59,7 +62,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
 def _api_error(exc: ApiError) -> Response[str]:
-    return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+    return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
 
 
 @app.exception_handler(V1Error)  # type: ignore[untyped-decorator]
@@ -80,6 +83,30 @@ def _tenant() -> str:
         return request_tenant(app.current_event.raw_event, settings.default_tenant, auth=settings.auth)
     except UnauthenticatedError as exc:
         raise ApiError(401, "UNAUTHENTICATED", str(exc)) from exc
+
+
+def _rate_limit(resolver: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+    """Every authenticated request counts against its tenant's requests per minute: over it, 429 with
+    Retry-After (the anthropic SDK waits and retries). A request without a tenant goes on to its 401."""
+    if resolver.current_event.path in PUBLIC_PATHS:
+        return next_middleware(resolver)
+    settings = load(SETTINGS)
+    try:
+        tenant = request_tenant(resolver.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+    except UnauthenticatedError:
+        return next_middleware(resolver)
+    admission = wiring.rate_limiter(settings).admit(tenant)
+    if admission.admitted:
+        return next_middleware(resolver)
+    metrics.add_metric(name="RequestsRateLimited", unit="Count", value=1)
+    logger.info("rate limited", tenant=tenant, limit=admission.limit)
+    retry = {"retry-after": str(admission.retry_after_seconds)}
+    if resolver.current_event.path.startswith("/v1/"):
+        raise V1Error(429, "rate_limit_error", admission.message, retry)
+    raise ApiError(429, "RATE_LIMITED", admission.message, retry)
+
+
+app.use(middlewares=[_rate_limit])
 
 
 def _parse_run_request() -> RunRequest:
@@ -222,7 +249,9 @@ def costs() -> Response[str]:
         first=first,
         last=last,
         rows=rows,
-        tenant_daily_usd=settings.tenant_daily_budget_usd,
+        tenant_daily_usd=budget_limits(
+            wiring.limits(settings), wiring.tenant_limits(settings).limits(tenant)
+        ).tenant_daily_usd,
         today=today,
         routing=default_routing(),
     )

@@ -31,16 +31,19 @@ MAX_LIMIT = 100
 
 
 class V1Error(Exception):
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.kind, self.message = status, kind, message
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers
 
     def response(self) -> Response[str]:
-        return _json(self.status, {"type": "error", "error": {"type": self.kind, "message": self.message}})
+        body = {"type": "error", "error": {"type": self.kind, "message": self.message}}
+        return _json(self.status, body, self.headers)
 
 
-def _json(status: int, body: Any) -> Response[str]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers
+    )
 
 
 def _core(call: Callable[[], T]) -> T:

@@ -10,6 +10,8 @@ from constructs import Construct
 from infra.constructs.agent_functions import AgentFunctions
 
 KEY_PARTITIONS = ("APIKEY#*", "KEYS")  # functions/adapters/dynamodb_keys.py
+LIMITS_PARTITION = "TENANTS"  # tenants' own limits (functions/adapters/dynamodb_tenants.py): an operator's to write
+WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
 class StateTable(Construct):
@@ -53,5 +55,14 @@ class StateTable(Construct):
                     actions=["dynamodb:*"],
                     resources=[self.table.table_arn],
                     conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(KEY_PARTITIONS)}},
+                )
+            )
+            # the api and step functions read tenants' limits; none may raise its own tenant's
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    effect=iam.Effect.DENY,
+                    actions=list(WRITES),
+                    resources=[self.table.table_arn],
+                    conditions={"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": [LIMITS_PARTITION]}},
                 )
             )

@@ -56,6 +56,7 @@ class StepwiseStack(Stack):
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         tenant_daily_budget_usd: float | None = None,
         global_daily_budget_usd: float | None = None,
+        tenant_requests_per_minute: int | None = None,
         extra_prices: str | None = None,
         prompt_cache_ttl: str = "5m",
         response_cache: bool = False,
@@ -115,7 +116,8 @@ class StepwiseStack(Stack):
         for construct in (state, workflow, intake, models, tool_access, results):
             construct.grant(functions)
         workflow.grant_lambda_tools(tool_access.lambda_functions)
-        budgets = {"TenantDaily": tenant_daily_budget_usd, "GlobalDaily": global_daily_budget_usd}
+        # TenantDaily always: an operator may give any tenant a daily budget at run time (`stepwise tenants set`)
+        budgets = {"TenantDaily": True, "GlobalDaily": global_daily_budget_usd is not None}
         functions.configure(
             {
                 **state.settings,
@@ -129,6 +131,7 @@ class StepwiseStack(Stack):
                 "STEPWISE_AUTH": "api_key",
                 "STEPWISE_TENANT_DAILY_BUDGET_USD": _optional(tenant_daily_budget_usd),
                 "STEPWISE_GLOBAL_DAILY_BUDGET_USD": _optional(global_daily_budget_usd),
+                "STEPWISE_TENANT_REQUESTS_PER_MINUTE": _optional(tenant_requests_per_minute),
                 "STEPWISE_EXTRA_PRICES": extra_prices or "",
                 "STEPWISE_PROMPT_CACHE_TTL": prompt_cache_ttl,
                 "STEPWISE_RESPONSE_CACHE": "true" if response_cache else "false",
@@ -141,7 +144,7 @@ class StepwiseStack(Stack):
             }
         )
         self.budget_alarms = BudgetAlarms(
-            self, "BudgetAlarms", budgets=[name for name, limit in budgets.items() if limit is not None]
+            self, "BudgetAlarms", budgets=[name for name, wanted in budgets.items() if wanted]
         )
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
@@ -161,5 +164,5 @@ class StepwiseStack(Stack):
             Validations.of(self).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{finding}", reason=reason))
 
 
-def _optional(value: float | None) -> str:
+def _optional(value: float | int | None) -> str:
     return "" if value is None else str(value)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from stepwise.local.lambdas import LocalLambdas
 from stepwise.local.template import ACCOUNT, REGION, Topology, synthesize, topology
@@ -29,7 +29,9 @@ QUEUE_NAME = "stepwise-intake"
 STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
 RESULTS_BUCKET = "stepwise-local-results"
+LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (deployed: the CLI writes the table)
 LOCAL_KEYS = "/_local/keys"
+LOCAL_TENANTS = "/_local/tenants"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -367,8 +369,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self, method: str, raw_path: str, headers: dict[str, str], body: str, *, client: str = "127.0.0.1"
     ) -> tuple[int, dict[str, str], str]:
         path = urlsplit(raw_path).path
-        if path.startswith(LOCAL_KEYS):
-            # the operator's key routes answer this machine only, however the stack is bound, and only to a JSON
+        if path.startswith(LOCAL_OPERATOR):
+            # the operator's routes answer this machine only, however the stack is bound, and only to a JSON
             # request addressed to a loopback name (no cross-site form post, no DNS rebinding)
             host = {k.lower(): v for k, v in headers.items()}.get("host", "").rsplit(":", 1)[0].strip("[]")
             json_body = {k.lower(): v for k, v in headers.items()}.get("content-type", "").startswith(
@@ -376,6 +378,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             )
             if client not in LOOPBACK or host not in LOOPBACK_NAMES or (method == "POST" and not json_body):
                 return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
+            if path.startswith(LOCAL_TENANTS):
+                return self._tenants(method, path, body)
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
@@ -431,6 +435,39 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
         except NotFoundError as exc:
             return 404, json_type, json.dumps({"error": {"code": "KEY_NOT_FOUND", "message": str(exc)}})
+        except ValueError as exc:
+            return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
+        return 404, json_type, json.dumps({"message": "Not Found"})
+
+    def _tenants(self, method: str, path: str, body: str) -> tuple[int, dict[str, str], str]:
+        """The local operator's tenant limit routes (deployed, `stepwise tenants --table` writes the table): GET
+        /_local/tenants, GET|POST|DELETE /_local/tenants/{tenant} (POST {daily_usd, requests_per_minute})."""
+        from functions.adapters import wiring
+        from functions.adapters.settings import Settings, load
+        from functions.agent.errors import NotFoundError, RequestRejectedError
+
+        tenants = wiring.tenants(load(Settings))
+        json_type = {"content-type": "application/json"}
+        tenant = unquote(path.removeprefix(LOCAL_TENANTS).removeprefix("/"))
+        try:
+            if method == "GET" and not tenant:
+                return 200, json_type, json.dumps({"data": [limits.public() for limits in tenants.list()]})
+            if method == "GET" and tenant:
+                return 200, json_type, json.dumps(tenants.get(tenant).public())
+            if method in ("POST", "DELETE") and tenant:
+                if method == "POST":
+                    request = json.loads(body or "{}")
+                    if not isinstance(request, dict) or set(request) - {"daily_usd", "requests_per_minute"}:
+                        raise RequestRejectedError("the body is {daily_usd?, requests_per_minute?}")
+                    changed = tenants.set(tenant, **request)
+                else:
+                    changed = tenants.clear(tenant)
+                wiring.forget_tenant_limits()  # at once here (deployed: within LIMITS_CACHE_SECONDS)
+                return 200, json_type, json.dumps(changed.public())
+        except RequestRejectedError as exc:
+            return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
+        except NotFoundError as exc:
+            return 404, json_type, json.dumps({"error": {"code": "TENANT_NOT_FOUND", "message": str(exc)}})
         except ValueError as exc:
             return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
         return 404, json_type, json.dumps({"message": "Not Found"})

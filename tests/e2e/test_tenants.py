@@ -147,3 +147,58 @@ def test_the_local_key_routes_answer_this_machine_only(stack: LocalStack) -> Non
 def test_a_malformed_tenant_gets_no_key(stack: LocalStack, tenant: str) -> None:
     status, body = call(stack, "POST", "/_local/keys", {"tenant": tenant})
     assert status == 400 and "1 to 64 letters" in body["error"]["message"]
+
+
+def test_an_operators_limits_hold_for_that_tenant_only_and_clearing_restores_the_defaults(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two tenants' keys, and an operator who gives hooli a daily budget no model call fits in
+    hooli, umbrella = new_key(stack, "hooli", capsys), new_key(stack, "umbrella", capsys)
+    tenants = ["--endpoint", stack.url, "tenants"]
+    assert cli.main([*tenants, "set", "hooli", "--daily-usd", "0.000001"]) == 0
+    assert "hooli" in capsys.readouterr().out
+    # When hooli submits a run, it ends refused by its own daily budget, not the deployment's
+    status, run = call(stack, "POST", "/runs", {"input": "hello"}, **bearer(hooli))
+    assert status == 202
+    ended = wait_for(stack, run["run_id"], hooli)
+    assert ended["status"] == "BUDGET_EXCEEDED" and ended["error"]["code"] == "TENANT_DAILY_BUDGET"
+    assert "$0.000001" in ended["error"]["message"]
+    # When the operator also limits hooli to 2 requests a minute (the daily budget stays)
+    assert cli.main([*tenants, "set", "hooli", "--requests-per-minute", "2"]) == 0
+    assert cli.main([*tenants, "show", "hooli", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert shown["requests_per_minute"] == 2 and shown["daily_usd"] == 0.000001
+    client = anthropic.Anthropic(api_key=hooli, base_url=stack.url, max_retries=0)
+    # Then its third request of the minute is refused with the SDK's rate-limit error and when to retry (a later
+    # one, if they straddled a minute's boundary; the exact count is tests/unit/test_tenants.py's)
+    admitted = 0
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        while admitted < 5:
+            client.beta.agents.list()
+            admitted += 1
+    assert admitted in (2, 3, 4) and 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+    assert "2 requests per minute" in refused.value.message
+    # while another tenant was never limited
+    other = anthropic.Anthropic(api_key=umbrella, base_url=stack.url, max_retries=0)
+    assert all(other.beta.agents.list().data == [] for _ in range(5))
+    # and once cleared, hooli has the deployment's limits again
+    assert cli.main([*tenants, "clear", "hooli"]) == 0
+    assert client.beta.agents.list().data == []
+    assert cli.main([*tenants, "list", "--json"]) == 0
+    assert "hooli" not in [t["tenant"] for t in json.loads(capsys.readouterr().out.splitlines()[-1])]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["set", "hooli"], "daily_usd, requests_per_minute or both"),
+        (["set", "hooli", "--daily-usd", "-3"], "daily_usd"),
+        (["set", "acme corp", "--daily-usd", "1"], "letters, digits"),
+        (["show", "nobody"], "has no limits of its own"),
+    ],
+)
+def test_a_bad_tenant_limit_is_a_cli_error_naming_it(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert cli.main(["--endpoint", stack.url, "tenants", *argv]) == 2
+    assert message in capsys.readouterr().out.replace("\n", " ")

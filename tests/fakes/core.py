@@ -58,6 +58,7 @@ def runner(
     clock: Clock | None = None,
     response_cache: ResponseCache | None = None,
     breaker: Any = None,
+    tenant_limits: Any = None,
     **config: Any,
 ) -> StepRunner:
     """A StepRunner; ``config`` are StepConfig fields (limits, prompt_cache_ttl, routing, system, ...)."""
@@ -70,6 +71,7 @@ def runner(
         config=StepConfig(**config),
         response_cache=response_cache,
         breaker=breaker,
+        tenant_limits=tenant_limits,
     )
 
 

@@ -990,7 +990,7 @@ def test_the_public_health_route_is_throttled_on_its_own(resources: dict[str, di
     assert health["ThrottlingBurstLimit"] < default["ThrottlingBurstLimit"]
 
 
-def test_no_function_but_the_authorizer_may_touch_api_keys(
+def test_no_function_but_the_authorizer_may_touch_api_keys_and_none_may_write_tenant_limits(
     statements_by_function: dict[str, list[dict[str, Any]]],
 ) -> None:
     for name, statements in statements_by_function.items():
@@ -998,6 +998,12 @@ def test_no_function_but_the_authorizer_may_touch_api_keys(
         if name == "authorizer":
             assert denied == []
             continue
-        (deny,) = denied
-        assert deny["Action"] == "dynamodb:*"
-        assert deny["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["APIKEY#*", "KEYS"]}}
+        (keys,) = [s for s in denied if s["Action"] == "dynamodb:*"]
+        (limits,) = [s for s in denied if s is not keys]
+        assert keys["Action"] == "dynamodb:*"
+        assert keys["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["APIKEY#*", "KEYS"]}}
+        # nor raise its own tenant's limits (an operator writes them; the api and step functions only read them)
+        assert sorted(limits["Action"]) == sorted(
+            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+        )
+        assert limits["Condition"] == {"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": ["TENANTS"]}}
