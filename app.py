@@ -26,8 +26,10 @@ _in_the_project_venv()
 
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from infra.constructs.api import ApiAuth  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
 
 
@@ -56,6 +58,13 @@ def _json_list(value: object, name: str) -> list[Any]:
     return parsed
 
 
+def _auth(app: cdk.App) -> ApiAuth:
+    try:
+        return ApiAuth.from_context(app.node.try_get_context)
+    except (ValidationError, ValueError) as exc:
+        raise SystemExit(f"CDK context auth: {exc}") from None
+
+
 def build_app(app: cdk.App | None = None) -> cdk.App:
     app = app or cdk.App()
     context = app.node.try_get_context
@@ -80,6 +89,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         egress_allow_addresses=_json_list(context("egress_allow_addresses"), "egress_allow_addresses"),
         http_fetch_allowed_domains=_json_list(context("http_fetch_allowed_domains"), "http_fetch_allowed_domains"),
         tool_result_retention_days=int(context("tool_result_retention_days") or 30),
+        auth=_auth(app),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

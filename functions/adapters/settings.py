@@ -116,9 +116,12 @@ class ResultSettings(Settings):
 
 
 class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
-    # api_key: every request's tenant comes from the stack's authorizer (its API key); none: the local stack's open
-    # mode, where a request without a tenant is the default tenant's
-    auth: Literal["api_key", "none"] = Field(default="api_key", alias="STEPWISE_AUTH")
+    # how callers authenticate (functions/handlers/tenancy.py): api_key (the stack's authorizer), jwt (an OIDC
+    # issuer's token, its tenant_claim), iam (SigV4, principals mapped by iam_tenants); none: the local stack's
+    # open mode, where a request without a tenant is the default tenant's
+    auth: Literal["api_key", "jwt", "iam", "none"] = Field(default="api_key", alias="STEPWISE_AUTH")
+    tenant_claim: str = Field(default="tenant", alias="STEPWISE_TENANT_CLAIM", min_length=1)
+    iam_tenants: str | None = Field(default=None, alias="STEPWISE_IAM_TENANTS")  # JSON {principal ARN: tenant}
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
     # requests per minute per tenant for a tenant without its own (`stepwise tenants set`); unset: no limit

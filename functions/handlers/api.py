@@ -34,7 +34,7 @@ from functions.agent.tenants import budget_limits
 from functions.handlers import openapi
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
-from functions.handlers.tenancy import UnauthenticatedError, request_key_id, request_tenant
+from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
 from functions.handlers.views import steps_view
 
 SETTINGS = ApiSettings
@@ -77,10 +77,14 @@ def _not_found(_: Exception) -> Response[str]:
     )
 
 
+def _auth() -> Auth:
+    return deployment_auth(load(SETTINGS))
+
+
 def _tenant() -> str:
     settings = load(SETTINGS)
     try:
-        return request_tenant(app.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+        return request_tenant(app.current_event.raw_event, settings.default_tenant, auth=deployment_auth(settings))
     except UnauthenticatedError as exc:
         raise ApiError(401, "UNAUTHENTICATED", str(exc)) from exc
 
@@ -92,7 +96,9 @@ def _rate_limit(resolver: APIGatewayHttpResolver, next_middleware: NextMiddlewar
         return next_middleware(resolver)
     settings = load(SETTINGS)
     try:
-        tenant = request_tenant(resolver.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+        tenant = request_tenant(
+            resolver.current_event.raw_event, settings.default_tenant, auth=deployment_auth(settings)
+        )
     except UnauthenticatedError:
         return next_middleware(resolver)
     admission = wiring.rate_limiter(settings).admit(tenant)
@@ -155,7 +161,7 @@ def create_run() -> Response[str]:
         raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     try:
         accepted = wiring.submitter(load(SETTINGS)).submit(
-            _tenant(), request, idempotency_key=key, created_by=request_key_id(app.current_event.raw_event)
+            _tenant(), request, idempotency_key=key, created_by=request_caller(app.current_event.raw_event, _auth())
         )
     except RequestRejectedError as exc:
         raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc

@@ -23,7 +23,7 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
-from functions.handlers.tenancy import UnauthenticatedError, request_key_id, request_tenant
+from functions.handlers.tenancy import UnauthenticatedError, deployment_auth, request_caller, request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
 T = TypeVar("T")
@@ -63,7 +63,7 @@ def _core(call: Callable[[], T]) -> T:
 def _tenant() -> str:
     settings = load(ApiSettings)
     try:
-        return request_tenant(router.current_event.raw_event, settings.default_tenant, auth=settings.auth)
+        return request_tenant(router.current_event.raw_event, settings.default_tenant, auth=deployment_auth(settings))
     except UnauthenticatedError as exc:
         raise V1Error(401, "authentication_error", str(exc)) from exc
 
@@ -184,7 +184,7 @@ def _session(session_id: str) -> RunKey:
 @router.post("/v1/sessions")
 def create_session() -> Response[str]:
     body = _body()
-    caller = request_key_id(router.current_event.raw_event)
+    caller = request_caller(router.current_event.raw_event, deployment_auth(load(ApiSettings)))
     view = _core(lambda: wiring.sessions(_settings()).create(_tenant(), body, created_by=caller))
     return _json(200, view.public())
 

@@ -16,7 +16,7 @@ from infra.constants import (
     WATCH_DELAY_SECONDS,
 )
 from infra.constructs.agent_functions import AgentFunctions
-from infra.constructs.api import Api
+from infra.constructs.api import Api, ApiAuth
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import BudgetAlarms
@@ -68,6 +68,7 @@ class StepwiseStack(Stack):
         egress_allow_addresses: list[str] | None = None,
         http_fetch_allowed_domains: list[str] | None = None,
         tool_result_retention_days: int = 30,
+        auth: ApiAuth | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -104,6 +105,7 @@ class StepwiseStack(Stack):
             "Api",
             api_fn=functions["api"],
             authorizer_fn=functions["authorizer"],
+            auth=auth or ApiAuth(),
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
@@ -128,7 +130,7 @@ class StepwiseStack(Stack):
                 **results.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
-                "STEPWISE_AUTH": "api_key",
+                **(auth or ApiAuth()).settings,
                 "STEPWISE_TENANT_DAILY_BUDGET_USD": _optional(tenant_daily_budget_usd),
                 "STEPWISE_GLOBAL_DAILY_BUDGET_USD": _optional(global_daily_budget_usd),
                 "STEPWISE_TENANT_REQUESTS_PER_MINUTE": _optional(tenant_requests_per_minute),
