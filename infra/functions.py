@@ -103,7 +103,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             timeout_seconds=30,
             # UpdateItem: fail a run it gives up on, end a stuck one, release a reservation
             table_actions=("dynamodb:GetItem", "dynamodb:UpdateItem"),
-            execution_actions=("states:DescribeExecution",),  # the run watchdog
+            # the run watchdog; a cancel's StopExecution that failed, retried
+            execution_actions=("states:DescribeExecution", "states:StopExecution"),
             starts_executions=True,
         ),
         FunctionSpec(

@@ -22,6 +22,9 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+MAX_STOP_REASON = 1000
+
+
 class SqsRunQueue:
     def __init__(
         self, queue_url: str, client: SQSClient, release_delay_seconds: int = 240, watch_delay_seconds: int = 900
@@ -40,6 +43,10 @@ class SqsRunQueue:
 
     def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
         self._send(key, self.watch_delay_seconds, watch=True, **({"turn": turn} if turn else {}))
+
+    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
+        # at once; a failed attempt is delivered again after the queue's visibility timeout, then dead-letters
+        self._send(key, stop_execution=execution, reason=reason[:MAX_STOP_REASON])
 
     def schedule_release(self, key: RunKey, step: int) -> None:
         """The intake function releases the reservation after the delay (longer than the step function's

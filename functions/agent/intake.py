@@ -71,6 +71,11 @@ class Intake:
         self.lifecycle.end(key, status, reason, call_in_flight=True, turn=turn if run.turns else None)
         return f"stuck:{execution}"
 
+    def stop(self, execution: str, reason: str) -> str:
+        """A cancelled run's execution, stopped again (the cancel's own StopExecution failed); raises to be retried."""
+        self.workflow.stop(execution, reason)
+        return "stopped"
+
     def release(self, key: RunKey, step: int) -> str:
         """The delayed release of an ended run's reservation (its call, if any, can no longer be running)."""
         return "released" if ledger.release(self.store, key, step) else "nothing held"

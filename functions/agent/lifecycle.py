@@ -78,6 +78,11 @@ class Lifecycle:
             raise RunConflictError(f"run {key.run_id} already ended with status {status}")
         try:
             workflow.stop(run.execution_name, reason)
+        except Exception:
+            # The run is CANCELLED (what every reader sees, and what ends its execution at its next step); its
+            # execution is stopped from the queue, retried until done. Only if that cannot be queued either does
+            # the caller get an error, and still the next step ends the execution.
+            self._queue().schedule_stop(key, run.execution_name, reason)
         finally:  # whatever stop did: nothing else would free what the run holds
             if run.reservation is not None:
                 self._queue().schedule_release(key, run.reservation.step)

@@ -245,6 +245,10 @@ class RunQueue(Protocol):
         ended."""
         ...
 
+    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
+        """Stop the execution soon, from the queue (retried until it is done): a cancel whose stop failed."""
+        ...
+
 
 class Workflow(Protocol):
     """The durable workflow that drives a run: one execution per run (or per session turn), named by

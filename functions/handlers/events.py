@@ -31,6 +31,8 @@ class IntakeMessage(RunRef):
     release_step: int | None = Field(default=None, ge=0)
     watch: bool = False  # a watchdog check of a started run
     turn: int = Field(default=0, ge=0)  # the session turn it watches
+    stop_execution: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,80}$")  # a cancel's stop, retried
+    reason: str = Field(default="", max_length=1000)
 
 
 class StepEvent(RunRef):

@@ -1,5 +1,6 @@
 """SQS intake: start one Standard execution per run, named by the run id (duplicates start nothing); the
-same queue carries each started run's watchdog checks and the delayed releases of ended runs' reservations."""
+same queue carries each started run's watchdog checks, the delayed releases of ended runs' reservations, and the
+retries of a cancel's StopExecution that failed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def record_handler(record: SQSRecord) -> str:
     message = IntakeMessage.model_validate_json(record.body)
     settings = load(SETTINGS)
     intake = wiring.intake(settings)
-    if message.release_step is not None:
+    if message.stop_execution is not None:
+        result, what = intake.stop(message.stop_execution, message.reason), "retried stop"
+    elif message.release_step is not None:
         result, what = intake.release(message.key, message.release_step), "delayed release"
     elif message.watch:
         result, what = intake.watch(message.key, turn=message.turn), "run watchdog"

@@ -11,6 +11,7 @@ class RecordingQueue:
         self.releases: list[tuple[RunKey, int]] = []
         self.watches: list[RunKey] = []
         self.watched_turns: list[int] = []
+        self.stops: list[tuple[RunKey, str]] = []
         self.fail = fail
 
     def enqueue(self, key: RunKey) -> None:
@@ -24,6 +25,9 @@ class RecordingQueue:
     def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
         self.watches.append(key)
         self.watched_turns.append(turn)
+
+    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
+        self.stops.append((key, execution))
 
 
 class RecordingWorkflow:

@@ -173,3 +173,40 @@ def test_the_run_watchdog_ends_a_run_whose_execution_was_stopped_behind_its_back
     run = json.loads(api.handler(http_event("GET", f"/runs/{run_id}"), context)["body"])
     assert run["status"] == "CANCELLED"
     assert run["error"]["code"] == "STUCK" and "its execution ended ABORTED" in run["error"]["message"]
+
+
+def test_a_cancel_whose_stop_fails_is_still_a_cancel_and_the_stop_is_retried_from_the_queue(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a started run
+    from botocore.exceptions import ClientError
+
+    from functions.adapters import wiring
+    from functions.adapters.settings import ApiSettings, load
+
+    run_id = submit(context)
+    intake.handler(sqs_event(aws.queued_messages()[0]["Body"]), context)
+    for message in aws.queued_messages():  # the intake and watchdog messages: not under test
+        aws.sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    (execution,) = aws.executions()
+    # When it is cancelled while StopExecution fails (throttled, Step Functions unavailable, ...)
+    client = wiring.workflow(load(ApiSettings)).client
+    real_stop = client.stop_execution
+
+    def unavailable(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "try again"}}, "StopExecution")
+
+    monkeypatch.setattr(client, "stop_execution", unavailable)
+    answer = api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)
+    # Then the client is told what is true: the run is cancelled (a second cancel is the 409 of an ended run)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["status"] == "CANCELLED"
+    assert api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)["statusCode"] == 409
+    assert aws.sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING"
+    # And the stop waits in the queue; delivered once Step Functions answers, it stops the execution
+    (retry,) = [m for m in aws.sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=0,
+                                                   MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])]  # fmt: skip
+    body = json.loads(retry["Body"])
+    assert body["stop_execution"] == run_id and body["reason"] == "cancelled by request"
+    monkeypatch.setattr(client, "stop_execution", real_stop)
+    assert intake.handler(sqs_event(retry["Body"]), context) == {"batchItemFailures": []}
+    assert aws.sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"

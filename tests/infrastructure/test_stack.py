@@ -821,6 +821,7 @@ def test_only_the_api_intake_and_workflow_ended_functions_send_to_the_intake_que
     }
     assert senders == {"api", "intake", "workflow_ended"}
     assert statements_granting(statements_by_function["intake"], "states:DescribeExecution")
+    assert statements_granting(statements_by_function["intake"], "states:StopExecution")  # a cancel's, retried
     step_timeout = functions["step"][1]["Timeout"]
     for name in ("api", "intake", "workflow_ended"):  # every function that may schedule a release
         env = functions[name][1]["Environment"]["Variables"]
