@@ -203,8 +203,8 @@ def test_a_cancel_whose_stop_fails_is_still_a_cancel_and_the_stop_is_retried_fro
     assert api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)["statusCode"] == 409
     assert aws.sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "RUNNING"
     # And the stop waits in the queue; delivered once Step Functions answers, it stops the execution
-    (retry,) = [m for m in aws.sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=0,
-                                                   MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])]  # fmt: skip
+    received = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    (retry,) = received.get("Messages", [])
     body = json.loads(retry["Body"])
     assert body["stop_execution"] == run_id and body["reason"] == "cancelled by request"
     monkeypatch.setattr(client, "stop_execution", real_stop)
