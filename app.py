@@ -28,7 +28,7 @@ import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from infra.constants import LOG_RETENTION_DAYS, MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
 
@@ -56,6 +56,23 @@ def _json_list(value: object, name: str) -> list[Any]:
     if not isinstance(parsed, list):
         raise SystemExit(f"CDK context {name} must be a JSON list")
     return parsed
+
+
+def _log_retention_days(value: object) -> int:
+    """How long the functions', workflow's and API's logs are kept (CloudWatch's periods; 0: forever)."""
+    days = 30 if value in (None, "") else int(str(value))
+    if days not in LOG_RETENTION_DAYS:
+        raise SystemExit(f"CDK context log_retention_days {days}: one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return days
+
+
+def _removal_policy(value: object) -> cdk.RemovalPolicy:
+    """What `cdk destroy` does to the table and the tool-results bucket: retain (the default) or destroy."""
+    choices = {"retain": cdk.RemovalPolicy.RETAIN, "destroy": cdk.RemovalPolicy.DESTROY}
+    chosen = str(value or "retain").lower()
+    if chosen not in choices:
+        raise SystemExit(f"CDK context removal_policy {value!r}: retain or destroy")
+    return choices[chosen]
 
 
 def _auth(app: cdk.App) -> ApiAuth:
@@ -89,6 +106,8 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         egress_allow_addresses=_json_list(context("egress_allow_addresses"), "egress_allow_addresses"),
         http_fetch_allowed_domains=_json_list(context("http_fetch_allowed_domains"), "http_fetch_allowed_domains"),
         tool_result_retention_days=int(context("tool_result_retention_days") or 30),
+        log_retention_days=_log_retention_days(context("log_retention_days")),
+        removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )

@@ -112,6 +112,7 @@ class Api(Construct):
         api_fn: lambda_.IFunction,
         authorizer_fn: lambda_.IFunction,
         auth: ApiAuth,
+        log_retention: logs.RetentionDays,
         rate_limit: int,
         burst_limit: int,
     ) -> None:
@@ -137,9 +138,7 @@ class Api(Construct):
                 )
             )
 
-        access_logs = logs.LogGroup(
-            self, "AccessLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
-        )
+        access_logs = logs.LogGroup(self, "AccessLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         stage = self.http_api.default_stage
         assert stage is not None
         cfn_stage = stage.node.default_child

@@ -52,6 +52,7 @@ class AgentWorkflow(Construct):
         lambda_tools: list[str] | None = None,
         retry_interval_seconds: int = MODEL_RETRY_INTERVAL_SECONDS,
         retry_max_delay_seconds: int = MODEL_RETRY_MAX_DELAY_SECONDS,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
     ) -> None:
         super().__init__(scope, construct_id)
         step_fn, tool_fn = functions["step"], functions["tool"]
@@ -134,9 +135,7 @@ class AgentWorkflow(Construct):
             .otherwise(step)
         )
 
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
-        )
+        self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from functions.adapters.settings import StepSettings
 from infra.constants import (
+    LOG_RETENTION_DAYS,
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
     RELEASE_AFTER_STEP_TIMEOUT_SECONDS,
     WATCH_DELAY_SECONDS,
 )
-from infra.constructs.agent_functions import AgentFunctions
+from infra.constructs.agent_functions import XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
@@ -68,13 +70,16 @@ class StepwiseStack(Stack):
         egress_allow_addresses: list[str] | None = None,
         http_fetch_allowed_domains: list[str] | None = None,
         tool_result_retention_days: int = 30,
+        log_retention_days: int = 30,
         auth: ApiAuth | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
 
+        log_retention = retention(log_retention_days)
         state = StateTable(self, "State", removal_policy=removal_policy)
-        functions = AgentFunctions(self, "Functions")
+        functions = AgentFunctions(self, "Functions", log_retention=log_retention)
+        self.functions = functions
         tool_access = ToolAccess(
             self,
             "ToolAccess",
@@ -92,6 +97,7 @@ class StepwiseStack(Stack):
             lambda_tools=tool_access.lambda_functions,
             retry_interval_seconds=retry_interval_seconds,
             retry_max_delay_seconds=retry_max_delay_seconds,
+            log_retention=log_retention,
         )
         intake = Intake(
             self,
@@ -106,6 +112,7 @@ class StepwiseStack(Stack):
             api_fn=functions["api"],
             authorizer_fn=functions["authorizer"],
             auth=auth or ApiAuth(),
+            log_retention=log_retention,
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
@@ -159,11 +166,24 @@ class StepwiseStack(Stack):
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
         # cdk-nag findings of the whole stack (each construct acknowledges those its own resources cause)
         basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        xray = f"Policy::arn:<AWS::Partition>:iam::aws:policy/{XRAY_WRITE_POLICY}"
         for finding, reason in (
             (f"IAM4[{basic_role}]", "The AWS-maintained minimum for writing function logs."),
+            (
+                f"IAM4[{xray}]",
+                "X-Ray's trace writes have no resource-level permissions: the AWS-maintained "
+                "write-only policy, named, instead of an inline Resource * statement a new one could hide behind.",
+            ),
             ("L1", "Functions pin Python 3.13, the runtime the dependency layer is built for; bump both together."),
         ):
             Validations.of(self).acknowledge(Acknowledgment(id=f"AwsSolutions::AwsSolutions-{finding}", reason=reason))
+
+
+def retention(days: int) -> logs.RetentionDays:
+    """CloudWatch Logs' retention of ``days`` (0: never expire); raises ValueError for a period it does not offer."""
+    if days not in LOG_RETENTION_DAYS:
+        raise ValueError(f"log_retention_days {days}: one of {', '.join(map(str, LOG_RETENTION_DAYS))} (0: forever)")
+    return list(logs.RetentionDays)[LOG_RETENTION_DAYS.index(days)]
 
 
 def _optional(value: float | int | None) -> str:
