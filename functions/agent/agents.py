@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from functions.agent.errors import ConflictError, NotFoundError, RequestRejectedError
+from functions.agent.errors import ConflictError, NotFoundError, RequestRejectedError, clip
 from functions.agent.models import AgentConfig, CustomTool, LambdaTool, McpTool
 from functions.agent.ports import AgentStore, Clock
 from functions.agent.requests import Strict, parse
@@ -206,7 +206,7 @@ def _refuse_unsupported(raw: dict[str, Any]) -> None:
             if model.get(option) is not None:
                 raise RequestRejectedError(f"model.{option}: not supported by Stepwise")
         if model.get("speed") not in (None, "standard"):
-            raise RequestRejectedError(f"model.speed: {model.get('speed')!r} is not supported (only 'standard')")
+            raise RequestRejectedError(f"model.speed: {clip(model.get('speed'))!r} is not supported (only 'standard')")
     tools = raw.get("tools")
     for index, tool in enumerate(tools if isinstance(tools, list) else []):
         kind = tool.get("type") if isinstance(tool, dict) else None
@@ -447,7 +447,7 @@ class Agents:
     def get(self, tenant: str, agent_id: str, version: int | None = None) -> Agent:
         agent = self.store.get_agent(tenant, agent_id, version) if AGENT_ID.match(agent_id) else None
         if agent is None:
-            what = f"agent {agent_id}" + (f" version {version}" if version is not None else "")
+            what = f"agent {clip(agent_id)}" + (f" version {version}" if version is not None else "")
             raise AgentNotFoundError(f"{what} not found")
         return agent
 

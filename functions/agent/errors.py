@@ -3,6 +3,15 @@ AWS errors into them; handlers turn them into HTTP statuses or workflow outcomes
 
 from __future__ import annotations
 
+MAX_ECHO = 80  # characters of a client's own string an error message repeats
+MAX_MESSAGE = 2_000  # characters of any error message a client is sent
+
+
+def clip(value: object, limit: int = MAX_ECHO) -> str:
+    """A client-supplied string as an error message may repeat it: at most ``limit`` characters, marked if cut."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class StepwiseError(Exception):
     """Base of every error Stepwise raises on purpose."""

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from functions.agent.errors import RequestRejectedError
+from functions.agent.errors import MAX_MESSAGE, RequestRejectedError, clip
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,9 +19,10 @@ class Strict(BaseModel):
 
 def problems(exc: ValidationError) -> str:
     """Every problem pydantic found, each with the path of the field it is about."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
+    found = "; ".join(
+        f"{'.'.join(clip(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
     )
+    return clip(found, MAX_MESSAGE)
 
 
 def parse(model: type[M], raw: Any) -> M:

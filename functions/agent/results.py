@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from functions.agent.errors import NotFoundError
+from functions.agent.errors import NotFoundError, clip
 from functions.agent.models import StepRef, ToolOutcome
 from functions.agent.ports import ResultStore, RunHistory
 
@@ -58,13 +58,13 @@ def whole_result(
     found = [(step, outcome) for (step, use), outcome in history.tool_results.items() if use == tool_use_id]
     found = [(step, outcome) for step, outcome in found if outcome.final]
     if not found:
-        raise NotFoundError(f"run {history.run.run_id} has no result for tool call {tool_use_id}")
+        raise NotFoundError(f"run {history.run.run_id} has no result for tool call {clip(tool_use_id)}")
     step, outcome = max(found, key=lambda pair: pair[0])
     content = outcome.content
     if outcome.stored is not None:
         whole = results.get(outcome.stored) if results is not None else None
         if whole is None:
-            raise NotFoundError(f"the whole result of tool call {tool_use_id} is no longer kept (it expired)")
+            raise NotFoundError(f"the whole result of tool call {clip(tool_use_id)} is no longer kept (it expired)")
         content = whole
     end = offset + limit
     return {

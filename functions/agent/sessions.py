@@ -31,6 +31,7 @@ from functions.agent.errors import (
     RunNotFoundError,
     ToolServerError,
     ToolServerUnavailableError,
+    clip,
 )
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import (
@@ -696,13 +697,13 @@ class Sessions:
 
     def _history(self, key: RunKey) -> RunHistory:
         if not key.run_id.startswith(SESSION_PREFIX):
-            raise NotFoundError(f"session {key.run_id} not found")
+            raise NotFoundError(f"session {clip(key.run_id)} not found")
         try:
             history = self.store.load_history(key)
         except RunNotFoundError:
-            raise NotFoundError(f"session {key.run_id} not found") from None
+            raise NotFoundError(f"session {clip(key.run_id)} not found") from None
         if history.run.session is None:
-            raise NotFoundError(f"session {key.run_id} not found")
+            raise NotFoundError(f"session {clip(key.run_id)} not found")
         return history
 
     @staticmethod

@@ -12,6 +12,7 @@ from functions.agent.errors import (
     IdempotencyConflictError,
     RequestRejectedError,
     RunAlreadyExistsError,
+    clip,
 )
 from functions.agent.ledger import end_run
 from functions.agent.models import Run, RunError, RunRequest, RunStatus
@@ -121,7 +122,7 @@ class Submitter:
         for named in [model, *fallbacks]:
             if named in priced and (eol := prices.price(named).end_of_life) and eol < today:
                 what = "model" if named == model else "fallback model"
-                raise RequestRejectedError(f"{what} {named!r} reached end-of-life on {eol}")
+                raise RequestRejectedError(f"{what} {clip(named)!r} reached end-of-life on {eol}")
         providers = self.config.providers
         unserved = [m for m in priced if providers is not None and prices.price(m).provider not in providers]
         if unserved:

@@ -18,12 +18,14 @@ from pydantic import ValidationError
 from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
 from functions.agent.errors import (
+    MAX_MESSAGE,
     EnqueueError,
     IdempotencyConflictError,
     NotFoundError,
     RequestRejectedError,
     RunConflictError,
     RunNotFoundError,
+    clip,
 )
 from functions.agent.models import RunKey, RunRequest
 from functions.agent.requests import problems
@@ -62,7 +64,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
 def _api_error(exc: ApiError) -> Response[str]:
-    return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers)
+    return _json(exc.status, {"error": {"code": exc.code, "message": clip(exc.message, MAX_MESSAGE)}}, exc.headers)
 
 
 @app.exception_handler(V1Error)  # type: ignore[untyped-decorator]
@@ -139,7 +141,7 @@ def _parse_run_request() -> RunRequest:
 def _run_key(run_id: str) -> RunKey:
     """The caller's run: an id that cannot be a run's is not found, like another tenant's."""
     if not RUN_ID.match(run_id):
-        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {clip(run_id)} not found")
     return RunKey(_tenant(), run_id)
 
 
@@ -184,7 +186,7 @@ def create_run() -> Response[str]:
 def get_run(run_id: str) -> Response[str]:
     run = wiring.store(load(SETTINGS)).get_run(_run_key(run_id))
     if run is None:
-        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found")
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {clip(run_id)} not found")
     return _json(200, run.public())
 
 
@@ -193,7 +195,7 @@ def get_steps(run_id: str) -> Response[str]:
     try:
         history = wiring.store(load(SETTINGS)).load_history(_run_key(run_id))
     except RunNotFoundError as exc:
-        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {clip(run_id)} not found") from exc
     return _json(200, {"run_id": run_id, "status": history.run.status.value, "steps": steps_view(history)})
 
 
@@ -206,7 +208,7 @@ def get_tool_result(run_id: str, tool_use_id: str) -> Response[str]:
         history = wiring.store(settings).load_history(_run_key(run_id))
         return _json(200, whole_result(history, wiring.results(settings), tool_use_id, offset=offset, limit=limit))
     except RunNotFoundError as exc:
-        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {clip(run_id)} not found") from exc
     except NotFoundError as exc:
         raise ApiError(404, "TOOL_RESULT_NOT_FOUND", str(exc)) from exc
 
@@ -215,7 +217,7 @@ def _page_of(params: dict[str, str]) -> tuple[int, int]:
     """``offset`` and ``limit`` (characters) of a whole tool result: 400 for anything but whole numbers in range."""
     unknown = sorted(set(params) - {"offset", "limit"})
     if unknown:
-        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {unknown[0]!r} is not supported here")
+        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {clip(unknown[0])!r} is not supported here")
     values = []
     for name, default, high in (("offset", 0, 10 * MAX_RESULT_CHARS), ("limit", PAGE_CHARS, PAGE_CHARS)):
         raw = params.get(name, str(default))
@@ -232,7 +234,7 @@ def cancel(run_id: str) -> Response[str]:
     try:
         run = wiring.lifecycle_with_queue(settings).cancel(_run_key(run_id), wiring.workflow(settings))
     except RunNotFoundError as exc:
-        raise ApiError(404, "RUN_NOT_FOUND", f"run {run_id} not found") from exc
+        raise ApiError(404, "RUN_NOT_FOUND", f"run {clip(run_id)} not found") from exc
     except RunConflictError as exc:
         raise ApiError(409, "RUN_ALREADY_ENDED", str(exc)) from exc
     logger.info("run cancelled", run_id=run_id)
@@ -243,6 +245,9 @@ def cancel(run_id: str) -> Response[str]:
 @app.get("/costs")
 def costs() -> Response[str]:
     params = app.current_event.query_string_parameters or {}
+    unknown = sorted(set(params) - {"from", "to"})
+    if unknown:
+        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {clip(unknown[0])!r} is not supported here")
     today = wiring.CLOCK.now().date()
     try:
         first, last = period(params.get("from"), params.get("to"), today)

@@ -15,11 +15,13 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
 from functions.agent.errors import (
+    MAX_MESSAGE,
     ConflictError,
     EnqueueError,
     NotFoundError,
     RequestRejectedError,
     ToolServerUnavailableError,
+    clip,
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
@@ -36,7 +38,7 @@ class V1Error(Exception):
         self.status, self.kind, self.message, self.headers = status, kind, message, headers
 
     def response(self) -> Response[str]:
-        body = {"type": "error", "error": {"type": self.kind, "message": self.message}}
+        body = {"type": "error", "error": {"type": self.kind, "message": clip(self.message, MAX_MESSAGE)}}
         return _json(self.status, body, self.headers)
 
 
@@ -85,7 +87,7 @@ def _query(allowed: set[str]) -> dict[str, str]:
     params = dict(router.current_event.query_string_parameters or {})
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise V1Error(400, "invalid_request_error", f"query parameter {unknown[0]!r} is not supported here")
+        raise V1Error(400, "invalid_request_error", f"query parameter {clip(unknown[0])!r} is not supported here")
     return params
 
 

@@ -177,3 +177,36 @@ def test_costs_with_a_bad_period_is_a_400(aws: Aws, context: LocalContext, query
     event["queryStringParameters"] = dict(p.split("=") for p in query[1:].split("&"))
     response = api.handler(event, context)
     assert response["statusCode"] == 400 and json.loads(response["body"])["error"]["code"] == "VALIDATION_ERROR"
+
+
+LONG = "".join(chr(ord("a") + i % 26) for i in range(5_000))  # no 81 characters of it are found by chance
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/runs", {"input": "hi", LONG: 1}),  # an unknown field's name
+        ("GET", f"/runs/{LONG}", None),  # an id that cannot be a run's
+        ("GET", f"/runs/run_00000000000000000000000000/tool_results/{LONG}", None),
+        ("GET", f"/costs?{LONG}=1", None),
+        ("GET", f"/v1/agents/{LONG}", None),
+        ("GET", f"/v1/sessions/{LONG}", None),
+        ("GET", f"/v1/agents?{LONG}=1", None),
+        ("POST", "/v1/agents", {"name": "n", "model": {"id": "claude-haiku-4-5", "speed": LONG}}),
+        ("POST", "/v1/agents", {"name": "n", "model": "claude-haiku-4-5", **{f"{i}{LONG}": i for i in range(50)}}),
+    ],
+)
+def test_an_error_repeats_at_most_a_bounded_part_of_what_the_client_sent(
+    aws: Aws, context: LocalContext, method: str, path: str, body: Any
+) -> None:
+    event = http_event(method, path.split("?")[0], body)
+    if "?" in path:
+        event["rawQueryString"] = path.split("?")[1]
+        event["queryStringParameters"] = dict([path.split("?")[1].split("=")])
+    response = api.handler(event, context)
+    payload = json.loads(response["body"])
+    message = payload["error"]["message"]
+
+    assert 400 <= response["statusCode"] < 500, payload
+    assert len(message) <= 2_000, len(message)
+    assert not any(LONG[i : i + 81] in message for i in range(26)), message  # at most 80 characters of it
