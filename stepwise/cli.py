@@ -265,8 +265,14 @@ def cmd_local(args: argparse.Namespace) -> int:
     secrets = dict(item.partition("=")[::2] for item in args.secret or [])
     console.print("synthesising the CDK app and starting the local stack (moto, no AWS, no Docker)...")
     template = synthesize(context=context) if context else None
+    jwt = None
+    if args.jwt_issuer or args.jwt_jwks or args.jwt_audience:
+        from stepwise.local.jwt import LocalJwt
+
+        jwt = LocalJwt.from_file(args.jwt_jwks or "", issuer=args.jwt_issuer or "", audience=args.jwt_audience or [],
+                                 tenant_claim=args.jwt_tenant_claim)  # fmt: skip
     stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools,
-                       require_keys=args.require_keys).start()  # fmt: skip
+                       require_keys=args.require_keys, jwt=jwt).start()  # fmt: skip
     for name, value in secrets.items():  # (moto's) Secrets Manager, as an MCP server's credential
         stack.put_secret(name, value)
     key = (
@@ -425,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="every route but /health needs a tenant's API key, as deployed (stepwise keys create)",
     )
+    local.add_argument("--jwt-issuer", help="instead of keys, JWTs of this issuer, as API Gateway's JWT authorizer")
+    local.add_argument("--jwt-audience", action="append", help="an audience (client id) tokens may be for")
+    local.add_argument("--jwt-jwks", metavar="FILE", help="the issuer's JWKS, as a file (nothing is fetched)")
+    local.add_argument("--jwt-tenant-claim", default="tenant", help="the claim naming the tenant (default: tenant)")
     local.set_defaults(func=cmd_local)
     keys_cli.add_parser(sub, cmd_keys)
     tenants_cli.add_parser(sub, cmd_tenants)

@@ -18,11 +18,14 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from stepwise.local.lambdas import LocalLambdas
 from stepwise.local.template import ACCOUNT, REGION, Topology, synthesize, topology
+
+if TYPE_CHECKING:
+    from stepwise.local.jwt import LocalJwt
 
 TABLE_NAME = "stepwise-local"
 QUEUE_NAME = "stepwise-intake"
@@ -132,15 +135,20 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         template: dict[str, Any] | None = None,
         lambda_tools: dict[str, str] | None = None,
         require_keys: bool = False,
+        jwt: LocalJwt | None = None,
         intake: bool = True,
     ) -> None:
         """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
         local stack runs in process (there is no Lambda service here). ``require_keys``: every route but /health
         runs the stack's authorizer, as deployed (API keys per tenant, made with ``stepwise keys create``);
-        without it, requests are the local tenant's."""
+        ``jwt``: instead, API Gateway's JWT authorizer, emulated (stepwise/local/jwt.py); without either,
+        requests are the local tenant's."""
+        if require_keys and jwt is not None:
+            raise ValueError("a deployment has one way in: API keys or JWTs, not both")
         self.host = host
         self.port = port
         self.require_keys = require_keys
+        self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
         self.lambdas = LocalLambdas(self.topology.handlers)
@@ -284,6 +292,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         )
         chosen = {k: v for k, v in self._saved_environ.items() if k.startswith("STEPWISE_")}
         auth = {"STEPWISE_AUTH": "api_key" if self.require_keys else "none"}
+        if self.jwt is not None:
+            auth = {"STEPWISE_AUTH": "jwt", "STEPWISE_TENANT_CLAIM": self.jwt.tenant_claim}
         local = {**LOCAL_DEFAULTS, **chosen, "STEPWISE_DEFAULT_TENANT": LOCAL_TENANT, **auth}
         resources = self.topology.references
         os.environ.update({**environment, **{k: v for k, v in local.items() if k not in resources}})
@@ -385,6 +395,11 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         if route is None:
             return 404, {"content-type": "application/json"}, json.dumps({"message": "Not Found"})
         event = self.api_event(method, raw_path, headers, body)
+        if self.jwt is not None and route.authorized:  # as API Gateway's JWT authorizer: 401 before any function
+            claims = self.jwt.claims(headers)
+            if claims is None:
+                return 401, {"content-type": "application/json"}, json.dumps({"message": "Unauthorized"})
+            event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
         if self.require_keys and route.authorized:  # as API Gateway does: the authorizer first, its context passed on
             answer = self.lambdas.invoke(self.topology.authorizer_function, self._authorizer_event(event))
             if not answer.get("isAuthorized"):
