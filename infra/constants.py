@@ -23,7 +23,6 @@ MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
-BUDGET_ALARM_THRESHOLDS = (50, 80, 90, 100)
 
 # The retention periods CloudWatch Logs offers, in days (CDK context log_retention_days; 0: never expire)
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,

@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from functions.agent.redact import redact
 
 NAMESPACE = "Stepwise"
+BUDGET_ALARM_THRESHOLDS = (50, 80, 90, 100)  # percent of a budget committed: alarms (infra), log lines (step)
 
 # Handlers that add no metric on some paths (reads, replays); powertools would warn on every one of them.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)

@@ -15,7 +15,7 @@ from functions.agent.models import RunStatus
 from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
 from functions.agent.step import StepOutcome
 from functions.handlers.events import StepEvent
-from functions.handlers.observability import observability
+from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, observability
 
 SETTINGS = StepSettings
 obs = observability("step")
@@ -62,3 +62,5 @@ def _emit(outcome: StepOutcome) -> None:
     for budget, percent in outcome.budget_percent.items():
         if budget != "Run":  # CloudWatch alarms at 50/80/90/100 % watch this (Maximum over all tenants)
             obs.count("BudgetUsedPercent", percent, unit=MetricUnit.Percent, Budget=budget)
+            if percent >= BUDGET_ALARM_THRESHOLDS[0]:  # the alarm has no tenant dimension: this line names it
+                logger.info("budget use", budget=budget, percent=round(percent, 1))

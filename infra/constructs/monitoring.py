@@ -8,8 +8,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from functions.handlers.observability import NAMESPACE, service_name
-from infra.constants import BUDGET_ALARM_THRESHOLDS
+from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, NAMESPACE, service_name
 
 
 class BudgetAlarms(Construct):
