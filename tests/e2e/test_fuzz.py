@@ -1,5 +1,6 @@
 """Property-based fuzzing of every route of the OpenAPI document the API serves (schemathesis, bounded in time),
-against the local stack with a tenant's key: no 5xx, and nothing written by a request that was refused."""
+against the local stack with a tenant's key and its request rate counted: no 5xx, and nothing written by a request
+that was refused (but the count of the tenant's requests in the minute, which every request adds to)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,32 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 
-from functions.handlers.openapi import document
+from functions.handlers.openapi import ROUTES, document
 from stepwise.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 schema = schemathesis.openapi.from_dict(document())
 EXAMPLES = 6  # per operation: ~150 requests in all, well under a minute here
 WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
-tally: dict[str, int] = {"requests": 0, "server_errors": 0, "refused": 0, "refused_writes": 0}
+tally: dict[str, int] = {
+    "requests": 0,
+    "server_errors": 0,
+    "refused": 0,
+    "refused_writes": 0,
+    "rate_counts": 0,
+    "routed": 0,
+}
+PUBLIC = frozenset(op.path for op in ROUTES if op.public)
+RATE_LIMIT = "100000"  # counted on every request, never reached here
 
 
 @pytest.fixture(scope="module")
 def stack(template: dict[str, Any]) -> Iterator[LocalStack]:
     # the API alone: accepted runs stay queued (no workflow runs beside the fuzzer: see the settings below)
-    with LocalStack(port=0, template=template, require_keys=True, intake=False) as local:
-        yield local
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("STEPWISE_TENANT_REQUESTS_PER_MINUTE", RATE_LIMIT)
+        with LocalStack(port=0, template=template, require_keys=True, intake=False) as local:
+            yield local
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +58,19 @@ def api_writes(stack: LocalStack) -> Iterator[list[str]]:
     writes: list[str] = []
     client = wiring.aws_client("dynamodb")
 
-    def record(event_name: str, **_: Any) -> None:
+    def record(event_name: str, params: dict[str, Any], **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]
         if operation in WRITES and getattr(stack.lambdas.current, "name", None) == stack.topology.api_function:
             with lock:
-                writes.append(operation)
+                if str(params.get("Key", {}).get("pk", {}).get("S", "")).startswith("RATE#"):
+                    tally["rate_counts"] += 1  # the tenant's request count (functions/adapters/dynamodb_tenants.py)
+                else:
+                    writes.append(operation)
 
     lock = threading.Lock()
-    client.meta.events.register("before-call.dynamodb.*", record)
+    client.meta.events.register("before-parameter-build.dynamodb.*", record)
     yield writes
-    client.meta.events.unregister("before-call.dynamodb.*", record)
+    client.meta.events.unregister("before-parameter-build.dynamodb.*", record)
 
 
 @schema.parametrize()
@@ -70,6 +85,10 @@ def test_no_request_gets_a_server_error_or_writes_when_refused(
     before = len(api_writes)
     response = case.call(base_url=stack.url, headers={"authorization": f"Bearer {key}"}, timeout=30)
     tally["requests"] += 1
+    # a request that reached a route of the api function (schemathesis also tries methods no route has: API Gateway's
+    # 404 "Not Found"; and path parameters that match no route of the function: "no route")
+    unrouted = response.content == b'{"message": "Not Found"}' or b'"no route ' in response.content
+    tally["routed"] += case.path not in PUBLIC and not unrouted
     tally["server_errors"] += response.status_code >= 500
     if 400 <= response.status_code < 500:
         tally["refused"] += 1
@@ -81,5 +100,6 @@ def test_no_request_gets_a_server_error_or_writes_when_refused(
 def test_the_fuzz_figures() -> None:
     """Printed for the record (pytest -s): how many requests were tried, and what they found."""
     print(f"fuzz: {tally['requests']} requests, {tally['server_errors']} 5xx, {tally['refused']} refused (4xx), "
-          f"{tally['refused_writes']} writes by refused requests")  # fmt: skip
+          f"{tally['refused_writes']} writes by refused requests, {tally['rate_counts']} requests counted")  # fmt: skip
     assert tally["requests"] >= len(list(schema.get_all_operations())) and tally["server_errors"] == 0
+    assert tally["rate_counts"] == tally["routed"]  # the rate limiter ran on every request that reached a route
