@@ -64,12 +64,29 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
 def _api_error(exc: ApiError) -> Response[str]:
-    return _json(exc.status, {"error": {"code": exc.code, "message": clip(exc.message, MAX_MESSAGE)}}, exc.headers)
+    error = {"code": exc.code, "message": clip(exc.message, MAX_MESSAGE)}
+    return _json(exc.status, {"error": error, "request_id": _request_id()}, exc.headers)
 
 
 @app.exception_handler(V1Error)  # type: ignore[untyped-decorator]
 def _v1_error(exc: V1Error) -> Response[str]:
-    return exc.response()
+    return exc.response(_request_id())
+
+
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+def _unexpected(exc: Exception) -> Response[str]:
+    """A bug or an outage: logged whole (redacted) under the request id, which the client gets and nothing else."""
+    logger.exception("unhandled error", error_type=type(exc).__name__)
+    metrics.add_metric(name="ApiErrors", unit="Count", value=1)
+    message = "internal error: quote the request id when you report it"
+    if app.current_event.path.startswith("/v1/"):
+        return V1Error(500, "api_error", message).response(_request_id())
+    return _json(500, {"error": {"code": "INTERNAL", "message": message}, "request_id": _request_id()})
+
+
+def _request_id() -> str:
+    """API Gateway's id of the request (in its access log, the function's log lines and the request-id header)."""
+    return str(app.current_event.raw_event.get("requestContext", {}).get("requestId", ""))
 
 
 @app.not_found
@@ -272,4 +289,8 @@ def costs() -> Response[str]:
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    response = app.resolve(event, context)
+    request_id = (event.get("requestContext") or {}).get("requestId")
+    if request_id:  # every answer names its request (the anthropic SDK reads it as request_id)
+        response.setdefault("headers", {})["request-id"] = str(request_id)
+    return response

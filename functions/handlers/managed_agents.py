@@ -37,8 +37,9 @@ class V1Error(Exception):
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers
 
-    def response(self) -> Response[str]:
-        body = {"type": "error", "error": {"type": self.kind, "message": clip(self.message, MAX_MESSAGE)}}
+    def response(self, request_id: str = "") -> Response[str]:
+        body = {"type": "error", "error": {"type": self.kind, "message": clip(self.message, MAX_MESSAGE)},
+                "request_id": request_id}  # fmt: skip
         return _json(self.status, body, self.headers)
 
 

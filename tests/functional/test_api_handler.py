@@ -210,3 +210,27 @@ def test_an_error_repeats_at_most_a_bounded_part_of_what_the_client_sent(
     assert 400 <= response["statusCode"] < 500, payload
     assert len(message) <= 2_000, len(message)
     assert not any(LONG[i : i + 81] in message for i in range(26)), message  # at most 80 characters of it
+
+
+@pytest.mark.parametrize(("path", "shape"), [("/runs/run_00000000000000000000000000", "runs"), ("/v1/agents", "v1")])
+def test_an_unexpected_failure_is_a_500_with_the_request_id_and_no_detail(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch, path: str, shape: str
+) -> None:
+    from functions.adapters import wiring
+
+    class Broken:  # every AWS call fails in a way no handler expects
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("arn:aws:dynamodb:us-east-1:123456789012:table/secret-table is on fire")
+
+    def broken_client(service: str) -> Any:
+        return Broken()
+
+    broken_client.cache_clear = lambda: None  # type: ignore[attr-defined]  # (wiring.reset clears it)
+    wiring.reset()
+    monkeypatch.setattr(wiring, "aws_client", broken_client)
+    response = api.handler(http_event("GET", path), context)
+    body = json.loads(response["body"])
+
+    assert response["statusCode"] == 500 and response["headers"]["request-id"] == "req-1"
+    assert body["request_id"] == "req-1" and "123456789012" not in response["body"] and "fire" not in response["body"]
+    assert (body["error"]["type"] == "api_error") if shape == "v1" else (body["error"]["code"] == "INTERNAL")

@@ -85,7 +85,9 @@ def test_over_its_request_rate_a_tenant_gets_429_with_retry_after_in_each_apis_s
     assert json.loads(refused_v1["body"]) == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": json.loads(refused["body"])["error"]["message"]},
+        "request_id": "req-1",  # API Gateway's, also in the request-id header
     }
+    assert refused_v1["headers"]["request-id"] == json.loads(refused["body"])["request_id"] == "req-1"
     # another tenant, and the public routes, are not counted against acme
     assert api.handler(_as("globex", "GET", "/costs"), context)["statusCode"] == 200
     assert api.handler(http_event("GET", "/health"), context)["statusCode"] == 200
