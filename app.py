@@ -28,17 +28,29 @@ import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from infra.constants import LOG_RETENTION_DAYS, MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
+from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
-from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
+from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
 
 def _optional_float(value: object) -> float | None:
     return None if value in (None, "") else float(str(value))
 
 
-def _optional_int(value: object) -> int | None:
-    return None if value in (None, "") else int(str(value))
+def _requests_per_minute(value: object) -> int | None:
+    """A tenant's requests per minute by default (omit for no limit): checked here, not by a failing function."""
+    if value in (None, ""):
+        return None
+    try:
+        limit = int(str(value))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_REQUESTS_PER_MINUTE:
+        raise SystemExit(
+            f"CDK context tenant_requests_per_minute {value!r}: 1 to {MAX_REQUESTS_PER_MINUTE} (omit it for no limit)"
+        )
+    return limit
 
 
 def _json_text(value: object) -> str | None:
@@ -60,9 +72,14 @@ def _json_list(value: object, name: str) -> list[Any]:
 
 def _log_retention_days(value: object) -> int:
     """How long the functions', workflow's and API's logs are kept (CloudWatch's periods; 0: forever)."""
-    days = 30 if value in (None, "") else int(str(value))
-    if days not in LOG_RETENTION_DAYS:
-        raise SystemExit(f"CDK context log_retention_days {days}: one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    try:
+        days = 30 if value in (None, "") else int(str(value))
+    except ValueError:
+        raise SystemExit(f"CDK context log_retention_days {value!r}: a whole number of days") from None
+    try:
+        retention(days)  # the stack's check, made here so synth says what is wrong without a traceback
+    except ValueError as exc:
+        raise SystemExit(f"CDK context {exc}") from None
     return days
 
 
@@ -94,7 +111,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         intake_max_concurrency=int(context("intake_max_concurrency") or 10),
         tenant_daily_budget_usd=_optional_float(context("tenant_daily_budget_usd")),
         global_daily_budget_usd=_optional_float(context("global_daily_budget_usd")),
-        tenant_requests_per_minute=_optional_int(context("tenant_requests_per_minute")),
+        tenant_requests_per_minute=_requests_per_minute(context("tenant_requests_per_minute")),
         extra_prices=_json_text(context("extra_prices")),
         prompt_cache_ttl=str(context("prompt_cache_ttl") or "5m"),
         response_cache=str(context("response_cache") or "false").lower() == "true",

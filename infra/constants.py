@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from aws_cdk import aws_logs as logs
+
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = ROOT / "functions"
 DEPLOYER_TOOLS_DIR = ROOT / "tools"  # the deployer's own tools (functions/tools/registry.py, deployer_tools)
@@ -24,6 +26,12 @@ TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
 
-# The retention periods CloudWatch Logs offers, in days (CDK context log_retention_days; 0: never expire)
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-                      3288, 3653, 0)  # fmt: skip
+# The retention periods CloudWatch Logs offers, by days (CDK context log_retention_days; 0: never expire)
+_R = logs.RetentionDays
+LOG_RETENTION: dict[int, logs.RetentionDays] = {
+    1: _R.ONE_DAY, 3: _R.THREE_DAYS, 5: _R.FIVE_DAYS, 7: _R.ONE_WEEK, 14: _R.TWO_WEEKS, 30: _R.ONE_MONTH,
+    60: _R.TWO_MONTHS, 90: _R.THREE_MONTHS, 120: _R.FOUR_MONTHS, 150: _R.FIVE_MONTHS, 180: _R.SIX_MONTHS,
+    365: _R.ONE_YEAR, 400: _R.THIRTEEN_MONTHS, 545: _R.EIGHTEEN_MONTHS, 731: _R.TWO_YEARS, 1096: _R.THREE_YEARS,
+    1827: _R.FIVE_YEARS, 2192: _R.SIX_YEARS, 2557: _R.SEVEN_YEARS, 2922: _R.EIGHT_YEARS, 3288: _R.NINE_YEARS,
+    3653: _R.TEN_YEARS, 0: _R.INFINITE,
+}  # fmt: skip

@@ -45,6 +45,7 @@ class FunctionSpec:
     # the partition keys the function's table actions are limited to (dynamodb:LeadingKeys), when it reads only those
     leading_keys: tuple[str, ...] = ()
     starts_executions: bool = False
+    counts_requests: bool = False  # writes tenants' request counts (RATE#...): the api function alone
 
     @property
     def service(self) -> str:
@@ -95,6 +96,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             execution_actions=("states:StopExecution",),
             # a long-poll of a session's events waits up to 20 s; API Gateway cuts every request at 30 s
             timeout_seconds=28,
+            counts_requests=True,
         ),
         FunctionSpec(
             name="intake",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from functions.agent.models import RunKey
+from functions.agent.redact import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -22,7 +24,7 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-MAX_STOP_REASON = 1000
+logger = logging.getLogger(__name__)
 
 
 class SqsRunQueue:
@@ -44,9 +46,10 @@ class SqsRunQueue:
     def schedule_watch(self, key: RunKey, *, turn: int = 0) -> None:
         self._send(key, self.watch_delay_seconds, watch=True, **({"turn": turn} if turn else {}))
 
-    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
+    def schedule_stop(self, key: RunKey, execution: str, reason: str, *, why: str) -> None:
         # at once; a failed attempt is delivered again after the queue's visibility timeout, then dead-letters
-        self._send(key, stop_execution=execution, reason=reason[:MAX_STOP_REASON])
+        logger.warning("stopping execution %s failed (%s); retried from the intake queue", execution, redact(why))
+        self._send(key, stop_execution=execution, reason=reason)
 
     def schedule_release(self, key: RunKey, step: int) -> None:
         """The intake function releases the reservation after the delay (longer than the step function's

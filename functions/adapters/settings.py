@@ -19,6 +19,9 @@ from typing import Any, Literal, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.config import JsonDict
 
+from functions.agent.keys import AuthMode
+from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE
+
 LOCAL_ONLY: JsonDict = {"local_only": True}  # json_schema_extra of a setting a deployment never sets
 
 
@@ -119,14 +122,14 @@ class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettin
     # how callers authenticate (functions/handlers/tenancy.py): api_key (the stack's authorizer), jwt (an OIDC
     # issuer's token, its tenant_claim), iam (SigV4, principals mapped by iam_tenants); none: the local stack's
     # open mode, where a request without a tenant is the default tenant's
-    auth: Literal["api_key", "jwt", "iam", "none"] = Field(default="api_key", alias="STEPWISE_AUTH")
+    auth: AuthMode = Field(default="api_key", alias="STEPWISE_AUTH")
     tenant_claim: str = Field(default="tenant", alias="STEPWISE_TENANT_CLAIM", min_length=1)
     iam_tenants: str | None = Field(default=None, alias="STEPWISE_IAM_TENANTS")  # JSON {principal ARN: tenant}
     default_tenant: str = Field(default="default", alias="STEPWISE_DEFAULT_TENANT", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     default_model: str = Field(default="claude-sonnet-5-5", alias="STEPWISE_DEFAULT_MODEL", min_length=1)
     # requests per minute per tenant for a tenant without its own (`stepwise tenants set`); unset: no limit
     tenant_requests_per_minute: int | None = Field(
-        default=None, alias="STEPWISE_TENANT_REQUESTS_PER_MINUTE", ge=1, le=1_000_000
+        default=None, alias="STEPWISE_TENANT_REQUESTS_PER_MINUTE", ge=1, le=MAX_REQUESTS_PER_MINUTE
     )
 
 

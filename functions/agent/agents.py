@@ -217,7 +217,7 @@ def _refuse_unsupported(raw: dict[str, Any]) -> None:
             )
         if kind not in (TOOLSET, "custom", "mcp_toolset", LAMBDA_TOOL):
             raise RequestRejectedError(
-                f"tools.{index}.type: unknown tool type {kind!r} (expected {TOOLSET}, custom, mcp_toolset or "
+                f"tools.{index}.type: unknown tool type {clip(kind)!r} (expected {TOOLSET}, custom, mcp_toolset or "
                 f"{LAMBDA_TOOL})"
             )
         for where, config in _policies(tool):
@@ -255,7 +255,7 @@ def _check_tools(
         unknown = [name for name in configured if name not in builtins]
         if unknown:
             raise RequestRejectedError(
-                f"tools.configs: unknown built-in tool {unknown[0]!r} (this deployment has {', '.join(builtins)})"
+                f"tools.configs: unknown built-in tool {clip(unknown[0])!r} (this deployment has {', '.join(builtins)})"
             )
         if len(set(configured)) != len(configured):
             raise RequestRejectedError("tools.configs: a tool is configured twice")
@@ -267,7 +267,7 @@ def _check_tools(
         if isinstance(tool, LambdaToolSpec) and tool.function not in functions:
             allowed = ", ".join(sorted(functions)) or "none"
             raise RequestRejectedError(
-                f"tools.{index}.function: {tool.function!r} is not a Lambda tool this deployment allows "
+                f"tools.{index}.function: {clip(tool.function)!r} is not a Lambda tool this deployment allows "
                 f"(allowed: {allowed}; CDK context lambda_tools)"
             )
     server_names = [server.name for server in servers]
@@ -275,9 +275,10 @@ def _check_tools(
         raise RequestRejectedError("mcp_servers: two servers have the same name")
     used = {tool.mcp_server_name for tool in tools if isinstance(tool, McpToolset)}
     if missing := used - set(server_names):
-        raise RequestRejectedError(f"tools: mcp_toolset names unknown server {sorted(missing)[0]!r}")
+        raise RequestRejectedError(f"tools: mcp_toolset names unknown server {clip(sorted(missing)[0])!r}")
     if unused := set(server_names) - used:
-        raise RequestRejectedError(f"mcp_servers: server {sorted(unused)[0]!r} is not referenced by an mcp_toolset")
+        unreferenced = clip(sorted(unused)[0])
+        raise RequestRejectedError(f"mcp_servers: server {unreferenced!r} is not referenced by an mcp_toolset")
     for index, server in enumerate(servers):
         if not mcp_allowed(server.url):
             raise RequestRejectedError(
@@ -370,8 +371,8 @@ def engine_config(
             for tool_config in mcp_set.configs:
                 if tool_config.name not in listed_names:
                     raise RequestRejectedError(
-                        f"tools.{index}.configs: MCP server {mcp_set.mcp_server_name!r} lists no tool "
-                        f"{tool_config.name!r} (it lists {', '.join(sorted(listed_names)) or 'none'})"
+                        f"tools.{index}.configs: MCP server {clip(mcp_set.mcp_server_name)!r} lists no tool "
+                        f"{clip(tool_config.name)!r} (it lists {', '.join(sorted(listed_names)) or 'none'})"
                     )
             for tool in listed:
                 if _enabled(mcp_set, tool["name"]) and not TOOL_NAME.fullmatch(str(tool["name"])):

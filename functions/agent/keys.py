@@ -9,12 +9,14 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel
 
 from functions.agent.errors import NotFoundError, RequestRejectedError
 from functions.agent.ports import Clock, KeyStore
 
+AuthMode = Literal["api_key", "jwt", "iam", "none"]  # how a deployment's callers authenticate (none: the local stack)
 TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what a tenant may be called: it starts every key of the table
 KEY = re.compile(r"swk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 KEY_ID = re.compile(r"[0-9a-f]{12}")

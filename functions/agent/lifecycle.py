@@ -9,6 +9,8 @@ from functions.agent.errors import RunConflictError, RunNotFoundError
 from functions.agent.models import Run, RunError, RunKey, RunStatus
 from functions.agent.ports import Clock, RunQueue, RunStore, Workflow
 
+MAX_STOP_REASON = 1000  # characters of a cancel's reason a retried stop carries
+
 
 class Lifecycle:
     def __init__(self, *, store: RunStore, clock: Clock, queue: RunQueue | None = None) -> None:
@@ -78,11 +80,12 @@ class Lifecycle:
             raise RunConflictError(f"run {key.run_id} already ended with status {status}")
         try:
             workflow.stop(run.execution_name, reason)
-        except Exception:
+        except Exception as exc:  # whatever the workflow's adapter raised (throttled, unavailable, denied)
             # The run is CANCELLED (what every reader sees, and what ends its execution at its next step); its
-            # execution is stopped from the queue, retried until done. Only if that cannot be queued either does
-            # the caller get an error, and still the next step ends the execution.
-            self._queue().schedule_stop(key, run.execution_name, reason)
+            # execution is stopped from the queue, retried until done (the queue's adapter logs why). Only if
+            # that cannot be queued either does the caller get an error, and still the next step ends it.
+            failure = f"{type(exc).__name__}: {exc}"
+            self._queue().schedule_stop(key, run.execution_name, reason[:MAX_STOP_REASON], why=failure)
         finally:  # whatever stop did: nothing else would free what the run holds
             if run.reservation is not None:
                 self._queue().schedule_release(key, run.reservation.step)

@@ -245,8 +245,9 @@ class RunQueue(Protocol):
         ended."""
         ...
 
-    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
-        """Stop the execution soon, from the queue (retried until it is done): a cancel whose stop failed."""
+    def schedule_stop(self, key: RunKey, execution: str, reason: str, *, why: str) -> None:
+        """Stop the execution soon, from the queue (retried until it is done): a cancel whose stop failed
+        (``why``: how it failed, for the operator)."""
         ...
 
 

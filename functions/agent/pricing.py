@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from functions.agent.errors import UnknownModelError
+from functions.agent.errors import UnknownModelError, clip
 from functions.agent.models import Usage
 
 PRICING_FILE = Path(__file__).parent / "data" / "pricing.json"
@@ -53,7 +53,7 @@ class PriceBook:
             return self._prices[model]
         except KeyError:
             raise UnknownModelError(
-                f"no price is known for model {model!r}; known: {', '.join(sorted(self._prices))}"
+                f"no price is known for model {clip(model)!r}; known: {', '.join(sorted(self._prices))}"
             ) from None
 
     def cost(self, model: str, usage: Usage) -> Decimal:

@@ -138,14 +138,14 @@ def _refuse_unsupported_events(raw: Any) -> None:
         kind = event.get("type") if isinstance(event, dict) else None
         if kind not in SUPPORTED_EVENTS:
             raise RequestRejectedError(
-                f"events.{index}.type: {kind!r} is not supported (Stepwise accepts {', '.join(SUPPORTED_EVENTS)})"
+                f"events.{index}.type: {clip(kind)!r} is not supported (Stepwise accepts {', '.join(SUPPORTED_EVENTS)})"
             )
         content = event.get("content") if isinstance(event, dict) else None
         for block_index, block in enumerate(content if isinstance(content, list) else []):
             if isinstance(block, dict) and block.get("type") != "text":
                 raise RequestRejectedError(
                     f"events.{index}.content.{block_index}.type: only text blocks are supported, not "
-                    f"{block.get('type')!r}"
+                    f"{clip(block.get('type'))!r}"
                 )
 
 

@@ -127,11 +127,11 @@ class Submitter:
         unserved = [m for m in priced if providers is not None and prices.price(m).provider not in providers]
         if unserved:
             raise RequestRejectedError(
-                f"model {unserved[0]!r} is served by {prices.price(unserved[0]).provider}, which this deployment "
+                f"model {clip(unserved[0])!r} is served by {prices.price(unserved[0]).provider}, which this deployment "
                 "does not call (deploy with -c bedrock_fallback=true)"
             )
         if unpriced:
-            what = "model" if unpriced == [model] else f"routing policy {model!r} uses model"
+            what = "model" if unpriced == [model] else f"routing policy {clip(model)!r} uses model"
             raise RequestRejectedError(
                 f"unknown {what} {', '.join(map(repr, unpriced))}: no price is configured for it"
             )

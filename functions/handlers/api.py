@@ -47,6 +47,7 @@ app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 PUBLIC_PATHS = frozenset(op.path for op in openapi.ROUTES if op.public)
+QUERY = {f"{op.method} {op.path}": frozenset(op.query) for op in openapi.ROUTES}  # what each route reads
 MAX_IDEMPOTENCY_KEY = 128
 
 
@@ -108,9 +109,25 @@ def _tenant() -> str:
         raise ApiError(401, "UNAUTHENTICATED", str(exc)) from exc
 
 
-def _rate_limit(resolver: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
-    """Every authenticated request counts against its tenant's requests per minute: over it, 429 with
-    Retry-After (the anthropic SDK waits and retries). A request without a tenant goes on to its 401."""
+def _refuse(resolver: APIGatewayHttpResolver, status: int, code: str, kind: str, message: str,
+            headers: dict[str, str] | None = None) -> Exception:  # fmt: skip
+    """The error in the shape of the route's API (``/v1``: the Anthropic shape)."""
+    if resolver.current_event.path.startswith("/v1/"):
+        return V1Error(status, kind, message, headers)
+    return ApiError(status, code, message, headers)
+
+
+def _before_route(resolver: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
+    """What every route checks first: the query parameters it takes (an unknown one is a 400, never ignored), then
+    its tenant's requests per minute (over it, 429 with Retry-After, which the anthropic SDK waits on). A request
+    without a tenant goes on to its 401."""
+    route = (
+        f"{resolver.request.method.upper()} {resolver.request.route}"  # the route matched, as openapi.ROUTES names it
+    )
+    unknown = sorted(set(resolver.current_event.query_string_parameters or {}) - QUERY.get(route, frozenset()))
+    if unknown:
+        message = f"query parameter {clip(unknown[0])!r} is not supported here"
+        raise _refuse(resolver, 400, "VALIDATION_ERROR", "invalid_request_error", message)
     if resolver.current_event.path in PUBLIC_PATHS:
         return next_middleware(resolver)
     settings = load(SETTINGS)
@@ -120,18 +137,21 @@ def _rate_limit(resolver: APIGatewayHttpResolver, next_middleware: NextMiddlewar
         )
     except UnauthenticatedError:
         return next_middleware(resolver)
-    admission = wiring.rate_limiter(settings).admit(tenant)
+    try:
+        admission = wiring.rate_limiter(settings).admit(tenant)
+    except Exception:  # the table cannot count now: the API stays up (API Gateway's throttle still caps everyone)
+        logger.exception("request rate not counted", tenant=tenant)
+        metrics.add_metric(name="RateLimiterErrors", unit="Count", value=1)
+        return next_middleware(resolver)
     if admission.admitted:
         return next_middleware(resolver)
     metrics.add_metric(name="RequestsRateLimited", unit="Count", value=1)
     logger.info("rate limited", tenant=tenant, limit=admission.limit)
     retry = {"retry-after": str(admission.retry_after_seconds)}
-    if resolver.current_event.path.startswith("/v1/"):
-        raise V1Error(429, "rate_limit_error", admission.message, retry)
-    raise ApiError(429, "RATE_LIMITED", admission.message, retry)
+    raise _refuse(resolver, 429, "RATE_LIMITED", "rate_limit_error", admission.message, retry)
 
 
-app.use(middlewares=[_rate_limit])
+app.use(middlewares=[_before_route])
 
 
 def _parse_run_request() -> RunRequest:
@@ -231,10 +251,8 @@ def get_tool_result(run_id: str, tool_use_id: str) -> Response[str]:
 
 
 def _page_of(params: dict[str, str]) -> tuple[int, int]:
-    """``offset`` and ``limit`` (characters) of a whole tool result: 400 for anything but whole numbers in range."""
-    unknown = sorted(set(params) - {"offset", "limit"})
-    if unknown:
-        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {clip(unknown[0])!r} is not supported here")
+    """``offset`` and ``limit`` (characters) of a whole tool result: 400 for anything but whole numbers in range
+    (any other parameter was refused before the route ran)."""
     values = []
     for name, default, high in (("offset", 0, 10 * MAX_RESULT_CHARS), ("limit", PAGE_CHARS, PAGE_CHARS)):
         raw = params.get(name, str(default))
@@ -262,14 +280,11 @@ def cancel(run_id: str) -> Response[str]:
 @app.get("/costs")
 def costs() -> Response[str]:
     params = app.current_event.query_string_parameters or {}
-    unknown = sorted(set(params) - {"from", "to"})
-    if unknown:
-        raise ApiError(400, "VALIDATION_ERROR", f"query parameter {clip(unknown[0])!r} is not supported here")
     today = wiring.CLOCK.now().date()
     try:
         first, last = period(params.get("from"), params.get("to"), today)
     except ValueError as exc:
-        raise ApiError(400, "VALIDATION_ERROR", f"from/to must be YYYY-MM-DD days: {exc}") from exc
+        raise ApiError(400, "VALIDATION_ERROR", f"from/to must be YYYY-MM-DD days: {clip(exc)}") from exc
     tenant, settings = _tenant(), load(SETTINGS)
     rows = wiring.store(settings).spend_rows(tenant, first.isoformat(), last.isoformat())
     report = build_report(

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from functions.agent.lifecycle import MAX_STOP_REASON
 from functions.agent.models import RunError, RunKey, RunStatus, StepRef, turn_of
 
 
@@ -32,7 +33,7 @@ class IntakeMessage(RunRef):
     watch: bool = False  # a watchdog check of a started run
     turn: int = Field(default=0, ge=0)  # the session turn it watches
     stop_execution: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,80}$")  # a cancel's stop, retried
-    reason: str = Field(default="", max_length=1000)
+    reason: str = Field(default="", max_length=MAX_STOP_REASON)
 
 
 class StepEvent(RunRef):

@@ -18,20 +18,19 @@ import json
 import re
 from collections.abc import Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from functions.agent.keys import KEY_ID, TENANT
+from functions.agent.keys import KEY_ID, TENANT, AuthMode
 
 if TYPE_CHECKING:
     from functions.adapters.settings import ApiSettings
 
-AuthMode = Literal["api_key", "jwt", "iam", "none"]
 # arn:aws:iam::<account>:role/<path/>name or :user/<path/>name (what the allow-list names)
-PRINCIPAL = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):(role|user)/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})", re.ASCII)
+PRINCIPAL = re.compile(r"arn:(aws[a-z-]*):iam::(\d{12}):(role|user)/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})", re.ASCII)
 # what IAM reports for a signed request by an assumed role: arn:aws:sts::<account>:assumed-role/<name>/<session>
-ASSUMED_ROLE = re.compile(r"arn:aws[a-z-]*:sts::(\d{12}):assumed-role/([\w+=,.@-]{1,64})/[\w+=,.@-]{1,64}", re.ASCII)
+ASSUMED_ROLE = re.compile(r"arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]{1,64})/[\w+=,.@-]{1,64}", re.ASCII)
 CLAIM = re.compile(r"[A-Za-z0-9_:.\-/]{1,128}")
 CALLER = re.compile(r"[\x21-\x7e]{1,256}")  # a JWT's sub as recorded in created_by: printable ASCII, bounded
 
@@ -67,8 +66,8 @@ class Auth(BaseModel):
         for principal, tenant in self.iam_tenants.items():
             listed = PRINCIPAL.fullmatch(principal)
             assert listed is not None  # validated
-            account, kind, name = listed.groups()
-            if assumed is not None and kind == "role" and assumed.groups() == (account, name):
+            partition, account, kind, name = listed.groups()
+            if assumed is not None and kind == "role" and assumed.groups() == (partition, account, name):
                 return tenant
             if assumed is None and kind == "user" and principal == user_arn:
                 return tenant

@@ -28,6 +28,7 @@ PUBLIC_ROUTES = [(op.path, apigw.HttpMethod(op.method)) for op in OPERATIONS if 
 
 
 PUBLIC_RATE_LIMIT, PUBLIC_BURST_LIMIT = 5, 10
+MAX_IAM_TENANTS_BYTES = 2_048  # of the api function's 4 KB of environment (about 25 role ARNs)
 
 
 class ApiAuth(Auth):
@@ -51,6 +52,11 @@ class ApiAuth(Auth):
             raise ValueError(f"jwt_issuer and jwt_audience are for auth 'jwt', not {self.mode!r}")
         if self.mode == "iam" and not self.iam_tenants:
             raise ValueError("auth 'iam' needs iam_tenants: {role or user ARN: tenant}, who may call as which tenant")
+        if len(json.dumps(dict(self.iam_tenants))) > MAX_IAM_TENANTS_BYTES:
+            raise ValueError(
+                f"iam_tenants: at most {MAX_IAM_TENANTS_BYTES} bytes as JSON (a function's environment is 4 KB in "
+                "all); map roles, not people, or use JWTs for many callers"
+            )
         if self.mode != "iam" and self.iam_tenants:
             raise ValueError(f"iam_tenants is for auth 'iam', not {self.mode!r}")
         return self

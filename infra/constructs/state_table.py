@@ -11,6 +11,7 @@ from infra.constructs.agent_functions import AgentFunctions
 
 KEY_PARTITIONS = ("APIKEY#*", "KEYS")  # functions/adapters/dynamodb_keys.py
 LIMITS_PARTITION = "TENANTS"  # tenants' own limits (functions/adapters/dynamodb_tenants.py): an operator's to write
+RATE_PARTITIONS = "RATE#*"  # tenants' request counts: the api function's alone to write
 WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
@@ -57,12 +58,14 @@ class StateTable(Construct):
                     conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(KEY_PARTITIONS)}},
                 )
             )
-            # the api and step functions read tenants' limits; none may raise its own tenant's
+            # the api and step functions read tenants' limits; none may raise its own tenant's, and none but the api
+            # (which counts requests) may fill another tenant's request window
             function.add_to_role_policy(
                 iam.PolicyStatement(
                     effect=iam.Effect.DENY,
                     actions=list(WRITES),
                     resources=[self.table.table_arn],
-                    conditions={"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": [LIMITS_PARTITION]}},
+                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [
+                        LIMITS_PARTITION, *([] if spec.counts_requests else [RATE_PARTITIONS])]}},
                 )
-            )
+            )  # fmt: skip

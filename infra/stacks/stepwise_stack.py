@@ -11,7 +11,7 @@ from constructs import Construct
 
 from functions.adapters.settings import StepSettings
 from infra.constants import (
-    LOG_RETENTION_DAYS,
+    LOG_RETENTION,
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
     RELEASE_AFTER_STEP_TIMEOUT_SECONDS,
@@ -181,9 +181,9 @@ class StepwiseStack(Stack):
 
 def retention(days: int) -> logs.RetentionDays:
     """CloudWatch Logs' retention of ``days`` (0: never expire); raises ValueError for a period it does not offer."""
-    if days not in LOG_RETENTION_DAYS:
-        raise ValueError(f"log_retention_days {days}: one of {', '.join(map(str, LOG_RETENTION_DAYS))} (0: forever)")
-    return list(logs.RetentionDays)[LOG_RETENTION_DAYS.index(days)]
+    if days not in LOG_RETENTION:
+        raise ValueError(f"log_retention_days {days}: one of {', '.join(map(str, LOG_RETENTION))} (0: forever)")
+    return LOG_RETENTION[days]
 
 
 def _optional(value: float | int | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")  # what API Gateway's JWT authorizer accepts
+ALGORITHMS = ("RS256", "RS384", "RS512")  # API Gateway's JWT authorizer supports RSA-based algorithms only
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class LocalJwt:
             return None
         try:
             kid = jwt.get_unverified_header(token).get("kid")
+            if not kid:  # API Gateway finds the key by the token's kid: a token without one is refused
+                return None
             found = [key for key in jwt.PyJWKSet.from_dict(self.jwks).keys if key.key_id == kid]
             if len(found) != 1:
                 return None
@@ -62,7 +64,7 @@ class LocalJwt:
         audiences = audiences if isinstance(audiences, list) else [audiences]
         if not any(aud in self.audience for aud in audiences):
             return None
-        return {name: _as_api_gateway_does(value) for name, value in decoded.items()}
+        return {name: _as_api_gateway_does(value) for name, value in decoded.items() if value is not None}
 
 
 def _as_api_gateway_does(value: Any) -> str:

@@ -42,10 +42,12 @@ def stack(template: dict[str, Any], jwks: Path) -> Iterator[LocalStack]:
         yield local
 
 
-def token(key: Any = KEY, kid: str = "k1", **claims: Any) -> str:
+def token(key: Any = KEY, kid: str | None = "k1", null: tuple[str, ...] = (), **claims: Any) -> str:
+    """A token of the issuer; a claim given as None is left out, one named in ``null`` is sent as JSON null."""
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "org": "acme", "iat": now, "exp": now + 600, **claims}
-    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm="RS256", headers={"kid": kid})
+    body = {k: v for k, v in body.items() if v is not None} | dict.fromkeys(null)
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid} if kid else None)
 
 
 def sdk(bearer: str, stack: LocalStack) -> anthropic.Anthropic:
@@ -79,10 +81,11 @@ def test_the_sdk_authenticates_with_a_jwt_and_its_tenant_claim_scopes_everything
         token(iss="https://evil.example.com/"),
         token(key=OTHER_KEY),  # signed by a key the issuer does not publish
         token(kid="k2"),
+        token(kid=None),  # API Gateway looks the key up by kid
         token()[:-4] + "AAAA",  # tampered
         "not-a-jwt",
     ],
-    ids=["expired", "audience", "issuer", "other-key", "unknown-kid", "tampered", "garbage"],
+    ids=["expired", "audience", "issuer", "other-key", "unknown-kid", "no-kid", "tampered", "garbage"],
 )
 def test_a_token_api_gateway_would_refuse_is_401_before_any_function(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, bearer: str
@@ -102,6 +105,8 @@ def test_a_valid_token_without_a_valid_tenant_claim_is_refused_by_stepwise(
             sdk(token(**claims), stack).beta.agents.list()
         assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
         assert "'org'" in refused.value.message
+    with pytest.raises(anthropic.AuthenticationError, match="no 'org' claim"):  # a null claim is no claim
+        sdk(token(null=("org",)), stack).beta.agents.list()
 
 
 def test_the_cli_refuses_a_half_configured_local_jwt(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ class RecordingQueue:
         self.watches.append(key)
         self.watched_turns.append(turn)
 
-    def schedule_stop(self, key: RunKey, execution: str, reason: str) -> None:
+    def schedule_stop(self, key: RunKey, execution: str, reason: str, *, why: str) -> None:
         self.stops.append((key, execution))
 
 

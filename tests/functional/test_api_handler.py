@@ -194,6 +194,22 @@ LONG = "".join(chr(ord("a") + i % 26) for i in range(5_000))  # no 81 characters
         ("GET", f"/v1/agents?{LONG}=1", None),
         ("POST", "/v1/agents", {"name": "n", "model": {"id": "claude-haiku-4-5", "speed": LONG}}),
         ("POST", "/v1/agents", {"name": "n", "model": "claude-haiku-4-5", **{f"{i}{LONG}": i for i in range(50)}}),
+        ("GET", f"/costs?from={LONG}", None),
+        ("POST", "/v1/agents", {"name": "n", "model": "claude-haiku-4-5", "tools": [{"type": LONG}]}),
+        (
+            "POST",
+            "/v1/agents",
+            {
+                "name": "n",
+                "model": "claude-haiku-4-5",
+                "tools": [
+                    {"type": "custom", "name": "x", "input_schema": {"type": "object"}},
+                    {"type": "lambda_tool_x", "function": LONG},
+                ],
+            },
+        ),
+        ("POST", "/runs", {"input": "hi", "model": LONG}),
+        ("POST", "/v1/sessions/sesn_00000000000000000000000000/events", {"events": [{"type": LONG}]}),
     ],
 )
 def test_an_error_repeats_at_most_a_bounded_part_of_what_the_client_sent(
@@ -234,3 +250,27 @@ def test_an_unexpected_failure_is_a_500_with_the_request_id_and_no_detail(
     assert response["statusCode"] == 500 and response["headers"]["request-id"] == "req-1"
     assert body["request_id"] == "req-1" and "123456789012" not in response["body"] and "fire" not in response["body"]
     assert (body["error"]["type"] == "api_error") if shape == "v1" else (body["error"]["code"] == "INTERNAL")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "status"),
+    [
+        ("GET", "/runs/run_00000000000000000000000000", {"verbose": "1"}, 400),
+        ("POST", "/runs/run_00000000000000000000000000/cancel", {"force": "true"}, 400),
+        ("GET", "/v1/sessions/sesn_00000000000000000000000000", {"expand": "events"}, 400),
+        ("GET", "/health", {"deep": "1"}, 400),
+        ("GET", "/v1/agents", {"limit": "5"}, 200),  # what a route takes still works
+        ("GET", "/costs", {"from": "2026-11-20"}, 200),
+        ("GET", "/runs/run_00000000000000000000000000/tool_results/toolu_1", {"offset": "0"}, 404),
+    ],
+)
+def test_a_query_parameter_a_route_does_not_take_is_refused_never_ignored(
+    aws: Aws, context: LocalContext, method: str, path: str, query: dict[str, str], status: int
+) -> None:
+    event = http_event(method, path)
+    event["queryStringParameters"] = query
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
+    response = api.handler(event, context)
+    assert response["statusCode"] == status, response["body"]
+    if status == 400:
+        assert "is not supported here" in response["body"] and next(iter(query)) in response["body"]

@@ -91,3 +91,9 @@ def test_a_half_configured_auth_fails_synth_naming_what_is_missing(
 ) -> None:
     with pytest.raises(SystemExit, match=problem):
         build_app(cdk.App(context={**SKIP_BUNDLING, **context}))
+
+
+def test_an_allow_list_too_large_for_a_functions_environment_fails_synth() -> None:
+    many = {f"arn:aws:iam::123456789012:role/team-{n:03d}-operators": f"team{n}" for n in range(60)}
+    with pytest.raises(SystemExit, match="at most 2048 bytes"):
+        build_app(cdk.App(context={**SKIP_BUNDLING, "auth": "iam", "iam_tenants": json.dumps(many)}))

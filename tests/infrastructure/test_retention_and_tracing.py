@@ -36,8 +36,11 @@ def test_every_log_group_keeps_logs_as_long_as_the_context_says(
 
 
 @pytest.mark.parametrize(("context", "problem"), [({"log_retention_days": "10"}, "log_retention_days 10: one of"),
+                                                  ({"log_retention_days": "a month"}, "a whole number of days"),
+                                                  ({"tenant_requests_per_minute": "0"}, "1 to 1000000"),
+                                                  ({"tenant_requests_per_minute": "lots"}, "1 to 1000000"),
                                                   ({"removal_policy": "snapshot"}, "retain or destroy")])  # fmt: skip
-def test_a_retention_cloudwatch_does_not_offer_or_an_unknown_removal_policy_fails_synth(
+def test_a_retention_cloudwatch_does_not_offer_a_bad_rate_or_an_unknown_removal_policy_fails_synth(
     context: dict[str, str], problem: str
 ) -> None:
     with pytest.raises(SystemExit, match=problem):
@@ -66,7 +69,10 @@ def test_functions_trace_through_the_named_xray_policy_and_no_function_role_gran
     for policy in of_type(resources, "AWS::IAM::Policy"):
         if {r["Ref"] for r in policy["Properties"]["Roles"]} & roles:
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-                assert statement["Resource"] != "*", statement
+                resources = (
+                    statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                )
+                assert "*" not in resources, statement
 
 
 def test_a_new_resource_star_statement_on_a_functions_role_fails_synth() -> None:

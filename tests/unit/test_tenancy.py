@@ -73,6 +73,7 @@ def test_an_allow_listed_iam_principal_gets_its_tenant(user_arn: str, tenant: st
     [
         "arn:aws:sts::210987654321:assumed-role/StepwiseOps/alice",  # the same role name in another account
         "arn:aws:sts::123456789012:assumed-role/Admin/alice",
+        "arn:aws-us-gov:sts::123456789012:assumed-role/StepwiseOps/alice",  # the same role in another partition
         "arn:aws:iam::123456789012:user/someone-else",
         "arn:aws:iam::123456789012:role/platform/StepwiseOps",  # not what IAM reports for a caller
         "",
