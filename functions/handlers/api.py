@@ -118,9 +118,11 @@ def _refuse(resolver: APIGatewayHttpResolver, status: int, code: str, kind: str,
 
 
 def _before_route(resolver: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[str]:
-    """What every route checks first: the query parameters it takes (an unknown one is a 400, never ignored), then
-    its tenant's requests per minute (over it, 429 with Retry-After, which the anthropic SDK waits on). A request
-    without a tenant goes on to its 401."""
+    """What every route does first: count the request against its tenant's requests per minute (over it, 429 with
+    Retry-After, which the anthropic SDK waits on; a request without a tenant goes on to its 401), then refuse a
+    query parameter the route does not take (400, never ignored)."""
+    if resolver.current_event.path not in PUBLIC_PATHS:
+        _admit(resolver)
     route = (
         f"{resolver.request.method.upper()} {resolver.request.route}"  # the route matched, as openapi.ROUTES names it
     )
@@ -128,27 +130,28 @@ def _before_route(resolver: APIGatewayHttpResolver, next_middleware: NextMiddlew
     if unknown:
         message = f"query parameter {clip(unknown[0])!r} is not supported here"
         raise _refuse(resolver, 400, "VALIDATION_ERROR", "invalid_request_error", message)
-    if resolver.current_event.path in PUBLIC_PATHS:
-        return next_middleware(resolver)
+    return next_middleware(resolver)
+
+
+def _admit(resolver: APIGatewayHttpResolver) -> None:
     settings = load(SETTINGS)
     try:
         tenant = request_tenant(
             resolver.current_event.raw_event, settings.default_tenant, auth=deployment_auth(settings)
         )
     except UnauthenticatedError:
-        return next_middleware(resolver)
+        return
     try:
         admission = wiring.rate_limiter(settings).admit(tenant)
     except Exception:  # the table cannot count now: the API stays up (API Gateway's throttle still caps everyone)
         logger.exception("request rate not counted", tenant=tenant)
         metrics.add_metric(name="RateLimiterErrors", unit="Count", value=1)
-        return next_middleware(resolver)
-    if admission.admitted:
-        return next_middleware(resolver)
-    metrics.add_metric(name="RequestsRateLimited", unit="Count", value=1)
-    logger.info("rate limited", tenant=tenant, limit=admission.limit)
-    retry = {"retry-after": str(admission.retry_after_seconds)}
-    raise _refuse(resolver, 429, "RATE_LIMITED", "rate_limit_error", admission.message, retry)
+        return
+    if not admission.admitted:
+        metrics.add_metric(name="RequestsRateLimited", unit="Count", value=1)
+        logger.info("rate limited", tenant=tenant, limit=admission.limit)
+        retry = {"retry-after": str(admission.retry_after_seconds)}
+        raise _refuse(resolver, 429, "RATE_LIMITED", "rate_limit_error", admission.message, retry)
 
 
 app.use(middlewares=[_before_route])

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -430,62 +431,72 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         /_local/keys/{key_id}/revoke."""
         from functions.adapters import wiring
         from functions.adapters.settings import Settings, load
-        from functions.agent.errors import NotFoundError, RequestRejectedError
         from functions.handlers import authorizer
 
         keys = wiring.api_keys(load(Settings))
-        json_type = {"content-type": "application/json"}
-        try:
+
+        def answer() -> tuple[int, Any] | None:
             if method == "POST" and path == LOCAL_KEYS:
                 request = json.loads(body or "{}")
                 key, record = keys.create(str(request.get("tenant", "")), str(request.get("name") or ""))
-                return 201, json_type, json.dumps({"key": key, **record.public()})
+                return 201, {"key": key, **record.public()}
             if method == "GET" and path == LOCAL_KEYS:
-                return 200, json_type, json.dumps({"data": [record.public() for record in keys.list()]})
+                return 200, {"data": [record.public() for record in keys.list()]}
             if method == "POST" and path.endswith("/revoke"):
                 record = keys.revoke(path.removeprefix(LOCAL_KEYS + "/").removesuffix("/revoke"))
                 authorizer.forget()  # at once here (deployed: within the authorizer's cache time)
-                return 200, json_type, json.dumps(record.public())
-        except RequestRejectedError as exc:
-            return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
-        except NotFoundError as exc:
-            return 404, json_type, json.dumps({"error": {"code": "KEY_NOT_FOUND", "message": str(exc)}})
-        except ValueError as exc:
-            return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
-        return 404, json_type, json.dumps({"message": "Not Found"})
+                return 200, record.public()
+            return None
+
+        return _operator_answer(answer, not_found="KEY_NOT_FOUND")
 
     def _tenants(self, method: str, path: str, body: str) -> tuple[int, dict[str, str], str]:
         """The local operator's tenant limit routes (deployed, `stepwise tenants --table` writes the table): GET
         /_local/tenants, GET|POST|DELETE /_local/tenants/{tenant} (POST {daily_usd, requests_per_minute})."""
         from functions.adapters import wiring
         from functions.adapters.settings import Settings, load
-        from functions.agent.errors import NotFoundError, RequestRejectedError
+        from functions.agent.errors import RequestRejectedError
 
         tenants = wiring.tenants(load(Settings))
-        json_type = {"content-type": "application/json"}
         tenant = unquote(path.removeprefix(LOCAL_TENANTS).removeprefix("/"))
-        try:
-            if method == "GET" and not tenant:
-                return 200, json_type, json.dumps({"data": [limits.public() for limits in tenants.list()]})
-            if method == "GET" and tenant:
-                return 200, json_type, json.dumps(tenants.get(tenant).public())
-            if method in ("POST", "DELETE") and tenant:
-                if method == "POST":
-                    request = json.loads(body or "{}")
-                    if not isinstance(request, dict) or set(request) - {"daily_usd", "requests_per_minute"}:
-                        raise RequestRejectedError("the body is {daily_usd?, requests_per_minute?}")
-                    changed = tenants.set(tenant, **request)
-                else:
-                    changed = tenants.clear(tenant)
-                wiring.forget_tenant_limits()  # at once here (deployed: within LIMITS_CACHE_SECONDS)
-                return 200, json_type, json.dumps(changed.public())
-        except RequestRejectedError as exc:
-            return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
-        except NotFoundError as exc:
-            return 404, json_type, json.dumps({"error": {"code": "TENANT_NOT_FOUND", "message": str(exc)}})
-        except ValueError as exc:
-            return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
+
+        def answer() -> tuple[int, Any] | None:
+            if method == "GET":
+                return 200, tenants.get(tenant).public() if tenant else {"data": [t.public() for t in tenants.list()]}
+            if method not in ("POST", "DELETE") or not tenant:
+                return None
+            if method == "POST":
+                request = json.loads(body or "{}")
+                if not isinstance(request, dict) or set(request) - {"daily_usd", "requests_per_minute"}:
+                    raise RequestRejectedError("the body is {daily_usd?, requests_per_minute?}")
+                changed = tenants.set(tenant, **request)
+            else:
+                changed = tenants.clear(tenant)
+            wiring.forget_tenant_limits()  # at once here (deployed: within LIMITS_CACHE_SECONDS)
+            return 200, changed.public()
+
+        return _operator_answer(answer, not_found="TENANT_NOT_FOUND")
+
+
+def _operator_answer(
+    answer: Callable[[], tuple[int, Any] | None], *, not_found: str
+) -> tuple[int, dict[str, str], str]:
+    """An operator route's answer as JSON, the core's refusals as 400 and 404 (``None``: no such route)."""
+    from functions.agent.errors import NotFoundError, RequestRejectedError
+
+    json_type = {"content-type": "application/json"}
+    try:
+        answered = answer()
+    except RequestRejectedError as exc:
+        return 400, json_type, json.dumps({"error": {"code": "VALIDATION_ERROR", "message": str(exc)}})
+    except NotFoundError as exc:
+        return 404, json_type, json.dumps({"error": {"code": not_found, "message": str(exc)}})
+    except ValueError as exc:
+        return 400, json_type, json.dumps({"error": {"code": "INVALID_JSON", "message": str(exc)}})
+    if answered is None:
         return 404, json_type, json.dumps({"message": "Not Found"})
+    status, body = answered
+    return status, json_type, json.dumps(body)
 
 
 def _query_parameters(query: str) -> dict[str, str] | None:
