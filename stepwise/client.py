@@ -80,3 +80,15 @@ class StepwiseClient:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/runs/{run_id}/cancel"))
+
+
+def deployment_table(args: Any) -> tuple[str, Any, Any] | None:
+    """An operator command's ``--table`` (the deployment's, written with your AWS credentials): its name, a
+    DynamoDB client and the clock; None for the local stack (its operator routes)."""
+    if not getattr(args, "table", None):
+        return None
+    import boto3
+
+    from functions.adapters.aws import SystemClock
+
+    return args.table, boto3.client("dynamodb"), SystemClock()

@@ -13,20 +13,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stepwise.client import StepwiseClient
+from stepwise.client import StepwiseClient, deployment_table
 
 
 def _keys(args: argparse.Namespace) -> Any:
     """The use case on the deployment's table, or None for the local stack."""
-    if not args.table:
+    table = deployment_table(args)
+    if table is None:
         return None
-    import boto3
-
-    from functions.adapters.aws import SystemClock
     from functions.adapters.dynamodb_keys import DynamoDBKeyStore
     from functions.agent.keys import ApiKeys
 
-    return ApiKeys(store=DynamoDBKeyStore(args.table, boto3.client("dynamodb")), clock=SystemClock())
+    name, client, clock = table
+    return ApiKeys(store=DynamoDBKeyStore(name, client), clock=clock)
 
 
 def cmd_keys(args: argparse.Namespace, console: Console) -> int:

@@ -14,20 +14,19 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.table import Table
 
-from stepwise.client import StepwiseClient
+from stepwise.client import StepwiseClient, deployment_table
 
 
 def _tenants(args: argparse.Namespace) -> Any:
     """The use case on the deployment's table, or None for the local stack."""
-    if not args.table:
+    table = deployment_table(args)
+    if table is None:
         return None
-    import boto3
-
-    from functions.adapters.aws import SystemClock
     from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
     from functions.agent.tenants import Tenants
 
-    return Tenants(store=DynamoDBTenantStore(args.table, boto3.client("dynamodb")), clock=SystemClock())
+    name, client, clock = table
+    return Tenants(store=DynamoDBTenantStore(name, client), clock=clock)
 
 
 def cmd_tenants(args: argparse.Namespace, console: Console) -> int:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import condition_failed, from_item, to_item
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
 from functions.agent.ledger import (
     AtStep,
@@ -332,10 +332,6 @@ def tool_from_item(item: dict[str, Any]) -> tuple[int, ToolOutcome]:
     )
 
 
-def _condition_failed(exc: ClientError) -> bool:
-    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
-
-
 class _Expression:
     """Collects the names and values of one item's update and condition, with unique placeholders."""
 
@@ -402,7 +398,7 @@ class DynamoDBRunStore(RunStore):
                 TableName=self.table_name, Item=run_to_item(run), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 raise RunAlreadyExistsError(run.run_id) from exc
             raise
 
@@ -587,7 +583,7 @@ class DynamoDBRunStore(RunStore):
                 TableName=self.table_name, Item=tool_to_item(ref, outcome), ConditionExpression=condition, **names
             )
         except ClientError as exc:
-            if not _condition_failed(exc):
+            if not condition_failed(exc):
                 raise
             item = self._get(run_pk(ref.key), tool_sk(ref.step, outcome.tool_use_id))
             assert item is not None  # the put failed because it exists

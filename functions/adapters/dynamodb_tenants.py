@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import condition_failed, from_item, to_item
 from functions.agent.tenants import TenantLimits
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class DynamoDBTenantStore:
                 },
             )  # fmt: skip
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -33,3 +34,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def condition_failed(exc: ClientError) -> bool:
+    """The write was refused by its condition (not an outage): the caller's ``False``."""
+    return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
