@@ -14,6 +14,7 @@ from functions.agent.errors import FatalModelError, RetryableModelError
 from functions.agent.models import ModelRequest, ModelResponse, Usage
 
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+_STATUS_KINDS = {429: "throttled", 529: "overloaded"}  # the rest: server_error
 
 
 class AnthropicModel:
@@ -39,11 +40,13 @@ class AnthropicModel:
         try:
             message = self.client.messages.create(**kwargs)
         except anthropic.APIConnectionError as exc:  # includes timeouts
-            raise RetryableModelError(f"connection to the Anthropic API failed: {exc}") from exc
+            raise RetryableModelError(f"connection to the Anthropic API failed: {exc}", kind="connection") from exc
         except anthropic.APIStatusError as exc:
             raise translate_status_error(exc) from exc
         except (anthropic.APIResponseValidationError, ValueError) as exc:  # an unreadable body
-            raise RetryableModelError(f"the Anthropic API returned an unreadable response: {exc}") from exc
+            raise RetryableModelError(
+                f"the Anthropic API returned an unreadable response: {exc}", kind="malformed"
+            ) from exc
         try:  # the SDK does not validate bodies: a malformed one must not become a crash or a bogus answer
             blocks = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
             if not isinstance(message.model, str) or message.usage is None:
@@ -56,7 +59,9 @@ class AnthropicModel:
                 provider=self.provider,
             )
         except (AttributeError, TypeError, ValueError) as exc:
-            raise RetryableModelError(f"the Anthropic API returned a malformed response: {exc}") from exc
+            raise RetryableModelError(
+                f"the Anthropic API returned a malformed response: {exc}", kind="malformed"
+            ) from exc
 
 
 def usage_of(usage: Any) -> Usage:
@@ -88,5 +93,9 @@ def translate_status_error(exc: anthropic.APIStatusError) -> Exception:
     if exc.status_code == 429 and "spend" in message.lower():
         return FatalModelError("SPEND_LIMIT", f"Anthropic API spend limit reached: {message}")
     if exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500:
-        return RetryableModelError(f"Anthropic API {exc.status_code} {kind}: {message}", retry_after=_retry_after(exc))
+        return RetryableModelError(
+            f"Anthropic API {exc.status_code} {kind}: {message}",
+            retry_after=_retry_after(exc),
+            kind=_STATUS_KINDS.get(exc.status_code, "server_error"),
+        )
     return FatalModelError(f"MODEL_{exc.status_code}", f"Anthropic API {exc.status_code} {kind}: {message}")

@@ -35,6 +35,7 @@ _RETRYABLE = {
     "ServiceQuotaExceededException",
     "ModelErrorException",  # the model failed to process the request (424): transient
 }
+_KINDS = {"ThrottlingException": "throttled", "ServiceUnavailableException": "overloaded"}  # else server_error
 _FATAL_STATUS = {"ValidationException": 400, "AccessDeniedException": 403, "ResourceNotFoundException": 404}
 _STOP_REASONS = {
     "end_turn": "end_turn",
@@ -141,17 +142,18 @@ class BedrockModel:
             message = exc.response["Error"].get("Message", "")
             http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in _RETRYABLE or http_status == 429 or http_status >= 500:
-                raise RetryableModelError(f"Bedrock {code} ({http_status}): {message}") from exc
+                kind = _KINDS.get(code) or ("throttled" if http_status == 429 else "server_error")
+                raise RetryableModelError(f"Bedrock {code} ({http_status}): {message}", kind=kind) from exc
             status = _FATAL_STATUS.get(code, http_status or 400)
             raise FatalModelError(f"MODEL_{status}", f"Bedrock {code}: {message}") from exc
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise RetryableModelError(f"connection to Bedrock failed: {exc}") from exc
+            raise RetryableModelError(f"connection to Bedrock failed: {exc}", kind="connection") from exc
         except BotoCoreError as exc:
-            raise RetryableModelError(f"Bedrock call failed: {exc}") from exc
+            raise RetryableModelError(f"Bedrock call failed: {exc}", kind="connection") from exc
         try:
             return from_converse(request.model, answer)
         except (KeyError, TypeError, ValueError) as exc:  # ValueError includes pydantic's ValidationError
-            raise RetryableModelError(f"Bedrock returned a malformed response: {exc}") from exc
+            raise RetryableModelError(f"Bedrock returned a malformed response: {exc}", kind="malformed") from exc
 
 
 class ProviderModels:

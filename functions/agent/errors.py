@@ -76,12 +76,27 @@ class RetryableModelError(ModelError):
     """Throttling, overload, 5xx, timeouts: Step Functions retries the step with backoff and jitter.
 
     ``retry_after``: the seconds the provider asked for (its retry-after header); the step then waits in a
-    Wait state instead.
+    Wait state instead. ``kind``: what went wrong, one of ``RETRYABLE_KINDS`` (a bounded set: the step function's
+    metrics count by it; ``throttled`` and ``overloaded`` are the provider's 429 and 529).
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, kind: str = "server_error") -> None:
         super().__init__(message)
+        if kind not in RETRYABLE_KINDS:
+            raise ValueError(f"retryable error kind {kind!r}: one of {', '.join(RETRYABLE_KINDS)}")
         self.retry_after = retry_after
+        self.kind = kind
+
+    @property
+    def throttled(self) -> bool:
+        """The provider refused for load (429 rate limit, 529 overloaded, Bedrock's ThrottlingException)."""
+        return self.kind in ("throttled", "overloaded")
+
+
+# throttled: 429 / ThrottlingException; overloaded: 529 / ServiceUnavailable; server_error: 408/409/5xx;
+# connection: no answer (refused, timed out); malformed: an answer that could not be read; circuits_open: every
+# model's circuit is open (no call was made)
+RETRYABLE_KINDS = ("throttled", "overloaded", "server_error", "connection", "malformed", "circuits_open")
 
 
 class FatalModelError(ModelError):

@@ -53,6 +53,7 @@ class Route:
     model: str
     reason: str
     cheap: bool = False  # served by a policy's cheap model: its failures escalate instead of ending the run
+    fallback: bool = False  # another model than routing chose, because its circuit is open or it kept failing
 
 
 def choose(

@@ -72,6 +72,9 @@ class StepOutcome:
     wait_seconds: int = 0  # with decision WAIT
     waits: int = 0  # consecutive waits of this step so far
     agent: AgentConfig | None = None  # a session's: how each of its calls is run (see workflow_calls)
+    # for metrics: the kind of retryable error that made this step WAIT; whether its call went to a fallback model
+    model_error: str | None = None
+    fallback: bool = False
 
     @property
     def next_step(self) -> int:
@@ -336,7 +339,7 @@ class StepRunner:
                 # the provider said when: wait in a Wait state (no Lambda sleeps), keeping the reservation
                 wait = StepOutcome(
                     step.ref, StepDecision.WAIT, wait_seconds=max(1, math.ceil(exc.retry_after)),
-                    waits=step.waits + 1, budget_percent=step.percent,
+                    waits=step.waits + 1, budget_percent=step.percent, model_error=exc.kind,
                 )  # fmt: skip
                 raise _Finished(wait) from None
             raise
@@ -371,8 +374,9 @@ class StepRunner:
                 run = current
                 continue
             return dataclasses.replace(
-                _outcome_of(step.ref, record, run.agent, replayed=False), budget_percent=step.percent
-            )
+                _outcome_of(step.ref, record, run.agent, replayed=False), budget_percent=step.percent,
+                fallback=step.route.fallback,
+            )  # fmt: skip
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
@@ -463,5 +467,5 @@ def _healthy_route(
             if model == route.model:
                 return route
             why = f"retry {attempt} of {route.model}" if retried_out else f"circuit open for {route.model}"
-            return Route(model, f"fallback ({why}); {route.reason}", cheap=route.cheap)
-    raise RetryableModelError(f"every circuit is open for {', '.join(candidates)}")
+            return Route(model, f"fallback ({why}); {route.reason}", cheap=route.cheap, fallback=True)
+    raise RetryableModelError(f"every circuit is open for {', '.join(candidates)}", kind="circuits_open")

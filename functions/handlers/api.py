@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -78,7 +79,7 @@ def _v1_error(exc: V1Error) -> Response[str]:
 def _unexpected(exc: Exception) -> Response[str]:
     """A bug or an outage: logged whole (redacted) under the request id, which the client gets and nothing else."""
     logger.exception("unhandled error", error_type=type(exc).__name__)
-    metrics.add_metric(name="ApiErrors", unit="Count", value=1)
+    obs.emit("ApiErrors")
     message = "internal error: quote the request id when you report it"
     if app.current_event.path.startswith("/v1/"):
         return V1Error(500, "api_error", message).response(_request_id())
@@ -145,10 +146,10 @@ def _admit(resolver: APIGatewayHttpResolver) -> None:
         admission = wiring.rate_limiter(settings).admit(tenant)
     except Exception:  # the table cannot count now: the API stays up (API Gateway's throttle still caps everyone)
         logger.exception("request rate not counted", tenant=tenant)
-        metrics.add_metric(name="RateLimiterErrors", unit="Count", value=1)
+        obs.emit("RateLimiterErrors")
         return
     if not admission.admitted:
-        metrics.add_metric(name="RequestsRateLimited", unit="Count", value=1)
+        obs.emit("RequestsRateLimited")
         logger.info("rate limited", tenant=tenant, limit=admission.limit)
         retry = {"retry-after": str(admission.retry_after_seconds)}
         raise _refuse(resolver, 429, "RATE_LIMITED", "rate_limit_error", admission.message, retry)
@@ -215,7 +216,7 @@ def create_run() -> Response[str]:
     run = accepted.run
     logger.info("run accepted", run_id=run.run_id, tenant=run.tenant, replayed=accepted.replayed)
     if not accepted.replayed:
-        metrics.add_metric(name="RunsAccepted", unit="Count", value=1)
+        obs.emit("RunsAccepted")
     body = run.public()
     return _json(
         202, body, headers={"Location": f"/runs/{run.run_id}", "Idempotent-Replayed": str(accepted.replayed).lower()}
@@ -276,7 +277,7 @@ def cancel(run_id: str) -> Response[str]:
     except RunConflictError as exc:
         raise ApiError(409, "RUN_ALREADY_ENDED", str(exc)) from exc
     logger.info("run cancelled", run_id=run_id)
-    metrics.add_metric(name="RunsCancelled", unit="Count", value=1)
+    obs.emit("RunsCancelled")
     return _json(200, run.public())
 
 
@@ -307,7 +308,10 @@ def costs() -> Response[str]:
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    started = time.perf_counter()
     response = app.resolve(event, context)
+    obs.emit("Requests", status_class=f"{int(response.get('statusCode', 500)) // 100}xx")
+    obs.emit("RequestLatency", (time.perf_counter() - started) * 1000)
     request_id = (event.get("requestContext") or {}).get("requestId")
     if request_id:  # every answer names its request (the anthropic SDK reads it as request_id)
         response.setdefault("headers", {})["request-id"] = str(request_id)

@@ -32,7 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     key = presented_key(event.get("headers") or {})
     caller = _caller(key) if key and KEY.fullmatch(key) else None
     if caller is None:
-        metrics.add_metric(name="AuthRefused", unit="Count", value=1)
+        obs.emit("AuthRefused")
         logger.info("refused", has_key=key is not None, route=event.get("routeKey"))  # never the key
         return {"isAuthorized": False}
     return {"isAuthorized": True, "context": caller}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser import parse
@@ -23,7 +24,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=FinalizeEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
     run = wiring.lifecycle(load(SETTINGS)).end(ref.key, ref.status, ref.error, turn=ref.execution_turn)
-    obs.count("RunsFinished", status=run.status.value)
-    metrics.add_metric(name="StepsPerRun", unit="Count", value=run.completed_steps)
+    obs.emit("RunsFinished", status=run.status.value)
+    obs.emit("StepsPerRun", run.completed_steps)
+    if not run.turns:  # a run, not a session (whose turns wait on people: its age says nothing of latency)
+        obs.emit("RunDuration", (wiring.CLOCK.now() - datetime.fromisoformat(run.created_at)).total_seconds())
     logger.info("run finished", status=run.status.value, steps=run.completed_steps, cost_usd=float(run.cost_usd))
     return {"run_id": run.run_id, "status": run.status.value}

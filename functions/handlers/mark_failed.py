@@ -25,6 +25,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
     run = wiring.lifecycle(load(SETTINGS)).fail(ref.key, ref.failure.Error, ref.failure.Cause, turn=ref.execution_turn)
     error = run.error or failure_reason(ref.failure.Error, ref.failure.Cause)
-    metrics.add_metric(name="RunsFailed", unit="Count", value=1)
+    obs.emit("RunsFailed")
     logger.error("run failed", code=error.code, reason=error.message, status=run.status.value)
     return {"run_id": run.run_id, "status": run.status.value, "error": error.model_dump()}

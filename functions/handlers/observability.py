@@ -1,5 +1,9 @@
-"""Logs and metrics of every function, named in one place: one metrics namespace, and one service name per
-function that is both its log's ``service`` and its metrics' ``service`` dimension (the alarms use it).
+"""Logs and metrics of every function, named in one place: one metrics namespace, one service name per
+function that is both its log's ``service`` and its metrics' ``service`` dimension, and ``CATALOG``, every metric
+a function may emit (its unit, its dimensions beside ``service``, the functions that emit it). A handler emits
+only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have; the
+dashboard and the alarms (infra/constructs/monitoring.py) are built from the same catalog, and the AWS metrics
+they read (SQS, Step Functions) are named in ``AWS_METRICS``.
 
 Tracing is X-Ray's active tracing, switched on per function by the stack (infra/constructs/agent_functions.py).
 """
@@ -8,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit
 
+from functions.agent.errors import RETRYABLE_KINDS
+from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
+from functions.agent.models import RunStatus
 from functions.agent.redact import redact
 
 NAMESPACE = "Stepwise"
@@ -35,16 +43,127 @@ def service_name(function: str) -> str:
     return "stepwise-" + function.replace("_", "-")
 
 
+class MetricError(ValueError):
+    """A metric the catalog does not have, or with dimensions or values it does not allow (a bug: tests fail)."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of ``CATALOG``: every function in ``functions`` emits it with the ``service`` dimension and
+    exactly ``dimensions`` beside it; a dimension in ``values`` takes only those values (bounded cardinality)."""
+
+    name: str
+    unit: MetricUnit
+    functions: tuple[str, ...]
+    what: str
+    dimensions: tuple[str, ...] = ()
+    values: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(service_name(function) for function in self.functions)
+
+
+def _values(*values: str) -> frozenset[str]:
+    return frozenset(values)
+
+
+STATUS_CLASSES = _values("2xx", "3xx", "4xx", "5xx")
+RUN_STATUSES = _values(*(status.value for status in RunStatus))
+TOOL_STATUSES = _values("ok", "error")
+OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
+COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
+
+CATALOG: tuple[MetricSpec, ...] = (
+    # api: requests
+    MetricSpec("Requests", COUNT, ("api",), "answers by status class", ("status_class",),
+               {"status_class": STATUS_CLASSES}),
+    MetricSpec("RequestLatency", MS, ("api",), "time the api function took to answer a request"),
+    MetricSpec("ApiErrors", COUNT, ("api",), "answers that were an unexpected 500"),
+    MetricSpec("RateLimiterErrors", COUNT, ("api",), "requests let through because the rate could not be counted"),
+    MetricSpec("RequestsRateLimited", COUNT, ("api",), "requests refused 429 by a tenant's requests per minute"),
+    MetricSpec("RunsAccepted", COUNT, ("api",), "runs submitted (a replayed Idempotency-Key not counted)"),
+    MetricSpec("RunsCancelled", COUNT, ("api",), "runs cancelled by request"),
+    MetricSpec("AuthRefused", COUNT, ("authorizer",), "requests refused by the API key authorizer"),
+    # step: model calls, tokens, cost, the resilience around them
+    MetricSpec("StepLatency", MS, ("step",), "one step invocation, end to end (model call included)"),
+    MetricSpec("ModelCalls", COUNT, ("step",), "model calls answered and settled"),
+    MetricSpec("ResponseCacheHits", COUNT, ("step",), "steps answered by the response cache (no model call)"),
+    MetricSpec("ModelLatency", MS, ("step",), "one model call"),
+    MetricSpec("InputTokens", COUNT, ("step",), "uncached input tokens"),
+    MetricSpec("OutputTokens", COUNT, ("step",), "output tokens"),
+    MetricSpec("CacheReadInputTokens", COUNT, ("step",), "input tokens read from the prompt cache"),
+    MetricSpec("CacheCreationInputTokens", COUNT, ("step",), "input tokens written to the prompt cache"),
+    MetricSpec("CostMicroUSD", COUNT, ("step",), "cost of the model calls, in millionths of a dollar"),
+    MetricSpec("CostMicroUSDByModel", COUNT, ("step",), "the same, by priced model id (else 'other')", ("model",)),
+    MetricSpec("StepRetries", COUNT, ("step",), "step invocations that are Step Functions' retries"),
+    MetricSpec("ModelErrors", COUNT, ("step",), "retryable model failures by kind (throttled: 429, overloaded: 529)",
+               ("kind",), {"kind": _values(*RETRYABLE_KINDS)}),
+    MetricSpec("Fallbacks", COUNT, ("step",), "model calls sent to a fallback model"),
+    MetricSpec("CircuitTransitions", COUNT, ("step",), "circuit state changes, by provider:model",
+               ("State", "Circuit"), {"State": _values("closed", "open", "half_open")}),
+    MetricSpec("CircuitsOpened", COUNT, ("step",), "circuits that opened (what the alarm watches)"),
+    MetricSpec("BudgetUsedPercent", MetricUnit.Percent, ("step",), "a daily budget committed before the step's call",
+               ("Budget",), {"Budget": _values("TenantDaily", "GlobalDaily")}),
+    MetricSpec("BudgetRefusals", COUNT, ("step",), "steps a budget refused, by refusal code", ("code",),
+               {"code": _values(MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)}),
+    # tool
+    MetricSpec("ToolCalls", COUNT, ("tool",), f"tool calls by registered tool (else {OTHER_TOOL!r}) and status",
+               ("tool", "status"), {"status": TOOL_STATUSES}),
+    # how runs end
+    MetricSpec("RunsFinished", COUNT, ("finalize",), "runs (and session turns: IDLE) the workflow ended, by status",
+               ("status",), {"status": RUN_STATUSES}),
+    MetricSpec("StepsPerRun", COUNT, ("finalize",), "steps a run took"),
+    MetricSpec("RunDuration", MetricUnit.Seconds, ("finalize",), "a run's submission to its end (runs, not sessions)"),
+    MetricSpec("RunsFailed", COUNT, ("mark_failed",), "runs the workflow's Catch ended FAILED"),
+    MetricSpec("ExecutionsEnded", COUNT, ("workflow_ended",), "executions that ended outside the workflow"),
+    MetricSpec("ExecutionsEndedByStatus", COUNT, ("workflow_ended",), "the same, by execution status", ("status",),
+               {"status": _values("TIMED_OUT", "FAILED", "ABORTED")}),
+)  # fmt: skip
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOG}
+
+# AWS's own metrics the dashboard and alarms read (never emitted by Stepwise): (namespace, name) -> dimensions
+AWS_METRICS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("AWS/SQS", "ApproximateAgeOfOldestMessage"): ("QueueName",),
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): ("QueueName",),
+    **{("AWS/States", f"Executions{what}"): ("StateMachineArn",)
+       for what in ("Started", "Succeeded", "Failed", "TimedOut", "Aborted")},
+}  # fmt: skip
+
+
+def metric_spec(name: str, function: str | None = None, dimensions: Mapping[str, str] | None = None) -> MetricSpec:
+    """The catalog's metric ``name``, checked: emitted by ``function`` (when given), with exactly these
+    dimensions beside ``service`` and allowed values (when given). Raises MetricError."""
+    spec = METRICS.get(name)
+    if spec is None:
+        raise MetricError(f"metric {name!r} is not in the catalog (functions/handlers/observability.py)")
+    if function is not None and function not in spec.functions:
+        raise MetricError(f"metric {name!r} is emitted by {', '.join(spec.functions)}, not {function}")
+    if dimensions is not None:
+        if set(dimensions) != set(spec.dimensions):
+            raise MetricError(f"metric {name!r} has dimensions {sorted(spec.dimensions)}, not {sorted(dimensions)}")
+        for dimension, allowed in spec.values.items():
+            if dimensions[dimension] not in allowed:
+                raise MetricError(f"metric {name!r}: {dimension} {dimensions[dimension]!r} not in {sorted(allowed)}")
+    return spec
+
+
 @dataclass(frozen=True)
 class Observability:
+    function: str
     service: str
     logger: Logger
     metrics: Metrics
 
-    def count(self, name: str, value: float = 1, *, unit: MetricUnit = MetricUnit.Count, **dimensions: str) -> None:
-        """A metric with its own dimensions (beside ``service``), emitted at once as its own EMF blob."""
+    def emit(self, name: str, value: float = 1, **dimensions: str) -> None:
+        """Metric ``name`` of the catalog, in its unit. Without dimensions of its own it joins the invocation's
+        EMF blob (``@metrics.log_metrics`` flushes it); with them it is its own blob, emitted at once."""
+        spec = metric_spec(name, self.function, dimensions)
+        if not dimensions:
+            self.metrics.add_metric(name=name, unit=spec.unit, value=value)
+            return
         with single_metric(
-            name=name, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"service": self.service}
+            name=name, unit=spec.unit, value=value, namespace=NAMESPACE, default_dimensions={"service": self.service}
         ) as metric:
             for dimension, dimension_value in dimensions.items():
                 metric.add_dimension(name=dimension, value=dimension_value)
@@ -54,4 +173,4 @@ def observability(function: str) -> Observability:
     """The logger and metrics of one function (its name as in infra/functions.py)."""
     service = service_name(function)
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
-    return Observability(service, logger, Metrics(namespace=NAMESPACE, service=service))
+    return Observability(function, service, logger, Metrics(namespace=NAMESPACE, service=service))

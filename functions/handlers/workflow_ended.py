@@ -57,7 +57,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
     lifecycle = wiring.lifecycle_with_queue(load(SETTINGS))
     run = lifecycle.end(ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name))
-    metrics.add_metric(name="ExecutionsEnded", unit="Count", value=1)
-    obs.count("ExecutionsEndedByStatus", status=change.status)
+    obs.emit("ExecutionsEnded")
+    obs.emit("ExecutionsEndedByStatus", status=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)
     return {"run_id": run.run_id, "status": run.status.value}

@@ -54,6 +54,7 @@ def run_to_end(store: DynamoDBRunStore, breaker: Breaker, model: Provider, clock
             continue
     assert outcome is not None and outcome.status is RunStatus.SUCCEEDED, outcome
     record = store.load_history(key).steps[0]
+    assert outcome.fallback is (record.requested_model != PRIMARY)  # the step function's Fallbacks metric
     return [str(record.requested_model), str(record.route_reason)]
 
 

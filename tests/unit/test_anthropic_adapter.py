@@ -164,6 +164,10 @@ def test_throttling_overload_and_server_errors_are_retryable(
     assert str(status) in str(raised.value)
     assert body["error"]["type"] in str(raised.value)
     assert len(fake.requests) == 1  # the adapter never retries by itself
+    # And its kind is what the step function's ModelErrors metric counts: 429 and 529 are the throttles
+    assert isinstance(raised.value, RetryableModelError)
+    assert raised.value.kind == {429: "throttled", 529: "overloaded"}.get(status, "server_error")
+    assert raised.value.throttled is (status in (429, 529))
 
 
 def test_a_429_reporting_a_spend_limit_is_fatal(fake: FakeAnthropic) -> None:

@@ -357,9 +357,10 @@ def test_a_call_answered_after_cancellation_is_recorded_and_charged_without_revi
 def test_a_retry_after_becomes_a_wait_of_the_same_step_until_the_cap(store: InMemoryRunStore) -> None:
     # Given a provider that throttles with retry-after 1.2 s
     run_id = submit(store, RunRequest(input="x")).run.run_id
-    throttled = RetryableModelError("429 rate_limit_error", retry_after=1.2)
+    throttled = RetryableModelError("429 rate_limit_error", retry_after=1.2, kind="throttled")
     # When the step meets it
     waited = step(store, ScriptedModel(throttled), run_id, 0)
+    assert waited.model_error == "throttled"  # what the step function counts (ModelErrors, kind)
     # Then the workflow is told to wait (rounded up) and take the same step again, with the reservation kept
     state = waited.state()
     assert (state["next"], state["step"], state["wait_seconds"], state["waits"]) == ("wait", 0, 2, 1)
