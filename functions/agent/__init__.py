@@ -21,6 +21,7 @@ Rules:
     caching.py     prompt-cache breakpoints;  response_cache.py  the exact-match response cache's key
     circuit.py     circuit-breaker transitions;  breaker.py  applying them through the shared store
     pricing.py     prices and costs (data/pricing.json);  spend.py  the spend report
+    hosts.py       which hosts an allow-list admits (the tools' egress, the webhooks' endpoints)
     results.py     large tool results: the view the model sees, the whole kept in the result store, read in pages
 
 Shapes:

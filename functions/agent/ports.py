@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from functions.agent.agents import Agent
     from functions.agent.keys import ApiKey
     from functions.agent.tenants import TenantLimits
+    from functions.agent.webhooks import Webhook
 
 
 class ModelClient(Protocol):
@@ -108,6 +109,42 @@ class KeyStore(Protocol):
 
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
         """Every key, or a tenant's, oldest first."""
+        ...
+
+
+class WebhookStore(Protocol):
+    """A tenant's webhook endpoints (functions/agent/webhooks.py), secrets included."""
+
+    def put_webhook(self, webhook: Webhook) -> None: ...
+
+    def get_webhook(self, tenant: str, webhook_id: str) -> Webhook | None: ...
+
+    def list_webhooks(self, tenant: str) -> list[Webhook]: ...
+
+    def delete_webhook(self, tenant: str, webhook_id: str) -> None: ...
+
+
+class WebhookQueue(Protocol):
+    """The webhooks queue: events to fan out, deliveries to make, and when a failed one is tried again."""
+
+    def announce(self, tenant: str, event: dict[str, Any]) -> None:
+        """Queue an event for the tenant's endpoints (one message). Raises whatever the queue raised."""
+        ...
+
+    def deliver(self, tenant: str, webhook_ids: list[str], event: dict[str, Any]) -> None:
+        """Queue one delivery of ``event`` per endpoint."""
+        ...
+
+    def retry_later(self, receipt: str, seconds: int) -> None:
+        """Make the delivery being handled (its message's ``receipt``) visible again only after ``seconds``."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """One signed POST (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)."""
+
+    def send(self, url: str, secret: str, message_id: str, event: dict[str, Any]) -> None:
+        """Raises on anything but a 2xx answer (refused, timed out, an address the deployment does not allow)."""
         ...
 
 

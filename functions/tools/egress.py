@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from functions.agent.errors import ToolServerError
+from functions.agent.hosts import host_allowed
+
+__all__ = ["METADATA", "Egress", "host_allowed", "resolve"]
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -106,15 +109,3 @@ def _embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
     if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
         found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return found
-
-
-def host_allowed(host: str, hosts: Iterable[str]) -> bool:
-    host = host.lower().rstrip(".")
-    for allowed in hosts:
-        allowed = allowed.lower().rstrip(".")
-        if allowed.startswith("*."):
-            if host.endswith(allowed[1:]) and host != allowed[2:]:
-                return True
-        elif host == allowed:
-            return True
-    return False

@@ -1,0 +1,243 @@
+"""Webhooks' core: the envelope, the event types a run's or a turn's end maps to, filters, the allow-list, retries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from functions.agent.errors import NotFoundError, RequestRejectedError
+from functions.agent.models import Budget, Run, RunError, RunStatus, Turn
+from functions.agent.webhooks import (
+    MAX_ATTEMPTS,
+    MAX_WEBHOOKS,
+    Deliveries,
+    DeliveryFailedError,
+    Endpoints,
+    WebhookNotifier,
+    Webhooks,
+    backoff_seconds,
+    envelope,
+    new_secret,
+)
+from tests.fakes.clock import FixedClock
+from tests.fakes.webhooks import MemoryWebhooks, RecordingSender, RecordingWebhookQueue
+
+T0 = "2026-11-21T12:00:00.000+00:00"
+ALLOWED = Endpoints.parse("hooks.example.com,*.example.org", "127.0.0.1")
+
+
+def run(status: RunStatus, *, session: bool = False, error: RunError | None = None, turns: int = 1) -> Run:
+    return Run(
+        run_id="sesn_1" if session else "run_1", tenant="acme", status=status, input="", model="claude-haiku-4-5",
+        tools=[], budget=Budget(), error=error, session={"rev": 1} if session else None,
+        turns=[Turn(first_step=0, started_at=T0) for _ in range(turns)] if session else [],
+        created_at=T0, updated_at=T0,
+    )  # fmt: skip
+
+
+def webhooks(store: MemoryWebhooks | None = None) -> Webhooks:
+    ids = iter(f"wh_{n}" for n in range(100))
+    return Webhooks(store=store or MemoryWebhooks(), clock=FixedClock(), endpoints=ALLOWED, new_id=lambda: next(ids))
+
+
+# ------------------------------------------------------------------------------------------- what is sent
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (RunStatus.SUCCEEDED, None, "session.status_idled"),  # end_turn
+        (RunStatus.CANCELLED, None, "session.status_idled"),  # an interrupt: end_turn
+        (RunStatus.IDLE, None, "session.requires_action"),
+        (RunStatus.BUDGET_EXCEEDED, RunError(code="MAX_USD", message="m"), "session.budget_reached"),
+        (RunStatus.FAILED, RunError(code="REFUSAL", message="m"), "session.status_idled"),  # refusal
+        (RunStatus.FAILED, RunError(code="RetryableModelError", message="m"), "session.status_idled"),
+        (RunStatus.TIMED_OUT, None, "session.status_idled"),  # retries_exhausted
+    ],
+)
+def test_a_turn_that_idles_announces_its_stop_reason_as_a_resource_verb_type(
+    status: RunStatus, error: RunError | None, expected: str
+) -> None:
+    event = envelope(run(status, session=True, error=error))
+    assert event is not None and event["data"]["type"] == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(RunStatus.SUCCEEDED, "run.succeeded"), (RunStatus.FAILED, "run.failed"), (RunStatus.CANCELLED, "run.failed"),
+     (RunStatus.BUDGET_EXCEEDED, "run.failed"), (RunStatus.TIMED_OUT, "run.failed")],
+)  # fmt: skip
+def test_a_run_that_ends_announces_run_succeeded_or_run_failed(status: RunStatus, expected: str) -> None:
+    event = envelope(run(status))
+    assert event is not None and event["data"]["type"] == expected
+
+
+def test_the_envelope_is_thin_and_names_the_resource() -> None:
+    event = envelope(run(RunStatus.IDLE, session=True))
+    assert event == {
+        "id": event["id"] if event else None,
+        "created_at": T0,
+        "type": "event",
+        "data": {"type": "session.requires_action", "id": "sesn_1", "organization_id": "acme",
+                 "workspace_id": "default"},
+    }  # fmt: skip
+    assert str(event["id"]).startswith("wevt_")
+
+
+def test_an_end_reported_twice_is_the_same_event_and_another_turn_is_another() -> None:
+    first, again = envelope(run(RunStatus.SUCCEEDED, session=True)), envelope(run(RunStatus.SUCCEEDED, session=True))
+    later = envelope(run(RunStatus.SUCCEEDED, session=True, turns=2))
+    assert first is not None and again is not None and later is not None
+    assert first["id"] == again["id"] != later["id"]
+
+
+@pytest.mark.parametrize("status", [RunStatus.QUEUED, RunStatus.RUNNING])
+def test_nothing_is_announced_before_the_end(status: RunStatus) -> None:
+    queue = RecordingWebhookQueue()
+    assert WebhookNotifier(queue=queue, on_failure=lambda exc, event: None).ended(run(status)) is None
+    assert queue.announced == []
+
+
+def test_a_queue_that_refuses_is_reported_never_raised() -> None:
+    failures: list[tuple[Exception, dict[str, Any]]] = []
+    notifier = WebhookNotifier(
+        queue=RecordingWebhookQueue(refuse=True), on_failure=lambda e, ev: failures.append((e, ev))
+    )
+    event = notifier.ended(run(RunStatus.SUCCEEDED))
+    assert event is not None and len(failures) == 1 and failures[0][1] == event
+
+
+# ------------------------------------------------------------------------------------------- endpoints
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example.com/in", "https://a.example.org:8443/x?y=1", "http://127.0.0.1:9000/hook",
+     "https://HOOKS.example.com./in"],
+)  # fmt: skip
+def test_the_allow_list_admits_its_hosts(url: str) -> None:
+    assert ALLOWED.check(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://hooks.example.com/in", "http:// is refused"),
+        ("https://evil.example.com/in", "not on this deployment's allow-list"),
+        ("https://example.org/in", "not on this deployment's allow-list"),  # *.example.org: subdomains only
+        ("ftp://hooks.example.com/in", "an https:// URL"),
+        ("hooks.example.com/in", "an https:// URL"),
+        ("https://user:pw@hooks.example.com/in", "credentials"),
+        ("https://hooks.example.com:99999/", "not a valid URL"),
+        ("https://hooks.example.com/#frag", "fragment"),
+    ],
+)
+def test_the_allow_list_refuses_naming_the_problem(url: str, problem: str) -> None:
+    with pytest.raises(RequestRejectedError, match=problem):
+        ALLOWED.check(url)
+
+
+def test_a_deployment_without_an_allow_list_has_no_webhooks() -> None:
+    with pytest.raises(RequestRejectedError, match="webhook_allowed_hosts"):
+        Endpoints.parse("").check("https://hooks.example.com/")
+
+
+def test_created_once_with_its_secret_then_listed_without_it() -> None:
+    store = MemoryWebhooks()
+    hooks = webhooks(store)
+    created = hooks.create("acme", {"url": "https://hooks.example.com/in", "event_types": ["session.requires_action"]})
+    assert created["secret"].startswith("whsec_") and created["id"] == "wh_0"
+    assert created["event_types"] == ["session.requires_action"]
+    (listed,) = hooks.list("acme")
+    assert "secret" not in listed.public() and listed.secret == created["secret"]
+    assert hooks.list("other") == []
+    with pytest.raises(NotFoundError):
+        hooks.get("other", "wh_0")  # another tenant's is not found
+    assert hooks.delete("acme", "wh_0") == {"type": "webhook_deleted", "id": "wh_0"}
+    assert store.webhooks == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [({}, "url"), ({"url": "https://hooks.example.com/", "event_types": ["agent.created"]}, "event_types"),
+     ({"url": "https://hooks.example.com/", "event_types": []}, "event_types"),
+     ({"url": "https://hooks.example.com/", "secret": "mine"}, "secret")],
+)  # fmt: skip
+def test_bad_registrations_are_refused_naming_the_field(body: dict[str, Any], problem: str) -> None:
+    store = MemoryWebhooks()
+    with pytest.raises(RequestRejectedError, match=problem):
+        webhooks(store).create("acme", body)
+    assert store.webhooks == {}
+
+
+def test_a_tenant_has_a_bounded_number_of_webhooks() -> None:
+    hooks = webhooks()
+    for _ in range(MAX_WEBHOOKS):
+        hooks.create("acme", {"url": "https://hooks.example.com/"})
+    with pytest.raises(RequestRejectedError, match="at most"):
+        hooks.create("acme", {"url": "https://hooks.example.com/"})
+
+
+def test_a_secret_is_a_standard_webhooks_secret() -> None:
+    from standardwebhooks import Webhook
+
+    secret = new_secret()
+    Webhook(secret)  # the library reads it
+    assert secret.startswith("whsec_") and secret != new_secret()
+
+
+# ------------------------------------------------------------------------------------------- delivery
+
+
+def deliveries(store: MemoryWebhooks, sender: RecordingSender, queue: RecordingWebhookQueue) -> Deliveries:
+    return Deliveries(store=store, queue=queue, sender=sender, retry_base_seconds=30)
+
+
+def test_fan_out_queues_one_delivery_per_endpoint_that_wants_the_type() -> None:
+    store, queue = MemoryWebhooks(), RecordingWebhookQueue()
+    hooks = webhooks(store)
+    hooks.create("acme", {"url": "https://hooks.example.com/all"})
+    hooks.create("acme", {"url": "https://hooks.example.com/runs", "event_types": ["run.succeeded", "run.failed"]})
+    hooks.create("other", {"url": "https://hooks.example.com/theirs"})
+    event = envelope(run(RunStatus.IDLE, session=True))
+    assert event is not None
+    assert deliveries(store, RecordingSender(), queue).fan_out("acme", event) == ["wh_0"]
+    assert queue.deliveries == [("acme", ["wh_0"], event)]
+
+
+def test_a_failed_delivery_is_retried_with_exponential_backoff_until_the_last_attempt() -> None:
+    store, queue, sender = MemoryWebhooks(), RecordingWebhookQueue(), RecordingSender(failures=MAX_ATTEMPTS)
+    webhooks(store).create("acme", {"url": "https://hooks.example.com/"})
+    event = envelope(run(RunStatus.SUCCEEDED))
+    assert event is not None
+    use_case = deliveries(store, sender, queue)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with pytest.raises(DeliveryFailedError, match=f"attempt {attempt} of {MAX_ATTEMPTS}"):
+            use_case.deliver("acme", "wh_0", event, attempt=attempt, receipt=f"r{attempt}")
+    # the last attempt schedules nothing: the queue's redrive moves it to the dead-letter queue
+    assert queue.retries == [(f"r{n}", backoff_seconds(n)) for n in range(1, MAX_ATTEMPTS)]
+    assert [seconds for _, seconds in queue.retries][:4] == [30, 60, 120, 240]
+
+
+def test_a_delivery_signs_with_the_endpoints_secret_and_the_events_id() -> None:
+    store, sender = MemoryWebhooks(), RecordingSender()
+    created = webhooks(store).create("acme", {"url": "https://hooks.example.com/"})
+    event = envelope(run(RunStatus.SUCCEEDED))
+    assert event is not None
+    assert deliveries(store, sender, RecordingWebhookQueue()).deliver("acme", "wh_0", event, attempt=1, receipt="r")
+    assert sender.sent == [("https://hooks.example.com/", created["secret"], event["id"], event)]
+
+
+def test_a_deleted_endpoint_gets_nothing_more() -> None:
+    sender = RecordingSender()
+    event = envelope(run(RunStatus.SUCCEEDED))
+    assert event is not None
+    use_case = deliveries(MemoryWebhooks(), sender, RecordingWebhookQueue())
+    assert use_case.deliver("acme", "wh_gone", event, attempt=1, receipt="r") is False
+    assert sender.sent == []
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff_seconds(n, 1) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    assert backoff_seconds(30) == 3600
