@@ -1,9 +1,9 @@
 """Logs and metrics of every function, named in one place: one metrics namespace, one service name per
 function that is both its log's ``service`` and its metrics' ``service`` dimension, and ``CATALOG``, every metric
 a function may emit (its unit, its dimensions beside ``service``, the functions that emit it). A handler emits
-only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have; the
-dashboard and the alarms (infra/constructs/monitoring.py) are built from the same catalog, and the AWS metrics
-they read (SQS, Step Functions) are named in ``AWS_METRICS``.
+only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have. The
+AWS metrics a dashboard and alarms will read (SQS, Step Functions) are named in ``AWS_METRICS`` (the dashboard
+and those alarms are not built yet: issue 11).
 
 Tracing is X-Ray's active tracing, switched on per function by the stack (infra/constructs/agent_functions.py).
 """
@@ -102,7 +102,7 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("Fallbacks", COUNT, ("step",), "model calls sent to a fallback model"),
     MetricSpec("CircuitTransitions", COUNT, ("step",), "circuit state changes, by provider:model",
                ("State", "Circuit"), {"State": _values("closed", "open", "half_open")}),
-    MetricSpec("CircuitsOpened", COUNT, ("step",), "circuits that opened (what the alarm watches)"),
+    MetricSpec("CircuitsOpened", COUNT, ("step",), "circuits that opened (one series, whichever circuit)"),
     MetricSpec("BudgetUsedPercent", MetricUnit.Percent, ("step",), "a daily budget committed before the step's call",
                ("Budget",), {"Budget": _values("TenantDaily", "GlobalDaily")}),
     MetricSpec("BudgetRefusals", COUNT, ("step",), "steps a budget refused, by refusal code", ("code",),

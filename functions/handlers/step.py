@@ -55,7 +55,7 @@ def _report_circuits(breaker: Breaker) -> None:
     for circuit, state in transitions:
         obs.emit("CircuitTransitions", State=state.value, Circuit=circuit)  # provider:model, a bounded set
         if state is CircuitState.OPEN:
-            obs.emit("CircuitsOpened")  # the alarm's metric: one series, whichever circuit
+            obs.emit("CircuitsOpened")  # one series, whichever circuit
         logger.warning("circuit changed", circuit=circuit, state=state.value)
     if errors:
         logger.warning("circuit store unavailable; calls were let through", errors=errors)
