@@ -25,6 +25,7 @@ MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
+WEBHOOKS_MAX_CONCURRENCY = 5  # webhooks function invocations at a time (batches of 10 deliveries)
 
 # The retention periods CloudWatch Logs offers, by days (CDK context log_retention_days; 0: never expire)
 _R = logs.RetentionDays

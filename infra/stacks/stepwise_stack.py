@@ -25,6 +25,7 @@ from infra.constructs.monitoring import BudgetAlarms
 from infra.constructs.results import ToolResults
 from infra.constructs.state_table import StateTable
 from infra.constructs.tool_access import ToolAccess
+from infra.constructs.webhooks import Webhooks
 from infra.constructs.workflow import AgentWorkflow
 from infra.functions import FUNCTIONS
 
@@ -71,6 +72,7 @@ class StepwiseStack(Stack):
         http_fetch_allowed_domains: list[str] | None = None,
         tool_result_retention_days: int = 30,
         log_retention_days: int = 30,
+        webhook_allowed_hosts: list[str] | None = None,
         auth: ApiAuth | None = None,
         **kwargs: object,
     ) -> None:
@@ -106,6 +108,10 @@ class StepwiseStack(Stack):
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
+        webhooks = Webhooks(
+            self, "Webhooks", webhooks_fn=functions["webhooks"], timeout_seconds=FUNCTIONS["webhooks"].timeout_seconds,
+            allowed_hosts=webhook_allowed_hosts or [],
+        )  # fmt: skip
         api = Api(
             self,
             "Api",
@@ -122,7 +128,7 @@ class StepwiseStack(Stack):
             description="Anthropic API key for Stepwise (replace the generated value with your key)",
         )
         models = ModelAccess(self, "Models", secret=secret, bedrock=bedrock_fallback)
-        for construct in (state, workflow, intake, models, tool_access, results):
+        for construct in (state, workflow, intake, models, tool_access, results, webhooks):
             construct.grant(functions)
         workflow.grant_lambda_tools(tool_access.lambda_functions)
         # TenantDaily always: an operator may give any tenant a daily budget at run time (`stepwise tenants set`)
@@ -135,6 +141,7 @@ class StepwiseStack(Stack):
                 **models.settings,
                 **tool_access.settings,
                 **results.settings,
+                **webhooks.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 **(auth or ApiAuth()).settings,
@@ -164,6 +171,8 @@ class StepwiseStack(Stack):
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
+        CfnOutput(self, "WebhooksDeadLetterQueueUrl", value=webhooks.dead_letter_queue.queue_url)
+        CfnOutput(self, "WebhooksDeadLetterAlarmName", value=webhooks.dead_letter_alarm.alarm_name)
         # cdk-nag findings of the whole stack (each construct acknowledges those its own resources cause)
         basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         xray = f"Policy::arn:<AWS::Partition>:iam::aws:policy/{XRAY_WRITE_POLICY}"
