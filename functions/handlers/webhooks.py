@@ -22,7 +22,9 @@ from functions.handlers.observability import observability
 SETTINGS = WebhooksSettings
 obs = observability("webhooks")
 logger, metrics = obs.logger, obs.metrics
-processor = BatchProcessor(event_type=EventType.SQS)
+# a batch whose every delivery failed (its endpoint is down) is reported item by item like any other, not raised: an
+# endpoint being down is not the function failing
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 class WebhookMessage(BaseModel):
