@@ -73,7 +73,8 @@ def test_the_webhooks_function_drains_the_queue_with_partial_failures_and_bounde
     timeout = functions["webhooks"][1]["Timeout"]
     assert queue[1]["Properties"]["VisibilityTimeout"] >= 6 * timeout
     # a batch of ten deliveries, each cut at its timeout, fits in the function's
-    assert 10 * float(functions["webhooks"][1]["Environment"]["Variables"]["STEPWISE_WEBHOOK_TIMEOUT_SECONDS"]) < timeout
+    env = functions["webhooks"][1]["Environment"]["Variables"]
+    assert 10 * float(env["STEPWISE_WEBHOOK_TIMEOUT_SECONDS"]) < timeout
 
 
 def test_every_function_that_ends_runs_and_only_those_announces_and_the_webhooks_function_fans_out(
