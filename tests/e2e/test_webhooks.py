@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -23,6 +28,7 @@ from tests.e2e.test_tenants import wait_for
 from tests.fakes.webhook_receiver import Delivery, WebhookReceiver, receiving
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 RETRY_BASE_SECONDS = 1  # the first retry's delay here (a deployment's: 30 s), so a retry is seen in seconds
 
 
@@ -194,3 +200,27 @@ def test_the_cli_prints_a_new_endpoints_secret_once(
     assert secret.startswith("whsec_")
     assert cli.main(["--endpoint", stack.url, "webhooks", "list"]) == 0
     assert secret not in capsys.readouterr().out
+
+
+def test_the_example_receiver_verifies_and_prints_each_event(stack: LocalStack, keys: dict[str, str]) -> None:
+    key = keys["hooked"]
+    port = WebhookReceiver().reserve_port()
+    secret = register(stack, key, f"http://127.0.0.1:{port}/hooks", event_types=["run.succeeded"])["secret"]
+    # the README's commands: the receiver with the secret `stepwise webhooks create` printed
+    receiver = subprocess.Popen(
+        [sys.executable, "examples/webhook_receiver.py", "--port", str(port)], cwd=ROOT, text=True,
+        env={**os.environ, "WEBHOOK_SECRET": secret}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert receiver.stderr is not None and receiver.stdout is not None
+        assert receiver.stderr.readline().startswith(f"listening on http://127.0.0.1:{port}/hooks")
+        run = api(stack, key).create_run({"input": "What is 6 * 7?"})
+        assert wait_for(stack, run["run_id"], key)["status"] == "SUCCEEDED"
+        ready, _, _ = select.select([receiver.stdout], [], [], 30)
+        assert ready, "the example receiver printed nothing"
+        printed = json.loads(receiver.stdout.readline())
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    assert printed["data"] == {"type": "run.succeeded", "id": run["run_id"], "organization_id": "hooked",
+                               "workspace_id": "default"}  # fmt: skip
