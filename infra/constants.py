@@ -25,7 +25,8 @@ MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
-WEBHOOKS_MAX_CONCURRENCY = 5  # webhooks function invocations at a time (batches of 10 deliveries)
+WEBHOOKS_MAX_CONCURRENCY = 5  # webhooks function invocations at a time
+WEBHOOKS_BATCH_SIZE = 5  # messages per invocation: each delivery may wait 10 s to connect and 10 s for its answer
 
 # The retention periods CloudWatch Logs offers, by days (CDK context log_retention_days; 0: never expire)
 _R = logs.RetentionDays

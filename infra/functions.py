@@ -154,7 +154,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec(name="workflow_ended", handler="functions.handlers.workflow_ended.handler",
                      settings=WorkflowEndedSettings, table_actions=_END),
         # webhooks: reads a tenant's endpoints (their secrets included) and nothing else of the table; a batch of
-        # deliveries, each cut at STEPWISE_WEBHOOK_TIMEOUT_SECONDS (10 s), fits in its timeout
+        # deliveries, each cut at STEPWISE_WEBHOOK_TIMEOUT_SECONDS (10 s) to connect and 10 s to be answered, fits
+        # in its timeout
         FunctionSpec(name="webhooks", handler="functions.handlers.webhooks.handler", settings=WebhooksSettings,
                      timeout_seconds=120, table_actions=("dynamodb:GetItem", "dynamodb:Query"),
                      leading_keys=("T#*#WEBHOOKS",)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import from_item, query_partition, to_item
 from functions.agent.webhooks import Webhook
 
 if TYPE_CHECKING:
@@ -48,19 +48,8 @@ class DynamoDBWebhookStore:
     def list_webhooks(self, tenant: str) -> list[Webhook]:
         """Every endpoint of the tenant (a handful: functions/agent/webhooks.py MAX_WEBHOOKS), read consistently so
         an endpoint registered a moment before an event is told of it."""
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": to_item({":pk": webhooks_pk(tenant)}),
-            "ConsistentRead": True,
-        }
-        webhooks: list[Webhook] = []
-        while True:
-            page = self.client.query(**request)
-            webhooks += [Webhook.model_validate_json(from_item(item)["webhook"]) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return webhooks
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_partition(self.client, self.table_name, webhooks_pk(tenant), consistent=True)
+        return [Webhook.model_validate_json(from_item(item)["webhook"]) for item in items]
 
     def delete_webhook(self, tenant: str, webhook_id: str) -> None:
         self.client.delete_item(

@@ -185,7 +185,7 @@ class WebhooksSettings(WebhookSettings, EgressSettings):
 
     # the first retry's delay; each later one doubles (functions/agent/webhooks.py backoff_seconds)
     webhook_retry_base_seconds: int = Field(default=30, alias="STEPWISE_WEBHOOK_RETRY_BASE_SECONDS", ge=1, le=3600)
-    # one delivery's connection and answer, in all (the function's timeout covers a batch of them)
+    # how long a delivery may take to connect, and then to be answered (each; the function's timeout covers a batch)
     webhook_timeout_seconds: float = Field(default=10.0, alias="STEPWISE_WEBHOOK_TIMEOUT_SECONDS", gt=0, le=30)
 
 

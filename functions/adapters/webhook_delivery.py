@@ -81,7 +81,7 @@ class HttpWebhookSender:
             "webhook-timestamp": str(int(sent_at.timestamp())),
             "webhook-signature": Webhook(secret).sign(message_id, sent_at, body),
         }
-        try:
+        try:  # the timeout holds for each phase: connecting, sending, awaiting the answer's head
             with (
                 httpx.Client(follow_redirects=False, trust_env=False, timeout=self.timeout_seconds) as client,
                 client.stream("POST", url, content=body.encode(), headers=headers) as response,

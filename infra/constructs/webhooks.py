@@ -15,7 +15,7 @@ from constructs import Construct
 
 from functions.adapters.settings import WebhooksSettings
 from functions.agent.webhooks import MAX_ATTEMPTS
-from infra.constants import WEBHOOKS_MAX_CONCURRENCY
+from infra.constants import WEBHOOKS_BATCH_SIZE, WEBHOOKS_MAX_CONCURRENCY
 from infra.constructs.agent_functions import AgentFunctions
 from infra.constructs.monitoring import messages_waiting_alarm
 from infra.constructs.tool_access import HOST
@@ -64,7 +64,7 @@ class Webhooks(Construct):
         webhooks_fn.add_event_source(
             sources.SqsEventSource(
                 self.queue,
-                batch_size=10,
+                batch_size=WEBHOOKS_BATCH_SIZE,
                 max_batching_window=Duration.seconds(1),
                 max_concurrency=max_concurrency,
                 report_batch_item_failures=True,

@@ -69,12 +69,12 @@ def test_the_webhooks_function_drains_the_queue_with_partial_failures_and_bounde
                   and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [queue[0], "Arn"]}]  # fmt: skip
     assert mapping["FunctionName"] == {"Ref": functions["webhooks"][0]}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": WEBHOOKS_MAX_CONCURRENCY} and mapping["BatchSize"] == 10
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": WEBHOOKS_MAX_CONCURRENCY}
     timeout = functions["webhooks"][1]["Timeout"]
     assert queue[1]["Properties"]["VisibilityTimeout"] >= 6 * timeout
-    # a batch of ten deliveries, each cut at its timeout, fits in the function's
+    # a batch of deliveries, each cut at its timeout to connect and again to be answered, fits in the function's
     env = functions["webhooks"][1]["Environment"]["Variables"]
-    assert 10 * float(env["STEPWISE_WEBHOOK_TIMEOUT_SECONDS"]) < timeout
+    assert mapping["BatchSize"] * 2 * float(env["STEPWISE_WEBHOOK_TIMEOUT_SECONDS"]) < timeout
 
 
 def test_every_function_that_ends_runs_and_only_those_announces_and_the_webhooks_function_fans_out(
