@@ -47,6 +47,7 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 MAX_WEBHOOKS = 10  # per tenant: one fan-out is one SendMessageBatch
 MAX_DESCRIPTION = 256
 MAX_URL = 2048
+MAX_ID = 64  # characters of a webhook id looked up (the ids Stepwise makes have 29; none longer is stored)
 MAX_ATTEMPTS = 10  # deliveries of one event to one endpoint; then the dead-letter queue
 RETRY_BASE_SECONDS = 30  # the first retry's delay; each later one doubles
 RETRY_MAX_SECONDS = 3600  # no delay is longer (SQS allows visibility timeouts up to 12 hours)
@@ -226,7 +227,7 @@ class Webhooks:
         return {**webhook.public(), "secret": webhook.secret}
 
     def get(self, tenant: str, webhook_id: str) -> Webhook:
-        webhook = self.store.get_webhook(tenant, webhook_id)
+        webhook = self.store.get_webhook(tenant, webhook_id) if 0 < len(webhook_id) <= MAX_ID else None
         if webhook is None:
             raise NotFoundError(f"webhook {webhook_id[:80]} not found")
         return webhook

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from functions.adapters import wiring
 from functions.adapters.settings import WebhooksSettings, load
 from functions.agent.errors import DeliveryFailedError
-from functions.agent.webhooks import WebhookEvent
+from functions.agent.webhooks import MAX_ID, WebhookEvent
 from functions.handlers.observability import observability
 
 SETTINGS = WebhooksSettings
@@ -32,7 +32,7 @@ class WebhookMessage(BaseModel):
 
     tenant: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     event: WebhookEvent
-    webhook_id: str | None = Field(default=None, min_length=1, max_length=64)
+    webhook_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID)
 
 
 def record_handler(record: SQSRecord) -> str:

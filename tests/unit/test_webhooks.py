@@ -172,6 +172,8 @@ def test_created_once_with_its_secret_then_listed_without_it() -> None:
     assert hooks.list("other") == []
     with pytest.raises(NotFoundError):
         hooks.get("other", "wh_0")  # another tenant's is not found
+    with pytest.raises(NotFoundError):
+        hooks.get("acme", "wh_" + "0" * 2000)  # too long to be an id: not looked up
     assert hooks.delete("acme", "wh_0") == {"type": "webhook_deleted", "id": "wh_0"}
     assert store.webhooks == {}
 
