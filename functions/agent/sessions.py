@@ -436,6 +436,7 @@ class Sessions:
         self.store, self.sessions, self.agents, self.queue = store, sessions, agents, queue
         self.workflow, self.lifecycle, self.clock, self.new_id = workflow, lifecycle, clock, new_id
         self.builtins, self.mcp, self.sleep = builtins, mcp, sleep
+        self.interrupts = TurnInterrupts(store=store, sessions=sessions, lifecycle=lifecycle, workflow=workflow)
 
     def _mcp_listing(self, agent: Agent) -> Callable[[str, str], list[dict[str, Any]]]:
         catalog = self.mcp
@@ -573,16 +574,7 @@ class Sessions:
         return self._answer(history, request.events, now)
 
     def _interrupt(self, history: RunHistory, now: str) -> list[dict[str, Any]]:
-        run = history.run
-        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
-        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
-            return [_public(_interrupt_of(self._history(run.key)) or event)]
-        settle_unfinished(self.store, history)
-        try:
-            self.lifecycle.cancel(run.key, self.workflow, reason=INTERRUPTED, turn=run.turn)
-        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
-            self.sessions.delete_event(run.key, event.id)
-            raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
+        event, _ = self.interrupts.interrupt(history, now)
         return [_public(event)]
 
     def _answer(self, history: RunHistory, sent: list[Any], now: str) -> list[dict[str, Any]]:
@@ -717,6 +709,36 @@ class Sessions:
 
 
 INTERRUPTED = "interrupted by the user"
+
+
+class TurnInterrupts:
+    """Stopping a session's running turn, the one way: the client's ``user.interrupt`` and the kill switch
+    (functions/agent/killswitch.py) both come here."""
+
+    def __init__(self, *, store: RunStore, sessions: SessionStore, lifecycle: Lifecycle, workflow: Workflow) -> None:
+        self.store, self.sessions, self.lifecycle, self.workflow = store, sessions, lifecycle, workflow
+
+    def interrupt(self, history: RunHistory, now: str, *, reason: str = INTERRUPTED) -> tuple[UserEvent, bool]:
+        """Store the running turn's interrupt, give the calls it has not finished their interrupted results, and
+        cancel the turn (its status first, then StopExecution; a failed stop is retried from the queue, and what
+        it reserved is released once its call can no longer be running). The session idles ``end_turn``.
+
+        Returns the turn's interrupt and whether this call stopped it (False: another request interrupted it first).
+
+        Raises:
+            ConflictError: the turn idled meanwhile, on its own or interrupted (nothing is left stored).
+        """
+        run = history.run
+        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
+        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
+            return _interrupt_of(self.store.load_history(run.key)) or event, False
+        settle_unfinished(self.store, history)
+        try:
+            self.lifecycle.cancel(run.key, self.workflow, reason=reason, turn=run.turn)
+        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
+            self.sessions.delete_event(run.key, event.id)
+            raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
+        return event, True
 
 
 def _interrupt_of(history: RunHistory) -> UserEvent | None:

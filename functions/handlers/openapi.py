@@ -37,6 +37,10 @@ ROUTES: tuple[Operation, ...] = (
         query=("offset", "limit"),
     ),
     Operation("GET", "/costs", "The tenant's spend", query=("from", "to")),
+    Operation("GET", "/active", "The tenant's active runs and sessions", query=("limit", "page")),
+    Operation(
+        "POST", "/active/cancel", "Stop the tenant's active runs and sessions (kill switch)", query=("limit", "page")
+    ),
     Operation("POST", "/v1/agents", "Create an agent", body="AgentFields", v1=True),
     Operation("GET", "/v1/agents", "List agents", query=_LIST, v1=True),
     Operation("GET", "/v1/agents/{agent_id}", "An agent (a version)", query=("version",), v1=True),

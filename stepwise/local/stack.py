@@ -252,6 +252,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             KeySchema=self.topology.table_key_schema,
             AttributeDefinitions=self.topology.table_attributes,
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": self.topology.table_indexes} if self.topology.table_indexes else {}),
         )
         dlq_url = self.sqs.create_queue(QueueName=f"{QUEUE_NAME}-dlq")["QueueUrl"]
         dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
