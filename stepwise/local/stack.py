@@ -36,6 +36,7 @@ RESULTS_BUCKET = "stepwise-local-results"
 LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (deployed: the CLI writes the table)
 LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
+LOCAL_ACTIVE = "/_local/active"  # the kill switch, for every tenant (stepwise active / stepwise kill)
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -392,6 +393,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
             if path.startswith(LOCAL_TENANTS):
                 return self._tenants(method, path, body)
+            if path.startswith(LOCAL_ACTIVE):
+                return self._active(method, path, urlsplit(raw_path).query, body)
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
@@ -477,6 +480,49 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             return 200, changed.public()
 
         return _operator_answer(answer, not_found="TENANT_NOT_FOUND")
+
+    def _active(self, method: str, path: str, query: str, body: str) -> tuple[int, dict[str, str], str]:
+        """The local operator's kill switch (deployed, `stepwise kill --table` runs the same use case with your AWS
+        credentials): GET /_local/active?tenant=&limit=&page=; POST /_local/active/cancel {tenant?, id?, all?,
+        limit?, page?} (an id: that run or session; a tenant: its active work; all: true, everyone's)."""
+        from functions.adapters import wiring
+        from functions.adapters.settings import ApiSettings, load
+        from functions.agent.active import BY_OPERATOR, MAX_PAGE
+        from functions.agent.errors import RequestRejectedError
+        from functions.agent.models import RunKey
+
+        switch = wiring.kill_switch(load(ApiSettings))
+
+        def answer() -> tuple[int, Any] | None:
+            if method == "GET" and path == LOCAL_ACTIVE:
+                params = dict(parse_qsl(query))
+                entries, next_page = switch.list(params.get("tenant"), limit=_limit(params.get("limit")),
+                                                 page=params.get("page"))  # fmt: skip
+                return 200, {"data": [entry.public() for entry in entries], "next_page": next_page}
+            if method != "POST" or path != f"{LOCAL_ACTIVE}/cancel":
+                return None
+            request = json.loads(body or "{}")
+            if not isinstance(request, dict) or set(request) - {"tenant", "id", "all", "limit", "page"}:
+                raise RequestRejectedError("the body is {tenant?, id?, all?, limit?, page?}")
+            tenant, run_id = request.get("tenant"), request.get("id")
+            if run_id is not None:
+                if tenant is None:
+                    raise RequestRejectedError("id needs its tenant")
+                return 200, {"data": [switch.stop(RunKey(str(tenant), str(run_id)), reason=BY_OPERATOR).public()],
+                             "next_page": None}  # fmt: skip
+            if (tenant is None) != (request.get("all") is True):
+                raise RequestRejectedError("name a tenant, or all: true for every tenant's active work")
+            report = switch.stop_all(tenant, reason=BY_OPERATOR, limit=_limit(request.get("limit")),
+                                     page=request.get("page"))  # fmt: skip
+            return 200, report.public()
+
+        def _limit(raw: object) -> int:
+            limit = MAX_PAGE if raw is None else int(str(raw))
+            if not 1 <= limit <= MAX_PAGE:
+                raise RequestRejectedError(f"limit: 1 to {MAX_PAGE}")
+            return limit
+
+        return _operator_answer(answer, not_found="RUN_NOT_FOUND")
 
 
 def _operator_answer(
