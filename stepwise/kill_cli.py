@@ -60,7 +60,7 @@ def cmd_active(args: argparse.Namespace, console: Console) -> int:
 
     def fetch(page: str | None) -> tuple[list[dict[str, Any]], str | None]:
         if store is not None:
-            from functions.agent.killswitch import active_page
+            from functions.agent.active import active_page
 
             entries, next_page = active_page(store, args.tenant, page=page)
             return [entry.public() for entry in entries], next_page

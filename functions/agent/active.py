@@ -19,10 +19,13 @@ import base64
 import binascii
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.agent.errors import RequestRejectedError
 from functions.agent.models import Run, RunKey, RunStatus
+
+if TYPE_CHECKING:
+    from functions.agent.ports import ActiveRuns
 
 # Fixed for the life of a table: an entry keeps the shard it was written to (changing this needs a re-listing).
 ACTIVE_SHARDS = 16
@@ -127,3 +130,27 @@ def read_page(token: str | None, tenant: str | None) -> tuple[int, str | None]:
     if not 0 <= shard < ACTIVE_SHARDS or key.count("#") != 2 or wrong_tenant:
         raise RequestRejectedError("page: not a next_page of this list")
     return shard, key
+
+
+def active_page(
+    store: ActiveRuns, tenant: str | None, *, limit: int = MAX_PAGE, page: str | None = None
+) -> tuple[list[ActiveEntry], str | None]:
+    """A page of active runs and sessions: a tenant's (one Query of its shard), or everyone's (shard by shard),
+    oldest first within a tenant; the cursor of the next page, if there may be one.
+
+    Raises:
+        RequestRejectedError: ``page`` is not a next_page of this list.
+    """
+    shard, after = read_page(page, tenant)
+    last = shard if tenant is not None else ACTIVE_SHARDS - 1
+    found: list[ActiveEntry] = []
+    while len(found) <= limit and shard <= last:  # one more than asked: whether there is a next page
+        found += store.list_active(shard, tenant=tenant, limit=limit + 1 - len(found), after=after)
+        shard, after = shard + 1, None
+    chosen = found[:limit]
+    return chosen, (entry_token(chosen[-1]) if len(found) > limit else None)
+
+
+def entry_token(entry: ActiveEntry) -> str:
+    """The cursor that continues after ``entry``."""
+    return page_token(shard_of(entry.tenant), entry.key)

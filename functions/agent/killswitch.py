@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.agent.active import ACTIVE_SHARDS, MAX_PAGE, ActiveEntry, page_token, read_page, shard_of
+from functions.agent.active import MAX_PAGE, ActiveEntry, active_page, entry_token
 from functions.agent.errors import ConflictError, NotFoundError, RunNotFoundError, clip
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import RunKey
-from functions.agent.ports import ActiveRuns, Clock, RunStore, Workflow
+from functions.agent.ports import Clock, RunStore, Workflow
 from functions.agent.redact import redact
 from functions.agent.sessions import SESSION_PREFIX, TurnInterrupts
 
@@ -117,7 +117,7 @@ class KillSwitch:
                     report.next_page = cursor
                     return report
                 report.results.append(self._stop_listed(entry, reason))
-                cursor = _token(entry)
+                cursor = entry_token(entry)
             if next_page is None:
                 return report
         report.next_page = cursor
@@ -146,21 +146,3 @@ class KillSwitch:
         except ConflictError:
             return Stopped(key.tenant, key.run_id, ENDED)
         return Stopped(key.tenant, key.run_id, STOPPED if stopped_here else ENDED)
-
-
-def active_page(
-    store: ActiveRuns, tenant: str | None, *, limit: int = MAX_PAGE, page: str | None = None
-) -> tuple[list[ActiveEntry], str | None]:
-    """See ``KillSwitch.list`` (listing needs only the store: an operator's `stepwise active --table`)."""
-    shard, after = read_page(page, tenant)
-    last = shard if tenant is not None else ACTIVE_SHARDS - 1
-    found: list[ActiveEntry] = []
-    while len(found) <= limit and shard <= last:  # one more than asked: whether there is a next page
-        found += store.list_active(shard, tenant=tenant, limit=limit + 1 - len(found), after=after)
-        shard, after = shard + 1, None
-    chosen = found[:limit]
-    return chosen, (_token(chosen[-1]) if len(found) > limit else None)
-
-
-def _token(entry: ActiveEntry) -> str:
-    return page_token(shard_of(entry.tenant), entry.key)

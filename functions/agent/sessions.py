@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from functions.agent import ledger
+from functions.agent.active import MAX_PAGE, active_page, entry_token
 from functions.agent.agents import Agent, Agents, check_metadata, engine_config
 from functions.agent.errors import (
     ConflictError,
@@ -517,6 +518,28 @@ class Sessions:
             tenant, limit=limit, after=page, agent_id=agent_id, include_archived=include_archived
         )
         return [SessionView(RunHistory(run=run), full=False) for run in runs], next_page
+
+    def running_page(
+        self, tenant: str, *, limit: int, page: str | None, agent_id: str | None
+    ) -> tuple[list[SessionView], str | None]:
+        """The tenant's sessions with a turn queued or running (read off the index of active work, never a scan),
+        oldest turn first; an archived session is never running.
+
+        Raises:
+            RequestRejectedError: ``page`` is not a next_page of this list.
+        """
+        found: list[SessionView] = []
+        while len(found) < limit:
+            entries, page = active_page(self.store, tenant, limit=MAX_PAGE, page=page)
+            for entry in entries:
+                run = self.store.get_run(entry.run_key) if entry.kind == "session" else None
+                if run is not None and run.session is not None and agent_id in (None, run.session.get("agent_id")):
+                    found.append(SessionView(RunHistory(run=run), full=False))
+                if len(found) == limit:
+                    return found, entry_token(entry)
+            if page is None:
+                break
+        return found, None
 
     def archive(self, key: RunKey) -> SessionView:
         history = self._history(key)

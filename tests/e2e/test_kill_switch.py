@@ -118,6 +118,12 @@ def test_a_tenants_kill_switch_stops_its_20_sessions_and_leaves_another_tenants_
     _, rest = call(stack, "GET", f"/active?limit=15&page={page['next_page']}", **bearer(keys["A"]))
     assert len(page["data"]) == 15 and [e["id"] for e in page["data"] + rest["data"]] == [
         e["id"] for e in listed["data"]] and rest["next_page"] is None  # fmt: skip
+    # (the SDK's sessions.list(statuses=["running"]) reads the same index; Stepwise has no other status to filter by)
+    running_a = clients["A"].beta.sessions.list(statuses=["running"], limit=7)
+    assert sorted(s.id for s in running_a) == sorted(sessions["A"])  # (the SDK follows next_page)
+    assert {s.status for s in running_a} == {"running"}
+    with pytest.raises(anthropic.BadRequestError, match="'running' only"):
+        clients["A"].beta.sessions.list(statuses=["idle"])
     capsys.readouterr()
     assert cli.main(["--endpoint", stack.url, "active", "--json"]) == 0
     everyone = printed(capsys)
@@ -140,6 +146,7 @@ def test_a_tenants_kill_switch_stops_its_20_sessions_and_leaves_another_tenants_
     # their turns' executions are stopped, their turns cancelled (the status written first), and none is listed
     assert {execution_status(stack, f"{sid}_t1") for sid in sessions["A"]} == {"ABORTED"}
     assert call(stack, "GET", "/active", **bearer(keys["A"]))[1]["data"] == []
+    assert list(clients["A"].beta.sessions.list(statuses=["running"])) == []
     # and once the release delay has passed, what their calls had reserved is free again, and every one idles
     eventually(lambda: spend(stack, "acme") == (Decimal(0), Decimal(0)), timeout=30, what="A's reservations released")
     a = clients["A"]
