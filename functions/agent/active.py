@@ -145,8 +145,12 @@ def active_page(
     last = shard if tenant is not None else ACTIVE_SHARDS - 1
     found: list[ActiveEntry] = []
     while len(found) <= limit and shard <= last:  # one more than asked: whether there is a next page
-        found += store.list_active(shard, tenant=tenant, limit=limit + 1 - len(found), after=after)
-        shard, after = shard + 1, None
+        wanted = limit + 1 - len(found)
+        batch = store.list_active(shard, tenant=tenant, limit=wanted, after=after)
+        # an entry whose run has ended is one an earlier release left (it ended runs without unlisting them, while
+        # a deploy rolled out or back): nothing to stop, so not listed
+        found += [entry for entry in batch if not entry.status.terminal]
+        shard, after = (shard + 1, None) if len(batch) < wanted else (shard, batch[-1].key)
     chosen = found[:limit]
     return chosen, (entry_token(chosen[-1]) if len(found) > limit else None)
 

@@ -158,6 +158,21 @@ def test_everyones_active_work_is_listed_shard_by_shard_in_pages() -> None:
                                 "created_by": None}  # fmt: skip
 
 
+def test_an_entry_an_earlier_release_left_on_an_ended_run_is_not_listed() -> None:
+    store = InMemoryRunStore()
+    for n in range(4):
+        store.create_run(run(f"run_a{n}"))
+    ended = run("run_old", status=RunStatus.SUCCEEDED)
+    store.create_run(ended)
+    store.listed[ended.key] = place(ended)  # as a version before the index's unlisting ended it
+    switch = kill_switch(store, RecordingQueue(), RecordingWorkflow())
+    first, page = switch.list("acme", limit=2)
+    rest, last = switch.list("acme", limit=2, page=page)
+    assert [e.run_id for e in first + rest] == ["run_a0", "run_a1", "run_a2", "run_a3"] and last is None
+    assert [r.run_id for r in switch.stop_all("acme", reason=BY_TENANT, limit=10).results] == [
+        "run_a0", "run_a1", "run_a2", "run_a3"]  # fmt: skip
+
+
 def test_killing_a_tenant_stops_its_runs_and_sessions_and_leaves_another_tenants_running() -> None:
     # Given a tenant's runs (one holding a reservation for a call in flight) and a session in a turn, and another's
     store, queue, workflow = InMemoryRunStore(), RecordingQueue(), RecordingWorkflow()
