@@ -46,7 +46,8 @@ def default() -> tuple[StepwiseStack, Resources]:
 
 @pytest.fixture(scope="module")
 def canary() -> tuple[StepwiseStack, Resources]:
-    return synth(deploy_strategy="canary_10pct_5m")
+    """With a Lambda tool too: the workflow's tasks that record its results are the tool function's."""
+    return synth(deploy_strategy="canary_10pct_5m", lambda_tools=json.dumps([{"function": "refund-order"}]))
 
 
 def of_type(resources: Resources, kind: str) -> Resources:
@@ -198,6 +199,13 @@ def test_a_canary_shifts_every_alias_with_codedeploy_and_rolls_back_on_its_own_a
 ) -> None:
     # Given the app synthesised with a canary (cdk-nag clean: synth raised on nothing)
     stack, resources = canary
+    live = [{"Ref": alias} for alias in aliases(resources).values()]
+    tasks = lambda_tasks(resources)  # every task invokes an alias, but those the deployer's Lambda tool runs in
+    assert {name for name, target in tasks.items() if target not in live} == {
+        "InvokeLambdaTool",
+        "InvokeLambdaToolOnce",
+    }
+    assert {"RecordLambdaTool", "RecordLambdaToolFailure"} <= set(tasks)
     (application_id, application) = next(iter(of_type(resources, "AWS::CodeDeploy::Application").items()))
     assert application["Properties"] == {"ComputePlatform": "Lambda"}
     groups = of_type(resources, "AWS::CodeDeploy::DeploymentGroup")
