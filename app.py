@@ -31,6 +31,7 @@ from pydantic import ValidationError  # noqa: E402
 from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
+from infra.constructs.deploys import deploy_strategy  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
 
@@ -92,6 +93,14 @@ def _removal_policy(value: object) -> cdk.RemovalPolicy:
     return choices[chosen]
 
 
+def _deploy_strategy(value: object) -> str:
+    """How a deploy shifts the functions' traffic: all_at_once, or a canary/linear CodeDeploy preset."""
+    try:
+        return deploy_strategy(value)
+    except ValueError as exc:
+        raise SystemExit(f"CDK context {exc}") from None
+
+
 def _auth(app: cdk.App) -> ApiAuth:
     try:
         return ApiAuth.from_context(app.node.try_get_context)
@@ -126,6 +135,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         log_retention_days=_log_retention_days(context("log_retention_days")),
         removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),
+        deploy_strategy=_deploy_strategy(context("deploy_strategy")),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

@@ -19,7 +19,7 @@ class Intake(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        intake_fn: lambda_.Function,
+        intake_fn: lambda_.IFunction,  # the intake function's alias (AgentFunctions.alias)
         intake_timeout_seconds: int,
         max_concurrency: int,
     ) -> None:

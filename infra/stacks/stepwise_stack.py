@@ -19,6 +19,7 @@ from infra.constants import (
 )
 from infra.constructs.agent_functions import XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
+from infra.constructs.deploys import ALL_AT_ONCE, SafeDeploys
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import BudgetAlarms
@@ -72,6 +73,7 @@ class StepwiseStack(Stack):
         tool_result_retention_days: int = 30,
         log_retention_days: int = 30,
         auth: ApiAuth | None = None,
+        deploy_strategy: str = ALL_AT_ONCE,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -102,15 +104,15 @@ class StepwiseStack(Stack):
         intake = Intake(
             self,
             "Intake",
-            intake_fn=functions["intake"],
+            intake_fn=functions.alias("intake"),
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
         api = Api(
             self,
             "Api",
-            api_fn=functions["api"],
-            authorizer_fn=functions["authorizer"],
+            api_fn=functions.alias("api"),
+            authorizer_fn=functions.alias("authorizer"),
             auth=auth or ApiAuth(),
             log_retention=log_retention,
             rate_limit=api_rate_limit,
@@ -155,6 +157,8 @@ class StepwiseStack(Stack):
         self.budget_alarms = BudgetAlarms(
             self, "BudgetAlarms", budgets=[name for name, wanted in budgets.items() if wanted]
         )
+        # canary/linear shifts of the functions' aliases, rolled back on their alarms (deploys.rollback_alarms)
+        self.deploys = SafeDeploys(self, "Deploys", functions=functions, strategy=deploy_strategy)
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
         CfnOutput(self, "AnthropicSecretName", value=secret.secret_name, description="Put your Anthropic API key here")

@@ -152,7 +152,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
-        self.lambdas = LocalLambdas(self.topology.handlers)
+        self.lambdas = LocalLambdas(self.topology.handlers, aliases=self.topology.aliases)
         for name, handler in (lambda_tools or {}).items():
             self.lambdas.register(name, handler)
         self._stop = threading.Event()
