@@ -6,7 +6,8 @@ CloudWatch, never by receiving a message.
 
 Calls per examination: GetQueueAttributes per queue, one GetMetricData for every queue's oldest message, one
 DescribeTable, ListExecutions (one page of up to 1,000), DescribeAlarms per 100 alarms, BatchGetItem per 100
-circuits, one GetItem (the global day's spend), one HTTP GET of /health. Finding a stack: one DescribeStacks,
+circuits, one GetItem (the global day's spend), one Query (the tenants with budgets of their own) and
+BatchGetItem per 100 of them, one HTTP GET of /health. Finding a stack: one DescribeStacks,
 ListStackResources per 100 resources, one GetTemplate.
 """
 
@@ -23,7 +24,8 @@ from typing import Any
 
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_store import day_sk, spend_pk
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
+from functions.adapters.serde import batch_get, from_item, to_item
 from functions.adapters.settings import BudgetSettings, CircuitSettings, PricingSettings
 from functions.agent.doctor import (
     AlarmState,
@@ -33,6 +35,7 @@ from functions.agent.doctor import (
     QueueRef,
     QueueState,
     Target,
+    TenantBudget,
     circuit_keys,
 )
 from functions.agent.ports import Clock
@@ -177,6 +180,17 @@ class AwsDoctorReads:
                 kwargs["NextToken"] = page["NextToken"]
         return found
 
+    def own_budgets(self, day: str) -> list[TenantBudget]:
+        own = {t.tenant: t.daily_usd for t in DynamoDBTenantStore(self.table_name, self.dynamodb).list_limits()
+               if t.daily_usd is not None}  # fmt: skip
+        tenants = sorted(own)
+        keys = [to_item({"pk": spend_pk(t), "sk": day_sk(day)}) for t in tenants]
+        committed = {
+            item["pk"].removeprefix("T#").removesuffix("#SPEND"): Decimal(str(item.get("committed_usd", 0)))
+            for item in batch_get(self.dynamodb, self.table_name, keys)
+        }
+        return [TenantBudget(t, own[t], committed.get(t, Decimal(0))) for t in tenants]
+
     def global_day(self, day: str) -> DaySpend:
         key = to_item({"pk": spend_pk(None), "sk": day_sk(day)})
         item = self.dynamodb.get_item(TableName=self.table_name, Key=key).get("Item")
@@ -221,6 +235,7 @@ def settings_target(settings: DoctorSettings, **found: Any) -> Target:
         circuit_keys=circuit_keys(prices(settings)),
         circuit_cooldown_seconds=settings.circuit_cooldown_seconds,
         global_daily_usd=settings.global_daily_budget_usd,
+        tenant_daily_usd=settings.tenant_daily_budget_usd,
     )
 
 

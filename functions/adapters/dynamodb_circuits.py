@@ -6,24 +6,19 @@ pk = "CIRCUIT#{provider}:{model}"   sk = "STATE"
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import batch_get, from_item, to_item
 from functions.agent.circuit import Circuit
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 else:
     DynamoDBClient = Any
-
-
-BATCH_GET_KEYS = 100  # BatchGetItem's limit per request
-UNPROCESSED_ATTEMPTS = 5
 
 
 class DynamoDBCircuitStore:
@@ -37,27 +32,14 @@ class DynamoDBCircuitStore:
 
     def load(self, key: str) -> Circuit:
         item = self.client.get_item(TableName=self.table_name, Key=self._key(key), ConsistentRead=True).get("Item")
-        return _circuit(item) if item else Circuit(key=key)
+        return _circuit(from_item(item)) if item else Circuit(key=key)
 
     def load_many(self, keys: Sequence[str]) -> list[Circuit]:
-        """Many circuits in BatchGetItem requests of up to 100 keys (eventually consistent: for a report, never
-        for a transition); a key never stored is a closed circuit."""
-        found: dict[str, Circuit] = {}
+        """Many circuits, with BatchGetItem (eventually consistent: for a report, never for a transition); a key
+        never stored is a closed circuit."""
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), BATCH_GET_KEYS):
-            batch = [self._key(k) for k in unique[start : start + BATCH_GET_KEYS]]
-            request: dict[str, Any] = {self.table_name: {"Keys": batch}}
-            for attempt in range(UNPROCESSED_ATTEMPTS):
-                answer = self.client.batch_get_item(RequestItems=request)
-                for item in answer["Responses"].get(self.table_name, []):
-                    circuit = _circuit(item)
-                    found[circuit.key] = circuit
-                request = answer.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(0.05 * 2**attempt)  # throttled: DynamoDB returned some keys unread
-            else:
-                raise RuntimeError(f"DynamoDB left circuits unread after {UNPROCESSED_ATTEMPTS} attempts (throttled)")
+        items = batch_get(self.client, self.table_name, [self._key(key) for key in unique])
+        found = {circuit.key: circuit for circuit in map(_circuit, items)}
         return [found.get(key, Circuit(key=key)) for key in unique]
 
     def save(self, circuit: Circuit) -> bool:
@@ -77,6 +59,5 @@ class DynamoDBCircuitStore:
         return True
 
 
-def _circuit(item: dict[str, Any]) -> Circuit:
-    values = from_item(item)
+def _circuit(values: dict[str, Any]) -> Circuit:
     return Circuit.model_validate({name: values[name] for name in Circuit.model_fields if name in values})

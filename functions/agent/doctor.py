@@ -120,6 +120,7 @@ class Target(BaseModel):
     circuit_keys: list[str] = []
     circuit_cooldown_seconds: float = 30.0
     global_daily_usd: Decimal | None = None
+    tenant_daily_usd: Decimal | None = None  # a tenant's without a budget of its own
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,19 @@ class DaySpend:
     spent_usd: Decimal
     committed_usd: Decimal  # spent + reservations in flight: what the budget is checked against
     steps: int
+
+
+@dataclass(frozen=True)
+class TenantBudget:
+    """A tenant with a daily budget of its own (`stepwise tenants set`) and what it committed today."""
+
+    tenant: str
+    daily_usd: Decimal
+    committed_usd: Decimal
+
+    @property
+    def percent(self) -> float:
+        return float(self.committed_usd / self.daily_usd * 100)
 
 
 # ------------------------------------------------------------------------------------------------ ports
@@ -201,6 +215,10 @@ class CircuitReader(Protocol):
 class SpendReader(Protocol):
     def global_day(self, day: str) -> DaySpend:
         """Every tenant's spend on the UTC ``day`` (zeros when nothing was spent). Raises the service's error."""
+
+    def own_budgets(self, day: str) -> list[TenantBudget]:
+        """Every tenant with a daily budget of its own, and what it committed on ``day`` (one Query and a
+        BatchGetItem per 100 tenants: no Scan). Raises the service's error."""
 
 
 # ------------------------------------------------------------------------------------------------ rules
@@ -452,6 +470,35 @@ def spend_finding(spend: DaySpend, *, day: str, global_daily_usd: Decimal | None
     )
 
 
+def tenants_finding(
+    budgets: Sequence[TenantBudget], *, default_daily_usd: Decimal | None, table_name: str, routing: RoutingConfig
+) -> Finding:
+    """The tenants with budgets of their own, against them (the others are counted per tenant only: finding
+    today's would take a Scan, so they are not listed)."""
+    default = f"the others: {usd(default_daily_usd)} a day each" if default_daily_usd else "the others: no budget"
+    if not budgets:
+        detail = f"no tenant has a budget of its own ({default})"
+        return Finding(check="tenant budgets", status=Status.OK, detail=detail)
+    ranked = sorted(budgets, key=lambda b: b.percent, reverse=True)
+    near = [b for b in ranked if b.percent >= routing.downgrade_at_percent]
+    shown = "; ".join(f"{b.tenant} {b.percent:.0f}% of {usd(b.daily_usd)}" for b in (near or ranked)[:SHOWN_NAMES])
+    threshold = f"{routing.downgrade_at_percent:g}%"
+    detail = f"{len(budgets)} with a budget of its own, {len(near)} at {threshold} or more: {shown}"
+    if not near:
+        return Finding(check="tenant budgets", status=Status.OK, detail=f"{detail} ({default})")
+    over = [b.tenant for b in near if b.percent >= 100]
+    return Finding(
+        check="tenant budgets",
+        status=Status.WARN,
+        detail=f"{detail} ({default})",
+        next_steps=[
+            *([f"refused until 00:00 UTC: {_names(over)}"] if over else []),
+            f"if it should spend more: stepwise tenants --table {table_name} set {near[0].tenant} --daily-usd <USD> "
+            "(functions see it within 30 s)",
+        ],
+    )
+
+
 # ------------------------------------------------------------------------------------------------ the use case
 
 
@@ -477,6 +524,7 @@ class Doctor:
             self._check("alarms", lambda: self._alarms(target)),
             self._check("circuits", lambda: self._circuits(target, now)),
             self._check("spend", lambda: self._spend(target, now)),
+            self._check("tenant budgets", lambda: self._tenants(target, now)),
         ]
         return Report(target=target.description, checked_at=now, findings=findings)
 
@@ -542,3 +590,8 @@ class Doctor:
         day = now.astimezone(UTC).date().isoformat()
         return spend_finding(self.spend.global_day(day), day=day, global_daily_usd=target.global_daily_usd,
                              routing=self.routing)  # fmt: skip
+
+    def _tenants(self, target: Target, now: datetime) -> Finding:
+        budgets = self.spend.own_budgets(now.astimezone(UTC).date().isoformat())
+        return tenants_finding(budgets, default_daily_usd=target.tenant_daily_usd, table_name=target.table_name,
+                               routing=self.routing)  # fmt: skip

@@ -60,6 +60,7 @@ def clean(stack: LocalStack) -> Iterator[None]:
 
 
 def test_healthy_after_a_run(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--endpoint", stack.url, "tenants", "set", "local", "--daily-usd", "50"]) == 0
     status, run = http(stack, "POST", "/runs", {"input": "What is 6 * 7?"})
     assert status == 202
     assert wait(stack, run["run_id"])["status"] == "SUCCEEDED"
@@ -69,7 +70,7 @@ def test_healthy_after_a_run(stack: LocalStack, capsys: pytest.CaptureFixture[st
     assert code == 0, out
     assert "healthy (exit 0)" in out and "UNHEALTHY" not in out
     for check in ("api", "table", "queue stepwise-intake", "queue stepwise-intake-dlq", "executions", "alarms",
-                  "circuits", "spend"):  # fmt: skip
+                  "circuits", "spend", "tenant budgets"):  # fmt: skip
         assert check in out
     code, found = findings(stack, capsys)
     assert {f["status"] for f in found.values()} <= {"ok", "skip"}, found
@@ -78,6 +79,7 @@ def test_healthy_after_a_run(stack: LocalStack, capsys: pytest.CaptureFixture[st
     assert "succeeded" in found["executions"]["detail"]
     assert found["circuits"]["detail"].endswith("all closed")
     assert "spent, 2 steps): 0% of the global daily budget $200" in found["spend"]["detail"]
+    assert found["tenant budgets"]["detail"].startswith("1 with a budget of its own, 0 at 80% or more: local 0% of $50")
 
 
 @pytest.mark.usefixtures("clean")

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,9 +20,11 @@ from functions.adapters.aws import SystemClock
 from functions.adapters.aws_doctor import build_doctor, dead_letter_queues, stack_target, target_from_stack
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_store import day_sk, spend_pk
+from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.serde import to_item
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig, CircuitState
+from functions.agent.tenants import TenantLimits
 from stepwise import cli
 
 STACK = "Stepwise"
@@ -187,9 +190,14 @@ def test_an_unhealthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixt
     for _ in range(CircuitConfig().failure_threshold):
         breaker.failed("anthropic:claude-opus-5-5")
     today = datetime.now(UTC).date().isoformat()
-    boto3.client("dynamodb").put_item(TableName=table, Item=to_item(
-        {"pk": spend_pk(None), "sk": day_sk(today), "spent_usd": 150, "committed_usd": 170, "steps": 9}
-    ))  # fmt: skip
+    for tenant, committed in ((None, 170), ("acme", 45), ("beta", 1)):
+        boto3.client("dynamodb").put_item(TableName=table, Item=to_item(
+            {"pk": spend_pk(tenant), "sk": day_sk(today), "spent_usd": 1, "committed_usd": committed, "steps": 9}
+        ))  # fmt: skip
+    tenants = DynamoDBTenantStore(table, boto3.client("dynamodb"))
+    tenants.put_limits(TenantLimits(tenant="acme", daily_usd=Decimal(50)))
+    tenants.put_limits(TenantLimits(tenant="beta", daily_usd=Decimal(20)))
+    tenants.put_limits(TenantLimits(tenant="gamma", requests_per_minute=10))  # no budget of its own
     _wait_ended(sfn, deployed["Workflow"])
 
     code, found = doctor_json(capsys)
@@ -205,6 +213,9 @@ def test_an_unhealthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixt
     assert "stepwise status run_2" in found["executions"]["next_steps"][0]  # the newest first
     assert found["circuits"]["status"] == "fail" and "anthropic:claude-opus-5-5 OPEN" in found["circuits"]["detail"]
     assert found["spend"]["status"] == "warn" and "85% of the global daily budget $200" in found["spend"]["detail"]
+    assert found["tenant budgets"]["status"] == "warn"
+    assert found["tenant budgets"]["detail"].startswith("2 with a budget of its own, 1 at 80% or more: acme 90% of $50")
+    assert f"stepwise tenants --table {table} set acme --daily-usd" in found["tenant budgets"]["next_steps"][0]
 
 
 def test_alarms_in_alarm(deployed: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from functions.agent.doctor import (
     Report,
     Status,
     Target,
+    TenantBudget,
     alarms_finding,
     api_finding,
     circuit_keys,
@@ -32,6 +33,7 @@ from functions.agent.doctor import (
     queue_findings,
     spend_finding,
     table_finding,
+    tenants_finding,
 )
 from functions.agent.pricing import default_price_book
 from functions.agent.routing import default_routing
@@ -229,6 +231,26 @@ def test_spend_against_the_global_budget(committed: str, budget: str | None, sta
         assert "every new model call is refused" in finding.next_steps[0]
 
 
+def test_tenants_with_budgets_of_their_own() -> None:
+    none = tenants_finding([], default_daily_usd=Decimal(20), table_name="T", routing=ROUTING)
+    assert none == Finding(check="tenant budgets", status=Status.OK,
+                           detail="no tenant has a budget of its own (the others: $20 a day each)")  # fmt: skip
+    calm = [TenantBudget("a", Decimal(50), Decimal(5)), TenantBudget("b", Decimal(10), Decimal(7))]
+    ok = tenants_finding(calm, default_daily_usd=None, table_name="T", routing=ROUTING)
+    assert ok.status is Status.OK
+    assert ok.detail == (
+        "2 with a budget of its own, 0 at 80% or more: b 70% of $10; a 10% of $50 (the others: no budget)"
+    )
+    near = [*calm, TenantBudget("c", Decimal(5), Decimal("5.2")), TenantBudget("d", Decimal(100), Decimal(85))]
+    warn = tenants_finding(near, default_daily_usd=Decimal(20), table_name="T", routing=ROUTING)
+    assert warn.status is Status.WARN
+    assert warn.detail.startswith("4 with a budget of its own, 2 at 80% or more: c 104% of $5; d 85% of $100")
+    assert warn.next_steps == [
+        "refused until 00:00 UTC: c",
+        "if it should spend more: stepwise tenants --table T set c --daily-usd <USD> (functions see it within 30 s)",
+    ]
+
+
 def test_every_priced_model_has_a_circuit() -> None:
     keys = circuit_keys(default_price_book())
     assert "anthropic:claude-sonnet-5-5" in keys and "anthropic:claude-haiku-4-5" in keys
@@ -250,6 +272,7 @@ class FakeDeployment:
     alarms: list[AlarmState] = field(default_factory=list)
     circuits: dict[str, Circuit] = field(default_factory=dict)
     spend: DaySpend = field(default_factory=lambda: DaySpend(Decimal(0), Decimal(0), 0))
+    budgets: list[TenantBudget] = field(default_factory=list)
     broken: set[str] = field(default_factory=set)
     asked: list[tuple[str, object]] = field(default_factory=list)
 
@@ -289,6 +312,10 @@ class FakeDeployment:
         self._read("spend", day)
         return self.spend
 
+    def own_budgets(self, day: str) -> list[TenantBudget]:
+        self._read("tenants", day)
+        return self.budgets
+
 
 def doctor(deployment: FakeDeployment) -> Doctor:
     d = deployment
@@ -317,6 +344,7 @@ def test_a_healthy_deployment() -> None:
     assert [(f.check, f.status) for f in report.findings] == [
         ("api", Status.OK), ("table", Status.OK), ("queue intake", Status.OK), ("queue intake-dlq", Status.OK),
         ("executions", Status.OK), ("alarms", Status.OK), ("circuits", Status.OK), ("spend", Status.OK),
+        ("tenant budgets", Status.OK),
     ]  # fmt: skip
     assert report.exit_code == 0 and report.checked_at == NOW and report.target == "stack S (eu-west-1)"
     assert ("health", "https://api.example.com/health") in deployment.asked
@@ -334,7 +362,9 @@ def test_a_read_that_fails_fails_its_check_only() -> None:
     assert found["queues"].status is Status.FAIL
     assert found["queues"].detail == "could not be checked: PermissionError: AccessDenied on queue"
     assert found["alarms"].detail == "could not be checked: PermissionError: AccessDenied on alarms"
-    assert {found[c].status for c in ("api", "table", "executions", "circuits", "spend")} == {Status.OK}
+    assert {found[c].status for c in ("api", "table", "executions", "circuits", "spend", "tenant budgets")} == {
+        Status.OK
+    }
     assert report.exit_code == 1
 
 
