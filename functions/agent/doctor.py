@@ -15,7 +15,8 @@ What is healthy (the thresholds are the constants below):
   FAILED or TIMED_OUT and they are ``FAILURE_RATE_FAIL`` of those that ended; warn on any;
 * alarms of the stack: none in ALARM;
 * circuits: none open within its cooldown (fail); open past it, or half-open (probing): warn;
-* spend: today's global committed spend under the routing downgrade threshold (warn from it, fail at 100 %).
+* spend: today's global committed spend under the routing downgrade threshold (warn from it, fail at 100 %);
+* tenant budgets: no tenant with a budget of its own at the downgrade threshold or more (warn).
 
 Exit codes (``Report.exit_code``): 0 when nothing failed (warnings included), 1 when any check failed.
 """
@@ -446,7 +447,9 @@ def _moment(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def spend_finding(spend: DaySpend, *, day: str, global_daily_usd: Decimal | None, routing: RoutingConfig) -> Finding:
+def spend_finding(
+    spend: DaySpend, *, day: str, global_daily_usd: Decimal | None, routing: RoutingConfig, local: bool = False
+) -> Finding:
     spent = f"{usd(spend.committed_usd)} committed today ({day} UTC; {usd(spend.spent_usd)} spent, {spend.steps} steps)"
     if global_daily_usd is None:
         return Finding(check="spend", status=Status.OK, detail=f"{spent}; no global daily budget is set")
@@ -465,13 +468,23 @@ def spend_finding(spend: DaySpend, *, day: str, global_daily_usd: Decimal | None
             else f"calls go to cheaper models from {routing.downgrade_at_percent:g}% (routing.json downgrades); "
             "at 100% every call is refused until 00:00 UTC",
             "a tenant's own spend: stepwise costs, with its key (spend is counted per tenant: ranking today's "
-            "tenants would take a Scan); a higher budget: npx cdk deploy -c global_daily_budget_usd=<USD>",
+            "tenants would take a Scan); a higher budget: "
+            + (
+                "STEPWISE_GLOBAL_DAILY_BUDGET_USD=<USD> make local"
+                if local
+                else "npx cdk deploy -c global_daily_budget_usd=<USD>"
+            ),
         ],
     )
 
 
 def tenants_finding(
-    budgets: Sequence[TenantBudget], *, default_daily_usd: Decimal | None, table_name: str, routing: RoutingConfig
+    budgets: Sequence[TenantBudget],
+    *,
+    default_daily_usd: Decimal | None,
+    table_name: str,
+    routing: RoutingConfig,
+    local: bool = False,
 ) -> Finding:
     """The tenants with budgets of their own, against them (the others are counted per tenant only: finding
     today's would take a Scan, so they are not listed)."""
@@ -493,8 +506,8 @@ def tenants_finding(
         detail=f"{detail} ({default})",
         next_steps=[
             *([f"refused until 00:00 UTC: {_names(over)}"] if over else []),
-            f"if it should spend more: stepwise tenants --table {table_name} set {near[0].tenant} --daily-usd <USD> "
-            "(functions see it within 30 s)",
+            f"if it should spend more: stepwise tenants{'' if local else f' --table {table_name}'} set "
+            f"{near[0].tenant} --daily-usd <USD> (functions see it within 30 s)",
         ],
     )
 
@@ -589,9 +602,9 @@ class Doctor:
     def _spend(self, target: Target, now: datetime) -> Finding:
         day = now.astimezone(UTC).date().isoformat()
         return spend_finding(self.spend.global_day(day), day=day, global_daily_usd=target.global_daily_usd,
-                             routing=self.routing)  # fmt: skip
+                             routing=self.routing, local=target.local)  # fmt: skip
 
     def _tenants(self, target: Target, now: datetime) -> Finding:
         budgets = self.spend.own_budgets(now.astimezone(UTC).date().isoformat())
         return tenants_finding(budgets, default_daily_usd=target.tenant_daily_usd, table_name=target.table_name,
-                               routing=self.routing)  # fmt: skip
+                               routing=self.routing, local=target.local)  # fmt: skip

@@ -128,3 +128,4 @@ def test_an_open_circuit_fails_naming_the_model(stack: LocalStack, capsys: pytes
 def test_the_route_answers_this_machine_only(stack: LocalStack) -> None:
     status, _, body = stack.handle_http("GET", "/_local/doctor", {"host": "127.0.0.1"}, "", client="10.0.0.5")
     assert status == 403 and json.loads(body) == {"message": "Forbidden"}
+    assert stack.handle_http("GET", "/_local/doctor", {"host": "evil.example"}, "")[0] == 403  # DNS rebinding

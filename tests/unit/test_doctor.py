@@ -249,6 +249,8 @@ def test_tenants_with_budgets_of_their_own() -> None:
         "refused until 00:00 UTC: c",
         "if it should spend more: stepwise tenants --table T set c --daily-usd <USD> (functions see it within 30 s)",
     ]
+    local = tenants_finding(near, default_daily_usd=None, table_name="T", routing=ROUTING, local=True)
+    assert local.next_steps[1].startswith("if it should spend more: stepwise tenants set c --daily-usd <USD>")
 
 
 def test_every_priced_model_has_a_circuit() -> None:
@@ -384,3 +386,29 @@ def test_an_unreachable_api_and_what_a_target_lacks() -> None:
     assert found["alarms"].status is Status.SKIP and found["queues"].status is Status.SKIP
     assert found["executions"].status is Status.SKIP
     assert not any(what in ("alarms", "queue", "executions") for what, _ in deployment.asked)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def test_the_report_as_rendered() -> None:
+    from rich.console import Console
+
+    from stepwise.doctor_cli import render
+
+    console = Console(record=True, width=200)
+    warned = Finding(check="spend", status=Status.WARN, detail="85% of $200", next_steps=["a step", "another"])
+    render(Report(target="stack S (eu-west-1)", checked_at=NOW, findings=[Finding(check="api", status=Status.OK,
+           detail="fine"), warned]), console)  # fmt: skip
+
+    text = console.export_text()
+    assert text.startswith("stepwise doctor: stack S (eu-west-1) at 2026-11-21 12:00:00 UTC")
+    assert "next steps\nspend (warn):\n  - a step\n  - another\n" in text
+    assert text.rstrip().endswith("healthy, with warnings (exit 0)")
+
+
+def test_a_remote_endpoint_without_a_stack_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from stepwise import cli
+
+    assert cli.main(["--endpoint", "https://api.example.com", "doctor"]) == 2
+    assert "pass --stack <stack name>" in capsys.readouterr().out
