@@ -36,6 +36,7 @@ RESULTS_BUCKET = "stepwise-local-results"
 LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (deployed: the CLI writes the table)
 LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
+LOCAL_DOCTOR = "/_local/doctor"  # `stepwise doctor`: the checks run in this process, on its moto resources
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -391,6 +392,10 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
             if path.startswith(LOCAL_TENANTS):
                 return self._tenants(method, path, body)
+            if path == LOCAL_DOCTOR and method == "GET":
+                from stepwise.local import doctor
+
+                return 200, {"content-type": "application/json"}, json.dumps(doctor.report(self))
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
