@@ -2,8 +2,8 @@
 function that is both its log's ``service`` and its metrics' ``service`` dimension, and ``CATALOG``, every metric
 a function may emit (its unit, its dimensions beside ``service``, the functions that emit it). A handler emits
 only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have. The
-AWS metrics a dashboard and alarms will read (SQS, Step Functions) are named in ``AWS_METRICS`` (the dashboard
-and those alarms are not built yet: issue 11).
+AWS metrics the dashboard and alarms read (SQS, Step Functions) are named in ``AWS_METRICS``; the dashboard and
+alarms look every metric up here (infra/metrics.py), so they read only what is emitted.
 
 Tracing is X-Ray's active tracing, switched on per function by the stack (infra/constructs/agent_functions.py).
 """
