@@ -24,6 +24,7 @@ from constructs import Construct
 
 from infra.constants import ROLLBACK_ERROR_PERCENT, ROLLBACK_MIN_ERRORS, ROLLBACK_MINUTES
 from infra.constructs.agent_functions import AgentFunctions
+from infra.constructs.monitoring import alarm_name, described
 
 _CONFIG = codedeploy.LambdaDeploymentConfig
 ALL_AT_ONCE = "all_at_once"
@@ -119,10 +120,12 @@ class SafeDeploys(Construct):
         return cloudwatch.Alarm(
             self,
             f"{name}RollbackAlarm",
-            alarm_description=(
+            alarm_name=alarm_name(self, f"rollback-{name.replace('_', '-')}"),
+            alarm_description=described(
+                "rollback",
                 f"Stepwise {name}: the version being deployed failed {ROLLBACK_ERROR_PERCENT} % or more of its "
                 f"invocations (at least {ROLLBACK_MIN_ERRORS} a minute) for {ROLLBACK_MINUTES} minutes: "
-                "CodeDeploy rolls the deployment back"
+                "CodeDeploy rolls the deployment back.",
             ),
             metric=error_rate,
             threshold=ROLLBACK_ERROR_PERCENT,

@@ -155,8 +155,8 @@ class AgentWorkflow(Construct):
             )
         )
         self.ended_dead_letter_alarm = messages_waiting_alarm(
-            self, "ExecutionEndedDeadLetterAlarm", self.ended_dead_letters,
-            "A Stepwise execution-ended event could not be delivered: a run may not have been ended",
+            self, "ExecutionEndedDeadLetterAlarm", self.ended_dead_letters, slug="execution-ended-dead-letters",
+            what="An execution-ended event could not be delivered: a run may not have been ended.",
         )  # fmt: skip
         # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
         events.Rule(

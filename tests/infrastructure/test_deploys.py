@@ -245,6 +245,11 @@ def test_a_canary_shifts_every_alias_with_codedeploy_and_rolls_back_on_its_own_a
         assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == ROLLBACK_MINUTES
         assert alarm["TreatMissingData"] == "notBreaching"
+        # and the operators hear of it: the alarm topic, on ALARM and back to OK, and the runbook's section
+        (topic,) = of_type(resources, "AWS::SNS::Topic")
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic}]
+        assert alarm["AlarmName"] == f"Stepwise-rollback-{name.replace('_', '-')}"
+        assert alarm["AlarmDescription"].endswith("What to do: docs/runbook.md#rollback")
 
 
 def test_a_linear_strategy_synthesises_cdk_nag_clean_with_its_preset() -> None:
