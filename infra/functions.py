@@ -8,7 +8,8 @@ The local stack and the test fixtures take the environment from the synthesised 
 can drift from this file.
 
 To add a function: a handler module in functions/handlers (with its ``SETTINGS`` model), a settings model in
-functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule).
+functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule, a
+function URL), always through its alias, ``AgentFunctions.alias(name)``: its version, alias and safe deploys follow.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (de
 LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
 LOCAL_ACTIVE = "/_local/active"  # the kill switch, for every tenant (stepwise active / stepwise kill)
+LOCAL_DOCTOR = "/_local/doctor"  # `stepwise doctor`: the checks run in this process, on its moto resources
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -153,7 +154,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
-        self.lambdas = LocalLambdas(self.topology.handlers)
+        self.lambdas = LocalLambdas(self.topology.handlers, aliases=self.topology.aliases)
         for name, handler in (lambda_tools or {}).items():
             self.lambdas.register(name, handler)
         self._stop = threading.Event()
@@ -395,6 +396,10 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 return self._tenants(method, path, body)
             if path.startswith(LOCAL_ACTIVE):
                 return self._active(method, path, urlsplit(raw_path).query, body)
+            if path == LOCAL_DOCTOR and method == "GET":
+                from stepwise.local import doctor
+
+                return 200, {"content-type": "application/json"}, json.dumps(doctor.report(self))
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:

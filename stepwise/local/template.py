@@ -36,8 +36,21 @@ def synthesize(outdir: Path | None = None, context: dict[str, Any] | None = None
     return template
 
 
-def function_arn(logical_id: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+def function_arn(logical_id: str, qualifier: str | None = None) -> str:
+    """A function's local ARN, or (``qualifier``: an alias's name) the alias's."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}" + (f":{qualifier}" if qualifier else "")
+
+
+def function_and_qualifier(reference: str) -> tuple[str, str | None]:
+    """The function and the qualifier (alias or version) an invoke names, as Lambda reads FunctionName: a name,
+    a name with its qualifier, or an ARN with or without one."""
+    if reference.startswith("arn:"):
+        parts = reference.split(":")  # arn:aws:lambda:region:account:function:name[:qualifier]
+        if len(parts) not in (7, 8) or parts[5] != "function":
+            raise ValueError(f"{reference!r} is not a Lambda function's ARN")
+        return parts[6], (parts[7] if len(parts) == 8 else None)
+    name, _, qualifier = reference.partition(":")
+    return name, qualifier or None
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,7 @@ class Topology:
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
     resource_types: dict[str, str]  # logical id -> CloudFormation type
+    aliases: dict[str, frozenset[str]]  # function name -> the names of its aliases (what invokers call)
 
     def environment(self, local: dict[str, str | None]) -> dict[str, str]:
         """The functions' environment, as the template gives it, with each referenced resource replaced by
@@ -134,6 +148,9 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
         }
         if value["Ref"] in pseudo:
             return pseudo[value["Ref"]]
+        resource = template["Resources"].get(value["Ref"], {})
+        if resource.get("Type") == "AWS::Lambda::Alias":  # (its Ref is the alias's ARN)
+            return function_arn(_aliased_function(resource), resource["Properties"]["Name"])
         raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
     if "Fn::GetAtt" in value:
         logical_id, attribute = value["Fn::GetAtt"]
@@ -142,6 +159,22 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
             return function_arn(logical_id)
         raise ValueError(f"unsupported Fn::GetAtt in state machine definition: {logical_id}.{attribute}")
     return {k: resolve(v, template) for k, v in value.items()}
+
+
+def _aliased_function(alias: dict[str, Any]) -> str:
+    """The logical id of the function an AWS::Lambda::Alias resource is an alias of."""
+    target = alias["Properties"]["FunctionName"]
+    if not (isinstance(target, dict) and set(target) == {"Ref"}):
+        raise ValueError(f"an alias of a function this template does not declare: {target!r}")
+    return str(target["Ref"])
+
+
+def function_aliases(template: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Function (logical id) -> the names of the aliases the template declares for it."""
+    found: dict[str, set[str]] = {}
+    for alias in _resources(template, "AWS::Lambda::Alias").values():
+        found.setdefault(_aliased_function(alias), set()).add(alias["Properties"]["Name"])
+    return {function: frozenset(names) for function, names in found.items()}
 
 
 def topology(template: dict[str, Any]) -> Topology:
@@ -175,4 +208,5 @@ def topology(template: dict[str, Any]) -> Topology:
             if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
+        aliases=function_aliases(template),
     )
