@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from functions.adapters.dynamodb_store import ACTIVE_INDEX
 from functions.adapters.settings import (
     ApiSettings,
     AuthorizerSettings,
@@ -47,6 +48,7 @@ class FunctionSpec:
     leading_keys: tuple[str, ...] = ()
     starts_executions: bool = False
     counts_requests: bool = False  # writes tenants' request counts (RATE#...): the api function alone
+    index_queries: tuple[str, ...] = ()  # the table's indexes it may Query (the index of active work: the api's)
 
     @property
     def service(self) -> str:
@@ -98,6 +100,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             # a long-poll of a session's events waits up to 20 s; API Gateway cuts every request at 30 s
             timeout_seconds=28,
             counts_requests=True,
+            index_queries=(ACTIVE_INDEX,),  # GET /active, POST /active/cancel, sessions with statuses[]=running
         ),
         FunctionSpec(
             name="intake",

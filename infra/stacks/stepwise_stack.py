@@ -178,6 +178,7 @@ class StepwiseStack(Stack):
         CfnOutput(self, "TableName", value=state.table.table_name)
         CfnOutput(self, "ToolResultsBucket", value=results.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
+        CfnOutput(self, "IntakeQueueUrl", value=intake.queue.queue_url, description="stepwise kill --queue")
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)

@@ -74,6 +74,7 @@ class Topology:
     handlers: dict[str, str]  # function name (logical id) -> handler path
     table_key_schema: list[dict[str, str]]
     table_attributes: list[dict[str, str]]
+    table_indexes: list[dict[str, Any]]  # the global secondary indexes, as CreateTable takes them
     max_receive_count: int
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
@@ -195,6 +196,10 @@ def topology(template: dict[str, Any]) -> Topology:
         },
         table_key_schema=table["Properties"]["KeySchema"],
         table_attributes=table["Properties"]["AttributeDefinitions"],
+        table_indexes=[
+            {name: index[name] for name in ("IndexName", "KeySchema", "Projection")}
+            for index in table["Properties"].get("GlobalSecondaryIndexes", [])
+        ],
         max_receive_count=int(redrive["maxReceiveCount"]),
         routes=routes,
         environments={

@@ -18,6 +18,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 
 from app import build_app
+from functions.adapters.dynamodb_store import ACTIVE_INDEX, ACTIVE_PK, ACTIVE_PROJECTION, ACTIVE_SK
+from functions.adapters.settings import StopSettings
 from infra.constants import (
     INTAKE_MAX_RECEIVE_COUNT,
     MODEL_RETRY_INTERVAL_SECONDS,
@@ -43,6 +45,8 @@ EXPECTED_ROUTES = {
     "POST /runs/{run_id}/cancel",
     "GET /runs/{run_id}/tool_results/{tool_use_id}",
     "GET /costs",
+    "GET /active",  # the kill switch
+    "POST /active/cancel",
     "GET /health",
     "GET /openapi.json",
     # the Managed Agents API
@@ -791,11 +795,40 @@ def test_table_access_is_exactly_what_each_function_declares(
     statements = statements_by_function[name]
     assert allowed_actions(statements, "dynamodb:") == set(FUNCTIONS[name].table_actions)
     assert not set(FUNCTIONS[name].table_actions) & {"dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem"}
-    # and only on the table itself (no index, no other table, no wildcard)
+    # and only on the table itself (no other table, no wildcard), but a Query of the indexes it declares
     table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
+    indexes = [{"Fn::Join": ["", [table_arn, f"/index/{index}"]]} for index in FUNCTIONS[name].index_queries]
     for statement in statements:
         if any(action.startswith("dynamodb:") for action in as_list(statement["Action"])):
+            if as_list(statement["Action"]) == ["dynamodb:Query"] and indexes:
+                assert as_list(statement["Resource"]) == indexes, name
+                continue
             assert as_list(statement["Resource"]) == [table_arn], name
+
+
+def test_the_index_of_active_work_is_sparse_small_and_queried_by_the_api_alone(
+    resources: dict[str, dict[str, Any]], statements_by_function: dict[str, list[dict[str, Any]]]
+) -> None:
+    # Given the table's one index
+    (index,) = resources[single_table_id(resources)]["Properties"]["GlobalSecondaryIndexes"]
+    # Then it is keyed by the attributes only active runs have, and carries the few a listing shows
+    assert index["IndexName"] == ACTIVE_INDEX
+    assert index["KeySchema"] == [{"AttributeName": ACTIVE_PK, "KeyType": "HASH"},
+                                  {"AttributeName": ACTIVE_SK, "KeyType": "RANGE"}]  # fmt: skip
+    assert index["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(ACTIVE_PROJECTION)}
+    # And only the api function may Query it (no function has a grant on every index)
+    readers = {name for name, statements in statements_by_function.items()
+               if any("/index/" in json.dumps(s["Resource"]) for s in statements)}  # fmt: skip
+    assert readers == {"api"}
+    assert "/index/*" not in json.dumps(statements_by_function)
+
+
+def test_an_operators_kill_switch_releases_after_the_deployments_delay(
+    functions: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    # `stepwise kill --table` schedules releases with the settings' default delay: the one the stack gives
+    deployed = functions["api"][1]["Environment"]["Variables"]["STEPWISE_RELEASE_DELAY_SECONDS"]
+    assert int(deployed) == StopSettings.model_fields["release_delay_seconds"].default
 
 
 def test_only_the_intake_function_starts_executions_of_the_state_machine(
