@@ -49,7 +49,9 @@ class WebhookSettings(Settings):
     """Webhooks (functions/agent/webhooks.py): the queue a run's end is announced on, and the hosts endpoints may be
     on. Every function that ends runs reads these; with no hosts allowed it announces nothing (webhooks are off)."""
 
-    webhooks_queue_url: str = Field(alias="STEPWISE_WEBHOOKS_QUEUE_URL", min_length=1)
+    # every deployed function that ends runs is given it; without it (an operator's `stepwise kill --table`) ends are
+    # not announced
+    webhooks_queue_url: str | None = Field(default=None, alias="STEPWISE_WEBHOOKS_QUEUE_URL", min_length=1)
     # comma-separated hosts (exact, or "*.example.com" for subdomains) endpoints may be on, by https
     # (CDK context webhook_allowed_hosts); none: no webhook can be registered, and nothing is announced
     webhook_allowed_hosts: str | None = Field(default=None, alias="STEPWISE_WEBHOOK_ALLOWED_HOSTS")
@@ -60,7 +62,8 @@ class WebhookSettings(Settings):
 
     @property
     def webhooks_on(self) -> bool:
-        return bool((self.webhook_allowed_hosts or "").strip() or (self.webhook_http_hosts or "").strip())
+        hosts = (self.webhook_allowed_hosts or "").strip() or (self.webhook_http_hosts or "").strip()
+        return bool(self.webhooks_queue_url and hosts)
 
 
 class QueueSettings(WebhookSettings):
@@ -76,6 +79,11 @@ class QueueSettings(WebhookSettings):
 
 class WorkflowSettings(Settings):
     state_machine_arn: str = Field(alias="STEPWISE_STATE_MACHINE_ARN", min_length=1)
+
+
+class StopSettings(QueueSettings, WorkflowSettings):
+    """What stopping work needs (a cancel, an interrupt, the kill switch): the table, the intake queue (a failed
+    stop retried, a delayed release) and the state machine. An operator's `stepwise kill --table` builds these."""
 
 
 class PricingSettings(Settings):
@@ -140,7 +148,7 @@ class ResultSettings(Settings):
 # ------------------------------------------------------------------------------------------- per function
 
 
-class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
+class ApiSettings(StopSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
     # how callers authenticate (functions/handlers/tenancy.py): api_key (the stack's authorizer), jwt (an OIDC
     # issuer's token, its tenant_claim), iam (SigV4, principals mapped by iam_tenants); none: the local stack's
     # open mode, where a request without a tenant is the default tenant's
@@ -155,7 +163,7 @@ class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettin
     )
 
 
-class IntakeSettings(QueueSettings, WorkflowSettings):
+class IntakeSettings(StopSettings):
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
 
 
@@ -182,6 +190,8 @@ class WorkflowEndedSettings(QueueSettings):
 
 class WebhooksSettings(WebhookSettings, EgressSettings):
     """The webhooks function: fans events out and delivers them (functions/handlers/webhooks.py)."""
+
+    webhooks_queue_url: str = Field(alias="STEPWISE_WEBHOOKS_QUEUE_URL", min_length=1)
 
     # the first retry's delay; each later one doubles (functions/agent/webhooks.py backoff_seconds)
     webhook_retry_base_seconds: int = Field(default=30, alias="STEPWISE_WEBHOOK_RETRY_BASE_SECONDS", ge=1, le=3600)

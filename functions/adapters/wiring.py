@@ -36,6 +36,7 @@ from functions.adapters.settings import (
     ResultSettings,
     Settings,
     StepSettings,
+    StopSettings,
     ToolAccessSettings,
     ToolSettings,
     WebhookSettings,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
     from functions.adapters.mcp_tools import McpClient
     from functions.agent.agents import Agents, LambdaFunction
+    from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import Sessions
     from functions.agent.webhooks import Deliveries, Endpoints, WebhookNotifier, Webhooks
 
@@ -390,7 +392,7 @@ def lifecycle_with_queue(settings: QueueSettings) -> Lifecycle:
 @cache
 def notifier(settings: WebhookSettings) -> WebhookNotifier | None:
     """Announces ended runs to the webhooks queue; None when the deployment allows no webhook host (off)."""
-    if not settings.webhooks_on:
+    if not settings.webhooks_on or settings.webhooks_queue_url is None:
         return None
     from functions.adapters.webhook_delivery import SqsWebhookQueue
     from functions.agent.webhooks import WebhookNotifier
@@ -439,6 +441,22 @@ def deliveries(settings: WebhooksSettings) -> Deliveries:
 
 
 @cache
+def kill_switch(settings: StopSettings) -> KillSwitch:
+    """The kill switch, on the cancel and the interrupt the API's own routes use (the api function, the local
+    stack's operator routes, and `stepwise kill --table` with an operator's credentials)."""
+    from functions.agent.killswitch import KillSwitch
+    from functions.agent.sessions import TurnInterrupts
+
+    stops = lifecycle_with_queue(settings)
+    interrupts = TurnInterrupts(
+        store=store(settings), sessions=session_store(settings), lifecycle=stops, workflow=workflow(settings)
+    )
+    return KillSwitch(
+        store=store(settings), interrupts=interrupts, lifecycle=stops, workflow=workflow(settings), clock=CLOCK
+    )
+
+
+@cache
 def intake(settings: IntakeSettings) -> Intake:
     return Intake(
         store=store(settings),
@@ -478,6 +496,7 @@ def reset() -> None:
         sessions,
         lifecycle,
         lifecycle_with_queue,
+        kill_switch,
         intake,
         notifier,
         webhook_store,

@@ -14,6 +14,7 @@ tests/fakes/core.py from in-memory fakes):
     sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
     webhooks.py    /v1/webhooks: tenants' endpoints (Webhooks); an ended run's or turn's event, announced from
                    lifecycle.py (WebhookNotifier), fanned out and delivered with retries (Deliveries)
+    doctor.py      `stepwise doctor`: a deployment's health, each finding with its next steps (Doctor)
 
 Rules:
     ledger.py      budgets and accounting: every write that moves money or a run's status, as a plan the

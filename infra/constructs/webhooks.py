@@ -27,7 +27,7 @@ class Webhooks(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        webhooks_fn: lambda_.Function,
+        webhooks_fn: lambda_.IFunction,  # the webhooks function's alias (AgentFunctions.alias)
         timeout_seconds: int,
         allowed_hosts: list[str],
         max_concurrency: int = WEBHOOKS_MAX_CONCURRENCY,
@@ -58,8 +58,8 @@ class Webhooks(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=MAX_ATTEMPTS),
         )
         self.dead_letter_alarm = messages_waiting_alarm(
-            self, "DeadLetterAlarm", self.dead_letter_queue,
-            f"A Stepwise webhook was not delivered in {MAX_ATTEMPTS} attempts (or its event could not be fanned out)",
+            self, "DeadLetterAlarm", self.dead_letter_queue, slug="webhooks-dead-letters",
+            what=f"A webhook was not delivered in {MAX_ATTEMPTS} attempts, or an event could not be fanned out.",
         )  # fmt: skip
         webhooks_fn.add_event_source(
             sources.SqsEventSource(

@@ -36,8 +36,21 @@ def synthesize(outdir: Path | None = None, context: dict[str, Any] | None = None
     return template
 
 
-def function_arn(logical_id: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+def function_arn(logical_id: str, qualifier: str | None = None) -> str:
+    """A function's local ARN, or (``qualifier``: an alias's name) the alias's."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}" + (f":{qualifier}" if qualifier else "")
+
+
+def function_and_qualifier(reference: str) -> tuple[str, str | None]:
+    """The function and the qualifier (alias or version) an invoke names, as Lambda reads FunctionName: a name,
+    a name with its qualifier, or an ARN with or without one."""
+    if reference.startswith("arn:"):
+        parts = reference.split(":")  # arn:aws:lambda:region:account:function:name[:qualifier]
+        if len(parts) not in (7, 8) or parts[5] != "function":
+            raise ValueError(f"{reference!r} is not a Lambda function's ARN")
+        return parts[6], (parts[7] if len(parts) == 8 else None)
+    name, _, qualifier = reference.partition(":")
+    return name, qualifier or None
 
 
 @dataclass(frozen=True)
@@ -61,10 +74,12 @@ class Topology:
     handlers: dict[str, str]  # function name (logical id) -> handler path
     table_key_schema: list[dict[str, str]]
     table_attributes: list[dict[str, str]]
+    table_indexes: list[dict[str, Any]]  # the global secondary indexes, as CreateTable takes them
     max_receive_count: int  # the intake queue's (STEPWISE_QUEUE_URL)
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
     resource_types: dict[str, str]  # logical id -> CloudFormation type
+    aliases: dict[str, frozenset[str]]  # function name -> the names of its aliases (what invokers call)
     # each queue a variable names (STEPWISE_QUEUE_URL, STEPWISE_WEBHOOKS_QUEUE_URL) -> its redrive's maxReceiveCount
     queue_receive_counts: dict[str, int] = field(default_factory=dict)
 
@@ -145,6 +160,9 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
         }
         if value["Ref"] in pseudo:
             return pseudo[value["Ref"]]
+        resource = template["Resources"].get(value["Ref"], {})
+        if resource.get("Type") == "AWS::Lambda::Alias":  # (its Ref is the alias's ARN)
+            return function_arn(_aliased_function(resource), resource["Properties"]["Name"])
         raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
     if "Fn::GetAtt" in value:
         logical_id, attribute = value["Fn::GetAtt"]
@@ -153,6 +171,22 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
             return function_arn(logical_id)
         raise ValueError(f"unsupported Fn::GetAtt in state machine definition: {logical_id}.{attribute}")
     return {k: resolve(v, template) for k, v in value.items()}
+
+
+def _aliased_function(alias: dict[str, Any]) -> str:
+    """The logical id of the function an AWS::Lambda::Alias resource is an alias of."""
+    target = alias["Properties"]["FunctionName"]
+    if not (isinstance(target, dict) and set(target) == {"Ref"}):
+        raise ValueError(f"an alias of a function this template does not declare: {target!r}")
+    return str(target["Ref"])
+
+
+def function_aliases(template: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Function (logical id) -> the names of the aliases the template declares for it."""
+    found: dict[str, set[str]] = {}
+    for alias in _resources(template, "AWS::Lambda::Alias").values():
+        found.setdefault(_aliased_function(alias), set()).add(alias["Properties"]["Name"])
+    return {function: frozenset(names) for function, names in found.items()}
 
 
 def topology(template: dict[str, Any]) -> Topology:
@@ -176,6 +210,10 @@ def topology(template: dict[str, Any]) -> Topology:
         handlers={lid: res["Properties"]["Handler"] for lid, res in functions.items()},
         table_key_schema=table["Properties"]["KeySchema"],
         table_attributes=table["Properties"]["AttributeDefinitions"],
+        table_indexes=[
+            {name: index[name] for name in ("IndexName", "KeySchema", "Projection")}
+            for index in table["Properties"].get("GlobalSecondaryIndexes", [])
+        ],
         max_receive_count=receive_counts["STEPWISE_QUEUE_URL"],
         queue_receive_counts=receive_counts,
         routes=routes,
@@ -183,4 +221,5 @@ def topology(template: dict[str, Any]) -> Topology:
             lid: res["Properties"].get("Environment", {}).get("Variables", {}) for lid, res in functions.items()
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
+        aliases=function_aliases(template),
     )

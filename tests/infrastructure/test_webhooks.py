@@ -67,7 +67,9 @@ def test_the_webhooks_function_drains_the_queue_with_partial_failures_and_bounde
 ) -> None:
     (mapping,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
                   and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [queue[0], "Arn"]}]  # fmt: skip
-    assert mapping["FunctionName"] == {"Ref": functions["webhooks"][0]}
+    (name_part, qualifier) = mapping["FunctionName"]["Fn::Join"][1]  # the function's live alias (name:live)
+    alias = name_part["Fn::Select"][1]["Fn::Split"][1]["Ref"]
+    assert resources[alias]["Properties"]["FunctionName"] == {"Ref": functions["webhooks"][0]} and qualifier == ":live"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": WEBHOOKS_MAX_CONCURRENCY}
     timeout = functions["webhooks"][1]["Timeout"]
