@@ -160,6 +160,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         egress_allow_addresses=_json_list(context("egress_allow_addresses"), "egress_allow_addresses"),
         http_fetch_allowed_domains=_json_list(context("http_fetch_allowed_domains"), "http_fetch_allowed_domains"),
         tool_result_retention_days=int(context("tool_result_retention_days") or 30),
+        webhook_allowed_hosts=_json_list(context("webhook_allowed_hosts"), "webhook_allowed_hosts"),
         log_retention_days=_log_retention_days(context("log_retention_days")),
         removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),

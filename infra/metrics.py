@@ -27,21 +27,31 @@ from functions.handlers.observability import AWS_METRICS, NAMESPACE, MetricError
 FIVE_MINUTES = Duration.minutes(5)
 
 
-def _service(spec: MetricSpec) -> str:
-    if len(spec.functions) != 1:  # every metric has one emitter today; two would need the caller to choose
+def _service(spec: MetricSpec, function: str | None = None) -> str:
+    """The ``service`` of the metric's emitter: its one function, or ``function`` (one of its emitters)."""
+    if function is not None and function not in spec.functions:
+        raise MetricError(f"metric {spec.name!r} is emitted by {', '.join(spec.functions)}, not {function}")
+    if function is None and len(spec.functions) != 1:  # a metric several functions emit: the caller chooses
         raise MetricError(f"metric {spec.name!r} is emitted by {', '.join(spec.functions)}: name the function")
-    return service_name(spec.functions[0])
+    return service_name(function or spec.functions[0])
 
 
 def stepwise_metric(
-    name: str, statistic: str, *, period: Duration = FIVE_MINUTES, label: str | None = None, **dimensions: str
+    name: str,
+    statistic: str,
+    *,
+    period: Duration = FIVE_MINUTES,
+    label: str | None = None,
+    function: str | None = None,
+    **dimensions: str,
 ) -> cloudwatch.Metric:
-    """The catalog's metric ``name`` with its ``service`` and exactly ``dimensions`` (checked: raises MetricError)."""
+    """The catalog's metric ``name`` with its ``service`` (``function``'s, for a metric several functions emit) and
+    exactly ``dimensions`` (checked: raises MetricError)."""
     spec = metric_spec(name, dimensions=dimensions)
     return cloudwatch.Metric(
         namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": _service(spec), **dimensions},
+        dimensions_map={"service": _service(spec, function), **dimensions},
         statistic=statistic,
         period=period,
         label=label,
@@ -58,6 +68,14 @@ def each_value(
     return {
         value: stepwise_metric(name, statistic, period=period, label=value, **{dimension: value})
         for value in sorted(spec.values[dimension])
+    }
+
+
+def each_function(name: str, statistic: str, *, period: Duration = FIVE_MINUTES) -> dict[str, cloudwatch.Metric]:
+    """One series per function that emits metric ``name`` (one with no dimension of its own), labelled by it."""
+    return {
+        function: stepwise_metric(name, statistic, period=period, label=function, function=function)
+        for function in metric_spec(name).functions
     }
 
 

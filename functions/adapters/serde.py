@@ -40,6 +40,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def query_partition(client: Any, table_name: str, pk: str, *, consistent: bool = False) -> list[dict[str, Any]]:
+    """Every item of the partition ``pk``, every page of it, as the table returns them."""
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+        "ConsistentRead": consistent,
+    }
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client.query(**request)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def condition_failed(exc: ClientError) -> bool:
     """The write was refused by its condition (not an outage): the caller's ``False``."""
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")

@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from functions.agent import ledger
 from functions.agent.active import MAX_PAGE, active_page, entry_token
 from functions.agent.agents import Agent, Agents, check_metadata, engine_config
 from functions.agent.errors import (
@@ -705,7 +704,7 @@ class Sessions:
             self.queue.enqueue(run.key)
         except Exception as exc:
             reason = RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
-            ledger.end_run(self.store, run.key, RunStatus.FAILED, error=reason, now=self._now())
+            self.lifecycle.end(run.key, RunStatus.FAILED, reason, turn=run.turn)  # announced like any end
             raise EnqueueError(
                 f"the turn could not be queued: {exc}; it ended with an error", retry_with_key=False
             ) from exc

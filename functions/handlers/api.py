@@ -35,7 +35,7 @@ from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.agent.tenants import budget_limits
-from functions.handlers import openapi
+from functions.handlers import openapi, webhook_routes
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
@@ -46,6 +46,7 @@ obs = observability("api")
 logger, metrics = obs.logger, obs.metrics
 app = APIGatewayHttpResolver()
 app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
+app.include_router(webhook_routes.router)  # /v1/webhooks
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 PUBLIC_PATHS = frozenset(op.path for op in openapi.ROUTES if op.public)
@@ -355,6 +356,8 @@ def costs() -> Response[str]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     started = time.perf_counter()
     response = app.resolve(event, context)
+    if unannounced := obs.unannounced(wiring.notifier(load(SETTINGS))):  # a cancel's, an interrupt's end
+        obs.emit("WebhookAnnounceFailures", unannounced)
     obs.emit("Requests", status_class=f"{int(response.get('statusCode', 500)) // 100}xx")
     obs.emit("RequestLatency", (time.perf_counter() - started) * 1000)
     request_id = (event.get("requestContext") or {}).get("requestId")

@@ -17,7 +17,8 @@ from functions.handlers.events import IntakeMessage
 from functions.handlers.observability import observability
 
 SETTINGS = IntakeSettings
-logger = observability("intake").logger
+obs = observability("intake")
+logger, metrics = obs.logger, obs.metrics
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -35,10 +36,13 @@ def record_handler(record: SQSRecord) -> str:
         deliveries = int(record.attributes.approximate_receive_count or 1)
         last_attempt = deliveries >= settings.intake_max_receive_count
         result, what = intake.start(message.key, last_attempt=last_attempt), "intake"
+    if unannounced := obs.unannounced(wiring.notifier(settings)):  # a run the watchdog or a failed start ended
+        obs.emit("WebhookAnnounceFailures", unannounced)
     logger.info(what, run_id=message.run_id, tenant=message.tenant, step=message.release_step, result=result)
     return result
 
 
 @logger.inject_lambda_context
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -14,6 +14,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -23,6 +24,9 @@ from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
 from functions.agent.models import RunStatus
 from functions.agent.redact import redact
+
+if TYPE_CHECKING:
+    from functions.agent.webhooks import WebhookNotifier
 
 NAMESPACE = "Stepwise"
 BUDGET_ALARM_THRESHOLDS = (50, 80, 90, 100)  # percent of a budget committed: alarms (infra), log lines (step)
@@ -71,6 +75,10 @@ def _values(*values: str) -> frozenset[str]:
 STATUS_CLASSES = _values("2xx", "3xx", "4xx", "5xx")
 RUN_STATUSES = _values(*(status.value for status in RunStatus))
 TOOL_STATUSES = _values("ok", "error")
+# a delivery: made, failed and tried again later, failed for the last time (the dead-letter queue), not made because
+# its endpoint was deleted, or because its host left the deployment's allow-list
+WEBHOOK_DELIVERY_STATUSES = _values("delivered", "retrying", "dead_lettered", "gone", "refused")
+ENDS_RUNS = ("api", "intake", "finalize", "mark_failed", "workflow_ended")  # the functions that end runs
 OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
 COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
 
@@ -119,6 +127,12 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("ExecutionsEnded", COUNT, ("workflow_ended",), "executions that ended outside the workflow"),
     MetricSpec("ExecutionsEndedByStatus", COUNT, ("workflow_ended",), "the same, by execution status", ("status",),
                {"status": _values("TIMED_OUT", "FAILED", "ABORTED")}),
+    # webhooks
+    MetricSpec("WebhookAnnounceFailures", COUNT, ENDS_RUNS,
+               "ends of runs and turns not announced to webhooks (the webhooks queue refused)"),
+    MetricSpec("WebhookEvents", COUNT, ("webhooks",), "events fanned out to at least one of their tenant's endpoints"),
+    MetricSpec("WebhookDeliveries", COUNT, ("webhooks",), "delivery attempts by outcome", ("status",),
+               {"status": WEBHOOK_DELIVERY_STATUSES}),
 )  # fmt: skip
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOG}
 
@@ -167,6 +181,17 @@ class Observability:
         ) as metric:
             for dimension, dimension_value in dimensions.items():
                 metric.add_dimension(name=dimension, value=dimension_value)
+
+    def unannounced(self, notifier: WebhookNotifier | None) -> int:
+        """Log the ends this invocation could not announce to webhooks (functions/agent/lifecycle.py); their number,
+        which the handler emits as ``WebhookAnnounceFailures``."""
+        failures = notifier.take_failures() if notifier is not None else []
+        for failure in failures:
+            self.logger.error(
+                "webhook event not announced", tenant=failure.tenant, event_id=failure.event_id,
+                event_type=failure.event_type, resource_id=failure.resource_id, reason=failure.reason,
+            )  # fmt: skip
+        return len(failures)
 
 
 def observability(function: str) -> Observability:

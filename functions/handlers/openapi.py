@@ -69,6 +69,16 @@ ROUTES: tuple[Operation, ...] = (
         query=("offset", "limit"),
         v1=True,
     ),
+    Operation(
+        "POST",
+        "/v1/webhooks",
+        "Register a webhook endpoint (its secret is in this answer only)",
+        body="CreateWebhook",
+        v1=True,
+    ),
+    Operation("GET", "/v1/webhooks", "List webhook endpoints", v1=True),
+    Operation("GET", "/v1/webhooks/{webhook_id}", "A webhook endpoint", v1=True),
+    Operation("DELETE", "/v1/webhooks/{webhook_id}", "Delete a webhook endpoint", v1=True),
     Operation("GET", "/health", "Liveness", public=True),
     Operation("GET", "/openapi.json", "This document", public=True),
 )
@@ -99,9 +109,10 @@ def _models() -> dict[str, type[BaseModel]]:
     from functions.agent.agents import AgentFields, AgentUpdate
     from functions.agent.models import RunRequest
     from functions.agent.sessions import CreateSession, SendEvents
+    from functions.agent.webhooks import CreateWebhook
 
     return {"RunRequest": RunRequest, "AgentFields": AgentFields, "AgentUpdate": AgentUpdate,
-            "CreateSession": CreateSession, "SendEvents": SendEvents}  # fmt: skip
+            "CreateSession": CreateSession, "SendEvents": SendEvents, "CreateWebhook": CreateWebhook}  # fmt: skip
 
 
 @cache

@@ -1,7 +1,7 @@
 """The operations dashboard: the panels of the seed articles (success rate, average latency, cost today; requests
 over 24 h; latency distribution; error rate; tool usage; cost trend) and this runtime's (cost by model, cache-read
 share, tokens, queue depth and age, dead letters, executions, circuits, budget use, retries, throttles,
-fallbacks, budget refusals, runs by status, the API's refusals), then every alarm's state.
+fallbacks, budget refusals, runs by status, the API's refusals, webhooks), then every alarm's state.
 
 Every metric comes from infra/metrics.py (the catalog's or AWS_METRICS'): the dashboard cannot chart a metric no
 function emits. Open-ended dimensions (tool, model, Circuit) are SEARCH expressions; bounded ones, one series each.
@@ -22,6 +22,7 @@ from constructs import Construct
 from infra.metrics import (
     FIVE_MINUTES,
     api_error_rate,
+    each_function,
     each_value,
     executions,
     math,
@@ -161,10 +162,14 @@ def operations_dashboard(
                [stepwise_metric(name, "Sum", label=name) for name in
                 ("AuthRefused", "RequestsRateLimited", "ApiErrors", "RateLimiterErrors")],
                right=_percentiles("RequestLatency", "answer")),
+        _graph("Webhooks: events fanned out, deliveries (by outcome); ends not announced (by function)",
+               [stepwise_metric("WebhookEvents", "Sum", label="events"),
+                *each_value("WebhookDeliveries", "status", "Sum").values()],
+               right=list(each_function("WebhookAnnounceFailures", "Sum").values())),
     ]  # fmt: skip
     state = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24, height=2 + len(alarms) // 4)
     rows: list[Sequence[cloudwatch.IWidget]] = [summary, seed[:3], seed[3:], runtime[:3], runtime[3:6]]
-    rows += [runtime[6:9], runtime[9:], [state]]
+    rows += [runtime[6:9], runtime[9:12], runtime[12:], [state]]
     return cloudwatch.Dashboard(
         scope, construct_id, dashboard_name=name, default_interval=Duration.hours(24), widgets=rows
     )

@@ -15,6 +15,7 @@ from infra.constructs.agent_functions import AgentFunctions
 KEY_PARTITIONS = ("APIKEY#*", "KEYS")  # functions/adapters/dynamodb_keys.py
 LIMITS_PARTITION = "TENANTS"  # tenants' own limits (functions/adapters/dynamodb_tenants.py): an operator's to write
 RATE_PARTITIONS = "RATE#*"  # tenants' request counts: the api function's alone to write
+WEBHOOK_PARTITIONS = "T#*#WEBHOOKS"  # webhook endpoints and their secrets (functions/adapters/dynamodb_webhooks.py)
 WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
@@ -74,13 +75,15 @@ class StateTable(Construct):
                     )
                 )
             # API keys are the authorizer's to read and an operator's to write: no function may touch them (a tool
-            # with code execution must not mint itself a key)
+            # with code execution must not mint itself a key); webhook secrets are the api's and the webhooks
+            # function's (a tool must not read the key that signs a tenant's webhooks)
+            denied = [*KEY_PARTITIONS, *([] if spec.webhook_secrets else [WEBHOOK_PARTITIONS])]
             function.add_to_role_policy(
                 iam.PolicyStatement(
                     effect=iam.Effect.DENY,
                     actions=["dynamodb:*"],
                     resources=[self.table.table_arn],
-                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(KEY_PARTITIONS)}},
+                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": denied}},
                 )
             )
             # the api and step functions read tenants' limits; none may raise its own tenant's, and none but the api

@@ -26,6 +26,7 @@ from infra.constructs.monitoring import AlarmThresholds, Monitoring
 from infra.constructs.results import ToolResults
 from infra.constructs.state_table import StateTable
 from infra.constructs.tool_access import ToolAccess
+from infra.constructs.webhooks import Webhooks
 from infra.constructs.workflow import AgentWorkflow
 from infra.functions import FUNCTIONS
 
@@ -72,6 +73,7 @@ class StepwiseStack(Stack):
         http_fetch_allowed_domains: list[str] | None = None,
         tool_result_retention_days: int = 30,
         log_retention_days: int = 30,
+        webhook_allowed_hosts: list[str] | None = None,
         auth: ApiAuth | None = None,
         deploy_strategy: str = ALL_AT_ONCE,
         alarm_thresholds: AlarmThresholds | None = None,
@@ -110,6 +112,11 @@ class StepwiseStack(Stack):
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
+        webhooks = Webhooks(
+            self, "Webhooks", webhooks_fn=functions.alias("webhooks"),
+            timeout_seconds=FUNCTIONS["webhooks"].timeout_seconds,
+            allowed_hosts=webhook_allowed_hosts or [],
+        )  # fmt: skip
         api = Api(
             self,
             "Api",
@@ -126,7 +133,7 @@ class StepwiseStack(Stack):
             description="Anthropic API key for Stepwise (replace the generated value with your key)",
         )
         models = ModelAccess(self, "Models", secret=secret, bedrock=bedrock_fallback)
-        for construct in (state, workflow, intake, models, tool_access, results):
+        for construct in (state, workflow, intake, models, tool_access, results, webhooks):
             construct.grant(functions)
         workflow.grant_lambda_tools(tool_access.lambda_functions)
         # TenantDaily always: an operator may give any tenant a daily budget at run time (`stepwise tenants set`)
@@ -139,6 +146,7 @@ class StepwiseStack(Stack):
                 **models.settings,
                 **tool_access.settings,
                 **results.settings,
+                **webhooks.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 **(auth or ApiAuth()).settings,
@@ -169,6 +177,7 @@ class StepwiseStack(Stack):
             dead_letters={
                 "intake": (intake.dead_letter_queue, intake.dead_letter_alarm),
                 "execution ended": (workflow.ended_dead_letters, workflow.ended_dead_letter_alarm),
+                "webhooks": (webhooks.dead_letter_queue, webhooks.dead_letter_alarm),
             },
             rollback_alarms=self.deploys.rollback_alarms,
         )
@@ -182,6 +191,8 @@ class StepwiseStack(Stack):
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
+        CfnOutput(self, "WebhooksDeadLetterQueueUrl", value=webhooks.dead_letter_queue.queue_url)
+        CfnOutput(self, "WebhooksDeadLetterAlarmName", value=webhooks.dead_letter_alarm.alarm_name)
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn, description="Every alarm notifies it")
         CfnOutput(self, "DashboardName", value=monitoring.dashboard.dashboard_name)
         CfnOutput(

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,18 @@ class Topology:
     table_key_schema: list[dict[str, str]]
     table_attributes: list[dict[str, str]]
     table_indexes: list[dict[str, Any]]  # the global secondary indexes, as CreateTable takes them
-    max_receive_count: int
+    max_receive_count: int  # the intake queue's (STEPWISE_QUEUE_URL)
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
     resource_types: dict[str, str]  # logical id -> CloudFormation type
     aliases: dict[str, frozenset[str]]  # function name -> the names of its aliases (what invokers call)
+    # each queue a variable names (STEPWISE_QUEUE_URL, STEPWISE_WEBHOOKS_QUEUE_URL) -> its redrive's maxReceiveCount
+    queue_receive_counts: dict[str, int] = field(default_factory=dict)
 
     def environment(self, local: dict[str, str | None]) -> dict[str, str]:
         """The functions' environment, as the template gives it, with each referenced resource replaced by
-        its local counterpart (``local``: CloudFormation type -> value, None to leave the variable unset).
+        its local counterpart (``local``: a variable's name or a CloudFormation type -> value, None to leave the
+        variable unset; a variable's own entry wins, so each queue can be its own local queue).
 
         The functions run in one process here, so they share one environment: a variable two functions are
         given different values of is an error (POWERTOOLS_SERVICE_NAME aside: each handler names its own
@@ -93,7 +96,12 @@ class Topology:
             for name, raw in variables.items():
                 if name == "POWERTOOLS_SERVICE_NAME":
                     continue
-                value = raw if isinstance(raw, str) else self._local(raw, local, f"{function}.{name}")
+                if isinstance(raw, str):
+                    value: str | None = raw
+                elif name in local:
+                    value = local[name]
+                else:
+                    value = self._local(raw, local, f"{function}.{name}")
                 if value is None:
                     continue
                 if merged.setdefault(name, value) != value:
@@ -124,6 +132,10 @@ class Topology:
     @property
     def intake_function(self) -> str:
         return next(name for name, handler in self.handlers.items() if handler.endswith(".intake.handler"))
+
+    @property
+    def webhooks_function(self) -> str:
+        return next(name for name, handler in self.handlers.items() if handler.endswith(".webhooks.handler"))
 
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -181,31 +193,32 @@ def topology(template: dict[str, Any]) -> Topology:
     (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
     definition = resolve(machine["Properties"]["DefinitionString"], template)
     (table,) = _resources(template, "AWS::DynamoDB::GlobalTable").values()
-    queues = _resources(template, "AWS::SQS::Queue").values()
-    redrive = next(q["Properties"]["RedrivePolicy"] for q in queues if "RedrivePolicy" in q["Properties"])
+    queues = _resources(template, "AWS::SQS::Queue")
+    functions = {lid: res for lid, res in _resources(template, "AWS::Lambda::Function").items()
+                 if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")}  # fmt: skip
+    named = {name: raw["Ref"] for res in functions.values()
+             for name, raw in res["Properties"].get("Environment", {}).get("Variables", {}).items()
+             if isinstance(raw, dict) and raw.get("Ref") in queues}  # fmt: skip
+    receive_counts = {name: int(queues[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"])
+                      for name, queue in named.items() if "RedrivePolicy" in queues[queue]["Properties"]}  # fmt: skip
     routes = []
     for route in _resources(template, "AWS::ApiGatewayV2::Route").values():
         method, path = route["Properties"]["RouteKey"].split(" ", 1)
         routes.append(Route(method, path, authorized=route["Properties"].get("AuthorizationType") == "CUSTOM"))
     return Topology(
         definition=definition,
-        handlers={
-            lid: res["Properties"]["Handler"]
-            for lid, res in _resources(template, "AWS::Lambda::Function").items()
-            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
-        },
+        handlers={lid: res["Properties"]["Handler"] for lid, res in functions.items()},
         table_key_schema=table["Properties"]["KeySchema"],
         table_attributes=table["Properties"]["AttributeDefinitions"],
         table_indexes=[
             {name: index[name] for name in ("IndexName", "KeySchema", "Projection")}
             for index in table["Properties"].get("GlobalSecondaryIndexes", [])
         ],
-        max_receive_count=int(redrive["maxReceiveCount"]),
+        max_receive_count=receive_counts["STEPWISE_QUEUE_URL"],
+        queue_receive_counts=receive_counts,
         routes=routes,
         environments={
-            lid: res["Properties"].get("Environment", {}).get("Variables", {})
-            for lid, res in _resources(template, "AWS::Lambda::Function").items()
-            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
+            lid: res["Properties"].get("Environment", {}).get("Variables", {}) for lid, res in functions.items()
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
         aliases=function_aliases(template),

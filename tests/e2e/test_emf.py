@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -18,6 +19,7 @@ from stepwise.local.stack import LOCAL_TENANT, LocalStack
 from tests.e2e.conftest import http, wait
 from tests.e2e.test_managed_agents import answer, idle, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic, error
+from tests.fakes.webhook_receiver import receiving
 from tests.metric_references import Reference, alarm_references, dashboard_references
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +35,7 @@ NOT_EXERCISED = {
     "RunsFailed": "a task failing past its retries (a crash: the workflow's Catch; tests/e2e/test_chaos.py)",
     "ExecutionsEnded": "EventBridge's execution-ended rule, which the local stack does not emulate",
     "ExecutionsEndedByStatus": "the same",
+    "WebhookAnnounceFailures": "the webhooks queue refusing an end's announcement (tests/functional/test_webhooks.py)",
 }
 
 
@@ -81,7 +84,29 @@ def read_by(references: list[Reference], name: str, series: tuple[tuple[str, str
 
 
 def drive(stack: LocalStack, fake_api: FakeAnthropic) -> None:
-    """A run, a session turn and the paths around them that emit metrics."""
+    """A run, a session turn and the paths around them that emit metrics (a webhook endpoint told of them)."""
+    with receiving() as receiver:
+        _, hook = http(stack, "POST", "/v1/webhooks", {"url": receiver.url})
+        receiver.secret = hook["secret"]
+        try:
+            runs_and_a_turn(stack, fake_api)
+            receiver.wait_for(1)
+            webhooks_drained(stack)
+        finally:
+            http(stack, "DELETE", f"/v1/webhooks/{hook['id']}")
+
+
+def webhooks_drained(stack: LocalStack, timeout: float = 30) -> None:
+    """Once the webhooks queue is empty, every delivery (and its EMF) is done."""
+    deadline = time.monotonic() + timeout
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    while any(int(count) for count in stack.sqs.get_queue_attributes(
+            QueueUrl=stack.webhooks_queue_url, AttributeNames=names)["Attributes"].values()):  # fmt: skip
+        assert time.monotonic() < deadline, "the webhooks queue did not drain"
+        time.sleep(0.1)
+
+
+def runs_and_a_turn(stack: LocalStack, fake_api: FakeAnthropic) -> None:
     # A run: the provider is overloaded once (a retry), then asks for the calculator, then answers
     fake_api.script = [error(529, "overloaded_error", "Overloaded"),
                        tool_use(("toolu_1", "calculator", {"expression": "6*7"}), cache_read_input_tokens=30),

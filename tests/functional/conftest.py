@@ -28,6 +28,7 @@ class Aws:
     sfn: Any
     queue_url: str
     state_machine_arn: str
+    webhooks_queue_url: str = ""
 
     def queued_messages(self) -> list[dict[str, Any]]:
         return self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
@@ -66,6 +67,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         )
         sqs = boto3.client("sqs")
         queue_url = sqs.create_queue(QueueName="intake")["QueueUrl"]
+        webhooks_queue_url = sqs.create_queue(QueueName="webhooks")["QueueUrl"]
         boto3.client("s3").create_bucket(Bucket=RESULTS_BUCKET)
         sfn = boto3.client("stepfunctions")
         arn = sfn.create_state_machine(
@@ -74,7 +76,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         environment = stack_topology.environment(
             {
                 "AWS::DynamoDB::GlobalTable": TABLE,
-                "AWS::SQS::Queue": queue_url,
+                "STEPWISE_QUEUE_URL": queue_url,
+                "STEPWISE_WEBHOOKS_QUEUE_URL": webhooks_queue_url,
                 "AWS::StepFunctions::StateMachine": arn,
                 "AWS::SecretsManager::Secret": None,
                 "AWS::S3::Bucket": RESULTS_BUCKET,
@@ -83,7 +86,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         for key, value in {**environment, **TEST_SETTINGS}.items():
             monkeypatch.setenv(key, value)
         wiring.reset()
-        yield Aws(dynamodb, sqs, sfn, queue_url, arn)
+        yield Aws(dynamodb, sqs, sfn, queue_url, arn, webhooks_queue_url)
     wiring.reset()
 
 

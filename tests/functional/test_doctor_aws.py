@@ -245,13 +245,13 @@ def test_no_such_stack_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_synthesised_template(template: dict[str, Any]) -> None:
-    """Stepwise's own template: both dead-letter queues (the intake's redrive, the execution-ended rule's) and
-    every alarm of the stack, whatever its name, found by type; the budget and circuit settings of its step
-    function."""
+    """Stepwise's own template: its dead-letter queues (the intake's and the webhooks' redrives, the execution-ended
+    rule's) and every alarm of the stack, whatever its name, found by type; the budget and circuit settings of its
+    step function."""
     resources = template["Resources"]
     queues = {lid for lid, res in resources.items() if res["Type"] == "AWS::SQS::Queue"}
     found = dead_letter_queues(template)
-    assert len(found) == 2 and found < queues
+    assert len(found) == 3 and found < queues
     assert all("DeadLetter" in lid for lid in found)
     summaries = [{"LogicalResourceId": lid, "ResourceType": res["Type"], "PhysicalResourceId": f"physical-{lid}"}
                  for lid, res in resources.items()]  # fmt: skip

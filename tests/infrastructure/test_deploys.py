@@ -132,10 +132,12 @@ def test_every_invoker_calls_a_live_alias_never_a_function(default: tuple[Stepwi
     assert any(alias(part) for part in authorizer["Properties"]["AuthorizerUri"]["Fn::Join"][1])
     permissions = [r["Properties"] for r in of_type(resources, "AWS::Lambda::Permission").values()]
     assert len(permissions) > len(integrations) and all(alias(p["FunctionName"]) for p in permissions)
-    # the intake queue's event source mapping (name:live, the name taken from the alias's ARN)
-    (mapping,) = of_type(resources, "AWS::Lambda::EventSourceMapping").values()
-    (name_part, qualifier) = mapping["Properties"]["FunctionName"]["Fn::Join"][1]
-    assert alias(name_part["Fn::Select"][1]["Fn::Split"][1]) and qualifier == ":live"
+    # the intake and webhooks queues' event source mappings (name:live, the name taken from the alias's ARN)
+    mappings = of_type(resources, "AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == 2
+    for mapping in mappings:
+        (name_part, qualifier) = mapping["Properties"]["FunctionName"]["Fn::Join"][1]
+        assert alias(name_part["Fn::Select"][1]["Fn::Split"][1]) and qualifier == ":live"
     # the execution-ended rule
     (rule,) = of_type(resources, "AWS::Events::Rule").values()
     assert all(alias(target["Arn"]) for target in rule["Properties"]["Targets"])

@@ -30,7 +30,7 @@ from tests.metric_references import (
 
 ROOT = Path(__file__).resolve().parents[2]
 ALARMS = {"api-error-rate", "run-error-rate", "step-latency-p95", "executions-failed", "intake-queue-age",
-          "circuit-open", "intake-dead-letters", "execution-ended-dead-letters"}  # fmt: skip
+          "circuit-open", "intake-dead-letters", "execution-ended-dead-letters", "webhooks-dead-letters"}  # fmt: skip
 
 
 def synth(**context: Any) -> dict[str, Any]:

@@ -66,6 +66,10 @@ EXPECTED_ROUTES = {
     "GET /v1/sessions/{session_id}/events",
     "GET /v1/sessions/{session_id}/events/stream",
     "GET /v1/sessions/{session_id}/tool_results/{tool_use_id}",
+    "POST /v1/webhooks",
+    "GET /v1/webhooks",
+    "GET /v1/webhooks/{webhook_id}",
+    "DELETE /v1/webhooks/{webhook_id}",
 }
 
 
@@ -458,7 +462,7 @@ def test_state_machine_role_invokes_only_the_workflow_functions_live_aliases(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 8
+    assert len(FUNCTIONS) == 9
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name].handler
@@ -574,15 +578,25 @@ def test_only_the_step_function_knows_the_secret(functions: dict[str, tuple[str,
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def queue_of(variable: str, resources: dict[str, Any], functions: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The queue the functions' ``variable`` names (STEPWISE_QUEUE_URL: intake; STEPWISE_WEBHOOKS_QUEUE_URL)."""
+    (logical_id,) = {props["Environment"]["Variables"][variable]["Ref"] for _, props in functions.values()
+                     if variable in props["Environment"]["Variables"]}  # fmt: skip
+    return logical_id, resources[logical_id]
+
+
 @pytest.fixture(scope="module")
-def intake_queue(template: Template) -> tuple[str, dict[str, Any]]:
-    return single(template.find_resources("AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.any_value()}}))
+def intake_queue(
+    resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[str, dict[str, Any]]:
+    return queue_of("STEPWISE_QUEUE_URL", resources, functions)
 
 
 def test_intake_queue_redrives_to_an_encrypted_dead_letter_queue(
     template: Template, resources: dict[str, dict[str, Any]], intake_queue: tuple[str, dict[str, Any]]
 ) -> None:
-    template.resource_count_is("AWS::SQS::Queue", 3)  # intake, its dead letters, the execution-ended rule's
+    # intake, its dead letters, the execution-ended rule's, webhooks and their dead letters
+    template.resource_count_is("AWS::SQS::Queue", 5)
     queue_id, queue = intake_queue
     redrive = queue["Properties"]["RedrivePolicy"]
 
@@ -609,7 +623,7 @@ def test_intake_queue_visibility_covers_six_consumer_timeouts(
 def test_intake_function_drains_the_queue_with_bounded_concurrency_and_partial_failures(
     template: Template, intake_queue: tuple[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 2)  # intake's, webhooks'
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
         {
@@ -864,14 +878,16 @@ def test_only_the_step_function_reads_the_anthropic_secret(
 def test_only_the_api_intake_and_workflow_ended_functions_send_to_the_intake_queue(
     statements_by_function: dict[str, list[dict[str, Any]]],
     functions: dict[str, tuple[str, dict[str, Any]]],
+    intake_queue: tuple[str, dict[str, Any]],
 ) -> None:
     # new runs (api), delayed reservation releases (api after a cancel, workflow_ended after a timeout) and
     # the run watchdog's checks (intake schedules them, and may release after ending a stuck run)
     senders = {
         name
         for name, statements in statements_by_function.items()
-        if statements_granting(statements, "sqs:SendMessage")
-    }
+        if any(s["Resource"] == {"Fn::GetAtt": [intake_queue[0], "Arn"]}
+               for s in statements_granting(statements, "sqs:SendMessage"))
+    }  # fmt: skip
     assert senders == {"api", "intake", "workflow_ended"}
     assert statements_granting(statements_by_function["intake"], "states:DescribeExecution")
     assert statements_granting(statements_by_function["intake"], "states:StopExecution")  # a cancel's, retried
@@ -939,10 +955,13 @@ def test_executions_that_end_outside_the_graph_still_end_their_run(
 
 
 def test_the_dead_letter_queue_has_an_alarm_and_intake_knows_the_receive_limit(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template,
+    resources: dict[str, dict[str, Any]],
+    functions: dict[str, tuple[str, dict[str, Any]]],
+    intake_queue: tuple[str, dict[str, Any]],
 ) -> None:
     alarms = template.find_resources("AWS::CloudWatch::Alarm").values()
-    (intake_queue_id,) = [lid for lid, r in resources.items() if "RedrivePolicy" in r.get("Properties", {})]
+    intake_queue_id = intake_queue[0]
     dlq_id = resources[intake_queue_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     (props,) = [a["Properties"] for a in alarms if dlq_id in json.dumps(a["Properties"].get("Dimensions", []))]
     assert props["MetricName"] == "ApproximateNumberOfMessagesVisible" and props["Threshold"] == 1
@@ -1049,13 +1068,15 @@ def test_no_function_but_the_authorizer_may_touch_api_keys_and_none_may_write_te
 ) -> None:
     for name, statements in statements_by_function.items():
         denied = [s for s in statements if s["Effect"] == "Deny"]
-        if name == "authorizer":
+        if name in ("authorizer", "webhooks"):  # allowed nothing but their own partitions (dynamodb:LeadingKeys)
             assert denied == []
             continue
         (keys,) = [s for s in denied if s["Action"] == "dynamodb:*"]
         (limits,) = [s for s in denied if s is not keys]
         assert keys["Action"] == "dynamodb:*"
-        assert keys["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["APIKEY#*", "KEYS"]}}
+        # nor (but the api, which registers them) read or write the secrets that sign a tenant's webhooks
+        denied_keys = ["APIKEY#*", "KEYS", *([] if name == "api" else ["T#*#WEBHOOKS"])]
+        assert keys["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": denied_keys}}
         # nor raise its own tenant's limits (an operator writes them; the api and step functions only read them)
         assert sorted(limits["Action"]) == sorted(
             ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
