@@ -30,6 +30,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
@@ -92,6 +93,20 @@ def _removal_policy(value: object) -> cdk.RemovalPolicy:
     return choices[chosen]
 
 
+def _whole(context: Any, name: str, default: int) -> int:
+    """A whole number of 0 or more (the default when unset)."""
+    value = context(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise SystemExit(f"CDK context {name} {value!r}: a whole number, 0 or more")
+    return number
+
+
 def _auth(app: cdk.App) -> ApiAuth:
     try:
         return ApiAuth.from_context(app.node.try_get_context)
@@ -126,6 +141,8 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         log_retention_days=_log_retention_days(context("log_retention_days")),
         removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),
+        stream_max_concurrency=_whole(context, "stream_max_concurrency", 20),
+        web_adapter_layer_version=_whole(context, "web_adapter_layer_version", WEB_ADAPTER_LAYER_VERSION),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

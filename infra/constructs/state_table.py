@@ -46,6 +46,15 @@ class StateTable(Construct):
                         conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(spec.leading_keys)}},
                     )
                 )
+                if spec.read_only_keys:  # of those, partitions it only reads
+                    function.add_to_role_policy(
+                        iam.PolicyStatement(
+                            effect=iam.Effect.DENY,
+                            actions=list(WRITES),
+                            resources=[self.table.table_arn],
+                            conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(spec.read_only_keys)}},
+                        )
+                    )
                 continue
             self.table.grant(function, *spec.table_actions)
             # API keys are the authorizer's to read and an operator's to write: no function may touch them (a tool

@@ -17,8 +17,9 @@ from infra.constants import (
     RELEASE_AFTER_STEP_TIMEOUT_SECONDS,
     WATCH_DELAY_SECONDS,
 )
-from infra.constructs.agent_functions import XRAY_WRITE_POLICY, AgentFunctions
+from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION, XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
+from infra.constructs.event_stream import EventStream
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import BudgetAlarms
@@ -72,13 +73,17 @@ class StepwiseStack(Stack):
         tool_result_retention_days: int = 30,
         log_retention_days: int = 30,
         auth: ApiAuth | None = None,
+        stream_max_concurrency: int = 20,
+        web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
 
         log_retention = retention(log_retention_days)
         state = StateTable(self, "State", removal_policy=removal_policy)
-        functions = AgentFunctions(self, "Functions", log_retention=log_retention)
+        functions = AgentFunctions(
+            self, "Functions", log_retention=log_retention, web_adapter_layer_version=web_adapter_layer_version
+        )
         self.functions = functions
         tool_access = ToolAccess(
             self,
@@ -116,6 +121,7 @@ class StepwiseStack(Stack):
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
+        stream = EventStream(self, "EventStream", stream_fn=functions["stream"], max_streams=stream_max_concurrency)
         secret = secretsmanager.Secret(
             self,
             "AnthropicApiKey",
@@ -135,6 +141,7 @@ class StepwiseStack(Stack):
                 **models.settings,
                 **tool_access.settings,
                 **results.settings,
+                **stream.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 **(auth or ApiAuth()).settings,

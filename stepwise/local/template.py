@@ -17,6 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_NAME = "Stepwise"
+WEB_ADAPTER_VARIABLES = ("AWS_LWA_", "AWS_LAMBDA_EXEC_WRAPPER")
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -93,6 +94,8 @@ class Topology:
 
     def _local(self, reference: Any, local: dict[str, str | None], where: str) -> str | None:
         logical_id = reference.get("Ref") if isinstance(reference, dict) else None
+        if isinstance(reference, dict) and "Fn::GetAtt" in reference:  # a function URL's FunctionUrl
+            logical_id = reference["Fn::GetAtt"][0]
         kind = self.resource_types.get(str(logical_id))
         if kind not in local:
             raise ValueError(f"{where}: no local counterpart for {reference!r}")
@@ -143,6 +146,17 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
     return {k: resolve(v, template) for k, v in value.items()}
 
 
+def _project_function(resource: dict[str, Any]) -> bool:
+    """A function of the project: a Python handler, or a web app the Lambda Web Adapter runs (a script)."""
+    return str(resource["Properties"].get("Handler", "")).startswith(("functions.handlers.", "functions/handlers/"))
+
+
+def _own_variables(resource: dict[str, Any]) -> dict[str, Any]:
+    """A function's environment but the Web Adapter's settings (the adapter does not run locally)."""
+    variables: dict[str, Any] = resource["Properties"].get("Environment", {}).get("Variables", {})
+    return {name: value for name, value in variables.items() if not name.startswith(WEB_ADAPTER_VARIABLES)}
+
+
 def topology(template: dict[str, Any]) -> Topology:
     (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
     definition = resolve(machine["Properties"]["DefinitionString"], template)
@@ -165,9 +179,9 @@ def topology(template: dict[str, Any]) -> Topology:
         max_receive_count=int(redrive["maxReceiveCount"]),
         routes=routes,
         environments={
-            lid: res["Properties"].get("Environment", {}).get("Variables", {})
+            lid: _own_variables(res)
             for lid, res in _resources(template, "AWS::Lambda::Function").items()
-            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
+            if _project_function(res)
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
     )
