@@ -33,6 +33,7 @@ EVENT_ID = re.compile(r"sevt_[0-9]{13}")  # functions/agent/sessions.py event_id
 BEFORE_ALL = "sevt_" + "0" * 13  # a Last-Event-ID before every event: the stream replays them all
 TICKET = re.compile(r"[A-Za-z0-9_-]{43}")
 TICKET_SECONDS = 30
+MIN_SLEEP = 0.001
 
 Event = dict[str, Any]
 
@@ -94,7 +95,9 @@ class Follower:
     def frames(self) -> Iterator[Frame]:
         """Each new event once, in order, and a ping after ``ping_seconds`` of silence, until ``max_seconds`` have
         passed or an event ends the stream. Raises NotFoundError when the session or run disappears meanwhile."""
-        started = quiet_since = self.monotonic()
+        limits = self.limits
+        deadline = self.monotonic() + limits.max_seconds
+        ping_at = self.monotonic() + limits.ping_seconds
         found = self._found
         while not self.ended:
             for event in found:
@@ -103,17 +106,19 @@ class Follower:
                 self.cursor = str(event["id"])
                 self.sent += 1
                 yield Frame(event)
-                quiet_since = self.monotonic()
+                ping_at = self.monotonic() + limits.ping_seconds
                 if self.last(event):
                     self.ended = True
                     return
             now = self.monotonic()
-            if now - started >= self.limits.max_seconds:
+            if now >= deadline:
                 return
-            if now - quiet_since >= self.limits.ping_seconds:
+            if now >= ping_at:
                 yield PING
-                quiet_since = self.monotonic()
-            self.sleep(min(self.limits.poll_seconds, max(self.limits.max_seconds - (now - started), 0)))
+                now = self.monotonic()
+                ping_at = now + limits.ping_seconds
+            # the next poll, ping or end, whichever comes first (at least a millisecond away: time always moves on)
+            self.sleep(max(min(limits.poll_seconds, ping_at - now, deadline - now), MIN_SLEEP))
             found = self.read()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -50,12 +51,17 @@ SSE_HEADERS = [
     ("x-accel-buffering", "no"),  # a proxy that honours it passes each frame on at once
 ]
 OPENED = b": stream open\n\n"  # a comment (clients skip it): the headers leave at once, not with the first frame
+CLOSING = "stepwise.closing"  # environ: the server's Event, set when it closes (the local stack stopping)
 
 
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class _Closed(Exception):
+    """The server is closing: streams end (their clients reconnect)."""
 
 
 def _route(path: str) -> tuple[str, str] | None:
@@ -137,9 +143,15 @@ def _open(route: tuple[str, str], environ: dict[str, Any]) -> tuple[Follower, St
     read = session_events if kind == "session" else run_events
     limits = StreamLimits(settings.stream_poll_seconds, settings.stream_ping_seconds, settings.stream_max_seconds)
     key = RunKey(ticket.tenant, target)
+    closing: threading.Event = environ.get(CLOSING) or threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if closing.wait(seconds):
+            raise _Closed
+
     try:
         follower = Follower(
-            lambda: read(store, key), after=after, limits=limits, monotonic=time.monotonic, sleep=time.sleep,
+            lambda: read(store, key), after=after, limits=limits, monotonic=time.monotonic, sleep=sleep,
             last=(lambda event: event["type"] == "session.status_idle") if kind == "run" else (lambda event: False),
         )  # fmt: skip
     except NotFoundError as exc:  # deleted since the ticket was issued
@@ -158,6 +170,8 @@ def _stream(follower: Follower, ticket: StreamTicket, kind: str, *, v1: bool, re
         for frame in follower.frames():
             yield encode(frame)
         ended = "done"
+    except _Closed:
+        ended = "server closing"
     except NotFoundError as exc:  # deleted while followed
         ended = "gone"
         yield _error_frame(404, str(exc), v1=v1, request_id=request_id)
@@ -189,19 +203,37 @@ def _json(start_response: StartResponse, status: int, body: dict[str, Any], requ
 
 
 class _Server(ThreadingHTTPServer, WSGIServer):
-    """wsgiref's WSGI server, one thread per connection (a stream holds its connection)."""
+    """wsgiref's WSGI server, one thread per connection (a stream holds its connection). ``close`` ends the streams
+    still open (at their next poll) and waits for them."""
 
     request_queue_size = 64  # http.server's default backlog is 5: connections beyond it are reset
+    daemon_threads = False  # server_close joins them (block_on_close)
+
+    def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.closing = threading.Event()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.shutdown()
+        self.server_close()
 
 
-class _Quiet(WSGIRequestHandler):
+class _Handler(WSGIRequestHandler):
+    timeout = 60  # a client that stops reading: the blocked write fails, and the stream ends
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[CLOSING] = getattr(self.server, "closing", None)
+        return environ
+
     def log_message(self, format: str, *args: Any) -> None:
         """The app logs each stream (JSON, through powertools); never the query string, which holds the ticket."""
 
 
 def server(host: str, port: int) -> _Server:
     """The app on ``host:port`` (port 0: any free one), not yet serving (``serve_forever``)."""
-    httpd = _Server((host, port), _Quiet)
+    httpd = _Server((host, port), _Handler)
     httpd.set_app(app)
     return httpd
 

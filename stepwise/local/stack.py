@@ -205,8 +205,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
-        self._streams.shutdown()  # a stream still open ends when its client goes or at the table's first failed read
-        self._streams.server_close()
+        self._streams.close()  # the streams still open end (before moto goes: they read the table)
         for thread in self._threads:
             thread.join(timeout=5)
         from moto.awslambda_simple.models import LambdaSimpleBackend

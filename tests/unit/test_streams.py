@@ -123,6 +123,12 @@ def test_a_ping_after_each_quiet_spell_and_none_while_events_flow() -> None:
     assert clock.now == pytest.approx(10.0)
 
 
+def test_pings_keep_their_interval_when_it_is_shorter_than_the_poll() -> None:
+    clock = FakeTime()
+    frames = list(follower(Log(), clock, limits=StreamLimits(1.0, 0.3, 1.0)).frames())
+    assert frames == [PING, PING, PING] and clock.now == pytest.approx(1.0)
+
+
 def test_a_run_stream_ends_with_its_idle_and_one_that_had_ended_sends_nothing() -> None:
     idle = event(1, 6, 0, "session.status_idle")
     is_idle: Callable[[dict[str, Any]], bool] = lambda e: e["type"] == "session.status_idle"  # noqa: E731
