@@ -18,8 +18,9 @@ import pytest
 from functions.adapters import wiring
 from functions.agent.streams import BEFORE_ALL
 from functions.handlers import stream as stream_app
+from stepwise import cli
 from stepwise.local.stack import LocalStack
-from tests.e2e.test_managed_agents import answer, tool_use
+from tests.e2e.test_managed_agents import ASK_CALCULATOR, answer, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic
 
 pytestmark = pytest.mark.e2e
@@ -249,3 +250,63 @@ def test_many_followers_of_one_session_each_see_the_whole_turn(
         thread.join(timeout=30)
     expected = [e.type for e in all_events(client, session.id)]
     assert results == [expected] * 3 and expected[-1] == "session.status_idle"
+
+
+# ------------------------------------------------------------------------------------------- the CLI follows streams
+
+
+@pytest.fixture
+def cli_key(monkeypatch: pytest.MonkeyPatch, keys: dict[str, str]) -> str:
+    monkeypatch.setenv("STEPWISE_API_KEY", keys["acme"])
+    return keys["acme"]
+
+
+def api_calls(stack: LocalStack) -> int:
+    return stack.lambdas.invocations[stack.topology.api_function]
+
+
+def test_stepwise_run_follows_the_run_through_its_stream(
+    stack: LocalStack, fake_api: FakeAnthropic, cli_key: str, seen_by_stream_function: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    fake_api.script = [slow(tool_use(("toolu_1", "calculator", {"expression": "12*12"})), 0.5), answer("144.")]
+    before = api_calls(stack)
+    assert cli.main(["--endpoint", stack.url, "run", "What is 12 * 12?"]) == 0
+    out = capsys.readouterr().out
+    # Then each step was shown as it landed, from the run's stream, and the run's summary at its end
+    assert "step 0: tools  calculator" in out and "step 1: finish final answer" in out
+    assert "status SUCCEEDED" in out and "144" in out and "polling" not in out
+    (request,) = seen_by_stream_function
+    assert request["path"].startswith("/runs/run_") and request["path"].endswith("/events/stream")
+    # without polling the API: the submit, the stream's redirect, then the run and its steps once for the summary
+    assert api_calls(stack) - before == 4
+
+
+def test_stepwise_run_polls_where_the_deployment_does_not_stream(
+    stack: LocalStack, fake_api: FakeAnthropic, cli_key: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    fake_api.script = [answer("144.")]
+    monkeypatch.delenv("STEPWISE_STREAM_URL")  # as a deployment without a stream function: the API answers 400
+    wiring.reset()
+    assert cli.main(["--endpoint", stack.url, "run", "What is 12 * 12?"]) == 0
+    out = capsys.readouterr().out
+    assert "the event stream is unavailable" in out and "polling instead" in out
+    assert "status SUCCEEDED" in out and "step 0: finish final answer" in out
+
+
+def test_stepwise_chat_follows_the_session_through_its_stream_across_turns(
+    stack: LocalStack, fake_api: FakeAnthropic, cli_key: str, client: anthropic.Anthropic,
+    seen_by_stream_function: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    fake_api.script = [tool_use(("toolu_1", "calculator", {"expression": "6*7"})), answer("42."), answer("Bye.")]
+    agent = client.beta.agents.create(name="asks", model="claude-haiku-4-5", tools=[ASK_CALCULATOR])  # type: ignore[list-item]
+    monkeypatch.setattr(cli.console, "input", lambda prompt: "allow")
+    assert cli.main(["--endpoint", stack.url, "chat", agent.id, "-m", "6*7?", "-m", "thanks"]) == 0
+    out = capsys.readouterr().out
+    # Then the approval was asked, each turn shown to its idle once, and every follow went through the stream
+    assert out.count("idle: requires_action") == 1 and out.count("idle: end_turn") == 2
+    assert out.count("42.") == 1 and "Bye." in out and "long-polling" not in out
+    assert len(seen_by_stream_function) == 3  # one connection per wait: the turn, the approved turn, the last
+    assert all(r["path"].endswith("/events/stream") and r["authorization"] is None for r in seen_by_stream_function)
