@@ -322,6 +322,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         else ("no ANTHROPIC_API_KEY: the OFFLINE STUB MODEL answers (labelled in every output)")
     )
     console.print(f"Stepwise local stack listening on {stack.url}  ({key})", markup=False)
+    console.print(f"event streams on {stack.stream_url} (the stream function's URL, which the API redirects to)",
+                  markup=False)  # fmt: skip
     console.print(f'try: curl -s -X POST {stack.url}/runs -d \'{{"input": "What is 6 * 7?"}}\'', markup=False)
     try:
         while True:
