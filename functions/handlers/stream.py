@@ -118,6 +118,10 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     except _Refused as exc:
         return _json(start_response, exc.status, _error(exc.status, exc.message, v1=v1, request_id=request_id),
                      request_id)  # fmt: skip
+    except Exception:  # a bug or an outage (the table): logged under the request id, which the client gets
+        logger.exception("stream not opened", request_id=request_id)
+        message = "internal error: quote the request id when you report it"
+        return _json(start_response, 500, _error(500, message, v1=v1, request_id=request_id), request_id)
     start_response(STATUS[200], [*SSE_HEADERS, ("request-id", request_id)])
     return _stream(follower, ticket, route[0], v1=v1, request_id=request_id)
 

@@ -12,7 +12,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 
 from functions.adapters import wiring
-from functions.adapters.settings import Settings, load
+from functions.adapters.settings import Settings, StreamSettings, load
 from functions.agent.models import RunKey
 from functions.agent.streams import BEFORE_ALL, StreamTicket, ticket_digest
 from functions.handlers import api, stream
@@ -248,3 +248,18 @@ def test_the_ticket_store_gives_a_ticket_once(aws: Aws) -> None:
     assert store.take_ticket("d" * 64) == ticket
     assert store.take_ticket("d" * 64) is None
     assert RunKey("acme", "sesn_1") == ticket.key
+
+
+def test_an_outage_when_opening_is_a_500_with_the_request_id_and_no_detail(
+    quick: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = location(call(context, "GET", f"/v1/sessions/{session(context)}/events/stream"))
+
+    def broken(_: str) -> None:
+        raise RuntimeError("the table is on fire at arn:aws:dynamodb:us-east-1:123456789012:table/t")
+
+    monkeypatch.setattr(wiring.tickets(load(StreamSettings)), "redeem", broken)  # the stream function's
+    status, headers, data = open_stream(target)
+    body = json.loads(data)
+    assert status == "500 Internal Server Error" and body["error"]["type"] == "api_error"
+    assert body["request_id"] == headers["request-id"] and "fire" not in data.decode()
