@@ -4,7 +4,7 @@
 session's event stream, or the long-poll where the deployment does not stream),
 asks ``allow / deny`` for always_ask tools, and runs a client tool by asking the person for its result or
 through a ``--tool NAME=COMMAND`` hook (the command gets the call's input as JSON on stdin; its stdout is the
-result, a non-zero exit an error result).
+result, a non-zero exit an error result). Ctrl-C while a turn runs interrupts it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from functions.agent.streams import BEFORE_ALL
-from stepwise.client import StepwiseClient, StreamUnavailable, follow_events
+from stepwise.client import ApiError, StepwiseClient, StreamUnavailable, follow_events
 
 FOLLOW_WAIT_SECONDS = 10
 Ask = Callable[[str], str]
@@ -206,13 +206,26 @@ class Chat:
         return dict(self.session)
 
     def say(self, text: str) -> dict[str, Any]:
-        """Send a message, then follow the turn (and answer what it asks) until it ends."""
+        """Send a message, then follow the turn (and answer what it asks) until it ends. Ctrl-C while a turn runs
+        interrupts it (the session idles once its model call has settled); a second Ctrl-C stops the chat."""
         self._send([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
         while True:
-            stop = self._follow()
+            try:
+                stop = self._follow()
+            except KeyboardInterrupt:
+                stop = self._interrupt()
             if stop["type"] != "requires_action":
                 return stop
             self._send([self._answer(event_id) for event_id in stop["event_ids"]])
+
+    def _interrupt(self) -> dict[str, Any]:
+        self.console.print("[dim]interrupting the turn (Ctrl-C again to leave)[/dim]")
+        try:
+            self._send([{"type": "user.interrupt"}])
+        except ApiError as exc:
+            if exc.status != 409:  # 409: it had idled already; its idle is what comes next
+                raise
+        return self._follow()
 
     def _answer(self, event_id: str) -> dict[str, Any]:
         call = self.seen[event_id]

@@ -18,7 +18,7 @@ import pytest
 from functions.adapters import wiring
 from functions.agent.streams import BEFORE_ALL
 from functions.handlers import stream as stream_app
-from stepwise import cli
+from stepwise import agents_cli, cli
 from stepwise.local.stack import LocalStack
 from tests.e2e.test_managed_agents import ASK_CALCULATOR, answer, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -310,3 +310,31 @@ def test_stepwise_chat_follows_the_session_through_its_stream_across_turns(
     assert out.count("42.") == 1 and "Bye." in out and "long-polling" not in out
     assert len(seen_by_stream_function) == 3  # one connection per wait: the turn, the approved turn, the last
     assert all(r["path"].endswith("/events/stream") and r["authorization"] is None for r in seen_by_stream_function)
+
+
+def test_ctrl_c_in_stepwise_chat_interrupts_the_running_turn(
+    stack: LocalStack, fake_api: FakeAnthropic, cli_key: str, client: anthropic.Anthropic,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    fake_api.script = [tool_use(("toolu_1", "calculator", {"expression": "6*7"})),
+                       slow(tool_use(("toolu_2", "calculator", {"expression": "7*6"})), 1.5),
+                       answer("never asked for")]  # fmt: skip
+    agent_id = calculator_agent(client)
+    shown = agents_cli.show_event
+    pressed: list[str] = []
+
+    def ctrl_c_after_the_first_step(console: Any, event: dict[str, Any]) -> None:
+        shown(console, event)
+        if event["type"] == "span.model_request_end" and not pressed:
+            pressed.append(event["id"])
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents_cli, "show_event", ctrl_c_after_the_first_step)
+    assert cli.main(["--endpoint", stack.url, "chat", agent_id, "-m", "6*7, then 7*6?"]) == 0
+    out = capsys.readouterr().out
+    # Then the turn was interrupted: the call in flight settled, the next one never made, the session idle
+    assert "interrupting the turn" in out and "idle: end_turn" in out
+    (session,) = [s for s in client.beta.sessions.list(limit=100).data if s.agent.id == agent_id]
+    types = [e.type for e in all_events(client, session.id)]
+    assert "user.interrupt" in types and types[-1] == "session.status_idle"
+    assert len(fake_api.requests) == 2
