@@ -307,7 +307,7 @@ def test_stepwise_chat_follows_the_session_through_its_stream_across_turns(
     out = capsys.readouterr().out
     # Then the approval was asked, each turn shown to its idle once, and every follow went through the stream
     assert out.count("idle: requires_action") == 1 and out.count("idle: end_turn") == 2
-    assert out.count("42.") == 1 and "Bye." in out and "long-polling" not in out
+    assert out.count("agent  42.") == 1 and "agent  Bye." in out and "long-polling" not in out
     assert len(seen_by_stream_function) == 3  # one connection per wait: the turn, the approved turn, the last
     assert all(r["path"].endswith("/events/stream") and r["authorization"] is None for r in seen_by_stream_function)
 
