@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
 from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
+from infra.constructs.deploys import deploy_strategy  # noqa: E402
+from infra.constructs.monitoring import ALARM_EMAIL, AlarmThresholds  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
 
@@ -107,11 +110,45 @@ def _whole(context: Any, name: str, default: int) -> int:
     return number
 
 
+def _deploy_strategy(value: object) -> str:
+    """How a deploy shifts the functions' traffic: all_at_once, or a canary/linear CodeDeploy preset."""
+    try:
+        return deploy_strategy(value)
+    except ValueError as exc:
+        raise SystemExit(f"CDK context {exc}") from None
+
+
 def _auth(app: cdk.App) -> ApiAuth:
     try:
         return ApiAuth.from_context(app.node.try_get_context)
     except (ValidationError, ValueError) as exc:
         raise SystemExit(f"CDK context auth: {exc}") from None
+
+
+def _alarm_thresholds(value: object) -> AlarmThresholds:
+    """The alarms' thresholds: defaults in AlarmThresholds, each key given checked; an unknown key is an error."""
+    try:
+        return AlarmThresholds.from_context(value)
+    except ValidationError as exc:
+        known = ", ".join(AlarmThresholds.model_fields)
+        problems = "; ".join(
+            f"unknown key {'.'.join(map(str, e['loc']))!r} (known: {known})"
+            if e["type"] == "extra_forbidden"
+            else f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(f"CDK context alarm_thresholds: {problems}") from None
+    except ValueError as exc:  # not JSON, or not an object
+        raise SystemExit(f"CDK context alarm_thresholds: {exc}") from None
+
+
+def _alarm_email(value: object) -> str | None:
+    """The address the alarm topic e-mails (it confirms the subscription once); omit for no e-mail."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not re.fullmatch(ALARM_EMAIL, value):
+        raise SystemExit(f"CDK context alarm_email {value!r}: one e-mail address, like ops@example.com")
+    return value
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
@@ -143,6 +180,9 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         auth=_auth(app),
         stream_max_concurrency=_whole(context, "stream_max_concurrency", 20),
         web_adapter_layer_version=_whole(context, "web_adapter_layer_version", WEB_ADAPTER_LAYER_VERSION),
+        deploy_strategy=_deploy_strategy(context("deploy_strategy")),
+        alarm_thresholds=_alarm_thresholds(context("alarm_thresholds")),
+        alarm_email=_alarm_email(context("alarm_email")),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

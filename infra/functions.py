@@ -8,7 +8,8 @@ The local stack and the test fixtures take the environment from the synthesised 
 can drift from this file.
 
 To add a function: a handler module in functions/handlers (with its ``SETTINGS`` model), a settings model in
-functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule).
+functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule, a
+function URL), always through its alias, ``AgentFunctions.alias(name)``: its version, alias and safe deploys follow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from functions.adapters.dynamodb_store import ACTIVE_INDEX
 from functions.adapters.settings import (
     ApiSettings,
     AuthorizerSettings,
@@ -51,6 +53,7 @@ class FunctionSpec:
     web_adapter: bool = False
     starts_executions: bool = False
     counts_requests: bool = False  # writes tenants' request counts (RATE#...): the api function alone
+    index_queries: tuple[str, ...] = ()  # the table's indexes it may Query (the index of active work: the api's)
 
     @property
     def service(self) -> str:
@@ -102,6 +105,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             # a long-poll of a session's events waits up to 20 s; API Gateway cuts every request at 30 s
             timeout_seconds=28,
             counts_requests=True,
+            index_queries=(ACTIVE_INDEX,),  # GET /active, POST /active/cancel, sessions with statuses[]=running
         ),
         FunctionSpec(
             name="intake",

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from functions.agent.errors import StepwiseError
 from functions.agent.streams import BEFORE_ALL
-from stepwise import agents_cli, keys_cli, tenants_cli
+from stepwise import agents_cli, doctor_cli, keys_cli, kill_cli, tenants_cli
 from stepwise.client import (
     DEFAULT_ENDPOINT,
     TERMINAL,
@@ -408,6 +408,18 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return tenants_cli.cmd_tenants(args, console)
 
 
+def cmd_active(args: argparse.Namespace) -> int:
+    return kill_cli.cmd_active(args, console)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    return kill_cli.cmd_kill(args, console)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return doctor_cli.cmd_doctor(args, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepwise", description=__doc__)
     parser.add_argument(
@@ -481,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=cmd_local)
     keys_cli.add_parser(sub, cmd_keys)
     tenants_cli.add_parser(sub, cmd_tenants)
+    kill_cli.add_parsers(sub, active=cmd_active, kill=cmd_kill)
+    doctor_cli.add_parser(sub, cmd_doctor)
 
     demo = sub.add_parser("demo", help="start the local stack, run one agent run end to end, stop")
     demo.add_argument("task", nargs="?", default=DEMO_TASK)

@@ -59,6 +59,11 @@ class WorkflowSettings(Settings):
     state_machine_arn: str = Field(alias="STEPWISE_STATE_MACHINE_ARN", min_length=1)
 
 
+class StopSettings(QueueSettings, WorkflowSettings):
+    """What stopping work needs (a cancel, an interrupt, the kill switch): the table, the intake queue (a failed
+    stop retried, a delayed release) and the state machine. An operator's `stepwise kill --table` builds these."""
+
+
 class PricingSettings(Settings):
     # JSON {model_id: {input, output, cache_write_5m, cache_write_1h, cache_read, source, as_of}}, USD per MTok
     extra_prices: str | None = Field(default=None, alias="STEPWISE_EXTRA_PRICES")
@@ -118,7 +123,7 @@ class ResultSettings(Settings):
 # ------------------------------------------------------------------------------------------- per function
 
 
-class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
+class ApiSettings(StopSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
     # how callers authenticate (functions/handlers/tenancy.py): api_key (the stack's authorizer), jwt (an OIDC
     # issuer's token, its tenant_claim), iam (SigV4, principals mapped by iam_tenants); none: the local stack's
     # open mode, where a request without a tenant is the default tenant's
@@ -135,7 +140,7 @@ class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettin
     stream_url: str | None = Field(default=None, alias="STEPWISE_STREAM_URL", pattern=r"^https?://[^?#]+$")
 
 
-class IntakeSettings(QueueSettings, WorkflowSettings):
+class IntakeSettings(StopSettings):
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
 
 

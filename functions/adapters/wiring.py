@@ -35,6 +35,7 @@ from functions.adapters.settings import (
     ResultSettings,
     Settings,
     StepSettings,
+    StopSettings,
     ToolAccessSettings,
     ToolSettings,
     WorkflowSettings,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
     from functions.adapters.mcp_tools import McpClient
     from functions.agent.agents import Agents, LambdaFunction
+    from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import Sessions
     from functions.agent.streams import Tickets
 
@@ -386,6 +388,22 @@ def lifecycle_with_queue(settings: QueueSettings) -> Lifecycle:
 
 
 @cache
+def kill_switch(settings: StopSettings) -> KillSwitch:
+    """The kill switch, on the cancel and the interrupt the API's own routes use (the api function, the local
+    stack's operator routes, and `stepwise kill --table` with an operator's credentials)."""
+    from functions.agent.killswitch import KillSwitch
+    from functions.agent.sessions import TurnInterrupts
+
+    stops = lifecycle_with_queue(settings)
+    interrupts = TurnInterrupts(
+        store=store(settings), sessions=session_store(settings), lifecycle=stops, workflow=workflow(settings)
+    )
+    return KillSwitch(
+        store=store(settings), interrupts=interrupts, lifecycle=stops, workflow=workflow(settings), clock=CLOCK
+    )
+
+
+@cache
 def intake(settings: IntakeSettings) -> Intake:
     return Intake(
         store=store(settings),
@@ -426,6 +444,7 @@ def reset() -> None:
         sessions,
         lifecycle,
         lifecycle_with_queue,
+        kill_switch,
         intake,
     ):
         built.cache_clear()

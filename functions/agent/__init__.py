@@ -12,6 +12,7 @@ tests/fakes/core.py from in-memory fakes):
     lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
     agents.py      /v1/agents: versioned agent definitions, what is refused by name (Agents)
     sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
+    doctor.py      `stepwise doctor`: a deployment's health, each finding with its next steps (Doctor)
     streams.py     live events: a stream's start, frames and end (Follower); the tickets that open one (Tickets)
 
 Rules:

@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from functions.agent.active import ActiveEntry
 from functions.agent.circuit import Circuit
 from functions.agent.ledger import Plan, Rejected
 from functions.agent.models import (
@@ -257,7 +258,15 @@ class ToolResults(ABC):
         result (final or provisional), which means the call was already started."""
 
 
-class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ABC):
+class ActiveRuns(ABC):
+    @abstractmethod
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[ActiveEntry]:
+        """Up to ``limit`` entries of the index of active work (functions/agent/active.py) in ``shard``, only
+        ``tenant``'s if given, whose key sorts after ``after``, in key order. The index is eventually consistent
+        on DynamoDB (a run that ended a moment ago may still be listed; the cancel that reads it finds it ended)."""
+
+
+class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ActiveRuns, ABC):
     """Everything above, on one table (the DynamoDB adapter and the in-memory fake implement it whole)."""
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
+from functions.agent.active import BY_TENANT, MAX_PAGE
 from functions.agent.errors import (
     MAX_MESSAGE,
     EnqueueError,
@@ -291,6 +292,50 @@ def cancel(run_id: str) -> Response[str]:
     logger.info("run cancelled", run_id=run_id)
     obs.emit("RunsCancelled")
     return _json(200, run.public())
+
+
+ACTIVE_LIMIT = 50  # entries a page of GET /active has, or runs and sessions one POST /active/cancel stops, by default
+CANCEL_SECONDS = 20  # POST /active/cancel takes no new one after this: it answers inside the api function's 28 s
+
+
+@app.get("/active")
+def active() -> Response[str]:
+    """The caller's active runs and sessions (the index of active work: one Query), oldest first."""
+    limit, page = _active_page()
+    try:
+        entries, next_page = wiring.kill_switch(load(SETTINGS)).list(_tenant(), limit=limit, page=page)
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    return _json(200, {"data": [entry.public() for entry in entries], "next_page": next_page})
+
+
+@app.post("/active/cancel")
+def cancel_active() -> Response[str]:
+    """The kill switch of the caller's tenant: stops its active runs (cancelled) and sessions (their turns interrupted),
+    as many as one request can in its time; ``next_page`` set: call again (with it) for the rest."""
+    if (app.current_event.body or "").strip() not in ("", "{}"):
+        raise ApiError(400, "VALIDATION_ERROR", "this route takes no body: limit and page are query parameters")
+    limit, page = _active_page()
+    tenant = _tenant()
+    try:
+        report = wiring.kill_switch(load(SETTINGS)).stop_all(
+            tenant, reason=BY_TENANT, limit=limit, page=page, seconds=CANCEL_SECONDS
+        )
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    body = report.public()
+    logger.warning("kill switch", tenant=tenant, stopped=body["stopped"], more=report.next_page is not None)
+    if body["stopped"]:
+        obs.emit("RunsCancelled", body["stopped"])
+    return _json(200, body)
+
+
+def _active_page() -> tuple[int, str | None]:
+    params = app.current_event.query_string_parameters or {}
+    raw = params.get("limit", str(ACTIVE_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "VALIDATION_ERROR", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw), params.get("page")
 
 
 @app.get("/costs")

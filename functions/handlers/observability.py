@@ -2,8 +2,8 @@
 function that is both its log's ``service`` and its metrics' ``service`` dimension, and ``CATALOG``, every metric
 a function may emit (its unit, its dimensions beside ``service``, the functions that emit it). A handler emits
 only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have. The
-AWS metrics a dashboard and alarms will read (SQS, Step Functions) are named in ``AWS_METRICS`` (the dashboard
-and those alarms are not built yet: issue 11).
+AWS metrics the dashboard and alarms read (SQS, Step Functions) are named in ``AWS_METRICS``; the dashboard and
+alarms look every metric up here (infra/metrics.py), so they read only what is emitted.
 
 Tracing is X-Ray's active tracing, switched on per function by the stack (infra/constructs/agent_functions.py).
 """
@@ -15,9 +15,9 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from aws_lambda_powertools import Logger, Metrics, single_metric
+from aws_lambda_powertools import Logger, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
@@ -159,7 +159,7 @@ class Observability:
     function: str
     service: str
     logger: Logger
-    metrics: Metrics
+    metrics: EphemeralMetrics
 
     def emit(self, name: str, value: float = 1, **dimensions: str) -> None:
         """Metric ``name`` of the catalog, in its unit. Without dimensions of its own it joins the invocation's
@@ -176,7 +176,10 @@ class Observability:
 
 
 def observability(function: str) -> Observability:
-    """The logger and metrics of one function (its name as in infra/functions.py)."""
+    """The logger and metrics of one function (its name as in infra/functions.py). Its metrics are its own
+    (powertools' ``EphemeralMetrics``; ``Metrics`` instances share one metric set per process): on Lambda a
+    process runs one function, but the local stack runs every handler in one process, where a shared set
+    printed one function's metrics under another's ``service``."""
     service = service_name(function)
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
-    return Observability(function, service, logger, Metrics(namespace=NAMESPACE, service=service))
+    return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service))

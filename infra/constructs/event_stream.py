@@ -16,13 +16,22 @@ from functions.adapters.settings import StreamSettings
 
 
 class EventStream(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stream_fn: lambda_.Function, max_streams: int) -> None:
-        """``max_streams``: the function's reserved concurrency (streams open at once); 0 for none (it then shares
-        the account's unreserved concurrency with every other function)."""
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stream_fn: lambda_.Function,
+        stream_alias: lambda_.Alias,
+        max_streams: int,
+    ) -> None:
+        """The URL on the function's ``live`` alias (what a deploy shifts); ``max_streams``: the function's reserved
+        concurrency (streams open at once, whichever version serves them); 0 for none (it then shares the account's
+        unreserved concurrency with every other function)."""
         super().__init__(scope, construct_id)
         if max_streams < 0:
             raise ValueError(f"stream_max_concurrency {max_streams}: 0 (no reservation) or more")
-        self.url = stream_fn.add_function_url(
+        self.url = stream_alias.add_function_url(
             auth_type=lambda_.FunctionUrlAuthType.NONE, invoke_mode=lambda_.InvokeMode.RESPONSE_STREAM
         )
         if max_streams:

@@ -19,10 +19,11 @@ from infra.constants import (
 )
 from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION, XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
+from infra.constructs.deploys import ALL_AT_ONCE, SafeDeploys
 from infra.constructs.event_stream import EventStream
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
-from infra.constructs.monitoring import BudgetAlarms
+from infra.constructs.monitoring import AlarmThresholds, Monitoring
 from infra.constructs.results import ToolResults
 from infra.constructs.state_table import StateTable
 from infra.constructs.tool_access import ToolAccess
@@ -75,6 +76,9 @@ class StepwiseStack(Stack):
         auth: ApiAuth | None = None,
         stream_max_concurrency: int = 20,
         web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
+        deploy_strategy: str = ALL_AT_ONCE,
+        alarm_thresholds: AlarmThresholds | None = None,
+        alarm_email: str | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -107,21 +111,22 @@ class StepwiseStack(Stack):
         intake = Intake(
             self,
             "Intake",
-            intake_fn=functions["intake"],
+            intake_fn=functions.alias("intake"),
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
         api = Api(
             self,
             "Api",
-            api_fn=functions["api"],
-            authorizer_fn=functions["authorizer"],
+            api_fn=functions.alias("api"),
+            authorizer_fn=functions.alias("authorizer"),
             auth=auth or ApiAuth(),
             log_retention=log_retention,
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
-        stream = EventStream(self, "EventStream", stream_fn=functions["stream"], max_streams=stream_max_concurrency)
+        stream = EventStream(self, "EventStream", stream_fn=functions["stream"], stream_alias=functions.alias("stream"),
+                             max_streams=stream_max_concurrency)  # fmt: skip
         secret = secretsmanager.Secret(
             self,
             "AnthropicApiKey",
@@ -159,8 +164,21 @@ class StepwiseStack(Stack):
                 **{name: code_default(name) for name in CODE_DEFAULTS},
             }
         )
-        self.budget_alarms = BudgetAlarms(
-            self, "BudgetAlarms", budgets=[name for name, wanted in budgets.items() if wanted]
+        # canary/linear shifts of the functions' aliases, rolled back on their alarms (deploys.rollback_alarms)
+        self.deploys = SafeDeploys(self, "Deploys", functions=functions, strategy=deploy_strategy)
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            thresholds=alarm_thresholds or AlarmThresholds(),
+            alarm_email=alarm_email,
+            state_machine=workflow.state_machine,
+            intake_queue=intake.queue,
+            budgets=[name for name, wanted in budgets.items() if wanted],
+            dead_letters={
+                "intake": (intake.dead_letter_queue, intake.dead_letter_alarm),
+                "execution ended": (workflow.ended_dead_letters, workflow.ended_dead_letter_alarm),
+            },
+            rollback_alarms=self.deploys.rollback_alarms,
         )
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
@@ -168,9 +186,18 @@ class StepwiseStack(Stack):
         CfnOutput(self, "TableName", value=state.table.table_name)
         CfnOutput(self, "ToolResultsBucket", value=results.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
+        CfnOutput(self, "IntakeQueueUrl", value=intake.queue.queue_url, description="stepwise kill --queue")
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
+        CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn, description="Every alarm notifies it")
+        CfnOutput(self, "DashboardName", value=monitoring.dashboard.dashboard_name)
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#dashboards:name={monitoring.dashboard.dashboard_name}",
+        )
         # cdk-nag findings of the whole stack (each construct acknowledges those its own resources cause)
         basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         xray = f"Policy::arn:<AWS::Partition>:iam::aws:policy/{XRAY_WRITE_POLICY}"

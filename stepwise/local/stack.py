@@ -37,6 +37,8 @@ RESULTS_BUCKET = "stepwise-local-results"
 LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (deployed: the CLI writes the table)
 LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
+LOCAL_ACTIVE = "/_local/active"  # the kill switch, for every tenant (stepwise active / stepwise kill)
+LOCAL_DOCTOR = "/_local/doctor"  # `stepwise doctor`: the checks run in this process, on its moto resources
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -153,7 +155,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
-        self.lambdas = LocalLambdas(self.topology.handlers)
+        self.lambdas = LocalLambdas(self.topology.handlers, aliases=self.topology.aliases)
         for name, handler in (lambda_tools or {}).items():
             self.lambdas.register(name, handler)
         self._stop = threading.Event()
@@ -255,6 +257,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             KeySchema=self.topology.table_key_schema,
             AttributeDefinitions=self.topology.table_attributes,
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": self.topology.table_indexes} if self.topology.table_indexes else {}),
         )
         dlq_url = self.sqs.create_queue(QueueName=f"{QUEUE_NAME}-dlq")["QueueUrl"]
         dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -404,6 +407,12 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
             if path.startswith(LOCAL_TENANTS):
                 return self._tenants(method, path, body)
+            if path.startswith(LOCAL_ACTIVE):
+                return self._active(method, path, urlsplit(raw_path).query, body)
+            if path == LOCAL_DOCTOR and method == "GET":
+                from stepwise.local import doctor
+
+                return 200, {"content-type": "application/json"}, json.dumps(doctor.report(self))
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
@@ -489,6 +498,49 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             return 200, changed.public()
 
         return _operator_answer(answer, not_found="TENANT_NOT_FOUND")
+
+    def _active(self, method: str, path: str, query: str, body: str) -> tuple[int, dict[str, str], str]:
+        """The local operator's kill switch (deployed, `stepwise kill --table` runs the same use case with your AWS
+        credentials): GET /_local/active?tenant=&limit=&page=; POST /_local/active/cancel {tenant?, id?, all?,
+        limit?, page?} (an id: that run or session; a tenant: its active work; all: true, everyone's)."""
+        from functions.adapters import wiring
+        from functions.adapters.settings import ApiSettings, load
+        from functions.agent.active import BY_OPERATOR, MAX_PAGE
+        from functions.agent.errors import RequestRejectedError
+        from functions.agent.models import RunKey
+
+        switch = wiring.kill_switch(load(ApiSettings))
+
+        def answer() -> tuple[int, Any] | None:
+            if method == "GET" and path == LOCAL_ACTIVE:
+                params = dict(parse_qsl(query))
+                entries, next_page = switch.list(params.get("tenant"), limit=_limit(params.get("limit")),
+                                                 page=params.get("page"))  # fmt: skip
+                return 200, {"data": [entry.public() for entry in entries], "next_page": next_page}
+            if method != "POST" or path != f"{LOCAL_ACTIVE}/cancel":
+                return None
+            request = json.loads(body or "{}")
+            if not isinstance(request, dict) or set(request) - {"tenant", "id", "all", "limit", "page"}:
+                raise RequestRejectedError("the body is {tenant?, id?, all?, limit?, page?}")
+            tenant, run_id = request.get("tenant"), request.get("id")
+            if run_id is not None:
+                if tenant is None:
+                    raise RequestRejectedError("id needs its tenant")
+                return 200, {"data": [switch.stop(RunKey(str(tenant), str(run_id)), reason=BY_OPERATOR).public()],
+                             "next_page": None}  # fmt: skip
+            if (tenant is None) != (request.get("all") is True):
+                raise RequestRejectedError("name a tenant, or all: true for every tenant's active work")
+            report = switch.stop_all(tenant, reason=BY_OPERATOR, limit=_limit(request.get("limit")),
+                                     page=request.get("page"))  # fmt: skip
+            return 200, report.public()
+
+        def _limit(raw: object) -> int:
+            limit = MAX_PAGE if raw is None else int(str(raw))
+            if not 1 <= limit <= MAX_PAGE:
+                raise RequestRejectedError(f"limit: 1 to {MAX_PAGE}")
+            return limit
+
+        return _operator_answer(answer, not_found="RUN_NOT_FOUND")
 
 
 def _operator_answer(

@@ -37,8 +37,21 @@ def synthesize(outdir: Path | None = None, context: dict[str, Any] | None = None
     return template
 
 
-def function_arn(logical_id: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+def function_arn(logical_id: str, qualifier: str | None = None) -> str:
+    """A function's local ARN, or (``qualifier``: an alias's name) the alias's."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}" + (f":{qualifier}" if qualifier else "")
+
+
+def function_and_qualifier(reference: str) -> tuple[str, str | None]:
+    """The function and the qualifier (alias or version) an invoke names, as Lambda reads FunctionName: a name,
+    a name with its qualifier, or an ARN with or without one."""
+    if reference.startswith("arn:"):
+        parts = reference.split(":")  # arn:aws:lambda:region:account:function:name[:qualifier]
+        if len(parts) not in (7, 8) or parts[5] != "function":
+            raise ValueError(f"{reference!r} is not a Lambda function's ARN")
+        return parts[6], (parts[7] if len(parts) == 8 else None)
+    name, _, qualifier = reference.partition(":")
+    return name, qualifier or None
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,12 @@ class Topology:
     handlers: dict[str, str]  # function name (logical id) -> handler path
     table_key_schema: list[dict[str, str]]
     table_attributes: list[dict[str, str]]
+    table_indexes: list[dict[str, Any]]  # the global secondary indexes, as CreateTable takes them
     max_receive_count: int
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
     resource_types: dict[str, str]  # logical id -> CloudFormation type
+    aliases: dict[str, frozenset[str]]  # function name -> the names of its aliases (what invokers call)
 
     def environment(self, local: dict[str, str | None]) -> dict[str, str]:
         """The functions' environment, as the template gives it, with each referenced resource replaced by
@@ -136,6 +151,9 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
         }
         if value["Ref"] in pseudo:
             return pseudo[value["Ref"]]
+        resource = template["Resources"].get(value["Ref"], {})
+        if resource.get("Type") == "AWS::Lambda::Alias":  # (its Ref is the alias's ARN)
+            return function_arn(_aliased_function(resource), resource["Properties"]["Name"])
         raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
     if "Fn::GetAtt" in value:
         logical_id, attribute = value["Fn::GetAtt"]
@@ -157,6 +175,22 @@ def _own_variables(resource: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in variables.items() if not name.startswith(WEB_ADAPTER_VARIABLES)}
 
 
+def _aliased_function(alias: dict[str, Any]) -> str:
+    """The logical id of the function an AWS::Lambda::Alias resource is an alias of."""
+    target = alias["Properties"]["FunctionName"]
+    if not (isinstance(target, dict) and set(target) == {"Ref"}):
+        raise ValueError(f"an alias of a function this template does not declare: {target!r}")
+    return str(target["Ref"])
+
+
+def function_aliases(template: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Function (logical id) -> the names of the aliases the template declares for it."""
+    found: dict[str, set[str]] = {}
+    for alias in _resources(template, "AWS::Lambda::Alias").values():
+        found.setdefault(_aliased_function(alias), set()).add(alias["Properties"]["Name"])
+    return {function: frozenset(names) for function, names in found.items()}
+
+
 def topology(template: dict[str, Any]) -> Topology:
     (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
     definition = resolve(machine["Properties"]["DefinitionString"], template)
@@ -176,6 +210,10 @@ def topology(template: dict[str, Any]) -> Topology:
         },
         table_key_schema=table["Properties"]["KeySchema"],
         table_attributes=table["Properties"]["AttributeDefinitions"],
+        table_indexes=[
+            {name: index[name] for name in ("IndexName", "KeySchema", "Projection")}
+            for index in table["Properties"].get("GlobalSecondaryIndexes", [])
+        ],
         max_receive_count=int(redrive["maxReceiveCount"]),
         routes=routes,
         environments={
@@ -184,4 +222,5 @@ def topology(template: dict[str, Any]) -> Topology:
             if _project_function(res)
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
+        aliases=function_aliases(template),
     )

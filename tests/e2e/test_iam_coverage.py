@@ -38,6 +38,8 @@ def traced(template: dict[str, Any]) -> Iterator[tuple[LocalStack, dict[str, set
                     (kind,) = part
                     actions[names[function]].add({"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                                                   "ConditionCheck": "ConditionCheckItem"}[kind])  # fmt: skip
+            elif params.get("IndexName"):  # a Query of an index: allowed only on the indexes the function declares
+                actions[names[function]].add(f"{operation}:{params['IndexName']}")
             else:
                 actions[names[function]].add(operation)
 
@@ -60,11 +62,17 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     _, queued = http(stack, "POST", "/runs", {"input": "hello"})
     http(stack, "POST", f"/runs/{queued['run_id']}/cancel")
     http(stack, "GET", "/costs")
+    _, other = http(stack, "POST", "/runs", {"input": "hello again"})
+    http(stack, "GET", "/active")
+    http(stack, "POST", "/active/cancel")  # the kill switch (the run above, queued or running)
+    wait(stack, other["run_id"])
     http(stack, "GET", f"/runs/{first['run_id']}/steps")
     # Then every function's actions are within its grant
     assert set(actions) >= {"api", "intake", "step", "tool", "finalize"}
+    assert "Query:active" in actions["api"]
     for function, performed in actions.items():
         granted = {action.removeprefix("dynamodb:") for action in FUNCTIONS[function].table_actions}
+        granted |= {f"Query:{index}" for index in FUNCTIONS[function].index_queries}
         assert performed <= granted, f"{function} performs {sorted(performed - granted)} without a grant"
     # And the second identical run was served by the response cache at no cost
     _, steps = http(stack, "GET", f"/runs/{again['run_id']}/steps")

@@ -58,13 +58,11 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
     gives it (its resources replaced by these), so the handlers run with the settings a deployment has."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(
+        dynamodb.create_table(  # as the synthesised stack declares it, its index of active work included
             TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
+            KeySchema=stack_topology.table_key_schema,
+            AttributeDefinitions=stack_topology.table_attributes,
+            GlobalSecondaryIndexes=stack_topology.table_indexes,
             BillingMode="PAY_PER_REQUEST",
         )
         sqs = boto3.client("sqs")

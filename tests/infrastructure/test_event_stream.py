@@ -11,7 +11,7 @@ import pytest
 
 from app import build_app
 from functions.adapters.settings import StreamSettings
-from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION
+from infra.constructs.agent_functions import ALIAS, WEB_ADAPTER_LAYER_VERSION
 from infra.functions import FUNCTIONS
 from infra.packaging import function_code
 from tests.infrastructure.test_stack import SKIP_BUNDLING
@@ -45,13 +45,16 @@ def template() -> dict[str, Any]:
 def test_the_stream_function_has_a_public_url_that_streams(template: dict[str, Any]) -> None:
     stream_id, _ = function(template, STREAM.handler)
     (url,) = of_type(template, "AWS::Lambda::Url")
-    assert url["TargetFunctionArn"] == {"Fn::GetAtt": [stream_id, "Arn"]}
+    # on the function's live alias (what a deploy shifts and rolls back)
+    assert url["TargetFunctionArn"] == {"Fn::GetAtt": [stream_id, "Arn"]} and url["Qualifier"] == ALIAS
     assert url["InvokeMode"] == "RESPONSE_STREAM"
     # public: the API authenticated the caller and gave a single-use ticket for one session or run
     assert url["AuthType"] == "NONE"
     assert "Cors" not in url  # no browser origin may read it cross-site
-    invokers = [p for p in of_type(template, "AWS::Lambda::Permission")
-                if p["FunctionName"] == {"Fn::GetAtt": [stream_id, "Arn"]}]  # fmt: skip
+    (alias_id,) = [lid for lid, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Alias"
+                   and r["Properties"]["FunctionName"] == {"Ref": stream_id}]  # fmt: skip
+    names = ({"Ref": alias_id}, {"Fn::GetAtt": [stream_id, "Arn"]}, {"Ref": stream_id})
+    invokers = [p for p in of_type(template, "AWS::Lambda::Permission") if p["FunctionName"] in names]
     # only through its URL: no other service or principal is given the function
     assert {p["Action"] for p in invokers} == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
     assert all(p.get("FunctionUrlAuthType") == "NONE" or p.get("InvokedViaFunctionUrl") for p in invokers)
