@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from functions.agent.agents import Agents, LambdaFunction
     from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import Sessions
+    from functions.agent.streams import Tickets
     from functions.agent.webhooks import Deliveries, Endpoints, WebhookNotifier, Webhooks
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -141,6 +142,15 @@ def api_keys(settings: Settings) -> ApiKeys:
     from functions.adapters.dynamodb_keys import DynamoDBKeyStore
 
     return ApiKeys(store=DynamoDBKeyStore(settings.table_name, aws_client("dynamodb")), clock=CLOCK)
+
+
+@cache
+def tickets(settings: Settings) -> Tickets:
+    """Stream tickets: the api function issues them, the stream function takes them."""
+    from functions.adapters.dynamodb_tickets import DynamoDBTicketStore
+    from functions.agent.streams import Tickets
+
+    return Tickets(store=DynamoDBTicketStore(settings.table_name, aws_client("dynamodb")), clock=CLOCK)
 
 
 @cache
@@ -480,6 +490,7 @@ def reset() -> None:
         mcp_client,
         mcp_catalog,
         api_keys,
+        tickets,
         tenant_store,
         tenant_limits,
         tenants,

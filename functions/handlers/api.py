@@ -36,7 +36,7 @@ from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.agent.tenants import budget_limits
 from functions.handlers import openapi, webhook_routes
-from functions.handlers.managed_agents import V1Error, router
+from functions.handlers.managed_agents import V1Error, router, stream_redirect
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
 from functions.handlers.views import steps_view
@@ -267,6 +267,18 @@ def _page_of(params: dict[str, str]) -> tuple[int, int]:
                            (" and at least 1" if name == "limit" else ""))  # fmt: skip
         values.append(int(raw))
     return values[0], values[1]
+
+
+@app.get("/runs/<run_id>/events/stream")
+def stream_run(run_id: str) -> Response[str]:
+    """307 to the stream function, with a ticket for this run: its events as server-sent events until it ends."""
+    key = _run_key(run_id)
+    try:
+        return stream_redirect(load(SETTINGS), key, "run")
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    except NotFoundError as exc:
+        raise ApiError(404, "RUN_NOT_FOUND", str(exc)) from exc
 
 
 @app.post("/runs/<run_id>/cancel")

@@ -79,6 +79,7 @@ TOOL_STATUSES = _values("ok", "error")
 # its endpoint was deleted, or because its host left the deployment's allow-list
 WEBHOOK_DELIVERY_STATUSES = _values("delivered", "retrying", "dead_lettered", "gone", "refused")
 ENDS_RUNS = ("api", "intake", "finalize", "mark_failed", "workflow_ended")  # the functions that end runs
+STREAM_KINDS = _values("session", "run")
 OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
 COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
 
@@ -93,6 +94,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("RunsAccepted", COUNT, ("api",), "runs submitted (a replayed Idempotency-Key not counted)"),
     MetricSpec("RunsCancelled", COUNT, ("api",), "runs cancelled by request"),
     MetricSpec("AuthRefused", COUNT, ("authorizer",), "requests refused by the API key authorizer"),
+    # stream: live events (server-sent events behind the function URL)
+    MetricSpec("StreamsOpened", COUNT, ("stream",), "event streams opened, of a session or a run", ("kind",),
+               {"kind": STREAM_KINDS}),
+    MetricSpec("StreamDuration", MetricUnit.Seconds, ("stream",), "how long a stream stayed open (the function's "
+               "billed time)", ("kind",), {"kind": STREAM_KINDS}),
     # step: model calls, tokens, cost, the resilience around them
     MetricSpec("StepLatency", MS, ("step",), "one step invocation, end to end (model call included)"),
     MetricSpec("ModelCalls", COUNT, ("step",), "model calls answered and settled"),
