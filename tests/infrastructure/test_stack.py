@@ -464,7 +464,8 @@ def test_state_machine_role_invokes_only_the_workflow_functions_live_aliases(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 10  # api, authorizer, intake, step, tool, finalize, mark_failed, workflow_ended, webhooks, stream
+    assert len(FUNCTIONS) == 10  # api, authorizer, intake, step, tool, finalize, mark_failed, workflow_ended, webhooks,
+    # stream
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         # a Python handler, or (a web app the Lambda Web Adapter runs) the script that starts it
