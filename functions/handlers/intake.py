@@ -17,12 +17,15 @@ from functions.handlers.events import IntakeMessage
 from functions.handlers.observability import observability
 
 SETTINGS = IntakeSettings
-logger = observability("intake").logger
+obs = observability("intake")
+logger, tracer = obs.logger, obs.tracer
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
+@tracer.capture_method(capture_response=False, capture_error=False)  # a batch mixes runs: one subsegment each
 def record_handler(record: SQSRecord) -> str:
     message = IntakeMessage.model_validate_json(record.body)
+    obs.annotate_run(message.tenant, message.run_id, turn=message.turn, step=message.release_step)
     settings = load(SETTINGS)
     intake = wiring.intake(settings)
     if message.stop_execution is not None:
@@ -40,5 +43,6 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
