@@ -3,7 +3,8 @@
 Each sample runs as on Lambda: LAMBDA_TASK_ROOT is set, so the X-Ray SDK takes its Lambda path and each function's
 tracer is on (it patches botocore at import). Outside Lambda the SDK also builds an X-Ray client for sampling rules
 at import (~130 ms more), which a function never does; --outside-lambda measures that instead.
-The X-Ray SDK marks itself initialised in /tmp/.aws-xray/ (its Lambda path does).
+The X-Ray SDK marks itself initialised in /tmp/.aws-xray/ (its Lambda path does). The last row is the tracer's
+own share of each handler's time, measured alone (the wall-clock medians move more than that on a busy machine).
 
 Usage: python bench/cold_start.py [--samples 5] [--outside-lambda]
 """
@@ -32,17 +33,29 @@ MODULES = [
 REGION = "us-east-1"
 # wall time, and the process's CPU time (steadier than wall time on a busy machine)
 PROBE = (
-    "import time; t, c = time.perf_counter(), time.process_time(); import {module}; "
+    "{setup}\nimport time; t, c = time.perf_counter(), time.process_time(); {measured}; "
     "print(time.perf_counter() - t, time.process_time() - c)"
 )
+# What a function's tracer adds to its cold start, alone: made once the rest is imported and a boto3 client exists
+# (as on a function's first invocation), so the botocore modules a client loads anyway are not counted.
+TRACER_SETUP = (
+    "import boto3, functions.adapters.wiring; from aws_lambda_powertools import Tracer; "
+    f"boto3.client('dynamodb', region_name={REGION!r})"
+)
+TRACER = "Tracer(service='bench', auto_patch=True, patch_modules=('botocore',))"
 
 
-def sample(module: str, environment: dict[str, str]) -> tuple[float, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True, check=True, env=environment
-    )
+def sample(measured: str, environment: dict[str, str], setup: str = "pass") -> tuple[float, float]:
+    probe = PROBE.format(setup=setup, measured=measured)  # the setup runs before the clock starts
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=environment)
     wall, cpu = out.stdout.split()
     return float(wall) * 1000, float(cpu) * 1000
+
+
+def report(name: str, samples: list[tuple[float, float]]) -> None:
+    times, cpu = [wall for wall, _ in samples], [cpu for _, cpu in samples]
+    print(f"{name:<40} {statistics.median(times):8.0f} {min(times):8.0f} {max(times):8.0f} "
+          f"{statistics.median(cpu):8.0f}")  # fmt: skip
 
 
 def lambda_environment(task_root: str) -> dict[str, str]:
@@ -61,10 +74,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as task_root:
         environment = dict(os.environ) if args.outside_lambda else lambda_environment(task_root)
         for module in MODULES:
-            samples = [sample(module, environment) for _ in range(args.samples)]
-            times, cpu = [wall for wall, _ in samples], [cpu for _, cpu in samples]
-            print(f"{module:<40} {statistics.median(times):8.0f} {min(times):8.0f} {max(times):8.0f} "
-                  f"{statistics.median(cpu):8.0f}")  # fmt: skip
+            report(module, [sample(f"import {module}", environment) for _ in range(args.samples)])
+        report("(of each: the X-Ray tracer)", [sample(TRACER, environment, TRACER_SETUP) for _ in range(args.samples)])
 
 
 if __name__ == "__main__":
