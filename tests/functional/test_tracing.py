@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from functions.adapters import wiring
-from functions.handlers import api, finalize, step, tool
+from functions.handlers import api, finalize, intake, step, tool
 from infra.functions import FUNCTIONS
 from stepwise.local.lambdas import LocalContext
 from tests.fakes.model import ScriptedModel, text_response, tool_response
 from tests.fakes.xray import XRay, recording
 from tests.functional.conftest import TENANT, Aws, http_event
+from tests.functional.test_intake_handler import sqs_event
 
 QUESTION = "A private question about plums: what is 98765432 * 3?"  # neither it nor the answer may reach a trace
 ANSWER = "The plum count is 296296296."
@@ -105,3 +106,22 @@ def test_every_function_traces_its_handler_without_its_response_or_its_error(
     handler = the(xray, f"## {function}")
     assert handler["annotations"]["Service"] == FUNCTIONS[name].service
     assert "metadata" not in handler
+
+
+def test_intake_traces_each_message_of_a_batch_as_its_own_subsegment_named_for_its_run(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two queued runs, delivered in one batch
+    runs = [json.loads(api.handler(http_event("POST", "/runs", {"input": QUESTION}), context)["body"])["run_id"]
+            for _ in range(2)]  # fmt: skip
+    bodies = [message["Body"] for message in aws.queued_messages()]
+    # When intake starts them, traced
+    with recording(monkeypatch, intake.tracer) as xray:
+        assert xray.invoke(intake.handler, sqs_event(*bodies), context) == {"batchItemFailures": []}
+    # Then each message is a subsegment annotated with its own run, its execution's start one of its own
+    records = xray.last.named("## functions.handlers.intake.record_handler")
+    assert sorted(record["annotations"]["run_id"] for record in records) == sorted(runs)
+    assert all(record["annotations"]["tenant"] == TENANT and "metadata" not in record for record in records)
+    starts = [e for e in xray.last.named("states") if e["aws"]["operation"] == "StartExecution"]
+    assert sorted(start["parent_id"] for start in starts) == sorted(record["id"] for record in records)
+    assert "plum" not in xray.last.text()
