@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from pydantic import ValidationError  # noqa: E402
 from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
+from infra.constructs.deploys import deploy_strategy  # noqa: E402
+from infra.constructs.monitoring import ALARM_EMAIL, AlarmThresholds  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
 
@@ -92,11 +95,45 @@ def _removal_policy(value: object) -> cdk.RemovalPolicy:
     return choices[chosen]
 
 
+def _deploy_strategy(value: object) -> str:
+    """How a deploy shifts the functions' traffic: all_at_once, or a canary/linear CodeDeploy preset."""
+    try:
+        return deploy_strategy(value)
+    except ValueError as exc:
+        raise SystemExit(f"CDK context {exc}") from None
+
+
 def _auth(app: cdk.App) -> ApiAuth:
     try:
         return ApiAuth.from_context(app.node.try_get_context)
     except (ValidationError, ValueError) as exc:
         raise SystemExit(f"CDK context auth: {exc}") from None
+
+
+def _alarm_thresholds(value: object) -> AlarmThresholds:
+    """The alarms' thresholds: defaults in AlarmThresholds, each key given checked; an unknown key is an error."""
+    try:
+        return AlarmThresholds.from_context(value)
+    except ValidationError as exc:
+        known = ", ".join(AlarmThresholds.model_fields)
+        problems = "; ".join(
+            f"unknown key {'.'.join(map(str, e['loc']))!r} (known: {known})"
+            if e["type"] == "extra_forbidden"
+            else f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(f"CDK context alarm_thresholds: {problems}") from None
+    except ValueError as exc:  # not JSON, or not an object
+        raise SystemExit(f"CDK context alarm_thresholds: {exc}") from None
+
+
+def _alarm_email(value: object) -> str | None:
+    """The address the alarm topic e-mails (it confirms the subscription once); omit for no e-mail."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not re.fullmatch(ALARM_EMAIL, value):
+        raise SystemExit(f"CDK context alarm_email {value!r}: one e-mail address, like ops@example.com")
+    return value
 
 
 def build_app(app: cdk.App | None = None) -> cdk.App:
@@ -123,9 +160,13 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         egress_allow_addresses=_json_list(context("egress_allow_addresses"), "egress_allow_addresses"),
         http_fetch_allowed_domains=_json_list(context("http_fetch_allowed_domains"), "http_fetch_allowed_domains"),
         tool_result_retention_days=int(context("tool_result_retention_days") or 30),
+        webhook_allowed_hosts=_json_list(context("webhook_allowed_hosts"), "webhook_allowed_hosts"),
         log_retention_days=_log_retention_days(context("log_retention_days")),
         removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),
+        deploy_strategy=_deploy_strategy(context("deploy_strategy")),
+        alarm_thresholds=_alarm_thresholds(context("alarm_thresholds")),
+        alarm_email=_alarm_email(context("alarm_email")),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

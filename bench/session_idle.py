@@ -36,7 +36,9 @@ def idle(client: anthropic.Anthropic, stack: LocalStack, session_id: str) -> Any
 
 
 def behind_the_api(stack: LocalStack) -> int:
-    return sum(count for name, count in stack.lambdas.invocations.items() if name != stack.topology.api_function)
+    """The workflow's and intake's invocations (not the webhooks function's: it fans each turn's end out once)."""
+    apart = {stack.topology.api_function, stack.topology.webhooks_function}
+    return sum(count for name, count in stack.lambdas.invocations.items() if name not in apart)
 
 
 def transitions(stack: LocalStack) -> int:

@@ -25,6 +25,15 @@ MODEL_RETRY_MAX_DELAY_SECONDS = 120
 TOOLS_MAX_CONCURRENCY = 8
 
 INTAKE_MAX_RECEIVE_COUNT = 5
+WEBHOOKS_MAX_CONCURRENCY = 5  # webhooks function invocations at a time
+WEBHOOKS_BATCH_SIZE = 5  # messages per invocation: each delivery may wait 10 s to connect and 10 s for its answer
+
+# Safe deploys (CDK context deploy_strategy): while CodeDeploy shifts a function's alias, its new version is rolled
+# back when, in ROLLBACK_MINUTES consecutive minutes, at least ROLLBACK_MIN_ERRORS of its invocations failed and
+# they were at least ROLLBACK_ERROR_PERCENT of them (infra/constructs/deploys.py)
+ROLLBACK_ERROR_PERCENT = 5
+ROLLBACK_MIN_ERRORS = 3
+ROLLBACK_MINUTES = 2
 
 # The retention periods CloudWatch Logs offers, by days (CDK context log_retention_days; 0: never expire)
 _R = logs.RetentionDays

@@ -8,7 +8,8 @@ The local stack and the test fixtures take the environment from the synthesised 
 can drift from this file.
 
 To add a function: a handler module in functions/handlers (with its ``SETTINGS`` model), a settings model in
-functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule).
+functions/adapters/settings.py, an entry here, and where it is invoked from (the workflow, a queue, a rule, a
+function URL), always through its alias, ``AgentFunctions.alias(name)``: its version, alias and safe deploys follow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from functions.adapters.dynamodb_store import ACTIVE_INDEX
 from functions.adapters.settings import (
     ApiSettings,
     AuthorizerSettings,
@@ -26,6 +28,8 @@ from functions.adapters.settings import (
     Settings,
     StepSettings,
     ToolSettings,
+    WebhookSettings,
+    WebhooksSettings,
     WorkflowEndedSettings,
 )
 from functions.handlers.observability import NAMESPACE, service_name
@@ -46,6 +50,10 @@ class FunctionSpec:
     leading_keys: tuple[str, ...] = ()
     starts_executions: bool = False
     counts_requests: bool = False  # writes tenants' request counts (RATE#...): the api function alone
+    index_queries: tuple[str, ...] = ()  # the table's indexes it may Query (the index of active work: the api's)
+    # registers webhook endpoints, so reads and writes their signing secrets (T#{tenant}#WEBHOOKS): the api alone
+    # (and the webhooks function, whose leading_keys are those partitions); every other function is denied them
+    webhook_secrets: bool = False
 
     @property
     def service(self) -> str:
@@ -58,6 +66,11 @@ class FunctionSpec:
     @property
     def sends_to_intake(self) -> bool:
         return self.reads(QueueSettings)
+
+    @property
+    def announces_webhooks(self) -> bool:
+        """Sends to the webhooks queue: every function that ends runs, and the webhooks function (its fan-out)."""
+        return self.reads(WebhookSettings)
 
     @property
     def calls_models(self) -> bool:
@@ -97,6 +110,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             # a long-poll of a session's events waits up to 20 s; API Gateway cuts every request at 30 s
             timeout_seconds=28,
             counts_requests=True,
+            index_queries=(ACTIVE_INDEX,),  # GET /active, POST /active/cancel, sessions with statuses[]=running
+            webhook_secrets=True,
         ),
         FunctionSpec(
             name="intake",
@@ -142,5 +157,11 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                      table_actions=_END),
         FunctionSpec(name="workflow_ended", handler="functions.handlers.workflow_ended.handler",
                      settings=WorkflowEndedSettings, table_actions=_END),
+        # webhooks: reads a tenant's endpoints (their secrets included) and nothing else of the table; a batch of
+        # deliveries, each cut at STEPWISE_WEBHOOK_TIMEOUT_SECONDS (10 s) to connect and 10 s to be answered, fits
+        # in its timeout
+        FunctionSpec(name="webhooks", handler="functions.handlers.webhooks.handler", settings=WebhooksSettings,
+                     timeout_seconds=120, table_actions=("dynamodb:GetItem", "dynamodb:Query"),
+                     leading_keys=("T#*#WEBHOOKS",)),
     )
 }  # fmt: skip

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from functions.agent.errors import StepwiseError
-from stepwise import agents_cli, keys_cli, tenants_cli
+from stepwise import agents_cli, doctor_cli, keys_cli, kill_cli, tenants_cli, webhooks_cli
 from stepwise.client import DEFAULT_ENDPOINT, TERMINAL, ApiError, StepwiseClient
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -365,6 +365,22 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return tenants_cli.cmd_tenants(args, console)
 
 
+def cmd_active(args: argparse.Namespace) -> int:
+    return kill_cli.cmd_active(args, console)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    return kill_cli.cmd_kill(args, console)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return doctor_cli.cmd_doctor(args, console)
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    return webhooks_cli.cmd_webhooks(args, _client(args), console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepwise", description=__doc__)
     parser.add_argument(
@@ -438,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.set_defaults(func=cmd_local)
     keys_cli.add_parser(sub, cmd_keys)
     tenants_cli.add_parser(sub, cmd_tenants)
+    kill_cli.add_parsers(sub, active=cmd_active, kill=cmd_kill)
+    doctor_cli.add_parser(sub, cmd_doctor)
+    webhooks_cli.add_parser(sub, cmd_webhooks)
 
     demo = sub.add_parser("demo", help="start the local stack, run one agent run end to end, stop")
     demo.add_argument("task", nargs="?", default=DEMO_TASK)

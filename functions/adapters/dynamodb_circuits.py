@@ -6,12 +6,13 @@ pk = "CIRCUIT#{provider}:{model}"   sk = "STATE"
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import batch_get, from_item, to_item
 from functions.agent.circuit import Circuit
 
 if TYPE_CHECKING:
@@ -31,10 +32,15 @@ class DynamoDBCircuitStore:
 
     def load(self, key: str) -> Circuit:
         item = self.client.get_item(TableName=self.table_name, Key=self._key(key), ConsistentRead=True).get("Item")
-        if not item:
-            return Circuit(key=key)
-        values = from_item(item)
-        return Circuit.model_validate({name: values[name] for name in Circuit.model_fields if name in values})
+        return _circuit(from_item(item)) if item else Circuit(key=key)
+
+    def load_many(self, keys: Sequence[str]) -> list[Circuit]:
+        """Many circuits, with BatchGetItem (eventually consistent: for a report, never for a transition); a key
+        never stored is a closed circuit."""
+        unique = list(dict.fromkeys(keys))
+        items = batch_get(self.client, self.table_name, [self._key(key) for key in unique])
+        found = {circuit.key: circuit for circuit in map(_circuit, items)}
+        return [found.get(key, Circuit(key=key)) for key in unique]
 
     def save(self, circuit: Circuit) -> bool:
         stored = circuit.model_copy(update={"version": circuit.version + 1})
@@ -51,3 +57,7 @@ class DynamoDBCircuitStore:
                 return False
             raise
         return True
+
+
+def _circuit(values: dict[str, Any]) -> Circuit:
+    return Circuit.model_validate({name: values[name] for name in Circuit.model_fields if name in values})

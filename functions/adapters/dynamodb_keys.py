@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.serde import from_item, query_partition, to_item
 from functions.agent.keys import ApiKey
 
 if TYPE_CHECKING:
@@ -45,18 +45,8 @@ class DynamoDBKeyStore:
         return self._get(KEYS_PK, f"K#{key_id}")
 
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
-        keys: list[ApiKey] = []
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": KEYS_PK}},
-        }
-        while True:
-            page = self.client.query(**request)
-            keys += [ApiKey.model_validate_json(from_item(item)["key"]) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                break
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_partition(self.client, self.table_name, KEYS_PK)
+        keys = [ApiKey.model_validate_json(from_item(item)["key"]) for item in items]
         mine = [key for key in keys if tenant is None or key.tenant == tenant]
         return sorted(mine, key=lambda key: key.created_at)
 

@@ -15,6 +15,11 @@ Spend counters (ADDed by the ledger's plans; days are UTC):
                                    sk = "DAY#{day}#R#{run_id}"         the tenant's day for one run
     pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
 
+The index of active work (functions/agent/active.py) is the sparse global secondary index ``active``: a run item
+has its key attributes ``active_pk`` = "ACTIVE#{shard:02d}" and ``active_sk`` = "{tenant}#{since}#{run_id}" exactly
+while the run is active, set by the put that creates it (or starts a session's turn) and removed by the ledger's
+write that ends it; the index carries ``status``, ``turn`` and ``created_by`` too (ACTIVE_PROJECTION).
+
 A run's reservation is plain attributes of the run item (``reserved_step``, ``reserved_usd``,
 ``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``), and for one more release also
 the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget rules live
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from functions.adapters.serde import condition_failed, from_item, to_item
+from functions.agent.active import ActiveEntry, listing, partition
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
 from functions.agent.ledger import (
     AtStep,
@@ -78,6 +84,9 @@ else:
     DynamoDBClient = Any
 
 RUN_SK = "RUN"
+ACTIVE_INDEX = "active"  # infra/constructs/state_table.py creates it from these names
+ACTIVE_PK, ACTIVE_SK = "active_pk", "active_sk"
+ACTIVE_PROJECTION = ("status", "turn", "created_by")
 USAGE_FIELDS = tuple(Usage.model_fields)
 TRANSACTION_ATTEMPTS = 4
 # Migration (written December 2026). Earlier versions held a run's reservation as one JSON string attribute
@@ -191,8 +200,14 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "created_by": run.created_by,
             "created_at": run.created_at,
             "updated_at": run.updated_at,
+            **_listing_values(run),
         }
     )
+
+
+def _listing_values(run: Run) -> dict[str, str]:
+    listed = listing(run)
+    return {} if listed is None else {ACTIVE_PK: listed.partition, ACTIVE_SK: listed.key}
 
 
 def run_from_item(item: dict[str, Any]) -> Run:
@@ -484,6 +499,13 @@ class DynamoDBRunStore(RunStore):
         ):
             if value is not None:
                 sets.append(f"{e.name(attribute)} = {e.value(value)}")
+        if change.listing is not None:  # kept where it is; written where the run has none yet
+            for attribute, value in ((ACTIVE_PK, change.listing.partition), (ACTIVE_SK, change.listing.key)):
+                sets.append(f"{e.name(attribute)} = if_not_exists({e.name(attribute)}, {e.value(value)})")
+        removes = [
+            *(RESERVATION_ATTRIBUTES if change.release else ()),
+            *((ACTIVE_PK, ACTIVE_SK) if change.delists else ()),
+        ]
         adds = []
         if change.charge is not None:
             adds = [f"{name} {e.value(count)}" for name, count in change.charge.model_dump().items()]
@@ -493,7 +515,7 @@ class DynamoDBRunStore(RunStore):
             for clause in (
                 f"SET {', '.join(sets)}" if sets else "",
                 f"ADD {', '.join(adds)}" if adds else "",
-                f"REMOVE {', '.join(RESERVATION_ATTRIBUTES)}" if change.release else "",
+                f"REMOVE {', '.join(removes)}" if removes else "",
             )
             if clause
         )
@@ -522,6 +544,34 @@ class DynamoDBRunStore(RunStore):
     def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:
         item = {"pk": run_pk(key), "sk": pending_sk(step), "type": "pending", "step": step}
         self.client.put_item(TableName=self.table_name, Item=to_item({**item, "response": response.model_dump_json()}))
+
+    # ------------------------------------------------------------------------------------------- active work
+
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[ActiveEntry]:
+        condition = f"{ACTIVE_PK} = :shard" + (f" AND begins_with({ACTIVE_SK}, :tenant)" if tenant is not None else "")
+        values = {":shard": partition(shard), **({":tenant": f"{tenant}#"} if tenant is not None else {})}
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": to_item(values),
+            "Limit": limit,
+        }
+        if after is not None:  # an index's start key is the entry's index key and its item's key
+            entry = ActiveEntry.parse(after, RunStatus.RUNNING)
+            start = {ACTIVE_PK: partition(shard), ACTIVE_SK: after, "pk": run_pk(entry.run_key), "sk": RUN_SK}
+            query["ExclusiveStartKey"] = to_item(start)
+        found: list[ActiveEntry] = []
+        while len(found) < limit:
+            page = self.client.query(**query)
+            for values_ in map(from_item, page["Items"]):
+                found.append(ActiveEntry.parse(values_[ACTIVE_SK], RunStatus(values_["status"]),
+                                               int(values_.get("turn", 0)), values_.get("created_by")))  # fmt: skip
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            query["Limit"] = limit - len(found)
+        return found[:limit]
 
     # ------------------------------------------------------------------------------------------- spend
 

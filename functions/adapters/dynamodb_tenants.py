@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from functions.adapters.serde import condition_failed, from_item, to_item
+from functions.adapters.serde import condition_failed, from_item, query_partition, to_item
 from functions.agent.tenants import TenantLimits
 
 if TYPE_CHECKING:
@@ -44,18 +44,8 @@ class DynamoDBTenantStore:
         self.client.delete_item(TableName=self.table_name, Key=to_item({"pk": TENANTS_PK, "sk": f"T#{tenant}"}))
 
     def list_limits(self) -> list[TenantLimits]:
-        found: list[TenantLimits] = []
-        request: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": TENANTS_PK}},
-        }
-        while True:
-            page = self.client.query(**request)
-            found += [TenantLimits.model_validate_json(from_item(item)["limits"]) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return found
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_partition(self.client, self.table_name, TENANTS_PK)
+        return [TenantLimits.model_validate_json(from_item(item)["limits"]) for item in items]
 
     def count_request(self, tenant: str, window: str, limit: int, expires_at: int) -> bool:
         try:

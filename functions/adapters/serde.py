@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+BATCH_GET_KEYS = 100  # BatchGetItem's limit per request
+UNPROCESSED_ATTEMPTS = 5
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -36,6 +40,42 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def query_partition(client: Any, table_name: str, pk: str, *, consistent: bool = False) -> list[dict[str, Any]]:
+    """Every item of the partition ``pk``, every page of it, as the table returns them."""
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+        "ConsistentRead": consistent,
+    }
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client.query(**request)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return items
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def condition_failed(exc: ClientError) -> bool:
     """The write was refused by its condition (not an outage): the caller's ``False``."""
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
+
+
+def batch_get(client: Any, table_name: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items of ``keys`` that exist (plain values), read with BatchGetItem in requests of up to 100 keys,
+    eventually consistent; keys DynamoDB leaves unprocessed (throttling) are asked again, with backoff, up to
+    5 times. Raises the service's error, or RuntimeError when keys are still unprocessed."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        request: dict[str, Any] = {table_name: {"Keys": list(keys[start : start + BATCH_GET_KEYS])}}
+        for attempt in range(UNPROCESSED_ATTEMPTS):
+            answer = client.batch_get_item(RequestItems=request)
+            found += map(from_item, answer["Responses"].get(table_name, []))
+            request = answer.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(0.05 * 2**attempt)
+        else:
+            raise RuntimeError(f"DynamoDB left keys of {table_name} unread after {UNPROCESSED_ATTEMPTS} attempts")
+    return found

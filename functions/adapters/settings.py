@@ -45,8 +45,30 @@ class Settings(BaseModel):
         )
 
 
-class QueueSettings(Settings):
-    """The intake queue: new runs, delayed releases, watchdog checks."""
+class WebhookSettings(Settings):
+    """Webhooks (functions/agent/webhooks.py): the queue a run's end is announced on, and the hosts endpoints may be
+    on. Every function that ends runs reads these; with no hosts allowed it announces nothing (webhooks are off)."""
+
+    # every deployed function that ends runs is given it; without it (an operator's `stepwise kill --table`) ends are
+    # not announced
+    webhooks_queue_url: str | None = Field(default=None, alias="STEPWISE_WEBHOOKS_QUEUE_URL", min_length=1)
+    # comma-separated hosts (exact, or "*.example.com" for subdomains) endpoints may be on, by https
+    # (CDK context webhook_allowed_hosts); none: no webhook can be registered, and nothing is announced
+    webhook_allowed_hosts: str | None = Field(default=None, alias="STEPWISE_WEBHOOK_ALLOWED_HOSTS")
+    # hosts endpoints may be on by plain http as well: the local stack's 127.0.0.1, never a deployment's
+    webhook_http_hosts: str | None = Field(
+        default=None, alias="STEPWISE_WEBHOOK_HTTP_HOSTS", json_schema_extra=LOCAL_ONLY
+    )
+
+    @property
+    def webhooks_on(self) -> bool:
+        hosts = (self.webhook_allowed_hosts or "").strip() or (self.webhook_http_hosts or "").strip()
+        return bool(self.webhooks_queue_url and hosts)
+
+
+class QueueSettings(WebhookSettings):
+    """The intake queue: new runs, delayed releases, watchdog checks (and, as every function that ends runs, the
+    webhooks queue)."""
 
     queue_url: str = Field(alias="STEPWISE_QUEUE_URL", min_length=1)
     # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
@@ -57,6 +79,11 @@ class QueueSettings(Settings):
 
 class WorkflowSettings(Settings):
     state_machine_arn: str = Field(alias="STEPWISE_STATE_MACHINE_ARN", min_length=1)
+
+
+class StopSettings(QueueSettings, WorkflowSettings):
+    """What stopping work needs (a cancel, an interrupt, the kill switch): the table, the intake queue (a failed
+    stop retried, a delayed release) and the state machine. An operator's `stepwise kill --table` builds these."""
 
 
 class PricingSettings(Settings):
@@ -98,15 +125,18 @@ class CachingSettings(Settings):
     response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
 
 
-class ToolAccessSettings(Settings):
+class EgressSettings(Settings):
+    # comma-separated addresses or CIDR ranges tools and webhooks may reach though not public (locally: 127.0.0.1)
+    egress_allow_addresses: str | None = Field(default=None, alias="STEPWISE_EGRESS_ALLOW_ADDRESSES")
+
+
+class ToolAccessSettings(EgressSettings):
     """What the deployment lets tools reach (CDK context mcp_servers, lambda_tools, egress_allow_addresses)."""
 
     # JSON [{url, secret?, header?, prefix?}]: the MCP servers agents may name, and each one's credential
     mcp_servers: str | None = Field(default=None, alias="STEPWISE_MCP_SERVERS")
     # JSON [{function, idempotent, timeout_seconds}]: the Lambda functions agents may use as tools
     lambda_tools: str | None = Field(default=None, alias="STEPWISE_LAMBDA_TOOLS")
-    # comma-separated addresses or CIDR ranges tools may reach though not public (the local stack: 127.0.0.1)
-    egress_allow_addresses: str | None = Field(default=None, alias="STEPWISE_EGRESS_ALLOW_ADDRESSES")
 
 
 class ResultSettings(Settings):
@@ -118,7 +148,7 @@ class ResultSettings(Settings):
 # ------------------------------------------------------------------------------------------- per function
 
 
-class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
+class ApiSettings(StopSettings, PricingSettings, BudgetSettings, ToolAccessSettings, ResultSettings):
     # how callers authenticate (functions/handlers/tenancy.py): api_key (the stack's authorizer), jwt (an OIDC
     # issuer's token, its tenant_claim), iam (SigV4, principals mapped by iam_tenants); none: the local stack's
     # open mode, where a request without a tenant is the default tenant's
@@ -133,7 +163,7 @@ class ApiSettings(QueueSettings, WorkflowSettings, PricingSettings, BudgetSettin
     )
 
 
-class IntakeSettings(QueueSettings, WorkflowSettings):
+class IntakeSettings(StopSettings):
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
 
 
@@ -150,12 +180,23 @@ class AuthorizerSettings(Settings):
     """The API's Lambda authorizer: it reads API keys (their digests) and nothing else."""
 
 
-class EndSettings(Settings):
+class EndSettings(WebhookSettings):
     """Finalize and MarkFailed: they end runs, with no call in flight."""
 
 
 class WorkflowEndedSettings(QueueSettings):
     """An execution that ended outside the graph: a call may be in flight, its release is scheduled."""
+
+
+class WebhooksSettings(WebhookSettings, EgressSettings):
+    """The webhooks function: fans events out and delivers them (functions/handlers/webhooks.py)."""
+
+    webhooks_queue_url: str = Field(alias="STEPWISE_WEBHOOKS_QUEUE_URL", min_length=1)
+
+    # the first retry's delay; each later one doubles (functions/agent/webhooks.py backoff_seconds)
+    webhook_retry_base_seconds: int = Field(default=30, alias="STEPWISE_WEBHOOK_RETRY_BASE_SECONDS", ge=1, le=3600)
+    # how long a delivery may take to connect, and then to be answered (each; the function's timeout covers a batch)
+    webhook_timeout_seconds: float = Field(default=10.0, alias="STEPWISE_WEBHOOK_TIMEOUT_SECONDS", gt=0, le=30)
 
 
 S = TypeVar("S", bound=Settings)

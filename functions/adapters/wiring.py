@@ -28,6 +28,7 @@ from functions.adapters.settings import (
     BudgetSettings,
     CachingSettings,
     CircuitSettings,
+    EgressSettings,
     IntakeSettings,
     ModelSettings,
     PricingSettings,
@@ -35,8 +36,11 @@ from functions.adapters.settings import (
     ResultSettings,
     Settings,
     StepSettings,
+    StopSettings,
     ToolAccessSettings,
     ToolSettings,
+    WebhookSettings,
+    WebhooksSettings,
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
@@ -61,11 +65,17 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
+    from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
     from functions.adapters.mcp_tools import McpClient
     from functions.agent.agents import Agents, LambdaFunction
+    from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import Sessions
+    from functions.agent.webhooks import Deliveries, Endpoints, WebhookNotifier, Webhooks
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
+# announcing a run's end to the webhooks queue: one quick try and one retry, so an SQS outage costs a function that
+# ends runs (Finalize: 15 s) a few seconds at most, never its run
+_ANNOUNCE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
 CLOCK = SystemClock()
 
 
@@ -106,7 +116,7 @@ def results(settings: ResultSettings) -> S3ResultStore:
 
 
 @cache
-def egress(settings: ToolAccessSettings) -> Egress:
+def egress(settings: EgressSettings) -> Egress:
     return Egress.parse(settings.egress_allow_addresses)
 
 
@@ -293,6 +303,7 @@ def submitter(settings: ApiSettings) -> Submitter:
         clock=CLOCK,
         new_id=new_run_id,
         config=config,
+        notifier=notifier(settings),
     )
 
 
@@ -370,15 +381,85 @@ def mcp_catalog(settings: ApiSettings) -> McpCatalog:
 
 
 @cache
-def lifecycle(settings: Settings) -> Lifecycle:
+def lifecycle(settings: WebhookSettings) -> Lifecycle:
     """Ends runs with no call in flight (Finalize, MarkFailed): releases what they hold at once."""
-    return Lifecycle(store=store(settings), clock=CLOCK)
+    return Lifecycle(store=store(settings), clock=CLOCK, notifier=notifier(settings))
 
 
 @cache
 def lifecycle_with_queue(settings: QueueSettings) -> Lifecycle:
     """Ends runs whose call may be in flight (cancel, a stopped execution): releases are scheduled."""
-    return Lifecycle(store=store(settings), clock=CLOCK, queue=queue(settings))
+    return Lifecycle(store=store(settings), clock=CLOCK, queue=queue(settings), notifier=notifier(settings))
+
+
+# ------------------------------------------------------------------------------------------- webhooks
+
+
+@cache
+def notifier(settings: WebhookSettings) -> WebhookNotifier | None:
+    """Announces ended runs to the webhooks queue; None when the deployment allows no webhook host (off)."""
+    if not settings.webhooks_on or settings.webhooks_queue_url is None:
+        return None
+    from functions.adapters.webhook_delivery import SqsWebhookQueue
+    from functions.agent.webhooks import WebhookNotifier
+
+    client = boto3.client("sqs", config=_ANNOUNCE_CONFIG)
+    return WebhookNotifier(queue=SqsWebhookQueue(settings.webhooks_queue_url, client))
+
+
+@cache
+def webhook_store(settings: Settings) -> DynamoDBWebhookStore:
+    from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
+
+    return DynamoDBWebhookStore(settings.table_name, aws_client("dynamodb"))
+
+
+def endpoints(settings: WebhookSettings) -> Endpoints:
+    from functions.agent.webhooks import Endpoints
+
+    return Endpoints.parse(settings.webhook_allowed_hosts, settings.webhook_http_hosts)
+
+
+def new_webhook_id() -> str:
+    return _time_ordered("wh_")
+
+
+@cache
+def webhooks(settings: ApiSettings) -> Webhooks:
+    """Registering a tenant's endpoints (``/v1/webhooks``)."""
+    from functions.agent.webhooks import Webhooks
+
+    return Webhooks(store=webhook_store(settings), clock=CLOCK, endpoints=endpoints(settings), new_id=new_webhook_id)
+
+
+@cache
+def deliveries(settings: WebhooksSettings) -> Deliveries:
+    """The webhooks function's fan-out and deliveries."""
+    from functions.adapters.webhook_delivery import HttpWebhookSender, SqsWebhookQueue
+    from functions.agent.webhooks import Deliveries
+
+    allowed = endpoints(settings)
+    sender = HttpWebhookSender(egress=egress(settings), hosts=(*allowed.hosts, *allowed.http_hosts),
+                               timeout_seconds=settings.webhook_timeout_seconds, clock=CLOCK)  # fmt: skip
+    return Deliveries(store=webhook_store(settings), queue=SqsWebhookQueue(settings.webhooks_queue_url,
+                      aws_client("sqs")), sender=sender, endpoints=allowed,
+                      retry_base_seconds=settings.webhook_retry_base_seconds)  # fmt: skip
+
+
+@cache
+def kill_switch(settings: StopSettings) -> KillSwitch:
+    """The kill switch, on the cancel and the interrupt the API's own routes use (the api function, the local
+    stack's operator routes, and `stepwise kill --table` with an operator's credentials)."""
+    from functions.agent.killswitch import KillSwitch
+    from functions.agent.sessions import TurnInterrupts
+
+    stops = lifecycle_with_queue(settings)
+    interrupts = TurnInterrupts(
+        store=store(settings), sessions=session_store(settings), lifecycle=stops, workflow=workflow(settings)
+    )
+    return KillSwitch(
+        store=store(settings), interrupts=interrupts, lifecycle=stops, workflow=workflow(settings), clock=CLOCK
+    )
 
 
 @cache
@@ -421,7 +502,12 @@ def reset() -> None:
         sessions,
         lifecycle,
         lifecycle_with_queue,
+        kill_switch,
         intake,
+        notifier,
+        webhook_store,
+        webhooks,
+        deliveries,
     ):
         built.cache_clear()
     settings_module.reset()

@@ -12,6 +12,9 @@ tests/fakes/core.py from in-memory fakes):
     lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
     agents.py      /v1/agents: versioned agent definitions, what is refused by name (Agents)
     sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
+    webhooks.py    /v1/webhooks: tenants' endpoints (Webhooks); an ended run's or turn's event, announced from
+                   lifecycle.py (WebhookNotifier), fanned out and delivered with retries (Deliveries)
+    doctor.py      `stepwise doctor`: a deployment's health, each finding with its next steps (Doctor)
 
 Rules:
     ledger.py      budgets and accounting: every write that moves money or a run's status, as a plan the

@@ -145,6 +145,23 @@ class RunNotActiveError(StepwiseError):
     """The run reached a terminal status (cancelled, finished) while the step was working."""
 
 
+# ------------------------------------------------------------------------------------------- webhooks
+
+
+class WebhookDeliveryError(StepwiseError):
+    """An endpoint did not take a delivery: refused, timed out, answered other than 2xx, or resolved to an address
+    the deployment does not allow. The delivery is tried again later."""
+
+
+class DeliveryFailedError(StepwiseError):
+    """An attempt to deliver a webhook failed: the next is scheduled, unless this was the last (``last_attempt``:
+    the message goes to the dead-letter queue)."""
+
+    def __init__(self, message: str, *, last_attempt: bool) -> None:
+        super().__init__(message)
+        self.last_attempt = last_attempt
+
+
 # Raised by a workflow task's function and retried by the workflow's Retry (with backoff and jitter). Lambda
 # reports an exception's class name as its error type, which is what a Retry matches: the workflow construct
 # takes the names from here, so a rename cannot silently stop the retries.

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from functions.agent.active import Listing, place
 from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
 from functions.agent.models import ModelRequest, Reservation, Run, RunError, RunKey, RunStatus, StepRecord, Usage
 
@@ -202,7 +203,11 @@ class CostAtMost(Condition):
 
 @dataclass(frozen=True)
 class RunChange:
-    """What a plan does to the run item, if every condition holds. ``None`` leaves a field as it is."""
+    """What a plan does to the run item, if every condition holds. ``None`` leaves a field as it is.
+
+    The index of active work (functions/agent/active.py) changes with the status, in the same write: a change
+    that ends the run removes its listing (``delists``); one that keeps it active carries its ``listing``, written
+    where the run has none (a run started by an earlier release is listed from its next write)."""
 
     key: RunKey
     conditions: tuple[Condition, ...]
@@ -215,6 +220,18 @@ class RunChange:
     reserve: Reservation | None = None  # becomes the run's reservation
     release: bool = False  # the run's reservation is removed
     updated_at: str | None = None
+    listing: Listing | None = None  # with a status that keeps the run active: where it is listed
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not self.status.terminal and self.listing is None:
+            raise ValueError(f"a change to {self.status.value} keeps the run active: it needs the run's listing")
+        if self.delists and self.listing is not None:
+            raise ValueError(f"a change to {self.status} ends the run: it is not listed")
+
+    @property
+    def delists(self) -> bool:
+        """The change ends the run: its listing is removed by the same write."""
+        return self.status is not None and self.status.terminal
 
     def applied_to(self, run: Run) -> Run:
         """The run after this change (the in-memory store applies it; DynamoDB renders the same change)."""
@@ -293,7 +310,8 @@ def reserve_plan(
         conditions.append(CostAtMost(Decimal(str(run.budget.max_usd)) - wanted.amount_usd))
     committed = {"committed_usd": amount}
     return Plan(
-        run=RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, reserve=wanted, updated_at=now),
+        run=RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, reserve=wanted, updated_at=now,
+                      listing=place(run)),
         counters=(
             CounterChange(Counter(run.tenant, wanted.day), committed, _headroom(limits.tenant_daily_usd, amount),
                           TENANT_DAILY_BUDGET),
@@ -334,6 +352,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
         cost_usd=record.cost_usd,
         release=held is not None,
         updated_at=record.finished_at,
+        listing=place(run) if status is RunStatus.RUNNING else None,
     )
     return Plan(
         run=change,

@@ -1,20 +1,33 @@
-"""How a run ends: finalised by the workflow, failed by its Catch, ended outside it, or cancelled."""
+"""How a run ends: finalised by the workflow, failed by its Catch, ended outside it, or cancelled.
+
+Every end is announced here, to the tenant's webhooks (functions/agent/webhooks.py), by whoever records it; the
+workflow's own end (Finalize, MarkFailed) announces again an end the step recorded before it. An announcement is
+one queue message, never awaited by a step and never an error of the run; one made twice is the same event (the
+same ``webhook-id``), which receivers drop.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from functions.agent import ledger
 from functions.agent.errors import RunConflictError, RunNotFoundError
 from functions.agent.models import Run, RunError, RunKey, RunStatus
 from functions.agent.ports import Clock, RunQueue, RunStore, Workflow
 
+if TYPE_CHECKING:
+    from functions.agent.webhooks import WebhookNotifier
+
 MAX_STOP_REASON = 1000  # characters of a cancel's reason a retried stop carries
 
 
 class Lifecycle:
-    def __init__(self, *, store: RunStore, clock: Clock, queue: RunQueue | None = None) -> None:
-        self.store, self.clock, self.queue = store, clock, queue
+    def __init__(
+        self, *, store: RunStore, clock: Clock, queue: RunQueue | None = None, notifier: WebhookNotifier | None = None
+    ) -> None:
+        """``notifier``: announces ends to the tenant's webhooks (None: the deployment has no webhooks)."""
+        self.store, self.clock, self.queue, self.notifier = store, clock, queue, notifier
 
     def end(
         self,
@@ -24,13 +37,17 @@ class Lifecycle:
         *,
         call_in_flight: bool = False,
         turn: int | None = None,
+        workflow_end: bool = False,
     ) -> Run:
         """End the run with ``status`` (never overwriting an end already recorded) and return it. With ``turn``
         (an execution's end, reported late) a session that has moved on to another turn is left as it is.
 
         Without ``call_in_flight`` (Finalize, MarkFailed) no model call can be running: a reservation is
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
-        once the call can no longer be running (it may still settle the reservation itself)."""
+        once the call can no longer be running (it may still settle the reservation itself).
+
+        The end is announced when this call recorded it, or with ``workflow_end`` (Finalize, MarkFailed: the
+        step that ended the run recorded its end, and announces nothing) whoever recorded it."""
         held = self.store.get_run(key) if call_in_flight else None
         ended = ledger.end_run(
             self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn
@@ -41,7 +58,10 @@ class Lifecycle:
                 ledger.release(self.store, key, current.reservation.step)
         if held is not None and held.reservation is not None and (turn is None or held.turn == turn):
             self._queue().schedule_release(key, held.reservation.step)
-        return self._read(key)
+        run = self._read(key)
+        if ended or workflow_end:
+            self._announce(run, turn)
+        return run
 
     def fail(self, key: RunKey, error: str | None, cause: str | None, *, turn: int | None = None) -> Run:
         """The workflow's Catch: the run ends FAILED with the error and the last step it completed."""
@@ -54,7 +74,7 @@ class Lifecycle:
                 else "before its first step completed"
             )
             reason = reason.model_copy(update={"message": f"{reason.message} ({done})"})
-        return self.end(key, RunStatus.FAILED, reason, turn=turn)
+        return self.end(key, RunStatus.FAILED, reason, turn=turn, workflow_end=True)
 
     def cancel(
         self, key: RunKey, workflow: Workflow, *, reason: str = "cancelled by request", turn: int | None = None
@@ -86,10 +106,16 @@ class Lifecycle:
             # that cannot be queued either does the caller get an error, and still the next step ends it.
             failure = f"{type(exc).__name__}: {exc}"
             self._queue().schedule_stop(key, run.execution_name, reason[:MAX_STOP_REASON], why=failure)
-        finally:  # whatever stop did: nothing else would free what the run holds
+        finally:  # whatever stop did: the end is announced, and nothing else would free what the run holds
+            self._announce(self.store.get_run(key), run.turn)
             if run.reservation is not None:
                 self._queue().schedule_release(key, run.reservation.step)
         return self._read(key)
+
+    def _announce(self, run: Run | None, turn: int | None) -> None:
+        """Tell the tenant's webhooks the run (its ``turn``, if given: not a later one) ended; never raises."""
+        if self.notifier is not None and run is not None and (turn is None or run.turn == turn):
+            self.notifier.ended(run)
 
     def _read(self, key: RunKey) -> Run:
         run = self.store.get_run(key)

@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from functions.agent.active import ActiveEntry
 from functions.agent.circuit import Circuit
 from functions.agent.ledger import Plan, Rejected
 from functions.agent.models import (
@@ -113,7 +114,8 @@ class KeyStore(Protocol):
 
 
 class WebhookStore(Protocol):
-    """A tenant's webhook endpoints (functions/agent/webhooks.py), secrets included."""
+    """A tenant's webhook endpoints (functions/agent/webhooks.py), secrets included. Raises whatever the table's
+    client raised (throttled, unavailable): the caller's request or delivery fails and is retried."""
 
     def put_webhook(self, webhook: Webhook) -> None: ...
 
@@ -125,14 +127,15 @@ class WebhookStore(Protocol):
 
 
 class WebhookQueue(Protocol):
-    """The webhooks queue: events to fan out, deliveries to make, and when a failed one is tried again."""
+    """The webhooks queue: events to fan out, deliveries to make, and when a failed one is tried again. Each method
+    raises whatever the queue's client raised (throttled, unavailable, a batch entry refused)."""
 
     def announce(self, tenant: str, event: dict[str, Any]) -> None:
-        """Queue an event for the tenant's endpoints (one message). Raises whatever the queue raised."""
+        """Queue an event for the tenant's endpoints (one message)."""
         ...
 
     def deliver(self, tenant: str, webhook_ids: list[str], event: dict[str, Any]) -> None:
-        """Queue one delivery of ``event`` per endpoint."""
+        """Queue one delivery of ``event`` per endpoint (all of them, or raise)."""
         ...
 
     def retry_later(self, receipt: str, seconds: int) -> None:
@@ -144,7 +147,9 @@ class WebhookSender(Protocol):
     """One signed POST (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)."""
 
     def send(self, url: str, secret: str, message_id: str, event: dict[str, Any]) -> None:
-        """Raises on anything but a 2xx answer (refused, timed out, an address the deployment does not allow)."""
+        """Raises:
+        WebhookDeliveryError: refused, timed out, answered other than 2xx (a redirect too: never followed), or
+            an address the deployment does not allow."""
         ...
 
 
@@ -256,7 +261,15 @@ class ToolResults(ABC):
         result (final or provisional), which means the call was already started."""
 
 
-class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ABC):
+class ActiveRuns(ABC):
+    @abstractmethod
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[ActiveEntry]:
+        """Up to ``limit`` entries of the index of active work (functions/agent/active.py) in ``shard``, only
+        ``tenant``'s if given, whose key sorts after ``after``, in key order. The index is eventually consistent
+        on DynamoDB (a run that ended a moment ago may still be listed; the cancel that reads it finds it ended)."""
+
+
+class RunStore(Runs, LedgerStore, SpendRows, ToolResults, ActiveRuns, ABC):
     """Everything above, on one table (the DynamoDB adapter and the in-memory fake implement it whole)."""
 
 

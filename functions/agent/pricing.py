@@ -45,6 +45,10 @@ class PriceBook:
             for alias in price.aliases:
                 self._prices[alias] = price
 
+    def model_ids(self) -> list[str]:
+        """Every id priced, aliases included."""
+        return sorted(self._prices)
+
     def knows(self, model: str) -> bool:
         return model in self._prices
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from functions.agent import ledger
+from functions.agent.active import MAX_PAGE, active_page, entry_token
 from functions.agent.agents import Agent, Agents, check_metadata, engine_config
 from functions.agent.errors import (
     ConflictError,
@@ -436,6 +436,7 @@ class Sessions:
         self.store, self.sessions, self.agents, self.queue = store, sessions, agents, queue
         self.workflow, self.lifecycle, self.clock, self.new_id = workflow, lifecycle, clock, new_id
         self.builtins, self.mcp, self.sleep = builtins, mcp, sleep
+        self.interrupts = TurnInterrupts(store=store, sessions=sessions, lifecycle=lifecycle, workflow=workflow)
 
     def _mcp_listing(self, agent: Agent) -> Callable[[str, str], list[dict[str, Any]]]:
         catalog = self.mcp
@@ -517,6 +518,28 @@ class Sessions:
         )
         return [SessionView(RunHistory(run=run), full=False) for run in runs], next_page
 
+    def running_page(
+        self, tenant: str, *, limit: int, page: str | None, agent_id: str | None
+    ) -> tuple[list[SessionView], str | None]:
+        """The tenant's sessions with a turn queued or running (read off the index of active work, never a scan),
+        oldest turn first; an archived session is never running.
+
+        Raises:
+            RequestRejectedError: ``page`` is not a next_page of this list.
+        """
+        found: list[SessionView] = []
+        while len(found) < limit:
+            entries, page = active_page(self.store, tenant, limit=MAX_PAGE, page=page)
+            for entry in entries:
+                run = self.store.get_run(entry.run_key) if entry.kind == "session" else None
+                if run is not None and run.session is not None and agent_id in (None, run.session.get("agent_id")):
+                    found.append(SessionView(RunHistory(run=run), full=False))
+                if len(found) == limit:
+                    return found, entry_token(entry)
+            if page is None:
+                break
+        return found, None
+
     def archive(self, key: RunKey) -> SessionView:
         history = self._history(key)
         run = history.run
@@ -573,16 +596,7 @@ class Sessions:
         return self._answer(history, request.events, now)
 
     def _interrupt(self, history: RunHistory, now: str) -> list[dict[str, Any]]:
-        run = history.run
-        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
-        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
-            return [_public(_interrupt_of(self._history(run.key)) or event)]
-        settle_unfinished(self.store, history)
-        try:
-            self.lifecycle.cancel(run.key, self.workflow, reason=INTERRUPTED, turn=run.turn)
-        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
-            self.sessions.delete_event(run.key, event.id)
-            raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
+        event, _ = self.interrupts.interrupt(history, now)
         return [_public(event)]
 
     def _answer(self, history: RunHistory, sent: list[Any], now: str) -> list[dict[str, Any]]:
@@ -690,7 +704,7 @@ class Sessions:
             self.queue.enqueue(run.key)
         except Exception as exc:
             reason = RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
-            ledger.end_run(self.store, run.key, RunStatus.FAILED, error=reason, now=self._now())
+            self.lifecycle.end(run.key, RunStatus.FAILED, reason, turn=run.turn)  # announced like any end
             raise EnqueueError(
                 f"the turn could not be queued: {exc}; it ended with an error", retry_with_key=False
             ) from exc
@@ -717,6 +731,36 @@ class Sessions:
 
 
 INTERRUPTED = "interrupted by the user"
+
+
+class TurnInterrupts:
+    """Stopping a session's running turn, the one way: the client's ``user.interrupt`` and the kill switch
+    (functions/agent/killswitch.py) both come here."""
+
+    def __init__(self, *, store: RunStore, sessions: SessionStore, lifecycle: Lifecycle, workflow: Workflow) -> None:
+        self.store, self.sessions, self.lifecycle, self.workflow = store, sessions, lifecycle, workflow
+
+    def interrupt(self, history: RunHistory, now: str, *, reason: str = INTERRUPTED) -> tuple[UserEvent, bool]:
+        """Store the running turn's interrupt, give the calls it has not finished their interrupted results, and
+        cancel the turn (its status first, then StopExecution; a failed stop is retried from the queue, and what
+        it reserved is released once its call can no longer be running). The session idles ``end_turn``.
+
+        Returns the turn's interrupt and whether this call stopped it (False: another request interrupted it first).
+
+        Raises:
+            ConflictError: the turn idled meanwhile, on its own or interrupted (nothing is left stored).
+        """
+        run = history.run
+        event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
+        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
+            return _interrupt_of(self.store.load_history(run.key)) or event, False
+        settle_unfinished(self.store, history)
+        try:
+            self.lifecycle.cancel(run.key, self.workflow, reason=reason, turn=run.turn)
+        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
+            self.sessions.delete_event(run.key, event.id)
+            raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
+        return event, True
 
 
 def _interrupt_of(history: RunHistory) -> UserEvent | None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from functions.agent.errors import (
     EnqueueError,
@@ -14,11 +15,14 @@ from functions.agent.errors import (
     RunAlreadyExistsError,
     clip,
 )
-from functions.agent.ledger import end_run
+from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import Run, RunError, RunRequest, RunStatus
 from functions.agent.ports import Clock, RunQueue, RunStore, Toolbox
 from functions.agent.pricing import PriceBook
 from functions.agent.routing import RoutingConfig, default_routing
+
+if TYPE_CHECKING:
+    from functions.agent.webhooks import WebhookNotifier
 
 
 def request_hash(request: RunRequest) -> str:
@@ -55,9 +59,11 @@ class Submitter:
         clock: Clock,
         new_id: Callable[[], str],
         config: SubmitConfig,
+        notifier: WebhookNotifier | None = None,
     ) -> None:
         self.store, self.queue, self.toolbox, self.prices = store, queue, toolbox, prices
         self.clock, self.new_id, self.config = clock, new_id, config
+        self.lifecycle = Lifecycle(store=store, clock=clock, notifier=notifier)  # a run it cannot queue ends there
 
     def submit(
         self, tenant: str, request: RunRequest, idempotency_key: str | None = None, *, created_by: str | None = None
@@ -99,8 +105,7 @@ class Submitter:
         except Exception as exc:
             if idempotency_key is None:  # nobody can resume it: end it with the reason
                 reason = RunError(code="ENQUEUE_FAILED", message=str(exc)[:500])
-                failed_at = self.clock.now().isoformat(timespec="milliseconds")
-                end_run(self.store, run.key, RunStatus.FAILED, error=reason, now=failed_at)
+                self.lifecycle.end(run.key, RunStatus.FAILED, reason)
             # With a key the run stays QUEUED: retrying the request with the same key enqueues it again.
             retry = idempotency_key is not None
             raise EnqueueError(f"the run could not be queued: {exc}", retry_with_key=retry) from exc

@@ -4,11 +4,12 @@ An endpoint is registered through the API (``POST /v1/webhooks``) with a ``whsec
 filter of event types, and a URL whose host the deployment allows (CDK context ``webhook_allowed_hosts``; https,
 and on the local stack also http to 127.0.0.1). What is sent is thin, in the Managed Agents API's envelope
 (``{id, created_at, type: "event", data: {type, id, organization_id, workspace_id}}``): it names the resource, and
-the receiver reads it through the API. Deliveries are signed per Standard Webhooks by the sender adapter.
+the receiver reads it through the API. Deliveries are signed per Standard Webhooks by the sender adapter, so the
+``standardwebhooks`` library and the anthropic SDK's ``client.beta.webhooks.unwrap`` verify them.
 
 How an event travels (functions/handlers/webhooks.py):
-    1. a run or a turn ends: ``WebhookNotifier.ended`` puts one message on the webhooks queue (a failure is logged
-       and counted by the caller's ``on_failure``, never raised into the workflow);
+    1. a run or a turn ends (functions/agent/lifecycle.py): ``WebhookNotifier.ended`` puts one message on the
+       webhooks queue; a queue that refuses is reported (``take_failures``), never raised into the workflow;
     2. the webhooks function fans it out: one delivery message per endpoint of the tenant that wants its type;
     3. each delivery is one signed POST; one that fails is retried after ``backoff_seconds(attempt)`` until
        ``MAX_ATTEMPTS`` attempts, then it lands in the dead-letter queue.
@@ -23,17 +24,17 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from functions.agent.errors import NotFoundError, RequestRejectedError
+from functions.agent.errors import DeliveryFailedError, NotFoundError, RequestRejectedError
 from functions.agent.hosts import host_allowed
 from functions.agent.models import Run, RunStatus
 from functions.agent.ports import Clock, WebhookQueue, WebhookSender, WebhookStore
 from functions.agent.requests import Strict, parse
-from functions.agent.sessions import stop_reason  # the one mapping of a turn's end to its stop_reason
 
 EventType = Literal[
     "session.status_idled",  # a turn idled: end_turn, retries_exhausted, refusal (the session's stop_reason says)
@@ -46,10 +47,12 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 MAX_WEBHOOKS = 10  # per tenant: one fan-out is one SendMessageBatch
 MAX_DESCRIPTION = 256
 MAX_URL = 2048
+MAX_ID = 64  # characters of a webhook id looked up (the ids Stepwise makes have 29; none longer is stored)
 MAX_ATTEMPTS = 10  # deliveries of one event to one endpoint; then the dead-letter queue
 RETRY_BASE_SECONDS = 30  # the first retry's delay; each later one doubles
 RETRY_MAX_SECONDS = 3600  # no delay is longer (SQS allows visibility timeouts up to 12 hours)
 WORKSPACE = "default"  # Stepwise has no workspaces: every event's data.workspace_id
+Outcome = Literal["delivered", "gone", "refused"]  # of one delivery that did not fail (see Deliveries.deliver)
 
 
 # ------------------------------------------------------------------------------------------- what is sent
@@ -70,6 +73,8 @@ def ended_event_type(run: Run) -> EventType | None:
         return None
     if run.session is None:
         return "run.succeeded" if run.status is RunStatus.SUCCEEDED else "run.failed"
+    from functions.agent.sessions import stop_reason  # the one mapping of a turn's end (imported by sessions only)
+
     return session_event_type(str(stop_reason(run.status, run.error, [])["type"]))
 
 
@@ -77,6 +82,28 @@ def event_id(tenant: str, resource_id: str, turn: int, event_type: str) -> str:
     """The same for every report of the same end: what receivers deduplicate by (``webhook-id``)."""
     digest = hashlib.sha256(f"{tenant}\n{resource_id}\n{turn}\n{event_type}".encode()).hexdigest()
     return f"wevt_{digest[:26]}"
+
+
+class _Lazy(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use: the functions that end runs import this module
+
+
+class EventData(_Lazy):
+    """``data`` of an event: which resource, of which organization (Stepwise: the tenant)."""
+
+    type: EventType
+    id: str = Field(min_length=1)
+    organization_id: str = Field(min_length=1)
+    workspace_id: str = Field(min_length=1)
+
+
+class WebhookEvent(_Lazy):
+    """What an endpoint receives (the SDK's ``BetaWebhookEvent``); ``id`` is its ``webhook-id``."""
+
+    id: str = Field(pattern=r"^wevt_[0-9a-f]{26}$")
+    created_at: str
+    type: Literal["event"]
+    data: EventData
 
 
 def envelope(run: Run) -> dict[str, Any] | None:
@@ -100,7 +127,7 @@ def backoff_seconds(attempt: int, base: int = RETRY_BASE_SECONDS) -> int:
 # ------------------------------------------------------------------------------------------- endpoints
 
 
-class Webhook(BaseModel):
+class Webhook(_Lazy):
     """An endpoint as stored (its secret too: deliveries are signed with it)."""
 
     webhook_id: str
@@ -126,7 +153,7 @@ class CreateWebhook(Strict):
     description: str = Field(default="", max_length=MAX_DESCRIPTION)
 
 
-class Endpoints(BaseModel):
+class Endpoints(_Lazy):
     """Where a deployment may deliver: ``hosts`` (CDK context ``webhook_allowed_hosts``: exact, or ``*.domain``),
     by https; ``http_hosts`` by https or plain http (the local stack's 127.0.0.1; never a deployment's)."""
 
@@ -200,7 +227,7 @@ class Webhooks:
         return {**webhook.public(), "secret": webhook.secret}
 
     def get(self, tenant: str, webhook_id: str) -> Webhook:
-        webhook = self.store.get_webhook(tenant, webhook_id)
+        webhook = self.store.get_webhook(tenant, webhook_id) if 0 < len(webhook_id) <= MAX_ID else None
         if webhook is None:
             raise NotFoundError(f"webhook {webhook_id[:80]} not found")
         return webhook
@@ -217,35 +244,57 @@ class Webhooks:
 # ------------------------------------------------------------------------------------------- delivery
 
 
-class DeliveryFailedError(Exception):
-    """An attempt failed (refused, timed out, not 2xx): it is retried after its backoff."""
+@dataclass(frozen=True)
+class AnnounceFailure:
+    """An end that could not be announced (the queue refused): its event was not sent to anyone."""
+
+    tenant: str
+    event_id: str
+    event_type: str
+    resource_id: str
+    reason: str
 
 
 class WebhookNotifier:
     """Announces ended runs and turns: one message on the webhooks queue, never an error raised into the caller."""
 
-    def __init__(self, *, queue: WebhookQueue, on_failure: Callable[[Exception, dict[str, Any]], None]) -> None:
-        self.queue, self.on_failure = queue, on_failure
+    def __init__(self, *, queue: WebhookQueue) -> None:
+        self.queue = queue
+        self._failures: list[AnnounceFailure] = []
 
     def ended(self, run: Run) -> dict[str, Any] | None:
-        """The event announced (None: the run has not ended). A queue that refuses is reported to ``on_failure``."""
+        """The event announced (None: the run has not ended). A queue that refuses is kept for ``take_failures``."""
         event = envelope(run)
         if event is None:
             return None
         try:
             self.queue.announce(run.tenant, event)
         except Exception as exc:  # whatever the queue's adapter raised: a webhook never fails a run
-            self.on_failure(exc, event)
+            self._failures.append(AnnounceFailure(tenant=run.tenant, event_id=str(event["id"]),
+                                                  event_type=str(event["data"]["type"]), resource_id=run.run_id,
+                                                  reason=f"{type(exc).__name__}: {exc}"[:500]))  # fmt: skip
         return event
+
+    def take_failures(self) -> list[AnnounceFailure]:
+        """The announcements that failed since the last call (the handler logs and counts them)."""
+        failures, self._failures = self._failures, []
+        return failures
 
 
 class Deliveries:
     """The webhooks function's two jobs: fan an event out to the tenant's endpoints, deliver it to one."""
 
     def __init__(
-        self, *, store: WebhookStore, queue: WebhookQueue, sender: WebhookSender, retry_base_seconds: int
+        self,
+        *,
+        store: WebhookStore,
+        queue: WebhookQueue,
+        sender: WebhookSender,
+        endpoints: Endpoints,
+        retry_base_seconds: int = RETRY_BASE_SECONDS,
     ) -> None:
-        self.store, self.queue, self.sender, self.retry_base_seconds = store, queue, sender, retry_base_seconds
+        self.store, self.queue, self.sender, self.endpoints = store, queue, sender, endpoints
+        self.retry_base_seconds = retry_base_seconds
 
     def fan_out(self, tenant: str, event: dict[str, Any]) -> list[str]:
         """Queue one delivery per endpoint that wants the event; returns their ids."""
@@ -255,18 +304,26 @@ class Deliveries:
             self.queue.deliver(tenant, wanted, event)
         return wanted
 
-    def deliver(self, tenant: str, webhook_id: str, event: dict[str, Any], *, attempt: int, receipt: str) -> bool:
-        """One attempt; False when the endpoint is gone (nothing to retry).
+    def deliver(self, tenant: str, webhook_id: str, event: dict[str, Any], *, attempt: int, receipt: str) -> Outcome:
+        """One attempt: ``delivered``; ``gone`` (the endpoint was deleted since) or ``refused`` (its host is no longer
+        on the deployment's allow-list) send nothing, and are not tried again.
 
         Raises DeliveryFailedError after scheduling the next attempt (``queue.retry_later``), unless this was the
         last: then the message is left to the queue's dead-letter redrive."""
         webhook = self.store.get_webhook(tenant, webhook_id)
-        if webhook is None:  # deleted since the event was fanned out
-            return False
+        if webhook is None:
+            return "gone"
+        try:
+            self.endpoints.check(webhook.url)
+        except RequestRejectedError:
+            return "refused"
         try:
             self.sender.send(webhook.url, webhook.secret, str(event["id"]), event)
         except Exception as exc:
-            if attempt < MAX_ATTEMPTS:
+            last = attempt >= MAX_ATTEMPTS
+            if not last:
                 self.queue.retry_later(receipt, backoff_seconds(attempt, self.retry_base_seconds))
-            raise DeliveryFailedError(f"attempt {attempt} of {MAX_ATTEMPTS} to {webhook_id}: {exc}") from exc
-        return True
+            raise DeliveryFailedError(
+                f"attempt {attempt} of {MAX_ATTEMPTS} to {webhook_id}: {exc}", last_attempt=last
+            ) from exc
+        return "delivered"

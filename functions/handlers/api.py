@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from functions.adapters import wiring
 from functions.adapters.settings import ApiSettings, load
+from functions.agent.active import BY_TENANT, MAX_PAGE
 from functions.agent.errors import (
     MAX_MESSAGE,
     EnqueueError,
@@ -34,7 +35,7 @@ from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.agent.tenants import budget_limits
-from functions.handlers import openapi
+from functions.handlers import openapi, webhook_routes
 from functions.handlers.managed_agents import V1Error, router
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
@@ -45,6 +46,7 @@ obs = observability("api")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 app = APIGatewayHttpResolver()
 app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
+app.include_router(webhook_routes.router)  # /v1/webhooks
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
 TRACED_ID = re.compile(r"(run|sesn)_[0-9a-f]{26}")  # a run's or a session's id, as the functions make them
@@ -288,6 +290,50 @@ def cancel(run_id: str) -> Response[str]:
     return _json(200, run.public())
 
 
+ACTIVE_LIMIT = 50  # entries a page of GET /active has, or runs and sessions one POST /active/cancel stops, by default
+CANCEL_SECONDS = 20  # POST /active/cancel takes no new one after this: it answers inside the api function's 28 s
+
+
+@app.get("/active")
+def active() -> Response[str]:
+    """The caller's active runs and sessions (the index of active work: one Query), oldest first."""
+    limit, page = _active_page()
+    try:
+        entries, next_page = wiring.kill_switch(load(SETTINGS)).list(_tenant(), limit=limit, page=page)
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    return _json(200, {"data": [entry.public() for entry in entries], "next_page": next_page})
+
+
+@app.post("/active/cancel")
+def cancel_active() -> Response[str]:
+    """The kill switch of the caller's tenant: stops its active runs (cancelled) and sessions (their turns interrupted),
+    as many as one request can in its time; ``next_page`` set: call again (with it) for the rest."""
+    if (app.current_event.body or "").strip() not in ("", "{}"):
+        raise ApiError(400, "VALIDATION_ERROR", "this route takes no body: limit and page are query parameters")
+    limit, page = _active_page()
+    tenant = _tenant()
+    try:
+        report = wiring.kill_switch(load(SETTINGS)).stop_all(
+            tenant, reason=BY_TENANT, limit=limit, page=page, seconds=CANCEL_SECONDS
+        )
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    body = report.public()
+    logger.warning("kill switch", tenant=tenant, stopped=body["stopped"], more=report.next_page is not None)
+    if body["stopped"]:
+        obs.emit("RunsCancelled", body["stopped"])
+    return _json(200, body)
+
+
+def _active_page() -> tuple[int, str | None]:
+    params = app.current_event.query_string_parameters or {}
+    raw = params.get("limit", str(ACTIVE_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise ApiError(400, "VALIDATION_ERROR", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(raw), params.get("page")
+
+
 @app.get("/costs")
 def costs() -> Response[str]:
     params = app.current_event.query_string_parameters or {}
@@ -318,6 +364,8 @@ def costs() -> Response[str]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     started = time.perf_counter()
     response = app.resolve(event, context)
+    if unannounced := obs.unannounced(wiring.notifier(load(SETTINGS))):  # a cancel's, an interrupt's end
+        obs.emit("WebhookAnnounceFailures", unannounced)
     obs.emit("Requests", status_class=f"{int(response.get('statusCode', 500)) // 100}xx")
     obs.emit("RequestLatency", (time.perf_counter() - started) * 1000)
     request_id = (event.get("requestContext") or {}).get("requestId")

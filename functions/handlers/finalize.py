@@ -1,4 +1,5 @@
-"""Finalize: record the run's terminal status (never overwriting an end already recorded)."""
+"""Finalize: record the run's terminal status (never overwriting an end already recorded) and announce it to the
+tenant's webhooks (one queue message; never awaited by a step)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=FinalizeEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
     obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn)
-    run = wiring.lifecycle(load(SETTINGS)).end(ref.key, ref.status, ref.error, turn=ref.execution_turn)
+    settings = load(SETTINGS)
+    run = wiring.lifecycle(settings).end(ref.key, ref.status, ref.error, turn=ref.execution_turn, workflow_end=True)
+    if unannounced := obs.unannounced(wiring.notifier(settings)):
+        obs.emit("WebhookAnnounceFailures", unannounced)
     obs.emit("RunsFinished", status=run.status.value)
     obs.emit("StepsPerRun", run.completed_steps)
     if not run.turns:  # a run, not a session (whose turns wait on people: its age says nothing of latency)

@@ -18,7 +18,7 @@ from functions.handlers.observability import observability
 
 SETTINGS = IntakeSettings
 obs = observability("intake")
-logger, tracer = obs.logger, obs.tracer
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -38,11 +38,14 @@ def record_handler(record: SQSRecord) -> str:
         deliveries = int(record.attributes.approximate_receive_count or 1)
         last_attempt = deliveries >= settings.intake_max_receive_count
         result, what = intake.start(message.key, last_attempt=last_attempt), "intake"
+    if unannounced := obs.unannounced(wiring.notifier(settings)):  # a run the watchdog or a failed start ended
+        obs.emit("WebhookAnnounceFailures", unannounced)
     logger.info(what, run_id=message.run_id, tenant=message.tenant, step=message.release_step, result=result)
     return result
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -193,11 +193,27 @@ def create_session() -> Response[str]:
 def list_sessions() -> Response[str]:
     params = _query()
     limit = _int(params, "limit", 20, 1, MAX_LIMIT)
+    if _running_only(params):  # read off the index of active work (the kill switch's), never a scan
+        _flag(params, "include_archived")  # checked; it changes nothing here: an archived session never runs
+        views, next_page = _core(lambda: wiring.sessions(_settings()).running_page(
+            _tenant(), limit=limit, page=params.get("page"), agent_id=params.get("agent_id")))  # fmt: skip
+        return _page([view.public() for view in views], next_page)
     views, next_page = wiring.sessions(_settings()).list_page(
         _tenant(), limit=limit, page=_cursor(params, "S#"), agent_id=params.get("agent_id"),
         include_archived=_flag(params, "include_archived"),
     )  # fmt: skip
     return _page([view.public() for view in views], next_page)
+
+
+def _running_only(params: dict[str, str]) -> bool:
+    """``statuses[]`` (the SDK's ``statuses``; API Gateway joins repeated values with commas): Stepwise lists by
+    ``running`` only, as every other session is ``idle`` (list without it)."""
+    given = [params[name] for name in ("statuses[]", "statuses") if name in params]
+    wanted = {status for value in given for status in value.split(",")}
+    if given and wanted != {"running"}:
+        message = f"statuses: {clip(','.join(sorted(wanted)))!r} is not supported (Stepwise filters by 'running' only)"
+        raise V1Error(400, "invalid_request_error", message)
+    return bool(given)
 
 
 @router.get("/v1/sessions/<session_id>")

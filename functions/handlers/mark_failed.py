@@ -25,7 +25,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=MarkFailedEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
     obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn)
-    run = wiring.lifecycle(load(SETTINGS)).fail(ref.key, ref.failure.Error, ref.failure.Cause, turn=ref.execution_turn)
+    settings = load(SETTINGS)
+    run = wiring.lifecycle(settings).fail(ref.key, ref.failure.Error, ref.failure.Cause, turn=ref.execution_turn)
+    if unannounced := obs.unannounced(wiring.notifier(settings)):
+        obs.emit("WebhookAnnounceFailures", unannounced)
     error = run.error or failure_reason(ref.failure.Error, ref.failure.Cause)
     obs.emit("RunsFailed")
     logger.error("run failed", code=error.code, reason=error.message, status=run.status.value)

@@ -2,8 +2,8 @@
 function that is both its log's ``service`` and its metrics' ``service`` dimension, and ``CATALOG``, every metric
 a function may emit (its unit, its dimensions beside ``service``, the functions that emit it). A handler emits
 only through ``Observability.emit``, which refuses a name, dimension or value the catalog does not have. The
-AWS metrics a dashboard and alarms will read (SQS, Step Functions) are named in ``AWS_METRICS`` (the dashboard
-and those alarms are not built yet: issue 11).
+AWS metrics the dashboard and alarms read (SQS, Step Functions) are named in ``AWS_METRICS``; the dashboard and
+alarms look every metric up here (infra/metrics.py), so they read only what is emitted.
 
 Traces: X-Ray's active tracing is switched on per function by the stack (infra/constructs/agent_functions.py);
 each function's powertools ``Tracer`` adds its handler's subsegment (``## handler``), annotated through
@@ -20,15 +20,19 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
+from aws_lambda_powertools import Logger, Tracer, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
 from functions.agent.models import RunStatus
 from functions.agent.redact import redact
+
+if TYPE_CHECKING:
+    from functions.agent.webhooks import WebhookNotifier
 
 NAMESPACE = "Stepwise"
 BUDGET_ALARM_THRESHOLDS = (50, 80, 90, 100)  # percent of a budget committed: alarms (infra), log lines (step)
@@ -77,6 +81,10 @@ def _values(*values: str) -> frozenset[str]:
 STATUS_CLASSES = _values("2xx", "3xx", "4xx", "5xx")
 RUN_STATUSES = _values(*(status.value for status in RunStatus))
 TOOL_STATUSES = _values("ok", "error")
+# a delivery: made, failed and tried again later, failed for the last time (the dead-letter queue), not made because
+# its endpoint was deleted, or because its host left the deployment's allow-list
+WEBHOOK_DELIVERY_STATUSES = _values("delivered", "retrying", "dead_lettered", "gone", "refused")
+ENDS_RUNS = ("api", "intake", "finalize", "mark_failed", "workflow_ended")  # the functions that end runs
 OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
 COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
 
@@ -125,6 +133,12 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("ExecutionsEnded", COUNT, ("workflow_ended",), "executions that ended outside the workflow"),
     MetricSpec("ExecutionsEndedByStatus", COUNT, ("workflow_ended",), "the same, by execution status", ("status",),
                {"status": _values("TIMED_OUT", "FAILED", "ABORTED")}),
+    # webhooks
+    MetricSpec("WebhookAnnounceFailures", COUNT, ENDS_RUNS,
+               "ends of runs and turns not announced to webhooks (the webhooks queue refused)"),
+    MetricSpec("WebhookEvents", COUNT, ("webhooks",), "events fanned out to at least one of their tenant's endpoints"),
+    MetricSpec("WebhookDeliveries", COUNT, ("webhooks",), "delivery attempts by outcome", ("status",),
+               {"status": WEBHOOK_DELIVERY_STATUSES}),
 )  # fmt: skip
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOG}
 
@@ -183,7 +197,7 @@ class Observability:
     function: str
     service: str
     logger: Logger
-    metrics: Metrics
+    metrics: EphemeralMetrics
     tracer: Tracer
 
     def emit(self, name: str, value: float = 1, **dimensions: str) -> None:
@@ -221,11 +235,25 @@ class Observability:
         self.annotate(tenant=tenant, run_id=run_id, session_id=run_id if session else None,
                       turn=turn if session and turn else None, step=step)  # fmt: skip
 
+    def unannounced(self, notifier: WebhookNotifier | None) -> int:
+        """Log the ends this invocation could not announce to webhooks (functions/agent/lifecycle.py); their number,
+        which the handler emits as ``WebhookAnnounceFailures``."""
+        failures = notifier.take_failures() if notifier is not None else []
+        for failure in failures:
+            self.logger.error(
+                "webhook event not announced", tenant=failure.tenant, event_id=failure.event_id,
+                event_type=failure.event_type, resource_id=failure.resource_id, reason=failure.reason,
+            )  # fmt: skip
+        return len(failures)
+
 
 def observability(function: str) -> Observability:
-    """The logger, metrics and tracer of one function (its name as in infra/functions.py). The tracer is off where
-    X-Ray is not (outside Lambda, or POWERTOOLS_TRACE_DISABLED=true: the local stack and the tests)."""
+    """The logger, metrics and tracer of one function (its name as in infra/functions.py). Its metrics are its own
+    (powertools' ``EphemeralMetrics``; ``Metrics`` instances share one metric set per process): on Lambda a
+    process runs one function, but the local stack runs every handler in one process, where a shared set
+    printed one function's metrics under another's ``service``. Its tracer is off where X-Ray is not (outside
+    Lambda, or POWERTOOLS_TRACE_DISABLED=true: the local stack and the tests)."""
     service = service_name(function)
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
     tracer = Tracer(service=service, auto_patch=True, patch_modules=TRACED_LIBRARIES)
-    return Observability(function, service, logger, Metrics(namespace=NAMESPACE, service=service), tracer)
+    return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service), tracer)

@@ -37,6 +37,10 @@ ROUTES: tuple[Operation, ...] = (
         query=("offset", "limit"),
     ),
     Operation("GET", "/costs", "The tenant's spend", query=("from", "to")),
+    Operation("GET", "/active", "The tenant's active runs and sessions", query=("limit", "page")),
+    Operation(
+        "POST", "/active/cancel", "Stop the tenant's active runs and sessions (kill switch)", query=("limit", "page")
+    ),
     Operation("POST", "/v1/agents", "Create an agent", body="AgentFields", v1=True),
     Operation("GET", "/v1/agents", "List agents", query=_LIST, v1=True),
     Operation("GET", "/v1/agents/{agent_id}", "An agent (a version)", query=("version",), v1=True),
@@ -44,7 +48,7 @@ ROUTES: tuple[Operation, ...] = (
     Operation("POST", "/v1/agents/{agent_id}/archive", "Archive an agent", v1=True),
     Operation("GET", "/v1/agents/{agent_id}/versions", "An agent's versions", query=("limit", "page"), v1=True),
     Operation("POST", "/v1/sessions", "Create a session", body="CreateSession", v1=True),
-    Operation("GET", "/v1/sessions", "List sessions", query=(*_LIST, "agent_id"), v1=True),
+    Operation("GET", "/v1/sessions", "List sessions", query=(*_LIST, "agent_id", "statuses[]", "statuses"), v1=True),
     Operation("GET", "/v1/sessions/{session_id}", "A session", v1=True),
     Operation("DELETE", "/v1/sessions/{session_id}", "Delete a session", v1=True),
     Operation("POST", "/v1/sessions/{session_id}", "Update a session (not supported: 400)", v1=True),
@@ -65,6 +69,16 @@ ROUTES: tuple[Operation, ...] = (
         query=("offset", "limit"),
         v1=True,
     ),
+    Operation(
+        "POST",
+        "/v1/webhooks",
+        "Register a webhook endpoint (its secret is in this answer only)",
+        body="CreateWebhook",
+        v1=True,
+    ),
+    Operation("GET", "/v1/webhooks", "List webhook endpoints", v1=True),
+    Operation("GET", "/v1/webhooks/{webhook_id}", "A webhook endpoint", v1=True),
+    Operation("DELETE", "/v1/webhooks/{webhook_id}", "Delete a webhook endpoint", v1=True),
     Operation("GET", "/health", "Liveness", public=True),
     Operation("GET", "/openapi.json", "This document", public=True),
 )
@@ -78,6 +92,8 @@ _QUERY: dict[str, dict[str, Any]] = {
     "order": {"type": "string", "enum": ["asc", "desc"]},
     "types[]": {"type": "array", "items": {"type": "string"}},
     "types": {"type": "string", "description": "event types, comma-separated (as types[])"},
+    "statuses[]": {"type": "array", "items": {"type": "string", "enum": ["running"]}},
+    "statuses": {"type": "string", "description": "session statuses, comma-separated (as statuses[]): running"},
     "wait": {"type": "integer", "minimum": 0, "maximum": 20},
     "offset": {"type": "integer", "minimum": 0},
     "from": {"type": "string", "format": "date"},
@@ -93,9 +109,10 @@ def _models() -> dict[str, type[BaseModel]]:
     from functions.agent.agents import AgentFields, AgentUpdate
     from functions.agent.models import RunRequest
     from functions.agent.sessions import CreateSession, SendEvents
+    from functions.agent.webhooks import CreateWebhook
 
     return {"RunRequest": RunRequest, "AgentFields": AgentFields, "AgentUpdate": AgentUpdate,
-            "CreateSession": CreateSession, "SendEvents": SendEvents}  # fmt: skip
+            "CreateSession": CreateSession, "SendEvents": SendEvents, "CreateWebhook": CreateWebhook}  # fmt: skip
 
 
 @cache

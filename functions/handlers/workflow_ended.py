@@ -57,8 +57,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
     # a timed-out or stopped execution may leave a model call running: its reservation is released later
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
-    lifecycle = wiring.lifecycle_with_queue(load(SETTINGS))
-    run = lifecycle.end(ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name))
+    settings = load(SETTINGS)
+    run = wiring.lifecycle_with_queue(settings).end(
+        ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name)
+    )
+    if unannounced := obs.unannounced(wiring.notifier(settings)):
+        obs.emit("WebhookAnnounceFailures", unannounced)
     obs.emit("ExecutionsEnded")
     obs.emit("ExecutionsEndedByStatus", status=change.status)
     logger.warning("execution ended outside the workflow", execution_status=change.status, run_status=run.status.value)

@@ -1,5 +1,11 @@
 """The Lambda functions of infra/functions.py: Python 3.13 on ARM64, one shared dependency layer, JSON logs,
-X-Ray. Each gets exactly the environment its settings model names (``configure``)."""
+X-Ray. Each gets exactly the environment its settings model names (``configure``).
+
+Each function is published as a version on every change of its code or configuration, behind the alias
+``live``; whatever invokes a function (a workflow task, the API's integration and authorizer, an event source
+mapping, a rule, a function URL) invokes ``alias(name)``, never the function itself, so that a deploy can shift
+the alias's traffic gradually and roll back (infra/constructs/deploys.py). Old versions are kept: pointing the
+alias back at one is the quickest rollback by hand (see the README)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from infra.functions import FUNCTIONS, FunctionSpec
 from infra.packaging import dependencies_layer_code, function_code
 
 XRAY_WRITE_POLICY = "AWSXRayDaemonWriteAccess"  # PutTraceSegments, PutTelemetryRecords, the sampling rules' reads
+ALIAS = "live"  # the alias every invoker calls
 
 
 class AgentFunctions(Construct):
@@ -30,6 +37,9 @@ class AgentFunctions(Construct):
         )
         code = function_code()
         self.functions = {name: self._build_function(spec, code, log_retention) for name, spec in FUNCTIONS.items()}
+        # the version is published from the function's final configuration (its hash is computed at synth, after
+        # ``configure``); each deploy that changes a function publishes a new one and points the alias at it
+        self.aliases = {name: function.add_alias(ALIAS) for name, function in self.functions.items()}
 
     def _build_function(
         self, spec: FunctionSpec, code: lambda_.Code, log_retention: logs.RetentionDays
@@ -49,6 +59,7 @@ class AgentFunctions(Construct):
             timeout=Duration.seconds(spec.timeout_seconds),
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.RETAIN),
         )
         # X-Ray, active: set on the resource, the permission from the AWS-managed write-only policy (acknowledged by
         # its name), not as an inline Resource "*" statement, so that any Resource "*" on a role fails synth
@@ -69,5 +80,12 @@ class AgentFunctions(Construct):
         return ((FUNCTIONS[name], function) for name, function in self.functions.items())
 
     def __getitem__(self, name: str) -> lambda_.Function:
-        """The function named as in infra/functions.py (api, intake, step, tool, ...)."""
+        """The function named as in infra/functions.py (api, intake, step, tool, ...): for its role, its grants
+        and its configuration. To invoke it, use ``alias``."""
         return self.functions[name]
+
+    def alias(self, name: str) -> lambda_.Alias:
+        """What invokes function ``name`` invokes: its ``live`` alias (a workflow task's ``lambda_function``, an
+        integration's or authorizer's handler, ``alias(name).add_event_source(...)``, a rule's target,
+        ``alias(name).add_function_url(...)``). Grants to invoke it are on the alias's ARN alone."""
+        return self.aliases[name]

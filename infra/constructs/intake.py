@@ -19,7 +19,7 @@ class Intake(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        intake_fn: lambda_.Function,
+        intake_fn: lambda_.IFunction,  # the intake function's alias (AgentFunctions.alias)
         intake_timeout_seconds: int,
         max_concurrency: int,
     ) -> None:
@@ -43,10 +43,11 @@ class Intake(Construct):
             ),
         )
         # A message here is a run intake gave up on (the run was marked FAILED with the reason) or an
-        # unreadable message: either way an operator should look. Wire the alarm to your paging topic.
+        # unreadable message: either way an operator should look (the stack's Monitoring notifies its topic).
         self.dead_letter_alarm = messages_waiting_alarm(
-            self, "DeadLetterAlarm", self.dead_letter_queue, "Stepwise intake messages reached the dead-letter queue"
-        )
+            self, "DeadLetterAlarm", self.dead_letter_queue, slug="intake-dead-letters",
+            what="Intake messages reached the dead-letter queue: runs that could not start, or checks not made.",
+        )  # fmt: skip
         intake_fn.add_event_source(
             sources.SqsEventSource(
                 self.queue,

@@ -1,4 +1,6 @@
-"""The DynamoDB table holding runs, steps and tool results (key layout: functions/adapters/dynamodb_store.py)."""
+"""The DynamoDB table holding runs, steps and tool results (key layout: functions/adapters/dynamodb_store.py), and its
+one index: the sparse index of active work (functions/agent/active.py), which only functions that declare it may
+Query."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from functions.adapters.dynamodb_store import ACTIVE_INDEX, ACTIVE_PK, ACTIVE_PROJECTION, ACTIVE_SK
 from infra.constructs.agent_functions import AgentFunctions
 
 KEY_PARTITIONS = ("APIKEY#*", "KEYS")  # functions/adapters/dynamodb_keys.py
 LIMITS_PARTITION = "TENANTS"  # tenants' own limits (functions/adapters/dynamodb_tenants.py): an operator's to write
 RATE_PARTITIONS = "RATE#*"  # tenants' request counts: the api function's alone to write
+WEBHOOK_PARTITIONS = "T#*#WEBHOOKS"  # webhook endpoints and their secrets (functions/adapters/dynamodb_webhooks.py)
 WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 
 
@@ -29,6 +33,17 @@ class StateTable(Construct):
             ),
             time_to_live_attribute="expires_at",
             removal_policy=removal_policy,
+            # sparse: only active runs and sessions have its keys; it carries the few attributes a listing shows,
+            # so the steps' writes to a run (usage, cost) never write the index
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=ACTIVE_INDEX,
+                    partition_key=dynamodb.Attribute(name=ACTIVE_PK, type=dynamodb.AttributeType.STRING),
+                    sort_key=dynamodb.Attribute(name=ACTIVE_SK, type=dynamodb.AttributeType.STRING),
+                    projection_type=dynamodb.ProjectionType.INCLUDE,
+                    non_key_attributes=list(ACTIVE_PROJECTION),
+                )
+            ],
         )
 
     @property
@@ -47,15 +62,28 @@ class StateTable(Construct):
                     )
                 )
                 continue
-            self.table.grant(function, *spec.table_actions)
+            # on the table alone (``Table.grant`` would add every index): an index is Queried only by the functions
+            # that declare it
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=list(spec.table_actions), resources=[self.table.table_arn])
+            )
+            if spec.index_queries:
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:Query"],
+                        resources=[f"{self.table.table_arn}/index/{index}" for index in spec.index_queries],
+                    )
+                )
             # API keys are the authorizer's to read and an operator's to write: no function may touch them (a tool
-            # with code execution must not mint itself a key)
+            # with code execution must not mint itself a key); webhook secrets are the api's and the webhooks
+            # function's (a tool must not read the key that signs a tenant's webhooks)
+            denied = [*KEY_PARTITIONS, *([] if spec.webhook_secrets else [WEBHOOK_PARTITIONS])]
             function.add_to_role_policy(
                 iam.PolicyStatement(
                     effect=iam.Effect.DENY,
                     actions=["dynamodb:*"],
                     resources=[self.table.table_arn],
-                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(KEY_PARTITIONS)}},
+                    conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": denied}},
                 )
             )
             # the api and step functions read tenants' limits; none may raise its own tenant's, and none but the api

@@ -11,7 +11,6 @@ from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, T
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
@@ -55,21 +54,15 @@ class AgentWorkflow(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
     ) -> None:
         super().__init__(scope, construct_id)
-        step_fn, tool_fn = functions["step"], functions["tool"]
-        finalize_fn, mark_failed_fn, workflow_ended_fn = (
-            functions["finalize"],
-            functions["mark_failed"],
-            functions["workflow_ended"],
-        )
-        self.invoked: list[lambda_.IFunction] = []  # every function a task invokes (see _invoke)
+        self._functions = functions
 
-        mark_failed = self._invoke("MarkFailed", mark_failed_fn, {**RUN_REF, "failure.$": "$.failure"}).next(
+        mark_failed = self._invoke("MarkFailed", "mark_failed", {**RUN_REF, "failure.$": "$.failure"}).next(
             sfn.Fail(self, "RunFailed", error="RunFailed", cause="see the run's error in GET /runs/{id}")
         )
 
         step = self._invoke(
             "Step",
-            step_fn,
+            "step",
             {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount"},
             retry_conflicts=False,
         )
@@ -103,9 +96,9 @@ class AgentWorkflow(Construct):
             },
             result_path=sfn.JsonPath.DISCARD,
         )
-        tools.item_processor(self._tool_call(tool_fn, lambda_tools))
+        tools.item_processor(self._tool_call(lambda_tools))
         tools.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
-        finalize = self._invoke("Finalize", finalize_fn, {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
+        finalize = self._invoke("Finalize", "finalize", {**RUN_REF, "status.$": "$.status", "error.$": "$.error"})
         finalize.add_catch(mark_failed, errors=["States.ALL"], result_path="$.failure")
         finalize.next(sfn.Succeed(self, "Done"))
 
@@ -162,8 +155,8 @@ class AgentWorkflow(Construct):
             )
         )
         self.ended_dead_letter_alarm = messages_waiting_alarm(
-            self, "ExecutionEndedDeadLetterAlarm", self.ended_dead_letters,
-            "A Stepwise execution-ended event could not be delivered: a run may not have been ended",
+            self, "ExecutionEndedDeadLetterAlarm", self.ended_dead_letters, slug="execution-ended-dead-letters",
+            what="An execution-ended event could not be delivered: a run may not have been ended.",
         )  # fmt: skip
         # Executions that end without reaching Finalize/MarkFailed (timeout, stop, crash) still end their run.
         events.Rule(
@@ -180,7 +173,7 @@ class AgentWorkflow(Construct):
             ),
             targets=[
                 targets.LambdaFunction(
-                    workflow_ended_fn,
+                    functions.alias("workflow_ended"),
                     retry_attempts=8,
                     max_event_age=Duration.hours(6),
                     dead_letter_queue=self.ended_dead_letters,
@@ -235,14 +228,6 @@ class AgentWorkflow(Construct):
         account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
         machine_ref = stack.resolve(stack.get_logical_id(machine.node.default_child))  # type: ignore[arg-type]
         finding = f"Resource::arn:<AWS::Partition>:states:{region}:{account}:execution:<{machine_ref}.Name>:*"
-        for invoked in self.invoked:
-            function_ref = stack.resolve(stack.get_logical_id(invoked.node.default_child))  # type: ignore[arg-type]
-            Validations.of(machine).acknowledge(
-                Acknowledgment(
-                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::<{function_ref}.Arn>:*]",
-                    reason="CDK grants invoke of the function's versions.",
-                )
-            )
         for spec, function in functions:
             if spec.starts_executions:
                 machine.grant_start_execution(function)
@@ -257,7 +242,7 @@ class AgentWorkflow(Construct):
                     )
                 )
 
-    def _tool_call(self, tool_fn: lambda_.IFunction, lambda_tools: list[str] | None) -> sfn.IChainable:
+    def _tool_call(self, lambda_tools: list[str] | None) -> sfn.IChainable:
         """One item of the Tools map: the call runs in the tool function, or (a Lambda tool) the map invokes the
         deployer's function directly and the tool function records what it returned. Any failure becomes the
         call's error result (RecordToolFailure), never a failed run: the model sees it and carries on."""
@@ -268,25 +253,25 @@ class AgentWorkflow(Construct):
             comment="the model sees 'no result was recorded' for the call",
             parameters={"lost.$": "$.tool_use_id"},
         )  # (a small output: the map gathers every item's)
-        record_failure = self._invoke("RecordToolFailure", tool_fn, {**call, "failure.$": "$.failure"})
+        record_failure = self._invoke("RecordToolFailure", "tool", {**call, "failure.$": "$.failure"})
         record_failure.add_catch(lost, errors=["States.ALL"], result_path="$.lost")
 
         def caught(state: sfn.TaskStateBase | sfn.CustomState) -> None:
             state.add_catch(record_failure, errors=["States.ALL"], result_path="$.failure")
 
-        run_tool = self._invoke("RunTool", tool_fn, call)
+        run_tool = self._invoke("RunTool", "tool", call)
         # the tool function died: retried; a call with side effects that had started is not run again (its claim)
         run_tool.add_retry(errors=LAMBDA_DIED, interval=Duration.seconds(2), backoff_rate=2, max_attempts=2,
                            jitter_strategy=sfn.JitterType.FULL)  # fmt: skip
         caught(run_tool)
         if not lambda_tools:
             return run_tool
-        record = self._invoke("RecordLambdaTool", tool_fn, {**call, "ran": True, "result.$": "$.result.payload",
+        record = self._invoke("RecordLambdaTool", "tool", {**call, "ran": True, "result.$": "$.result.payload",
                                                              "started.$": "$.started.at"})  # fmt: skip
         record.add_retry(errors=LAMBDA_DIED, interval=Duration.seconds(2), backoff_rate=2, max_attempts=2,
                          jitter_strategy=sfn.JitterType.FULL)  # fmt: skip
         # the function ran but its result could not be recorded: of unknown outcome (never "failed")
-        record_ran = self._invoke("RecordLambdaToolFailure", tool_fn, {**call, "ran": True, "failure.$": "$.failure"})
+        record_ran = self._invoke("RecordLambdaToolFailure", "tool", {**call, "ran": True, "failure.$": "$.failure"})
         record_ran.add_catch(lost, errors=["States.ALL"], result_path="$.lost")
         record.add_catch(record_ran, errors=["States.ALL"], result_path="$.failure")
         invoke_idempotent = self._lambda_tool("InvokeLambdaTool", LAMBDA_DIED + LAMBDA_SERVICE_ERRORS)
@@ -333,25 +318,25 @@ class AgentWorkflow(Construct):
         return state
 
     def _invoke(
-        self, name: str, fn: lambda_.IFunction, payload: dict[str, Any], *, retry_conflicts: bool = True
+        self, name: str, function: str, payload: dict[str, Any], *, retry_conflicts: bool = True
     ) -> tasks.LambdaInvoke:
-        """Lambda invoke returning only the function's payload; transient Lambda errors retried with jitter.
-        The state machine is granted invoke of the function (``grant`` acknowledges its versions' wildcard).
+        """Invoke of ``function``'s alias returning only its payload; transient Lambda errors retried with jitter.
+        The state machine is granted invoke of the alias alone.
 
         A write that kept losing races (StoreConflictError) is retried too: every task is safe to repeat."""
-        self.invoked.append(fn)
+        alias = self._functions.alias(function)
+        timeout = self._functions[function].timeout
+        assert timeout is not None  # every function has its spec's
         task = tasks.LambdaInvoke(
             self,
             name,
-            lambda_function=fn,
+            lambda_function=alias,
             payload=sfn.TaskInput.from_object(payload),
             payload_response_only=False,
             retry_on_service_exceptions=False,
             output_path="$.Payload",
             # a hung invocation is cut (States.Timeout) a little after the function's own timeout
-            task_timeout=sfn.Timeout.duration(fn.timeout.plus(Duration.seconds(30)))
-            if isinstance(fn, lambda_.Function) and fn.timeout
-            else None,
+            task_timeout=sfn.Timeout.duration(timeout.plus(Duration.seconds(30))),
         )
         task.add_retry(
             errors=LAMBDA_SERVICE_ERRORS, interval=Duration.seconds(2), backoff_rate=2, max_attempts=4,

@@ -19,12 +19,14 @@ from infra.constants import (
 )
 from infra.constructs.agent_functions import XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
+from infra.constructs.deploys import ALL_AT_ONCE, SafeDeploys
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
-from infra.constructs.monitoring import BudgetAlarms
+from infra.constructs.monitoring import AlarmThresholds, Monitoring
 from infra.constructs.results import ToolResults
 from infra.constructs.state_table import StateTable
 from infra.constructs.tool_access import ToolAccess
+from infra.constructs.webhooks import Webhooks
 from infra.constructs.workflow import AgentWorkflow
 from infra.functions import FUNCTIONS
 
@@ -71,7 +73,11 @@ class StepwiseStack(Stack):
         http_fetch_allowed_domains: list[str] | None = None,
         tool_result_retention_days: int = 30,
         log_retention_days: int = 30,
+        webhook_allowed_hosts: list[str] | None = None,
         auth: ApiAuth | None = None,
+        deploy_strategy: str = ALL_AT_ONCE,
+        alarm_thresholds: AlarmThresholds | None = None,
+        alarm_email: str | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -102,15 +108,20 @@ class StepwiseStack(Stack):
         intake = Intake(
             self,
             "Intake",
-            intake_fn=functions["intake"],
+            intake_fn=functions.alias("intake"),
             intake_timeout_seconds=FUNCTIONS["intake"].timeout_seconds,
             max_concurrency=intake_max_concurrency,
         )
+        webhooks = Webhooks(
+            self, "Webhooks", webhooks_fn=functions.alias("webhooks"),
+            timeout_seconds=FUNCTIONS["webhooks"].timeout_seconds,
+            allowed_hosts=webhook_allowed_hosts or [],
+        )  # fmt: skip
         api = Api(
             self,
             "Api",
-            api_fn=functions["api"],
-            authorizer_fn=functions["authorizer"],
+            api_fn=functions.alias("api"),
+            authorizer_fn=functions.alias("authorizer"),
             auth=auth or ApiAuth(),
             log_retention=log_retention,
             rate_limit=api_rate_limit,
@@ -122,7 +133,7 @@ class StepwiseStack(Stack):
             description="Anthropic API key for Stepwise (replace the generated value with your key)",
         )
         models = ModelAccess(self, "Models", secret=secret, bedrock=bedrock_fallback)
-        for construct in (state, workflow, intake, models, tool_access, results):
+        for construct in (state, workflow, intake, models, tool_access, results, webhooks):
             construct.grant(functions)
         workflow.grant_lambda_tools(tool_access.lambda_functions)
         # TenantDaily always: an operator may give any tenant a daily budget at run time (`stepwise tenants set`)
@@ -135,6 +146,7 @@ class StepwiseStack(Stack):
                 **models.settings,
                 **tool_access.settings,
                 **results.settings,
+                **webhooks.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 **(auth or ApiAuth()).settings,
@@ -152,8 +164,22 @@ class StepwiseStack(Stack):
                 **{name: code_default(name) for name in CODE_DEFAULTS},
             }
         )
-        self.budget_alarms = BudgetAlarms(
-            self, "BudgetAlarms", budgets=[name for name, wanted in budgets.items() if wanted]
+        # canary/linear shifts of the functions' aliases, rolled back on their alarms (deploys.rollback_alarms)
+        self.deploys = SafeDeploys(self, "Deploys", functions=functions, strategy=deploy_strategy)
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            thresholds=alarm_thresholds or AlarmThresholds(),
+            alarm_email=alarm_email,
+            state_machine=workflow.state_machine,
+            intake_queue=intake.queue,
+            budgets=[name for name, wanted in budgets.items() if wanted],
+            dead_letters={
+                "intake": (intake.dead_letter_queue, intake.dead_letter_alarm),
+                "execution ended": (workflow.ended_dead_letters, workflow.ended_dead_letter_alarm),
+                "webhooks": (webhooks.dead_letter_queue, webhooks.dead_letter_alarm),
+            },
+            rollback_alarms=self.deploys.rollback_alarms,
         )
 
         CfnOutput(self, "ApiUrl", value=api.url, description="Base URL of the Stepwise HTTP API")
@@ -161,9 +187,20 @@ class StepwiseStack(Stack):
         CfnOutput(self, "TableName", value=state.table.table_name)
         CfnOutput(self, "ToolResultsBucket", value=results.bucket.bucket_name)
         CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
+        CfnOutput(self, "IntakeQueueUrl", value=intake.queue.queue_url, description="stepwise kill --queue")
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
+        CfnOutput(self, "WebhooksDeadLetterQueueUrl", value=webhooks.dead_letter_queue.queue_url)
+        CfnOutput(self, "WebhooksDeadLetterAlarmName", value=webhooks.dead_letter_alarm.alarm_name)
+        CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn, description="Every alarm notifies it")
+        CfnOutput(self, "DashboardName", value=monitoring.dashboard.dashboard_name)
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://{self.region}.console.aws.amazon.com/cloudwatch/home?region={self.region}"
+            f"#dashboards:name={monitoring.dashboard.dashboard_name}",
+        )
         # cdk-nag findings of the whole stack (each construct acknowledges those its own resources cause)
         basic_role = "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         xray = f"Policy::arn:<AWS::Partition>:iam::aws:policy/{XRAY_WRITE_POLICY}"

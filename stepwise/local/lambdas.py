@@ -7,11 +7,11 @@ import json
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepwise.local.template import function_arn
+from stepwise.local.template import function_and_qualifier, function_arn
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -21,6 +21,7 @@ class LocalContext:
     """The parts of the Lambda context object that handlers and powertools read."""
 
     function_name: str
+    qualifier: str | None = None  # the alias it was invoked through
     memory_limit_in_mb: int = 256
     function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -29,17 +30,22 @@ class LocalContext:
 
     @property
     def invoked_function_arn(self) -> str:
-        return function_arn(self.function_name)
+        return function_arn(self.function_name, self.qualifier)
 
     def get_remaining_time_in_millis(self) -> int:
         return 300_000
 
 
 class LocalLambdas:
-    """Function name -> handler. One invocation at a time per function, as in one Lambda container."""
+    """Function name -> handler. One invocation at a time per function, as in one Lambda container.
 
-    def __init__(self, handlers: dict[str, str]) -> None:
+    There is one version of each function here, the code of this checkout: an invoke through any alias the
+    template declares for the function runs it; one through an alias it does not declare is an error."""
+
+    def __init__(self, handlers: dict[str, str], *, aliases: Mapping[str, frozenset[str]] | None = None) -> None:
         self._paths = handlers
+        self._aliases = dict(aliases or {})
+        self._registered: set[str] = set()  # Lambda tools: the deployer's functions, whatever their qualifiers
         self._handlers: dict[str, Handler] = {}
         self._locks = {name: threading.Lock() for name in handlers}
         self.invocations: dict[str, int] = dict.fromkeys(handlers, 0)
@@ -49,6 +55,7 @@ class LocalLambdas:
         """Run function ``name`` (a Lambda tool of the deployer's, which the local stack has no copy of) as the
         handler at ``handler`` ("package.module.function"), in this process."""
         self._paths[name] = handler
+        self._registered.add(name)
         self._locks.setdefault(name, threading.Lock())
         self.invocations.setdefault(name, 0)
 
@@ -59,15 +66,20 @@ class LocalLambdas:
         return self._handlers[name]
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
-        name = name.rsplit(":", 1)[-1] if name.startswith("arn:") else name
+        """Run the function ``name`` (a name or an ARN, either with an alias) names on ``event``."""
+        name, qualifier = function_and_qualifier(name)
         if name not in self._paths:
             raise LookupError(f"function {name!r} is not a function of the local stack (a Lambda tool needs a local "
                               "handler: stepwise local --lambda-tool NAME=module.handler)")  # fmt: skip
+        known = self._aliases.get(name, frozenset())
+        if qualifier not in (None, "$LATEST", *known) and name not in self._registered:
+            raise LookupError(f"function {name!r} has no alias {qualifier!r} in the template (it has: "
+                              f"{', '.join(sorted(known)) or 'none'})")  # fmt: skip
         with self._locks[name]:
             self.invocations[name] += 1
             self.current.name = name
             try:
-                return self.handler(name)(event, LocalContext(function_name=name))
+                return self.handler(name)(event, LocalContext(function_name=name, qualifier=qualifier))
             finally:
                 self.current.name = None
 

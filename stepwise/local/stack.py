@@ -3,7 +3,8 @@
 * moto serves DynamoDB, SQS and Step Functions in-process (``mock_aws``), with its ASL interpreter switched on;
 * the state machine is the one ``cdk synth`` produces (see template.py), its Lambda invokes dispatched to the
   project's real handlers (lambdas.py);
-* a poller stands in for the SQS event source mapping of the intake function (batches of 10, partial failures);
+* pollers stand in for the SQS event source mappings of the intake and webhooks functions (batches of 10, partial
+  failures, messages' visibility and redrive as SQS keeps them);
 * an HTTP server turns requests into API Gateway HTTP API (payload v2) events for the real api handler,
   for the routes the template declares.
 """
@@ -30,12 +31,15 @@ if TYPE_CHECKING:
 
 TABLE_NAME = "stepwise-local"
 QUEUE_NAME = "stepwise-intake"
+WEBHOOKS_QUEUE_NAME = "stepwise-webhooks"
 STATE_MACHINE_NAME = "stepwise-local"
 LOCAL_TENANT = "local"
 RESULTS_BUCKET = "stepwise-local-results"
 LOCAL_OPERATOR = "/_local/"  # an operator's routes, on the local stack only (deployed: the CLI writes the table)
 LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
+LOCAL_ACTIVE = "/_local/active"  # the kill switch, for every tenant (stepwise active / stepwise kill)
+LOCAL_DOCTOR = "/_local/doctor"  # `stepwise doctor`: the checks run in this process, on its moto resources
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -43,6 +47,7 @@ LOCAL_DEFAULTS = {
     "STEPWISE_MODEL_PROVIDER": "auto",
     "STEPWISE_DEFAULT_MODEL": "claude-haiku-4-5",
     "STEPWISE_EGRESS_ALLOW_ADDRESSES": "127.0.0.1",
+    "STEPWISE_WEBHOOK_HTTP_HOSTS": "127.0.0.1",  # webhook endpoints on this machine, by plain http too
 }
 
 
@@ -152,7 +157,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
         self.topology: Topology = topology(template or synthesize())
-        self.lambdas = LocalLambdas(self.topology.handlers)
+        self.lambdas = LocalLambdas(self.topology.handlers, aliases=self.topology.aliases)
         for name, handler in (lambda_tools or {}).items():
             self.lambdas.register(name, handler)
         self._stop = threading.Event()
@@ -194,7 +199,10 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self._create_resources()
         self._configure_functions()
         if self.intake:
-            self._spawn(self._poll_intake, "intake-poller")
+            self._spawn(lambda: self._poll(self.queue_url, self.queue_arn, self.topology.intake_function),
+                        "intake-poller")  # fmt: skip
+        self._spawn(lambda: self._poll(self.webhooks_queue_url, self.webhooks_queue_arn,
+                                       self.topology.webhooks_function), "webhooks-poller")  # fmt: skip
         self._server = ThreadingHTTPServer((self.host, self.port), _make_http_handler(self))
         self.port = self._server.server_address[1]
         self._spawn(self._server.serve_forever, "http")
@@ -253,28 +261,33 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             KeySchema=self.topology.table_key_schema,
             AttributeDefinitions=self.topology.table_attributes,
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": self.topology.table_indexes} if self.topology.table_indexes else {}),
         )
-        dlq_url = self.sqs.create_queue(QueueName=f"{QUEUE_NAME}-dlq")["QueueUrl"]
-        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.queue_url = self.sqs.create_queue(
-            QueueName=QUEUE_NAME,
-            Attributes={
-                "VisibilityTimeout": "30",
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.topology.max_receive_count}
-                ),
-            },
-        )["QueueUrl"]
-        self.dead_letter_queue_url = dlq_url
-        self.queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        self.queue_url, self.queue_arn, self.dead_letter_queue_url = self._queue(QUEUE_NAME, "STEPWISE_QUEUE_URL")
+        self.webhooks_queue_url, self.webhooks_queue_arn, self.webhooks_dead_letter_queue_url = self._queue(
+            WEBHOOKS_QUEUE_NAME, "STEPWISE_WEBHOOKS_QUEUE_URL"
+        )
         self.state_machine_arn = self.sfn.create_state_machine(
             name=STATE_MACHINE_NAME,
             definition=self.topology.definition,
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/stepwise-local",
             type="STANDARD",
         )["stateMachineArn"]
+
+    def _queue(self, name: str, variable: str) -> tuple[str, str, str]:
+        """A queue with its dead-letter queue, redriven after as many receives as the template's (the queue the
+        functions' ``variable`` names): its URL, ARN and its dead-letter queue's URL."""
+        dlq_url = self.sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = self._arn(dlq_url)
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.topology.queue_receive_counts[variable]}
+        url = self.sqs.create_queue(
+            QueueName=name, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(redrive)}
+        )["QueueUrl"]
+        return url, self._arn(url), dlq_url
+
+    def _arn(self, queue_url: str) -> str:
+        return str(self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+                   ["QueueArn"])  # fmt: skip
 
     def _configure_functions(self) -> None:
         """The environment the template gives the functions, its resources replaced by the local ones.
@@ -286,7 +299,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         environment = self.topology.environment(
             {
                 "AWS::DynamoDB::GlobalTable": TABLE_NAME,
-                "AWS::SQS::Queue": self.queue_url,
+                "STEPWISE_QUEUE_URL": self.queue_url,
+                "STEPWISE_WEBHOOKS_QUEUE_URL": self.webhooks_queue_url,
                 "AWS::StepFunctions::StateMachine": self.state_machine_arn,
                 "AWS::S3::Bucket": RESULTS_BUCKET,
                 "AWS::SecretsManager::Secret": None,  # locally the key is ANTHROPIC_API_KEY, if set
@@ -303,13 +317,14 @@ class LocalStack(AbstractContextManager["LocalStack"]):
 
         wiring.reset()
 
-    # ------------------------------------------------------------------------------------------ intake
-    def _poll_intake(self) -> None:
-        """Stands in for the SQS event source mapping: batches to the intake function, partial failures kept."""
+    # ------------------------------------------------------------------------------------------ queues
+    def _poll(self, queue_url: str, queue_arn: str, function: str) -> None:
+        """Stands in for an SQS event source mapping: batches to ``function``, partial failures kept (left on the
+        queue as they are: visible again after the queue's visibility timeout, or the one the function set)."""
         while not self._stop.is_set():
             try:
                 messages = self.sqs.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+                    QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
                 ).get("Messages", [])
             except Exception:  # moto torn down while stopping
                 if self._stop.is_set():
@@ -318,17 +333,17 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             if not messages:
                 self._stop.wait(0.05)
                 continue
-            event = {"Records": [self._sqs_record(m) for m in messages]}
+            event = {"Records": [self._sqs_record(m, queue_arn) for m in messages]}
             try:
-                result = self.lambdas.invoke(self.topology.intake_function, event)
+                result = self.lambdas.invoke(function, event)
                 failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             except Exception:
                 failed = {m["MessageId"] for m in messages}
             for message in messages:
                 if message["MessageId"] not in failed:
-                    self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                    self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
-    def _sqs_record(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _sqs_record(self, message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
         return {
             "messageId": message["MessageId"],
             "receiptHandle": message["ReceiptHandle"],
@@ -337,7 +352,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             "messageAttributes": {},
             "md5OfBody": message["MD5OfBody"],
             "eventSource": "aws:sqs",
-            "eventSourceARN": self.queue_arn,
+            "eventSourceARN": queue_arn,
             "awsRegion": REGION,
         }
 
@@ -392,6 +407,12 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 return 403, {"content-type": "application/json"}, json.dumps({"message": "Forbidden"})
             if path.startswith(LOCAL_TENANTS):
                 return self._tenants(method, path, body)
+            if path.startswith(LOCAL_ACTIVE):
+                return self._active(method, path, urlsplit(raw_path).query, body)
+            if path == LOCAL_DOCTOR and method == "GET":
+                from stepwise.local import doctor
+
+                return 200, {"content-type": "application/json"}, json.dumps(doctor.report(self))
             return self._keys(method, path, body)
         route = next((r for r in self.topology.routes if r.match(method, path)), None)
         if route is None:
@@ -477,6 +498,49 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             return 200, changed.public()
 
         return _operator_answer(answer, not_found="TENANT_NOT_FOUND")
+
+    def _active(self, method: str, path: str, query: str, body: str) -> tuple[int, dict[str, str], str]:
+        """The local operator's kill switch (deployed, `stepwise kill --table` runs the same use case with your AWS
+        credentials): GET /_local/active?tenant=&limit=&page=; POST /_local/active/cancel {tenant?, id?, all?,
+        limit?, page?} (an id: that run or session; a tenant: its active work; all: true, everyone's)."""
+        from functions.adapters import wiring
+        from functions.adapters.settings import ApiSettings, load
+        from functions.agent.active import BY_OPERATOR, MAX_PAGE
+        from functions.agent.errors import RequestRejectedError
+        from functions.agent.models import RunKey
+
+        switch = wiring.kill_switch(load(ApiSettings))
+
+        def answer() -> tuple[int, Any] | None:
+            if method == "GET" and path == LOCAL_ACTIVE:
+                params = dict(parse_qsl(query))
+                entries, next_page = switch.list(params.get("tenant"), limit=_limit(params.get("limit")),
+                                                 page=params.get("page"))  # fmt: skip
+                return 200, {"data": [entry.public() for entry in entries], "next_page": next_page}
+            if method != "POST" or path != f"{LOCAL_ACTIVE}/cancel":
+                return None
+            request = json.loads(body or "{}")
+            if not isinstance(request, dict) or set(request) - {"tenant", "id", "all", "limit", "page"}:
+                raise RequestRejectedError("the body is {tenant?, id?, all?, limit?, page?}")
+            tenant, run_id = request.get("tenant"), request.get("id")
+            if run_id is not None:
+                if tenant is None:
+                    raise RequestRejectedError("id needs its tenant")
+                return 200, {"data": [switch.stop(RunKey(str(tenant), str(run_id)), reason=BY_OPERATOR).public()],
+                             "next_page": None}  # fmt: skip
+            if (tenant is None) != (request.get("all") is True):
+                raise RequestRejectedError("name a tenant, or all: true for every tenant's active work")
+            report = switch.stop_all(tenant, reason=BY_OPERATOR, limit=_limit(request.get("limit")),
+                                     page=request.get("page"))  # fmt: skip
+            return 200, report.public()
+
+        def _limit(raw: object) -> int:
+            limit = MAX_PAGE if raw is None else int(str(raw))
+            if not 1 <= limit <= MAX_PAGE:
+                raise RequestRejectedError(f"limit: 1 to {MAX_PAGE}")
+            return limit
+
+        return _operator_answer(answer, not_found="RUN_NOT_FOUND")
 
 
 def _operator_answer(

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,21 @@ def synthesize(outdir: Path | None = None, context: dict[str, Any] | None = None
     return template
 
 
-def function_arn(logical_id: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}"
+def function_arn(logical_id: str, qualifier: str | None = None) -> str:
+    """A function's local ARN, or (``qualifier``: an alias's name) the alias's."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical_id}" + (f":{qualifier}" if qualifier else "")
+
+
+def function_and_qualifier(reference: str) -> tuple[str, str | None]:
+    """The function and the qualifier (alias or version) an invoke names, as Lambda reads FunctionName: a name,
+    a name with its qualifier, or an ARN with or without one."""
+    if reference.startswith("arn:"):
+        parts = reference.split(":")  # arn:aws:lambda:region:account:function:name[:qualifier]
+        if len(parts) not in (7, 8) or parts[5] != "function":
+            raise ValueError(f"{reference!r} is not a Lambda function's ARN")
+        return parts[6], (parts[7] if len(parts) == 8 else None)
+    name, _, qualifier = reference.partition(":")
+    return name, qualifier or None
 
 
 @dataclass(frozen=True)
@@ -61,14 +74,19 @@ class Topology:
     handlers: dict[str, str]  # function name (logical id) -> handler path
     table_key_schema: list[dict[str, str]]
     table_attributes: list[dict[str, str]]
-    max_receive_count: int
+    table_indexes: list[dict[str, Any]]  # the global secondary indexes, as CreateTable takes them
+    max_receive_count: int  # the intake queue's (STEPWISE_QUEUE_URL)
     routes: list[Route]
     environments: dict[str, dict[str, Any]]  # function name -> its environment variables, unresolved
     resource_types: dict[str, str]  # logical id -> CloudFormation type
+    aliases: dict[str, frozenset[str]]  # function name -> the names of its aliases (what invokers call)
+    # each queue a variable names (STEPWISE_QUEUE_URL, STEPWISE_WEBHOOKS_QUEUE_URL) -> its redrive's maxReceiveCount
+    queue_receive_counts: dict[str, int] = field(default_factory=dict)
 
     def environment(self, local: dict[str, str | None]) -> dict[str, str]:
         """The functions' environment, as the template gives it, with each referenced resource replaced by
-        its local counterpart (``local``: CloudFormation type -> value, None to leave the variable unset).
+        its local counterpart (``local``: a variable's name or a CloudFormation type -> value, None to leave the
+        variable unset; a variable's own entry wins, so each queue can be its own local queue).
 
         The functions run in one process here, so they share one environment: a variable two functions are
         given different values of is an error (POWERTOOLS_SERVICE_NAME aside: each handler names its own
@@ -78,7 +96,12 @@ class Topology:
             for name, raw in variables.items():
                 if name == "POWERTOOLS_SERVICE_NAME":
                     continue
-                value = raw if isinstance(raw, str) else self._local(raw, local, f"{function}.{name}")
+                if isinstance(raw, str):
+                    value: str | None = raw
+                elif name in local:
+                    value = local[name]
+                else:
+                    value = self._local(raw, local, f"{function}.{name}")
                 if value is None:
                     continue
                 if merged.setdefault(name, value) != value:
@@ -110,6 +133,10 @@ class Topology:
     def intake_function(self) -> str:
         return next(name for name, handler in self.handlers.items() if handler.endswith(".intake.handler"))
 
+    @property
+    def webhooks_function(self) -> str:
+        return next(name for name, handler in self.handlers.items() if handler.endswith(".webhooks.handler"))
+
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {lid: res for lid, res in template["Resources"].items() if res["Type"] == kind}
@@ -133,6 +160,9 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
         }
         if value["Ref"] in pseudo:
             return pseudo[value["Ref"]]
+        resource = template["Resources"].get(value["Ref"], {})
+        if resource.get("Type") == "AWS::Lambda::Alias":  # (its Ref is the alias's ARN)
+            return function_arn(_aliased_function(resource), resource["Properties"]["Name"])
         raise ValueError(f"unsupported Ref in state machine definition: {value['Ref']}")
     if "Fn::GetAtt" in value:
         logical_id, attribute = value["Fn::GetAtt"]
@@ -143,31 +173,53 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
     return {k: resolve(v, template) for k, v in value.items()}
 
 
+def _aliased_function(alias: dict[str, Any]) -> str:
+    """The logical id of the function an AWS::Lambda::Alias resource is an alias of."""
+    target = alias["Properties"]["FunctionName"]
+    if not (isinstance(target, dict) and set(target) == {"Ref"}):
+        raise ValueError(f"an alias of a function this template does not declare: {target!r}")
+    return str(target["Ref"])
+
+
+def function_aliases(template: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Function (logical id) -> the names of the aliases the template declares for it."""
+    found: dict[str, set[str]] = {}
+    for alias in _resources(template, "AWS::Lambda::Alias").values():
+        found.setdefault(_aliased_function(alias), set()).add(alias["Properties"]["Name"])
+    return {function: frozenset(names) for function, names in found.items()}
+
+
 def topology(template: dict[str, Any]) -> Topology:
     (machine,) = _resources(template, "AWS::StepFunctions::StateMachine").values()
     definition = resolve(machine["Properties"]["DefinitionString"], template)
     (table,) = _resources(template, "AWS::DynamoDB::GlobalTable").values()
-    queues = _resources(template, "AWS::SQS::Queue").values()
-    redrive = next(q["Properties"]["RedrivePolicy"] for q in queues if "RedrivePolicy" in q["Properties"])
+    queues = _resources(template, "AWS::SQS::Queue")
+    functions = {lid: res for lid, res in _resources(template, "AWS::Lambda::Function").items()
+                 if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")}  # fmt: skip
+    named = {name: raw["Ref"] for res in functions.values()
+             for name, raw in res["Properties"].get("Environment", {}).get("Variables", {}).items()
+             if isinstance(raw, dict) and raw.get("Ref") in queues}  # fmt: skip
+    receive_counts = {name: int(queues[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"])
+                      for name, queue in named.items() if "RedrivePolicy" in queues[queue]["Properties"]}  # fmt: skip
     routes = []
     for route in _resources(template, "AWS::ApiGatewayV2::Route").values():
         method, path = route["Properties"]["RouteKey"].split(" ", 1)
         routes.append(Route(method, path, authorized=route["Properties"].get("AuthorizationType") == "CUSTOM"))
     return Topology(
         definition=definition,
-        handlers={
-            lid: res["Properties"]["Handler"]
-            for lid, res in _resources(template, "AWS::Lambda::Function").items()
-            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
-        },
+        handlers={lid: res["Properties"]["Handler"] for lid, res in functions.items()},
         table_key_schema=table["Properties"]["KeySchema"],
         table_attributes=table["Properties"]["AttributeDefinitions"],
-        max_receive_count=int(redrive["maxReceiveCount"]),
+        table_indexes=[
+            {name: index[name] for name in ("IndexName", "KeySchema", "Projection")}
+            for index in table["Properties"].get("GlobalSecondaryIndexes", [])
+        ],
+        max_receive_count=receive_counts["STEPWISE_QUEUE_URL"],
+        queue_receive_counts=receive_counts,
         routes=routes,
         environments={
-            lid: res["Properties"].get("Environment", {}).get("Variables", {})
-            for lid, res in _resources(template, "AWS::Lambda::Function").items()
-            if str(res["Properties"].get("Handler", "")).startswith("functions.handlers.")
+            lid: res["Properties"].get("Environment", {}).get("Variables", {}) for lid, res in functions.items()
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
+        aliases=function_aliases(template),
     )

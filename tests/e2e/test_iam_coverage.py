@@ -18,6 +18,7 @@ import pytest
 from infra.functions import FUNCTIONS
 from stepwise.local.stack import LocalStack
 from tests.e2e.conftest import http, wait
+from tests.fakes.webhook_receiver import receiving
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +39,8 @@ def traced(template: dict[str, Any]) -> Iterator[tuple[LocalStack, dict[str, set
                     (kind,) = part
                     actions[names[function]].add({"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                                                   "ConditionCheck": "ConditionCheckItem"}[kind])  # fmt: skip
+            elif params.get("IndexName"):  # a Query of an index: allowed only on the indexes the function declares
+                actions[names[function]].add(f"{operation}:{params['IndexName']}")
             else:
                 actions[names[function]].add(operation)
 
@@ -50,9 +53,15 @@ def traced(template: dict[str, Any]) -> Iterator[tuple[LocalStack, dict[str, set
 
 def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalStack, dict[str, set[str]]]) -> None:
     stack, actions = traced
-    # Given the paths that use the table
-    _, first = http(stack, "POST", "/runs", {"input": "What is 6 * 7?", "response_cache": True})
-    wait(stack, first["run_id"])
+    # Given the paths that use the table (a webhook endpoint told of the first run's end among them)
+    with receiving() as receiver:
+        _, hook = http(stack, "POST", "/v1/webhooks", {"url": receiver.url, "event_types": ["run.succeeded"]})
+        receiver.secret = hook["secret"]
+        _, first = http(stack, "POST", "/runs", {"input": "What is 6 * 7?", "response_cache": True})
+        wait(stack, first["run_id"])
+        (delivery,) = receiver.wait_for(1)
+        assert delivery.error is None
+        http(stack, "DELETE", f"/v1/webhooks/{hook['id']}")
     _, again = http(stack, "POST", "/runs", {"input": "What is 6 * 7?", "response_cache": True})  # cache hits
     wait(stack, again["run_id"])
     _, limited = http(stack, "POST", "/runs", {"input": "What is 2 * 2?", "budget": {"max_usd": 0.0001}})
@@ -60,11 +69,17 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     _, queued = http(stack, "POST", "/runs", {"input": "hello"})
     http(stack, "POST", f"/runs/{queued['run_id']}/cancel")
     http(stack, "GET", "/costs")
+    _, other = http(stack, "POST", "/runs", {"input": "hello again"})
+    http(stack, "GET", "/active")
+    http(stack, "POST", "/active/cancel")  # the kill switch (the run above, queued or running)
+    wait(stack, other["run_id"])
     http(stack, "GET", f"/runs/{first['run_id']}/steps")
     # Then every function's actions are within its grant
-    assert set(actions) >= {"api", "intake", "step", "tool", "finalize"}
+    assert set(actions) >= {"api", "intake", "step", "tool", "finalize", "webhooks"}
+    assert "Query:active" in actions["api"]
     for function, performed in actions.items():
         granted = {action.removeprefix("dynamodb:") for action in FUNCTIONS[function].table_actions}
+        granted |= {f"Query:{index}" for index in FUNCTIONS[function].index_queries}
         assert performed <= granted, f"{function} performs {sorted(performed - granted)} without a grant"
     # And the second identical run was served by the response cache at no cost
     _, steps = http(stack, "GET", f"/runs/{again['run_id']}/steps")

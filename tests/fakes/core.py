@@ -14,6 +14,7 @@ from functions.agent.pricing import PriceBook, default_price_book
 from functions.agent.step import StepConfig, StepOutcome, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
 from functions.agent.tool import run_tool
+from functions.agent.webhooks import WebhookNotifier
 from functions.tools import builtin_registry
 from tests.fakes.clock import FixedClock
 from tests.fakes.services import RecordingQueue, RecordingWorkflow
@@ -36,6 +37,7 @@ def submitter(
     clock: Clock | None = None,
     new_id: Callable[[], str] | None = None,
     default_model: str = DEFAULT_MODEL,
+    notifier: WebhookNotifier | None = None,
     **config: Any,
 ) -> Submitter:
     return Submitter(
@@ -46,6 +48,7 @@ def submitter(
         clock=clock or FixedClock(),
         new_id=new_id or sequential_ids(),
         config=SubmitConfig(default_model=default_model, **config),
+        notifier=notifier,
     )
 
 
@@ -75,13 +78,24 @@ def runner(
     )
 
 
-def lifecycle(store: RunStore, queue: RunQueue | None = None, clock: Clock | None = None) -> Lifecycle:
-    return Lifecycle(store=store, clock=clock or FixedClock(), queue=queue)
+def lifecycle(
+    store: RunStore,
+    queue: RunQueue | None = None,
+    clock: Clock | None = None,
+    notifier: WebhookNotifier | None = None,
+) -> Lifecycle:
+    return Lifecycle(store=store, clock=clock or FixedClock(), queue=queue, notifier=notifier)
 
 
-def intake(store: RunStore, workflow: Workflow | None = None, queue: RunQueue | None = None) -> Intake:
+def intake(
+    store: RunStore,
+    workflow: Workflow | None = None,
+    queue: RunQueue | None = None,
+    notifier: WebhookNotifier | None = None,
+) -> Intake:
     queue = queue or RecordingQueue()
-    return Intake(store=store, workflow=workflow or RecordingWorkflow(), queue=queue, lifecycle=lifecycle(store, queue))
+    return Intake(store=store, workflow=workflow or RecordingWorkflow(), queue=queue,
+                  lifecycle=lifecycle(store, queue, notifier=notifier))  # fmt: skip
 
 
 def run_tools(store: RunStore, outcome: StepOutcome, toolbox: Toolbox | None = None) -> list[ToolOutcome]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
+from functions.agent.active import ActiveEntry, Listing, listing
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError
 from functions.agent.ledger import Counter, CounterChange, Plan, Rejected
 from functions.agent.models import ModelResponse, Run, RunKey, StepRecord, StepRef, ToolOutcome, Usage
@@ -22,6 +23,7 @@ class InMemoryRunStore(RunStore):
         self.tools: dict[tuple[RunKey, int, str], ToolOutcome] = {}
         self.pending: dict[tuple[RunKey, int], ModelResponse] = {}
         self.counters: dict[Counter, dict[str, Decimal]] = {}
+        self.listed: dict[RunKey, Listing] = {}  # the index of active work, as the plans write it
         self.writes = 0
         self._lock = threading.RLock()
 
@@ -32,6 +34,8 @@ class InMemoryRunStore(RunStore):
             if run.key in self.runs:
                 raise RunAlreadyExistsError(run.run_id)
             self.runs[run.key] = run.model_copy(deep=True)
+            if (listed := listing(run)) is not None:
+                self.listed[run.key] = listed
             self.writes += 1
 
     def get_run(self, key: RunKey) -> Run | None:
@@ -67,6 +71,10 @@ class InMemoryRunStore(RunStore):
                 self.steps[(key, plan.record.step)] = plan.record
                 self.pending.pop((key, plan.record.step), None)
             self.runs[key] = plan.run.applied_to(stored)
+            if plan.run.delists:
+                self.listed.pop(key, None)
+            elif plan.run.listing is not None:
+                self.listed.setdefault(key, plan.run.listing)
             for change in plan.counters:
                 self._add(change)
             self.writes += 1
@@ -85,6 +93,19 @@ class InMemoryRunStore(RunStore):
 
     def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:
         self.pending[(key, step)] = response
+
+    # ------------------------------------------------------------------------------------------- active work
+
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[ActiveEntry]:
+        with self._lock:
+            chosen = sorted(
+                (listed.key, key) for key, listed in self.listed.items()
+                if listed.shard == shard and tenant in (None, key.tenant) and (after is None or listed.key > after)
+            )[:limit]  # fmt: skip
+            return [
+                ActiveEntry.parse(sort, self.runs[key].status, self.runs[key].turn, self.runs[key].created_by)
+                for sort, key in chosen
+            ]
 
     # ------------------------------------------------------------------------------------------- spend
 

@@ -28,6 +28,7 @@ class Aws:
     sfn: Any
     queue_url: str
     state_machine_arn: str
+    webhooks_queue_url: str = ""
 
     def queued_messages(self) -> list[dict[str, Any]]:
         return self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
@@ -57,17 +58,16 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
     gives it (its resources replaced by these), so the handlers run with the settings a deployment has."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(
+        dynamodb.create_table(  # as the synthesised stack declares it, its index of active work included
             TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
+            KeySchema=stack_topology.table_key_schema,
+            AttributeDefinitions=stack_topology.table_attributes,
+            GlobalSecondaryIndexes=stack_topology.table_indexes,
             BillingMode="PAY_PER_REQUEST",
         )
         sqs = boto3.client("sqs")
         queue_url = sqs.create_queue(QueueName="intake")["QueueUrl"]
+        webhooks_queue_url = sqs.create_queue(QueueName="webhooks")["QueueUrl"]
         boto3.client("s3").create_bucket(Bucket=RESULTS_BUCKET)
         sfn = boto3.client("stepfunctions")
         arn = sfn.create_state_machine(
@@ -76,7 +76,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         environment = stack_topology.environment(
             {
                 "AWS::DynamoDB::GlobalTable": TABLE,
-                "AWS::SQS::Queue": queue_url,
+                "STEPWISE_QUEUE_URL": queue_url,
+                "STEPWISE_WEBHOOKS_QUEUE_URL": webhooks_queue_url,
                 "AWS::StepFunctions::StateMachine": arn,
                 "AWS::SecretsManager::Secret": None,
                 "AWS::S3::Bucket": RESULTS_BUCKET,
@@ -85,7 +86,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
         for key, value in {**environment, **TEST_SETTINGS}.items():
             monkeypatch.setenv(key, value)
         wiring.reset()
-        yield Aws(dynamodb, sqs, sfn, queue_url, arn)
+        yield Aws(dynamodb, sqs, sfn, queue_url, arn, webhooks_queue_url)
     wiring.reset()
 
 

@@ -1,6 +1,7 @@
 """The budget rules exist once (functions/agent/ledger.py); the DynamoDB adapter and the in-memory fake only
 apply its plans. Here both stores are given the same state and the same operation, and must agree on the
-outcome (the same refusal, code and message), on the run afterwards and on every spend counter."""
+outcome (the same refusal, code and message), on the run afterwards, on every spend counter, and on the index of
+active work (functions/agent/active.py), which must list exactly the runs the rule says are active."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import boto3
 import pytest
 
-from functions.adapters.dynamodb_store import DynamoDBRunStore, counter_key
+from functions.adapters.dynamodb_store import ACTIVE_PK, ACTIVE_SK, RUN_SK, DynamoDBRunStore, counter_key, run_pk
 from functions.adapters.serde import from_item
 from functions.agent import ledger
+from functions.agent.active import ActiveEntry, listing, shard_of
 from functions.agent.ledger import (
     AtStep,
     BudgetLimits,
@@ -143,6 +145,28 @@ def _end(index: int, status: RunStatus, *, release: bool = True) -> Operation:
     return operation
 
 
+def listed(store: RunStore, runs: list[Run]) -> list[ActiveEntry]:
+    """What the store's index of active work lists for these runs' tenants."""
+    tenants = sorted({run.tenant for run in runs})
+    return [e for t in tenants for e in store.list_active(shard_of(t), tenant=t, limit=100, after=None)]
+
+
+def _written_before_the_index(index: int) -> Operation:
+    """The run as a release before the index of active work wrote it: active, but not listed."""
+
+    def operation(store: RunStore, runs: list[Run]) -> Any:
+        key = runs[index].key
+        if isinstance(store, InMemoryRunStore):
+            store.listed.pop(key)
+        else:
+            assert isinstance(store, DynamoDBRunStore)
+            store.client.update_item(TableName=TABLE, Key={"pk": {"S": run_pk(key)}, "sk": {"S": RUN_SK}},
+                                     UpdateExpression=f"REMOVE {ACTIVE_PK}, {ACTIVE_SK}")  # fmt: skip
+        assert listed(store, runs) == []
+
+    return operation
+
+
 def _then(*operations: Operation) -> Setup:
     def setup(store: RunStore, runs: list[Run]) -> None:
         for operation in operations:
@@ -236,7 +260,13 @@ SCENARIOS: list[tuple[str, list[Run], Setup, Operation]] = [
         _then(_reserve(0, held(), BudgetLimits()), _end(0, RunStatus.CANCELLED, release=False)),
         lambda store, runs: ledger.release(store, runs[0].key, 0),
     ),
-]
+    ("a run of another tenant stays listed", [new_run("r0"), new_run("r1", tenant="globex")], _then(),
+     _end(0, RunStatus.CANCELLED)),
+    ("a run written before the index is listed from its next reservation", [new_run("r0")],
+     _then(_written_before_the_index(0)), _reserve(0, held(), BudgetLimits())),
+    ("a run written before the index ends unlisted", [new_run("r0")], _then(_written_before_the_index(0)),
+     _end(0, RunStatus.FAILED)),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "runs", "setup", "operation"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
@@ -252,12 +282,20 @@ def test_both_stores_apply_the_ledger_alike(
         setup(store, runs)
         # When the same ledger operation is applied to each
         result = outcome(lambda s: operation(s, runs), store)
-        results.append((result, [store.get_run(run.key) for run in runs], counters_of(store, aws, runs)))
-    # Then they agree on what happened, on the runs and on every counter
+        after = [store.get_run(run.key) for run in runs]
+        results.append((result, after, counters_of(store, aws, runs), listed(store, runs)))
+    # Then they agree on what happened, on the runs, on every counter and on what the index lists
     (dynamodb, memory) = results
     assert dynamodb[0] == memory[0], name
     assert dynamodb[1] == memory[1], name
     assert dynamodb[2] == memory[2], name
+    assert dynamodb[3] == memory[3], name
+    # And the index lists exactly the runs the rule says are active (a run an earlier release wrote is listed from
+    # its next write that keeps it active)
+    runs_after = [run for run in memory[1] if run is not None]
+    wanted = sorted(found.key for run in runs_after if (found := listing(run)) is not None)
+    assert [entry.key for entry in memory[3]] == wanted, name
+    assert all(entry.status is next(r for r in runs_after if r.run_id == entry.run_id).status for entry in memory[3])
 
 
 def test_the_budget_refusals_name_the_budget_its_limit_and_what_is_committed(aws: Aws) -> None:

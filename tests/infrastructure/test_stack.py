@@ -18,6 +18,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 
 from app import build_app
+from functions.adapters.dynamodb_store import ACTIVE_INDEX, ACTIVE_PK, ACTIVE_PROJECTION, ACTIVE_SK
+from functions.adapters.settings import StopSettings
 from infra.constants import (
     INTAKE_MAX_RECEIVE_COUNT,
     MODEL_RETRY_INTERVAL_SECONDS,
@@ -43,6 +45,8 @@ EXPECTED_ROUTES = {
     "POST /runs/{run_id}/cancel",
     "GET /runs/{run_id}/tool_results/{tool_use_id}",
     "GET /costs",
+    "GET /active",  # the kill switch
+    "POST /active/cancel",
     "GET /health",
     "GET /openapi.json",
     # the Managed Agents API
@@ -62,6 +66,10 @@ EXPECTED_ROUTES = {
     "GET /v1/sessions/{session_id}/events",
     "GET /v1/sessions/{session_id}/events/stream",
     "GET /v1/sessions/{session_id}/tool_results/{tool_use_id}",
+    "POST /v1/webhooks",
+    "GET /v1/webhooks",
+    "GET /v1/webhooks/{webhook_id}",
+    "DELETE /v1/webhooks/{webhook_id}",
 }
 
 
@@ -98,6 +106,23 @@ def functions(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
         assert module.startswith("functions.handlers.") and attribute == "handler", props["Handler"]
         found[module.removeprefix("functions.handlers.")] = (logical_id, props)
     return found
+
+
+@pytest.fixture(scope="module")
+def aliases(resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, str]:
+    """Function name -> the logical id of its ``live`` alias (what every invoker calls)."""
+    return live_aliases(resources, functions)
+
+
+def live_aliases(
+    resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, str]:
+    by_function = {
+        resource["Properties"]["FunctionName"]["Ref"]: logical_id
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::Lambda::Alias" and resource["Properties"]["Name"] == "live"
+    }
+    return {name: by_function[logical_id] for name, (logical_id, _) in functions.items()}
 
 
 @pytest.fixture(scope="module")
@@ -411,23 +436,23 @@ def test_every_transition_targets_an_existing_state(definition: dict[str, Any]) 
     assert check(definition) >= 8
 
 
-def test_state_machine_role_invokes_only_the_workflow_functions(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+def test_state_machine_role_invokes_only_the_workflow_functions_live_aliases(
+    template: Template, resources: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
     # Given the state machine's role
     (machine,) = template.find_resources("AWS::StepFunctions::StateMachine").values()
     role_id, _ = machine["Properties"]["RoleArn"]["Fn::GetAtt"]
     statements = role_statements(resources, role_id)
 
-    # When collecting the functions it may invoke
-    invoked: set[str] = set()
-    for statement in statements_granting(statements, "lambda:InvokeFunction"):
-        for resource in as_list(statement["Resource"]):
-            arn = resource if "Fn::GetAtt" in resource else resource["Fn::Join"][1][0]
-            invoked.add(arn["Fn::GetAtt"][0])
+    # When collecting what it may invoke
+    invoked = [resource for statement in statements_granting(statements, "lambda:InvokeFunction")
+               for resource in as_list(statement["Resource"])]  # fmt: skip
 
-    # Then it is exactly the four workflow functions, not the api nor the intake function
-    assert invoked == {functions[name][0] for name in WORKFLOW_FUNCTIONS}
+    # Then it is exactly the aliases of the four workflow functions (an alias's Ref is its ARN): not the api nor
+    # the intake function, and neither the functions themselves nor their versions (no wildcard)
+    assert sorted(invoked, key=json.dumps) == sorted(
+        ({"Ref": aliases[name]} for name in WORKFLOW_FUNCTIONS), key=json.dumps
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -437,7 +462,7 @@ def test_state_machine_role_invokes_only_the_workflow_functions(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 8
+    assert len(FUNCTIONS) == 9
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name].handler
@@ -553,15 +578,25 @@ def test_only_the_step_function_knows_the_secret(functions: dict[str, tuple[str,
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def queue_of(variable: str, resources: dict[str, Any], functions: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The queue the functions' ``variable`` names (STEPWISE_QUEUE_URL: intake; STEPWISE_WEBHOOKS_QUEUE_URL)."""
+    (logical_id,) = {props["Environment"]["Variables"][variable]["Ref"] for _, props in functions.values()
+                     if variable in props["Environment"]["Variables"]}  # fmt: skip
+    return logical_id, resources[logical_id]
+
+
 @pytest.fixture(scope="module")
-def intake_queue(template: Template) -> tuple[str, dict[str, Any]]:
-    return single(template.find_resources("AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.any_value()}}))
+def intake_queue(
+    resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[str, dict[str, Any]]:
+    return queue_of("STEPWISE_QUEUE_URL", resources, functions)
 
 
 def test_intake_queue_redrives_to_an_encrypted_dead_letter_queue(
     template: Template, resources: dict[str, dict[str, Any]], intake_queue: tuple[str, dict[str, Any]]
 ) -> None:
-    template.resource_count_is("AWS::SQS::Queue", 3)  # intake, its dead letters, the execution-ended rule's
+    # intake, its dead letters, the execution-ended rule's, webhooks and their dead letters
+    template.resource_count_is("AWS::SQS::Queue", 5)
     queue_id, queue = intake_queue
     redrive = queue["Properties"]["RedrivePolicy"]
 
@@ -586,14 +621,17 @@ def test_intake_queue_visibility_covers_six_consumer_timeouts(
 
 
 def test_intake_function_drains_the_queue_with_bounded_concurrency_and_partial_failures(
-    template: Template, intake_queue: tuple[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template, intake_queue: tuple[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 2)  # intake's, webhooks'
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
         {
             "EventSourceArn": {"Fn::GetAtt": [intake_queue[0], "Arn"]},
-            "FunctionName": {"Ref": functions["intake"][0]},
+            # the alias, as name:live (the function's name taken from the alias's ARN)
+            "FunctionName": {
+                "Fn::Join": ["", [{"Fn::Select": [6, {"Fn::Split": [":", {"Ref": aliases["intake"]}]}]}, ":live"]]
+            },
             "ScalingConfig": {"MaximumConcurrency": 10},
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
         },
@@ -670,7 +708,7 @@ def test_routes_are_exactly_the_contract(template: Template) -> None:
 
 
 def test_every_route_but_health_has_the_api_key_authorizer(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template, resources: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
     routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
     auth = {route["Properties"]["RouteKey"]: route["Properties"] for route in routes}
@@ -683,8 +721,8 @@ def test_every_route_but_health_has_the_api_key_authorizer(
     assert authorizer["AuthorizerType"] == "REQUEST" and authorizer["EnableSimpleResponses"] is True
     assert authorizer["AuthorizerPayloadFormatVersion"] == "2.0"
     assert authorizer.get("IdentitySource", []) == [] and authorizer["AuthorizerResultTtlInSeconds"] == 0
-    # it is the authorizer function (functions/handlers/authorizer.py)
-    assert functions["authorizer"][0] in json.dumps(authorizer["AuthorizerUri"])
+    # it is the authorizer function (functions/handlers/authorizer.py), through its alias
+    assert {"Ref": aliases["authorizer"]} in authorizer["AuthorizerUri"]["Fn::Join"][1]
 
 
 def test_the_authorizer_may_only_read_api_key_items(statements_by_function: dict[str, list[dict[str, Any]]]) -> None:
@@ -698,7 +736,7 @@ def test_the_authorizer_may_only_read_api_key_items(statements_by_function: dict
 
 
 def test_every_route_proxies_to_the_api_function(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template, resources: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
     routes = template.find_resources("AWS::ApiGatewayV2::Route").values()
     for route in routes:
@@ -707,7 +745,7 @@ def test_every_route_proxies_to_the_api_function(
         assert prefix == "integrations/"
         integration = resources[integration_ref["Ref"]]["Properties"]
         assert integration["IntegrationType"] == "AWS_PROXY"
-        assert integration["IntegrationUri"] == {"Fn::GetAtt": [functions["api"][0], "Arn"]}
+        assert integration["IntegrationUri"] == {"Ref": aliases["api"]}  # its live alias
 
 
 def test_stage_has_access_logs_and_throttling(template: Template, resources: dict[str, dict[str, Any]]) -> None:
@@ -771,11 +809,40 @@ def test_table_access_is_exactly_what_each_function_declares(
     statements = statements_by_function[name]
     assert allowed_actions(statements, "dynamodb:") == set(FUNCTIONS[name].table_actions)
     assert not set(FUNCTIONS[name].table_actions) & {"dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem"}
-    # and only on the table itself (no index, no other table, no wildcard)
+    # and only on the table itself (no other table, no wildcard), but a Query of the indexes it declares
     table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
+    indexes = [{"Fn::Join": ["", [table_arn, f"/index/{index}"]]} for index in FUNCTIONS[name].index_queries]
     for statement in statements:
         if any(action.startswith("dynamodb:") for action in as_list(statement["Action"])):
+            if as_list(statement["Action"]) == ["dynamodb:Query"] and indexes:
+                assert as_list(statement["Resource"]) == indexes, name
+                continue
             assert as_list(statement["Resource"]) == [table_arn], name
+
+
+def test_the_index_of_active_work_is_sparse_small_and_queried_by_the_api_alone(
+    resources: dict[str, dict[str, Any]], statements_by_function: dict[str, list[dict[str, Any]]]
+) -> None:
+    # Given the table's one index
+    (index,) = resources[single_table_id(resources)]["Properties"]["GlobalSecondaryIndexes"]
+    # Then it is keyed by the attributes only active runs have, and carries the few a listing shows
+    assert index["IndexName"] == ACTIVE_INDEX
+    assert index["KeySchema"] == [{"AttributeName": ACTIVE_PK, "KeyType": "HASH"},
+                                  {"AttributeName": ACTIVE_SK, "KeyType": "RANGE"}]  # fmt: skip
+    assert index["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(ACTIVE_PROJECTION)}
+    # And only the api function may Query it (no function has a grant on every index)
+    readers = {name for name, statements in statements_by_function.items()
+               if any("/index/" in json.dumps(s["Resource"]) for s in statements)}  # fmt: skip
+    assert readers == {"api"}
+    assert "/index/*" not in json.dumps(statements_by_function)
+
+
+def test_an_operators_kill_switch_releases_after_the_deployments_delay(
+    functions: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    # `stepwise kill --table` schedules releases with the settings' default delay: the one the stack gives
+    deployed = functions["api"][1]["Environment"]["Variables"]["STEPWISE_RELEASE_DELAY_SECONDS"]
+    assert int(deployed) == StopSettings.model_fields["release_delay_seconds"].default
 
 
 def test_only_the_intake_function_starts_executions_of_the_state_machine(
@@ -811,14 +878,16 @@ def test_only_the_step_function_reads_the_anthropic_secret(
 def test_only_the_api_intake_and_workflow_ended_functions_send_to_the_intake_queue(
     statements_by_function: dict[str, list[dict[str, Any]]],
     functions: dict[str, tuple[str, dict[str, Any]]],
+    intake_queue: tuple[str, dict[str, Any]],
 ) -> None:
     # new runs (api), delayed reservation releases (api after a cancel, workflow_ended after a timeout) and
     # the run watchdog's checks (intake schedules them, and may release after ending a stuck run)
     senders = {
         name
         for name, statements in statements_by_function.items()
-        if statements_granting(statements, "sqs:SendMessage")
-    }
+        if any(s["Resource"] == {"Fn::GetAtt": [intake_queue[0], "Arn"]}
+               for s in statements_granting(statements, "sqs:SendMessage"))
+    }  # fmt: skip
     assert senders == {"api", "intake", "workflow_ended"}
     assert statements_granting(statements_by_function["intake"], "states:DescribeExecution")
     assert statements_granting(statements_by_function["intake"], "states:StopExecution")  # a cancel's, retried
@@ -867,7 +936,7 @@ def test_outputs(template: Template) -> None:
 
 
 def test_executions_that_end_outside_the_graph_still_end_their_run(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template, resources: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
     # Given the EventBridge rule on Step Functions execution status changes
     rules = template.find_resources("AWS::Events::Rule")
@@ -879,17 +948,20 @@ def test_executions_that_end_outside_the_graph_still_end_their_run(
     assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
     (machine_id,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::StepFunctions::StateMachine"]
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
-    # And it targets the workflow_ended function with retries
+    # And it targets the workflow_ended function's alias with retries
     (target,) = rule["Properties"]["Targets"]
-    assert target["Arn"] == {"Fn::GetAtt": [functions["workflow_ended"][0], "Arn"]}
+    assert target["Arn"] == {"Ref": aliases["workflow_ended"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 8
 
 
 def test_the_dead_letter_queue_has_an_alarm_and_intake_knows_the_receive_limit(
-    template: Template, resources: dict[str, dict[str, Any]], functions: dict[str, tuple[str, dict[str, Any]]]
+    template: Template,
+    resources: dict[str, dict[str, Any]],
+    functions: dict[str, tuple[str, dict[str, Any]]],
+    intake_queue: tuple[str, dict[str, Any]],
 ) -> None:
     alarms = template.find_resources("AWS::CloudWatch::Alarm").values()
-    (intake_queue_id,) = [lid for lid, r in resources.items() if "RedrivePolicy" in r.get("Properties", {})]
+    intake_queue_id = intake_queue[0]
     dlq_id = resources[intake_queue_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     (props,) = [a["Properties"] for a in alarms if dlq_id in json.dumps(a["Properties"].get("Dimensions", []))]
     assert props["MetricName"] == "ApproximateNumberOfMessagesVisible" and props["Threshold"] == 1
@@ -996,13 +1068,15 @@ def test_no_function_but_the_authorizer_may_touch_api_keys_and_none_may_write_te
 ) -> None:
     for name, statements in statements_by_function.items():
         denied = [s for s in statements if s["Effect"] == "Deny"]
-        if name == "authorizer":
+        if name in ("authorizer", "webhooks"):  # allowed nothing but their own partitions (dynamodb:LeadingKeys)
             assert denied == []
             continue
         (keys,) = [s for s in denied if s["Action"] == "dynamodb:*"]
         (limits,) = [s for s in denied if s is not keys]
         assert keys["Action"] == "dynamodb:*"
-        assert keys["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["APIKEY#*", "KEYS"]}}
+        # nor (but the api, which registers them) read or write the secrets that sign a tenant's webhooks
+        denied_keys = ["APIKEY#*", "KEYS", *([] if name == "api" else ["T#*#WEBHOOKS"])]
+        assert keys["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": denied_keys}}
         # nor raise its own tenant's limits (an operator writes them; the api and step functions only read them)
         assert sorted(limits["Action"]) == sorted(
             ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from functions.agent.errors import NotFoundError, RequestRejectedError
-from functions.agent.models import Budget, Run, RunError, RunStatus, Turn
+from functions.agent.errors import DeliveryFailedError, EnqueueError, NotFoundError, RequestRejectedError
+from functions.agent.models import Budget, Run, RunError, RunKey, RunRequest, RunStatus, Turn
 from functions.agent.webhooks import (
     MAX_ATTEMPTS,
     MAX_WEBHOOKS,
     Deliveries,
-    DeliveryFailedError,
     Endpoints,
+    WebhookEvent,
     WebhookNotifier,
     Webhooks,
     backoff_seconds,
     envelope,
     new_secret,
 )
+from tests.fakes import core
 from tests.fakes.clock import FixedClock
+from tests.fakes.memory_store import InMemoryRunStore
+from tests.fakes.services import RecordingQueue, RecordingWorkflow
 from tests.fakes.webhooks import MemoryWebhooks, RecordingSender, RecordingWebhookQueue
 
 T0 = "2026-11-21T12:00:00.000+00:00"
@@ -83,6 +87,20 @@ def test_the_envelope_is_thin_and_names_the_resource() -> None:
                  "workspace_id": "default"},
     }  # fmt: skip
     assert str(event["id"]).startswith("wevt_")
+    assert WebhookEvent.model_validate(event).model_dump() == event  # the shape the webhooks function accepts
+
+
+def test_the_sdk_reads_every_event_type_stepwise_sends() -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="unused")
+    for status, session in ((RunStatus.IDLE, True), (RunStatus.SUCCEEDED, True), (RunStatus.SUCCEEDED, False),
+                            (RunStatus.BUDGET_EXCEEDED, True), (RunStatus.FAILED, False)):  # fmt: skip
+        event = envelope(run(status, session=session))
+        assert event is not None
+        parsed = client.beta.webhooks.parse_unverified(json.dumps(event))
+        assert parsed.id == event["id"] and parsed.type == "event" and parsed.data.id == event["data"]["id"]
+        assert parsed.data.type == event["data"]["type"] and parsed.created_at.isoformat().startswith("2026-11-21")
 
 
 def test_an_end_reported_twice_is_the_same_event_and_another_turn_is_another() -> None:
@@ -95,17 +113,17 @@ def test_an_end_reported_twice_is_the_same_event_and_another_turn_is_another() -
 @pytest.mark.parametrize("status", [RunStatus.QUEUED, RunStatus.RUNNING])
 def test_nothing_is_announced_before_the_end(status: RunStatus) -> None:
     queue = RecordingWebhookQueue()
-    assert WebhookNotifier(queue=queue, on_failure=lambda exc, event: None).ended(run(status)) is None
+    assert WebhookNotifier(queue=queue).ended(run(status)) is None
     assert queue.announced == []
 
 
 def test_a_queue_that_refuses_is_reported_never_raised() -> None:
-    failures: list[tuple[Exception, dict[str, Any]]] = []
-    notifier = WebhookNotifier(
-        queue=RecordingWebhookQueue(refuse=True), on_failure=lambda e, ev: failures.append((e, ev))
-    )
+    notifier = WebhookNotifier(queue=RecordingWebhookQueue(refuse=True))
     event = notifier.ended(run(RunStatus.SUCCEEDED))
-    assert event is not None and len(failures) == 1 and failures[0][1] == event
+    assert event is not None
+    (failure,) = notifier.take_failures()
+    assert (failure.event_id, failure.event_type, failure.resource_id) == (event["id"], "run.succeeded", "run_1")
+    assert "the queue is unavailable" in failure.reason and notifier.take_failures() == []
 
 
 # ------------------------------------------------------------------------------------------- endpoints
@@ -154,6 +172,8 @@ def test_created_once_with_its_secret_then_listed_without_it() -> None:
     assert hooks.list("other") == []
     with pytest.raises(NotFoundError):
         hooks.get("other", "wh_0")  # another tenant's is not found
+    with pytest.raises(NotFoundError):
+        hooks.get("acme", "wh_" + "0" * 2000)  # too long to be an id: not looked up
     assert hooks.delete("acme", "wh_0") == {"type": "webhook_deleted", "id": "wh_0"}
     assert store.webhooks == {}
 
@@ -190,8 +210,10 @@ def test_a_secret_is_a_standard_webhooks_secret() -> None:
 # ------------------------------------------------------------------------------------------- delivery
 
 
-def deliveries(store: MemoryWebhooks, sender: RecordingSender, queue: RecordingWebhookQueue) -> Deliveries:
-    return Deliveries(store=store, queue=queue, sender=sender, retry_base_seconds=30)
+def deliveries(
+    store: MemoryWebhooks, sender: RecordingSender, queue: RecordingWebhookQueue, endpoints: Endpoints = ALLOWED
+) -> Deliveries:
+    return Deliveries(store=store, queue=queue, sender=sender, endpoints=endpoints, retry_base_seconds=30)
 
 
 def test_fan_out_queues_one_delivery_per_endpoint_that_wants_the_type() -> None:
@@ -213,8 +235,9 @@ def test_a_failed_delivery_is_retried_with_exponential_backoff_until_the_last_at
     assert event is not None
     use_case = deliveries(store, sender, queue)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        with pytest.raises(DeliveryFailedError, match=f"attempt {attempt} of {MAX_ATTEMPTS}"):
+        with pytest.raises(DeliveryFailedError, match=f"attempt {attempt} of {MAX_ATTEMPTS}") as failed:
             use_case.deliver("acme", "wh_0", event, attempt=attempt, receipt=f"r{attempt}")
+        assert failed.value.last_attempt is (attempt == MAX_ATTEMPTS)
     # the last attempt schedules nothing: the queue's redrive moves it to the dead-letter queue
     assert queue.retries == [(f"r{n}", backoff_seconds(n)) for n in range(1, MAX_ATTEMPTS)]
     assert [seconds for _, seconds in queue.retries][:4] == [30, 60, 120, 240]
@@ -225,7 +248,10 @@ def test_a_delivery_signs_with_the_endpoints_secret_and_the_events_id() -> None:
     created = webhooks(store).create("acme", {"url": "https://hooks.example.com/"})
     event = envelope(run(RunStatus.SUCCEEDED))
     assert event is not None
-    assert deliveries(store, sender, RecordingWebhookQueue()).deliver("acme", "wh_0", event, attempt=1, receipt="r")
+    assert (
+        deliveries(store, sender, RecordingWebhookQueue()).deliver("acme", "wh_0", event, attempt=1, receipt="r")
+        == "delivered"
+    )
     assert sender.sent == [("https://hooks.example.com/", created["secret"], event["id"], event)]
 
 
@@ -234,10 +260,94 @@ def test_a_deleted_endpoint_gets_nothing_more() -> None:
     event = envelope(run(RunStatus.SUCCEEDED))
     assert event is not None
     use_case = deliveries(MemoryWebhooks(), sender, RecordingWebhookQueue())
-    assert use_case.deliver("acme", "wh_gone", event, attempt=1, receipt="r") is False
+    assert use_case.deliver("acme", "wh_gone", event, attempt=1, receipt="r") == "gone"
     assert sender.sent == []
+
+
+def test_an_endpoint_whose_host_left_the_allow_list_gets_nothing_more() -> None:
+    store, sender, queue = MemoryWebhooks(), RecordingSender(), RecordingWebhookQueue()
+    webhooks(store).create("acme", {"url": "https://hooks.example.com/"})
+    event = envelope(run(RunStatus.SUCCEEDED))
+    assert event is not None
+    narrower = Endpoints.parse("other.example.com")  # the deployment's allow-list changed since it was registered
+    outcome = deliveries(store, sender, queue, narrower).deliver("acme", "wh_0", event, attempt=1, receipt="r")
+    assert outcome == "refused" and sender.sent == [] and queue.retries == []
 
 
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_seconds(n, 1) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
     assert backoff_seconds(30) == 3600
+
+
+# ------------------------------------------------------------------------------------------- where runs end
+
+
+def announced(queue: RecordingWebhookQueue) -> list[tuple[str, str]]:
+    return [(event["data"]["id"], event["data"]["type"]) for _, event in queue.announced]
+
+
+def stored(store: InMemoryRunStore, status: RunStatus, *, session: bool = False, turns: int = 1) -> RunKey:
+    store.create_run(run(status, session=session, turns=turns))
+    return RunKey("acme", "sesn_1" if session else "run_1")
+
+
+def test_an_end_is_announced_by_whoever_records_it_and_only_once() -> None:
+    store, queue = InMemoryRunStore(), RecordingWebhookQueue()
+    lifecycle = core.lifecycle(store, RecordingQueue(), notifier=WebhookNotifier(queue=queue))
+    key = stored(store, RunStatus.RUNNING)
+    lifecycle.end(key, RunStatus.SUCCEEDED, None)  # e.g. the run watchdog
+    lifecycle.end(key, RunStatus.FAILED, RunError(code="WORKFLOW_FAILED", message="m"))  # a late execution event
+    assert announced(queue) == [("run_1", "run.succeeded")]
+
+
+def test_the_workflows_end_announces_the_end_the_step_recorded() -> None:
+    # the step's transaction records a final answer's SUCCEEDED; Finalize (or MarkFailed) comes next and announces it
+    store, queue = InMemoryRunStore(), RecordingWebhookQueue()
+    lifecycle = core.lifecycle(store, notifier=WebhookNotifier(queue=queue))
+    key = stored(store, RunStatus.IDLE, session=True)
+    lifecycle.end(key, RunStatus.IDLE, None, turn=1, workflow_end=True)
+    lifecycle.fail(key, "States.TaskFailed", "finalize crashed", turn=1)  # the Catch after Finalize: same event
+    assert announced(queue) == [("sesn_1", "session.requires_action")] * 2
+    assert queue.announced[0][1]["id"] == queue.announced[1][1]["id"]
+
+
+def test_a_late_end_of_an_earlier_turn_announces_nothing() -> None:
+    store, queue = InMemoryRunStore(), RecordingWebhookQueue()
+    key = stored(store, RunStatus.RUNNING, session=True, turns=2)
+    core.lifecycle(store, notifier=WebhookNotifier(queue=queue)).end(key, RunStatus.SUCCEEDED, None, turn=1,
+                                                                     workflow_end=True)  # fmt: skip
+    assert announced(queue) == []
+
+
+@pytest.mark.parametrize(("session", "expected"), [(False, "run.failed"), (True, "session.status_idled")])
+def test_a_cancel_or_an_interrupt_is_announced(session: bool, expected: str) -> None:
+    store, queue = InMemoryRunStore(), RecordingWebhookQueue()
+    key = stored(store, RunStatus.RUNNING, session=session)
+    lifecycle = core.lifecycle(store, RecordingQueue(), notifier=WebhookNotifier(queue=queue))
+    lifecycle.cancel(key, RecordingWorkflow(), turn=1 if session else None)
+    assert announced(queue) == [(key.run_id, expected)]
+
+
+def test_an_end_the_queue_cannot_announce_still_ends_the_run() -> None:
+    store, notifier = InMemoryRunStore(), WebhookNotifier(queue=RecordingWebhookQueue(refuse=True))
+    key = stored(store, RunStatus.RUNNING)
+    ended = core.lifecycle(store, notifier=notifier).end(key, RunStatus.SUCCEEDED, None, workflow_end=True)
+    assert ended.status is RunStatus.SUCCEEDED and [f.resource_id for f in notifier.take_failures()] == ["run_1"]
+
+
+def test_a_stuck_run_the_watchdog_ends_is_announced() -> None:
+    store, queue, workflow = InMemoryRunStore(), RecordingWebhookQueue(), RecordingWorkflow()
+    key = stored(store, RunStatus.RUNNING)
+    workflow.statuses["run_1"] = "FAILED"
+    assert core.intake(store, workflow, notifier=WebhookNotifier(queue=queue)).watch(key) == "stuck:FAILED"
+    assert announced(queue) == [("run_1", "run.failed")]
+
+
+def test_a_run_that_cannot_be_queued_is_announced_when_it_is_failed() -> None:
+    store, queue = InMemoryRunStore(), RecordingWebhookQueue()
+    submitter = core.submitter(store, queue=RecordingQueue(fail=ConnectionError("down")),
+                               notifier=WebhookNotifier(queue=queue))  # fmt: skip
+    with pytest.raises(EnqueueError):
+        submitter.submit("acme", RunRequest(input="hi"))
+    ((run_id, kind),) = announced(queue)
+    assert kind == "run.failed" and store.get_run(RunKey("acme", run_id)) is not None
