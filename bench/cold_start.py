@@ -27,6 +27,7 @@ MODULES = [
     "functions.handlers.mark_failed",
     "functions.handlers.authorizer",
     "functions.handlers.workflow_ended",
+    "functions.handlers.webhooks",
     # imported lazily by the step function on its first invocation (the real model client):
     "functions.adapters.anthropic_model",
 ]
