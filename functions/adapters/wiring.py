@@ -44,6 +44,7 @@ from functions.adapters.settings import (
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
+from functions.adapters.tracing import traced_model, traced_tools
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
@@ -61,6 +62,8 @@ from functions.tools.egress import Egress
 from functions.tools.registry import deployer_tools
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
     from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
     from functions.adapters.mcp_tools import McpClient
@@ -183,11 +186,13 @@ def forget_tenant_limits() -> None:
     rate_limiter.cache_clear()
 
 
-def tool_runner(settings: ToolSettings) -> ToolRunner:
+def tool_runner(settings: ToolSettings, tracer: Tracer | None = None) -> ToolRunner:
+    """With the function's ``tracer`` (on), each tool call is a subsegment of its trace (adapters/tracing.py)."""
+    toolbox, mcp = traced_tools(registry(), mcp_client(settings) if settings.mcp_servers else None, tracer)
     return ToolRunner(
         store=store(settings),
-        toolbox=registry(),
-        mcp=mcp_client(settings) if settings.mcp_servers else None,
+        toolbox=toolbox,
+        mcp=mcp,
         results=results(settings),
         clock=CLOCK,
     )
@@ -312,9 +317,10 @@ def submitter(settings: ApiSettings) -> Submitter:
     )
 
 
-def step_runner(settings: StepSettings) -> StepRunner:
+def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRunner:
     """Assembled per invocation from adapters built once: the model client is resolved on every invocation,
-    so an API key put or rotated after deploy reaches warm containers (see ``model``)."""
+    so an API key put or rotated after deploy reaches warm containers (see ``model``). With the function's
+    ``tracer`` (on), the model call is a subsegment of its trace (adapters/tracing.py)."""
     ttl = settings.prompt_cache_ttl
     config = StepConfig(
         limits=limits(settings),
@@ -323,7 +329,7 @@ def step_runner(settings: StepSettings) -> StepRunner:
     )
     return StepRunner(
         store=store(settings),
-        model=model(settings),
+        model=traced_model(model(settings), tracer),
         toolbox=registry(),
         prices=prices(settings),
         clock=CLOCK,

@@ -173,6 +173,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             "AWS_SESSION_TOKEN": "local",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # X-Ray is not emulated: no segments, no daemon to send them to
         }.items():
             os.environ[key] = value
         os.environ.pop("AWS_PROFILE", None)
