@@ -4,6 +4,7 @@ AWS_METRICS; every alarm notifies the topic and names its runbook section; thres
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import aws_cdk as cdk
 import pytest
 
 from app import build_app
+from functions.agent.doctor import AlarmState, is_budget_alarm
 from functions.agent.models import TERMINAL_STATUSES
 from functions.handlers.observability import AWS_METRICS, CATALOG, METRICS, NAMESPACE, MetricError
 from infra.constructs.monitoring import RUNBOOK
@@ -25,6 +27,7 @@ from tests.metric_references import (
     dashboard_references,
     dashboards,
     problems,
+    render,
     widget_references,
 )
 
@@ -179,9 +182,14 @@ def test_every_alarm_notifies_the_topic_and_its_description_names_a_runbook_sect
     for properties in alarms(template).values():
         slug = slug_of(properties)
         assert properties["AlarmActions"] == [topic], slug
-        # a budget alarm says ALARM only: all of them return to OK at midnight UTC
-        assert properties.get("OKActions") == (None if slug.startswith("budget-") else [topic]), slug
-        assert properties["TreatMissingData"] == "notBreaching", slug
+        # a budget alarm says ALARM only, and a minute without a step leaves it as it is (read as "not breaching",
+        # it would return to OK after each quiet minute and notify again at the next step)
+        budget = slug.startswith("budget-")
+        assert properties.get("OKActions") == (None if budget else [topic]), slug
+        assert properties["TreatMissingData"] == ("ignore" if budget else "notBreaching"), slug
+        # the doctor tells a budget alarm from a fault by its description as the stack writes it
+        assert is_budget_alarm(AlarmState(str(properties["AlarmName"]), "ALARM",
+                                          description=properties["AlarmDescription"])) is budget, slug  # fmt: skip
         (section,) = re.findall(re.escape(RUNBOOK) + r"#([a-z0-9-]+)", properties["AlarmDescription"])
         assert section in sections, f"{slug}: {RUNBOOK} has no section {section!r}"
         assert section == ("budget" if slug.startswith("budget-") else slug)
@@ -215,8 +223,8 @@ def test_the_topic_takes_tls_only_and_no_subscription_unless_the_context_names_a
 ) -> None:
     resources = template["Resources"]
     (policy,) = [r for r in resources.values() if r["Type"] == "AWS::SNS::TopicPolicy"]
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (deny,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert not [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     outputs = template["Outputs"]
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic_id(template)}
@@ -242,6 +250,24 @@ def test_thresholds_and_the_e_mail_address_come_from_the_context() -> None:
     # And the topic e-mails the address
     (subscription,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::SNS::Subscription"]
     assert subscription["Protocol"] == "email" and subscription["Endpoint"] == "ops@example.com"
+
+
+def test_cloudwatch_may_publish_to_the_topic_for_this_stacks_alarms_alone(template: dict[str, Any]) -> None:
+    """A topic policy replaces SNS's default one: without an Allow for CloudWatch, every alarm action fails."""
+    resources = template["Resources"]
+    (policy,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert policy["Topics"] == [{"Ref": topic_id(template)}]
+    (allow,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and allow["Action"] == "sns:Publish"
+    assert allow["Resource"] == {"Ref": topic_id(template)}
+    (pattern,) = allow["Condition"]["ArnLike"].values()
+    assert list(allow["Condition"]["ArnLike"]) == ["aws:SourceArn"]
+    source = render(pattern).replace("${AWS::Partition}", "aws").replace("${AWS::Region}", "eu-west-1")
+    source = source.replace("${AWS::AccountId}", "123456789012")
+    assert source == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:Stepwise-*"
+    # every alarm of the stack is one it lets publish (their names all start with the stack's)
+    arns = [f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{p['AlarmName']}" for p in alarms(template).values()]
+    assert arns and all(fnmatch.fnmatchcase(arn, source) for arn in arns)
 
 
 @pytest.mark.parametrize(
