@@ -21,6 +21,7 @@ from infra.constructs.monitoring import RUNBOOK
 from infra.metrics import aws_metric, each_value, stepwise_metric, stepwise_search
 from tests.infrastructure.test_stack import SKIP_BUNDLING
 from tests.metric_references import (
+    SEARCH,
     Reference,
     alarm_references,
     alarms,
@@ -95,6 +96,19 @@ def test_open_ended_dimensions_are_searched_and_bounded_ones_charted_value_by_va
             assert charted == allowed, f"{spec.name}: {dimension} charted {sorted(charted)}, emitted {sorted(allowed)}"
 
 
+def test_each_series_a_search_returns_is_labelled_by_its_dimensions_values(template: dict[str, Any]) -> None:
+    """An expression's label prefixes every series it returns: left to CDK, it is the expression's own text."""
+    (body,) = dashboards(template).values()
+    searches = [row[-1] for widget in body["widgets"] for row in widget["properties"].get("metrics", [])
+                if "SEARCH(" in row[-1].get("expression", "")]  # fmt: skip
+    labels = {SEARCH.search(row["expression"])["terms"].split('"')[1]: row.get("label") for row in searches}
+    assert labels == {
+        "ToolCalls": "${PROP('Dim.tool')} ${PROP('Dim.status')}",
+        "CostMicroUSDByModel": "${PROP('Dim.model')}",
+        "CircuitTransitions": "${PROP('Dim.State')} ${PROP('Dim.Circuit')}",
+    }
+
+
 def test_the_check_fails_on_a_renamed_metric_a_dimension_too_many_or_a_value_never_emitted(
     template: dict[str, Any],
 ) -> None:
@@ -124,6 +138,10 @@ def test_a_metric_not_in_the_catalog_cannot_be_charted_or_alarmed_on() -> None:
         stepwise_metric("ToolCalls", "Sum", tool="calculator")
     with pytest.raises(MetricError, match="not in"):
         stepwise_metric("Requests", "Sum", status_class="500")
+    with pytest.raises(MetricError, match="is emitted by step, not api"):
+        stepwise_metric("StepLatency", "p95", function="api")
+    with pytest.raises(MetricError, match="name the function"):  # a metric several functions emit
+        stepwise_metric("WebhookAnnounceFailures", "Sum")
     with pytest.raises(MetricError, match="no open-ended dimension"):
         stepwise_search("Requests", "Sum")
     with pytest.raises(MetricError, match="bounded"):
