@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,26 @@ def test_a_bad_threshold_an_unknown_key_or_a_bad_address_fails_synth_saying_whic
 ) -> None:
     with pytest.raises(SystemExit, match=problem):
         build_app(cdk.App(context={**SKIP_BUNDLING, **context}))
+
+
+def test_the_readmes_cost_figures_are_the_catalogs_and_the_templates(template: dict[str, Any]) -> None:
+    """What the README says alarms and custom metrics cost, counted again from the template and the catalog."""
+    readme = (ROOT / "README.md").read_text()
+    # alarms: one billed metric each, a metric-math alarm one per metric it reads
+    found = re.search(r"(\d+) alarms reading (\d+) metrics with both daily budgets\s+\(the two error rates read "
+                      r"(\d+) and (\d+)\), \$(\d+\.\d\d) a month", readme)  # fmt: skip
+    assert found, "the README's alarm cost"
+    read = {slug_of(p): len([m for m in p.get("Metrics", []) if "MetricStat" in m]) or 1
+            for p in alarms(template).values()}  # fmt: skip
+    assert tuple(found.groups()) == (str(len(read)), str(sum(read.values())), str(read["api-error-rate"]),
+                                     str(read["run-error-rate"]), f"{0.10 * sum(read.values()):.2f}")  # fmt: skip
+    # custom metrics: each series of a bounded metric, from each function that emits it
+    bounded = 0
+    for spec in CATALOG:
+        if all(dimension in spec.values for dimension in spec.dimensions):
+            bounded += len(spec.functions) * math.prod(len(spec.values[d]) for d in spec.dimensions)
+    found = re.search(r"(\d+) series whose dimension values are bounded.*?with 2 models and 4 tools, (\d+) \+ 2 \+ 6 "
+                      r"\+ 8 = (\d+) series, at most \$(\d+\.\d\d) a month", readme, re.DOTALL)  # fmt: skip
+    assert found, "the README's custom metrics cost"
+    total = bounded + 2 + 3 * 2 + 2 * 4  # a series per model, three per circuit (a model's), two per tool
+    assert tuple(found.groups()) == (str(bounded), str(bounded), str(total), f"{0.30 * total:.2f}")
