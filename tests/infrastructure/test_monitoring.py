@@ -215,11 +215,15 @@ def test_every_alarm_notifies_the_topic_and_its_description_names_a_runbook_sect
 
 
 def test_metric_math_alarms_read_at_most_ten_metrics_and_return_one_series(template: dict[str, Any]) -> None:
+    """What PutMetricAlarm refuses, though synth passes: more than 10 metrics, a SEARCH, metrics of different
+    periods, or more (or less) than one series returned."""
     for properties in alarms(template).values():
         queries = properties.get("Metrics", [])
         assert len([q for q in queries if "MetricStat" in q]) <= 10, slug_of(properties)  # CloudWatch's limit
         if queries:
             assert len([q for q in queries if q.get("ReturnData", True)]) == 1, slug_of(properties)
+            assert not [q for q in queries if "SEARCH" in q.get("Expression", "")], slug_of(properties)
+            assert len({q["MetricStat"]["Period"] for q in queries if "MetricStat" in q}) == 1, slug_of(properties)
 
 
 def test_the_run_error_rate_counts_every_end_once(template: dict[str, Any]) -> None:
