@@ -6,7 +6,8 @@ boolean's ``--no-`` form too), a global option or, for an operation the CLI page
 every required parameter is given; no paginated operation is limited with its API limit key (``--max-results``,
 ``--max-records``: the CLI hides it, and still reads and prints every page; ``--max-items`` limits what it
 prints); and the parameters the model's documentation says go together ("If X is specified, then Y must be
-specified", e.g. CodeDeploy's ListDeployments) are given together. The CLI's own commands that are not API
+specified", e.g. CodeDeploy's ListDeployments) are given together; and no operation the model says answers only
+its first N items is used (DescribeStackResources: ListStackResources). The CLI's own commands that are not API
 operations (``aws logs tail``) are not checked.
 """
 
@@ -26,6 +27,9 @@ GLOBAL_OPTIONS = {"region", "output", "query", "profile", "endpoint-url", "no-pa
                   "cli-input-json", "color", "no-verify-ssl", "cli-binary-format", "no-sign-request"}  # fmt: skip
 PAGING_OPTIONS = {"max-items", "page-size", "starting-token"}
 TOGETHER = re.compile(r"If <code>(\w+)</code> is specified, then <code>(\w+)</code> must be specified")
+TRUNCATED = re.compile(
+    r"Only the first (\d+) \w+ will be returned\. If your \w+ has more \w+ than this, you should use <code>(\w+)</code>"
+)
 COMMAND = re.compile(r"(?<![\w/-])aws\s+[a-z0-9-]+\s+[a-z0-9-]+")
 FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 INLINE = re.compile(r"`([^`]+)`")
@@ -96,12 +100,14 @@ def problems(argv: list[str]) -> list[str]:
     operations = {xform_name(op, "-"): op for op in model.operation_names}
     if operation not in operations:
         return [f"{command}: {service} has no operation {operation!r}"]
-    shape = model.operation_model(operations[operation]).input_shape
+    operation_model = model.operation_model(operations[operation])
+    shape = operation_model.input_shape
     members: dict[str, Any] = {xform_name(m, "-"): (m, s) for m, s in shape.members.items()} if shape else {}
     paginator = _paginator(name, operations[operation])
     hidden = {xform_name(paginator[key], "-") for key in ("limit_key", "input_token") if paginator and key in paginator}
     given = {word[2:].split("=", 1)[0] for word in words if word.startswith("--")}
-    found = []
+    found = [f"{command}: answers the first {limit} only: use {xform_name(instead, '-')}"
+             for limit, instead in TRUNCATED.findall(operation_model.documentation or "")]  # fmt: skip
     for option in sorted(given):
         boolean = option.startswith("no-") and option[3:] in members and members[option[3:]][1].type_name == "boolean"
         if option in hidden:

@@ -75,6 +75,8 @@ def test_every_aws_command_the_doctor_prints_is_one_the_cli_takes() -> None:
          "with --application-name, --deployment-group-name must be given too"),
         ("aws sqs receive-message --queue-url q --visibility 0", "receive-message has no option --visibility"),
         ("aws sqs purge-queue", "--queue-url is required"),
+        ("aws cloudformation describe-stack-resources --stack-name s",
+         "answers the first 100 only: use list-stack-resources"),
         ("aws sqs move-messages --source-arn a", "sqs has no operation 'move-messages'"),
         ("aws lambdas invoke --function-name f", "no service 'lambdas'"),
     ],
