@@ -22,6 +22,7 @@ from functions.adapters.settings import (
     ApiSettings,
     AuthorizerSettings,
     EndSettings,
+    GaugesSettings,
     IntakeSettings,
     ModelSettings,
     QueueSettings,
@@ -173,5 +174,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec(name="webhooks", handler="functions.handlers.webhooks.handler", settings=WebhooksSettings,
                      timeout_seconds=120, table_actions=("dynamodb:GetItem", "dynamodb:Query"),
                      leading_keys=("T#*#WEBHOOKS",), webhook_secrets=True),
+        # gauges, every minute (an EventBridge schedule): Queries the index of active work, and nothing of the table;
+        # 16 Queries take well under a second, the smallest size is plenty
+        FunctionSpec(name="gauges", handler="functions.handlers.gauges.handler", settings=GaugesSettings,
+                     memory_mb=128, timeout_seconds=30, table_actions=(), index_queries=(ACTIVE_INDEX,)),
     )
 }  # fmt: skip
