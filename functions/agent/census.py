@@ -21,7 +21,7 @@ from functions.agent.models import RunStatus
 if TYPE_CHECKING:
     from functions.agent.ports import ActiveRuns
 
-COUNT_PAGE = 1000  # entries asked of each call (~250 bytes each: well under a Query's 1 MB page)
+COUNT_PAGE = 1000  # entries asked of each call (about 190 bytes each: well under a Query's 1 MB page)
 KINDS = ("run", "session")  # ActiveEntry.kind
 # what active work is: a run or turn waiting to start, or started. Published every minute, 0 included (a gauge with
 # gaps cannot be read); another status that is not terminal (WAITING_APPROVAL, which no code writes) only when counted

@@ -30,5 +30,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     census = count_active(wiring.store(load(SETTINGS)))
     for kind, status, count in census.gauges():
         obs.emit("ActiveRuns", count, kind=kind, status=status.value)
-    logger.info("active work", **census.public())
-    return census.public()
+    counted = census.public()
+    logger.info("active work", **counted)
+    return counted
