@@ -247,3 +247,48 @@ def test_stopping_one_by_id() -> None:
     for missing in (RunKey("globex", "run_a"), RunKey("acme", "sesn_nope"), RunKey("acme", "run_nope")):
         with pytest.raises(NotFoundError):
             switch.stop(missing, reason=BY_OPERATOR)
+
+
+def test_a_session_whose_interrupt_failed_after_it_was_stored_is_stopped_by_the_next_kill() -> None:
+    # Given a session in a running turn, and a first kill whose cancel fails after the interrupt was stored
+    store, workflow = InMemoryRunStore(), RecordingWorkflow()
+    store.create_run(session("sesn_a"))
+    switch = kill_switch(store, RecordingQueue(), workflow)
+    cancel, calls = switch.lifecycle.cancel, []
+
+    def throttled_once(key: RunKey, *args: Any, **kwargs: Any) -> Run:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("ThrottlingException: rate exceeded")
+        return cancel(key, *args, **kwargs)
+
+    switch.lifecycle.cancel = throttled_once  # type: ignore[method-assign]
+    (first,) = switch.stop_all("acme", reason=BY_TENANT, limit=10).results
+    assert first.outcome == "failed" and [e.run_id for e in switch.list("acme")[0]] == ["sesn_a"]
+    # When the kill is thrown again
+    (second,) = switch.stop_all("acme", reason=BY_TENANT, limit=10).results
+    # Then the turn is stopped (not taken as stopped because its interrupt was already stored)
+    assert second.outcome == "stopped"
+    stopped = store.get_run(RunKey("acme", "sesn_a"))
+    assert stopped is not None and stopped.status is RunStatus.CANCELLED and workflow.stopped == ["sesn_a_t2"]
+    assert switch.list("acme")[0] == []
+
+
+def test_an_interrupt_that_another_one_beat_to_the_cancel_keeps_the_turns_interrupt() -> None:
+    # Given an interrupt that stored the turn's interrupt, and another request that cancelled the turn before it did
+    store, queue, workflow = InMemoryRunStore(), RecordingQueue(), RecordingWorkflow()
+    store.create_run(session("sesn_a"))
+    lifecycle, events = core.lifecycle(store, queue), Interrupts()
+    interrupts = TurnInterrupts(store=store, sessions=events, lifecycle=lifecycle, workflow=workflow)  # type: ignore[arg-type]
+    cancel = lifecycle.cancel
+
+    def beaten(key: RunKey, *args: Any, **kwargs: Any) -> Run:
+        cancel(key, *args, **kwargs)  # the other request's cancel lands first
+        return cancel(key, *args, **kwargs)  # this one's finds the turn ended: ConflictError
+
+    lifecycle.cancel = beaten  # type: ignore[method-assign]
+    # When it goes on to cancel
+    event, stopped_here = interrupts.interrupt(store.load_history(RunKey("acme", "sesn_a")), T1)
+    # Then it reports the turn stopped by the other, and the turn's interrupt event stays (the history shows it)
+    assert not stopped_here and event.type == "user.interrupt"
+    assert list(events.stored) == [f"{RunKey('acme', 'sesn_a')}/{event.id}"]
