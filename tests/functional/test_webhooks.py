@@ -16,9 +16,11 @@ from functions.adapters import wiring
 from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
 from functions.adapters.settings import ApiSettings, WebhooksSettings, load
 from functions.adapters.webhook_delivery import HttpWebhookSender, SqsWebhookQueue
+from functions.agent import ledger
 from functions.agent.errors import NotFoundError, WebhookDeliveryError
+from functions.agent.models import RunKey, RunStatus
 from functions.agent.webhooks import Endpoints, Webhooks, new_secret
-from functions.handlers import api, finalize, webhooks
+from functions.handlers import api, finalize, webhooks, workflow_ended
 from functions.tools.egress import Egress
 from stepwise.local.lambdas import LocalContext
 from tests.fakes.clock import FixedClock
@@ -264,3 +266,40 @@ def test_the_webhooks_function_reads_its_settings(webhooks_on: Aws) -> None:
     settings = load(WebhooksSettings)
     assert settings.webhook_retry_base_seconds == 30 and settings.webhook_timeout_seconds == 10
     assert wiring.deliveries(settings).endpoints.http_hosts == ("127.0.0.1",)
+
+
+def execution_ended(run_id: str, status: str, name: str | None = None) -> dict[str, Any]:
+    """EventBridge's "Step Functions Execution Status Change" for the run's execution."""
+    detail = {"name": name or run_id, "status": status, "error": "States.Timeout", "cause": None,
+              "input": json.dumps({"tenant": "default", "run_id": run_id, "step": 1})}  # fmt: skip
+    return {"version": "0", "id": "e", "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "account": "123456789012", "time": "2026-11-21T14:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail}  # fmt: skip
+
+
+@pytest.mark.parametrize("execution", ["TIMED_OUT", "FAILED"])
+def test_an_end_the_last_step_recorded_is_announced_when_the_execution_never_reached_finalize(
+    webhooks_on: Aws, context: LocalContext, execution: str
+) -> None:
+    aws = webhooks_on
+    run_id = json.loads(api.handler(http_event("POST", "/runs", {"input": "hi"}), context)["body"])["run_id"]
+    # Given a run whose last step recorded its end (the step announces nothing: Finalize would have)
+    store = wiring.store(load(ApiSettings))
+    assert ledger.end_run(store, RunKey("default", run_id), RunStatus.SUCCEEDED, now="2026-11-21T13:00:00.000+00:00")
+    # When its execution times out or fails before Finalize ran
+    answer = workflow_ended.handler(execution_ended(run_id, execution), context)
+    # Then the end is kept, and announced once
+    assert answer == {"run_id": run_id, "status": "SUCCEEDED"}
+    (message,) = receive(aws)
+    data = json.loads(message["Body"])["event"]["data"]
+    assert data == {"type": "run.succeeded", "id": run_id, "organization_id": "default", "workspace_id": "default"}
+
+
+def test_an_execution_stopped_by_a_cancel_announces_nothing_more(webhooks_on: Aws, context: LocalContext) -> None:
+    aws = webhooks_on
+    run_id = json.loads(api.handler(http_event("POST", "/runs", {"input": "hi"}), context)["body"])["run_id"]
+    assert api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)["statusCode"] == 200
+    (announced,) = receive(aws, visibility=0)  # the cancel's
+    aws.sqs.delete_message(QueueUrl=aws.webhooks_queue_url, ReceiptHandle=announced["ReceiptHandle"])
+    workflow_ended.handler(execution_ended(run_id, "ABORTED"), context)
+    assert receive(aws) == []
