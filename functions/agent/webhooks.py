@@ -181,6 +181,10 @@ class Endpoints(_Lazy):
             raise RequestRejectedError("url: credentials in the URL are refused (sign-in is the webhook's signature)")
         if parts.fragment:
             raise RequestRejectedError("url: a fragment (#...) is never sent: leave it out")
+        if not url.isascii() or any(not 0x21 <= ord(char) <= 0x7E for char in url):
+            raise RequestRejectedError(
+                "url: printable ASCII only, no spaces (percent-encode the rest; a host in its IDNA xn-- form)"
+            )
         if not self.hosts and not self.http_hosts:
             raise RequestRejectedError("webhooks are off in this deployment (CDK context webhook_allowed_hosts)")
         if parts.scheme == "http" and not host_allowed(host, self.http_hosts):

@@ -149,6 +149,9 @@ def test_the_allow_list_admits_its_hosts(url: str) -> None:
         ("https://user:pw@hooks.example.com/in", "credentials"),
         ("https://hooks.example.com:99999/", "not a valid URL"),
         ("https://hooks.example.com/#frag", "fragment"),
+        ("https://hooks.example.com/caf\u00e9", "printable ASCII only"),
+        ("https://hooks.example.com/a b", "printable ASCII only"),
+        ("https://b\u00fccher.example.org/in", "printable ASCII only"),  # *.example.org, but not in its xn-- form
     ],
 )
 def test_the_allow_list_refuses_naming_the_problem(url: str, problem: str) -> None:
