@@ -522,7 +522,8 @@ class Sessions:
         self, tenant: str, *, limit: int, page: str | None, agent_id: str | None
     ) -> tuple[list[SessionView], str | None]:
         """The tenant's sessions with a turn queued or running (read off the index of active work, never a scan),
-        oldest turn first; an archived session is never running.
+        oldest turn first; an archived session is never running. Each is read (consistently) before it is listed:
+        the index is eventually consistent, and a turn that idled a moment ago is not listed as running.
 
         Raises:
             RequestRejectedError: ``page`` is not a next_page of this list.
@@ -532,7 +533,8 @@ class Sessions:
             entries, page = active_page(self.store, tenant, limit=MAX_PAGE, page=page)
             for entry in entries:
                 run = self.store.get_run(entry.run_key) if entry.kind == "session" else None
-                if run is not None and run.session is not None and agent_id in (None, run.session.get("agent_id")):
+                running = run is not None and run.session is not None and not run.status.terminal
+                if running and run is not None and agent_id in (None, (run.session or {}).get("agent_id")):
                     found.append(SessionView(RunHistory(run=run), full=False))
                 if len(found) == limit:
                     return found, entry_token(entry)
