@@ -31,6 +31,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from functions.agent.tenants import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from infra.constants import MODEL_RETRY_INTERVAL_SECONDS, MODEL_RETRY_MAX_DELAY_SECONDS  # noqa: E402
+from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION  # noqa: E402
 from infra.constructs.api import ApiAuth  # noqa: E402
 from infra.constructs.deploys import deploy_strategy  # noqa: E402
 from infra.constructs.monitoring import ALARM_EMAIL, AlarmThresholds  # noqa: E402
@@ -93,6 +94,20 @@ def _removal_policy(value: object) -> cdk.RemovalPolicy:
     if chosen not in choices:
         raise SystemExit(f"CDK context removal_policy {value!r}: retain or destroy")
     return choices[chosen]
+
+
+def _whole(context: Any, name: str, default: int) -> int:
+    """A whole number of 0 or more (the default when unset)."""
+    value = context(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise SystemExit(f"CDK context {name} {value!r}: a whole number, 0 or more")
+    return number
 
 
 def _deploy_strategy(value: object) -> str:
@@ -164,6 +179,8 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         log_retention_days=_log_retention_days(context("log_retention_days")),
         removal_policy=_removal_policy(context("removal_policy")),
         auth=_auth(app),
+        stream_max_concurrency=_whole(context, "stream_max_concurrency", 20),
+        web_adapter_layer_version=_whole(context, "web_adapter_layer_version", WEB_ADAPTER_LAYER_VERSION),
         deploy_strategy=_deploy_strategy(context("deploy_strategy")),
         alarm_thresholds=_alarm_thresholds(context("alarm_thresholds")),
         alarm_email=_alarm_email(context("alarm_email")),

@@ -27,6 +27,7 @@ from functions.adapters.settings import (
     QueueSettings,
     Settings,
     StepSettings,
+    StreamSettings,
     ToolSettings,
     WebhookSettings,
     WebhooksSettings,
@@ -48,11 +49,15 @@ class FunctionSpec:
     execution_actions: tuple[str, ...] = ()  # on this stack's executions (named by run id)
     # the partition keys the function's table actions are limited to (dynamodb:LeadingKeys), when it reads only those
     leading_keys: tuple[str, ...] = ()
+    # of those, the partitions it may only read (its writes there explicitly denied)
+    read_only_keys: tuple[str, ...] = ()
+    # run by the AWS Lambda Web Adapter: ``handler`` is the script (under the code's root) that starts the web app
+    web_adapter: bool = False
     starts_executions: bool = False
     counts_requests: bool = False  # writes tenants' request counts (RATE#...): the api function alone
     index_queries: tuple[str, ...] = ()  # the table's indexes it may Query (the index of active work: the api's)
     # registers webhook endpoints, so reads and writes their signing secrets (T#{tenant}#WEBHOOKS): the api alone
-    # (and the webhooks function, whose leading_keys are those partitions); every other function is denied them
+    # and the webhooks function (its leading_keys are those partitions); every other function is denied them
     webhook_secrets: bool = False
 
     @property
@@ -151,6 +156,11 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         # the API's authorizer: reads API keys by their digest, and nothing else of the table
         FunctionSpec(name="authorizer", handler="functions.handlers.authorizer.handler", settings=AuthorizerSettings,
                      timeout_seconds=5, table_actions=("dynamodb:GetItem",), leading_keys=("APIKEY#*",)),
+        # server-sent events behind a function URL (Web Adapter, response streaming): reads sessions and runs
+        # (T#...), takes stream tickets (TICKET#...); a stream lasts up to STEPWISE_STREAM_MAX_SECONDS (840 s)
+        FunctionSpec(name="stream", handler="functions/handlers/stream.sh", settings=StreamSettings, web_adapter=True,
+                     timeout_seconds=900, table_actions=("dynamodb:Query", "dynamodb:DeleteItem"),
+                     leading_keys=("T#*", "TICKET#*"), read_only_keys=("T#*",)),
         FunctionSpec(name="finalize", handler="functions.handlers.finalize.handler", settings=EndSettings,
                      table_actions=_END),
         FunctionSpec(name="mark_failed", handler="functions.handlers.mark_failed.handler", settings=EndSettings,
@@ -162,6 +172,6 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         # in its timeout
         FunctionSpec(name="webhooks", handler="functions.handlers.webhooks.handler", settings=WebhooksSettings,
                      timeout_seconds=120, table_actions=("dynamodb:GetItem", "dynamodb:Query"),
-                     leading_keys=("T#*#WEBHOOKS",)),
+                     leading_keys=("T#*#WEBHOOKS",), webhook_secrets=True),
     )
 }  # fmt: skip

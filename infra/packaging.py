@@ -3,6 +3,8 @@
 Dependencies: ``pip install --platform manylinux2014_aarch64 --only-binary=:all:`` for CPython 3.13 into a
 layer, cached in ``.build/`` by a hash of requirements.txt, and handed to CDK through local bundling (so
 ``cdk synth`` never needs Docker; the Docker image named below is never pulled).
+The AWS SDK the runtime ships (botocore, pulled in by aws-xray-sdk, and what it alone needs) is taken back out
+of the layer (``RUNTIME_PACKAGES``): a layer's copy would shadow the runtime's and run its boto3 on another botocore.
 Code: the ``functions/`` package and the deployer's ``tools/`` copied as they are (no ``__pycache__``).
 """
 
@@ -32,7 +34,7 @@ from infra.constants import (
 
 def requirements_hash() -> str:
     digest = hashlib.sha256(REQUIREMENTS.read_bytes())
-    digest.update(f"{LAMBDA_PLATFORM}/{LAMBDA_PYTHON_VERSION}".encode())
+    digest.update(f"{LAMBDA_PLATFORM}/{LAMBDA_PYTHON_VERSION}/{','.join(RUNTIME_PACKAGES)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -66,10 +68,23 @@ def build_layer(target: Path | None = None) -> Path:
         ],
         check=True,
     )
+    _remove_runtime_packages(staging / "python")
     (staging / ".complete").write_text(requirements_hash())
     shutil.rmtree(layer, ignore_errors=True)
     staging.rename(layer)
     return layer
+
+
+def _runtime_packages_in(site: Path) -> list[Path]:
+    """The runtime's packages (package directories, modules, .dist-info) in a layer's ``python`` directory."""
+    modules = [site / name for name in RUNTIME_PACKAGES] + [site / f"{name}.py" for name in RUNTIME_PACKAGES]
+    metadata = [info for name in RUNTIME_DISTRIBUTIONS for info in sorted(site.glob(f"{name}-*.dist-info"))]
+    return [path for path in modules if path.exists()] + metadata
+
+
+def _remove_runtime_packages(site: Path) -> None:
+    for path in _runtime_packages_in(site):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 @jsii.implements(ILocalBundling)
@@ -140,6 +155,9 @@ def verify_layer(assembly: Path) -> list[Path]:
     wrong = [so for so in extensions if not _is_arm64_elf(so) or ("cpython-" in so.name and abi not in so.name)]
     if wrong:
         raise SystemExit("extensions that will not load on the Lambda runtime:\n" + "\n".join(map(str, wrong)))
+    shipped = [path.name for layer in layers for path in _runtime_packages_in(layer)]
+    if shipped:
+        raise SystemExit(f"the dependency layer ships {', '.join(shipped)}, which the Lambda runtime provides")
     missing = [name for name in LAYER_PACKAGES if not any((layer / name).is_dir() for layer in layers)]
     if missing:
         raise SystemExit(f"the dependency layer lacks {', '.join(missing)}: is it in requirements.txt?")
@@ -147,7 +165,11 @@ def verify_layer(assembly: Path) -> list[Path]:
 
 
 # what the functions import from the layer (boto3 comes with the runtime)
-LAYER_PACKAGES = ("aws_lambda_powertools", "anthropic", "pydantic", "mcp", "httpx2", "tzdata")
+LAYER_PACKAGES = ("aws_lambda_powertools", "aws_xray_sdk", "wrapt", "anthropic", "pydantic", "mcp", "httpx2", "tzdata")
+# The AWS SDK of the Lambda Python runtime and the dependencies only it brings (no other layer package needs them):
+# import names, and their distributions' names as in ``<name>-<version>.dist-info``
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six")
+RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "urllib3", "python_dateutil", "six")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """`stepwise agents|sessions|chat`: the Managed Agents API from the terminal.
 
-``stepwise chat AGENT`` opens a session and shows each step as it happens (model, tool calls, tokens, cost),
+``stepwise chat AGENT`` opens a session and shows each step as it happens (model, tool calls, tokens, cost: from the
+session's event stream, or the long-poll where the deployment does not stream),
 asks ``allow / deny`` for always_ask tools, and runs a client tool by asking the person for its result or
 through a ``--tool NAME=COMMAND`` hook (the command gets the call's input as JSON on stdin; its stdout is the
-result, a non-zero exit an error result).
+result, a non-zero exit an error result). Ctrl-C while a turn runs interrupts it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import shlex
 import subprocess
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from stepwise.client import StepwiseClient
+from functions.agent.streams import BEFORE_ALL
+from stepwise.client import ApiError, StepwiseClient, StreamUnavailable, follow_events
 
 FOLLOW_WAIT_SECONDS = 10
 Ask = Callable[[str], str]
@@ -188,6 +191,7 @@ class Chat:
         self.client, self.console, self.ask, self.hooks = client, console, ask, hooks
         self.seen: dict[str, dict[str, Any]] = {}
         self.last: str | None = None
+        self.streaming = True  # until the deployment says it cannot stream
 
     def open(self, agent: str, budget_cents: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"agent": agent, "environment_id": "stepwise-cli", "title": "stepwise chat"}
@@ -202,13 +206,26 @@ class Chat:
         return dict(self.session)
 
     def say(self, text: str) -> dict[str, Any]:
-        """Send a message, then follow the turn (and answer what it asks) until it ends."""
+        """Send a message, then follow the turn (and answer what it asks) until it ends. Ctrl-C while a turn runs
+        interrupts it (the session idles once its model call has settled); a second Ctrl-C stops the chat."""
         self._send([{"type": "user.message", "content": [{"type": "text", "text": text}]}])
         while True:
-            stop = self._follow()
+            try:
+                stop = self._follow()
+            except KeyboardInterrupt:
+                stop = self._interrupt()
             if stop["type"] != "requires_action":
                 return stop
             self._send([self._answer(event_id) for event_id in stop["event_ids"]])
+
+    def _interrupt(self) -> dict[str, Any]:
+        self.console.print("[dim]interrupting the turn (Ctrl-C again to leave)[/dim]")
+        try:
+            self._send([{"type": "user.interrupt"}])
+        except ApiError as exc:
+            if exc.status != 409:  # 409: it had idled already; its idle is what comes next
+                raise
+        return self._follow()
 
     def _answer(self, event_id: str) -> dict[str, Any]:
         call = self.seen[event_id]
@@ -234,20 +251,46 @@ class Chat:
         self.client.request("POST", f"/v1/sessions/{self.session['id']}/events", {"events": events})
 
     def _follow(self) -> dict[str, Any]:
-        """Print events as they arrive (a long-poll, no hot polling) until the turn idles; its stop reason."""
+        """Print events as they arrive until the turn idles; its stop reason. Through the session's event stream
+        (resuming after the last event seen, so nothing is missed or shown twice), or with the long-poll when the
+        deployment does not stream."""
+        if self.streaming:
+            try:
+                return self._follow_stream()
+            except StreamUnavailable as exc:
+                self.streaming = False
+                self.console.print(f"[dim]the event stream is unavailable ({escape(str(exc))}): long-polling[/dim]")
+        return self._follow_poll()
+
+    def _follow_stream(self) -> dict[str, Any]:
+        path = f"/v1/sessions/{self.session['id']}/events/stream"
+        with closing(follow_events(self.client, path, after=self.last or BEFORE_ALL)) as events:
+            for event in events:
+                if event["type"] == "ping":
+                    continue
+                self._show(event)
+                if event["type"] == "session.status_idle":  # the stream closes while the person thinks
+                    return dict(event["stop_reason"])
+        raise StreamUnavailable("the stream ended")  # (follow_events reconnects: not reached)
+
+    def _follow_poll(self) -> dict[str, Any]:
+        """The long-poll: no hot polling."""
         while True:
             query = f"?wait={FOLLOW_WAIT_SECONDS}" + (f"&page={self.last}" if self.last else "")
             page = self.client.request("GET", f"/v1/sessions/{self.session['id']}/events{query}")
             stop = None
             for event in page["data"]:
-                self.seen[event["id"]] = event
-                self.last = event["id"]
-                if not event["type"].startswith("user."):
-                    show_event(self.console, event)
+                self._show(event)
                 if event["type"] == "session.status_idle":
                     stop = event["stop_reason"]
             if stop is not None and not page["next_page"]:
                 return dict(stop)
+
+    def _show(self, event: dict[str, Any]) -> None:
+        self.seen[event["id"]] = event
+        self.last = event["id"]
+        if not event["type"].startswith("user."):
+            show_event(self.console, event)
 
     def summary(self) -> None:
         session = self.client.request("GET", f"/v1/sessions/{self.session['id']}")

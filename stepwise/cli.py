@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,16 @@ from rich.table import Table
 from rich.text import Text
 
 from functions.agent.errors import StepwiseError
+from functions.agent.streams import BEFORE_ALL
 from stepwise import agents_cli, doctor_cli, keys_cli, kill_cli, tenants_cli, webhooks_cli
-from stepwise.client import DEFAULT_ENDPOINT, TERMINAL, ApiError, StepwiseClient
+from stepwise.client import (
+    DEFAULT_ENDPOINT,
+    TERMINAL,
+    ApiError,
+    StepwiseClient,
+    StreamUnavailable,
+    follow_events,
+)
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 STUB_PROVIDER = "offline-stub"
@@ -106,8 +116,45 @@ def print_run(run: dict[str, Any], steps: list[dict[str, Any]]) -> None:
     )
 
 
+def _step_line(step: dict[str, Any]) -> Text:
+    calls = ", ".join(c["name"] for c in step["tool_calls"]) or "final answer"
+    return Text(
+        f"  step {step['step']}: {step['decision']:<6} {calls:<28} {_tokens(step['usage'])}  "
+        f"{_money(step['cost_usd'])}  [{step['provider']}]"
+    )
+
+
+def follow_stream(client: StepwiseClient, run_id: str, *, timeout: float = 3600.0) -> dict[str, Any]:
+    """Show each step as it lands, from the run's event stream, until the run ends (or ``timeout``); polls instead
+    when the deployment does not stream (an older one, or its stream function out of reach)."""
+    deadline = time.monotonic() + timeout
+    steps, calls, cost = 0, list[dict[str, str]](), Decimal(0)
+    try:
+        with (
+            Live(Text(f"{run_id}  following"), console=console, refresh_per_second=8, transient=True) as live,
+            closing(follow_events(client, f"/runs/{run_id}/events/stream", after=BEFORE_ALL)) as events,
+        ):
+            for event in events:
+                if event["type"] in ("agent.tool_use", "agent.mcp_tool_use", "agent.custom_tool_use"):
+                    calls.append({"name": event["name"]})
+                elif event["type"] == "span.model_request_end":
+                    cost += Decimal(event["cost_usd"])
+                    step = {"step": steps, "decision": "tools" if calls else "finish", "tool_calls": calls,
+                            "usage": event["model_usage"], "cost_usd": float(event["cost_usd"]),
+                            "provider": event["provider"]}  # fmt: skip
+                    live.console.print(_step_line(step))
+                    steps, calls = steps + 1, []
+                    live.update(Text(f"{run_id}  following: {steps} steps, {_money(float(cost))}"))
+                if event["type"] == "session.status_idle" or time.monotonic() > deadline:
+                    break
+    except StreamUnavailable as exc:
+        console.print(Text(f"the event stream is unavailable ({exc}): polling instead", style="dim"))
+        return follow(client, run_id, timeout=max(deadline - time.monotonic(), 0))
+    return client.get_run(run_id)
+
+
 def follow(client: StepwiseClient, run_id: str, *, poll: float = 0.5, timeout: float = 3600.0) -> dict[str, Any]:
-    """Show progress until the run ends; print each step as it lands."""
+    """Show progress until the run ends; print each step as it lands (polling: see ``follow_stream``)."""
     deadline = time.monotonic() + timeout
     seen = 0
     run = client.get_run(run_id)
@@ -118,13 +165,7 @@ def follow(client: StepwiseClient, run_id: str, *, poll: float = 0.5, timeout: f
             live.update(_status_line(run))
             if run["steps"] > seen:
                 for step in client.get_steps(run_id)["steps"][seen:]:
-                    calls = ", ".join(c["name"] for c in step["tool_calls"]) or "final answer"
-                    live.console.print(
-                        Text(
-                            f"  step {step['step']}: {step['decision']:<6} {calls:<28} {_tokens(step['usage'])}  "
-                            f"{_money(step['cost_usd'])}  [{step['provider']}]"
-                        )
-                    )
+                    live.console.print(_step_line(step))
                 seen = run["steps"]
     return run
 
@@ -150,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_follow:
         return 0
     try:
-        run = follow(client, run["run_id"], timeout=args.timeout)
+        run = follow_stream(client, run["run_id"], timeout=args.timeout)
     except KeyboardInterrupt:
         console.print(Text(f"stopped following; the run goes on: stepwise status {run['run_id']}"))
         return 130
@@ -281,6 +322,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         else ("no ANTHROPIC_API_KEY: the OFFLINE STUB MODEL answers (labelled in every output)")
     )
     console.print(f"Stepwise local stack listening on {stack.url}  ({key})", markup=False)
+    console.print(f"event streams on {stack.stream_url} (the stream function's URL, which the API redirects to)",
+                  markup=False)  # fmt: skip
     console.print(f'try: curl -s -X POST {stack.url}/runs -d \'{{"input": "What is 6 * 7?"}}\'', markup=False)
     try:
         while True:

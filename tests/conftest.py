@@ -18,6 +18,7 @@ os.environ.update(
         "AWS_REGION": "us-east-1",
         "POWERTOOLS_METRICS_NAMESPACE": "Stepwise",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray: tests/fakes/xray.py records traces where a test wants them
     }
 )
 

@@ -161,6 +161,8 @@ class ApiSettings(StopSettings, PricingSettings, BudgetSettings, ToolAccessSetti
     tenant_requests_per_minute: int | None = Field(
         default=None, alias="STEPWISE_TENANT_REQUESTS_PER_MINUTE", ge=1, le=MAX_REQUESTS_PER_MINUTE
     )
+    # the stream function's URL (a Lambda function URL): where GET .../events/stream redirects, with a ticket
+    stream_url: str | None = Field(default=None, alias="STEPWISE_STREAM_URL", pattern=r"^https?://[^?#]+$")
 
 
 class IntakeSettings(StopSettings):
@@ -174,6 +176,15 @@ class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettin
 class ToolSettings(ToolAccessSettings, ResultSettings):
     # the http_fetch tool's (tools/http_fetch.py) allowed domains, comma-separated ("*.example.com": subdomains)
     http_fetch_domains: str | None = Field(default=None, alias="STEPWISE_HTTP_FETCH_DOMAINS")
+
+
+class StreamSettings(Settings):
+    """The stream function (functions/handlers/stream.py): it reads sessions and runs, and takes stream tickets."""
+
+    stream_poll_seconds: float = Field(default=1.0, alias="STEPWISE_STREAM_POLL_SECONDS", gt=0, le=10)
+    stream_ping_seconds: float = Field(default=15.0, alias="STEPWISE_STREAM_PING_SECONDS", gt=0, le=60)
+    # a stream ends after this (the client reconnects): inside the function's 900 s timeout
+    stream_max_seconds: float = Field(default=840.0, alias="STEPWISE_STREAM_MAX_SECONDS", gt=0, le=880)
 
 
 class AuthorizerSettings(Settings):

@@ -44,6 +44,7 @@ from functions.adapters.settings import (
     WorkflowSettings,
 )
 from functions.adapters.stub_model import OfflineStubModel
+from functions.adapters.tracing import traced_model, traced_tools
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
@@ -61,12 +62,15 @@ from functions.tools.egress import Egress
 from functions.tools.registry import deployer_tools
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
     from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
     from functions.adapters.mcp_tools import McpClient
     from functions.agent.agents import Agents, LambdaFunction
     from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import Sessions
+    from functions.agent.streams import Tickets
     from functions.agent.webhooks import Deliveries, Endpoints, WebhookNotifier, Webhooks
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
@@ -144,6 +148,15 @@ def api_keys(settings: Settings) -> ApiKeys:
 
 
 @cache
+def tickets(settings: Settings) -> Tickets:
+    """Stream tickets: the api function issues them, the stream function takes them."""
+    from functions.adapters.dynamodb_tickets import DynamoDBTicketStore
+    from functions.agent.streams import Tickets
+
+    return Tickets(store=DynamoDBTicketStore(settings.table_name, aws_client("dynamodb")), clock=CLOCK)
+
+
+@cache
 def tenant_store(settings: Settings) -> DynamoDBTenantStore:
     return DynamoDBTenantStore(settings.table_name, aws_client("dynamodb"))
 
@@ -173,11 +186,13 @@ def forget_tenant_limits() -> None:
     rate_limiter.cache_clear()
 
 
-def tool_runner(settings: ToolSettings) -> ToolRunner:
+def tool_runner(settings: ToolSettings, tracer: Tracer | None = None) -> ToolRunner:
+    """With the function's ``tracer`` (on), each tool call is a subsegment of its trace (adapters/tracing.py)."""
+    toolbox, mcp = traced_tools(registry(), mcp_client(settings) if settings.mcp_servers else None, tracer)
     return ToolRunner(
         store=store(settings),
-        toolbox=registry(),
-        mcp=mcp_client(settings) if settings.mcp_servers else None,
+        toolbox=toolbox,
+        mcp=mcp,
         results=results(settings),
         clock=CLOCK,
     )
@@ -302,9 +317,10 @@ def submitter(settings: ApiSettings) -> Submitter:
     )
 
 
-def step_runner(settings: StepSettings) -> StepRunner:
+def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRunner:
     """Assembled per invocation from adapters built once: the model client is resolved on every invocation,
-    so an API key put or rotated after deploy reaches warm containers (see ``model``)."""
+    so an API key put or rotated after deploy reaches warm containers (see ``model``). With the function's
+    ``tracer`` (on), the model call is a subsegment of its trace (adapters/tracing.py)."""
     ttl = settings.prompt_cache_ttl
     config = StepConfig(
         limits=limits(settings),
@@ -313,7 +329,7 @@ def step_runner(settings: StepSettings) -> StepRunner:
     )
     return StepRunner(
         store=store(settings),
-        model=model(settings),
+        model=traced_model(model(settings), tracer),
         toolbox=registry(),
         prices=prices(settings),
         clock=CLOCK,
@@ -495,6 +511,7 @@ def reset() -> None:
         mcp_client,
         mcp_catalog,
         api_keys,
+        tickets,
         tenant_store,
         tenant_limits,
         tenants,

@@ -65,6 +65,10 @@ class NotFoundError(StepwiseError):
     """An agent, an agent version or a session the caller's tenant does not have."""
 
 
+class TicketError(StepwiseError):
+    """A stream ticket that was never issued, was used already or has expired."""
+
+
 # ------------------------------------------------------------------------------------------- the model
 
 

@@ -29,6 +29,7 @@ from functions.agent.spend import SpendRow
 if TYPE_CHECKING:
     from functions.agent.agents import Agent
     from functions.agent.keys import ApiKey
+    from functions.agent.streams import StreamTicket
     from functions.agent.tenants import TenantLimits
     from functions.agent.webhooks import Webhook
 
@@ -395,4 +396,14 @@ class CircuitStore(Protocol):
 
     def save(self, circuit: Circuit) -> bool:
         """Store ``circuit`` (version + 1) if the stored version is still ``circuit.version``; False otherwise."""
+        ...
+
+
+class TicketStore(Protocol):
+    """Stream tickets (functions/agent/streams.py), kept by their digest until used or expired."""
+
+    def put_ticket(self, digest: str, ticket: StreamTicket) -> None: ...
+
+    def take_ticket(self, digest: str) -> StreamTicket | None:
+        """The ticket, removed in the same call (atomically: two callers never both get it); None if there is none."""
         ...

@@ -48,7 +48,17 @@ from functions.agent.models import (
     Turn,
     UserEvent,
 )
-from functions.agent.ports import Clock, McpCatalog, RunHistory, RunQueue, RunStore, SessionStore, Workflow
+from functions.agent.ports import (
+    Clock,
+    McpCatalog,
+    RunHistory,
+    RunQueue,
+    RunReader,
+    Runs,
+    RunStore,
+    SessionStore,
+    Workflow,
+)
 from functions.agent.requests import Strict, parse
 
 SESSION_PREFIX = "sesn_"
@@ -712,15 +722,7 @@ class Sessions:
             ) from exc
 
     def _history(self, key: RunKey) -> RunHistory:
-        if not key.run_id.startswith(SESSION_PREFIX):
-            raise NotFoundError(f"session {clip(key.run_id)} not found")
-        try:
-            history = self.store.load_history(key)
-        except RunNotFoundError:
-            raise NotFoundError(f"session {clip(key.run_id)} not found") from None
-        if history.run.session is None:
-            raise NotFoundError(f"session {clip(key.run_id)} not found")
-        return history
+        return load_session(self.store, key)
 
     @staticmethod
     def _user_event(turn: int, rev: int, index: int, event: BaseModel, now: str) -> UserEvent:
@@ -733,6 +735,50 @@ class Sessions:
 
 
 INTERRUPTED = "interrupted by the user"
+RUN_PREFIX = "run_"
+
+
+def load_session(store: Runs, key: RunKey) -> RunHistory:
+    """A session's history. Raises NotFoundError (no such session of the tenant, or not a session)."""
+    history = _load(store, key, SESSION_PREFIX, "session")
+    if history.run.session is None:
+        raise NotFoundError(f"session {clip(key.run_id)} not found")
+    return history
+
+
+def session_events(store: Runs, key: RunKey) -> list[dict[str, Any]]:
+    """Every event of a session, in id order (what the list pages and a stream follows). Raises NotFoundError."""
+    return SessionView(load_session(store, key)).events()
+
+
+def run_events(store: Runs, key: RunKey) -> list[dict[str, Any]]:
+    """A /runs run read as a session of one turn, with the same derivation: ``session.status_running``, its steps'
+    events, and once it has ended (and settled) ``session.error`` if it failed and ``session.status_idle`` with why.
+    Raises NotFoundError."""
+    history = _load(store, key, RUN_PREFIX, "run")
+    run = history.run
+    if run.session is not None:
+        raise NotFoundError(f"run {clip(key.run_id)} not found")
+    one_turn = run.model_copy(update={"turns": [Turn(first_step=0, started_at=run.created_at)]})
+    return SessionView(replace(history, run=one_turn)).events()
+
+
+def check_target(store: RunReader, key: RunKey, kind: Literal["session", "run"]) -> None:
+    """That the tenant has this session (``kind`` "session") or /runs run (reads its item only). Raises
+    NotFoundError."""
+    prefix = SESSION_PREFIX if kind == "session" else RUN_PREFIX
+    run = store.get_run(key) if key.run_id.startswith(prefix) else None
+    if run is None or (run.session is not None) != (kind == "session"):
+        raise NotFoundError(f"{kind} {clip(key.run_id)} not found")
+
+
+def _load(store: Runs, key: RunKey, prefix: str, what: str) -> RunHistory:
+    if not key.run_id.startswith(prefix):
+        raise NotFoundError(f"{what} {clip(key.run_id)} not found")
+    try:
+        return store.load_history(key)
+    except RunNotFoundError:
+        raise NotFoundError(f"{what} {clip(key.run_id)} not found") from None
 
 
 class TurnInterrupts:

@@ -36,19 +36,20 @@ from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.agent.tenants import budget_limits
 from functions.handlers import openapi, webhook_routes
-from functions.handlers.managed_agents import V1Error, router
+from functions.handlers.managed_agents import V1Error, router, stream_redirect
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
 from functions.handlers.views import steps_view
 
 SETTINGS = ApiSettings
 obs = observability("api")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 app = APIGatewayHttpResolver()
 app.include_router(router)  # /v1/agents, /v1/sessions: the Managed Agents API
 app.include_router(webhook_routes.router)  # /v1/webhooks
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{26}$")
+TRACED_ID = re.compile(r"(run|sesn)_[0-9a-f]{26}")  # a run's or a session's id, as the functions make them
 PUBLIC_PATHS = frozenset(op.path for op in openapi.ROUTES if op.public)
 QUERY = {f"{op.method} {op.path}": frozenset(op.query) for op in openapi.ROUTES}  # what each route reads
 MAX_IDEMPOTENCY_KEY = 128
@@ -124,11 +125,15 @@ def _before_route(resolver: APIGatewayHttpResolver, next_middleware: NextMiddlew
     """What every route does first: count the request against its tenant's requests per minute (over it, 429 with
     Retry-After, which the anthropic SDK waits on; a request without a tenant goes on to its 401), then refuse a
     query parameter the route does not take (400, never ignored)."""
-    if resolver.current_event.path not in PUBLIC_PATHS:
-        _admit(resolver)
     route = (
         f"{resolver.request.method.upper()} {resolver.request.route}"  # the route matched, as openapi.ROUTES names it
     )
+    obs.annotate(route=route)
+    named = resolver.request.path_parameters.get("run_id") or resolver.request.path_parameters.get("session_id") or ""
+    if TRACED_ID.fullmatch(named):  # a well-formed run or session id, never a caller's text
+        obs.annotate_run(None, named)
+    if resolver.current_event.path not in PUBLIC_PATHS:
+        _admit(resolver)
     unknown = sorted(set(resolver.current_event.query_string_parameters or {}) - QUERY.get(route, frozenset()))
     if unknown:
         message = f"query parameter {clip(unknown[0])!r} is not supported here"
@@ -144,6 +149,7 @@ def _admit(resolver: APIGatewayHttpResolver) -> None:
         )
     except UnauthenticatedError:
         return
+    obs.annotate(tenant=tenant)
     try:
         admission = wiring.rate_limiter(settings).admit(tenant)
     except Exception:  # the table cannot count now: the API stays up (API Gateway's throttle still caps everyone)
@@ -216,6 +222,7 @@ def create_run() -> Response[str]:
         advice = "retry with the same Idempotency-Key" if exc.retry_with_key else "the run was marked FAILED; retry"
         raise ApiError(503, "ENQUEUE_FAILED", f"{exc}; {advice}") from exc
     run = accepted.run
+    obs.annotate(run_id=run.run_id)
     logger.info("run accepted", run_id=run.run_id, tenant=run.tenant, replayed=accepted.replayed)
     if not accepted.replayed:
         obs.emit("RunsAccepted")
@@ -267,6 +274,18 @@ def _page_of(params: dict[str, str]) -> tuple[int, int]:
                            (" and at least 1" if name == "limit" else ""))  # fmt: skip
         values.append(int(raw))
     return values[0], values[1]
+
+
+@app.get("/runs/<run_id>/events/stream")
+def stream_run(run_id: str) -> Response[str]:
+    """307 to the stream function, with a ticket for this run: its events as server-sent events until it ends."""
+    key = _run_key(run_id)
+    try:
+        return stream_redirect(load(SETTINGS), key, "run")
+    except RequestRejectedError as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc)) from exc
+    except NotFoundError as exc:
+        raise ApiError(404, "RUN_NOT_FOUND", str(exc)) from exc
 
 
 @app.post("/runs/<run_id>/cancel")
@@ -352,6 +371,7 @@ def costs() -> Response[str]:
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId")
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     started = time.perf_counter()

@@ -22,11 +22,12 @@ SETTINGS = AuthorizerSettings
 CACHE_SECONDS = 60.0
 MAX_CACHED = 10_000
 obs = observability("authorizer")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 # key digest -> (until, context or None), oldest first; only well-formed keys (a malformed one costs no read)
 _answers: OrderedDict[str, tuple[float, dict[str, str] | None]] = OrderedDict()
 
 
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     key = presented_key(event.get("headers") or {})
@@ -35,6 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         obs.emit("AuthRefused")
         logger.info("refused", has_key=key is not None, route=event.get("routeKey"))  # never the key
         return {"isAuthorized": False}
+    obs.annotate(tenant=caller["tenant"])
     return {"isAuthorized": True, "context": caller}
 
 

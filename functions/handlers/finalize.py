@@ -16,14 +16,16 @@ from functions.handlers.observability import observability
 
 SETTINGS = EndSettings
 obs = observability("finalize")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=FinalizeEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
+    obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn)
     settings = load(SETTINGS)
     run = wiring.lifecycle(settings).end(ref.key, ref.status, ref.error, turn=ref.execution_turn, workflow_end=True)
     if unannounced := obs.unannounced(wiring.notifier(settings)):

@@ -18,12 +18,14 @@ from functions.handlers.observability import observability
 
 SETTINGS = IntakeSettings
 obs = observability("intake")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
+@tracer.capture_method(capture_response=False, capture_error=False)  # a batch mixes runs: one subsegment each
 def record_handler(record: SQSRecord) -> str:
     message = IntakeMessage.model_validate_json(record.body)
+    obs.annotate_run(message.tenant, message.run_id, turn=message.turn, step=message.release_step)
     settings = load(SETTINGS)
     intake = wiring.intake(settings)
     if message.stop_execution is not None:
@@ -43,6 +45,7 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
@@ -25,9 +25,12 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
+from functions.agent.sessions import check_target
+from functions.agent.streams import check_cursor
 from functions.handlers.tenancy import UnauthenticatedError, deployment_auth, request_caller, request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
+STREAM_PATHS = {"session": "/v1/sessions/{}/events/stream", "run": "/runs/{}/events/stream"}  # the stream function's
 T = TypeVar("T")
 MAX_LIMIT = 100
 
@@ -281,9 +284,25 @@ def update_session(session_id: str) -> Response[str]:
 
 @router.get("/v1/sessions/<session_id>/events/stream")
 def stream_events(session_id: str) -> Response[str]:
-    raise V1Error(
-        400,
-        "invalid_request_error",
-        "event streaming is not offered: API Gateway HTTP APIs do not stream. Follow a session with "
-        "GET /v1/sessions/{id}/events?page=<last id>&wait=20 (a long-poll that answers as soon as an event arrives)",
-    )
+    """307 to the stream function, with a ticket for this session (see functions/handlers/stream.py)."""
+    params = _query()
+    if "event_deltas" in params or "event_deltas[]" in params:
+        raise V1Error(400, "invalid_request_error", "event_deltas: previews of events being produced are not "
+                      "offered; the stream sends each event whole once it has happened")  # fmt: skip
+    return _core(lambda: stream_redirect(_settings(), _session(session_id), "session"))
+
+
+def stream_redirect(settings: ApiSettings, key: RunKey, kind: Literal["session", "run"]) -> Response[str]:
+    """The answer that opens a stream of ``key`` (a session, or a /runs run): ``307`` to the stream function's URL
+    with a single-use ticket for it, once the caller's tenant is known to have it. A client follows it without its
+    credentials (httpx and curl drop ``Authorization`` on a redirect to another origin): the ticket is the
+    credential. Raises the core's errors: NotFoundError (not the tenant's), RequestRejectedError (a bad
+    Last-Event-ID, or no stream function in this deployment)."""
+    check_cursor(router.current_event.headers.get("last-event-id"))
+    if settings.stream_url is None:
+        raise RequestRejectedError("event streaming is not offered by this deployment (it has no stream function)")
+    check_target(wiring.store(settings), key, kind)
+    ticket = wiring.tickets(settings).issue(key)
+    path = STREAM_PATHS[kind].format(key.run_id)
+    location = f"{settings.stream_url.rstrip('/')}{path}?ticket={ticket}"
+    return _json(307, {"location": location}, {"location": location, "cache-control": "no-store"})

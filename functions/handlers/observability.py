@@ -5,7 +5,13 @@ only through ``Observability.emit``, which refuses a name, dimension or value th
 AWS metrics the dashboard and alarms read (SQS, Step Functions) are named in ``AWS_METRICS``; the dashboard and
 alarms look every metric up here (infra/metrics.py), so they read only what is emitted.
 
-Tracing is X-Ray's active tracing, switched on per function by the stack (infra/constructs/agent_functions.py).
+Traces: X-Ray's active tracing is switched on per function by the stack (infra/constructs/agent_functions.py);
+each function's powertools ``Tracer`` adds its handler's subsegment (``## handler``), annotated through
+``Observability.annotate`` with the keys of ``TRACE_ANNOTATIONS`` only, and the AWS SDK's calls as subsegments
+(``TRACED_LIBRARIES``). The model call and tool calls are subsegments too (functions/adapters/tracing.py). No
+trace holds what a run says: handlers are decorated with ``capture_response=False`` (a response is a run's
+output, a tool's result, a session's events) and ``capture_error=False`` (an error's text may quote a provider,
+an ARN or a key; logs get it through redact()).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, single_metric
+from aws_lambda_powertools import Logger, Tracer, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
@@ -79,6 +85,7 @@ TOOL_STATUSES = _values("ok", "error")
 # its endpoint was deleted, or because its host left the deployment's allow-list
 WEBHOOK_DELIVERY_STATUSES = _values("delivered", "retrying", "dead_lettered", "gone", "refused")
 ENDS_RUNS = ("api", "intake", "finalize", "mark_failed", "workflow_ended")  # the functions that end runs
+STREAM_KINDS = _values("session", "run")
 OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
 COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
 
@@ -93,6 +100,11 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("RunsAccepted", COUNT, ("api",), "runs submitted (a replayed Idempotency-Key not counted)"),
     MetricSpec("RunsCancelled", COUNT, ("api",), "runs cancelled by request"),
     MetricSpec("AuthRefused", COUNT, ("authorizer",), "requests refused by the API key authorizer"),
+    # stream: live events (server-sent events behind the function URL)
+    MetricSpec("StreamsOpened", COUNT, ("stream",), "event streams opened, of a session or a run", ("kind",),
+               {"kind": STREAM_KINDS}),
+    MetricSpec("StreamDuration", MetricUnit.Seconds, ("stream",), "how long a stream stayed open (the function's "
+               "billed time)", ("kind",), {"kind": STREAM_KINDS}),
     # step: model calls, tokens, cost, the resilience around them
     MetricSpec("StepLatency", MS, ("step",), "one step invocation, end to end (model call included)"),
     MetricSpec("ModelCalls", COUNT, ("step",), "model calls answered and settled"),
@@ -145,6 +157,30 @@ AWS_METRICS: dict[tuple[str, str], tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# Only the AWS SDK is patched (DynamoDB, SQS, Step Functions, S3, Secrets Manager and Bedrock calls appear as
+# subsegments). Not httpx, httplib or requests: they would send a trace header to the model provider, MCP servers and
+# the hosts tools fetch, and record those URLs (a tool's input) in traces; and patching them imports them at start.
+TRACED_LIBRARIES = ("botocore",)
+
+# What a function's trace is annotated with (X-Ray indexes annotations: ``annotation.run_id = "run_..."`` finds a
+# run's traces in the console or with ``aws xray get-trace-summaries --filter-expression``). Ids and names only.
+TRACE_ANNOTATIONS: dict[str, str] = {
+    "tenant": "the tenant of the run, session or request",
+    "run_id": "the run (a session's run id is the session id)",
+    "session_id": "the session, when the run is one",
+    "turn": "the session's turn (1 for the first)",
+    "step": "the run's step",
+    "route": "the API route matched, as its template (GET /runs/{run_id})",
+    "tool": f"the tool function's call: a registered tool's name, else {OTHER_TOOL!r} (an agent's MCP or Lambda tool)",
+}
+SESSION_PREFIX = "sesn_"  # functions.agent.sessions.SESSION_PREFIX (not imported here: the module costs 35 ms)
+MAX_ANNOTATION_CHARS = 256
+
+
+class TraceError(ValueError):
+    """An annotation not in TRACE_ANNOTATIONS, or a value that is not a short id or number (a bug: tests fail)."""
+
+
 def metric_spec(name: str, function: str | None = None, dimensions: Mapping[str, str] | None = None) -> MetricSpec:
     """The catalog's metric ``name``, checked: emitted by ``function`` (when given), with exactly these
     dimensions beside ``service`` and allowed values (when given). Raises MetricError."""
@@ -168,6 +204,7 @@ class Observability:
     service: str
     logger: Logger
     metrics: EphemeralMetrics
+    tracer: Tracer
 
     def emit(self, name: str, value: float = 1, **dimensions: str) -> None:
         """Metric ``name`` of the catalog, in its unit. Without dimensions of its own it joins the invocation's
@@ -182,6 +219,28 @@ class Observability:
             for dimension, dimension_value in dimensions.items():
                 metric.add_dimension(name=dimension, value=dimension_value)
 
+    def annotate(self, **annotations: str | int | None) -> None:
+        """Annotate the trace entity being recorded (the handler's subsegment) with these keys of TRACE_ANNOTATIONS;
+        None leaves a key out. Raises TraceError for another key or a value that is not a short string or an int."""
+        for key, value in annotations.items():
+            if key not in TRACE_ANNOTATIONS:
+                raise TraceError(f"annotation {key!r} is not in TRACE_ANNOTATIONS (handlers/observability.py)")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise TraceError(f"annotation {key!r} must be a string or an int, not {type(value).__name__}")
+            if isinstance(value, str) and not (0 < len(value) <= MAX_ANNOTATION_CHARS and value.isprintable()):
+                raise TraceError(f"annotation {key!r} must be 1 to {MAX_ANNOTATION_CHARS} printable characters")
+            self.tracer.put_annotation(key=key, value=value)  # type: ignore[arg-type]  # an int is a numbers.Number
+
+    def annotate_run(
+        self, tenant: str | None, run_id: str, *, turn: int | None = None, step: int | None = None
+    ) -> None:
+        """The run (or session, and its turn) an invocation works on, as annotations of its trace."""
+        session = run_id.startswith(SESSION_PREFIX)
+        self.annotate(tenant=tenant, run_id=run_id, session_id=run_id if session else None,
+                      turn=turn if session and turn else None, step=step)  # fmt: skip
+
     def unannounced(self, notifier: WebhookNotifier | None) -> int:
         """Log the ends this invocation could not announce to webhooks (functions/agent/lifecycle.py); their number,
         which the handler emits as ``WebhookAnnounceFailures``."""
@@ -195,10 +254,12 @@ class Observability:
 
 
 def observability(function: str) -> Observability:
-    """The logger and metrics of one function (its name as in infra/functions.py). Its metrics are its own
+    """The logger, metrics and tracer of one function (its name as in infra/functions.py). Its metrics are its own
     (powertools' ``EphemeralMetrics``; ``Metrics`` instances share one metric set per process): on Lambda a
     process runs one function, but the local stack runs every handler in one process, where a shared set
-    printed one function's metrics under another's ``service``."""
+    printed one function's metrics under another's ``service``. Its tracer is off where X-Ray is not (outside
+    Lambda, or POWERTOOLS_TRACE_DISABLED=true: the local stack and the tests)."""
     service = service_name(function)
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
-    return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service))
+    tracer = Tracer(service=service, auto_patch=True, patch_modules=TRACED_LIBRARIES)
+    return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service), tracer)

@@ -21,6 +21,7 @@ class Operation:
     success: int = 200
     public: bool = False  # no API key (GET /health, GET /openapi.json)
     v1: bool = False  # the Managed Agents API's error shape
+    stream: bool = False  # answers 307 to the stream function (text/event-stream there), takes Last-Event-ID
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -30,6 +31,13 @@ ROUTES: tuple[Operation, ...] = (
     Operation("GET", "/runs/{run_id}", "A run"),
     Operation("GET", "/runs/{run_id}/steps", "A run's steps"),
     Operation("POST", "/runs/{run_id}/cancel", "Cancel a run"),
+    Operation(
+        "GET",
+        "/runs/{run_id}/events/stream",
+        "Stream a run's events until it ends: 307 to the stream function's URL with a single-use ticket",
+        success=307,
+        stream=True,
+    ),
     Operation(
         "GET",
         "/runs/{run_id}/tool_results/{tool_use_id}",
@@ -61,7 +69,15 @@ ROUTES: tuple[Operation, ...] = (
         query=("limit", "page", "order", "types[]", "types", "wait"),
         v1=True,
     ),
-    Operation("GET", "/v1/sessions/{session_id}/events/stream", "Stream events (not supported: 400)", v1=True),
+    Operation(
+        "GET",
+        "/v1/sessions/{session_id}/events/stream",
+        "Stream events: 307 to the stream function's URL with a single-use ticket; it answers text/event-stream",
+        query=("event_deltas", "event_deltas[]"),  # refused by name (400)
+        success=307,
+        v1=True,
+        stream=True,
+    ),
     Operation(
         "GET",
         "/v1/sessions/{session_id}/tool_results/{tool_use_id}",
@@ -95,9 +111,19 @@ _QUERY: dict[str, dict[str, Any]] = {
     "statuses[]": {"type": "array", "items": {"type": "string", "enum": ["running"]}},
     "statuses": {"type": "string", "description": "session statuses, comma-separated (as statuses[]): running"},
     "wait": {"type": "integer", "minimum": 0, "maximum": 20},
+    "event_deltas": {"type": "string", "description": "not offered: refused with 400"},
+    "event_deltas[]": {"type": "array", "items": {"type": "string"}, "description": "not offered: refused with 400"},
     "offset": {"type": "integer", "minimum": 0},
     "from": {"type": "string", "format": "date"},
     "to": {"type": "string", "format": "date"},
+}
+_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+_LAST_EVENT_ID = "resume after this event (sevt_0000000000000: every event); without it the stream starts now"
+_STREAM = {
+    "description": "Redirect to the stream function's URL, with a ticket that opens one stream within 30 s (follow "
+    "it without your credentials). There, 200 text/event-stream: each event as `event: <type>`, `id: <event id>`, "
+    "`data: <the event as JSON>`; `event: ping` after 15 s of silence; `event: error` if the stream fails.",
+    "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
 }
 _ERROR = {"type": "object", "properties": {"error": {"type": "object", "properties": {
     "code": {"type": "string"}, "message": {"type": "string"}}}}}  # fmt: skip
@@ -127,13 +153,16 @@ def document() -> dict[str, Any]:
         parameters = [{"name": name[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
                       for name in op.path.split("/") if name.startswith("{")]  # fmt: skip
         parameters += [{"name": name, "in": "query", "required": False, "schema": _QUERY[name]} for name in op.query]
+        if op.stream:
+            parameters.append({"name": "Last-Event-ID", "in": "header", "required": False, "schema": {
+                "type": "string", "pattern": "^sevt_[0-9]{13}$"}, "description": _LAST_EVENT_ID})  # fmt: skip
         error = {"$ref": "#/components/schemas/" + ("V1Error" if op.v1 else "Error")}
         operation: dict[str, Any] = {
             "summary": op.summary,
             "operationId": f"{op.method.lower()}{op.path.replace('/', '_').replace('{', '').replace('}', '')}",
             "parameters": parameters,
             "responses": {
-                str(op.success): {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                str(op.success): _STREAM if op.stream else _OK,
                 "4XX": {
                     "description": "Refused, with a code or type and a message",
                     "content": {"application/json": {"schema": error}},

@@ -22,15 +22,17 @@ from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, observabil
 
 SETTINGS = StepSettings
 obs = observability("step")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=StepEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
-    runner = wiring.step_runner(load(SETTINGS))
+    obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn, step=ref.step)
+    runner = wiring.step_runner(load(SETTINGS), tracer)
     started = time.perf_counter()
     if ref.attempt:
         obs.emit("StepRetries")

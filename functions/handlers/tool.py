@@ -17,15 +17,17 @@ from functions.handlers.observability import OTHER_TOOL, observability
 
 SETTINGS = ToolSettings
 obs = observability("tool")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=ToolEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step, tool_use_id=ref.tool_use_id)
-    runner = wiring.tool_runner(load(SETTINGS))
+    obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn, step=ref.step)
+    runner = wiring.tool_runner(load(SETTINGS), tracer)
     if ref.failure is not None:
         failure = ref.failure.model_dump()
         outcome = runner.record_failure(ref.ref, ref.tool_use_id, failure, execution=ref.execution, ran=ref.ran)
@@ -38,6 +40,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # the registered name, never the model's free text: bounded metric cardinality
     tool = outcome.name if outcome.name in runner.toolbox.names else OTHER_TOOL
     obs.emit("ToolCalls", tool=tool, status="error" if outcome.is_error else "ok")
+    obs.annotate(tool=tool)
     logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, error_kind=outcome.error_kind,
                 duration_ms=outcome.duration_ms, size=outcome.size, stored=outcome.stored is not None)  # fmt: skip
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}

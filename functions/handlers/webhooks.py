@@ -21,7 +21,7 @@ from functions.handlers.observability import observability
 
 SETTINGS = WebhooksSettings
 obs = observability("webhooks")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 # a batch whose every delivery failed (its endpoint is down) is reported item by item like any other, not raised: an
 # endpoint being down is not the function failing
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -35,8 +35,10 @@ class WebhookMessage(BaseModel):
     webhook_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID)
 
 
+@tracer.capture_method(capture_response=False, capture_error=False)  # a batch mixes tenants: one subsegment each
 def record_handler(record: SQSRecord) -> str:
     message = WebhookMessage.model_validate_json(record.body)
+    obs.annotate_run(message.tenant, message.event.data.id)  # the run or session that ended (ids Stepwise made)
     deliveries = wiring.deliveries(load(SETTINGS))
     event = message.event.model_dump()
     keys: dict[str, Any] = {
@@ -66,6 +68,7 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

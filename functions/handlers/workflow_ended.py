@@ -21,7 +21,7 @@ from functions.handlers.observability import observability
 
 SETTINGS = WorkflowEndedSettings
 obs = observability("workflow_ended")
-logger, metrics = obs.logger, obs.metrics
+logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
 
 OUTCOMES = {
     "TIMED_OUT": (RunStatus.TIMED_OUT, "RUN_TIMEOUT", "the run exceeded the workflow's timeout"),
@@ -43,11 +43,13 @@ class ExecutionEvent(EventBridgeModel):
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)  # no run content in traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     change = parse(event=event, model=ExecutionEvent).detail
     ref = change.input
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant)
+    obs.annotate_run(ref.tenant, ref.run_id, turn=turn_of(change.name))
     if change.status not in OUTCOMES:
         return {"run_id": ref.run_id, "ignored": change.status}
     status, code, message = OUTCOMES[change.status]

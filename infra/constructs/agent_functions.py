@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -24,9 +24,30 @@ XRAY_WRITE_POLICY = "AWSXRayDaemonWriteAccess"  # PutTraceSegments, PutTelemetry
 ALIAS = "live"  # the alias every invoker calls
 
 
+# The AWS Lambda Web Adapter (github.com/aws/aws-lambda-web-adapter), published by AWS as a public layer per region
+WEB_ADAPTER_ACCOUNT = "753240598075"
+WEB_ADAPTER_LAYER_VERSION = 27  # CDK context web_adapter_layer_version (1.0.0 at 27)
+WEB_ADAPTER_PORT = 8080
+WEB_ADAPTER_ENVIRONMENT = {
+    "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",  # the layer's wrapper runs the handler script, not the runtime
+    "AWS_LWA_INVOKE_MODE": "response_stream",  # as the function URL's invoke mode
+    "AWS_LWA_PORT": str(WEB_ADAPTER_PORT),
+    "AWS_LWA_READINESS_CHECK_PATH": "/health",
+}
+
+
 class AgentFunctions(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, log_retention: logs.RetentionDays) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        log_retention: logs.RetentionDays,
+        web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
+    ) -> None:
         super().__init__(scope, construct_id)
+        self.web_adapter_layer_version = web_adapter_layer_version
+        self._web_adapter_layer: lambda_.ILayerVersion | None = None
         self.layer = lambda_.LayerVersion(
             self,
             "Dependencies",
@@ -68,7 +89,19 @@ class AgentFunctions(Construct):
         cfn.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode="Active")
         assert function.role is not None
         function.role.add_managed_policy(iam.ManagedPolicy.from_aws_managed_policy_name(XRAY_WRITE_POLICY))
+        if spec.web_adapter:
+            function.add_layers(self._web_adapter())
+            for name, value in WEB_ADAPTER_ENVIRONMENT.items():
+                function.add_environment(name, value)
         return function
+
+    def _web_adapter(self) -> lambda_.ILayerVersion:
+        """The Web Adapter's ARM64 layer in the stack's region (commercial regions)."""
+        if self._web_adapter_layer is None:
+            arn = (f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{WEB_ADAPTER_ACCOUNT}:layer:LambdaAdapterLayerArm64:"
+                   f"{self.web_adapter_layer_version}")  # fmt: skip
+            self._web_adapter_layer = lambda_.LayerVersion.from_layer_version_arn(self, "WebAdapter", arn)
+        return self._web_adapter_layer
 
     def configure(self, values: Mapping[str, str]) -> None:
         """Give every function the variables its settings name (raises naming one the stack lacks)."""

@@ -1,7 +1,8 @@
 """The operations dashboard: the panels of the seed articles (success rate, average latency, cost today; requests
 over 24 h; latency distribution; error rate; tool usage; cost trend) and this runtime's (cost by model, cache-read
 share, tokens, queue depth and age, dead letters, executions, circuits, budget use, retries, throttles,
-fallbacks, budget refusals, runs by status, the API's refusals, webhooks), then every alarm's state.
+fallbacks, budget refusals, runs by status, the API's refusals, webhooks, live event streams), then every alarm's
+state.
 
 Every metric comes from infra/metrics.py (the catalog's or AWS_METRICS'): the dashboard cannot chart a metric no
 function emits. Open-ended dimensions (tool, model, Circuit) are SEARCH expressions; bounded ones, one series each.
@@ -166,6 +167,9 @@ def operations_dashboard(
                [stepwise_metric("WebhookEvents", "Sum", label="events"),
                 *each_value("WebhookDeliveries", "status", "Sum").values()],
                right=list(each_function("WebhookAnnounceFailures", "Sum").values())),
+        _graph("Live events: streams opened (by kind), and how long they stay open (s)",
+               list(each_value("StreamsOpened", "kind", "Sum").values()),
+               right=list(each_value("StreamDuration", "kind", "Maximum").values())),
     ]  # fmt: skip
     state = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24, height=2 + len(alarms) // 4)
     rows: list[Sequence[cloudwatch.IWidget]] = [summary, seed[:3], seed[3:], runtime[:3], runtime[3:6]]

@@ -61,6 +61,25 @@ class StateTable(Construct):
                         conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(spec.leading_keys)}},
                     )
                 )
+                if not spec.webhook_secrets and any(key.startswith("T#") for key in spec.leading_keys):
+                    # tenants' partitions include their webhook endpoints' signing secrets: not this function's
+                    function.add_to_role_policy(
+                        iam.PolicyStatement(
+                            effect=iam.Effect.DENY,
+                            actions=["dynamodb:*"],
+                            resources=[self.table.table_arn],
+                            conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [WEBHOOK_PARTITIONS]}},
+                        )
+                    )
+                if spec.read_only_keys:  # of those, partitions it only reads
+                    function.add_to_role_policy(
+                        iam.PolicyStatement(
+                            effect=iam.Effect.DENY,
+                            actions=list(WRITES),
+                            resources=[self.table.table_arn],
+                            conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": list(spec.read_only_keys)}},
+                        )
+                    )
                 continue
             # on the table alone (``Table.grant`` would add every index): an index is Queried only by the functions
             # that declare it

@@ -17,9 +17,10 @@ from infra.constants import (
     RELEASE_AFTER_STEP_TIMEOUT_SECONDS,
     WATCH_DELAY_SECONDS,
 )
-from infra.constructs.agent_functions import XRAY_WRITE_POLICY, AgentFunctions
+from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION, XRAY_WRITE_POLICY, AgentFunctions
 from infra.constructs.api import Api, ApiAuth
 from infra.constructs.deploys import ALL_AT_ONCE, SafeDeploys
+from infra.constructs.event_stream import EventStream
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import AlarmThresholds, Monitoring
@@ -75,6 +76,8 @@ class StepwiseStack(Stack):
         log_retention_days: int = 30,
         webhook_allowed_hosts: list[str] | None = None,
         auth: ApiAuth | None = None,
+        stream_max_concurrency: int = 20,
+        web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
         deploy_strategy: str = ALL_AT_ONCE,
         alarm_thresholds: AlarmThresholds | None = None,
         alarm_email: str | None = None,
@@ -84,7 +87,9 @@ class StepwiseStack(Stack):
 
         log_retention = retention(log_retention_days)
         state = StateTable(self, "State", removal_policy=removal_policy)
-        functions = AgentFunctions(self, "Functions", log_retention=log_retention)
+        functions = AgentFunctions(
+            self, "Functions", log_retention=log_retention, web_adapter_layer_version=web_adapter_layer_version
+        )
         self.functions = functions
         tool_access = ToolAccess(
             self,
@@ -127,6 +132,8 @@ class StepwiseStack(Stack):
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
+        stream = EventStream(self, "EventStream", stream_fn=functions["stream"], stream_alias=functions.alias("stream"),
+                             max_streams=stream_max_concurrency)  # fmt: skip
         secret = secretsmanager.Secret(
             self,
             "AnthropicApiKey",
@@ -147,6 +154,7 @@ class StepwiseStack(Stack):
                 **tool_access.settings,
                 **results.settings,
                 **webhooks.settings,
+                **stream.settings,
                 "STEPWISE_DEFAULT_MODEL": default_model,
                 "STEPWISE_DEFAULT_TENANT": default_tenant,
                 **(auth or ApiAuth()).settings,

@@ -6,7 +6,8 @@
 * pollers stand in for the SQS event source mappings of the intake and webhooks functions (batches of 10, partial
   failures, messages' visibility and redrive as SQS keeps them);
 * an HTTP server turns requests into API Gateway HTTP API (payload v2) events for the real api handler,
-  for the routes the template declares.
+  for the routes the template declares;
+* a second one serves the stream function's app (server-sent events), as its function URL does when deployed.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             "AWS_SESSION_TOKEN": "local",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",  # X-Ray is not emulated: no segments, no daemon to send them to
         }.items():
             os.environ[key] = value
         os.environ.pop("AWS_PROFILE", None)
@@ -196,6 +198,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self._original_invoke = LambdaSimpleBackend.invoke
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign,assignment]
         self._create_resources()
+        self._serve_streams()
         self._configure_functions()
         if self.intake:
             self._spawn(lambda: self._poll(self.queue_url, self.queue_arn, self.topology.intake_function),
@@ -211,6 +214,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
+        self._streams.close()  # the streams still open end (before moto goes: they read the table)
         for thread in self._threads:
             thread.join(timeout=5)
         from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -288,6 +292,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         return str(self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
                    ["QueueArn"])  # fmt: skip
 
+    def _serve_streams(self) -> None:
+        """The stream function's app (functions/handlers/stream.py) on its own port: the local function URL, to which
+        the api function redirects GET .../events/stream (one thread per stream, as one Lambda per stream)."""
+        from functions.handlers import stream
+
+        self._streams = stream.server(self.host, 0)
+        self.stream_url = f"http://{self.host}:{self._streams.server_address[1]}/"
+        self._spawn(self._streams.serve_forever, "streams")
+
     def _configure_functions(self) -> None:
         """The environment the template gives the functions, its resources replaced by the local ones.
 
@@ -303,6 +316,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
                 "AWS::StepFunctions::StateMachine": self.state_machine_arn,
                 "AWS::S3::Bucket": RESULTS_BUCKET,
                 "AWS::SecretsManager::Secret": None,  # locally the key is ANTHROPIC_API_KEY, if set
+                "AWS::Lambda::Url": self.stream_url,
             }
         )
         chosen = {k: v for k, v in self._saved_environ.items() if k.startswith("STEPWISE_")}

@@ -17,6 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_NAME = "Stepwise"
+WEB_ADAPTER_VARIABLES = ("AWS_LWA_", "AWS_LAMBDA_EXEC_WRAPPER")
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -116,6 +117,8 @@ class Topology:
 
     def _local(self, reference: Any, local: dict[str, str | None], where: str) -> str | None:
         logical_id = reference.get("Ref") if isinstance(reference, dict) else None
+        if isinstance(reference, dict) and "Fn::GetAtt" in reference:  # a function URL's FunctionUrl
+            logical_id = reference["Fn::GetAtt"][0]
         kind = self.resource_types.get(str(logical_id))
         if kind not in local:
             raise ValueError(f"{where}: no local counterpart for {reference!r}")
@@ -173,6 +176,17 @@ def resolve(value: Any, template: dict[str, Any]) -> Any:
     return {k: resolve(v, template) for k, v in value.items()}
 
 
+def _project_function(resource: dict[str, Any]) -> bool:
+    """A function of the project: a Python handler, or a web app the Lambda Web Adapter runs (a script)."""
+    return str(resource["Properties"].get("Handler", "")).startswith(("functions.handlers.", "functions/handlers/"))
+
+
+def _own_variables(resource: dict[str, Any]) -> dict[str, Any]:
+    """A function's environment but the Web Adapter's settings (the adapter does not run locally)."""
+    variables: dict[str, Any] = resource["Properties"].get("Environment", {}).get("Variables", {})
+    return {name: value for name, value in variables.items() if not name.startswith(WEB_ADAPTER_VARIABLES)}
+
+
 def _aliased_function(alias: dict[str, Any]) -> str:
     """The logical id of the function an AWS::Lambda::Alias resource is an alias of."""
     target = alias["Properties"]["FunctionName"]
@@ -218,7 +232,9 @@ def topology(template: dict[str, Any]) -> Topology:
         queue_receive_counts=receive_counts,
         routes=routes,
         environments={
-            lid: res["Properties"].get("Environment", {}).get("Variables", {}) for lid, res in functions.items()
+            lid: _own_variables(res)
+            for lid, res in _resources(template, "AWS::Lambda::Function").items()
+            if _project_function(res)
         },
         resource_types={lid: res["Type"] for lid, res in template["Resources"].items()},
         aliases=function_aliases(template),

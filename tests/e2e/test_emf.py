@@ -14,10 +14,12 @@ from typing import Any
 import anthropic
 import pytest
 
+from functions.agent.streams import BEFORE_ALL
 from functions.handlers.observability import CATALOG, METRICS, NAMESPACE
+from stepwise.client import StepwiseClient
 from stepwise.local.stack import LOCAL_TENANT, LocalStack
 from tests.e2e.conftest import http, wait
-from tests.e2e.test_managed_agents import answer, idle, tool_use
+from tests.e2e.test_managed_agents import answer, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic, error
 from tests.fakes.webhook_receiver import receiving
 from tests.metric_references import Reference, alarm_references, dashboard_references
@@ -113,6 +115,9 @@ def runs_and_a_turn(stack: LocalStack, fake_api: FakeAnthropic) -> None:
                        answer("42", cache_creation_input_tokens=20)]  # fmt: skip
     _, accepted = http(stack, "POST", "/runs", {"input": "What is 6*7?", "tools": ["calculator"]})
     assert wait(stack, accepted["run_id"])["status"] == "SUCCEEDED"
+    # its events, streamed (the stream ends with the run's idle)
+    streamed = list(StepwiseClient(stack.url).stream(f"/runs/{accepted['run_id']}/events/stream", after=BEFORE_ALL))
+    assert streamed[-1]["type"] == "session.status_idle"
     # A run whose budget allows one step, that asks for a second
     fake_api.script = [tool_use(("toolu_2", "calculator", {"expression": "1+1"}))]
     _, accepted = http(stack, "POST", "/runs", {"input": "1+1?", "budget": {"max_steps": 1}})
@@ -143,10 +148,11 @@ def runs_and_a_turn(stack: LocalStack, fake_api: FakeAnthropic) -> None:
     client = anthropic.Anthropic(api_key="sk-local", base_url=stack.url, max_retries=0)
     agent = client.beta.agents.create(name="m", model="claude-haiku-4-5", tools=[{"type": "stepwise_toolset_20261201"}])
     session = client.beta.sessions.create(agent=agent.id, environment_id="env_local")
-    client.beta.sessions.events.send(
-        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "2**5?"}]}]
-    )
-    stop, _ = idle(client, session.id, None)
+    with client.beta.sessions.events.stream(session.id) as events:  # followed live
+        client.beta.sessions.events.send(
+            session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "2**5?"}]}]
+        )
+        stop = next(event for event in events if event.type == "session.status_idle")
     assert stop.stop_reason.type == "end_turn"
     # A request over the tenant's rate
     assert http(stack, "POST", f"/_local/tenants/{LOCAL_TENANT}", {"requests_per_minute": 1})[0] == 200

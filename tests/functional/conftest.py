@@ -39,6 +39,7 @@ class Aws:
 
 # What the tests choose beside the template's environment: the offline stub model, a tenant, a default model.
 RESULTS_BUCKET = "stepwise-test-results"
+STREAM_URL = "https://stream.lambda-url.us-east-1.on.aws/"  # the stream function's URL (not served here)
 TEST_SETTINGS = {
     "STEPWISE_AUTH": "none",  # requests without an authorizer context are the default tenant's (as locally)
     "STEPWISE_DEFAULT_TENANT": TENANT,
@@ -81,6 +82,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, stack_topology: Topology) -> Iterator[A
                 "AWS::StepFunctions::StateMachine": arn,
                 "AWS::SecretsManager::Secret": None,
                 "AWS::S3::Bucket": RESULTS_BUCKET,
+                "AWS::Lambda::Url": STREAM_URL,
             }
         )
         for key, value in {**environment, **TEST_SETTINGS}.items():

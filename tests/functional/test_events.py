@@ -111,7 +111,7 @@ def only_its_own_settings(function: str, topology: Topology, monkeypatch: pytest
     (own,) = [
         variables
         for logical_id, variables in topology.environments.items()
-        if topology.handlers[logical_id] == f"functions.handlers.{function}.handler"
+        if topology.handlers.get(logical_id) == f"functions.handlers.{function}.handler"
     ]
     for variable in [v for v in os.environ if v.startswith("STEPWISE_") and v not in own]:
         monkeypatch.delenv(variable)

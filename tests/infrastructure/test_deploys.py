@@ -15,6 +15,7 @@ from aws_cdk.assertions import Template
 
 from app import build_app
 from infra.constants import ROLLBACK_ERROR_PERCENT, ROLLBACK_MIN_ERRORS, ROLLBACK_MINUTES
+from infra.constructs.agent_functions import ALIAS
 from infra.constructs.deploys import DEPLOY_STRATEGIES, deploy_strategy
 from infra.functions import FUNCTIONS
 from infra.stacks.stepwise_stack import StepwiseStack
@@ -55,9 +56,10 @@ def of_type(resources: Resources, kind: str) -> Resources:
 
 
 def functions(resources: Resources) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Function name (infra/functions.py) -> (logical id, properties)."""
+    """Function name (infra/functions.py) -> (logical id, properties), found by its declared handler."""
     found = of_type(resources, "AWS::Lambda::Function")
-    return {r["Properties"]["Handler"].split(".")[2]: (lid, r["Properties"]) for lid, r in found.items()}
+    names = {spec.handler: name for name, spec in FUNCTIONS.items()}
+    return {names[r["Properties"]["Handler"]]: (lid, r["Properties"]) for lid, r in found.items()}
 
 
 def aliases(resources: Resources) -> dict[str, str]:
@@ -88,6 +90,8 @@ def bypassing_references(resources: Resources) -> list[tuple[str, str]]:
     for function in of_type(resources, "AWS::Lambda::Function"):
         arn, name = json.dumps({"Fn::GetAtt": [function, "Arn"]}), json.dumps({"Ref": function})
         for logical_id, resource in resources.items():
+            if resource["Type"] == "AWS::Lambda::Url" and resource["Properties"].get("Qualifier") == ALIAS:
+                continue  # a URL on the alias: CloudFormation names it by the function's ARN and the alias's name
             text = json.dumps(resource)
             if arn in text or (name in text and resource["Type"] not in MAY_NAME_A_FUNCTION):
                 found.append((logical_id, function))
@@ -141,6 +145,11 @@ def test_every_invoker_calls_a_live_alias_never_a_function(default: tuple[Stepwi
     # the execution-ended rule
     (rule,) = of_type(resources, "AWS::Events::Rule").values()
     assert all(alias(target["Arn"]) for target in rule["Properties"]["Targets"])
+    # the stream function's URL (on the alias: the function's ARN qualified by the alias's name)
+    (url,) = of_type(resources, "AWS::Lambda::Url").values()
+    stream_function, _ = functions(resources)["stream"]
+    assert url["Properties"]["TargetFunctionArn"] == {"Fn::GetAtt": [stream_function, "Arn"]}
+    assert url["Properties"]["Qualifier"] == ALIAS
 
 
 @pytest.mark.parametrize("strategy", ["default", "canary"])
@@ -158,8 +167,8 @@ def test_the_check_catches_an_invoker_that_bypasses_the_alias() -> None:
     stack.functions["api"].add_function_url(auth_type=lambda_.FunctionUrlAuthType.AWS_IAM)
     resources = Template.from_stack(stack).to_json()["Resources"]
 
-    # Then the check names it
-    (url,) = of_type(resources, "AWS::Lambda::Url")
+    # Then the check names it (and not the stream function's URL, which is on its alias)
+    (url,) = [lid for lid, r in of_type(resources, "AWS::Lambda::Url").items() if "Qualifier" not in r["Properties"]]
     assert bypassing_references(resources) == [(url, functions(resources)["api"][0])]
 
 

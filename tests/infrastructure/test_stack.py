@@ -25,8 +25,10 @@ from infra.constants import (
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_ATTEMPTS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
+    ROOT,
     TOOLS_MAX_CONCURRENCY,
 )
+from infra.constructs.agent_functions import WEB_ADAPTER_ENVIRONMENT
 from infra.functions import FUNCTIONS
 from infra.stacks.stepwise_stack import StepwiseStack
 
@@ -70,6 +72,7 @@ EXPECTED_ROUTES = {
     "GET /v1/webhooks",
     "GET /v1/webhooks/{webhook_id}",
     "DELETE /v1/webhooks/{webhook_id}",
+    "GET /runs/{run_id}/events/stream",
 }
 
 
@@ -102,9 +105,8 @@ def functions(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for logical_id, resource in template.find_resources("AWS::Lambda::Function").items():
         props = resource["Properties"]
-        module, _, attribute = props["Handler"].rpartition(".")
-        assert module.startswith("functions.handlers.") and attribute == "handler", props["Handler"]
-        found[module.removeprefix("functions.handlers.")] = (logical_id, props)
+        (name,) = [name for name, spec in FUNCTIONS.items() if spec.handler == props["Handler"]]
+        found[name] = (logical_id, props)
     return found
 
 
@@ -462,19 +464,32 @@ def test_state_machine_role_invokes_only_the_workflow_functions_live_aliases(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 9
+    assert len(FUNCTIONS) == 10  # api, authorizer, intake, step, tool, finalize, mark_failed, workflow_ended, webhooks,
+    # stream
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
-        assert props["Handler"] == f"functions.handlers.{name}.handler" == FUNCTIONS[name].handler
+        # a Python handler, or (a web app the Lambda Web Adapter runs) the script that starts it
+        wanted = (
+            f"functions/handlers/{name}.sh" if FUNCTIONS[name].web_adapter else f"functions.handlers.{name}.handler"
+        )
+        assert props["Handler"] == wanted == FUNCTIONS[name].handler
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_handler_path_points_at_a_callable(name: str) -> None:
-    module_name, _, attribute = FUNCTIONS[name].handler.rpartition(".")
-    module = importlib.import_module(module_name)
-    assert callable(getattr(module, attribute))
+    spec = FUNCTIONS[name]
+    if spec.web_adapter:  # the script the adapter's wrapper executes: executable, starting the handler module
+        script = ROOT / spec.handler
+        assert script.stat().st_mode & 0o111, f"{spec.handler} is not executable"
+        assert f"exec python3 -m functions.handlers.{name}" in script.read_text()
+        module = importlib.import_module(f"functions.handlers.{name}")
+        assert callable(module.main)
+    else:
+        module_name, _, attribute = spec.handler.rpartition(".")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, attribute))
     # and the handler validates the settings model the declaration names (what the stack gives it follows it)
-    assert module.SETTINGS is FUNCTIONS[name].settings
+    assert module.SETTINGS is spec.settings
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -491,8 +506,9 @@ def test_function_runtime_architecture_tracing_layer_and_logs(
     assert props["LoggingConfig"]["LogFormat"] == "JSON"
     assert props["MemorySize"] == FUNCTIONS[name].memory_mb
     assert props["Timeout"] == FUNCTIONS[name].timeout_seconds
-    (layer,) = props["Layers"]
+    layer, *web_adapter = props["Layers"]  # and a web app, the Web Adapter's layer (test_event_stream.py)
     assert resources[layer["Ref"]]["Type"] == "AWS::Lambda::LayerVersion"
+    assert len(web_adapter) == (1 if FUNCTIONS[name].web_adapter else 0)
     log_group = resources[props["LoggingConfig"]["LogGroup"]["Ref"]]
     assert log_group["Type"] == "AWS::Logs::LogGroup"
     assert log_group["Properties"]["RetentionInDays"] > 0
@@ -531,7 +547,8 @@ def test_every_setting_a_function_reads_is_given_to_it_by_the_stack(
     assert missing_settings(name, props) == []
     # and nothing it does not read (least knowledge: the api never sees the secret's ARN, for one)
     extra = set(props["Environment"]["Variables"]) - set(FUNCTIONS[name].settings.variables())
-    assert extra == {"POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_SERVICE_NAME"}
+    adapter = set(WEB_ADAPTER_ENVIRONMENT) if FUNCTIONS[name].web_adapter else set()  # the adapter's own settings
+    assert extra == {"POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_SERVICE_NAME", *adapter}
 
 
 def test_the_check_catches_a_setting_the_stack_forgets(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
@@ -1070,6 +1087,15 @@ def test_no_function_but_the_authorizer_may_touch_api_keys_and_none_may_write_te
         denied = [s for s in statements if s["Effect"] == "Deny"]
         if name in ("authorizer", "webhooks"):  # allowed nothing but their own partitions (dynamodb:LeadingKeys)
             assert denied == []
+            continue
+        if name == "stream":  # limited to its partitions by its Allow (none of these); of them, it writes tickets only
+            (allowed,) = [s for s in statements if s["Effect"] == "Allow" and "dynamodb:Query" in s["Action"]]
+            assert allowed["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["T#*", "TICKET#*"]}}
+            (secrets,) = [s for s in denied if s["Action"] == "dynamodb:*"]  # not the webhooks' signing secrets
+            assert secrets["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["T#*#WEBHOOKS"]}}
+            (writes,) = [s for s in denied if s is not secrets]
+            assert "dynamodb:DeleteItem" in writes["Action"]
+            assert writes["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["T#*"]}}
             continue
         (keys,) = [s for s in denied if s["Action"] == "dynamodb:*"]
         (limits,) = [s for s in denied if s is not keys]

@@ -10,6 +10,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
+from infra.functions import FUNCTIONS
 from infra.stacks.stepwise_stack import StepwiseStack
 from tests.infrastructure.test_stack import (
     SKIP_BUNDLING,
@@ -50,7 +51,9 @@ def resources() -> dict[str, dict[str, Any]]:
 
 
 def functions(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["Properties"]["Handler"].split(".")[2]: r["Properties"] for r in resources.values()
+    """Function name (infra/functions.py) -> properties, found by handler."""
+    names = {spec.handler: name for name, spec in FUNCTIONS.items()}
+    return {names[r["Properties"]["Handler"]]: r["Properties"] for r in resources.values()
             if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]}  # fmt: skip
 
 

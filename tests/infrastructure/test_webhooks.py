@@ -33,7 +33,8 @@ def resources() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def functions(resources: dict[str, dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
-    return {r["Properties"]["Handler"].split(".")[2]: (lid, r["Properties"]) for lid, r in resources.items()
+    by_handler = {spec.handler: name for name, spec in FUNCTIONS.items()}
+    return {by_handler[r["Properties"]["Handler"]]: (lid, r["Properties"]) for lid, r in resources.items()
             if r["Type"] == "AWS::Lambda::Function" and "Handler" in r["Properties"]}  # fmt: skip
 
 

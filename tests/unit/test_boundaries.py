@@ -1,5 +1,5 @@
-"""The pure core imports neither boto3, anthropic, powertools nor the adapters; nor does it import the tools
-package, which depends on the core (never the other way round)."""
+"""The pure core imports neither boto3, anthropic, powertools, the X-Ray SDK nor the adapters; nor does it import the
+tools package, which depends on the core (never the other way round)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import functions.agent
 
-FORBIDDEN = ("boto3", "botocore", "anthropic", "functions.adapters", "aws_lambda_powertools")
+FORBIDDEN = ("boto3", "botocore", "anthropic", "functions.adapters", "aws_lambda_powertools", "aws_xray_sdk")
 CORE_MODULES = sorted(f"functions.agent.{m.name}" for m in pkgutil.iter_modules(functions.agent.__path__))
 
 
