@@ -28,9 +28,7 @@ FIVE_MINUTES = Duration.minutes(5)
 
 
 def _service(spec: MetricSpec, function: str | None = None) -> str:
-    """The ``service`` of the metric's emitter: its one function, or ``function`` (one of its emitters)."""
-    if function is not None and function not in spec.functions:
-        raise MetricError(f"metric {spec.name!r} is emitted by {', '.join(spec.functions)}, not {function}")
+    """The ``service`` of the metric's emitter: its one function, or ``function`` (checked by ``metric_spec``)."""
     if function is None and len(spec.functions) != 1:  # a metric several functions emit: the caller chooses
         raise MetricError(f"metric {spec.name!r} is emitted by {', '.join(spec.functions)}: name the function")
     return service_name(function or spec.functions[0])
@@ -47,7 +45,7 @@ def stepwise_metric(
 ) -> cloudwatch.Metric:
     """The catalog's metric ``name`` with its ``service`` (``function``'s, for a metric several functions emit) and
     exactly ``dimensions`` (checked: raises MetricError)."""
-    spec = metric_spec(name, dimensions=dimensions)
+    spec = metric_spec(name, function, dimensions)
     return cloudwatch.Metric(
         namespace=NAMESPACE,
         metric_name=name,
@@ -90,13 +88,22 @@ def search_expression(name: str, statistic: str, period: Duration = FIVE_MINUTES
     return f"SEARCH('{query}', '{statistic}', {int(period.to_seconds())})"
 
 
+def series_label(name: str) -> str:
+    """The label of each series a SEARCH of metric ``name`` returns: its dimensions' values (CloudWatch's dynamic
+    labels). An expression's label prefixes every series it returns: without one, CDK labels the expression with
+    its own text, and every series of the chart would start with the whole SEARCH(...)."""
+    return " ".join(f"${{PROP('Dim.{dimension}')}}" for dimension in metric_spec(name).dimensions)
+
+
 def stepwise_search(
-    name: str, statistic: str, *, period: Duration = FIVE_MINUTES, scale: str = "", label: str | None = None
+    name: str, statistic: str, *, period: Duration = FIVE_MINUTES, scale: str = ""
 ) -> cloudwatch.MathExpression:
-    """A SEARCH expression (``search_expression``), optionally scaled (``scale``: e.g. ``"/1000000"``)."""
+    """A SEARCH expression (``search_expression``), optionally scaled (``scale``: e.g. ``"/1000000"``), each
+    series labelled by its dimensions' values."""
     return cloudwatch.MathExpression(
-        expression=search_expression(name, statistic, period) + scale, period=period, label=label, using_metrics={}
-    )
+        expression=search_expression(name, statistic, period) + scale, period=period, label=series_label(name),
+        using_metrics={},
+    )  # fmt: skip
 
 
 def aws_metric(

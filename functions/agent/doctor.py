@@ -13,7 +13,7 @@ What is healthy (the thresholds are the constants below):
   a work queue's oldest message is younger than ``BACKLOG_WARN_SECONDS`` / ``BACKLOG_FAIL_SECONDS``;
 * executions started in the last ``EXECUTION_WINDOW``: fail when at least ``FAILURES_FAIL_MIN`` ended
   FAILED or TIMED_OUT and they are ``FAILURE_RATE_FAIL`` of those that ended; warn on any;
-* alarms of the stack: none in ALARM;
+* alarms of the stack: none in ALARM (fail), but a budget alarm (warn: the spend checks judge budgets);
 * circuits: none open within its cooldown (fail); open past it, or half-open (probing): warn;
 * spend: today's global committed spend under the routing downgrade threshold (warn from it, fail at 100 %);
 * tenant budgets: no tenant with a budget of its own at the downgrade threshold or more (warn).
@@ -33,7 +33,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, computed_field
 
-from functions.agent.circuit import Circuit, CircuitState
+from functions.agent.circuit import Circuit, CircuitState, circuit_key
 from functions.agent.ledger import usd
 from functions.agent.ports import Clock
 from functions.agent.pricing import PriceBook
@@ -49,7 +49,8 @@ FAILURES_FAIL_MIN = 3
 FAILURE_RATE_FAIL = 0.2
 SHOWN_NAMES = 3  # executions, alarms, ... named in a detail
 
-RUNBOOK = "docs/runbook.md"
+RUNBOOK = "docs/runbook.md"  # one section per alarm (infra/constructs/monitoring.py links it in each)
+BUDGET_SECTION = "budget"  # the runbook's section of every budget alarm
 README_DEAD_LETTERS = "README: Operations > Dead-letter queue"
 README_CIRCUITS = "README: Architecture > Circuit breaker and fallbacks"
 README_DOCTOR = "README: Operations > Diagnose: stepwise doctor"
@@ -226,8 +227,8 @@ class SpendReader(Protocol):
 
 
 def circuit_keys(book: PriceBook) -> list[str]:
-    """Every circuit a step may use: one per priced model id (the step names it ``provider:model``)."""
-    return sorted({f"{book.price(model).provider}:{model}" for model in book.model_ids()})
+    """Every circuit a step may use: one per priced model id, keyed as the step keys it."""
+    return sorted({circuit_key(book.price(model).provider, model) for model in book.model_ids()})
 
 
 def _ago(seconds: float) -> str:
@@ -374,33 +375,46 @@ def executions_finding(sample: ExecutionSample, state_machine_arn: str, region: 
         next_steps=[
             f"why: {'; '.join(_show_command(name) for name in sample.failed_names[:SHOWN_NAMES])}",
             f"all of them: aws stepfunctions list-executions --state-machine-arn {state_machine_arn} "
-            f"--status-filter FAILED --max-results 20 --region {region}",
+            f"--status-filter FAILED --max-items 20 --region {region}",
             f"a run the workflow caught ends FAILED with the provider's message; {RUNBOOK}",
         ],
     )
 
 
+def is_budget_alarm(alarm: AlarmState) -> bool:
+    """A budget alarm (its description links the runbook's budget section): news of spend, not of a fault."""
+    return alarm.description.endswith(f"{RUNBOOK}#{BUDGET_SECTION}")
+
+
 def alarms_finding(names: Sequence[str], states: Sequence[AlarmState], region: str) -> Finding:
+    """Any alarm in ALARM fails, but budget alarms alone only warn: a tenant using its budget is no fault (the
+    spend and tenant budgets checks judge budgets; a budget alarm stays in ALARM until a step reports less)."""
     firing = [alarm for alarm in states if alarm.state == "ALARM"]
     if not firing:
         missing = f" ({len(names) - len(states)} not found)" if len(states) < len(names) else ""
         return Finding(
             check="alarms", status=Status.OK, detail=f"{len(names)} alarms of the stack{missing}, none in ALARM"
         )
+    faults = [alarm for alarm in firing if not is_budget_alarm(alarm)]
     described = "; ".join(
         f"{alarm.name}" + (f" ({alarm.description})" if alarm.description else "")
         + (f" since {_clock(alarm.since)}" if alarm.since else "")
         for alarm in firing
     )  # fmt: skip
+    first = faults or firing  # the faults lead
+    tenant = (
+        f"a budget alarm names no tenant: the step function's log line 'budget use' does ({RUNBOOK}#{BUDGET_SECTION})"
+    )
     return Finding(
         check="alarms",
-        status=Status.FAIL,
+        status=Status.FAIL if faults else Status.WARN,
         detail=f"{len(firing)} of {len(states)} in ALARM: {described}",
         next_steps=[
-            *(f"{alarm.name}: {alarm.reason}" for alarm in firing[:SHOWN_NAMES] if alarm.reason),
+            *(f"{alarm.name}: {alarm.reason}" for alarm in first[:SHOWN_NAMES] if alarm.reason),
             f"what each alarm means and what to do: {RUNBOOK}",
-            f"its history: aws cloudwatch describe-alarm-history --alarm-name {firing[0].name} "
-            f"--history-item-type StateUpdate --max-records 5 --region {region}",
+            *([tenant] if len(faults) < len(firing) else []),
+            f"its history: aws cloudwatch describe-alarm-history --alarm-name {first[0].name} "
+            f"--history-item-type StateUpdate --max-items 5 --region {region}",
         ],
     )
 

@@ -30,7 +30,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = wiring.lifecycle(settings).end(ref.key, ref.status, ref.error, turn=ref.execution_turn, workflow_end=True)
     if unannounced := obs.unannounced(wiring.notifier(settings)):
         obs.emit("WebhookAnnounceFailures", unannounced)
-    obs.emit("RunsFinished", status=run.status.value)
+    # the end this execution finalized: a session may have moved on to its next turn meanwhile (the step recorded
+    # this turn's end, the status the workflow brings), and a run's later status is no end of this execution
+    obs.emit("RunsFinished", status=(run.status if run.status.terminal else ref.status).value)
     obs.emit("StepsPerRun", run.completed_steps)
     if not run.turns:  # a run, not a session (whose turns wait on people: its age says nothing of latency)
         obs.emit("RunDuration", (wiring.CLOCK.now() - datetime.fromisoformat(run.created_at)).total_seconds())

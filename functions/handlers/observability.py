@@ -28,7 +28,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
-from functions.agent.models import RunStatus
+from functions.agent.models import TERMINAL_STATUSES
 from functions.agent.redact import redact
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def _values(*values: str) -> frozenset[str]:
 
 
 STATUS_CLASSES = _values("2xx", "3xx", "4xx", "5xx")
-RUN_STATUSES = _values(*(status.value for status in RunStatus))
+RUN_ENDS = _values(*(status.value for status in TERMINAL_STATUSES))
 TOOL_STATUSES = _values("ok", "error")
 # a delivery: made, failed and tried again later, failed for the last time (the dead-letter queue), not made because
 # its endpoint was deleted, or because its host left the deployment's allow-list
@@ -132,7 +132,7 @@ CATALOG: tuple[MetricSpec, ...] = (
                ("tool", "status"), {"status": TOOL_STATUSES}),
     # how runs end
     MetricSpec("RunsFinished", COUNT, ("finalize",), "runs (and session turns: IDLE) the workflow ended, by status",
-               ("status",), {"status": RUN_STATUSES}),
+               ("status",), {"status": RUN_ENDS}),
     MetricSpec("StepsPerRun", COUNT, ("finalize",), "steps a run took"),
     MetricSpec("RunDuration", MetricUnit.Seconds, ("finalize",), "a run's submission to its end (runs, not sessions)"),
     MetricSpec("RunsFailed", COUNT, ("mark_failed",), "runs the workflow's Catch ended FAILED"),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Acknowledgment, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -17,6 +18,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from functions.agent.doctor import BUDGET_SECTION, RUNBOOK
 from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS
 from infra.constants import WATCH_DELAY_SECONDS
 from infra.constructs.dashboard import operations_dashboard
@@ -28,7 +30,6 @@ from infra.metrics import (
     stepwise_metric,
 )
 
-RUNBOOK = "docs/runbook.md"
 ALARM_EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 GT, GTE = (
     cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -82,7 +83,11 @@ def described(slug: str, what: str) -> str:
 
 class BudgetAlarms(Construct):
     """Each configured daily budget at each of ``percents`` (metric BudgetUsedPercent, emitted by the step
-    function after every step: committed = spent + reservations in flight)."""
+    function after every step: committed = spent + reservations in flight).
+
+    A minute without a step is no news of the budget: the alarm keeps its state (missing data ignored) until a
+    step reports a lower share, the first step after 00:00 UTC at the latest. Missing data read as "not
+    breaching" would return it to OK after every quiet minute, and the next step would notify again."""
 
     def __init__(self, scope: Construct, construct_id: str, *, budgets: list[str], percents: tuple[int, ...]) -> None:
         super().__init__(scope, construct_id)
@@ -92,8 +97,9 @@ class BudgetAlarms(Construct):
             for percent in percents:
                 what = f"A {budget} budget is {percent} % committed (spent + in flight)."
                 self.alarms.append(
-                    alarm(self, f"budget-{budget}-{percent}", metric, percent, what=what, runbook="budget",
-                          construct_id=f"{budget}{percent}", comparison=GTE)
+                    alarm(self, f"budget-{budget}-{percent}", metric, percent, what=what, runbook=BUDGET_SECTION,
+                          construct_id=f"{budget}{percent}", comparison=GTE,
+                          missing=cloudwatch.TreatMissingData.IGNORE)
                 )  # fmt: skip
 
 
@@ -116,10 +122,11 @@ def alarm(
     runbook: str | None = None,
     evaluation_periods: int = 1,
     comparison: cloudwatch.ComparisonOperator = GT,
+    missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
 ) -> cloudwatch.Alarm:
     """An alarm named ``<stack>-<slug>`` whose description says what it means and where the runbook says what
-    to do (``runbook``: its section, the slug by default). Missing data is not breaching: EMF metrics are
-    emitted only when something happens."""
+    to do (``runbook``: its section, the slug by default). Missing data is not breaching by default: EMF metrics
+    are emitted only when something happens."""
     return cloudwatch.Alarm(
         scope,
         construct_id or slug,
@@ -129,7 +136,7 @@ def alarm(
         threshold=threshold,
         evaluation_periods=evaluation_periods,
         comparison_operator=comparison,
-        treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        treat_missing_data=missing,
     )
 
 
@@ -162,6 +169,21 @@ class Monitoring(Construct):
                 "is $1 a month.",
             )
         )
+        # The topic's policy (the TLS rule) replaces SNS's default one, which let the account's own services
+        # publish: without this statement CloudWatch may not publish, and every alarm's action fails (its
+        # history says "not authorized to perform: SNS:Publish"). Only this stack's alarms (their names).
+        stack = Stack.of(self)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AlarmsOfThisStackPublish",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=[self.topic.topic_arn],
+                conditions={"ArnLike": {"aws:SourceArn": stack.format_arn(
+                    service="cloudwatch", resource="alarm", resource_name=alarm_name(self, "*"),
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME)}},
+            )
+        )  # fmt: skip
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         arn, limits = state_machine.state_machine_arn, thresholds
@@ -190,7 +212,7 @@ class Monitoring(Construct):
         for each in self.alarms + dead_letter_alarms + rollbacks:
             each.add_alarm_action(notify)
             each.add_ok_action(notify)
-        for each in self.budget_alarms.alarms:  # ALARM only: every budget alarm returns to OK at 00:00 UTC
+        for each in self.budget_alarms.alarms:  # ALARM only: their OK is a lower share, not a fix
             each.add_alarm_action(notify)
         self.all_alarms: list[cloudwatch.IAlarm] = [
             *self.alarms,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepwise.local.template import function_and_qualifier, function_arn
+from stepwise.local.template import function_and_qualifier, function_arn, is_local_arn
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -67,10 +67,14 @@ class LocalLambdas:
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
         """Run the function ``name`` (a name or an ARN, either with an alias) names on ``event``."""
-        name, qualifier = function_and_qualifier(name)
+        reference = name
+        name, qualifier = function_and_qualifier(reference)
         if name not in self._paths:
             raise LookupError(f"function {name!r} is not a function of the local stack (a Lambda tool needs a local "
                               "handler: stepwise local --lambda-tool NAME=module.handler)")  # fmt: skip
+        if not is_local_arn(reference) and name not in self._registered:
+            raise LookupError(f"{reference!r} is another account's or region's function, not the local stack's "
+                              f"{function_arn(name)}")  # fmt: skip
         known = self._aliases.get(name, frozenset())
         if qualifier not in (None, "$LATEST", *known) and name not in self._registered:
             raise LookupError(f"function {name!r} has no alias {qualifier!r} in the template (it has: "

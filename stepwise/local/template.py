@@ -44,14 +44,24 @@ def function_arn(logical_id: str, qualifier: str | None = None) -> str:
 
 def function_and_qualifier(reference: str) -> tuple[str, str | None]:
     """The function and the qualifier (alias or version) an invoke names, as Lambda reads FunctionName: a name,
-    a name with its qualifier, or an ARN with or without one."""
+    a name with its qualifier, or an ARN with or without one. Raises ValueError for anything else (another
+    service's ARN, an empty name or qualifier)."""
     if reference.startswith("arn:"):
         parts = reference.split(":")  # arn:aws:lambda:region:account:function:name[:qualifier]
-        if len(parts) not in (7, 8) or parts[5] != "function":
+        if len(parts) not in (7, 8) or parts[2] != "lambda" or parts[5] != "function":
             raise ValueError(f"{reference!r} is not a Lambda function's ARN")
-        return parts[6], (parts[7] if len(parts) == 8 else None)
-    name, _, qualifier = reference.partition(":")
+        name, colon, qualifier = parts[6], ":" * (len(parts) - 7), ":".join(parts[7:])
+    else:
+        name, colon, qualifier = reference.partition(":")
+    if not name or (colon and not qualifier):
+        raise ValueError(f"{reference!r}: a function's name and, after a colon, its alias or version")
     return name, qualifier or None
+
+
+def is_local_arn(reference: str) -> bool:
+    """Whether ``reference`` is a name, or an ARN in the local stack's region and account (a function ARN's
+    region and account name the function as much as its name does)."""
+    return not reference.startswith("arn:") or reference.split(":")[3:5] == [REGION, ACCOUNT]
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,13 @@ synthesised Stepwise template gives the doctor: both dead-letter queues and ever
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -267,6 +269,11 @@ def test_the_synthesised_template(template: dict[str, Any]) -> None:
     assert "anthropic:claude-sonnet-5-5" in target.circuit_keys and target.circuit_cooldown_seconds == 30
     with pytest.raises(ValueError, match="no TableName output"):
         target_from_stack(STACK, "eu-west-1", outputs={}, resources=summaries, template=template)
+    # what the README says a run costs, on this stack
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (counted,) = re.findall(r"(\d+) GetQueueAttributes \(one per queue\)", readme)
+    (about,) = re.findall(r"ListStackResources per 100 of the stack's resources, about (\d+)", readme)
+    assert int(counted) == len(queues) and abs(int(about) - len(resources)) <= 10
 
 
 def _wait_ended(sfn: Any, arn: str) -> None:

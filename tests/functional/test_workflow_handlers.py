@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from functions.adapters import wiring
 from functions.adapters.settings import StepSettings, load
+from functions.agent.models import RunStatus
 from functions.handlers import api, finalize, mark_failed, step, tool
 from stepwise.local.lambdas import LocalContext
 from tests.functional.conftest import Aws, http_event
@@ -100,3 +102,26 @@ def test_a_failed_execution_names_the_last_step_it_completed(aws: Aws, context: 
     run = get_run(context, run_id)
     assert run["status"] == "FAILED"
     assert run["error"] == {"code": "States.TaskFailed", "message": "tool function crashed (after step 0)"}
+
+
+def test_finalize_counts_the_end_it_finalized_when_a_session_has_moved_on(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a turn the step ended IDLE, whose session took its next message before Finalize ran (RUNNING again)
+    run_id = submit(context, {"input": "hello there"})
+    ref = {"tenant": "default", "run_id": run_id}
+    ended = step.handler({**ref, "step": 0}, context)
+    lifecycle = wiring.lifecycle(load(finalize.SETTINGS))
+    moved_on = lifecycle.end
+
+    def end_moved_on(*args: Any, **kwargs: Any) -> Any:
+        return moved_on(*args, **kwargs).model_copy(update={"status": RunStatus.RUNNING})
+
+    monkeypatch.setattr(lifecycle, "end", end_moved_on)
+    capsys.readouterr()
+    # When Finalize runs
+    finalize.handler({**ref, "status": ended["status"], "error": ended["error"]}, context)
+    # Then it counts the end it finalized, never the session's next turn
+    finished = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+                if line.startswith("{") and '"RunsFinished"' in line]  # fmt: skip
+    assert [blob["status"] for blob in finished] == [ended["status"]] == ["SUCCEEDED"]

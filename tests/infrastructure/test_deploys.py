@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -297,3 +298,10 @@ def test_a_strategy_it_does_not_know_fails_synth_naming_it(value: str) -> None:
         build_app(cdk.App(context={**SKIP_BUNDLING, "deploy_strategy": value}))
     with pytest.raises(ValueError, match=f"deploy_strategy '{value}'"):
         deploy_strategy(value)
+
+
+def test_the_readmes_cost_of_the_rollback_alarms_counts_every_function() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"\$0\.20 a month per function \((\d+) functions:\s+\$(\d+\.\d\d) a month\)", readme)
+    assert found, "the README's cost of the rollback alarms"
+    assert (int(found[1]), found[2]) == (len(FUNCTIONS), f"{0.20 * len(FUNCTIONS):.2f}")

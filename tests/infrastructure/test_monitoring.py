@@ -4,7 +4,9 @@ AWS_METRICS; every alarm notifies the topic and names its runbook section; thres
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -13,18 +15,21 @@ import aws_cdk as cdk
 import pytest
 
 from app import build_app
+from functions.agent.doctor import AlarmState, is_budget_alarm
 from functions.agent.models import TERMINAL_STATUSES
 from functions.handlers.observability import AWS_METRICS, CATALOG, METRICS, NAMESPACE, MetricError
 from infra.constructs.monitoring import RUNBOOK
 from infra.metrics import aws_metric, each_value, stepwise_metric, stepwise_search
 from tests.infrastructure.test_stack import SKIP_BUNDLING
 from tests.metric_references import (
+    SEARCH,
     Reference,
     alarm_references,
     alarms,
     dashboard_references,
     dashboards,
     problems,
+    render,
     widget_references,
 )
 
@@ -92,6 +97,19 @@ def test_open_ended_dimensions_are_searched_and_bounded_ones_charted_value_by_va
             assert charted == allowed, f"{spec.name}: {dimension} charted {sorted(charted)}, emitted {sorted(allowed)}"
 
 
+def test_each_series_a_search_returns_is_labelled_by_its_dimensions_values(template: dict[str, Any]) -> None:
+    """An expression's label prefixes every series it returns: left to CDK, it is the expression's own text."""
+    (body,) = dashboards(template).values()
+    searches = [row[-1] for widget in body["widgets"] for row in widget["properties"].get("metrics", [])
+                if "SEARCH(" in row[-1].get("expression", "")]  # fmt: skip
+    labels = {SEARCH.search(row["expression"])["terms"].split('"')[1]: row.get("label") for row in searches}
+    assert labels == {
+        "ToolCalls": "${PROP('Dim.tool')} ${PROP('Dim.status')}",
+        "CostMicroUSDByModel": "${PROP('Dim.model')}",
+        "CircuitTransitions": "${PROP('Dim.State')} ${PROP('Dim.Circuit')}",
+    }
+
+
 def test_the_check_fails_on_a_renamed_metric_a_dimension_too_many_or_a_value_never_emitted(
     template: dict[str, Any],
 ) -> None:
@@ -121,6 +139,10 @@ def test_a_metric_not_in_the_catalog_cannot_be_charted_or_alarmed_on() -> None:
         stepwise_metric("ToolCalls", "Sum", tool="calculator")
     with pytest.raises(MetricError, match="not in"):
         stepwise_metric("Requests", "Sum", status_class="500")
+    with pytest.raises(MetricError, match="is emitted by step, not api"):
+        stepwise_metric("StepLatency", "p95", function="api")
+    with pytest.raises(MetricError, match="name the function"):  # a metric several functions emit
+        stepwise_metric("WebhookAnnounceFailures", "Sum")
     with pytest.raises(MetricError, match="no open-ended dimension"):
         stepwise_search("Requests", "Sum")
     with pytest.raises(MetricError, match="bounded"):
@@ -179,20 +201,29 @@ def test_every_alarm_notifies_the_topic_and_its_description_names_a_runbook_sect
     for properties in alarms(template).values():
         slug = slug_of(properties)
         assert properties["AlarmActions"] == [topic], slug
-        # a budget alarm says ALARM only: all of them return to OK at midnight UTC
-        assert properties.get("OKActions") == (None if slug.startswith("budget-") else [topic]), slug
-        assert properties["TreatMissingData"] == "notBreaching", slug
+        # a budget alarm says ALARM only, and a minute without a step leaves it as it is (read as "not breaching",
+        # it would return to OK after each quiet minute and notify again at the next step)
+        budget = slug.startswith("budget-")
+        assert properties.get("OKActions") == (None if budget else [topic]), slug
+        assert properties["TreatMissingData"] == ("ignore" if budget else "notBreaching"), slug
+        # the doctor tells a budget alarm from a fault by its description as the stack writes it
+        assert is_budget_alarm(AlarmState(str(properties["AlarmName"]), "ALARM",
+                                          description=properties["AlarmDescription"])) is budget, slug  # fmt: skip
         (section,) = re.findall(re.escape(RUNBOOK) + r"#([a-z0-9-]+)", properties["AlarmDescription"])
         assert section in sections, f"{slug}: {RUNBOOK} has no section {section!r}"
         assert section == ("budget" if slug.startswith("budget-") else slug)
 
 
 def test_metric_math_alarms_read_at_most_ten_metrics_and_return_one_series(template: dict[str, Any]) -> None:
+    """What PutMetricAlarm refuses, though synth passes: more than 10 metrics, a SEARCH, metrics of different
+    periods, or more (or less) than one series returned."""
     for properties in alarms(template).values():
         queries = properties.get("Metrics", [])
         assert len([q for q in queries if "MetricStat" in q]) <= 10, slug_of(properties)  # CloudWatch's limit
         if queries:
             assert len([q for q in queries if q.get("ReturnData", True)]) == 1, slug_of(properties)
+            assert not [q for q in queries if "SEARCH" in q.get("Expression", "")], slug_of(properties)
+            assert len({q["MetricStat"]["Period"] for q in queries if "MetricStat" in q}) == 1, slug_of(properties)
 
 
 def test_the_run_error_rate_counts_every_end_once(template: dict[str, Any]) -> None:
@@ -215,8 +246,8 @@ def test_the_topic_takes_tls_only_and_no_subscription_unless_the_context_names_a
 ) -> None:
     resources = template["Resources"]
     (policy,) = [r for r in resources.values() if r["Type"] == "AWS::SNS::TopicPolicy"]
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (deny,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert not [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     outputs = template["Outputs"]
     assert outputs["AlarmTopicArn"]["Value"] == {"Ref": topic_id(template)}
@@ -244,6 +275,24 @@ def test_thresholds_and_the_e_mail_address_come_from_the_context() -> None:
     assert subscription["Protocol"] == "email" and subscription["Endpoint"] == "ops@example.com"
 
 
+def test_cloudwatch_may_publish_to_the_topic_for_this_stacks_alarms_alone(template: dict[str, Any]) -> None:
+    """A topic policy replaces SNS's default one: without an Allow for CloudWatch, every alarm action fails."""
+    resources = template["Resources"]
+    (policy,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SNS::TopicPolicy"]
+    assert policy["Topics"] == [{"Ref": topic_id(template)}]
+    (allow,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and allow["Action"] == "sns:Publish"
+    assert allow["Resource"] == {"Ref": topic_id(template)}
+    (pattern,) = allow["Condition"]["ArnLike"].values()
+    assert list(allow["Condition"]["ArnLike"]) == ["aws:SourceArn"]
+    source = render(pattern).replace("${AWS::Partition}", "aws").replace("${AWS::Region}", "eu-west-1")
+    source = source.replace("${AWS::AccountId}", "123456789012")
+    assert source == "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:Stepwise-*"
+    # every alarm of the stack is one it lets publish (their names all start with the stack's)
+    arns = [f"arn:aws:cloudwatch:eu-west-1:123456789012:alarm:{p['AlarmName']}" for p in alarms(template).values()]
+    assert arns and all(fnmatch.fnmatchcase(arn, source) for arn in arns)
+
+
 @pytest.mark.parametrize(
     ("context", "problem"),
     [
@@ -264,3 +313,26 @@ def test_a_bad_threshold_an_unknown_key_or_a_bad_address_fails_synth_saying_whic
 ) -> None:
     with pytest.raises(SystemExit, match=problem):
         build_app(cdk.App(context={**SKIP_BUNDLING, **context}))
+
+
+def test_the_readmes_cost_figures_are_the_catalogs_and_the_templates(template: dict[str, Any]) -> None:
+    """What the README says alarms and custom metrics cost, counted again from the template and the catalog."""
+    readme = (ROOT / "README.md").read_text()
+    # alarms: one billed metric each, a metric-math alarm one per metric it reads
+    found = re.search(r"(\d+) alarms reading (\d+) metrics with both daily budgets\s+\(the two error rates read "
+                      r"(\d+) and (\d+)\), \$(\d+\.\d\d) a month", readme)  # fmt: skip
+    assert found, "the README's alarm cost"
+    read = {slug_of(p): len([m for m in p.get("Metrics", []) if "MetricStat" in m]) or 1
+            for p in alarms(template).values()}  # fmt: skip
+    assert tuple(found.groups()) == (str(len(read)), str(sum(read.values())), str(read["api-error-rate"]),
+                                     str(read["run-error-rate"]), f"{0.10 * sum(read.values()):.2f}")  # fmt: skip
+    # custom metrics: each series of a bounded metric, from each function that emits it
+    bounded = 0
+    for spec in CATALOG:
+        if all(dimension in spec.values for dimension in spec.dimensions):
+            bounded += len(spec.functions) * math.prod(len(spec.values[d]) for d in spec.dimensions)
+    found = re.search(r"(\d+) series whose dimension values are bounded.*?with 2 models and 4 tools, (\d+) \+ 2 \+ 6 "
+                      r"\+ 8 = (\d+) series, at most \$(\d+\.\d\d) a month", readme, re.DOTALL)  # fmt: skip
+    assert found, "the README's custom metrics cost"
+    total = bounded + 2 + 3 * 2 + 2 * 4  # a series per model, three per circuit (a model's), two per tool
+    assert tuple(found.groups()) == (str(bounded), str(bounded), str(total), f"{0.30 * total:.2f}")

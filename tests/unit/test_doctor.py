@@ -191,6 +191,32 @@ def test_alarms() -> None:
     assert "describe-alarm-history --alarm-name dlq" in finding.next_steps[2]
 
 
+def test_a_budget_alarm_alone_is_a_warning_and_says_how_to_find_the_tenant() -> None:
+    # Given a budget alarm in ALARM (the stack's description links the runbook's budget section)
+    budget = AlarmState(
+        "Stepwise-budget-TenantDaily-80",
+        "ALARM",
+        reason="80.5 >= 80",
+        description="A TenantDaily budget is 80 % committed. What to do: docs/runbook.md#budget",
+    )
+    finding = alarms_finding([budget.name], [budget], "eu-west-1")
+    # Then it is news of spend, not a fault: the doctor warns, and says where the tenant is named
+    assert finding.status is Status.WARN
+    assert finding.detail.startswith("1 of 1 in ALARM: Stepwise-budget-TenantDaily-80")
+    assert any("'budget use'" in step and "docs/runbook.md#budget" in step for step in finding.next_steps)
+    # And with another alarm firing, it fails, leading with that one
+    dlq = AlarmState(
+        "Stepwise-intake-dead-letters",
+        "ALARM",
+        reason="1 >= 1",
+        description="Intake messages reached the DLQ. What to do: docs/runbook.md#intake-dead-letters",
+    )
+    finding = alarms_finding([budget.name, dlq.name], [budget, dlq], "eu-west-1")
+    assert finding.status is Status.FAIL
+    assert finding.next_steps[0] == "Stepwise-intake-dead-letters: 1 >= 1"
+    assert "describe-alarm-history --alarm-name Stepwise-intake-dead-letters" in finding.next_steps[-1]
+
+
 def open_circuit(key: str, seconds_ago: float) -> Circuit:
     return Circuit(key=key, state=CircuitState.OPEN, failures=5, opened_at=NOW.timestamp() - seconds_ago, version=3)
 

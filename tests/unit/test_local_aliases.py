@@ -69,9 +69,19 @@ def test_an_invoke_names_a_function_and_maybe_a_qualifier(reference: str, expect
     assert function_and_qualifier(reference) == expected
 
 
-def test_an_arn_that_is_not_a_functions_is_an_error() -> None:
-    with pytest.raises(ValueError, match="is not a Lambda function's ARN"):
-        function_and_qualifier("arn:aws:lambda:us-east-1:123456789012:layer:deps:3")
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("arn:aws:lambda:us-east-1:123456789012:layer:deps:3", "is not a Lambda function's ARN"),
+        ("arn:aws:states:us-east-1:123456789012:function:step", "is not a Lambda function's ARN"),
+        ("step:", "a function's name and, after a colon, its alias or version"),
+        ("arn:aws:lambda:us-east-1:123456789012:function:step:", "a function's name and, after a colon"),
+        (":live", "a function's name and, after a colon"),
+    ],
+)
+def test_what_is_not_a_functions_reference_is_an_error(reference: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        function_and_qualifier(reference)
 
 
 def lambdas() -> LocalLambdas:
@@ -95,6 +105,12 @@ def test_an_invoke_through_a_declared_alias_or_none_runs_the_function(reference:
 def test_an_invoke_through_an_alias_the_template_does_not_declare_is_an_error() -> None:
     with pytest.raises(LookupError, match=f"function '{FUNCTION}' has no alias 'canary' in the template"):
         lambdas().invoke(function_arn(FUNCTION, "canary"), {})
+
+
+@pytest.mark.parametrize("where", ["eu-west-1:123456789012", "us-east-1:111122223333"])
+def test_the_same_name_in_another_region_or_account_is_another_function(where: str) -> None:
+    with pytest.raises(LookupError, match="another account's or region's function, not the local stack's"):
+        lambdas().invoke(f"arn:aws:lambda:{where}:function:{FUNCTION}:live", {})
 
 
 def test_a_lambda_tool_runs_whatever_its_qualifier() -> None:
