@@ -1,9 +1,9 @@
 """`stepwise active` and `stepwise kill`: an operator's kill switch, for any tenant or every tenant.
 
 Against a deployment (`--table`, and for `kill` also `--state-machine` and `--queue`: the stack's TableName,
-StateMachineArn and IntakeQueueUrl outputs): the same use case the API runs (functions/agent/killswitch.py), with
-your AWS credentials. Against the local stack (the default endpoint): its local-only operator routes, which run it
-too."""
+StateMachineArn and IntakeQueueUrl outputs; `--webhooks-queue`, its WebhooksQueueUrl, to announce what it stops): the
+same use case the API runs (functions/agent/killswitch.py), with your AWS credentials. Against the local stack (the
+default endpoint): its local-only operator routes, which run it too."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _deployed(args: argparse.Namespace, *, stopping: bool) -> Any:
     settings = StopSettings.model_validate(
         {"STEPWISE_TABLE": name, "STEPWISE_QUEUE_URL": args.queue, "STEPWISE_STATE_MACHINE_ARN": args.state_machine}
     )  # a deployment's release delay is the settings' default (tests/infrastructure checks they agree)
-    return wiring.kill_switch(settings)
+    return wiring.operator_kill_switch(settings, args.webhooks_queue)
 
 
 def _pages(fetch: Callable[[str | None], tuple[list[dict[str, Any]], str | None]]) -> list[dict[str, Any]]:
@@ -116,6 +116,11 @@ def cmd_kill(args: argparse.Namespace, console: Console, confirm: Callable[[str]
             return answer["data"], answer["next_page"]
 
         results = _pages(fetch)
+    notifier = switch.lifecycle.notifier if switch is not None else None
+    unannounced = notifier.take_failures() if notifier is not None else []
+    for failure in unannounced:  # stopped all the same: only its webhook event was not sent (stderr: --json stays JSON)
+        print(f"{failure.tenant} {failure.resource_id}: its webhook event was not announced ({failure.reason})",
+              file=sys.stderr)  # fmt: skip
     return _report(args, console, results)
 
 
@@ -151,5 +156,10 @@ def add_parsers(sub: Any, *, active: Any, kill: Any) -> None:
     stop.add_argument("--table", help=DEPLOYED)
     stop.add_argument("--state-machine", help="with --table: the stack's StateMachineArn output")
     stop.add_argument("--queue", help="with --table: the stack's IntakeQueueUrl output (retried stops, releases)")
+    stop.add_argument(
+        "--webhooks-queue",
+        help="with --table: the stack's WebhooksQueueUrl output, to announce what "
+        "is stopped to the tenants' webhooks as the API does (without it, nothing is announced)",
+    )
     stop.add_argument("--json", action="store_true")
     stop.set_defaults(func=kill)

@@ -211,7 +211,7 @@ class WebhooksSettings(WebhookSettings, EgressSettings):
 
     # the first retry's delay; each later one doubles (functions/agent/webhooks.py backoff_seconds)
     webhook_retry_base_seconds: int = Field(default=30, alias="STEPWISE_WEBHOOK_RETRY_BASE_SECONDS", ge=1, le=3600)
-    # how long a delivery may take to connect, and then to be answered (each; the function's timeout covers a batch)
+    # an attempt connects within it and is over within twice it (at 10 s, a batch of 5 fits the 120 s function)
     webhook_timeout_seconds: float = Field(default=10.0, alias="STEPWISE_WEBHOOK_TIMEOUT_SECONDS", gt=0, le=30)
 
 

@@ -11,10 +11,14 @@ handled); the queue's redrive policy moves it to the dead-letter queue after the
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from functions.agent.errors import ToolServerError, WebhookDeliveryError
+from functions.agent.hosts import host_allowed
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -58,38 +62,64 @@ class SqsWebhookQueue:
 
 class HttpWebhookSender:
     """POSTs an event signed per Standard Webhooks, to an address the deployment's egress rules allow (the tools'
-    rules: a private, loopback or metadata address only if ``egress_allow_addresses`` allows it). A redirect is
-    not followed (it is a failed attempt); the answer's body is never read."""
+    rules: a private, loopback or metadata address only if ``egress_allow_addresses`` allows it). The host is
+    resolved once and the connection made to an address that was checked (functions/adapters/checked_http.py): a
+    DNS answer that changes between a check and the connection cannot lead it elsewhere. An attempt connects within
+    ``timeout_seconds`` and is over within twice that, however slowly the endpoint answers. A redirect is not
+    followed (it is a failed attempt); the answer's body is never read."""
 
-    def __init__(self, *, egress: Egress, hosts: tuple[str, ...], timeout_seconds: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        egress: Egress,
+        hosts: tuple[str, ...],
+        timeout_seconds: float,
+        clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.egress, self.hosts, self.timeout_seconds, self.clock = egress, hosts, timeout_seconds, clock
+        self.monotonic = monotonic
 
     def send(self, url: str, secret: str, message_id: str, event: dict[str, Any]) -> None:
-        import httpx2 as httpx  # the HTTP client the anthropic and mcp SDKs ship; imported on first use
+        import httpcore2  # the HTTP transport the anthropic and mcp SDKs ship; imported on first use
         from standardwebhooks import Webhook
 
+        from functions.adapters.checked_http import CheckedBackend, Deadline
+
         try:
-            self.egress.check_url(url, self.hosts)
-        except ToolServerError as exc:
-            raise WebhookDeliveryError(f"refused before sending: {exc}") from None
+            parts = urlsplit(url)
+            target = httpcore2.URL(scheme=parts.scheme, host=parts.hostname or "", port=parts.port,
+                                   target=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""))  # fmt: skip
+        except (ValueError, TypeError) as exc:  # a port out of range; anything but ASCII (Endpoints.check refuses both)
+            raise WebhookDeliveryError(f"refused before sending: not a URL this sender takes ({exc})") from None
+        if parts.scheme not in ("http", "https") or not host_allowed(parts.hostname or "", self.hosts):
+            raise WebhookDeliveryError(f"refused before sending: host {(parts.hostname or '')[:80]!r} is not allowed")
         body = json.dumps(event, separators=(",", ":"))
         sent_at = self.clock.now().astimezone(UTC)
-        headers = {
+        headers: dict[bytes | str, bytes | str] = {
+            "host": parts.netloc,  # as written (credentials are refused at registration)
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             "webhook-id": message_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
             "webhook-signature": Webhook(secret).sign(message_id, sent_at, body),
         }
-        try:  # the timeout holds for each phase: connecting, sending, awaiting the answer's head
+        whole = 2 * self.timeout_seconds
+        backend = CheckedBackend(self.egress, Deadline(self.monotonic() + whole, self.monotonic))
+        phases = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), self.timeout_seconds)}
+        try:
             with (
-                httpx.Client(follow_redirects=False, trust_env=False, timeout=self.timeout_seconds) as client,
-                client.stream("POST", url, content=body.encode(), headers=headers) as response,
+                httpcore2.ConnectionPool(network_backend=backend, max_connections=1) as pool,
+                pool.stream("POST", target, headers=headers, content=body.encode(), extensions=phases) as answer,
             ):
-                status = response.status_code
-        except httpx.TimeoutException:
-            raise WebhookDeliveryError(f"no answer within {self.timeout_seconds:g} s") from None
-        except httpx.HTTPError as exc:
+                status = answer.status
+        except ToolServerError as exc:  # the address it resolved to is not one the deployment allows
+            raise WebhookDeliveryError(f"refused before sending: {exc}") from None
+        except httpcore2.ConnectTimeout:
+            raise WebhookDeliveryError(f"no connection within {self.timeout_seconds:g} s") from None
+        except httpcore2.TimeoutException:
+            raise WebhookDeliveryError(f"no answer within {whole:g} s of the attempt's start") from None
+        except (httpcore2.NetworkError, httpcore2.ProtocolError, httpcore2.UnsupportedProtocol) as exc:
             raise WebhookDeliveryError(f"{type(exc).__name__}: {exc}"[:500]) from None
         if not 200 <= status < 300:
             redirect = " (redirects are not followed)" if 300 <= status < 400 else ""

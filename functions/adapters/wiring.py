@@ -410,11 +410,15 @@ def notifier(settings: WebhookSettings) -> WebhookNotifier | None:
     """Announces ended runs to the webhooks queue; None when the deployment allows no webhook host (off)."""
     if not settings.webhooks_on or settings.webhooks_queue_url is None:
         return None
+    return _announcer(settings.webhooks_queue_url)
+
+
+def _announcer(webhooks_queue_url: str) -> WebhookNotifier:
     from functions.adapters.webhook_delivery import SqsWebhookQueue
     from functions.agent.webhooks import WebhookNotifier
 
     client = boto3.client("sqs", config=_ANNOUNCE_CONFIG)
-    return WebhookNotifier(queue=SqsWebhookQueue(settings.webhooks_queue_url, client))
+    return WebhookNotifier(queue=SqsWebhookQueue(webhooks_queue_url, client))
 
 
 @cache
@@ -458,12 +462,23 @@ def deliveries(settings: WebhooksSettings) -> Deliveries:
 
 @cache
 def kill_switch(settings: StopSettings) -> KillSwitch:
-    """The kill switch, on the cancel and the interrupt the API's own routes use (the api function, the local
-    stack's operator routes, and `stepwise kill --table` with an operator's credentials)."""
+    """The kill switch, on the cancel and the interrupt the API's own routes use (the api function and the local
+    stack's operator routes)."""
+    return _kill_switch(settings, lifecycle_with_queue(settings))
+
+
+def operator_kill_switch(settings: StopSettings, webhooks_queue_url: str | None) -> KillSwitch:
+    """`stepwise kill --table`, with an operator's credentials: what it stops is announced to the tenants' webhooks
+    when the deployment's webhooks queue is named (the stack's WebhooksQueueUrl output), as the API announces it."""
+    notifier_ = _announcer(webhooks_queue_url) if webhooks_queue_url else None
+    return _kill_switch(settings, Lifecycle(store=store(settings), clock=CLOCK, queue=queue(settings),
+                                            notifier=notifier_))  # fmt: skip
+
+
+def _kill_switch(settings: StopSettings, stops: Lifecycle) -> KillSwitch:
     from functions.agent.killswitch import KillSwitch
     from functions.agent.sessions import TurnInterrupts
 
-    stops = lifecycle_with_queue(settings)
     interrupts = TurnInterrupts(
         store=store(settings), sessions=session_store(settings), lifecycle=stops, workflow=workflow(settings)
     )

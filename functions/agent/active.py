@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # Fixed for the life of a table: an entry keeps the shard it was written to (changing this needs a re-listing).
 ACTIVE_SHARDS = 16
 MAX_PAGE = 100
+MAX_KEY = 256  # characters of an entry's key: a tenant (64), a timestamp (29) and an id (about 30), with room
 BY_TENANT = "cancelled by the tenant's kill switch"  # the reason a stopped run's error (and a turn's cancel) carries
 BY_OPERATOR = "cancelled by an operator's kill switch"
 
@@ -127,7 +128,8 @@ def read_page(token: str | None, tenant: str | None) -> tuple[int, str | None]:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise RequestRejectedError("page: not a next_page of this list") from None
     wrong_tenant = tenant is not None and (shard != shard_of(tenant) or not key.startswith(f"{tenant}#"))
-    if not 0 <= shard < ACTIVE_SHARDS or key.count("#") != 2 or wrong_tenant:
+    # (a key longer than any this list writes would reach the table as a start key DynamoDB refuses: a 5xx)
+    if not 0 <= shard < ACTIVE_SHARDS or key.count("#") != 2 or len(key) > MAX_KEY or wrong_tenant:
         raise RequestRejectedError("page: not a next_page of this list")
     return shard, key
 

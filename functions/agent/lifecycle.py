@@ -1,7 +1,8 @@
 """How a run ends: finalised by the workflow, failed by its Catch, ended outside it, or cancelled.
 
 Every end is announced here, to the tenant's webhooks (functions/agent/webhooks.py), by whoever records it; the
-workflow's own end (Finalize, MarkFailed) announces again an end the step recorded before it. An announcement is
+workflow's own end (Finalize, MarkFailed, or an execution that timed out or failed before reaching them) announces
+again an end the step recorded before it. An announcement is
 one queue message, never awaited by a step and never an error of the run; one made twice is the same event (the
 same ``webhook-id``), which receivers drop.
 """
@@ -46,8 +47,9 @@ class Lifecycle:
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
         once the call can no longer be running (it may still settle the reservation itself).
 
-        The end is announced when this call recorded it, or with ``workflow_end`` (Finalize, MarkFailed: the
-        step that ended the run recorded its end, and announces nothing) whoever recorded it."""
+        The end is announced when this call recorded it, or with ``workflow_end`` (Finalize, MarkFailed, an
+        execution that timed out or failed: the step that ended the run recorded its end, and announces nothing)
+        whoever recorded it."""
         held = self.store.get_run(key) if call_in_flight else None
         ended = ledger.end_run(
             self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn

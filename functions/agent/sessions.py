@@ -532,7 +532,8 @@ class Sessions:
         self, tenant: str, *, limit: int, page: str | None, agent_id: str | None
     ) -> tuple[list[SessionView], str | None]:
         """The tenant's sessions with a turn queued or running (read off the index of active work, never a scan),
-        oldest turn first; an archived session is never running.
+        oldest turn first; an archived session is never running. Each is read (consistently) before it is listed:
+        the index is eventually consistent, and a turn that idled a moment ago is not listed as running.
 
         Raises:
             RequestRejectedError: ``page`` is not a next_page of this list.
@@ -542,7 +543,8 @@ class Sessions:
             entries, page = active_page(self.store, tenant, limit=MAX_PAGE, page=page)
             for entry in entries:
                 run = self.store.get_run(entry.run_key) if entry.kind == "session" else None
-                if run is not None and run.session is not None and agent_id in (None, run.session.get("agent_id")):
+                running = run is not None and run.session is not None and not run.status.terminal
+                if running and run is not None and agent_id in (None, (run.session or {}).get("agent_id")):
                     found.append(SessionView(RunHistory(run=run), full=False))
                 if len(found) == limit:
                     return found, entry_token(entry)
@@ -791,19 +793,25 @@ class TurnInterrupts:
         cancel the turn (its status first, then StopExecution; a failed stop is retried from the queue, and what
         it reserved is released once its call can no longer be running). The session idles ``end_turn``.
 
+        An interrupt stored by an earlier request is carried on, not taken as done: that request may have failed
+        after storing it (its cancel throttled, its function cut off), and then this one stops the turn.
+
         Returns the turn's interrupt and whether this call stopped it (False: another request interrupted it first).
 
         Raises:
-            ConflictError: the turn idled meanwhile, on its own or interrupted (nothing is left stored).
+            ConflictError: the turn idled on its own meanwhile (its interrupt is not left stored).
         """
         run = history.run
         event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
-        if not self.sessions.save_interrupt(run.key, event):  # another request is interrupting this turn
-            return _interrupt_of(self.store.load_history(run.key)) or event, False
+        if not self.sessions.save_interrupt(run.key, event):  # stored before, by another request (maybe a failed one)
+            event = _interrupt_of(self.store.load_history(run.key)) or event
         settle_unfinished(self.store, history)
         try:
             self.lifecycle.cancel(run.key, self.workflow, reason=reason, turn=run.turn)
-        except ConflictError:  # it idled meanwhile (on its own, or another turn began)
+        except ConflictError:  # the turn ended meanwhile: stopped by another interrupt, or idled on its own
+            current = self.store.get_run(run.key)
+            if current is not None and current.turn == run.turn and current.status is RunStatus.CANCELLED:
+                return event, False  # another request's interrupt stopped it: the turn's interrupt stays
             self.sessions.delete_event(run.key, event.id)
             raise ConflictError(f"session {run.run_id} is idle: there is nothing to interrupt") from None
         return event, True

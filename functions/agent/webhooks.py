@@ -181,6 +181,10 @@ class Endpoints(_Lazy):
             raise RequestRejectedError("url: credentials in the URL are refused (sign-in is the webhook's signature)")
         if parts.fragment:
             raise RequestRejectedError("url: a fragment (#...) is never sent: leave it out")
+        if not url.isascii() or any(not 0x21 <= ord(char) <= 0x7E for char in url):
+            raise RequestRejectedError(
+                "url: printable ASCII only, no spaces (percent-encode the rest; a host in its IDNA xn-- form)"
+            )
         if not self.hosts and not self.http_hosts:
             raise RequestRejectedError("webhooks are off in this deployment (CDK context webhook_allowed_hosts)")
         if parts.scheme == "http" and not host_allowed(host, self.http_hosts):
@@ -224,6 +228,12 @@ class Webhooks:
                           event_types=types, description=request.description,
                           created_at=self.clock.now().isoformat(timespec="seconds"))  # fmt: skip
         self.store.put_webhook(webhook)
+        # the count above was read before this write, so concurrent registrations may all have passed it: each one
+        # counts again after its own write (the store's list is consistent) and takes its endpoint back if the
+        # tenant is over, so the last of them to count always sees every one kept
+        if len(self.store.list_webhooks(tenant)) > MAX_WEBHOOKS:
+            self.store.delete_webhook(tenant, webhook.webhook_id)
+            raise RequestRejectedError(f"a tenant has at most {MAX_WEBHOOKS} webhooks: delete one first")
         return {**webhook.public(), "secret": webhook.secret}
 
     def get(self, tenant: str, webhook_id: str) -> Webhook:

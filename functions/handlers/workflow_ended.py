@@ -57,9 +57,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     error = RunError(code=code, message=f"{message} ({detail[:900]})" if detail else message)
     # a timed-out or stopped execution may leave a model call running: its reservation is released later
     in_flight = change.status in ("TIMED_OUT", "ABORTED")
+    # an execution that timed out or failed never reached Finalize or MarkFailed: an end its last step recorded
+    # (which announces nothing) is announced here (the same event id, if they did announce it). A stopped one was
+    # stopped by the cancel that recorded and announced its end.
+    workflow_end = change.status in ("TIMED_OUT", "FAILED")
     settings = load(SETTINGS)
     run = wiring.lifecycle_with_queue(settings).end(
-        ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name)
+        ref.key, status, error, call_in_flight=in_flight, turn=turn_of(change.name), workflow_end=workflow_end
     )
     if unannounced := obs.unannounced(wiring.notifier(settings)):
         obs.emit("WebhookAnnounceFailures", unannounced)

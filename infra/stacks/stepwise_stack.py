@@ -201,6 +201,9 @@ class StepwiseStack(Stack):
         CfnOutput(self, "IntakeDeadLetterQueueUrl", value=intake.dead_letter_queue.queue_url)
         CfnOutput(self, "IntakeDeadLetterAlarmName", value=intake.dead_letter_alarm.alarm_name)
         CfnOutput(self, "ExecutionEndedDeadLetterAlarmName", value=workflow.ended_dead_letter_alarm.alarm_name)
+        CfnOutput(
+            self, "WebhooksQueueUrl", value=webhooks.queue.queue_url, description="stepwise kill --webhooks-queue"
+        )
         CfnOutput(self, "WebhooksDeadLetterQueueUrl", value=webhooks.dead_letter_queue.queue_url)
         CfnOutput(self, "WebhooksDeadLetterAlarmName", value=webhooks.dead_letter_alarm.alarm_name)
         CfnOutput(self, "AlarmTopicArn", value=monitoring.topic.topic_arn, description="Every alarm notifies it")

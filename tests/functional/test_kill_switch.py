@@ -162,6 +162,31 @@ def test_an_operator_lists_and_stops_with_aws_credentials(
     assert json.loads(capsys.readouterr().out)[0]["outcome"] == "already_ended"
     assert cli.main(["active", *table, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+    assert aws.sqs.receive_message(QueueUrl=aws.webhooks_queue_url).get("Messages", []) == []  # none was named
+
+
+def test_an_operators_kill_announces_what_it_stops_when_given_the_webhooks_queue(
+    aws: Aws, context: LocalContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = request(context, "POST", "/runs", "acme", {"input": "x"})[1]["run_id"]
+    capsys.readouterr()
+    stop = ["--table", TABLE, "--state-machine", aws.state_machine_arn, "--queue", aws.queue_url]
+    assert cli.main(["kill", "--tenant", "acme", *stop, "--webhooks-queue", aws.webhooks_queue_url, "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [run_id]
+    # the end is announced on the webhooks queue as the API's kill switch announces it (the fan-out finds the
+    # tenant's endpoints, or none)
+    (message,) = aws.sqs.receive_message(QueueUrl=aws.webhooks_queue_url).get("Messages", [])
+    announced = json.loads(message["Body"])
+    assert announced["tenant"] == "acme" and announced["event"]["data"]["type"] == "run.failed"
+    assert announced["event"]["data"]["id"] == run_id
+    # and an end the webhooks queue refuses is still stopped, and said on stderr (the JSON on stdout stays JSON)
+    other = request(context, "POST", "/runs", "acme", {"input": "y"})[1]["run_id"]
+    capsys.readouterr()
+    gone = aws.webhooks_queue_url + "-gone"
+    assert cli.main(["kill", "--tenant", "acme", *stop, "--webhooks-queue", gone, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert [(r["id"], r["outcome"]) for r in json.loads(out)] == [(other, "stopped")]
+    assert f"acme {other}: its webhook event was not announced" in err
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,14 @@ delivery through the real handlers."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +22,11 @@ from functions.adapters import wiring
 from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
 from functions.adapters.settings import ApiSettings, WebhooksSettings, load
 from functions.adapters.webhook_delivery import HttpWebhookSender, SqsWebhookQueue
+from functions.agent import ledger
 from functions.agent.errors import NotFoundError, WebhookDeliveryError
+from functions.agent.models import RunKey, RunStatus
 from functions.agent.webhooks import Endpoints, Webhooks, new_secret
-from functions.handlers import api, finalize, webhooks
+from functions.handlers import api, finalize, webhooks, workflow_ended
 from functions.tools.egress import Egress
 from stepwise.local.lambdas import LocalContext
 from tests.fakes.clock import FixedClock
@@ -264,3 +272,143 @@ def test_the_webhooks_function_reads_its_settings(webhooks_on: Aws) -> None:
     settings = load(WebhooksSettings)
     assert settings.webhook_retry_base_seconds == 30 and settings.webhook_timeout_seconds == 10
     assert wiring.deliveries(settings).endpoints.http_hosts == ("127.0.0.1",)
+
+
+def execution_ended(run_id: str, status: str, name: str | None = None) -> dict[str, Any]:
+    """EventBridge's "Step Functions Execution Status Change" for the run's execution."""
+    detail = {"name": name or run_id, "status": status, "error": "States.Timeout", "cause": None,
+              "input": json.dumps({"tenant": "default", "run_id": run_id, "step": 1})}  # fmt: skip
+    return {"version": "0", "id": "e", "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "account": "123456789012", "time": "2026-11-21T14:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail}  # fmt: skip
+
+
+@pytest.mark.parametrize("execution", ["TIMED_OUT", "FAILED"])
+def test_an_end_the_last_step_recorded_is_announced_when_the_execution_never_reached_finalize(
+    webhooks_on: Aws, context: LocalContext, execution: str
+) -> None:
+    aws = webhooks_on
+    run_id = json.loads(api.handler(http_event("POST", "/runs", {"input": "hi"}), context)["body"])["run_id"]
+    # Given a run whose last step recorded its end (the step announces nothing: Finalize would have)
+    store = wiring.store(load(ApiSettings))
+    assert ledger.end_run(store, RunKey("default", run_id), RunStatus.SUCCEEDED, now="2026-11-21T13:00:00.000+00:00")
+    # When its execution times out or fails before Finalize ran
+    answer = workflow_ended.handler(execution_ended(run_id, execution), context)
+    # Then the end is kept, and announced once
+    assert answer == {"run_id": run_id, "status": "SUCCEEDED"}
+    (message,) = receive(aws)
+    data = json.loads(message["Body"])["event"]["data"]
+    assert data == {"type": "run.succeeded", "id": run_id, "organization_id": "default", "workspace_id": "default"}
+
+
+def test_an_execution_stopped_by_a_cancel_announces_nothing_more(webhooks_on: Aws, context: LocalContext) -> None:
+    aws = webhooks_on
+    run_id = json.loads(api.handler(http_event("POST", "/runs", {"input": "hi"}), context)["body"])["run_id"]
+    assert api.handler(http_event("POST", f"/runs/{run_id}/cancel"), context)["statusCode"] == 200
+    (announced,) = receive(aws, visibility=0)  # the cancel's
+    aws.sqs.delete_message(QueueUrl=aws.webhooks_queue_url, ReceiptHandle=announced["ReceiptHandle"])
+    workflow_ended.handler(execution_ended(run_id, "ABORTED"), context)
+    assert receive(aws) == []
+
+
+# ------------------------------------------------------------------------------------------- where and how long
+
+
+def test_a_delivery_connects_only_to_the_address_its_check_resolved() -> None:
+    # Given a host the deployment's resolver answers with an allowed address (127.0.0.2), while the system's resolver
+    # answers another (localhost: 127.0.0.1, which the deployment does not allow), as a DNS answer that changes
+    # between the check and the connection would (DNS rebinding)
+    checked = Egress.parse("127.0.0.2", resolver=lambda host, port: ["127.0.0.2"])
+    with receiving(secret=new_secret()) as receiver:  # listening on 127.0.0.1 only
+        # When a delivery is made to it
+        with pytest.raises(WebhookDeliveryError, match="ConnectError"):  # nothing listens on 127.0.0.2
+            HttpWebhookSender(egress=checked, hosts=("localhost",), timeout_seconds=5, clock=FixedClock()).send(
+                f"http://localhost:{receiver.port}/hooks", "whsec_" + "A" * 44, EVENT["id"], EVENT
+            )
+        # Then it went to the address that was checked, and nothing reached the one that was not
+        time.sleep(0.2)
+        assert receiver.deliveries == []
+
+
+@contextmanager
+def dripping(seconds: float) -> Iterator[int]:
+    """An endpoint on 127.0.0.1 that reads the request, then answers its head a byte every 0.2 s for ``seconds``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(10)
+
+    def serve() -> None:
+        with suppress(OSError), server.accept()[0] as connection:
+            connection.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000
+            started = time.monotonic()
+            for byte in head:
+                if time.monotonic() - started > seconds:
+                    break
+                connection.sendall(bytes([byte]))
+                time.sleep(0.2)
+            connection.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        thread.join(timeout=15)
+
+
+def test_an_endpoint_that_answers_a_byte_at_a_time_cannot_hold_an_attempt_past_its_deadline() -> None:
+    # Given an endpoint that answers each byte of its head well within the per-read timeout, for 8 s
+    with dripping(seconds=8) as port:
+        started = time.monotonic()
+        # When a delivery with a 1 s timeout is made to it
+        with pytest.raises(WebhookDeliveryError, match="no answer within 2 s"):
+            sender(timeout=1).send(f"http://127.0.0.1:{port}/hooks", new_secret(), EVENT["id"], EVENT)
+        # Then the attempt is over at its deadline (twice the timeout), not when the endpoint is done
+        assert time.monotonic() - started < 4
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_hosts_own_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an https endpoint on 127.0.0.1 whose certificate names "localhost" (signed by a CA the sender trusts)
+    cert, key = self_signed("localhost", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    secret, tls = new_secret(), ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with receiving(secret=secret, tls=tls) as receiver:
+        # When a delivery is made to https://localhost (resolved and checked once, connected to 127.0.0.1)
+        sender(hosts=("localhost",)).send(f"https://localhost:{receiver.port}/hooks", secret, EVENT["id"], EVENT)
+        (delivery,) = receiver.wait_for(1)
+        # Then TLS named and verified the host (not the address), and the receiver verified the signature
+        assert delivery.error is None and delivery.headers["host"] == f"localhost:{receiver.port}"
+        # And a certificate for another name is refused
+        with pytest.raises(WebhookDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            sender(hosts=("127.0.0.1",)).send(f"https://127.0.0.1:{receiver.port}/hooks", secret, EVENT["id"], EVENT)
+
+
+def self_signed(name: str, directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert, key_file = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert, key_file

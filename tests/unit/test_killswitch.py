@@ -15,6 +15,7 @@ from functions.agent.active import (
     ACTIVE_SHARDS,
     BY_OPERATOR,
     BY_TENANT,
+    ActiveEntry,
     Listing,
     listing,
     page_token,
@@ -26,7 +27,7 @@ from functions.agent.errors import NotFoundError, RequestRejectedError
 from functions.agent.killswitch import KillSwitch
 from functions.agent.ledger import BudgetLimits, RunChange
 from functions.agent.models import TERMINAL_STATUSES, Budget, Reservation, Run, RunKey, RunStatus, Turn, UserEvent
-from functions.agent.sessions import TurnInterrupts
+from functions.agent.sessions import Sessions, TurnInterrupts
 from tests.fakes import core
 from tests.fakes.clock import FixedClock
 from tests.fakes.memory_store import InMemoryRunStore
@@ -129,7 +130,9 @@ def test_a_page_token_is_good_only_for_the_list_it_came_from() -> None:
     token = page_token(shard_of("acme"), f"acme#{T0}#run_a")
     assert read_page(token, "acme") == (shard_of("acme"), f"acme#{T0}#run_a")
     assert read_page(token, None) == (shard_of("acme"), f"acme#{T0}#run_a")
-    for bad, tenant in ((token, "globex"), ("%%%", "acme"), (page_token(99, "a#b#c"), None), ("YWJj", None)):
+    too_long = page_token(shard_of("acme"), f"acme#{T0}#run_{'a' * 3000}")  # no key this list writes
+    for bad, tenant in ((token, "globex"), ("%%%", "acme"), (page_token(99, "a#b#c"), None), ("YWJj", None),
+                        (too_long, "acme"), (too_long, None)):  # fmt: skip
         with pytest.raises(RequestRejectedError, match="not a next_page"):
             read_page(bad, tenant)
 
@@ -247,3 +250,75 @@ def test_stopping_one_by_id() -> None:
     for missing in (RunKey("globex", "run_a"), RunKey("acme", "sesn_nope"), RunKey("acme", "run_nope")):
         with pytest.raises(NotFoundError):
             switch.stop(missing, reason=BY_OPERATOR)
+
+
+def test_a_session_whose_interrupt_failed_after_it_was_stored_is_stopped_by_the_next_kill() -> None:
+    # Given a session in a running turn, and a first kill whose cancel fails after the interrupt was stored
+    store, workflow = InMemoryRunStore(), RecordingWorkflow()
+    store.create_run(session("sesn_a"))
+    switch = kill_switch(store, RecordingQueue(), workflow)
+    cancel, calls = switch.lifecycle.cancel, []
+
+    def throttled_once(key: RunKey, *args: Any, **kwargs: Any) -> Run:
+        calls.append(key)
+        if len(calls) == 1:
+            raise RuntimeError("ThrottlingException: rate exceeded")
+        return cancel(key, *args, **kwargs)
+
+    switch.lifecycle.cancel = throttled_once  # type: ignore[method-assign]
+    (first,) = switch.stop_all("acme", reason=BY_TENANT, limit=10).results
+    assert first.outcome == "failed" and [e.run_id for e in switch.list("acme")[0]] == ["sesn_a"]
+    # When the kill is thrown again
+    (second,) = switch.stop_all("acme", reason=BY_TENANT, limit=10).results
+    # Then the turn is stopped (not taken as stopped because its interrupt was already stored)
+    assert second.outcome == "stopped"
+    stopped = store.get_run(RunKey("acme", "sesn_a"))
+    assert stopped is not None and stopped.status is RunStatus.CANCELLED and workflow.stopped == ["sesn_a_t2"]
+    assert switch.list("acme")[0] == []
+
+
+def test_an_interrupt_that_another_one_beat_to_the_cancel_keeps_the_turns_interrupt() -> None:
+    # Given an interrupt that stored the turn's interrupt, and another request that cancelled the turn before it did
+    store, queue, workflow = InMemoryRunStore(), RecordingQueue(), RecordingWorkflow()
+    store.create_run(session("sesn_a"))
+    lifecycle, events = core.lifecycle(store, queue), Interrupts()
+    interrupts = TurnInterrupts(store=store, sessions=events, lifecycle=lifecycle, workflow=workflow)  # type: ignore[arg-type]
+    cancel = lifecycle.cancel
+
+    def beaten(key: RunKey, *args: Any, **kwargs: Any) -> Run:
+        cancel(key, *args, **kwargs)  # the other request's cancel lands first
+        return cancel(key, *args, **kwargs)  # this one's finds the turn ended: ConflictError
+
+    lifecycle.cancel = beaten  # type: ignore[method-assign]
+    # When it goes on to cancel
+    event, stopped_here = interrupts.interrupt(store.load_history(RunKey("acme", "sesn_a")), T1)
+    # Then it reports the turn stopped by the other, and the turn's interrupt event stays (the history shows it)
+    assert not stopped_here and event.type == "user.interrupt"
+    assert list(events.stored) == [f"{RunKey('acme', 'sesn_a')}/{event.id}"]
+
+
+class LaggingIndex(InMemoryRunStore):
+    """The index as DynamoDB's eventually consistent one may read a moment after a turn idled: still listed, with the
+    status it had (the runs themselves are read consistently)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lagging: dict[RunKey, Listing] = {}
+
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[Any]:
+        live = super().list_active(shard, tenant=tenant, limit=limit, after=after)
+        stale = [ActiveEntry.parse(listed.key, RunStatus.RUNNING, 2) for listed in self.lagging.values()]
+        return sorted([*live, *stale], key=lambda entry: entry.key)[:limit]
+
+
+def test_sessions_listed_as_running_are_read_first_and_one_that_idled_meanwhile_is_left_out() -> None:
+    store, queue, workflow = LaggingIndex(), RecordingQueue(), RecordingWorkflow()
+    for run_id in ("sesn_a", "sesn_b"):
+        store.create_run(session(run_id))
+    ledger.end_run(store, RunKey("acme", "sesn_a"), RunStatus.SUCCEEDED, now=T1)  # sesn_a's turn idles ...
+    store.lagging[RunKey("acme", "sesn_a")] = place(session("sesn_a"))  # ... and the index has not caught up
+    lifecycle = core.lifecycle(store, queue)
+    sessions = Sessions(store=store, sessions=Interrupts(), agents=None, queue=queue, workflow=workflow,  # type: ignore[arg-type]
+                        lifecycle=lifecycle, clock=FixedClock(), new_id=lambda: "sesn_x", builtins=[])  # fmt: skip
+    views, _ = sessions.running_page("acme", limit=10, page=None, agent_id=None)
+    assert [view.public()["id"] for view in views] == ["sesn_b"]

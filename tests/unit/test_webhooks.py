@@ -14,6 +14,7 @@ from functions.agent.webhooks import (
     MAX_WEBHOOKS,
     Deliveries,
     Endpoints,
+    Webhook,
     WebhookEvent,
     WebhookNotifier,
     Webhooks,
@@ -149,6 +150,9 @@ def test_the_allow_list_admits_its_hosts(url: str) -> None:
         ("https://user:pw@hooks.example.com/in", "credentials"),
         ("https://hooks.example.com:99999/", "not a valid URL"),
         ("https://hooks.example.com/#frag", "fragment"),
+        ("https://hooks.example.com/caf\u00e9", "printable ASCII only"),
+        ("https://hooks.example.com/a b", "printable ASCII only"),
+        ("https://b\u00fccher.example.org/in", "printable ASCII only"),  # *.example.org, but not in its xn-- form
     ],
 )
 def test_the_allow_list_refuses_naming_the_problem(url: str, problem: str) -> None:
@@ -197,6 +201,34 @@ def test_a_tenant_has_a_bounded_number_of_webhooks() -> None:
         hooks.create("acme", {"url": "https://hooks.example.com/"})
     with pytest.raises(RequestRejectedError, match="at most"):
         hooks.create("acme", {"url": "https://hooks.example.com/"})
+
+
+class RacingWebhooks(MemoryWebhooks):
+    """A store where another request's registration lands between this one's count and its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: Webhook | None = None
+
+    def put_webhook(self, webhook: Webhook) -> None:
+        if self.rival is not None:
+            super().put_webhook(self.rival)
+            self.rival = None
+        super().put_webhook(webhook)
+
+
+def test_concurrent_registrations_cannot_take_a_tenant_past_its_bound() -> None:
+    rival = Webhook(webhook_id="wh_rival", tenant="acme", url="https://hooks.example.com/r", secret=new_secret(),
+                    created_at=T0)  # fmt: skip
+    store = RacingWebhooks()
+    hooks = webhooks(store)
+    for _ in range(MAX_WEBHOOKS - 1):
+        hooks.create("acme", {"url": "https://hooks.example.com/"})
+    store.rival = rival  # the last free place: another request registers while this one does
+    with pytest.raises(RequestRejectedError, match="at most"):
+        hooks.create("acme", {"url": "https://hooks.example.com/late"})
+    assert len(store.list_webhooks("acme")) == MAX_WEBHOOKS
+    assert "https://hooks.example.com/late" not in [hook.url for hook in store.list_webhooks("acme")]
 
 
 def test_a_secret_is_a_standard_webhooks_secret() -> None:
