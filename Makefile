@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/session_idle.py
 	$(BIN)/python bench/tool_results.py
+	$(BIN)/python bench/gauges.py
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ MODULES = [
     "functions.handlers.authorizer",
     "functions.handlers.workflow_ended",
     "functions.handlers.webhooks",
+    "functions.handlers.gauges",
     # imported lazily by the step function on its first invocation (the real model client):
     "functions.adapters.anthropic_model",
 ]

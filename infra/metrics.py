@@ -25,6 +25,7 @@ from functions.agent.models import TERMINAL_STATUSES, RunStatus
 from functions.handlers.observability import AWS_METRICS, NAMESPACE, MetricError, MetricSpec, metric_spec, service_name
 
 FIVE_MINUTES = Duration.minutes(5)
+MINUTE = Duration.minutes(1)
 
 
 def _service(spec: MetricSpec, function: str | None = None) -> str:
@@ -186,6 +187,22 @@ def run_success_rate(state_machine_arn: str, period: Duration) -> cloudwatch.Mat
     metrics, ended = _ended_runs(state_machine_arn, period)
     succeeded = " + ".join(f"FILL(fin_{s.value.lower()}, 0)" for s in (RunStatus.SUCCEEDED, RunStatus.IDLE))
     return math(f"100 * ({succeeded}) / ({ended})", metrics, label="success rate (%)", period=period)
+
+
+def active_runs(kind: str, *, period: Duration = FIVE_MINUTES) -> dict[str, cloudwatch.Metric]:
+    """``ActiveRuns`` of ``kind`` (``run`` or ``session``), one series per status, by id ``<kind>_<status>`` (lower
+    case). A gauge, published every minute: Maximum is the most active in a period."""
+    return {
+        f"{kind}_{status.lower()}": stepwise_metric("ActiveRuns", "Maximum", period=period, label=f"{kind} {status}",
+                                                    kind=kind, status=status)
+        for status in sorted(metric_spec("ActiveRuns").values["status"])
+    }  # fmt: skip
+
+
+def in_progress(kind: str, period: Duration = MINUTE) -> cloudwatch.MathExpression:
+    """How many runs (``kind`` run) or sessions in a turn are active: ``ActiveRuns`` summed over its statuses."""
+    by_status = active_runs(kind, period=period)
+    return math(" + ".join(f"FILL({name}, 0)" for name in by_status), by_status, label=f"{kind}s", period=period)
 
 
 def failed_executions(state_machine_arn: str, period: Duration = FIVE_MINUTES) -> cloudwatch.MathExpression:

@@ -7,7 +7,8 @@ CloudWatch, never by receiving a message.
 Calls per examination: GetQueueAttributes per queue, one GetMetricData for every queue's oldest message, one
 DescribeTable, ListExecutions (one page of up to 1,000), DescribeAlarms per 100 alarms, BatchGetItem per 100
 circuits, one GetItem (the global day's spend), one Query (the tenants with budgets of their own) and
-BatchGetItem per 100 of them, one HTTP GET of /health. Finding a stack: one DescribeStacks,
+BatchGetItem per 100 of them, a Query of each of the 16 shards of the index of active work (more for a shard
+holding over 1,000 entries), one HTTP GET of /health. Finding a stack: one DescribeStacks,
 ListStackResources per 100 resources, one GetTemplate.
 """
 
@@ -23,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-from functions.adapters.dynamodb_store import day_sk, spend_pk
+from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.serde import batch_get, from_item, to_item
 from functions.adapters.settings import BudgetSettings, CircuitSettings, PricingSettings
@@ -220,6 +221,7 @@ def build_doctor(clients: Any, table_name: str, clock: Clock) -> Doctor:
         alarms=reads,
         circuits=DynamoDBCircuitStore(table_name, reads.dynamodb),
         spend=reads,
+        active=DynamoDBRunStore(table_name, reads.dynamodb),
         clock=clock,
         routing=default_routing(),
     )

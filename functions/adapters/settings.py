@@ -199,6 +199,11 @@ class WorkflowEndedSettings(QueueSettings):
     """An execution that ended outside the graph: a call may be in flight, its release is scheduled."""
 
 
+class GaugesSettings(Settings):
+    """The gauges function (functions/handlers/gauges.py): it counts the index of active work, and reads nothing
+    else."""
+
+
 class WebhooksSettings(WebhookSettings, EgressSettings):
     """The webhooks function: fans events out and delivers them (functions/handlers/webhooks.py)."""
 

@@ -15,6 +15,7 @@ tests/fakes/core.py from in-memory fakes):
     webhooks.py    /v1/webhooks: tenants' endpoints (Webhooks); an ended run's or turn's event, announced from
                    lifecycle.py (WebhookNotifier), fanned out and delivered with retries (Deliveries)
     doctor.py      `stepwise doctor`: a deployment's health, each finding with its next steps (Doctor)
+    census.py      active work counted off the index of active work (active.py): the ActiveRuns gauge, the doctor's row
     streams.py     live events: a stream's start, frames and end (Follower); the tickets that open one (Tickets)
 
 Rules:

@@ -13,6 +13,7 @@ What is healthy (the thresholds are the constants below):
   a work queue's oldest message is younger than ``BACKLOG_WARN_SECONDS`` / ``BACKLOG_FAIL_SECONDS``;
 * executions started in the last ``EXECUTION_WINDOW``: fail when at least ``FAILURES_FAIL_MIN`` ended
   FAILED or TIMED_OUT and they are ``FAILURE_RATE_FAIL`` of those that ended; warn on any;
+* active: how many runs and sessions are in progress, and whose (functions/agent/census.py): information, ok;
 * alarms of the stack: none in ALARM (fail), but a budget alarm (warn: the spend checks judge budgets);
 * circuits: none open within its cooldown (fail); open past it, or half-open (probing): warn;
 * spend: today's global committed spend under the routing downgrade threshold (warn from it, fail at 100 %);
@@ -33,9 +34,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, computed_field
 
+from functions.agent.census import Census, count_active
 from functions.agent.circuit import Circuit, CircuitState, circuit_key
 from functions.agent.ledger import usd
-from functions.agent.ports import Clock
+from functions.agent.ports import ActiveRuns, Clock
 from functions.agent.pricing import PriceBook
 from functions.agent.routing import RoutingConfig
 from functions.agent.sessions import SESSION_PREFIX
@@ -381,6 +383,11 @@ def executions_finding(sample: ExecutionSample, state_machine_arn: str, region: 
     )
 
 
+def active_finding(census: Census) -> Finding:
+    """What is in progress, for information (the ``ActiveRuns`` gauge counts the same, every minute)."""
+    return Finding(check="active", status=Status.OK, detail=census.summary())
+
+
 def is_budget_alarm(alarm: AlarmState) -> bool:
     """A budget alarm (its description links the runbook's budget section): news of spend, not of a fault."""
     return alarm.description.endswith(f"{RUNBOOK}#{BUDGET_SECTION}")
@@ -538,6 +545,7 @@ class Doctor:
     alarms: AlarmReader
     circuits: CircuitReader
     spend: SpendReader
+    active: ActiveRuns
     clock: Clock
     routing: RoutingConfig
 
@@ -548,6 +556,7 @@ class Doctor:
             self._check("table", lambda: table_finding(target.table_name, self.table.table_status(target.table_name))),
             *self._check_many("queues", lambda: self._queues(target)),
             self._check("executions", lambda: self._executions(target, now)),
+            self._check("active", lambda: active_finding(count_active(self.active))),
             self._check("alarms", lambda: self._alarms(target)),
             self._check("circuits", lambda: self._circuits(target, now)),
             self._check("spend", lambda: self._spend(target, now)),

@@ -28,7 +28,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
-from functions.agent.models import TERMINAL_STATUSES
+from functions.agent.models import TERMINAL_STATUSES, RunStatus
 from functions.agent.redact import redact
 
 if TYPE_CHECKING:
@@ -85,7 +85,8 @@ TOOL_STATUSES = _values("ok", "error")
 # its endpoint was deleted, or because its host left the deployment's allow-list
 WEBHOOK_DELIVERY_STATUSES = _values("delivered", "retrying", "dead_lettered", "gone", "refused")
 ENDS_RUNS = ("api", "intake", "finalize", "mark_failed", "workflow_ended")  # the functions that end runs
-STREAM_KINDS = _values("session", "run")
+KINDS = _values("session", "run")  # a session, or a run of POST /runs (a stream's, an active entry's)
+ACTIVE_STATUSES = _values(*(status.value for status in RunStatus if not status.terminal))
 OTHER_TOOL = "agent_tool"  # the bucket of a tool the deployment does not register (a client's or MCP server's)
 COUNT, MS = MetricUnit.Count, MetricUnit.Milliseconds
 
@@ -102,9 +103,9 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("AuthRefused", COUNT, ("authorizer",), "requests refused by the API key authorizer"),
     # stream: live events (server-sent events behind the function URL)
     MetricSpec("StreamsOpened", COUNT, ("stream",), "event streams opened, of a session or a run", ("kind",),
-               {"kind": STREAM_KINDS}),
+               {"kind": KINDS}),
     MetricSpec("StreamDuration", MetricUnit.Seconds, ("stream",), "how long a stream stayed open (the function's "
-               "billed time)", ("kind",), {"kind": STREAM_KINDS}),
+               "billed time)", ("kind",), {"kind": KINDS}),
     # step: model calls, tokens, cost, the resilience around them
     MetricSpec("StepLatency", MS, ("step",), "one step invocation, end to end (model call included)"),
     MetricSpec("ModelCalls", COUNT, ("step",), "model calls answered and settled"),
@@ -139,6 +140,9 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("ExecutionsEnded", COUNT, ("workflow_ended",), "executions that ended outside the workflow"),
     MetricSpec("ExecutionsEndedByStatus", COUNT, ("workflow_ended",), "the same, by execution status", ("status",),
                {"status": _values("TIMED_OUT", "FAILED", "ABORTED")}),
+    # gauges: what is in progress, every minute
+    MetricSpec("ActiveRuns", COUNT, ("gauges",), "runs and sessions in a turn that are active (listed in the index "
+               "of active work), by kind and status", ("kind", "status"), {"kind": KINDS, "status": ACTIVE_STATUSES}),
     # webhooks
     MetricSpec("WebhookAnnounceFailures", COUNT, ENDS_RUNS,
                "ends of runs and turns not announced to webhooks (the webhooks queue refused)"),

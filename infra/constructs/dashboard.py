@@ -1,8 +1,8 @@
-"""The operations dashboard: the panels of the seed articles (success rate, average latency, cost today; requests
-over 24 h; latency distribution; error rate; tool usage; cost trend) and this runtime's (cost by model, cache-read
-share, tokens, queue depth and age, dead letters, executions, circuits, budget use, retries, throttles,
-fallbacks, budget refusals, runs by status, the API's refusals, webhooks, live event streams), then every alarm's
-state.
+"""The operations dashboard: the panels of the seed articles (success rate, average latency, cost today, active runs;
+requests over 24 h; latency distribution; error rate; tool usage; cost trend) and this runtime's (cost by model,
+cache-read share, tokens, queue depth and age, dead letters, executions, runs and sessions in progress, circuits,
+budget use, retries, throttles, fallbacks, budget refusals, runs by status, the API's refusals, webhooks, live event
+streams), then every alarm's state.
 
 Every metric comes from infra/metrics.py (the catalog's or AWS_METRICS'): the dashboard cannot chart a metric no
 function emits. Open-ended dimensions (tool, model, Circuit) are SEARCH expressions; bounded ones, one series each.
@@ -22,10 +22,12 @@ from constructs import Construct
 
 from infra.metrics import (
     FIVE_MINUTES,
+    active_runs,
     api_error_rate,
     each_function,
     each_value,
     executions,
+    in_progress,
     math,
     queue_metric,
     run_error_rate,
@@ -98,18 +100,21 @@ def operations_dashboard(
     summary = [
         cloudwatch.SingleValueWidget(
             title="Run success rate (%)", metrics=[run_success_rate(arn, DAY)], set_period_to_time_range=True,
-            width=6, height=4),
+            width=4, height=4),
         cloudwatch.SingleValueWidget(
-            title="Average latency", set_period_to_time_range=True, width=6, height=4,
+            title="Average latency", set_period_to_time_range=True, width=5, height=4,
             metrics=[stepwise_metric("RunDuration", "Average", label="run (s)"),
                      stepwise_metric("StepLatency", "Average", label="step (ms)")]),
         cloudwatch.SingleValueWidget(
             title="Cost, last 24 h ($)", metrics=[_cost_usd(DAY)], start="-PT24H", set_period_to_time_range=True,
-            width=6, height=4),
+            width=5, height=4),
         cloudwatch.SingleValueWidget(
-            title="Runs accepted and cancelled", set_period_to_time_range=True, width=6, height=4,
+            title="Runs accepted and cancelled", set_period_to_time_range=True, width=5, height=4,
             metrics=[stepwise_metric("RunsAccepted", "Sum", label="accepted"),
                      stepwise_metric("RunsCancelled", "Sum", label="cancelled")]),
+        # a gauge: its latest minute, not the time range's
+        cloudwatch.SingleValueWidget(
+            title="In progress now", metrics=[in_progress("run"), in_progress("session")], width=5, height=4),
     ]  # fmt: skip
     seed = [
         _graph("Requests, last 24 h (by status class)",
@@ -145,6 +150,8 @@ def operations_dashboard(
                list(executions(arn, FIVE_MINUTES, "Started", "Succeeded", "Failed", "TimedOut", "Aborted").values()),
                right=[stepwise_metric("ExecutionsEnded", "Sum", label="ended outside (all)"),
                       *each_value("ExecutionsEndedByStatus", "status", "Sum").values()]),
+        _graph("In progress: runs and sessions by status (the most in each 5 minutes)",
+               [*active_runs("run").values(), *active_runs("session").values()], stacked=True),
         _graph("Circuits: opened, and transitions by circuit and state",
                [stepwise_metric("CircuitsOpened", "Sum", label="opened"),
                 stepwise_search("CircuitTransitions", "Sum")]),
@@ -173,7 +180,7 @@ def operations_dashboard(
     ]  # fmt: skip
     state = cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24, height=2 + len(alarms) // 4)
     rows: list[Sequence[cloudwatch.IWidget]] = [summary, seed[:3], seed[3:], runtime[:3], runtime[3:6]]
-    rows += [runtime[6:9], runtime[9:12], runtime[12:], [state]]
+    rows += [runtime[6:9], runtime[9:12], runtime[12:15], [state]]
     return cloudwatch.Dashboard(
         scope, construct_id, dashboard_name=name, default_interval=Duration.hours(24), widgets=rows
     )

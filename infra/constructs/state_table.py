@@ -83,9 +83,10 @@ class StateTable(Construct):
                 continue
             # on the table alone (``Table.grant`` would add every index): an index is Queried only by the functions
             # that declare it
-            function.add_to_role_policy(
-                iam.PolicyStatement(actions=list(spec.table_actions), resources=[self.table.table_arn])
-            )
+            if spec.table_actions:  # (a function may Query an index and touch nothing of the table: the gauges)
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=list(spec.table_actions), resources=[self.table.table_arn])
+                )
             if spec.index_queries:
                 function.add_to_role_policy(
                     iam.PolicyStatement(

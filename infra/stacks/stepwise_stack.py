@@ -21,6 +21,7 @@ from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION, XRAY_WRI
 from infra.constructs.api import Api, ApiAuth
 from infra.constructs.deploys import ALL_AT_ONCE, SafeDeploys
 from infra.constructs.event_stream import EventStream
+from infra.constructs.gauges import Gauges
 from infra.constructs.intake import Intake
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.monitoring import AlarmThresholds, Monitoring
@@ -132,6 +133,7 @@ class StepwiseStack(Stack):
             rate_limit=api_rate_limit,
             burst_limit=api_burst_limit,
         )
+        Gauges(self, "Gauges", gauges_fn=functions.alias("gauges"))
         stream = EventStream(self, "EventStream", stream_fn=functions["stream"], stream_alias=functions.alias("stream"),
                              max_streams=stream_max_concurrency)  # fmt: skip
         secret = secretsmanager.Secret(

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +101,13 @@ def execution_history(stack: LocalStack, run_id: str, timeout: float = 30) -> li
         time.sleep(0.05)
     events: list[dict[str, Any]] = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     return events
+
+
+SCHEDULED = json.loads((Path(__file__).resolve().parents[2] / "events" / "gauges" / "scheduled.json").read_text())
+
+
+def count_gauges(stack: LocalStack) -> dict[str, Any]:
+    """Invoke the gauges function's alias as its schedule does every minute (the local stack does not emulate
+    EventBridge): what it counted."""
+    (name,) = [name for name, handler in stack.topology.handlers.items() if handler.endswith(".gauges.handler")]
+    return dict(stack.lambdas.invoke(f"{name}:live", SCHEDULED))

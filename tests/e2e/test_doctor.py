@@ -69,14 +69,15 @@ def test_healthy_after_a_run(stack: LocalStack, capsys: pytest.CaptureFixture[st
 
     assert code == 0, out
     assert "healthy (exit 0)" in out and "UNHEALTHY" not in out
-    for check in ("api", "table", "queue stepwise-intake", "queue stepwise-intake-dlq", "executions", "alarms",
-                  "circuits", "spend", "tenant budgets"):  # fmt: skip
+    for check in ("api", "table", "queue stepwise-intake", "queue stepwise-intake-dlq", "executions", "active",
+                  "alarms", "circuits", "spend", "tenant budgets"):  # fmt: skip
         assert check in out
     code, found = findings(stack, capsys)
     assert {f["status"] for f in found.values()} <= {"ok", "skip"}, found
     assert found["alarms"]["status"] == "skip"  # no alarms locally: not reported as checked
     assert "dead-letter queue of stepwise-intake: empty" in found["queue stepwise-intake-dlq"]["detail"]
     assert "succeeded" in found["executions"]["detail"]
+    assert found["active"]["detail"] == "no run or session is active"  # the run ended: unlisted
     assert found["circuits"]["detail"].endswith("all closed")
     assert "spent, 2 steps): 0% of the global daily budget $200" in found["spend"]["detail"]
     assert found["tenant budgets"]["detail"].startswith("1 with a budget of its own, 0 at 80% or more: local 0% of $50")

@@ -18,7 +18,7 @@ from functions.agent.streams import BEFORE_ALL
 from functions.handlers.observability import CATALOG, METRICS, NAMESPACE
 from stepwise.client import StepwiseClient
 from stepwise.local.stack import LOCAL_TENANT, LocalStack
-from tests.e2e.conftest import http, wait
+from tests.e2e.conftest import count_gauges, http, wait
 from tests.e2e.test_managed_agents import answer, tool_use
 from tests.fakes.anthropic_server import FakeAnthropic, error
 from tests.fakes.webhook_receiver import receiving
@@ -140,6 +140,8 @@ def runs_and_a_turn(stack: LocalStack, fake_api: FakeAnthropic) -> None:
 
     fake_api.script = [slow]
     _, accepted = http(stack, "POST", "/runs", {"input": "slow"})
+    # (the gauges, as their schedule invokes them every minute, count it: listed from its submission)
+    assert count_gauges(stack)["runs"] >= 1
     assert http(stack, "POST", f"/runs/{accepted['run_id']}/cancel")[0] == 200
     release.set()
     wait(stack, accepted["run_id"])

@@ -17,7 +17,7 @@ import pytest
 
 from infra.functions import FUNCTIONS
 from stepwise.local.stack import LocalStack
-from tests.e2e.conftest import http, wait
+from tests.e2e.conftest import count_gauges, http, wait
 from tests.fakes.webhook_receiver import receiving
 
 pytestmark = pytest.mark.e2e
@@ -71,12 +71,13 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     http(stack, "GET", "/costs")
     _, other = http(stack, "POST", "/runs", {"input": "hello again"})
     http(stack, "GET", "/active")
+    assert count_gauges(stack)["runs"] >= 1  # the gauges' count (the run above, queued or running)
     http(stack, "POST", "/active/cancel")  # the kill switch (the run above, queued or running)
     wait(stack, other["run_id"])
     http(stack, "GET", f"/runs/{first['run_id']}/steps")
     # Then every function's actions are within its grant
     assert set(actions) >= {"api", "intake", "step", "tool", "finalize", "webhooks"}
-    assert "Query:active" in actions["api"]
+    assert "Query:active" in actions["api"] and actions["gauges"] == {"Query:active"}
     for function, performed in actions.items():
         granted = {action.removeprefix("dynamodb:") for action in FUNCTIONS[function].table_actions}
         granted |= {f"Query:{index}" for index in FUNCTIONS[function].index_queries}

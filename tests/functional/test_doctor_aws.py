@@ -21,18 +21,30 @@ from moto import mock_aws
 from functions.adapters.aws import SystemClock
 from functions.adapters.aws_doctor import build_doctor, dead_letter_queues, stack_target, target_from_stack
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-from functions.adapters.dynamodb_store import day_sk, spend_pk
+from functions.adapters.dynamodb_store import (
+    ACTIVE_INDEX,
+    ACTIVE_PK,
+    ACTIVE_PROJECTION,
+    ACTIVE_SK,
+    DynamoDBRunStore,
+    day_sk,
+    spend_pk,
+)
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.serde import to_item
 from functions.agent.breaker import Breaker
 from functions.agent.circuit import CircuitConfig, CircuitState
+from functions.agent.models import Budget, Run, RunStatus
 from functions.agent.tenants import TenantLimits
 from stepwise import cli
 
 STACK = "Stepwise"
 ROLE = {"Fn::GetAtt": ["Role", "Arn"]}
 KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
-ATTRIBUTES = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+ATTRIBUTES = [{"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", ACTIVE_PK, ACTIVE_SK)]
+ACTIVE = {"IndexName": ACTIVE_INDEX, "KeySchema": [{"AttributeName": ACTIVE_PK, "KeyType": "HASH"},
+          {"AttributeName": ACTIVE_SK, "KeyType": "RANGE"}], "Projection": {"ProjectionType": "INCLUDE",
+          "NonKeyAttributes": list(ACTIVE_PROJECTION)}}  # fmt: skip
 FAILING = json.dumps({"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "X", "Cause": "test"}}})
 
 
@@ -123,6 +135,7 @@ def stepwise_like_template(api_url: str, state_machine_arn: str) -> dict[str, An
                 "Properties": {
                     "KeySchema": KEY_SCHEMA,
                     "AttributeDefinitions": ATTRIBUTES,
+                    "GlobalSecondaryIndexes": [ACTIVE],
                     "BillingMode": "PAY_PER_REQUEST",
                 },
             },
@@ -178,6 +191,7 @@ def test_a_healthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixture
     assert found[f"queue {intake}"]["detail"].startswith("0 waiting")
     assert found["table"]["detail"] == f"{deployed['Table']} is ACTIVE"
     assert found["spend"]["detail"].endswith("0% of the global daily budget $200")  # the step function's setting
+    assert found["active"]["detail"] == "no run or session is active"  # the index of active work, on moto
 
 
 def test_an_unhealthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -200,6 +214,11 @@ def test_an_unhealthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixt
     tenants.put_limits(TenantLimits(tenant="acme", daily_usd=Decimal(50)))
     tenants.put_limits(TenantLimits(tenant="beta", daily_usd=Decimal(20)))
     tenants.put_limits(TenantLimits(tenant="gamma", requests_per_minute=10))  # no budget of its own
+    for n, tenant in enumerate(("acme", "acme", "beta")):  # active work, for information
+        DynamoDBRunStore(table, boto3.client("dynamodb")).create_run(Run(
+            run_id=f"run_active{n}", tenant=tenant, status=RunStatus.RUNNING, input="", model="claude-haiku-4-5",
+            tools=[], budget=Budget(), created_at="2026-12-01T00:00:00.000+00:00",
+            updated_at="2026-12-01T00:00:00.000+00:00"))  # fmt: skip
     _wait_ended(sfn, deployed["Workflow"])
 
     code, found = doctor_json(capsys)
@@ -218,6 +237,8 @@ def test_an_unhealthy_stack(deployed: dict[str, Any], capsys: pytest.CaptureFixt
     assert found["tenant budgets"]["status"] == "warn"
     assert found["tenant budgets"]["detail"].startswith("2 with a budget of its own, 1 at 80% or more: acme 90% of $50")
     assert f"stepwise tenants --table {table} set acme --daily-usd" in found["tenant budgets"]["next_steps"][0]
+    assert found["active"] == {"check": "active", "status": "ok", "next_steps": [],
+                               "detail": "3 runs (3 running), 0 sessions; most: acme 2, beta 1"}  # fmt: skip
 
 
 def test_alarms_in_alarm(deployed: dict[str, Any]) -> None:

@@ -75,6 +75,9 @@ def check(name: str, r: dict[str, Any], aws: Aws) -> None:
         run = table_store().get_run(RunKey("default", RUN_ID))
         assert run is not None and run.error is not None and run.error.code == "RUN_TIMEOUT"
         assert "States.Timeout" in run.error.message
+    elif name == "gauges/scheduled.json":  # the seeded run, QUEUED: counted, and nothing else
+        assert (r["runs"], r["sessions"], r["top_tenants"]) == (1, 0, [{"tenant": "default", "active": 1}])
+        assert r["by_status"] == {"run:QUEUED": 1, "run:RUNNING": 0, "session:QUEUED": 0, "session:RUNNING": 0}
     elif name == "webhooks/announced_run_end.json":  # the tenant has no endpoint: fanned out to none
         assert r == {"batchItemFailures": []}
         assert aws.sqs.receive_message(QueueUrl=aws.webhooks_queue_url).get("Messages", []) == []

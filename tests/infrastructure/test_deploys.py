@@ -84,6 +84,12 @@ def lambda_tasks(resources: Resources) -> dict[str, Any]:
     return tasks
 
 
+def on_an_alias(config: dict[str, Any], resources: Resources) -> bool:
+    """Whether an EventInvokeConfig's qualifier is an alias's name (taken from the alias's ARN), not ``$LATEST``."""
+    qualifier = json.dumps(config["Properties"]["Qualifier"])
+    return any(json.dumps({"Ref": lid}) in qualifier for lid in of_type(resources, "AWS::Lambda::Alias"))
+
+
 def bypassing_references(resources: Resources) -> list[tuple[str, str]]:
     """(resource, function) for every resource naming a function where an invoker would: anything but the
     function's versions and aliases, and metrics (whatever invokes a function must invoke its alias)."""
@@ -93,6 +99,8 @@ def bypassing_references(resources: Resources) -> list[tuple[str, str]]:
         for logical_id, resource in resources.items():
             if resource["Type"] == "AWS::Lambda::Url" and resource["Properties"].get("Qualifier") == ALIAS:
                 continue  # a URL on the alias: CloudFormation names it by the function's ARN and the alias's name
+            if resource["Type"] == "AWS::Lambda::EventInvokeConfig" and on_an_alias(resource, resources):
+                continue  # the alias's asynchronous invocations: named by the function's name and the alias's
             text = json.dumps(resource)
             if arn in text or (name in text and resource["Type"] not in MAY_NAME_A_FUNCTION):
                 found.append((logical_id, function))
@@ -143,9 +151,13 @@ def test_every_invoker_calls_a_live_alias_never_a_function(default: tuple[Stepwi
     for mapping in mappings:
         (name_part, qualifier) = mapping["Properties"]["FunctionName"]["Fn::Join"][1]
         assert alias(name_part["Fn::Select"][1]["Fn::Split"][1]) and qualifier == ":live"
-    # the execution-ended rule
-    (rule,) = of_type(resources, "AWS::Events::Rule").values()
-    assert all(alias(target["Arn"]) for target in rule["Properties"]["Targets"])
+    # the execution-ended rule and the gauges' schedule
+    rules = of_type(resources, "AWS::Events::Rule").values()
+    assert len(rules) == 2
+    assert all(alias(target["Arn"]) for rule in rules for target in rule["Properties"]["Targets"])
+    # the gauges' asynchronous invocations are configured on the alias (qualified by its name), not the function
+    (config,) = of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    assert alias(config["Properties"]["Qualifier"]["Fn::Select"][1]["Fn::Split"][1])
     # the stream function's URL (on the alias: the function's ARN qualified by the alias's name)
     (url,) = of_type(resources, "AWS::Lambda::Url").values()
     stream_function, _ = functions(resources)["stream"]

@@ -464,8 +464,8 @@ def test_state_machine_role_invokes_only_the_workflow_functions_live_aliases(
 
 def test_one_function_per_handler(template: Template, functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
     template.resource_count_is("AWS::Lambda::Function", len(FUNCTIONS))
-    assert len(FUNCTIONS) == 10  # api, authorizer, intake, step, tool, finalize, mark_failed, workflow_ended, webhooks,
-    # stream
+    assert len(FUNCTIONS) == 11  # api, authorizer, intake, step, tool, finalize, mark_failed, workflow_ended, webhooks,
+    # stream, gauges
     assert set(functions) == set(FUNCTIONS)
     for name, (_, props) in functions.items():
         # a Python handler, or (a web app the Lambda Web Adapter runs) the script that starts it
@@ -824,7 +824,8 @@ def test_table_access_is_exactly_what_each_function_declares(
 ) -> None:
     # (tests/e2e/test_iam_coverage.py checks the declaration covers every call the code makes)
     statements = statements_by_function[name]
-    assert allowed_actions(statements, "dynamodb:") == set(FUNCTIONS[name].table_actions)
+    queries_an_index = {"dynamodb:Query"} if FUNCTIONS[name].index_queries else set()
+    assert allowed_actions(statements, "dynamodb:") == set(FUNCTIONS[name].table_actions) | queries_an_index
     assert not set(FUNCTIONS[name].table_actions) & {"dynamodb:Scan", "dynamodb:*", "dynamodb:BatchWriteItem"}
     # and only on the table itself (no other table, no wildcard), but a Query of the indexes it declares
     table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
@@ -837,7 +838,7 @@ def test_table_access_is_exactly_what_each_function_declares(
             assert as_list(statement["Resource"]) == [table_arn], name
 
 
-def test_the_index_of_active_work_is_sparse_small_and_queried_by_the_api_alone(
+def test_the_index_of_active_work_is_sparse_small_and_queried_by_the_api_and_the_gauges_alone(
     resources: dict[str, dict[str, Any]], statements_by_function: dict[str, list[dict[str, Any]]]
 ) -> None:
     # Given the table's one index
@@ -847,10 +848,11 @@ def test_the_index_of_active_work_is_sparse_small_and_queried_by_the_api_alone(
     assert index["KeySchema"] == [{"AttributeName": ACTIVE_PK, "KeyType": "HASH"},
                                   {"AttributeName": ACTIVE_SK, "KeyType": "RANGE"}]  # fmt: skip
     assert index["Projection"] == {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(ACTIVE_PROJECTION)}
-    # And only the api function may Query it (no function has a grant on every index)
+    # And only the api function (the kill switch) and the gauges (the count) may Query it (no function has a grant
+    # on every index)
     readers = {name for name, statements in statements_by_function.items()
                if any("/index/" in json.dumps(s["Resource"]) for s in statements)}  # fmt: skip
-    assert readers == {"api"}
+    assert readers == {"api", "gauges"}
     assert "/index/*" not in json.dumps(statements_by_function)
 
 
@@ -952,12 +954,17 @@ def test_outputs(template: Template) -> None:
     assert {"ApiUrl", "StateMachineArn", "TableName", "AnthropicSecretName", "IntakeDeadLetterQueueUrl"} <= set(outputs)
 
 
+def execution_ended_rule(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stack's one rule on events (its other rule is the gauges' schedule)."""
+    (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule" and "EventPattern" in r["Properties"]]
+    return rule
+
+
 def test_executions_that_end_outside_the_graph_still_end_their_run(
     template: Template, resources: dict[str, dict[str, Any]], aliases: dict[str, str]
 ) -> None:
     # Given the EventBridge rule on Step Functions execution status changes
-    rules = template.find_resources("AWS::Events::Rule")
-    (rule,) = rules.values()
+    rule = execution_ended_rule(resources)
     pattern = rule["Properties"]["EventPattern"]
     # Then it matches this state machine's timed-out, failed and aborted executions
     assert pattern["source"] == ["aws.states"]
@@ -1059,9 +1066,37 @@ def test_every_lambda_task_has_a_timeout_beyond_its_functions_own(
         assert state["TimeoutSeconds"] > functions[own[name]][1]["Timeout"], name
 
 
-def test_the_execution_ended_rule_keeps_what_it_could_not_deliver(resources: dict[str, dict[str, Any]]) -> None:
-    (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+def test_the_gauges_are_counted_every_minute_through_their_alias_never_retried_and_read_only_the_index(
+    resources: dict[str, dict[str, Any]],
+    functions: dict[str, tuple[str, dict[str, Any]]],
+    aliases: dict[str, str],
+    statements_by_function: dict[str, list[dict[str, Any]]],
+) -> None:
+    # Given the schedule
+    (rule,) = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule" and "EventPattern" not in
+               r["Properties"]]  # fmt: skip
+    # Then it invokes the gauges function's alias every minute, and a minute it could not deliver is dropped
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
     (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": aliases["gauges"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    assert "DeadLetterConfig" not in target
+    # And Lambda does not retry a count that failed either (on the alias: its name taken from the alias's ARN)
+    (config,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert config["FunctionName"] == {"Ref": functions["gauges"][0]}
+    assert config["Qualifier"]["Fn::Select"][1]["Fn::Split"][1] == {"Ref": aliases["gauges"]}
+    assert (config["MaximumRetryAttempts"], config["MaximumEventAgeInSeconds"]) == (0, 60)
+    # And the function may Query the index of active work, and nothing else of the table or of anything
+    statements = statements_by_function["gauges"]
+    assert allowed_actions(statements) == {"dynamodb:Query"}
+    (query,) = statements_granting(statements, "dynamodb:Query")
+    table_arn = {"Fn::GetAtt": [single_table_id(resources), "Arn"]}
+    assert query["Resource"] == {"Fn::Join": ["", [table_arn, f"/index/{ACTIVE_INDEX}"]]}
+    assert functions["gauges"][1]["MemorySize"] == 128
+
+
+def test_the_execution_ended_rule_keeps_what_it_could_not_deliver(resources: dict[str, dict[str, Any]]) -> None:
+    (target,) = execution_ended_rule(resources)["Properties"]["Targets"]
     queue_id = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
     assert resources[queue_id]["Type"] == "AWS::SQS::Queue"
     alarms = [r for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from functions.agent.active import ActiveEntry
 from functions.agent.circuit import Circuit, CircuitState
 from functions.agent.doctor import (
     BACKLOG_FAIL_SECONDS,
@@ -38,6 +39,7 @@ from functions.agent.doctor import (
 from functions.agent.pricing import default_price_book
 from functions.agent.routing import default_routing
 from tests.fakes.clock import FixedClock
+from tests.fakes.memory_store import InMemoryRunStore
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 ROUTING = default_routing()
@@ -301,6 +303,7 @@ class FakeDeployment:
     circuits: dict[str, Circuit] = field(default_factory=dict)
     spend: DaySpend = field(default_factory=lambda: DaySpend(Decimal(0), Decimal(0), 0))
     budgets: list[TenantBudget] = field(default_factory=list)
+    index: InMemoryRunStore = field(default_factory=InMemoryRunStore)  # the index of active work
     broken: set[str] = field(default_factory=set)
     asked: list[tuple[str, object]] = field(default_factory=list)
 
@@ -344,10 +347,14 @@ class FakeDeployment:
         self._read("tenants", day)
         return self.budgets
 
+    def list_active(self, shard: int, *, tenant: str | None, limit: int, after: str | None) -> list[ActiveEntry]:
+        self._read("active", shard)
+        return self.index.list_active(shard, tenant=tenant, limit=limit, after=after)
+
 
 def doctor(deployment: FakeDeployment) -> Doctor:
     d = deployment
-    return Doctor(probe=d, table=d, queues=d, executions=d, alarms=d, circuits=d, spend=d,
+    return Doctor(probe=d, table=d, queues=d, executions=d, alarms=d, circuits=d, spend=d, active=d,
                   clock=FixedClock(NOW, tick=timedelta(0)), routing=ROUTING)  # fmt: skip
 
 
@@ -371,9 +378,10 @@ def test_a_healthy_deployment() -> None:
 
     assert [(f.check, f.status) for f in report.findings] == [
         ("api", Status.OK), ("table", Status.OK), ("queue intake", Status.OK), ("queue intake-dlq", Status.OK),
-        ("executions", Status.OK), ("alarms", Status.OK), ("circuits", Status.OK), ("spend", Status.OK),
-        ("tenant budgets", Status.OK),
+        ("executions", Status.OK), ("active", Status.OK), ("alarms", Status.OK), ("circuits", Status.OK),
+        ("spend", Status.OK), ("tenant budgets", Status.OK),
     ]  # fmt: skip
+    assert by_check(report.findings)["active"].detail == "no run or session is active"
     assert report.exit_code == 0 and report.checked_at == NOW and report.target == "stack S (eu-west-1)"
     assert ("health", "https://api.example.com/health") in deployment.asked
     assert ("executions", NOW - timedelta(hours=1)) in deployment.asked
@@ -382,7 +390,7 @@ def test_a_healthy_deployment() -> None:
 
 def test_a_read_that_fails_fails_its_check_only() -> None:
     deployment = healthy()
-    deployment.broken = {"queue", "alarms"}
+    deployment.broken = {"queue", "alarms", "active"}
 
     report = doctor(deployment).examine(target())
 
@@ -390,6 +398,7 @@ def test_a_read_that_fails_fails_its_check_only() -> None:
     assert found["queues"].status is Status.FAIL
     assert found["queues"].detail == "could not be checked: PermissionError: AccessDenied on queue"
     assert found["alarms"].detail == "could not be checked: PermissionError: AccessDenied on alarms"
+    assert found["active"].detail == "could not be checked: PermissionError: AccessDenied on active"
     assert {found[c].status for c in ("api", "table", "executions", "circuits", "spend", "tenant budgets")} == {
         Status.OK
     }
