@@ -205,6 +205,26 @@ def test_pings_keep_a_quiet_stream_open_and_the_sdk_skips_them(
     assert 1.0 < time.monotonic() - started < 5
 
 
+def test_a_sessions_stream_ends_on_its_own_once_the_session_has_idled_a_while(
+    stack: LocalStack, fake_api: FakeAnthropic, client: anthropic.Anthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given streams that end after 0.5 s of an idle session (Lambda would not tell the stream function that a
+    # client left: a stream nobody reads must not run to its 14 minutes)
+    monkeypatch.setenv("STEPWISE_STREAM_IDLE_SECONDS", "0.5")
+    monkeypatch.setenv("STEPWISE_STREAM_MAX_SECONDS", "15")  # (without the idle end, it would end here)
+    wiring.reset()
+    fake_api.script = [answer("Hello.")]
+    session = client.beta.sessions.create(agent=calculator_agent(client), environment_id="e")
+    # When a client follows a turn and keeps reading past its idle
+    started = time.monotonic()
+    with client.beta.sessions.events.stream(session.id) as events:
+        client.beta.sessions.events.send(session.id, events=[ASK])  # type: ignore[list-item]
+        followed = [event.type for event in events]
+    # Then the stream gave the whole turn, then ended by itself, well before its time limit
+    assert followed == [e.type for e in all_events(client, session.id)] and followed[-1] == "session.status_idle"
+    assert time.monotonic() - started < 10
+
+
 def test_another_tenants_session_and_an_unknown_one_are_not_found(
     stack: LocalStack, client: anthropic.Anthropic, keys: dict[str, str]
 ) -> None:
