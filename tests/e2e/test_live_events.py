@@ -125,8 +125,10 @@ def test_a_client_that_drops_and_reconnects_with_list_and_dedupe_sees_every_even
     session = client.beta.sessions.create(agent=calculator_agent(client), environment_id="e")
     handled: list[str] = []  # what the client acted on, in order: each id must appear once
     came_from: dict[str, int] = {"first": 0, "list": 0, "second": 0}
+    sent: dict[str, list[str]] = {"first": [], "list": [], "second": []}  # every id each source gave, repeats too
 
     def handle(event: Any, source: str) -> bool:
+        sent[source].append(event.id)
         if event.id not in handled:
             handled.append(event.id)
             came_from[source] += 1
@@ -154,6 +156,11 @@ def test_a_client_that_drops_and_reconnects_with_list_and_dedupe_sees_every_even
     assert len(listed) == 14  # message, running, two tool steps (start, use, end, result), the answer's 3, idle
     # from all three: the first connection, the list of what it missed, and the second connection
     assert came_from["first"] >= 3 and came_from["list"] >= 2 and came_from["second"] >= 1, came_from
+    # And each connection sent each event once, in order, the second starting when it opened (not a replay that
+    # the client's own dedupe hid): nothing the first connection had
+    for source in ("first", "second"):
+        assert sent[source] == sorted(set(sent[source])), (source, sent[source])
+    assert min(sent["second"]) > max(sent["first"])
 
 
 def test_a_client_that_resumes_with_last_event_id_gets_exactly_what_it_missed(
