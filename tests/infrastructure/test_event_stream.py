@@ -68,6 +68,8 @@ def test_the_web_adapter_runs_the_app_in_response_streaming_mode(template: dict[
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"  # the layer's wrapper runs the handler script
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"  # as the URL's invoke mode
     assert env["AWS_LWA_PORT"] == "8080" and env["AWS_LWA_READINESS_CHECK_PATH"] == "/health"
+    # its tracer off: the app never has an invocation's trace, and X-Ray's SDK would log a warning per AWS call
+    assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
     _, adapter = props["Layers"]
     separator, parts = adapter["Fn::Join"]
     arn = separator.join(part if isinstance(part, str) else "X" for part in parts)
