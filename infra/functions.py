@@ -99,6 +99,8 @@ class FunctionSpec:
 
 
 _END = ("dynamodb:GetItem", "dynamodb:UpdateItem")
+# a run's or a session's partition, of any tenant (functions/adapters/dynamodb_store.py run_pk; a tenant has no "#")
+RUN_PARTITIONS = "T#*#R#*"
 # The step function imports the anthropic SDK (~650 ms cold) and waits on the model: more memory buys CPU for
 # the import, its timeout covers MODEL_TIMEOUT_SECONDS.
 FUNCTIONS: dict[str, FunctionSpec] = {
@@ -158,11 +160,12 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         # the API's authorizer: reads API keys by their digest, and nothing else of the table
         FunctionSpec(name="authorizer", handler="functions.handlers.authorizer.handler", settings=AuthorizerSettings,
                      timeout_seconds=5, table_actions=("dynamodb:GetItem",), leading_keys=("APIKEY#*",)),
-        # server-sent events behind a function URL (Web Adapter, response streaming): reads sessions and runs
-        # (T#...), takes stream tickets (TICKET#...); a stream lasts up to STEPWISE_STREAM_MAX_SECONDS (840 s)
+        # server-sent events behind a public function URL (Web Adapter, response streaming): reads runs' and
+        # sessions' partitions (T#{tenant}#R#{id}: not a tenant's agents, spend or cached responses), takes stream
+        # tickets (TICKET#...); a stream lasts up to STEPWISE_STREAM_MAX_SECONDS (840 s)
         FunctionSpec(name="stream", handler="functions/handlers/stream.sh", settings=StreamSettings, web_adapter=True,
                      timeout_seconds=900, table_actions=("dynamodb:Query", "dynamodb:DeleteItem"),
-                     leading_keys=("T#*", "TICKET#*"), read_only_keys=("T#*",)),
+                     leading_keys=(RUN_PARTITIONS, "TICKET#*"), read_only_keys=(RUN_PARTITIONS,)),
         FunctionSpec(name="finalize", handler="functions.handlers.finalize.handler", settings=EndSettings,
                      table_actions=_END),
         FunctionSpec(name="mark_failed", handler="functions.handlers.mark_failed.handler", settings=EndSettings,

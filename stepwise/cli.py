@@ -149,14 +149,17 @@ def follow_stream(client: StepwiseClient, run_id: str, *, timeout: float = 3600.
                     break
     except StreamUnavailable as exc:
         console.print(Text(f"the event stream is unavailable ({exc}): polling instead", style="dim"))
-        return follow(client, run_id, timeout=max(deadline - time.monotonic(), 0))
+        return follow(client, run_id, timeout=max(deadline - time.monotonic(), 0), shown=steps)
     return client.get_run(run_id)
 
 
-def follow(client: StepwiseClient, run_id: str, *, poll: float = 0.5, timeout: float = 3600.0) -> dict[str, Any]:
-    """Show progress until the run ends; print each step as it lands (polling: see ``follow_stream``)."""
+def follow(
+    client: StepwiseClient, run_id: str, *, poll: float = 0.5, timeout: float = 3600.0, shown: int = 0
+) -> dict[str, Any]:
+    """Show progress until the run ends; print each step as it lands, after the ``shown`` first (polling: see
+    ``follow_stream``)."""
     deadline = time.monotonic() + timeout
-    seen = 0
+    seen = shown
     run = client.get_run(run_id)
     with Live(_status_line(run), console=console, refresh_per_second=8, transient=True) as live:
         while run["status"] not in TERMINAL and time.monotonic() < deadline:

@@ -72,7 +72,8 @@ class StepwiseClient:
         the credential), only to https or to this machine. ``after``: the Last-Event-ID to resume after.
 
         Raises ApiError (an `event: error` frame, a refusal such as 404), StreamUnavailable (this deployment does not
-        stream), OSError (the connection failed or dropped: reconnect with the last id)."""
+        stream), OSError (the connection failed or dropped, the API or the stream function answered 429 or 5xx:
+        reconnect with the last id)."""
         headers = {"accept": "text/event-stream", **({"last-event-id": after} if after else {})}
         location = self._stream_location(path, headers)
         request = urllib.request.Request(location, headers=headers)  # noqa: S310 - https, or this machine
@@ -99,6 +100,8 @@ class StepwiseClient:
                 error = _api_error(exc)
                 if exc.code in (400, 405) or (exc.code == 404 and error.code == "NOT_FOUND"):  # no such route here
                     raise StreamUnavailable(f"{error.code}: {error.message}") from None
+                if exc.code == 429 or exc.code >= 500:  # the tenant's rate, an outage: retried like a dropped stream
+                    raise ConnectionError(f"the API answered {exc.code} ({error.code}: {error.message})") from None
                 raise error from None
             location = str(exc.headers.get("location") or "")
         target = urlsplit(location)

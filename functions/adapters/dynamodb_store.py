@@ -431,7 +431,14 @@ class DynamoDBRunStore(RunStore):
         tools: dict[tuple[int, str], ToolOutcome] = {}
         pending: dict[int, ModelResponse] = {}
         events: list[UserEvent] = []
-        for item in self._query(run_pk(key)):
+        # A Query is read-committed, not a snapshot: a transaction that commits while it runs is seen by the part of
+        # the partition still to be read. The run item is read first and every other item after it, so the history
+        # holds everything the run's state implies (a turn's events, written in the transaction that starts the turn;
+        # an interrupt, stored before the turn is cancelled) and maybe later items, never a turn without the events
+        # that began it: a follower of the derived events (functions/agent/streams.py) would skip them for good.
+        pk = run_pk(key)
+        items = self._query(pk, "sk >= :run", {":run": RUN_SK}) + self._query(pk, "sk < :run", {":run": RUN_SK})
+        for item in items:
             kind = item["type"]["S"]
             if kind == "run":
                 run = run_from_item(item)

@@ -185,6 +185,9 @@ class StreamSettings(Settings):
     stream_ping_seconds: float = Field(default=15.0, alias="STEPWISE_STREAM_PING_SECONDS", gt=0, le=60)
     # a stream ends after this (the client reconnects): inside the function's 900 s timeout
     stream_max_seconds: float = Field(default=840.0, alias="STEPWISE_STREAM_MAX_SECONDS", gt=0, le=880)
+    # a session's stream ends once the session has been idle this long with nothing sent (Lambda does not tell the
+    # function that a client went away: without this, a stream the client closed would run to its end)
+    stream_idle_seconds: float = Field(default=60.0, alias="STEPWISE_STREAM_IDLE_SECONDS", gt=0, le=880)
 
 
 class AuthorizerSettings(Settings):

@@ -212,7 +212,8 @@ class Runs(RunReader):
 
     @abstractmethod
     def load_history(self, key: RunKey) -> RunHistory:
-        """Raises RunNotFoundError."""
+        """The run and everything under it, none of it older than the run: whatever the run's state implies (a
+        turn's events and steps) is there, and items written since may be too. Raises RunNotFoundError."""
 
     @abstractmethod
     def get_step(self, key: RunKey, step: int) -> StepRecord | None: ...

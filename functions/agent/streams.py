@@ -10,6 +10,11 @@ Where a stream begins: after ``Last-Event-ID`` when the client sends one, else a
 newest event then): the anthropic SDK's pattern is to open the stream, then list the events and drop the ids it
 has twice, which misses nothing because the stream is fixed before the list is read.
 
+Where it ends: at its time limit; at the event that ends what it follows (a run's idle); or once a session has been
+idle with nothing sent for ``idle_seconds``. Lambda does not tell a response-streaming function that its client went
+away (its writes go on succeeding), so a stream whose client left would otherwise poll until its time limit, holding
+one of the stream function's executions: a client that follows a session across quiet spells reconnects.
+
 A ticket opens one stream: the API (which authenticated the caller) issues it for one tenant's session or run;
 the stream function, behind its own URL, takes it once, within ``TICKET_SECONDS``. Only its digest is stored.
 """
@@ -56,6 +61,7 @@ class StreamLimits:
     poll_seconds: float = 1.0  # how often the history is read while nothing new is found
     ping_seconds: float = 15.0  # the longest silence: a ping keeps proxies and clients from timing the stream out
     max_seconds: float = 840.0  # a stream ends after this (a Lambda lives 15 minutes): the client reconnects
+    idle_seconds: float = 60.0  # a session's stream ends once it has rested (idle, nothing sent) this long
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,23 @@ class Frame:
 
 
 PING = Frame()
+IDLE, RUNNING = "session.status_idle", "session.status_running"
+
+
+def session_idle(events: list[Event]) -> bool:
+    """Whether a session rests, read from its events: it has had no turn, or its latest status event is an idle
+    (a turn's running comes after the idle it ends; answers sent while it waits for more come without one)."""
+    statuses = [event["type"] for event in events if event["type"] in (IDLE, RUNNING)]
+    return not statuses or statuses[-1] == IDLE
 
 
 class Follower:
     """One stream: its start fixed when it is opened, its frames read as they come.
 
     ``read`` returns every event in id order (raises NotFoundError once the session or run is gone); ``last``
-    says whether an event ends the stream (a run's idle: nothing can follow it). Time is injected."""
+    says whether an event ends the stream (a run's idle: nothing can follow it); ``rests`` whether what it follows
+    is at rest, from its events (a session's idle: the stream ends once it has rested ``idle_seconds`` with
+    nothing sent). Time is injected. ``end`` says why the stream ended: ``limit``, ``last`` or ``idle``."""
 
     def __init__(
         self,
@@ -83,21 +99,25 @@ class Follower:
         monotonic: Callable[[], float],
         sleep: Callable[[float], None],
         last: Callable[[Event], bool] = lambda event: False,
+        rests: Callable[[list[Event]], bool] = lambda events: False,
     ) -> None:
         """Reads once, now (raises NotFoundError): the stream starts after ``after``, or at this moment."""
         self.read, self.limits, self.monotonic, self.sleep, self.last = read, limits, monotonic, sleep, last
+        self.rests = rests
         self._found = read()
         self.cursor = after if after is not None else (str(self._found[-1]["id"]) if self._found else BEFORE_ALL)
         # what ends the stream happened already (a run that had ended): nothing can follow
         self.ended = any(last(event) for event in self._found if str(event["id"]) <= self.cursor)
+        self.end: str | None = "last" if self.ended else None
         self.sent = 0
 
     def frames(self) -> Iterator[Frame]:
         """Each new event once, in order, and a ping after ``ping_seconds`` of silence, until ``max_seconds`` have
-        passed or an event ends the stream. Raises NotFoundError when the session or run disappears meanwhile."""
+        passed, an event ends the stream, or what it follows has rested ``idle_seconds`` with nothing sent. Raises
+        NotFoundError when the session or run disappears meanwhile."""
         limits = self.limits
-        deadline = self.monotonic() + limits.max_seconds
-        ping_at = self.monotonic() + limits.ping_seconds
+        quiet_since = self.monotonic()  # when the last event was sent (or the stream opened)
+        deadline, ping_at = quiet_since + limits.max_seconds, quiet_since + limits.ping_seconds
         found = self._found
         while not self.ended:
             for event in found:
@@ -106,12 +126,17 @@ class Follower:
                 self.cursor = str(event["id"])
                 self.sent += 1
                 yield Frame(event)
-                ping_at = self.monotonic() + limits.ping_seconds
+                quiet_since = self.monotonic()
+                ping_at = quiet_since + limits.ping_seconds
                 if self.last(event):
-                    self.ended = True
+                    self.ended, self.end = True, "last"
                     return
             now = self.monotonic()
             if now >= deadline:
+                self.end = "limit"
+                return
+            if now - quiet_since >= limits.idle_seconds and self.rests(found):
+                self.end = "idle"
                 return
             if now >= ping_at:
                 yield PING

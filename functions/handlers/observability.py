@@ -11,7 +11,9 @@ each function's powertools ``Tracer`` adds its handler's subsegment (``## handle
 (``TRACED_LIBRARIES``). The model call and tool calls are subsegments too (functions/adapters/tracing.py). No
 trace holds what a run says: handlers are decorated with ``capture_response=False`` (a response is a run's
 output, a tool's result, a session's events) and ``capture_error=False`` (an error's text may quote a provider,
-an ARN or a key; logs get it through redact()).
+an ARN, a key or the input that failed validation; logs get it through redact()), and their tracer
+(``QuietTracer``) records an exception leaving a handler or a record handler by its type alone, where the X-Ray
+SDK would record its message and stack.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer, single_metric
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
@@ -181,6 +183,27 @@ SESSION_PREFIX = "sesn_"  # functions.agent.sessions.SESSION_PREFIX (not importe
 MAX_ANNOTATION_CHARS = 256
 
 
+class QuietTracer(Tracer):
+    """powertools' Tracer whose handler and method subsegments record a failure by the exception's type only.
+
+    ``capture_error=False`` keeps the exception out of the subsegment's metadata, but the X-Ray SDK's subsegment
+    context manager still records it as the subsegment leaves (``cause``: its message and stack): a validation
+    error quotes the input it refused, a webhook delivery's failure its endpoint's URL. A failure that ends the
+    invocation is reported by Lambda's runtime anyway (the function's segment); a record handler's (intake,
+    webhooks) is caught by the batch and would be nowhere else."""
+
+    def _add_full_exception_as_metadata(
+        self, method_name: str, error: Exception, subsegment: Any, capture_error: bool | None = None
+    ) -> None:
+        super()._add_full_exception_as_metadata(method_name, error, subsegment, capture_error)
+        record = subsegment.add_exception
+
+        def by_type(exception: BaseException, stack: Any, remote: bool = False) -> None:
+            record(type(type(exception).__name__, (Exception,), {})(), [], remote)  # a fault, its type: no text
+
+        setattr(subsegment, "add_exception", by_type)  # noqa: B010  # this subsegment only, as it leaves
+
+
 class TraceError(ValueError):
     """An annotation not in TRACE_ANNOTATIONS, or a value that is not a short id or number (a bug: tests fail)."""
 
@@ -265,5 +288,5 @@ def observability(function: str) -> Observability:
     Lambda, or POWERTOOLS_TRACE_DISABLED=true: the local stack and the tests)."""
     service = service_name(function)
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
-    tracer = Tracer(service=service, auto_patch=True, patch_modules=TRACED_LIBRARIES)
+    tracer = QuietTracer(service=service, auto_patch=True, patch_modules=TRACED_LIBRARIES)
     return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service), tracer)

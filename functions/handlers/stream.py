@@ -7,7 +7,8 @@ invocation into an HTTP request to it and streams its answer back). The local st
 "function URL". Routes (GET):
 
 * ``/v1/sessions/{id}/events/stream?ticket=...``: a session's events, for as long as the connection lasts (at most
-  ``stream_max_seconds``; the client reconnects), errors in the Anthropic shape;
+  ``stream_max_seconds``, and ``stream_idle_seconds`` once the session is idle; the client reconnects), errors in
+  the Anthropic shape;
 * ``/runs/{id}/events/stream?ticket=...``: a run's events, until it has ended;
 * ``/health``: the adapter's readiness check.
 
@@ -33,7 +34,7 @@ from functions.adapters.settings import StreamSettings, load
 from functions.agent.errors import MAX_MESSAGE, NotFoundError, RequestRejectedError, TicketError, clip
 from functions.agent.models import RunKey
 from functions.agent.sessions import run_events, session_events
-from functions.agent.streams import Follower, Frame, StreamLimits, StreamTicket, check_cursor
+from functions.agent.streams import Follower, Frame, StreamLimits, StreamTicket, check_cursor, session_idle
 from functions.handlers.observability import observability
 
 SETTINGS = StreamSettings
@@ -145,7 +146,8 @@ def _open(route: tuple[str, str], environ: dict[str, Any]) -> tuple[Follower, St
         raise _Refused(401, f"the stream ticket is for another {kind}: request the stream from the API")
     store = wiring.store(settings)
     read = session_events if kind == "session" else run_events
-    limits = StreamLimits(settings.stream_poll_seconds, settings.stream_ping_seconds, settings.stream_max_seconds)
+    limits = StreamLimits(settings.stream_poll_seconds, settings.stream_ping_seconds, settings.stream_max_seconds,
+                          settings.stream_idle_seconds)  # fmt: skip
     key = RunKey(ticket.tenant, target)
     closing: threading.Event = environ.get(CLOSING) or threading.Event()
 
@@ -157,6 +159,7 @@ def _open(route: tuple[str, str], environ: dict[str, Any]) -> tuple[Follower, St
         follower = Follower(
             lambda: read(store, key), after=after, limits=limits, monotonic=time.monotonic, sleep=sleep,
             last=(lambda event: event["type"] == "session.status_idle") if kind == "run" else (lambda event: False),
+            rests=session_idle if kind == "session" else (lambda events: False),
         )  # fmt: skip
     except NotFoundError as exc:  # deleted since the ticket was issued
         raise _Refused(404, str(exc)) from exc
@@ -173,7 +176,7 @@ def _stream(follower: Follower, ticket: StreamTicket, kind: str, *, v1: bool, re
         yield OPENED
         for frame in follower.frames():
             yield encode(frame)
-        ended = "done"
+        ended = {"limit": "time limit", "last": "run ended", "idle": "session idle"}.get(follower.end or "", "done")
     except _Closed:
         ended = "server closing"
     except NotFoundError as exc:  # deleted while followed

@@ -33,6 +33,10 @@ WEB_ADAPTER_ENVIRONMENT = {
     "AWS_LWA_INVOKE_MODE": "response_stream",  # as the function URL's invoke mode
     "AWS_LWA_PORT": str(WEB_ADAPTER_PORT),
     "AWS_LWA_READINESS_CHECK_PATH": "/health",
+    # the app's process never sees an invocation's trace id (the adapter passes it as a header): its tracer would
+    # discard every AWS call's subsegment, logging a warning for each (two a second an open stream). Lambda's active
+    # tracing still records each invocation.
+    "POWERTOOLS_TRACE_DISABLED": "true",
 }
 
 

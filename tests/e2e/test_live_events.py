@@ -125,8 +125,10 @@ def test_a_client_that_drops_and_reconnects_with_list_and_dedupe_sees_every_even
     session = client.beta.sessions.create(agent=calculator_agent(client), environment_id="e")
     handled: list[str] = []  # what the client acted on, in order: each id must appear once
     came_from: dict[str, int] = {"first": 0, "list": 0, "second": 0}
+    sent: dict[str, list[str]] = {"first": [], "list": [], "second": []}  # every id each source gave, repeats too
 
     def handle(event: Any, source: str) -> bool:
+        sent[source].append(event.id)
         if event.id not in handled:
             handled.append(event.id)
             came_from[source] += 1
@@ -154,6 +156,11 @@ def test_a_client_that_drops_and_reconnects_with_list_and_dedupe_sees_every_even
     assert len(listed) == 14  # message, running, two tool steps (start, use, end, result), the answer's 3, idle
     # from all three: the first connection, the list of what it missed, and the second connection
     assert came_from["first"] >= 3 and came_from["list"] >= 2 and came_from["second"] >= 1, came_from
+    # And each connection sent each event once, in order, the second starting when it opened (not a replay that
+    # the client's own dedupe hid): nothing the first connection had
+    for source in ("first", "second"):
+        assert sent[source] == sorted(set(sent[source])), (source, sent[source])
+    assert min(sent["second"]) > max(sent["first"])
 
 
 def test_a_client_that_resumes_with_last_event_id_gets_exactly_what_it_missed(
@@ -203,6 +210,26 @@ def test_pings_keep_a_quiet_stream_open_and_the_sdk_skips_them(
     with client.beta.sessions.events.stream(session.id) as events:
         assert list(events) == []
     assert 1.0 < time.monotonic() - started < 5
+
+
+def test_a_sessions_stream_ends_on_its_own_once_the_session_has_idled_a_while(
+    stack: LocalStack, fake_api: FakeAnthropic, client: anthropic.Anthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given streams that end after 0.5 s of an idle session (Lambda would not tell the stream function that a
+    # client left: a stream nobody reads must not run to its 14 minutes)
+    monkeypatch.setenv("STEPWISE_STREAM_IDLE_SECONDS", "0.5")
+    monkeypatch.setenv("STEPWISE_STREAM_MAX_SECONDS", "15")  # (without the idle end, it would end here)
+    wiring.reset()
+    fake_api.script = [answer("Hello.")]
+    session = client.beta.sessions.create(agent=calculator_agent(client), environment_id="e")
+    # When a client follows a turn and keeps reading past its idle
+    started = time.monotonic()
+    with client.beta.sessions.events.stream(session.id) as events:
+        client.beta.sessions.events.send(session.id, events=[ASK])  # type: ignore[list-item]
+        followed = [event.type for event in events]
+    # Then the stream gave the whole turn, then ended by itself, well before its time limit
+    assert followed == [e.type for e in all_events(client, session.id)] and followed[-1] == "session.status_idle"
+    assert time.monotonic() - started < 10
 
 
 def test_another_tenants_session_and_an_unknown_one_are_not_found(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 import pytest
 
@@ -103,3 +105,40 @@ def test_sessions_are_listed_by_agent_newest_first_and_deleted_with_everything_u
     )
     left, _ = sessions.list_sessions("acme", limit=10, after=None, agent_id=None, include_archived=False)
     assert key.run_id not in [r.run_id for r in left] and len(left) == 3
+
+
+class ReadOrder:
+    """A DynamoDB client that notes the sort key of each item in the order its Queries return them: the order they
+    were read in (a Query reads its range in key order, and a transaction that commits meanwhile is seen by the
+    part still to be read)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.read = client, list[str]()
+
+    def query(self, **kwargs: Any) -> Any:
+        page = self.client.query(**kwargs)
+        self.read += [item["sk"]["S"] for item in page["Items"]]
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_history_reads_the_run_before_anything_under_it(
+    stores: tuple[DynamoDBSessionStore, DynamoDBRunStore],
+) -> None:
+    # Given a session whose turn was started by a message (one transaction: the event and the turn on the run item)
+    sessions, _ = stores
+    read = session(1)
+    sessions.create_session(read, [])
+    started = read.model_copy(update={"session": {**(read.session or {}), "rev": 1}, "status": RunStatus.QUEUED,
+                                      "turns": [Turn(first_step=0, started_at=NOW)]})  # fmt: skip
+    message = UserEvent(id=event_id(1, 0, 1), type="user.message", turn=1, processed_at=NOW, body={"content": []})
+    assert sessions.save_session(started, read=read, events=[message], results=[])
+    # When its history is read
+    client = ReadOrder(boto3.client("dynamodb"))
+    history = DynamoDBRunStore(TABLE, client).load_history(read.key)  # type: ignore[arg-type]
+    # Then the run item came first: a turn started while the history was read cannot appear without its message
+    # (the event items sort before the run's, and a single Query would have read them before it)
+    assert client.read[0] == "RUN" and sorted(client.read) == sorted(["RUN", f"EVENT#{message.id}"])
+    assert history.run.turn == 1 and [e.id for e in history.user_events] == [message.id]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from functions.adapters import wiring
-from functions.handlers import api, finalize, intake, step, tool
+from functions.handlers import api, finalize, intake, step, tool, webhooks
 from infra.functions import FUNCTIONS
 from stepwise.local.lambdas import LocalContext
 from tests.fakes.model import ScriptedModel, text_response, tool_response
@@ -115,6 +115,9 @@ def test_every_function_traces_its_handler_without_its_response_or_its_error(
     handler = the(xray, f"## {function}")
     assert handler["annotations"]["Service"] == FUNCTIONS[name].service
     assert "metadata" not in handler
+    # And an error that left it is recorded by its type only: no message (it quotes the refused input), no stack
+    for exception in handler.get("cause", {}).get("exceptions", []):
+        assert exception["type"] and not exception.get("message") and not exception.get("stack"), exception
 
 
 def test_intake_traces_each_message_of_a_batch_as_its_own_subsegment_named_for_its_run(
@@ -134,3 +137,19 @@ def test_intake_traces_each_message_of_a_batch_as_its_own_subsegment_named_for_i
     starts = [e for e in xray.last.named("states") if e["aws"]["operation"] == "StartExecution"]
     assert sorted(start["parent_id"] for start in starts) == sorted(record["id"] for record in records)
     assert "plum" not in xray.last.text()
+
+
+def test_a_message_that_fails_is_recorded_by_its_error_type_without_its_text(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a message the webhooks function refuses (pydantic's error quotes the value it refused)
+    body = json.dumps({"tenant": TENANT, "event": "plum 98765432"})
+    # When its batch is handled, traced (the batch reports it as failed: the invocation itself succeeds)
+    with recording(monkeypatch, webhooks.tracer) as xray:
+        answer = xray.invoke(webhooks.handler, sqs_event(body), context)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
+    # Then its subsegment is a fault naming the error's type, and the trace holds nothing of the message
+    (record,) = xray.last.named("## functions.handlers.webhooks.record_handler")
+    (exception,) = record["cause"]["exceptions"]
+    assert record["fault"] is True and exception["type"] == "ValidationError"
+    assert "plum" not in xray.last.text() and "98765432" not in xray.last.text()

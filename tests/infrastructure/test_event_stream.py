@@ -3,6 +3,7 @@ Adapter; the api function redirects to its URL. Synthesised with the cdk-nag che
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ def test_the_web_adapter_runs_the_app_in_response_streaming_mode(template: dict[
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"  # the layer's wrapper runs the handler script
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"  # as the URL's invoke mode
     assert env["AWS_LWA_PORT"] == "8080" and env["AWS_LWA_READINESS_CHECK_PATH"] == "/health"
+    # its tracer off: the app never has an invocation's trace, and X-Ray's SDK would log a warning per AWS call
+    assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
     _, adapter = props["Layers"]
     separator, parts = adapter["Fn::Join"]
     arn = separator.join(part if isinstance(part, str) else "X" for part in parts)
@@ -103,3 +106,18 @@ def test_the_code_asset_keeps_the_start_script_executable() -> None:
     # the adapter's wrapper executes it; CDK's zip keeps each file's mode
     staged = Path(function_code().path) / STREAM.handler  # type: ignore[attr-defined]  # an AssetCode
     assert staged.is_file() and staged.stat().st_mode & 0o111
+
+
+def test_the_start_script_puts_the_layer_the_code_and_the_runtimes_libraries_on_the_path(tmp_path: Path) -> None:
+    # Given the script as the adapter's wrapper runs it: a python3 that shows what it was started with, and no
+    # PYTHONPATH (the runtime's boto3 lives in LAMBDA_RUNTIME_DIR, which the layer does not ship)
+    (tmp_path / "python3").write_text('#!/bin/sh\necho "$PWD|$PYTHONPATH|$*"\n')
+    (tmp_path / "python3").chmod(0o755)
+    root = Path(__file__).resolve().parents[2]
+    environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LAMBDA_TASK_ROOT": str(root),
+                   "LAMBDA_RUNTIME_DIR": "/var/runtime"}  # fmt: skip
+    shown = subprocess.run([str(root / STREAM.handler)], env=environment, capture_output=True, text=True, check=True)
+    where, path, args = shown.stdout.strip().split("|")
+    # Then the app starts from the code's root, with the layer, the code and the runtime's libraries importable
+    assert where == str(root) and args == "-m functions.handlers.stream"
+    assert path.split(":") == ["/opt/python", str(root), "/var/runtime"]

@@ -1125,12 +1125,14 @@ def test_no_function_but_the_authorizer_may_touch_api_keys_and_none_may_write_te
             continue
         if name == "stream":  # limited to its partitions by its Allow (none of these); of them, it writes tickets only
             (allowed,) = [s for s in statements if s["Effect"] == "Allow" and "dynamodb:Query" in s["Action"]]
-            assert allowed["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["T#*", "TICKET#*"]}}
+            # runs' and sessions' partitions only: not a tenant's agents, spend or cached model responses
+            partitions = {"dynamodb:LeadingKeys": ["T#*#R#*", "TICKET#*"]}
+            assert allowed["Condition"] == {"ForAllValues:StringLike": partitions}
             (secrets,) = [s for s in denied if s["Action"] == "dynamodb:*"]  # not the webhooks' signing secrets
             assert secrets["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["T#*#WEBHOOKS"]}}
             (writes,) = [s for s in denied if s is not secrets]
             assert "dynamodb:DeleteItem" in writes["Action"]
-            assert writes["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["T#*"]}}
+            assert writes["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["T#*#R#*"]}}
             continue
         (keys,) = [s for s in denied if s["Action"] == "dynamodb:*"]
         (limits,) = [s for s in denied if s is not keys]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stepwise.client import StepwiseClient, StreamUnavailable, follow_events, read_sse
+from stepwise.client import ApiError, StepwiseClient, StreamUnavailable, follow_events, read_sse
 
 
 def test_frames_are_read_as_event_and_data_comments_and_nameless_frames_skipped() -> None:
@@ -78,6 +78,39 @@ def test_a_redirect_anywhere_but_https_or_this_machine_is_not_followed(monkeypat
         else:
             with pytest.raises(StreamUnavailable, match="not https"):
                 client._stream_location("/s", {})
+
+
+@pytest.mark.parametrize(("status", "code", "raised"), [
+    (429, "RATE_LIMITED", ConnectionError), (503, "INTERNAL", ConnectionError), (502, "HTTP_ERROR", ConnectionError),
+    (404, "RUN_NOT_FOUND", ApiError), (401, "UNAUTHENTICATED", ApiError), (400, "VALIDATION_ERROR", StreamUnavailable),
+])  # fmt: skip
+def test_the_apis_throttle_or_outage_is_retried_and_its_refusals_are_not(
+    monkeypatch: pytest.MonkeyPatch, status: int, code: str, raised: type[Exception]
+) -> None:
+    # Given an API that answers a stream's request with an error instead of its redirect
+    monkeypatch.setattr("stepwise.client._NO_REDIRECTS.open", _refusal(status, code))
+    client = StepwiseClient("http://127.0.0.1:9", api_key="swk_x")
+    # Then a throttle or an outage is a dropped connection (follow_events tries again), a refusal is the caller's
+    with pytest.raises(raised):
+        client._stream_location("/runs/run_1/events/stream", {})
+    if raised is ConnectionError:
+        sleeps: list[float] = []
+        with pytest.raises(StreamUnavailable, match=f"failed 2 times in a row.*{status}"):
+            list(follow_events(client, "/runs/run_1/events/stream", after=None, attempts=2, sleep=sleeps.append))
+        assert sleeps == [2.0]
+
+
+def _refusal(status: int, code: str) -> Any:
+    import email.message
+    import io
+    import json
+    import urllib.error
+
+    def opener(request: Any, timeout: float) -> Any:
+        body = io.BytesIO(json.dumps({"error": {"code": code, "message": "no"}}).encode())
+        raise urllib.error.HTTPError(request.full_url, status, "Refused", email.message.Message(), body)
+
+    return opener
 
 
 def _redirect(location: str) -> Any:

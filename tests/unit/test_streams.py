@@ -32,6 +32,7 @@ from functions.agent.streams import (
     StreamLimits,
     Tickets,
     check_cursor,
+    session_idle,
     ticket_digest,
 )
 from tests.fakes.clock import FixedClock
@@ -75,8 +76,10 @@ class Log:
 
 
 def follower(log: Log, clock: FakeTime, *, after: str | None = None, limits: StreamLimits = LIMITS,
-             last: Callable[[dict[str, Any]], bool] = lambda e: False) -> Follower:  # fmt: skip
-    return Follower(log.read, after=after, limits=limits, monotonic=clock.monotonic, sleep=clock.sleep, last=last)
+             last: Callable[[dict[str, Any]], bool] = lambda e: False,
+             rests: Callable[[list[dict[str, Any]]], bool] = lambda events: False) -> Follower:  # fmt: skip
+    return Follower(log.read, after=after, limits=limits, monotonic=clock.monotonic, sleep=clock.sleep, last=last,
+                    rests=rests)  # fmt: skip
 
 
 def ids(frames: list[Frame]) -> list[str | None]:
@@ -138,6 +141,50 @@ def test_a_run_stream_ends_with_its_idle_and_one_that_had_ended_sends_nothing() 
     assert clock.now == pytest.approx(1.0)  # not held open until its time limit
     ended = follower(Log(event(1, 1), idle), FakeTime(), last=is_idle)
     assert list(ended.frames()) == []
+
+
+def test_a_sessions_stream_ends_once_the_session_has_rested_idle_with_nothing_sent() -> None:
+    # Given a stream opened on an idle session (pings every 15 s, an idle end after 60 s, a 840 s limit), whose
+    # next turn starts on the 10th read (10 s) and idles on the 30th (30 s)
+    clock, log = FakeTime(), Log(event(1, 0, 0, "user.message"), event(1, 1, 0, "session.status_running"),
+                                 event(1, 6, 0, "session.status_idle"))  # fmt: skip
+    turn = {10: [event(2, 0, 0, "user.message"), event(2, 1, 0, "session.status_running")],
+            30: [event(2, 3, 0, "span.model_request_start"), event(2, 6, 0, "session.status_idle")]}  # fmt: skip
+    log.on_read = lambda n: log.events.extend(turn.pop(n, []))
+    stream = follower(log, clock, rests=session_idle)
+    frames = list(stream.frames())
+    # Then it sent the turn, pinged while it was quiet, and ended 60 s after the turn's idle: not at its 840 s
+    assert [f.event["type"] for f in frames if f.event] == [
+        "user.message", "session.status_running", "span.model_request_start", "session.status_idle"]  # fmt: skip
+    assert stream.end == "idle" and clock.now == pytest.approx(29.0 + 60.0)
+    assert frames.count(PING) == 4  # 15 s into the turn (nothing new), then 15, 30, 45 s after its idle
+
+
+def test_a_quiet_running_session_or_a_run_stays_followed_until_the_limit() -> None:
+    # a turn that runs quietly (a long tool call) is not at rest; a run's stream ends with its idle only
+    running = Log(event(1, 0, 0, "user.message"), event(1, 1, 0, "session.status_running"))
+    clock = FakeTime()
+    stream = follower(running, clock, rests=session_idle, limits=StreamLimits(1.0, 15.0, 300.0, 60.0))
+    assert list(stream.frames()).count(PING) == 19 and stream.end == "limit" and clock.now == pytest.approx(300.0)
+    idle_run = Log(event(1, 1, 0, "session.status_running"))
+    stream = follower(idle_run, FakeTime(), limits=StreamLimits(1.0, 15.0, 120.0, 60.0))
+    list(stream.frames())
+    assert stream.end == "limit"
+
+
+@pytest.mark.parametrize(
+    ("kinds", "idle"),
+    [
+        ([], True),  # no turn yet
+        (["user.message", "session.status_running"], False),
+        (["user.message", "session.status_running", "session.status_idle"], True),
+        # a confirmation sent while it waits for another: still idle (no running comes with it)
+        (["session.status_running", "agent.tool_use", "session.status_idle", "user.tool_confirmation"], True),
+        (["session.status_idle", "user.message", "session.status_running"], False),
+    ],
+)
+def test_a_session_rests_when_its_latest_status_is_idle(kinds: list[str], idle: bool) -> None:
+    assert session_idle([{"id": f"sevt_{n}", "type": kind} for n, kind in enumerate(kinds)]) is idle
 
 
 def test_a_session_deleted_while_followed_raises_not_found() -> None:
