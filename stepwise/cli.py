@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--require-keys",
         action="store_true",
-        help="every route but /health needs a tenant's API key, as deployed (stepwise keys create)",
+        help="every route but /health and /openapi.json needs a tenant's API key, as deployed (stepwise keys create)",
     )
     local.add_argument("--jwt-issuer", help="instead of keys, JWTs of this issuer, as API Gateway's JWT authorizer")
     local.add_argument("--jwt-audience", action="append", help="an audience (client id) tokens may be for")

@@ -53,7 +53,7 @@ SHOWN_NAMES = 3  # executions, alarms, ... named in a detail
 
 RUNBOOK = "docs/runbook.md"  # one section per alarm (infra/constructs/monitoring.py links it in each)
 BUDGET_SECTION = "budget"  # the runbook's section of every budget alarm
-README_DEAD_LETTERS = "README: Operations > Dead-letter queue"
+README_DEAD_LETTERS = "README: Operations > Failures, retention and security checks (dead-letter queues)"
 README_CIRCUITS = "README: Architecture > Circuit breaker and fallbacks"
 README_DOCTOR = "README: Operations > Diagnose: stepwise doctor"
 LOCAL_AWS_NOTE = (

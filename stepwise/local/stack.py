@@ -147,7 +147,8 @@ class LocalStack(AbstractContextManager["LocalStack"]):
     ) -> None:
         """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
         local stack runs in process (there is no Lambda service here). ``require_keys``: every route but /health
-        runs the stack's authorizer, as deployed (API keys per tenant, made with ``stepwise keys create``);
+        and /openapi.json runs the stack's authorizer, as deployed (API keys per tenant, made with ``stepwise keys
+        create``);
         ``jwt``: instead, API Gateway's JWT authorizer, emulated (stepwise/local/jwt.py); without either,
         requests are the local tenant's."""
         if require_keys and jwt is not None:

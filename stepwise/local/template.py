@@ -68,7 +68,7 @@ def is_local_arn(reference: str) -> bool:
 class Route:
     method: str
     path: str
-    authorized: bool = False  # the route has the stack's Lambda authorizer (every route but /health)
+    authorized: bool = False  # the route has the stack's Lambda authorizer (not /health, /openapi.json)
 
     def match(self, method: str, path: str) -> bool:
         if method != self.method:
