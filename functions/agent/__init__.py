@@ -9,7 +9,8 @@ tests/fakes/core.py from in-memory fakes):
     step.py        one step: guard -> route -> reserve -> call -> settle (StepRunner)
     tool.py        one tool call of a step, run once, at most once with side effects; Lambda tools' results and
                    the failures the workflow caught (ToolRunner)
-    lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle)
+    lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle); the
+                   tool calls an end leaves without a result get its error result first (settle_calls)
     agents.py      /v1/agents: versioned agent definitions, what is refused by name (Agents)
     sessions.py    /v1/sessions: runs with turns, the client's events, events read off the history (Sessions)
     webhooks.py    /v1/webhooks: tenants' endpoints (Webhooks); an ended run's or turn's event, announced from

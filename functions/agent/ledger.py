@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -50,6 +50,7 @@ GLOBAL_DAILY_BUDGET = "GLOBAL_DAILY_BUDGET"
 BYTES_PER_TOKEN_ESTIMATE = 3
 TOOL_USE_OVERHEAD_TOKENS = 500  # the tool-use system prompt the API adds when tools are given (a few hundred)
 PER_MESSAGE_OVERHEAD_TOKENS = 10
+END_TRIES = 3  # reads of a run an end is written over, when a step keeps settling under it
 
 
 class BudgetLimits(BaseModel):
@@ -374,14 +375,14 @@ def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
 def end_plan(
     run: Run, status: RunStatus, *, error: RunError | None, release: bool, now: str, turn: int | None = None
 ) -> Plan:
-    """Move an active run to a terminal status. With ``release`` (no call can be in flight) the reservation it
-    holds is freed too; otherwise it stays for the call to settle or for a delayed release."""
+    """Move an active run to a terminal status, as it was read: the same steps completed and the same reservation
+    held (what its ender settled the calls of, ``end_run``). With ``release`` (no call can be in flight) the
+    reservation it holds is freed too (once); otherwise it stays for the call to settle or for a delayed release."""
     if not status.terminal:
         raise ValueError(f"a run ends with a terminal status, not {status.value}")
     held = run.reservation if release else None
-    conditions = _fenced(run, [IsActive()], turn)
-    if release:  # exactly the reservation read: freed once
-        conditions.append(Holds(held) if held else HoldsNothing())
+    conditions = _fenced(run, [IsActive(), AtStep(run.completed_steps)], turn)
+    conditions.append(Holds(run.reservation) if run.reservation else HoldsNothing())
     change = RunChange(run.key, tuple(conditions), status=status, error=error, release=held is not None, updated_at=now)
     return Plan(run=change, counters=_freed(run, held) if held else ())
 
@@ -490,22 +491,25 @@ def end_run(
     error: RunError | None = None,
     release: bool = True,
     turn: int | None = None,
+    before: Callable[[Run], None] | None = None,
 ) -> bool:
-    """End an active run (see ``end_plan``). Returns False if it had already ended, or (with ``turn``) if the
-    session is no longer in that turn.
+    """End an active run (see ``end_plan``) as it is read. ``before`` is given the run read, before its end is
+    written (``Lifecycle`` settles the calls of its last step there); an end refused because the run changed
+    meanwhile (a step settled, a reservation was taken) is read, prepared and tried again. Returns False if it had
+    already ended, or (with ``turn``) if the session is no longer in that turn.
 
     Raises:
-        StoreConflictError: its reservation changed between the read and the write (a step settled): the
-            invoker (Step Functions, SQS, EventBridge) retries.
+        StoreConflictError: it changed under each of END_TRIES tries: the invoker (Step Functions, SQS,
+            EventBridge, the API's client) retries.
     """
-    run = store.get_run(key)
-    if run is None or run.status.terminal or (turn is not None and run.turn != turn):
-        return False
-    if store.apply(end_plan(run, status, error=error, release=release, now=now, turn=turn)) is None:
-        return True
-    current = store.get_run(key)
-    if current is None or current.status.terminal or (turn is not None and current.turn != turn):
-        return False
+    for _ in range(END_TRIES):
+        run = store.get_run(key)
+        if run is None or run.status.terminal or (turn is not None and run.turn != turn):
+            return False
+        if before is not None:
+            before(run)
+        if store.apply(end_plan(run, status, error=error, release=release, now=now, turn=turn)) is None:
+            return True
     raise StoreConflictError(f"run {key} changed while it was being ended")
 
 

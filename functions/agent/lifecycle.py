@@ -1,5 +1,9 @@
 """How a run ends: finalised by the workflow, failed by its Catch, ended outside it, or cancelled.
 
+Every end first gives each tool call the ending turn left without a result its error result (``settle_calls``),
+then writes the status over the run as it read it: a result that comes after the end is dropped, so nothing appears
+in the events (functions/agent/sessions.py) behind a reader that has seen the end.
+
 Every end is announced here, to the tenant's webhooks (functions/agent/webhooks.py), by whoever records it; the
 workflow's own end (Finalize, MarkFailed, or an execution that timed out or failed before reaching them) announces
 again an end the step recorded before it. An announcement is
@@ -14,7 +18,18 @@ from typing import TYPE_CHECKING
 
 from functions.agent import ledger
 from functions.agent.errors import RunConflictError, RunNotFoundError
-from functions.agent.models import Run, RunError, RunKey, RunStatus
+from functions.agent.models import (
+    Run,
+    RunError,
+    RunKey,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    StepRef,
+    ToolCall,
+    ToolError,
+    ToolOutcome,
+)
 from functions.agent.ports import Clock, RunQueue, RunStore, Workflow
 
 if TYPE_CHECKING:
@@ -41,7 +56,8 @@ class Lifecycle:
         workflow_end: bool = False,
     ) -> Run:
         """End the run with ``status`` (never overwriting an end already recorded) and return it. With ``turn``
-        (an execution's end, reported late) a session that has moved on to another turn is left as it is.
+        (an execution's end, reported late) a session that has moved on to another turn is left as it is. The
+        tool calls the ending turn left without a result get their error result first (``settle_calls``).
 
         Without ``call_in_flight`` (Finalize, MarkFailed) no model call can be running: a reservation is
         released at once. With it (a timed-out or stopped execution) the release is scheduled for later,
@@ -52,8 +68,9 @@ class Lifecycle:
         whoever recorded it."""
         held = self.store.get_run(key) if call_in_flight else None
         ended = ledger.end_run(
-            self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn
-        )
+            self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn,
+            before=lambda run: settle_calls(self.store, run, ended_how(run, status, error)),
+        )  # fmt: skip
         if not ended and not call_in_flight:  # ended meanwhile (a cancel): no call of this execution is in flight
             current = self.store.get_run(key)
             if current is not None and current.reservation is not None and (turn is None or current.turn == turn):
@@ -93,9 +110,16 @@ class Lifecycle:
         if run.status.terminal or (turn is not None and run.turn != turn):
             raise RunConflictError(f"run {key.run_id} already ended with status {run.status.value}")
         why = RunError(code="CANCELLED", message=reason)
+        read: list[Run] = []
+
+        def settle(current: Run) -> None:  # the run its end is written over (what it holds is released later)
+            read[:] = [current]
+            settle_calls(self.store, current, ended_how(current, RunStatus.CANCELLED, why))
+
         ended = ledger.end_run(
-            self.store, key, RunStatus.CANCELLED, error=why, release=False, now=self._now(), turn=run.turn
-        )
+            self.store, key, RunStatus.CANCELLED, error=why, release=False, now=self._now(), turn=run.turn,
+            before=settle,
+        )  # fmt: skip
         if not ended:
             current = self.store.get_run(key)
             status = current.status.value if current else "unknown"
@@ -110,8 +134,8 @@ class Lifecycle:
             self._queue().schedule_stop(key, run.execution_name, reason[:MAX_STOP_REASON], why=failure)
         finally:  # whatever stop did: the end is announced, and nothing else would free what the run holds
             self._announce(self.store.get_run(key), run.turn)
-            if run.reservation is not None:
-                self._queue().schedule_release(key, run.reservation.step)
+            if (held := read[-1].reservation) is not None:
+                self._queue().schedule_release(key, held.step)
         return self._read(key)
 
     def _announce(self, run: Run | None, turn: int | None) -> None:
@@ -132,6 +156,60 @@ class Lifecycle:
 
     def _now(self) -> str:
         return self.clock.now().isoformat(timespec="milliseconds")
+
+
+def ended_how(run: Run, status: RunStatus, error: RunError | None) -> str:
+    """How the run (a session's turn) ended, as a call left without a result is told: "the turn <how> before ..."."""
+    if status is RunStatus.CANCELLED:
+        if error is None or error.code != "CANCELLED":  # its execution was stopped outside Stepwise
+            return "was stopped"
+        return "was interrupted" if run.turns else "was cancelled"  # a session's turn is cancelled by an interrupt
+    return {RunStatus.TIMED_OUT: "timed out", RunStatus.FAILED: "failed",
+            RunStatus.BUDGET_EXCEEDED: "reached its budget"}.get(status, "ended")  # fmt: skip
+
+
+def turn_calls(run: Run, record: StepRecord) -> list[ToolCall]:
+    """The calls of ``record`` (the run's last step) that the run's current turn runs itself: the calls of its own
+    step that the deployment runs (a session's client answers the others: they wait for it, they are not left
+    running), and the calls a person approved that the turn began with (they are the turn's events)."""
+    if record.decision not in (StepDecision.TOOLS, StepDecision.ACTION):
+        return []
+    began_with = {
+        str(call["id"]) for call in (run.turns[-1].tools if run.turns else []) if int(call["step"]) == record.step
+    }
+    own = record.step >= run.turn_first_step
+    return [
+        call for call in record.tool_calls()
+        if call.id in began_with or (own and not (run.agent is not None and run.agent.needs_client(call.name)))
+    ]  # fmt: skip
+
+
+def settle_calls(store: RunStore, run: Run, how: str, record: StepRecord | None = None) -> None:
+    """Give each call the run's current turn runs at its last step (``record``, read if not given) and that has no
+    final result the end's error result, before the end is written. A result is written only where none is: one
+    that landed first stays, and a call that has not started finds this one and does not run. A call with side
+    effects that had started (its provisional result) is of unknown outcome. A final result is never replaced, so
+    whatever a call reports after the end is dropped: the events a reader saw at the end are all there will be.
+
+    Raises whatever the store raises (the end is then not written; its invoker retries)."""
+    if record is None:
+        record = store.get_step(run.key, run.completed_steps - 1) if run.completed_steps else None
+    if record is None:
+        return
+    what = "the turn" if run.turns else "the run"
+    ref = StepRef(run.key, record.step)
+    for call in turn_calls(run, record):
+        ended = ToolOutcome(
+            tool_use_id=call.id, name=call.name, is_error=True, error_kind=ToolError.RUN_ENDED,
+            content=f"{what} {how} before this call returned: it did not run, or (if it was already running) its "
+                    "outcome is unknown; it is not run again",
+        )  # fmt: skip
+        stored = store.claim_tool(ref, ended)
+        if stored is not None and not stored.final:
+            unknown = (f"{what} {how} while this call ran: its outcome is unknown (it may have had its effect), and it "
+                       "is not run again")  # fmt: skip
+            store.save_tool_result(ref, ended.model_copy(update={"content": unknown,
+                                                                 "error_kind": ToolError.UNKNOWN_OUTCOME}))  # fmt: skip
 
 
 def failure_reason(error: str | None, cause: str | None) -> RunError:

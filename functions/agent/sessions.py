@@ -7,7 +7,11 @@ the session is then idle, and the status says why (``stop_reason``). Nothing run
 Events are not a second copy of the session: what the client sent is stored as it arrived (``UserEvent``),
 and everything else (the model's messages and tool calls, the spans, status changes) is read off the steps,
 tool results and turns the engine stores anyway. Event ids sort in the order the events happened, so they
-are also the cursor of a page.
+are also the cursor of a page, a long-poll and a stream: once an event is shown, nothing can appear before it.
+A turn's end is shown once nothing of the turn can land any more: every end gives the tool calls it leaves
+without a result their error result before its status is written, and a result reported later is dropped
+(functions/agent/lifecycle.py ``settle_calls``); a model call still in flight holds the reservation, and the
+idle waits for it (``SessionView.settled``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ from functions.agent.models import (
     RunError,
     RunKey,
     RunStatus,
-    StepDecision,
     StepRef,
     ToolError,
     ToolOutcome,
@@ -221,7 +224,8 @@ class SessionView:
 
     @property
     def settled(self) -> bool:
-        """Whether the session is idle with nothing left to land: no call of an interrupted turn in flight."""
+        """Whether the session is idle with nothing left to land: no model call of its ended turn in flight (its
+        tool calls were given their results by the end)."""
         return self.run.status.terminal and self.run.reservation is None
 
     def _results_complete(self, record: Any, approved: bool) -> bool:
@@ -273,7 +277,7 @@ class SessionView:
             current = n == len(run.turns)
             status = run.status if current else turn.ended_status
             if status is None or not status.terminal or (current and not self.settled):
-                continue  # (an interrupted turn idles once its last call has settled: its events come first)
+                continue  # (a stopped turn idles once its last model call has settled: its events come first)
             error = run.error if current else turn.ended_error
             at = run.updated_at if current else (turn.ended_at or turn.started_at)
             if failure := _error_event(status, error):
@@ -789,9 +793,10 @@ class TurnInterrupts:
         self.store, self.sessions, self.lifecycle, self.workflow = store, sessions, lifecycle, workflow
 
     def interrupt(self, history: RunHistory, now: str, *, reason: str = INTERRUPTED) -> tuple[UserEvent, bool]:
-        """Store the running turn's interrupt, give the calls it has not finished their interrupted results, and
-        cancel the turn (its status first, then StopExecution; a failed stop is retried from the queue, and what
-        it reserved is released once its call can no longer be running). The session idles ``end_turn``.
+        """Store the running turn's interrupt and cancel the turn: the calls it has not finished get their
+        interrupted results, then its status is written, then StopExecution (``Lifecycle.cancel``; a failed stop is
+        retried from the queue, and what it reserved is released once its call can no longer be running). The
+        session idles ``end_turn``.
 
         An interrupt stored by an earlier request is carried on, not taken as done: that request may have failed
         after storing it (its cancel throttled, its function cut off), and then this one stops the turn.
@@ -805,7 +810,6 @@ class TurnInterrupts:
         event = UserEvent(id=event_id(run.turn, 4), type="user.interrupt", turn=run.turn, processed_at=now, body={})
         if not self.sessions.save_interrupt(run.key, event):  # stored before, by another request (maybe a failed one)
             event = _interrupt_of(self.store.load_history(run.key)) or event
-        settle_unfinished(self.store, history)
         try:
             self.lifecycle.cancel(run.key, self.workflow, reason=reason, turn=run.turn)
         except ConflictError:  # the turn ended meanwhile: stopped by another interrupt, or idled on its own
@@ -821,43 +825,6 @@ def _interrupt_of(history: RunHistory) -> UserEvent | None:
     """The interrupt stored for the session's current turn, if any."""
     wanted = event_id(history.run.turn, 4)
     return next((event for event in history.user_events if event.id == wanted), None)
-
-
-def settle_unfinished(store: RunStore, history: RunHistory) -> None:
-    """An interrupt's results for the calls of the last step that have no final one, written only where none is: a
-    result that lands first wins, and a call that has not started finds this one and does not run. A call with
-    side effects that had started (its provisional result) is of unknown outcome; its late result is dropped."""
-    for ref, outcome in _unfinished_calls(history):
-        stored = store.claim_tool(ref, outcome)
-        if stored is not None and not stored.final:
-            unknown = {"content": INTERRUPTED_WHILE_RUNNING, "error_kind": ToolError.UNKNOWN_OUTCOME}
-            store.save_tool_result(ref, outcome.model_copy(update=unknown))
-
-
-def _unfinished_calls(history: RunHistory) -> list[tuple[StepRef, ToolOutcome]]:
-    """A result for each call of the last step that Stepwise runs and that has none yet (an interrupt's)."""
-    if not history.steps or history.steps[-1].decision not in (StepDecision.TOOLS, StepDecision.ACTION):
-        return []
-    record, agent = history.steps[-1], history.run.agent
-    final = {key for key, outcome in history.tool_results.items() if outcome.final}
-    return [
-        (StepRef(history.run.key, record.step), ToolOutcome(
-            tool_use_id=call.id, name=call.name, content=INTERRUPTED_CALL, is_error=True,
-            error_kind=ToolError.RUN_ENDED,
-        ))
-        for call in record.tool_calls()
-        if (record.step, call.id) not in final and not (agent and agent.needs_client(call.name))
-    ]  # fmt: skip
-
-
-INTERRUPTED_WHILE_RUNNING = (
-    "the turn was interrupted while this call ran: its outcome is unknown (it may have had its effect), and it is "
-    "not run again"
-)
-INTERRUPTED_CALL = (
-    "the turn was interrupted before this call returned: it did not run, or (if it was already running) its "
-    "outcome is unknown; it is not run again"
-)
 
 
 def _check_size(events: list[Any]) -> None:

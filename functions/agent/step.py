@@ -32,6 +32,7 @@ from functions.agent.errors import (
     UnknownModelError,
 )
 from functions.agent.ledger import BudgetLimits, estimate_prompt_tokens
+from functions.agent.lifecycle import ended_how, settle_calls
 from functions.agent.models import (
     AgentConfig,
     ModelRequest,
@@ -381,7 +382,15 @@ class StepRunner:
 
     def _settle_ended(self, step: _Step, record: StepRecord) -> StepOutcome:
         """The run ended (cancelled, timed out) while the model answered. The provider billed the call: account
-        it, against the reservation if the run still holds it (a delayed release frees it only otherwise)."""
+        it, against the reservation if the run still holds it (a delayed release frees it only otherwise). The
+        calls it asked for never run: they get the end's error results first, so they appear with the step."""
+        ended = self.store.get_run(step.ref.key)
+        if (
+            ended is not None
+            and ended.status.terminal
+            and (ended.completed_steps, ended.turn) == (record.step, step.run.turn)
+        ):
+            settle_calls(self.store, ended, ended_how(ended, ended.status, ended.error), record)
         ledger.settle_late(self.store, step.ref.key, record, turn=step.run.turn)
         current = self.store.get_run(step.ref.key)
         final = current.status if current else RunStatus.CANCELLED

@@ -68,7 +68,8 @@ class ToolRunner:
         self.store, self.toolbox, self.mcp, self.results, self.clock = store, toolbox, mcp, results, clock
 
     def run(self, ref: StepRef, tool_use_id: str, *, execution: str | None = None) -> ToolOutcome:
-        """With ``execution`` (the invoking execution's name), a call of a session turn that has ended is not run."""
+        """A call of a run (with ``execution``, the invoking execution's name: a session's turn) that has ended is
+        not run, and nothing is stored for it (see ``_ended``)."""
         context = self._context(ref, tool_use_id, execution)
         if isinstance(context, ToolOutcome):
             return context
@@ -86,7 +87,7 @@ class ToolRunner:
     ) -> ToolOutcome:
         """What a Lambda tool returned (text, or any JSON value as JSON text); ``started``: when its invocation
         began (the call's duration runs to now)."""
-        context = self._context(ref, tool_use_id, execution, ran_elsewhere=True)
+        context = self._context(ref, tool_use_id, execution)
         if isinstance(context, ToolOutcome):
             return context
         run, call = context
@@ -100,12 +101,10 @@ class ToolRunner:
         """The workflow caught a call's failure (its function died, a Lambda tool raised, the tool function itself
         kept failing): an error result, never a failed session. ``ran``: a Lambda tool's function returned but its
         result could not be recorded. A call with side effects that may have run is reported of unknown outcome."""
-        run, record, stored = self.store.load_tool_context(ref, tool_use_id)
-        if stored is not None:
-            return stored if stored.final else self._save(ref, run, stored.model_copy(update={"final": True}))
-        if run is None or record is None:
-            raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
-        call = _call_of(record, ref, tool_use_id)
+        context = self._context(ref, tool_use_id, execution)
+        if isinstance(context, ToolOutcome):
+            return context
+        run, call = context
         error, cause = str(failure.get("Error", "unknown")), _cause(failure.get("Cause"))
         lambda_tool = run.agent.lambda_tool(call.name) if run.agent else None
         if ran:
@@ -123,25 +122,19 @@ class ToolRunner:
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    def _context(
-        self, ref: StepRef, tool_use_id: str, execution: str | None, *, ran_elsewhere: bool = False
-    ) -> tuple[Run, ToolCall] | ToolOutcome:
-        """The run and the call, or the result to return instead of running it (stored, or a refusal stored)."""
+    def _context(self, ref: StepRef, tool_use_id: str, execution: str | None) -> tuple[Run, ToolCall] | ToolOutcome:
+        """The run and the call, or the result to return instead of running it (the one stored, or an ended turn's
+        refusal)."""
         run, record, stored = self.store.load_tool_context(ref, tool_use_id)
         if stored is not None and stored.final:
             return stored
         if run is None or record is None:
             raise RunNotFoundError(f"run {ref.key.run_id} step {ref.step} not found")
         call = _call_of(record, ref, tool_use_id)
+        if ended := _ended(run, call, execution):
+            return ended
         if stored is not None:  # provisional: the call started before and its invocation died
             return self._save(ref, run, stored.model_copy(update={"final": True}))
-        if execution is not None and execution != run.execution_name:  # an earlier turn's: nothing is stored
-            return ToolOutcome(tool_use_id=call.id, name=call.name, content="the turn ended; tool not executed",
-                               is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
-        if run.status.terminal and not ran_elsewhere:
-            ended = ToolOutcome(tool_use_id=call.id, name=call.name, content="run ended; tool not executed",
-                                is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
-            return self._save(ref, run, ended)
         return run, call
 
     def _idempotent(self, run: Run, call: ToolCall) -> bool:
@@ -176,6 +169,19 @@ class ToolRunner:
     def _save(self, ref: StepRef, run: Run | None, outcome: ToolOutcome) -> ToolOutcome:
         where = full_result_path(run, outcome.tool_use_id) if run is not None else "the run's tool result"
         return self.store.save_tool_result(ref, bounded(outcome, ref, self.results, where))
+
+
+def _ended(run: Run, call: ToolCall, execution: str | None) -> ToolOutcome | None:
+    """What a call of a turn that has ended gets, never stored: its end gave every call it left without a result
+    its error result before the status was written (functions/agent/lifecycle.py ``settle_calls``), and one written
+    after the end would appear behind a reader that has seen it. None while the turn runs."""
+    if execution is not None and execution != run.execution_name:  # an earlier turn's execution
+        return ToolOutcome(tool_use_id=call.id, name=call.name, content="the turn ended; tool not executed",
+                           is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
+    if run.status.terminal:
+        return ToolOutcome(tool_use_id=call.id, name=call.name, content="the run ended; tool not executed",
+                           is_error=True, error_kind=ToolError.RUN_ENDED)  # fmt: skip
+    return None
 
 
 # Errors of a Lambda invoke refused before the function ran (after their retries): nothing happened

@@ -39,10 +39,15 @@ from functions.agent.models import (
     RunStatus,
     StepDecision,
     StepRecord,
+    StepRef,
+    ToolError,
+    ToolOutcome,
     Usage,
 )
 from functions.agent.ports import RunStore
+from tests.fakes import core
 from tests.fakes.memory_store import InMemoryRunStore
+from tests.fakes.services import RecordingQueue, RecordingWorkflow
 from tests.functional.conftest import TABLE, Aws
 
 DAY = "2026-11-21"
@@ -141,6 +146,19 @@ def _settle(index: int, step: int = 0, status: RunStatus | None = None) -> Opera
 def _end(index: int, status: RunStatus, *, release: bool = True) -> Operation:
     def operation(store: RunStore, runs: list[Run]) -> Any:
         return ledger.end_run(store, runs[index].key, status, release=release, now=NOW)
+
+    return operation
+
+
+def _end_over_a_stale_read(index: int, meanwhile: Operation) -> Operation:
+    """An end planned over the run as read, written after ``meanwhile`` changed it (a step settled, a call reserved):
+    refused, so its ender reads the run again (and settles the calls of the step it finds)."""
+
+    def operation(store: RunStore, runs: list[Run]) -> Any:
+        read = store.get_run(runs[index].key)
+        assert read is not None
+        meanwhile(store, runs)
+        return store.apply(ledger.end_plan(read, RunStatus.CANCELLED, error=None, release=False, now=NOW))
 
     return operation
 
@@ -266,6 +284,12 @@ SCENARIOS: list[tuple[str, list[Run], Setup, Operation]] = [
      _then(_written_before_the_index(0)), _reserve(0, held(), BudgetLimits())),
     ("a run written before the index ends unlisted", [new_run("r0")], _then(_written_before_the_index(0)),
      _end(0, RunStatus.FAILED)),
+    ("an end over a run whose step settled since it was read", [new_run("r0")],
+     _then(_reserve(0, held(), BudgetLimits())), _end_over_a_stale_read(0, _settle(0))),
+    ("an end over a run that reserved since it was read", [new_run("r0")], _then(),
+     _end_over_a_stale_read(0, _reserve(0, held(), BudgetLimits()))),
+    ("an end over a run as it was read", [new_run("r0")], _then(_reserve(0, held(), BudgetLimits())),
+     _end_over_a_stale_read(0, _then())),
 ]  # fmt: skip
 
 
@@ -363,3 +387,31 @@ def test_every_condition_means_the_same_in_both_stores(aws: Aws) -> None:
     for condition in CONDITIONS:
         plan = Plan(run=RunChange(missing, (condition,), updated_at=NOW))
         assert dynamodb.apply(plan) is plan.run and memory.apply(plan) is plan.run
+
+
+def test_both_stores_keep_the_result_an_ended_turn_gave_a_call_and_drop_what_it_reports_later(aws: Aws) -> None:
+    # Given a run whose last step asked for three calls: one answered, one with side effects started, one not started
+    calls = [{"type": "tool_use", "id": f"t{n}", "name": "calculator", "input": {}} for n in range(3)]
+    results = []
+    for store in (DynamoDBRunStore(TABLE, boto3.client("dynamodb")), InMemoryRunStore()):
+        run = new_run("r0")
+        store.create_run(run)
+        ledger.reserve(store, run, held(), BudgetLimits(), now=NOW)
+        reserved = store.get_run(run.key)
+        assert reserved is not None
+        ledger.settle(store, reserved, record(run).model_copy(update={"content": calls}), None)
+        ref = StepRef(run.key, 0)
+        store.save_tool_result(ref, ToolOutcome(tool_use_id="t0", name="calculator", content="2"))
+        store.claim_tool(ref, ToolOutcome(tool_use_id="t1", name="calculator", content="?", is_error=True, final=False))
+        # When the run is cancelled (its calls settled first), and then each call reports its result
+        core.lifecycle(store, RecordingQueue()).cancel(run.key, RecordingWorkflow())
+        late = [store.save_tool_result(ref, ToolOutcome(tool_use_id=f"t{n}", name="calculator", content="late"))
+                for n in range(3)]  # fmt: skip
+        results.append((store.load_history(run.key).tool_results, late))
+    # Then both stores keep the result that landed first, the cancel's for the others, and drop the late ones
+    (dynamodb, memory) = results
+    assert dynamodb == memory
+    kept = memory[0]
+    assert [kept[(0, f"t{n}")].error_kind for n in range(3)] == [None, ToolError.UNKNOWN_OUTCOME, ToolError.RUN_ENDED]
+    assert kept[(0, "t2")].content.startswith("the run was cancelled before this call returned")
+    assert memory[1] == [kept[(0, f"t{n}")] for n in range(3)]

@@ -15,7 +15,7 @@ from functions.adapters import wiring
 from functions.adapters.settings import Settings, StreamSettings, load
 from functions.agent.models import RunKey
 from functions.agent.streams import BEFORE_ALL, StreamTicket, ticket_digest
-from functions.handlers import api, stream
+from functions.handlers import api, step, stream, tool, workflow_ended
 from stepwise.local.lambdas import LocalContext
 from tests.functional.conftest import STREAM_URL, TENANT, Aws, http_event
 
@@ -263,3 +263,71 @@ def test_an_outage_when_opening_is_a_500_with_the_request_id_and_no_detail(
     body = json.loads(data)
     assert status == "500 Internal Server Error" and body["error"]["type"] == "api_error"
     assert body["request_id"] == headers["request-id"] and "fire" not in data.decode()
+
+
+# ------------------------------------------------------------------------------------------- a turn's end
+
+
+def execution_ended(run_id: str, status: str, name: str) -> dict[str, Any]:
+    """EventBridge's "Step Functions Execution Status Change" for the run's (the turn's) execution."""
+    detail = {"name": name, "status": status, "error": "States.Timeout", "cause": None,
+              "input": json.dumps({"tenant": TENANT, "run_id": run_id, "step": 0})}  # fmt: skip
+    return {"version": "0", "id": "e", "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+            "account": "123456789012", "time": "2026-11-21T14:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["session", "run"])
+def test_a_tool_result_reported_after_its_turn_timed_out_is_dropped_not_shown_behind_the_idle(
+    quick: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Given a session's turn (a /runs run) whose step asked for the calculator
+    if kind == "session":
+        toolset = {"name": "a", "model": "claude-haiku-4-5", "tools": [{"type": "stepwise_toolset_20261201"}]}
+        agent = json.loads(call(context, "POST", "/v1/agents", toolset)["body"])
+        body = {"agent": agent["id"], "environment_id": "e", "initial_events": [MESSAGE]}
+        target_id = str(json.loads(call(context, "POST", "/v1/sessions", body)["body"])["id"])
+        execution, path = f"{target_id}_t1", f"/v1/sessions/{target_id}/events"
+    else:
+        target_id = str(json.loads(call(context, "POST", "/runs", {"input": "What is 6*7?"})["body"])["run_id"])
+        execution, path = target_id, f"/runs/{target_id}/events"
+    ref = {"tenant": TENANT, "run_id": target_id, "execution": execution}
+    asked = step.handler({**ref, "step": 0}, context)
+    assert asked["next"] == "tools"
+    (tool_call,) = asked["tool_calls"]
+
+    def streamed(after: str) -> list[dict[str, Any]]:
+        """What a client's stream resuming after ``after`` sends (until it ends: 0.3 s, or a run's idle)."""
+        target = location(call(context, "GET", f"{path}/stream"))
+        return [json.loads(frame["data"]) for frame in frames(open_stream(target, {"Last-Event-ID": after})[2])]
+
+    # When the execution times out while the tool function runs the call, and a client follows it to the idle
+    seen: list[list[dict[str, Any]]] = []
+    registry = wiring.registry()
+    execute = registry.execute
+
+    def times_out_meanwhile(*args: Any) -> Any:
+        workflow_ended.handler(execution_ended(target_id, "TIMED_OUT", execution), context)
+        seen.append(streamed(BEFORE_ALL))
+        return execute(*args)
+
+    monkeypatch.setattr(registry, "execute", times_out_meanwhile)
+    late = tool.handler({**ref, "step": 0, "tool_use_id": tool_call["id"]}, context)
+    # Then the client saw the call's result before the idle: the turn's end gave it its timed-out result
+    (at_idle,) = seen
+    assert at_idle[-1]["type"] == "session.status_idle"
+    (result,) = [event for event in at_idle if event["type"] == "agent.tool_result"]
+    what = "turn" if kind == "session" else "run"
+    assert result["is_error"] and result["content"][0]["text"].startswith(
+        f"the {what} timed out before this call returned: it did not run, or (if it was already running)"
+    )
+    # And the calculator's answer, reported after the end, was dropped: the invocation got what the model is told
+    assert late == {"tool_use_id": tool_call["id"], "name": "calculator", "is_error": True}
+    # So a client past the idle misses nothing, and one that reads everything again sees what it saw at the idle
+    assert streamed(at_idle[-1]["id"]) == []
+    assert streamed(BEFORE_ALL) == at_idle
+    if kind == "session":
+        assert json.loads(call(context, "GET", path)["body"])["data"] == at_idle
+    else:
+        steps = json.loads(call(context, "GET", f"/runs/{target_id}/steps")["body"])["steps"]
+        assert steps[0]["tool_calls"][0]["result"]["content"] == result["content"][0]["text"]

@@ -9,6 +9,7 @@ import pytest
 
 from functions.agent import ledger
 from functions.agent.errors import RunNotActiveError
+from functions.agent.lifecycle import settle_calls
 from functions.agent.models import (
     AgentConfig,
     Budget,
@@ -24,7 +25,6 @@ from functions.agent.models import (
     Turn,
     Usage,
 )
-from functions.agent.sessions import settle_unfinished
 from functions.agent.tool import run_tool
 from functions.tools import builtin_registry
 from tests.fakes import core
@@ -142,7 +142,7 @@ def test_an_interrupt_settles_the_calls_still_running_so_a_late_result_loses() -
         cost_usd=Decimal(0), decision=StepDecision.TOOLS, started_at=T0, finished_at=T0, duration_ms=0,
     )  # fmt: skip
     store.steps[(KEY, 0)] = record
-    settle_unfinished(store, store.load_history(KEY))
+    settle_calls(store, store.get_run(KEY), "was interrupted")  # type: ignore[arg-type]
     late = run_tool(store, builtin_registry(), StepRef(KEY, 0), "toolu_a")  # the RunTool that had not started
     assert late.error_kind is ToolError.RUN_ENDED and "interrupted" in late.content
 
@@ -163,7 +163,7 @@ def test_an_interrupt_leaves_a_result_that_landed_first_and_marks_a_started_side
     history = store.load_history(KEY)  # the interrupt reads the history ...
     store.claim_tool(ref, started)  # ... then a call with side effects starts (its provisional result)
 
-    settle_unfinished(store, history)
+    settle_calls(store, history.run, "was interrupted")
 
     assert store.tools[(KEY, 0, "toolu_a")] == done
     assert store.tools[(KEY, 0, "toolu_b")].error_kind is ToolError.UNKNOWN_OUTCOME
