@@ -131,7 +131,8 @@ def test_cancel_while_the_model_is_answering_stops_the_run_and_still_accounts_th
         threading.Event().wait(0.05)
         _, run = http(stack, "GET", f"/runs/{run_id}")
     # Then the run stays CANCELLED, no tool ran and no further model call was made,
-    # but the call the provider billed is recorded and charged
+    # but the call the provider billed is recorded and charged, its tool call given the end's error result
+    # (recorded with the step: nothing about the run can appear after its end)
     assert status == 200 and cancelled["status"] == "CANCELLED"
     assert run["status"] == "CANCELLED" and run["error"]["code"] == "CANCELLED"
     assert len(fake_api.requests) == 1
@@ -139,7 +140,9 @@ def test_cancel_while_the_model_is_answering_stops_the_run_and_still_accounts_th
     billed = default_price_book().cost(run["model"], Usage(input_tokens=100, output_tokens=10))
     assert Decimal(str(run["cost_usd"])) == billed
     _, steps = http(stack, "GET", f"/runs/{run_id}/steps")
-    assert steps["steps"][0]["tool_calls"][0]["result"] is None
+    result = steps["steps"][0]["tool_calls"][0]["result"]
+    assert result["is_error"] is True and result["duration_ms"] == 0
+    assert result["content"].startswith("the run was cancelled before this call returned")
 
 
 def test_a_retry_after_is_honoured_by_a_wait_state_not_a_retry(stack: LocalStack, fake_api: FakeAnthropic) -> None:
