@@ -66,18 +66,19 @@ class Lifecycle:
         The end is announced when this call recorded it, or with ``workflow_end`` (Finalize, MarkFailed, an
         execution that timed out or failed: the step that ended the run recorded its end, and announces nothing)
         whoever recorded it."""
-        held = self.store.get_run(key) if call_in_flight else None
         ended = ledger.end_run(
             self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn,
             before=lambda run: settle_calls(self.store, run, ended_how(run, status, error)),
         )  # fmt: skip
-        if not ended and not call_in_flight:  # ended meanwhile (a cancel): no call of this execution is in flight
-            current = self.store.get_run(key)
-            if current is not None and current.reservation is not None and (turn is None or current.turn == turn):
-                ledger.release(self.store, key, current.reservation.step)
-        if held is not None and held.reservation is not None and (turn is None or held.turn == turn):
-            self._queue().schedule_release(key, held.reservation.step)
+        # What the ended run holds now: the reservation the end was written over (an end retried when a step
+        # reserved meanwhile holds that step's), unless its call has settled it since; once ended, nothing reserves
         run = self._read(key)
+        held = run.reservation if run.status.terminal and (turn is None or run.turn == turn) else None
+        if held is not None and call_in_flight:  # freed once its call can no longer be running (or it settles)
+            self._queue().schedule_release(key, held.step)
+        elif held is not None and not ended:  # ended meanwhile (a cancel): no call of this execution is in flight
+            ledger.release(self.store, key, held.step)
+            run = self._read(key)
         if ended or workflow_end:
             self._announce(run, turn)
         return run

@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from functions.agent.conversation import build_conversation
+from functions.agent.errors import RetryableModelError
 from functions.agent.killswitch import KillSwitch
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import (
@@ -104,6 +105,7 @@ class World:
     ran: list[str]  # the calls Stepwise runs (in any turn): each ends with one result event
     waits_for: list[str] = field(default_factory=list)  # calls the turn leaves to its client (not late)
     landings: list[tuple[str, str, Callable[[], Any]]] = field(default_factory=list)  # (call, how, the Map's task)
+    queue: RecordingQueue = field(default_factory=RecordingQueue)  # what its ends schedule (delayed releases)
 
     def land(self, *calls: tuple[str, str]) -> World:
         self.landings = [(call, how, _land(self, call, how)) for call, how in calls]
@@ -186,7 +188,7 @@ def a_turn_that_begins_with_approved_calls() -> World:
 
 
 def _lifecycle(world: World) -> Lifecycle:
-    return core.lifecycle(world.store, RecordingQueue())
+    return core.lifecycle(world.store, world.queue)
 
 
 def _finalize(world: World) -> None:  # the workflow's Finalize: the turn waits for its client, or it is done
@@ -220,7 +222,7 @@ def _stopped_outside(world: World) -> None:  # workflow_ended: someone stopped t
 
 
 def _watchdog(world: World) -> None:  # the run watchdog finds no execution: STUCK
-    core.intake(world.store, RecordingWorkflow()).watch(world.key, turn=world.turn or 0)
+    core.intake(world.store, RecordingWorkflow(), world.queue).watch(world.key, turn=world.turn or 0)
 
 
 def _kill(world: World) -> None:  # the kill switch: a run is cancelled, a session's turn interrupted
@@ -423,3 +425,35 @@ def test_an_end_a_step_settled_under_is_read_again_and_settles_that_steps_calls_
     assert [event["type"] for event in sent] == [
         "span.model_request_start", "agent.tool_use", "span.model_request_end", "agent.tool_result", IDLE,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ending", ["TIMED_OUT", "the execution stopped outside Stepwise", "STUCK (the watchdog)"])
+def test_an_end_that_leaves_a_call_in_flight_releases_the_reservation_it_was_written_over(ending: str) -> None:
+    # Given a run whose first calls have landed, and whose next step reserves just after an end that may leave a
+    # model call in flight (its execution timed out or was stopped, or the watchdog found none) read the run; the
+    # step's call then fails retryably, and nothing retries it: its execution has ended
+    world = a_run()
+    for _, _, land in world.landings:
+        land()
+    overloaded = ScriptedModel(RetryableModelError("overloaded", kind="overloaded"))
+    runner = core.runner(world.store, overloaded, toolbox=world.toolbox)
+    get_step, reserved = world.store.get_step, []
+
+    def step_reserves_first(key: RunKey, step: int) -> Any:
+        if not reserved:  # the end has read the run (holding nothing) and settles the calls of its last step
+            reserved.append(step)
+            with pytest.raises(RetryableModelError):
+                runner.run(StepRef(key, 1))
+        return get_step(key, step)
+
+    world.store.get_step = step_reserves_first  # type: ignore[method-assign]
+    # When the run ends (written over the run as read again: holding step 1's reservation), and the delayed
+    # releases it scheduled come
+    ENDINGS[ending](world)
+    ended = world.store.runs[world.key]
+    assert reserved and ended.status.terminal and ended.reservation is not None and ended.reservation.step == 1
+    for key, step in world.queue.releases:
+        core.intake(world.store).release(key, step)
+    # Then what step 1 reserved was released: the run holds nothing, and nothing stays committed beyond its spend
+    assert world.store.runs[world.key].reservation is None
+    assert world.store.committed(ended.tenant, ended.reservation.day) == (ended.cost_usd, ended.cost_usd)
