@@ -23,6 +23,7 @@ from functions.agent.models import (
     AgentConfig,
     Budget,
     CustomTool,
+    LambdaTool,
     Run,
     RunError,
     RunKey,
@@ -138,10 +139,12 @@ def a_run() -> World:
     return world.land(("t_look", "run"), ("t_book", "run"), ("t_fail", "failed"))
 
 
-def _session(store: Store, *, turns: list[Turn], steps: int = 0, status: RunStatus = RunStatus.QUEUED) -> Run:
+def _session(
+    store: Store, *, turns: list[Turn], steps: int = 0, status: RunStatus = RunStatus.QUEUED, agent: AgentConfig = AGENT
+) -> Run:
     run = Run(
         run_id="sesn_0000000000000000000000000a", tenant="acme", status=status, input="", model="claude-haiku-4-5",
-        tools=["look", "book"], budget=Budget(max_steps=25), agent=AGENT, session={"rev": len(turns), "approved": []},
+        tools=["look", "book"], budget=Budget(max_steps=25), agent=agent, session={"rev": len(turns), "approved": []},
         turns=turns, completed_steps=steps, created_at=T0, updated_at=T0,
     )  # fmt: skip
     store.create_run(run)
@@ -457,3 +460,34 @@ def test_an_end_that_leaves_a_call_in_flight_releases_the_reservation_it_was_wri
     # Then what step 1 reserved was released: the run holds nothing, and nothing stays committed beyond its spend
     assert world.store.runs[world.key].reservation is None
     assert world.store.committed(ended.tenant, ended.reservation.day) == (ended.cost_usd, ended.cost_usd)
+
+
+def test_a_lambda_tool_with_side_effects_that_an_end_leaves_without_a_result_is_of_unknown_outcome() -> None:
+    # Given a session's turn whose step asked for two Lambda tools, one with side effects: the workflow's Map invokes
+    # their functions itself, and nothing is stored before it does (a Python tool's provisional result)
+    store, toolbox = Store(), Toolbox()
+    lambdas = [
+        LambdaTool(name="refund", description="d", input_schema={}, function="refund-order"),
+        LambdaTool(name="rate", description="d", input_schema={}, function="rates", idempotent=True),
+    ]
+    run = _session(
+        store, turns=[Turn(first_step=0, started_at=T0)], agent=AGENT.model_copy(update={"lambda_tools": lambdas})
+    )
+    model = ScriptedModel(tool_response(("t_refund", "refund", {}), ("t_rate", "rate", {})))
+    core.runner(store, model, toolbox=toolbox).run(StepRef(run.key, 0), execution=run.execution_name)
+    world = World(store, run.key, toolbox, run.execution_name, session=True, ran=["t_rate", "t_refund"])
+    # When the turn is interrupted, then the Map (its execution not stopped yet) reports what the refund returned
+    _interrupt(world)
+    late = ToolRunner(store=store, toolbox=toolbox).record_lambda_result(
+        StepRef(run.key, 0), "t_refund", {"refund_id": "RF-1"}, execution=run.execution_name
+    )
+    # Then the model is told the refund's outcome is unknown (it may have been invoked), never that it did not run
+    results = store.load_history(run.key).tool_results
+    assert (results[(0, "t_refund")].error_kind, results[(0, "t_refund")].content) == (
+        ToolError.UNKNOWN_OUTCOME,
+        "the turn was interrupted before this call returned: its outcome is unknown (its function may have been "
+        "invoked, and had its effect), and it is not run again",
+    )
+    assert late == results[(0, "t_refund")]  # what it returned after the end is dropped
+    # And the idempotent one, which may simply be asked for again, is told it did not run or is of unknown outcome
+    assert results[(0, "t_rate")].error_kind is ToolError.RUN_ENDED
