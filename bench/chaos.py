@@ -1,13 +1,15 @@
 """Fault injection on the local stack: N runs through a provider that fails retryably at a given rate,
-crashing step Lambdas, conflicting DynamoDB writes and duplicate intake deliveries. Prints what happened
-to every run and audits the accounting (lost runs and double-charged steps must both be 0).
+crashing step Lambdas, conflicting DynamoDB writes, duplicate intake deliveries and cancels while runs work.
+Prints what happened to every run and audits the accounting and the tool calls (lost runs, double-charged steps
+and calls without a result must all be 0).
 
-Usage: python bench/chaos.py [--runs 200] [--retryable 0.3] [--seed 7]
+Usage: python bench/chaos.py [--runs 200] [--retryable 0.3] [--cancels 0.1] [--seed 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -25,8 +27,12 @@ def main() -> int:
     parser.add_argument("--crashes", type=float, default=0.05, help="share of step invocations dying after the call")
     parser.add_argument("--conflicts", type=float, default=0.05, help="share of transactions losing a write race")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cancels", type=float, default=0.1, help="share of runs cancelled while they work")
     args = parser.parse_args()
-    faults = Faults(args.retryable, args.huge, args.duplicates, args.crashes, args.conflicts, args.seed)
+    # moto's Step Functions interpreter logs an execution stopped inside its Map (a cancel) as an error, with the
+    # whole state machine: the runs' own outcomes are what this audits
+    logging.getLogger("moto.stepfunctions").setLevel(logging.CRITICAL)
+    faults = Faults(args.retryable, args.huge, args.duplicates, args.crashes, args.conflicts, args.seed, args.cancels)
     print(f"chaos: {args.runs} runs, {faults}", flush=True)
     report = run_chaos(args.runs, faults)
     print("\n".join(report.lines()))
@@ -34,7 +40,9 @@ def main() -> int:
         print(f"  e.g. {code}: {example}")
     for line in report.accounting_mismatches[:10]:
         print("  mismatch:", line)
-    return 0 if report.lost == 0 and report.double_charged_steps == 0 else 1
+    for line in report.unanswered_calls[:10]:
+        print("  unanswered:", line)
+    return 0 if report.lost == report.double_charged_steps == len(report.unanswered_calls) == 0 else 1
 
 
 if __name__ == "__main__":

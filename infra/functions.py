@@ -98,7 +98,9 @@ class FunctionSpec:
         }
 
 
-_END = ("dynamodb:GetItem", "dynamodb:UpdateItem")
+# an end: reads the run and its last step, gives the tool calls it leaves their error results (PutItem, conditional:
+# functions/agent/lifecycle.py settle_calls), then writes the status (UpdateItem)
+_END = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 # a run's or a session's partition, of any tenant (functions/adapters/dynamodb_store.py run_pk; a tenant has no "#")
 RUN_PARTITIONS = "T#*#R#*"
 # The step function imports the anthropic SDK (~650 ms cold) and waits on the model: more memory buys CPU for
@@ -127,8 +129,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             handler="functions.handlers.intake.handler",
             settings=IntakeSettings,
             timeout_seconds=30,
-            # UpdateItem: fail a run it gives up on, end a stuck one, release a reservation
-            table_actions=("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            # fail a run it gives up on, end a stuck one (as every end does, _END), release a reservation
+            table_actions=_END,
             # the run watchdog; a cancel's StopExecution that failed, retried
             execution_actions=("states:DescribeExecution", "states:StopExecution"),
             starts_executions=True,

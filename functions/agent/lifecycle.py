@@ -66,18 +66,19 @@ class Lifecycle:
         The end is announced when this call recorded it, or with ``workflow_end`` (Finalize, MarkFailed, an
         execution that timed out or failed: the step that ended the run recorded its end, and announces nothing)
         whoever recorded it."""
-        held = self.store.get_run(key) if call_in_flight else None
         ended = ledger.end_run(
             self.store, key, status, error=error, release=not call_in_flight, now=self._now(), turn=turn,
             before=lambda run: settle_calls(self.store, run, ended_how(run, status, error)),
         )  # fmt: skip
-        if not ended and not call_in_flight:  # ended meanwhile (a cancel): no call of this execution is in flight
-            current = self.store.get_run(key)
-            if current is not None and current.reservation is not None and (turn is None or current.turn == turn):
-                ledger.release(self.store, key, current.reservation.step)
-        if held is not None and held.reservation is not None and (turn is None or held.turn == turn):
-            self._queue().schedule_release(key, held.reservation.step)
+        # What the ended run holds now: the reservation the end was written over (an end retried when a step
+        # reserved meanwhile holds that step's), unless its call has settled it since; once ended, nothing reserves
         run = self._read(key)
+        held = run.reservation if run.status.terminal and (turn is None or run.turn == turn) else None
+        if held is not None and call_in_flight:  # freed once its call can no longer be running (or it settles)
+            self._queue().schedule_release(key, held.step)
+        elif held is not None and not ended:  # ended meanwhile (a cancel): no call of this execution is in flight
+            ledger.release(self.store, key, held.step)
+            run = self._read(key)
         if ended or workflow_end:
             self._announce(run, turn)
         return run
@@ -188,8 +189,9 @@ def settle_calls(store: RunStore, run: Run, how: str, record: StepRecord | None 
     """Give each call the run's current turn runs at its last step (``record``, read if not given) and that has no
     final result the end's error result, before the end is written. A result is written only where none is: one
     that landed first stays, and a call that has not started finds this one and does not run. A call with side
-    effects that had started (its provisional result) is of unknown outcome. A final result is never replaced, so
-    whatever a call reports after the end is dropped: the events a reader saw at the end are all there will be.
+    effects that had started (its provisional result) is of unknown outcome, and so is a Lambda tool's with side
+    effects (``_invoked_unseen``). A final result is never replaced, so whatever a call reports after the end is
+    dropped: the events a reader saw at the end are all there will be.
 
     Raises whatever the store raises (the end is then not written; its invoker retries)."""
     if record is None:
@@ -204,12 +206,24 @@ def settle_calls(store: RunStore, run: Run, how: str, record: StepRecord | None 
             content=f"{what} {how} before this call returned: it did not run, or (if it was already running) its "
                     "outcome is unknown; it is not run again",
         )  # fmt: skip
+        if _invoked_unseen(run, call):
+            unseen = (f"{what} {how} before this call returned: its outcome is unknown (its function may have been "
+                      "invoked, and had its effect), and it is not run again")  # fmt: skip
+            ended = ended.model_copy(update={"content": unseen, "error_kind": ToolError.UNKNOWN_OUTCOME})
         stored = store.claim_tool(ref, ended)
         if stored is not None and not stored.final:
             unknown = (f"{what} {how} while this call ran: its outcome is unknown (it may have had its effect), and it "
                        "is not run again")  # fmt: skip
             store.save_tool_result(ref, ended.model_copy(update={"content": unknown,
                                                                  "error_kind": ToolError.UNKNOWN_OUTCOME}))  # fmt: skip
+
+
+def _invoked_unseen(run: Run, call: ToolCall) -> bool:
+    """Whether the call is of a Lambda tool with side effects: the workflow's Map invokes its function itself, with
+    nothing stored first (a Python or MCP tool's provisional result), and may do so until its execution has stopped,
+    after the end: that it did not run is never known."""
+    tool = run.agent.lambda_tool(call.name) if run.agent is not None else None
+    return tool is not None and not tool.idempotent
 
 
 def failure_reason(error: str | None, cause: str | None) -> RunError:

@@ -27,6 +27,7 @@ from functions.agent.errors import (
     RequestRejectedError,
     RunConflictError,
     RunNotFoundError,
+    StoreConflictError,
     clip,
 )
 from functions.agent.models import RunKey, RunRequest
@@ -76,6 +77,18 @@ def _api_error(exc: ApiError) -> Response[str]:
 @app.exception_handler(V1Error)  # type: ignore[untyped-decorator]
 def _v1_error(exc: V1Error) -> Response[str]:
     return exc.response(_request_id())
+
+
+@app.exception_handler(StoreConflictError)  # type: ignore[untyped-decorator]
+def _busy(exc: StoreConflictError) -> Response[str]:
+    """A write that kept losing to the run's own (a cancel or an interrupt while its steps settle, each try read
+    again): nothing the request did is wrong to do again, and it is likely to succeed a moment later."""
+    logger.warning("a write kept losing races", error=str(exc))
+    message = "the run or session changed while this request was applied (its steps go on): send it again"
+    retry = {"retry-after": "1"}
+    if app.current_event.path.startswith("/v1/"):
+        return V1Error(503, "api_error", message, retry).response(_request_id())
+    return _json(503, {"error": {"code": "RUN_BUSY", "message": message}, "request_id": _request_id()}, retry)
 
 
 @app.exception_handler(Exception)  # type: ignore[untyped-decorator]

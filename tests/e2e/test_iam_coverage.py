@@ -1,8 +1,9 @@
 """Every DynamoDB action each function performs on the local stack is one its IAM role is granted.
 
-Runs the paths that touch the table (a run with tools, a cancel, a budget refusal, the spend report, the
-response cache) with a botocore hook that records which function made which call, then checks the calls
-against each function's declared table actions (infra/functions.py: what the CDK stack grants on the table).
+Runs the paths that touch the table (a run with tools, a cancel, a budget refusal, a run its budget ends after its
+tools, the spend report, the response cache) with a botocore hook that records which function made which call,
+then checks the calls against each function's declared table actions (infra/functions.py: what the CDK stack
+grants on the table).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     wait(stack, again["run_id"])
     _, limited = http(stack, "POST", "/runs", {"input": "What is 2 * 2?", "budget": {"max_usd": 0.0001}})
     wait(stack, limited["run_id"])
+    # (a run whose budget ends it after its tools: Finalize gives the calls of its last step their results first)
+    _, capped = http(stack, "POST", "/runs", {"input": "What is 6 * 7?", "budget": {"max_steps": 1}})
+    wait(stack, capped["run_id"])
     _, queued = http(stack, "POST", "/runs", {"input": "hello"})
     http(stack, "POST", f"/runs/{queued['run_id']}/cancel")
     http(stack, "GET", "/costs")
@@ -75,6 +79,8 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     http(stack, "POST", "/active/cancel")  # the kill switch (the run above, queued or running)
     wait(stack, other["run_id"])
     http(stack, "GET", f"/runs/{first['run_id']}/steps")
+    _, ended = http(stack, "GET", f"/runs/{capped['run_id']}")
+    assert (ended["status"], ended["steps"], ended["error"]["code"]) == ("BUDGET_EXCEEDED", 1, "MAX_STEPS")
     # Then every function's actions are within its grant
     assert set(actions) >= {"api", "intake", "step", "tool", "finalize", "webhooks"}
     assert "Query:active" in actions["api"] and actions["gauges"] == {"Query:active"}

@@ -1,5 +1,6 @@
 """Fault injection on the local stack: a faulty provider, crashing step Lambdas, conflicting writes,
-duplicate intake deliveries. ``run_chaos`` drives N runs through it and audits every run and counter."""
+duplicate intake deliveries, cancels while runs work. ``run_chaos`` drives N runs through it and audits every run,
+counter and tool call."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import io
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +25,8 @@ from tests.fakes.anthropic_server import FakeAnthropic, error, message
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "BUDGET_EXCEEDED", "TIMED_OUT"}
 RETRYABLE_KINDS = ("429", "529", "500", "timeout", "malformed", "empty")
+CANCEL_MOMENTS = ("model", "tool", "clock")
+_TASK = re.compile(r"task (\d+):")
 
 
 @dataclass
@@ -32,6 +37,9 @@ class Faults:
     crash_after_call: float = 0.05  # share of step invocations that die after the model answered
     store_conflicts: float = 0.05  # share of DynamoDB transactions that lose to a concurrent writer
     seed: int = 7
+    # share of runs cancelled (POST /runs/{id}/cancel) while they work: while the model answers their first call,
+    # while their tool call runs, or at a random moment of their first 3 s (CANCEL_MOMENTS, one at random)
+    cancels: float = 0.0
 
 
 class FaultyProvider:
@@ -42,8 +50,14 @@ class FaultyProvider:
         self.lock = threading.Lock()
         self.calls = 0
         self.injected: Counter[str] = Counter()
+        self.answering: Callable[[int], None] = lambda task: None  # told each call's task (run index) first
+        self.tool_tasks: dict[str, int] = {}  # the task each tool call it asked for is of
 
     def __call__(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        first = body["messages"][0]["content"]
+        found = _TASK.search(first if isinstance(first, str) else json.dumps(first))
+        task = int(found.group(1)) if found else -1
+        self.answering(task)
         with self.lock:
             self.calls += 1
             roll = self.rng.random()
@@ -71,10 +85,12 @@ class FaultyProvider:
             for m in body["messages"]
         )
         if not done:
+            tool_use_id = f"toolu_{self.rng.randrange(10**9)}"
+            self.tool_tasks[tool_use_id] = task
             content = [
                 {
                     "type": "tool_use",
-                    "id": f"toolu_{self.rng.randrange(10**9)}",
+                    "id": tool_use_id,
                     "name": "calculator",
                     "input": {"expression": "6*7"},
                 }
@@ -112,6 +128,8 @@ class Report:
     duplicate_deliveries: int
     circuit_openings: int
     seconds: float
+    cancels: Counter[str] = field(default_factory=Counter)  # what the API answered each cancel
+    unanswered_calls: list[str] = field(default_factory=list)  # a kept step's tool calls without a final result
     extra: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -122,12 +140,14 @@ class Report:
             f"failed, by reason         {dict(self.failure_reasons) or '-'}",
             f"lost (never terminal)     {self.lost}",
             f"double-charged/mispriced  {self.double_charged_steps}  (steps, counters, reservations audited)",
+            f"calls without a result    {len(self.unanswered_calls)}  (every tool call of every kept step)",
             f"model calls made          {self.model_calls}  (minimum needed {self.minimum_calls}, "
             f"{self.model_calls / max(self.minimum_calls, 1):.2f}x)",
             f"provider faults injected  {sum(self.injected.values())}  {dict(self.injected)}",
             f"step crashes injected     {self.crashes}",
             f"DynamoDB conflicts        {self.conflicts}",
             f"duplicate intake msgs     {self.duplicate_deliveries}",
+            f"cancels sent              {sum(self.cancels.values())}  {dict(self.cancels) or ''}".rstrip(),
             f"circuit openings          {self.circuit_openings}",
             f"wall time                 {self.seconds:.1f} s",
         ]
@@ -205,7 +225,40 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                     return real_transact(**kwargs)
 
                 client.transact_write_items = transact
-                run_ids = []
+                run_ids: list[str] = []
+                # the runs cancelled while they work, and when (see Faults.cancels); drawn apart from the faults
+                chooser = random.Random(faults.seed + 1)
+                moments = {i: chooser.choice(CANCEL_MOMENTS) for i in range(runs) if chooser.random() < faults.cancels}
+                clock = {i: chooser.uniform(0, 3) for i, moment in moments.items() if moment == "clock"}
+                sent: set[int] = set()
+                cancelling: list[threading.Thread] = []
+
+                def cancel(task: int) -> None:
+                    with provider.lock:
+                        if task in sent or task >= len(run_ids):
+                            return
+                        sent.add(task)
+                    status, _, _ = stack.handle_http("POST", f"/runs/{run_ids[task]}/cancel", {}, "")
+                    with provider.lock:
+                        counts[f"cancel {status}"] += 1
+
+                def while_answering(task: int) -> None:  # the cancel races the model's answer
+                    if moments.get(task) == "model":
+                        thread = threading.Thread(target=cancel, args=(task,), daemon=True)
+                        cancelling.append(thread)
+                        thread.start()
+
+                registry = wiring.registry()
+                real_execute = registry.execute
+
+                def while_running(call: Any, allowed: Any) -> Any:  # the tool runs on past the cancel
+                    task = provider.tool_tasks.get(call.id, -1)
+                    if moments.get(task) == "tool":
+                        cancel(task)
+                    return real_execute(call, allowed)
+
+                provider.answering = while_answering
+                registry.execute = while_running  # type: ignore[method-assign]
                 for i in range(runs):
                     status, _, body = stack.handle_http(
                         "POST", "/runs", {}, json.dumps({"input": f"task {i}: what is 6 * 7?"})
@@ -222,17 +275,29 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                         )
                 store = wiring.store(load(Settings))
                 deadline = time.monotonic() + deadline_seconds
+                cancel_at = {i: time.monotonic() + at for i, at in clock.items()}
                 pending_ids = set(run_ids)
                 while pending_ids and time.monotonic() < deadline:
+                    for task in [i for i, at in cancel_at.items() if at <= time.monotonic()]:
+                        del cancel_at[task]
+                        cancel(task)
                     pending_ids = {
                         r
                         for r in pending_ids
                         if (run := store.get_run(RunKey("local", r))) is None or run.status.value not in TERMINAL
                     }
                     time.sleep(0.5)
-                time.sleep(1.5)  # let finalizers and late settlements land
+                for thread in cancelling:
+                    thread.join(timeout=30)
+                # let finalizers, late settlements and the releases of what cancelled runs held land
+                holding = set(run_ids)
+                while holding and time.monotonic() < deadline:
+                    holding = {r for r in holding if (run := store.get_run(RunKey("local", r))) and run.reservation}
+                    time.sleep(0.5)
+                time.sleep(1.5)
                 report = _audit(store, run_ids, provider, counts, emf.getvalue(), time.monotonic() - started)
         finally:
+            provider.answering = lambda task: None
             dynamodb_store.DynamoDBRunStore.save_pending = real_pending  # type: ignore[method-assign]
             dynamodb_store.DynamoDBRunStore.apply = real_apply  # type: ignore[method-assign]
             for key, value in saved.items():
@@ -248,7 +313,8 @@ def _audit(
     store: Any, run_ids: list[str], provider: FaultyProvider, counts: Counter[str], emf: str, seconds: float
 ) -> Report:
     """Every run ended; every step is priced at the model it was served for and charged once; no ended run
-    holds a reservation; the tenant's and the global day counters equal the runs' totals, committed = spent."""
+    holds a reservation; the tenant's and the global day counters equal the runs' totals, committed = spent; every
+    tool call of every kept step has a final result (a cancelled run's too: its end gave them theirs)."""
     from functions.agent.pricing import default_price_book
 
     prices = default_price_book()
@@ -256,6 +322,7 @@ def _audit(
     reasons: Counter[str] = Counter()
     examples: dict[str, str] = {}
     mismatches: list[str] = []
+    unanswered: list[str] = []
     minimum = 0
     lost = 0
     total_cost = Decimal(0)
@@ -279,6 +346,13 @@ def _audit(
                 expected = prices.cost(record.requested_model or record.model, record.usage)
                 if record.cost_usd != expected:
                     mismatches.append(f"{run_id} step {record.step}: charged {record.cost_usd}, priced {expected}")
+        for record in steps:
+            if record.decision.value not in ("tools", "action"):  # (a superseded step's calls are not run)
+                continue
+            for call in record.tool_calls():
+                outcome = history.tool_results.get((record.step, call.id))
+                if outcome is None or not outcome.final:
+                    unanswered.append(f"{run_id} step {record.step} ({run.status.value}): no result for {call.id}")
         charged = sum((s.cost_usd for s in steps), Decimal(0))
         if (
             charged != run.cost_usd
@@ -318,5 +392,7 @@ def _audit(
         duplicate_deliveries=counts["duplicate"],
         circuit_openings=openings,
         seconds=seconds,
+        unanswered_calls=unanswered,
+        cancels=Counter({key.removeprefix("cancel "): n for key, n in counts.items() if key.startswith("cancel ")}),
         extra={"failure_examples": examples},
     )

@@ -274,3 +274,47 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_never_ignored(
     assert response["statusCode"] == status, response["body"]
     if status == 400:
         assert "is not supported here" in response["body"] and next(iter(query)) in response["body"]
+
+
+@pytest.mark.parametrize("kind", ["run", "session"])
+def test_a_cancel_that_keeps_losing_to_the_runs_own_writes_is_a_503_to_send_again(
+    aws: Aws, context: LocalContext, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from functions.adapters.dynamodb_store import DynamoDBRunStore
+    from functions.agent import ledger
+    from functions.agent.models import RunStatus
+
+    # Given a /runs run (a session's queued turn) whose item changes under every end written over it
+    if kind == "run":
+        _, created = call(context, "POST", "/runs", {"input": "hello"})
+        path, body = f"/runs/{created['run_id']}/cancel", None
+    else:
+        _, agent = call(context, "POST", "/v1/agents", {"name": "a", "model": "claude-haiku-4-5"})
+        message = {"type": "user.message", "content": [{"type": "text", "text": "What is 6*7?"}]}
+        _, session = call(context, "POST", "/v1/sessions", {"agent": agent["id"], "initial_events": [message]})
+        path, body = f"/v1/sessions/{session['id']}/events", {"events": [{"type": "user.interrupt"}]}
+    real, tries = DynamoDBRunStore.apply, []
+
+    def changed_meanwhile(self: DynamoDBRunStore, plan: ledger.Plan) -> ledger.Rejected | None:
+        if plan.run.status is RunStatus.CANCELLED:
+            tries.append(plan)
+            return plan.run  # refused: a step settled (or reserved) since the run was read
+        return real(self, plan)
+
+    monkeypatch.setattr(DynamoDBRunStore, "apply", changed_meanwhile)
+    # When it is cancelled (interrupted)
+    response = api.handler(http_event("POST", path, body), context)
+    # Then, after each of its tries lost, the client is told to send it again shortly: not a 500 to report
+    answer = json.loads(response["body"])
+    assert len(tries) == ledger.END_TRIES
+    assert response["statusCode"] == 503 and response["headers"]["retry-after"] == "1"
+    message = "changed while this request was applied (its steps go on): send it again"
+    if kind == "run":
+        assert answer["error"]["code"] == "RUN_BUSY" and message in answer["error"]["message"]
+    else:
+        assert answer["type"] == "error" and answer["error"]["type"] == "api_error"
+        assert message in answer["error"]["message"]
+    # And sent again, once the run stops changing, it is cancelled
+    monkeypatch.setattr(DynamoDBRunStore, "apply", real)
+    status = api.handler(http_event("POST", path, body), context)["statusCode"]
+    assert status == 200

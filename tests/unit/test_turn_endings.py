@@ -16,12 +16,14 @@ import pytest
 from pydantic import BaseModel
 
 from functions.agent.conversation import build_conversation
+from functions.agent.errors import RetryableModelError
 from functions.agent.killswitch import KillSwitch
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.models import (
     AgentConfig,
     Budget,
     CustomTool,
+    LambdaTool,
     Run,
     RunError,
     RunKey,
@@ -104,6 +106,7 @@ class World:
     ran: list[str]  # the calls Stepwise runs (in any turn): each ends with one result event
     waits_for: list[str] = field(default_factory=list)  # calls the turn leaves to its client (not late)
     landings: list[tuple[str, str, Callable[[], Any]]] = field(default_factory=list)  # (call, how, the Map's task)
+    queue: RecordingQueue = field(default_factory=RecordingQueue)  # what its ends schedule (delayed releases)
 
     def land(self, *calls: tuple[str, str]) -> World:
         self.landings = [(call, how, _land(self, call, how)) for call, how in calls]
@@ -136,10 +139,12 @@ def a_run() -> World:
     return world.land(("t_look", "run"), ("t_book", "run"), ("t_fail", "failed"))
 
 
-def _session(store: Store, *, turns: list[Turn], steps: int = 0, status: RunStatus = RunStatus.QUEUED) -> Run:
+def _session(
+    store: Store, *, turns: list[Turn], steps: int = 0, status: RunStatus = RunStatus.QUEUED, agent: AgentConfig = AGENT
+) -> Run:
     run = Run(
         run_id="sesn_0000000000000000000000000a", tenant="acme", status=status, input="", model="claude-haiku-4-5",
-        tools=["look", "book"], budget=Budget(max_steps=25), agent=AGENT, session={"rev": len(turns), "approved": []},
+        tools=["look", "book"], budget=Budget(max_steps=25), agent=agent, session={"rev": len(turns), "approved": []},
         turns=turns, completed_steps=steps, created_at=T0, updated_at=T0,
     )  # fmt: skip
     store.create_run(run)
@@ -186,7 +191,7 @@ def a_turn_that_begins_with_approved_calls() -> World:
 
 
 def _lifecycle(world: World) -> Lifecycle:
-    return core.lifecycle(world.store, RecordingQueue())
+    return core.lifecycle(world.store, world.queue)
 
 
 def _finalize(world: World) -> None:  # the workflow's Finalize: the turn waits for its client, or it is done
@@ -220,7 +225,7 @@ def _stopped_outside(world: World) -> None:  # workflow_ended: someone stopped t
 
 
 def _watchdog(world: World) -> None:  # the run watchdog finds no execution: STUCK
-    core.intake(world.store, RecordingWorkflow()).watch(world.key, turn=world.turn or 0)
+    core.intake(world.store, RecordingWorkflow(), world.queue).watch(world.key, turn=world.turn or 0)
 
 
 def _kill(world: World) -> None:  # the kill switch: a run is cancelled, a session's turn interrupted
@@ -423,3 +428,66 @@ def test_an_end_a_step_settled_under_is_read_again_and_settles_that_steps_calls_
     assert [event["type"] for event in sent] == [
         "span.model_request_start", "agent.tool_use", "span.model_request_end", "agent.tool_result", IDLE,
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ending", ["TIMED_OUT", "the execution stopped outside Stepwise", "STUCK (the watchdog)"])
+def test_an_end_that_leaves_a_call_in_flight_releases_the_reservation_it_was_written_over(ending: str) -> None:
+    # Given a run whose first calls have landed, and whose next step reserves just after an end that may leave a
+    # model call in flight (its execution timed out or was stopped, or the watchdog found none) read the run; the
+    # step's call then fails retryably, and nothing retries it: its execution has ended
+    world = a_run()
+    for _, _, land in world.landings:
+        land()
+    overloaded = ScriptedModel(RetryableModelError("overloaded", kind="overloaded"))
+    runner = core.runner(world.store, overloaded, toolbox=world.toolbox)
+    get_step, reserved = world.store.get_step, []
+
+    def step_reserves_first(key: RunKey, step: int) -> Any:
+        if not reserved:  # the end has read the run (holding nothing) and settles the calls of its last step
+            reserved.append(step)
+            with pytest.raises(RetryableModelError):
+                runner.run(StepRef(key, 1))
+        return get_step(key, step)
+
+    world.store.get_step = step_reserves_first  # type: ignore[method-assign]
+    # When the run ends (written over the run as read again: holding step 1's reservation), and the delayed
+    # releases it scheduled come
+    ENDINGS[ending](world)
+    ended = world.store.runs[world.key]
+    assert reserved and ended.status.terminal and ended.reservation is not None and ended.reservation.step == 1
+    for key, step in world.queue.releases:
+        core.intake(world.store).release(key, step)
+    # Then what step 1 reserved was released: the run holds nothing, and nothing stays committed beyond its spend
+    assert world.store.runs[world.key].reservation is None
+    assert world.store.committed(ended.tenant, ended.reservation.day) == (ended.cost_usd, ended.cost_usd)
+
+
+def test_a_lambda_tool_with_side_effects_that_an_end_leaves_without_a_result_is_of_unknown_outcome() -> None:
+    # Given a session's turn whose step asked for two Lambda tools, one with side effects: the workflow's Map invokes
+    # their functions itself, and nothing is stored before it does (a Python tool's provisional result)
+    store, toolbox = Store(), Toolbox()
+    lambdas = [
+        LambdaTool(name="refund", description="d", input_schema={}, function="refund-order"),
+        LambdaTool(name="rate", description="d", input_schema={}, function="rates", idempotent=True),
+    ]
+    run = _session(
+        store, turns=[Turn(first_step=0, started_at=T0)], agent=AGENT.model_copy(update={"lambda_tools": lambdas})
+    )
+    model = ScriptedModel(tool_response(("t_refund", "refund", {}), ("t_rate", "rate", {})))
+    core.runner(store, model, toolbox=toolbox).run(StepRef(run.key, 0), execution=run.execution_name)
+    world = World(store, run.key, toolbox, run.execution_name, session=True, ran=["t_rate", "t_refund"])
+    # When the turn is interrupted, then the Map (its execution not stopped yet) reports what the refund returned
+    _interrupt(world)
+    late = ToolRunner(store=store, toolbox=toolbox).record_lambda_result(
+        StepRef(run.key, 0), "t_refund", {"refund_id": "RF-1"}, execution=run.execution_name
+    )
+    # Then the model is told the refund's outcome is unknown (it may have been invoked), never that it did not run
+    results = store.load_history(run.key).tool_results
+    assert (results[(0, "t_refund")].error_kind, results[(0, "t_refund")].content) == (
+        ToolError.UNKNOWN_OUTCOME,
+        "the turn was interrupted before this call returned: its outcome is unknown (its function may have been "
+        "invoked, and had its effect), and it is not run again",
+    )
+    assert late == results[(0, "t_refund")]  # what it returned after the end is dropped
+    # And the idempotent one, which may simply be asked for again, is told it did not run or is of unknown outcome
+    assert results[(0, "t_rate")].error_kind is ToolError.RUN_ENDED
