@@ -364,4 +364,6 @@ def test_ctrl_c_in_stepwise_chat_interrupts_the_running_turn(
     (session,) = [s for s in client.beta.sessions.list(limit=100).data if s.agent.id == agent_id]
     types = [e.type for e in all_events(client, session.id)]
     assert "user.interrupt" in types and types[-1] == "session.status_idle"
-    assert len(fake_api.requests) == 2
+    # The interrupt lands while the second call is in flight or, on a busy machine, before the second step starts:
+    # either way the third call is never made
+    assert 1 <= len(fake_api.requests) <= 2 and "never asked for" not in out
