@@ -20,7 +20,7 @@ from functions.agent import ledger
 from functions.agent.breaker import Breaker
 from functions.agent.caching import CacheTTL
 from functions.agent.circuit import circuit_key
-from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, model_request
+from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, ContextPolicy, model_request
 from functions.agent.errors import (
     BudgetRefusedError,
     FatalModelError,
@@ -106,6 +106,7 @@ class StepConfig:
     prompt_cache_ttl: CacheTTL | None = None  # prompt caching placed on every call (None: off)
     routing: RoutingConfig = field(default_factory=default_routing)
     cache_responses_by_default: bool = False  # for runs that do not say (a run's own choice wins)
+    context: ContextPolicy | None = field(default_factory=ContextPolicy)  # None: never clear old tool results
 
 
 def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunStatus | None, RunError | None]:
@@ -439,6 +440,7 @@ class StepRunner:
             route_reason=route.reason + (f"; superseded: {superseded_by}" if superseded_by else ""),
             cheap=route.cheap,
             superseded=bool(superseded_by),
+            cleared_before=step.request.cleared_before,
             started_at=answer.started.isoformat(timespec="milliseconds"),
             finished_at=answer.finished.isoformat(timespec="milliseconds"),
             duration_ms=int((answer.finished - answer.started).total_seconds() * 1000),
@@ -451,6 +453,7 @@ class StepRunner:
             system=self.config.system,
             toolbox=self.toolbox,
             cache_ttl=self.config.prompt_cache_ttl,
+            context=self.config.context,
         )
 
     def _at_once(self, response: ModelResponse) -> _Answer:
