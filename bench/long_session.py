@@ -123,7 +123,7 @@ def main() -> None:
         fake.script = script(args.turns, args.steps_per_turn)
         os.environ.update({"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake.base_url,
                            "STEPWISE_MODEL_PROVIDER": "auto"})  # fmt: skip
-        wiring.deployer_tools = lambda: [big_report.__stepwise_tool__]  # type: ignore[attr-defined,assignment]
+        wiring.deployer_tools = lambda: [big_report.__stepwise_tool__]  # type: ignore[attr-defined,assignment,misc]
         wiring.reset()
         step_function = next(name for name, path in stack.lambdas._paths.items() if path.endswith("step.handler"))
         stack.lambdas._handlers[step_function] = meter.wrap(stack.lambdas.handler(step_function))
