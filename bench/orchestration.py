@@ -17,6 +17,7 @@ Method (docs/benchmarks.md says more):
 - Per tool step = the difference between the 20-step and the 5-step session, over their 15 more tool steps.
 
 Usage: python bench/orchestration.py [--steps 5 20 100] [--latency 2 20] [--markdown] [--template TEMPLATE_JSON]
+       python bench/orchestration.py --update docs/benchmarks.md   (rewrites the measured part of the page)
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Stack:
     step: str
     tool: str
     intake: str
+    webhooks: str
     api: str
 
     @staticmethod
@@ -95,6 +97,7 @@ class Stack:
             step=by_handler["functions.handlers.step.handler"],
             tool=by_handler["functions.handlers.tool.handler"],
             intake=topology.intake_function,
+            webhooks=topology.webhooks_function,
             api=topology.api_function,
         )
 
@@ -129,6 +132,7 @@ def run_session(stack: Any, meter: Meter, fake: Any, steps: int) -> Session:
     run_id = json.loads(answer)["run_id"]
     history = wait_for_execution(stack, run_id)
     wall = time.perf_counter() - started
+    drained(stack)  # what the run's end sent on (its webhooks fan-out) is the run's, not the next one's
     _, _, final = stack.handle_http("GET", f"/runs/{run_id}", {}, "")
     run = json.loads(final)
     if run["status"] != "SUCCEEDED" or run["steps"] != steps:
@@ -140,6 +144,18 @@ def run_session(stack: Any, meter: Meter, fake: Any, steps: int) -> Session:
                            if e["type"].endswith("StateEntered")],
                    invocations=list(meter.invocations), model_calls=arrivals,
                    wall_seconds=wall)  # fmt: skip
+
+
+def drained(stack: Any, timeout: float = 60) -> None:
+    """Wait until the intake and webhooks queues hold no message in flight (delayed ones, the watchdog's, aside)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    deadline = time.monotonic() + timeout
+    for queue in (stack.queue_url, stack.webhooks_queue_url):
+        while any(int(n) for n in stack.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=names)
+                  ["Attributes"].values()):  # fmt: skip
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{queue} did not drain within {timeout:g} s")
+            time.sleep(0.05)
 
 
 def measure(step_counts: list[int], template: dict[str, Any]) -> tuple[Stack, dict[int, Session]]:
@@ -178,7 +194,8 @@ def counts(shape: Stack, session: Session, model_seconds: float) -> Counts:
         billed = sum(billed_ms(aws_seconds(i, memory, wait)) for i in invocations)
         lambdas.append(LambdaUse(memory, len(invocations), billed))
     sqs = sum(i.count("sqs") for i in session.invocations)
-    sqs += 2 * len(by_function.get(shape.intake, []))  # the event source mapping: a receive and a delete per batch
+    for consumer in (shape.intake, shape.webhooks):  # their event source mappings: a receive and a delete per batch
+        sqs += 2 * len(by_function.get(consumer, []))
     return Counts(
         transitions=session.transitions, lambdas=tuple(lambdas),
         rru=sum(i.rru for i in session.invocations), wru=sum(i.wru for i in session.invocations),
@@ -207,7 +224,9 @@ class Report:
     lines: list[str] = field(default_factory=list)
 
     def heading(self, text: str) -> None:
-        self.lines += ["", f"### {text}" if self.markdown else f"== {text}", ""]
+        if self.lines and self.lines[-1]:
+            self.lines.append("")
+        self.lines += [f"### {text}" if self.markdown else f"== {text}", ""]
 
     def text(self, text: str) -> None:
         self.lines.append(text)
@@ -294,7 +313,10 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     report.heading("Latency a tool step adds to the model's")
     middle = sessions[per_step_span]
     gaps = [b - a for a, b in zip(middle.model_calls, middle.model_calls[1:], strict=False)]
-    invocations_per_step = (len(middle.invocations) - len(sessions[small].invocations)) / tool_steps
+    in_steps = (shape.step, shape.tool)
+    invocations_per_step: float = sum(i.function in in_steps for i in middle.invocations)
+    invocations_per_step = invocations_per_step - sum(i.function in in_steps for i in sessions[small].invocations)
+    invocations_per_step /= tool_steps
     transitions_per_step = (middle.transitions - sessions[small].transitions) / tool_steps
     calls = [c for i in middle.invocations if i.function in (shape.step, shape.tool) for c in i.calls]
     calls_small = [c for i in sessions[small].invocations if i.function in (shape.step, shape.tool) for c in i.calls]
@@ -330,7 +352,7 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     if share_20 is not None:
         rows.append([f"share of that which is the step Lambda ({step_memory} MB, from the template) waiting on the "
                      "model, at 20 s", pct(share_20), "the smallest memory measurement supports",
-                     "see instep's step memory"])  # fmt: skip
+                     "not judged here (no memory use measured)"])  # fmt: skip
     rows.append([f"vs a naive single-Lambda loop (same memory), {small} steps at 20 s", f"{ratio_5_20:.2f}x dearer",
                  "within 1.2x", verdict(ratio_5_20 <= ISSUE_GOALS["vs_naive"])])  # fmt: skip
     rows.append(["state transitions per tool step (built-in tool)", f"{transitions_per_step:g}", "2",
@@ -429,7 +451,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, nargs="+", default=DEFAULT_LATENCY, help="model latency, seconds")
     parser.add_argument("--markdown", action="store_true", help="print markdown (docs/benchmarks.md)")
     parser.add_argument("--template", type=Path, help="a synthesised template (default: synthesise it now)")
+    parser.add_argument(
+        "--update",
+        type=Path,
+        metavar="MARKDOWN_FILE",
+        help=f"write the markdown report between {BEGIN} and {END} in this file (docs/benchmarks.md)",
+    )
     args = parser.parse_args()
+    args.markdown = args.markdown or args.update is not None
     if len(args.steps) < 2 or min(args.steps) < 2:
         parser.error("--steps: at least two session lengths of 2 steps or more (per tool step = their difference)")
     args.steps = sorted(set(args.steps))
@@ -439,7 +468,23 @@ def main() -> None:
     prices = costmodel.load_prices()
     out = sys.stdout
     shape, sessions = measure(args.steps, template)
-    print("\n".join(build(args, prices, shape, sessions).lines), file=out)
+    text = "\n".join(build(args, prices, shape, sessions).lines).strip()
+    if args.update is not None:
+        update(args.update, text)
+    print(text, file=out)
+
+
+BEGIN, END = "<!-- bench/orchestration.py: begin -->", "<!-- bench/orchestration.py: end -->"
+
+
+def update(path: Path, report: str) -> None:
+    """Replace what stands between the markers in ``path`` with ``report``."""
+    document = path.read_text()
+    if document.count(BEGIN) != 1 or document.count(END) != 1 or document.index(BEGIN) > document.index(END):
+        raise SystemExit(f"{path}: needs one {BEGIN} line and, after it, one {END} line")
+    head, rest = document.split(BEGIN)
+    _, tail = rest.split(END)
+    path.write_text(f"{head}{BEGIN}\n{report}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -106,13 +106,17 @@ def test_with_every_price_zero_every_figure_is_zero(prices: AwsPrices) -> None:
 def test_every_price_the_bench_names_is_in_the_file_and_no_price_is_a_literal(prices: AwsPrices) -> None:
     named: set[str] = set()
     for source in BENCH_SOURCES:
-        for node in ast.walk(ast.parse(source.read_text())):
+        tree = ast.parse(source.read_text())
+        sleeps = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                  and isinstance(node.func, ast.Attribute) and node.func.attr == "sleep"]  # fmt: skip
+        waits = {id(argument) for call in sleeps for argument in call.args}  # a poll interval is not a price
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "usd":
                 (argument,) = node.args
                 assert isinstance(argument, ast.Constant), f"{source.name}: usd() of a computed name"
                 named.add(argument.value)
             # a price per unit is a small fraction: none may be written in the bench's code
-            if isinstance(node, ast.Constant) and isinstance(node.value, float):
+            if isinstance(node, ast.Constant) and isinstance(node.value, float) and id(node) not in waits:
                 assert not 0 < node.value < 0.1, f"{source.name}:{node.lineno}: {node.value} looks like a price"
     assert named <= set(prices.prices)
     assert {"stepfunctions_standard_transition", "lambda_arm_gb_second", "lambda_durable_operation",
@@ -129,3 +133,16 @@ def test_dynamodb_units_follow_its_size_rules() -> None:
     assert read_units(100, transactional=True) == 2
     assert write_units(1024) == 1 and write_units(1025) == 2 and write_units(10) == 1
     assert write_units(1025, transactional=True) == 4
+
+
+def test_update_rewrites_only_what_stands_between_the_markers(tmp_path: Path) -> None:
+    from bench.orchestration import BEGIN, END, update
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# Title\n\n{BEGIN}\nold table\n{END}\n\nMethod.\n")
+    update(page, "| new | table |")
+    assert page.read_text() == f"# Title\n\n{BEGIN}\n| new | table |\n{END}\n\nMethod.\n"
+    page.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="needs one"):
+        update(page, "x")
+    assert page.read_text() == "# no markers\n"
