@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -143,11 +143,12 @@ class Meter(AbstractContextManager["Meter"]):
         import boto3
         from moto.dynamodb.models import dynamodb_backends
 
-        from stepwise.local.stack import _DYNAMODB_REQUEST
+        from stepwise.local import stack as local_stack
         from stepwise.local.template import ACCOUNT, REGION
 
         self._backend = dynamodb_backends[ACCOUNT][REGION]
-        self._backend_lock = _DYNAMODB_REQUEST  # moto's DynamoDB handles one request at a time (see stack.py)
+        # the local stack lets moto's DynamoDB handle one request at a time: read its items under the same lock
+        self._backend_lock: AbstractContextManager[Any] = getattr(local_stack, "_DYNAMODB_REQUEST", nullcontext())
         self._indexes = [(index["KeySchema"], index["Projection"]) for index in self.stack.topology.table_indexes]
         events = boto3._get_default_session().events
         self._hooks: list[tuple[str, Callable[..., Any]]] = [
@@ -331,9 +332,15 @@ class Meter(AbstractContextManager["Meter"]):
                 call.rru += read_units(item_size(item) if item else 0, transactional=True)
         elif operation in ("Query", "Scan"):
             sizes = 0
+            keys = [k["AttributeName"] for k in self.stack.topology.table_key_schema]
             for found in parsed.get("Items", []):
                 # a Query of the table reads whole items, whatever it projects; one of an index reads its entries
-                full = None if "IndexName" in params else self._stored(params["TableName"], self._key_of(found))
+                full = None
+                if "IndexName" not in params:
+                    if any(name not in found for name in keys):
+                        raise ValueError(f"a {operation} that projects away the table's key: its items' whole sizes "
+                                         "cannot be looked up (project the key too)")  # fmt: skip
+                    full = self._stored(params["TableName"], self._key_of(found))
                 sizes += item_size(full or found)
             call.rru = read_units(sizes, consistent=bool(params.get("ConsistentRead")))
 

@@ -81,6 +81,7 @@ class Stack:
     """The functions of the template: logical id -> memory (MB), and which one is which."""
 
     memory: dict[str, int]
+    names: dict[str, str]  # logical id -> the handler's module name (step, tool, ...)
     step: str
     tool: str
     intake: str
@@ -94,6 +95,7 @@ class Stack:
         by_handler = {props.get("Handler"): lid for lid, props in functions.items()}
         return Stack(
             memory={lid: int(props.get("MemorySize", 128)) for lid, props in functions.items()},
+            names={lid: str(props.get("Handler", lid)).split(".")[-2] for lid, props in functions.items()},
             step=by_handler["functions.handlers.step.handler"],
             tool=by_handler["functions.handlers.tool.handler"],
             intake=topology.intake_function,
@@ -133,6 +135,7 @@ def run_session(stack: Any, meter: Meter, fake: Any, steps: int) -> Session:
     history = wait_for_execution(stack, run_id)
     wall = time.perf_counter() - started
     drained(stack)  # what the run's end sent on (its webhooks fan-out) is the run's, not the next one's
+    invocations = list(meter.invocations)  # (not the GET below)
     _, _, final = stack.handle_http("GET", f"/runs/{run_id}", {}, "")
     run = json.loads(final)
     if run["status"] != "SUCCEEDED" or run["steps"] != steps:
@@ -142,7 +145,7 @@ def run_session(stack: Any, meter: Meter, fake: Any, steps: int) -> Session:
                    history_events=len(history),
                    states=[e["stateEnteredEventDetails"]["name"] for e in history
                            if e["type"].endswith("StateEntered")],
-                   invocations=list(meter.invocations), model_calls=arrivals,
+                   invocations=invocations, model_calls=arrivals,
                    wall_seconds=wall)  # fmt: skip
 
 
@@ -384,6 +387,21 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
         f"{transitions_per_step:g}", f"{invocations_per_step:g}", f"{ddb / tool_steps:.3g}", f"{wru / tool_steps:.3g}",
         f"{rru_total / tool_steps:.3g}", f"{step_compute[per_step_span] * 1000:.0f} ms",
         f"{tool_compute[per_step_span] * 1000:.0f} ms"]])  # fmt: skip
+    report.heading("Counts per session, measured (estimated billed Lambda time at each model latency)")
+    rows = []
+    for n in sorted(sessions):
+        session = sessions[n]
+        by_function = Counter(shape.names.get(i.function, i.function) for i in session.invocations)
+        lambda_ms = " / ".join(f"{sum(use.billed_ms for use in counts(shape, session, s).lambdas) / 1000:,.1f} s"
+                               for s in args.latency)  # fmt: skip
+        totals = counts(shape, session, 0.0)
+        invoked = ", ".join(f"{name} {k}" for name, k in sorted(by_function.items()))
+        rows.append([str(n), str(session.transitions), invoked, lambda_ms,
+                     str(sum(i.count("dynamodb") for i in session.invocations)), f"{totals.wru:g}", f"{totals.rru:g}",
+                     f"{totals.sqs_requests:g}", f"{totals.api_requests:g}"])  # fmt: skip
+    billed = "Lambda billed, " + " / ".join(f"{s:g} s" for s in args.latency)
+    report.table(["steps", "transitions", "Lambda invocations", billed, "DynamoDB calls", "WRU", "RRU", "SQS requests",
+                  "API requests"], rows)  # fmt: skip
     report.text(f"Assumptions. Lambda durable functions: {DURABLE.describe()}. AgentCore Runtime: "
                 f"{AGENTCORE.describe()}. The naive loop bills only its wait on the model (its own compute left out, "
                 "which favours it). Lambda own CPU time scaled by 1,769 MB / memory. The event source mapping's SQS "
