@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -88,10 +89,13 @@ def _dynamodb_like_moto() -> None:
       functions on many threads: one request at a time (a lock around moto's request handling).
     * moto's TransactWriteItems deep-copies the whole table once per transaction *item* (for rollback); the
       copies are identical, all taken before any item is applied: one copy per table per transaction.
+    * moto's ADD stores a sum that comes to zero as e.g. "0E-8" and then fails to add to it (a spend shard whose
+      only reservation was freed): the sum is stored in fixed notation, as DynamoDB stores numbers.
     """
     import copy as copy_module
 
     from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.models import dynamo_type
     from moto.dynamodb.responses import DynamoHandler
 
     if getattr(DynamoHandler.call_action, "_atomic", False):
@@ -104,6 +108,16 @@ def _dynamodb_like_moto() -> None:
 
     call_action._atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+    add = dynamo_type.DynamoType.__add__
+
+    def fixed_add(self: Any, other: Any) -> Any:
+        total = add(self, other)
+        if total.is_number() and "E" in total.value.upper():
+            total.value = format(Decimal(total.value), "f")
+        return total
+
+    dynamo_type.DynamoType.__add__ = fixed_add  # type: ignore[method-assign]
 
     backend = dynamodb_models.DynamoDBBackend
 
