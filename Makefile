@@ -47,11 +47,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-# Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker),
-# runs cdk-nag (AwsSolutions), checks every compiled extension in the layer is ARM64/CPython 3.13, then cfn-lint. W3005 is CDK's own explicit DependsOn, not a defect.
+# Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker) and compiles the layer
+# and the functions' code for CPython 3.13 (a python3.13 of this machine: on PATH, pyenv's or uv's, or named by
+# STEPWISE_PYTHON313=/path/to/python3.13), runs cdk-nag (AwsSolutions), checks every compiled extension in the layer is
+# ARM64/CPython 3.13 and every module ships its 3.13 .pyc, then cfn-lint. W3005 is CDK's own explicit DependsOn, not a
+# defect. (The grep drops jsii's Node end-of-life banner, keeping the checks' own messages.)
 synth: setup
 	npx cdk synth --quiet
-	$(BIN)/python -m infra.packaging cdk.out 2>/dev/null
+	set -o pipefail; $(BIN)/python -m infra.packaging cdk.out 2>&1 | { grep -v "^b'!!" || true; }
 	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
 
 test: lint typecheck synth pytest

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import random
 import time
 from typing import Any
 
@@ -23,6 +26,24 @@ from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, observabil
 SETTINGS = StepSettings
 obs = observability("step")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+# How Lambda started this environment: with SnapStart ("snap-start", when a version is published) or provisioned
+# concurrency, its init runs before any request waits on it (README "Cold starts")
+WARM_INITS = ("snap-start", "provisioned-concurrency")
+
+
+def _init_ahead() -> None:
+    """Import the model client in the init: the SDK is the step's largest import, and no request waits on it here.
+    Environments restored from one snapshot share its random state: each reseeds (the store's retry jitter)."""
+    importlib.import_module("functions.adapters.anthropic_model")
+    try:  # the SnapStart runtime hooks, in Lambda's Python runtime (snapshot-restore-py)
+        hooks = importlib.import_module("snapshot_restore_py")
+    except ImportError:
+        return
+    hooks.register_after_restore(random.seed)
+
+
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in WARM_INITS:
+    _init_ahead()
 
 
 @logger.inject_lambda_context
