@@ -37,7 +37,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if ref.attempt:
         obs.emit("StepRetries")
     try:
-        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution)
+        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution,
+                             in_step=ref.in_step)  # fmt: skip
     except RetryableModelError as exc:  # Step Functions retries the step
         obs.emit("ModelErrors", kind=exc.kind)
         raise
@@ -48,7 +49,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _emit(outcome, runner.prices)
     if outcome.error and outcome.status is RunStatus.BUDGET_EXCEEDED:
         logger.warning("budget refused the step", code=outcome.error.code, reason=outcome.error.message)
-    logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls))
+    logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls),
+                tools_in_step=len(outcome.ran_in_step))  # fmt: skip
     return outcome.state()
 
 
