@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import sys
@@ -48,7 +49,7 @@ def tool_step_transitions(history: list[dict[str, Any]]) -> list[int]:
     """For each step followed by another: the StateEntered events from its Step up to the next Step."""
     entered = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
     starts = [i for i, name in enumerate(entered) if name == "Step"]
-    return [after - before for before, after in zip(starts, starts[1:], strict=False)]
+    return [after - before for before, after in itertools.pairwise(starts)]
 
 
 def main() -> int:
