@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from functions.agent.errors import RETRYABLE_KINDS
 from functions.agent.ledger import GLOBAL_DAILY_BUDGET, MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET
-from functions.agent.models import TERMINAL_STATUSES, RunStatus, ToolOutcome
+from functions.agent.models import TERMINAL_STATUSES, RunStatus
 from functions.agent.redact import redact
 
 if TYPE_CHECKING:
@@ -290,14 +290,3 @@ def observability(function: str) -> Observability:
     logger = Logger(service=service, logger_formatter=RedactingFormatter())
     tracer = QuietTracer(service=service, auto_patch=True, patch_modules=TRACED_LIBRARIES)
     return Observability(function, service, logger, EphemeralMetrics(namespace=NAMESPACE, service=service), tracer)
-
-
-def tool_call_done(obs: Observability, outcome: ToolOutcome, registered: Collection[str]) -> str:
-    """Report one tool call that ran (in the tool function, or a fast one in its step): the ToolCalls metric and a
-    log line. The metric names the registered tool, never the model's free text (bounded cardinality): returns it."""
-    tool = outcome.name if outcome.name in registered else OTHER_TOOL
-    obs.emit("ToolCalls", tool=tool, status="error" if outcome.is_error else "ok")
-    obs.logger.info("tool done", tool=outcome.name, tool_use_id=outcome.tool_use_id, is_error=outcome.is_error,
-                    error_kind=outcome.error_kind, duration_ms=outcome.duration_ms, size=outcome.size,
-                    stored=outcome.stored is not None)  # fmt: skip
-    return tool

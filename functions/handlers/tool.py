@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters import wiring
 from functions.adapters.settings import ToolSettings, load
 from functions.handlers.events import ToolEvent
-from functions.handlers.observability import observability, tool_call_done
+from functions.handlers.observability import OTHER_TOOL, observability
 
 SETTINGS = ToolSettings
 obs = observability("tool")
@@ -37,5 +37,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                                               started=ref.started)  # fmt: skip
     else:
         outcome = runner.run(ref.ref, ref.tool_use_id, execution=ref.execution)
-    obs.annotate(tool=tool_call_done(obs, outcome, runner.toolbox.names))
+    # the registered name, never the model's free text: bounded metric cardinality
+    tool = outcome.name if outcome.name in runner.toolbox.names else OTHER_TOOL
+    obs.emit("ToolCalls", tool=tool, status="error" if outcome.is_error else "ok")
+    obs.annotate(tool=tool)
+    logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, error_kind=outcome.error_kind,
+                duration_ms=outcome.duration_ms, size=outcome.size, stored=outcome.stored is not None)  # fmt: skip
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}
