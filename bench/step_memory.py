@@ -6,9 +6,9 @@ then does what a step Lambda container does, with the step function's environmen
 imports the handler (the X-Ray SDK too, as the tracer does on Lambda), and takes the steps of one run through the
 real handler and the real anthropic SDK: each asks for the calculator (run in the step), the last answers. Each
 answer carries ``--answer-chars`` of text, so the history each step reads and sends grows as a long run's does.
-Printed: the process's peak RSS (Linux's VmHWM) before the import, after it, after the first step (the SDK's lazy imports, the
-first call) and after the last; Python's own peak allocation during the last step (tracemalloc); CPU time per warm
-step (median), and what that becomes at Lambda's CPU share for a few memory sizes (1,769 MB = 1 vCPU).
+Printed: the process's peak RSS (Linux's VmHWM) before the import, after it, after the first step (the SDK's lazy
+imports, the first call) and after the last; Python's own peak allocation during the last step (tracemalloc); CPU
+time per warm step (median), and what that becomes at Lambda's CPU share for a few memory sizes (1,769 MB = 1 vCPU).
 
 Usage: python bench/step_memory.py [--steps 40] [--answer-chars 4000]
 """
@@ -40,8 +40,7 @@ TABLE, BUCKET, TENANT = "stepwise-bench", "stepwise-bench-results", "bench"
 FULL_VCPU_MB = 1769  # Lambda: memory buys CPU in proportion; 1,769 MB is one vCPU
 SIZES_MB = (256, 512, 1024)
 
-CHILD = (
-    """
+CHILD = """
 import json, statistics, sys, time, tracemalloc
 def rss():  # the peak RSS (VmHWM, MB): ru_maxrss would keep the parent's across fork and exec
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -51,13 +50,13 @@ import aws_xray_sdk.core  # the tracer's SDK: imported on Lambda, where the trac
 from functions.handlers import step
 from stepwise.local.lambdas import LocalContext
 figures["imported"] = rss()
-run_id, steps = sys.argv[1], int(sys.argv[2])
+tenant, run_id, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cpu = []
 for number in range(steps):
     if number == steps - 1:
         tracemalloc.start()
     started = time.process_time()
-    state = step.handler({"tenant": "%s", "run_id": run_id, "step": number, "in_step": True},
+    state = step.handler({"tenant": tenant, "run_id": run_id, "step": number, "in_step": True},
                          LocalContext(function_name="step"))
     cpu.append((time.process_time() - started) * 1000)
     if number == 0:
@@ -71,8 +70,6 @@ figures["cpu_last_ms"] = cpu[-1]
 figures["final"] = state["next"]
 print(json.dumps(figures))
 """
-    % TENANT
-)
 
 
 def answers(steps: int, chars: int) -> Any:
@@ -107,9 +104,10 @@ def main() -> int:
     os.environ.update(aws)
     try:
         dynamodb = boto3.client("dynamodb")
+        indexes = {"GlobalSecondaryIndexes": shape.table_indexes} if shape.table_indexes else {}
         dynamodb.create_table(TableName=TABLE, KeySchema=shape.table_key_schema,
                               AttributeDefinitions=shape.table_attributes, BillingMode="PAY_PER_REQUEST",
-                              **({"GlobalSecondaryIndexes": shape.table_indexes} if shape.table_indexes else {}))  # fmt: skip
+                              **indexes)  # fmt: skip
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         store = DynamoDBRunStore(TABLE, dynamodb)
         run = (
@@ -130,7 +128,7 @@ def main() -> int:
                          "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
                          "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}  # fmt: skip
             child_env.pop("STEPWISE_ANTHROPIC_SECRET_ARN", None)
-            out = subprocess.run([sys.executable, "-c", CHILD, run.run_id, str(args.steps)], env=child_env,
+            out = subprocess.run([sys.executable, "-c", CHILD, TENANT, run.run_id, str(args.steps)], env=child_env,
                                  capture_output=True, text=True, check=False)  # fmt: skip
     finally:
         server.stop()
