@@ -34,6 +34,7 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
+from bench.meter import item_size
 from functions.adapters import settings, wiring
 from functions.adapters.dynamodb_store import ACTIVE_INDEX, ACTIVE_PK, ACTIVE_PROJECTION, ACTIVE_SK, run_to_item
 from functions.agent.census import REPORTED
@@ -49,19 +50,6 @@ INVOCATIONS = 60 * 24 * 30  # a month of 30 days, one a minute
 READ_UNIT, REQUEST, GB_SECOND, LOG_GB, METRIC = 0.125e-6, 0.20e-6, 0.0000133334, 0.50, 0.30
 MEMORY_MB, FULL_CPU_MB = 128, 1769  # Lambda gives a function CPU in proportion to its memory, a vCPU at 1,769 MB
 WAIT_PER_QUERY = 0.010  # seconds a Query's round trip takes in the region: assumed, not measured here
-
-
-def value_size(value: dict[str, Any]) -> int:
-    ((kind, raw),) = value.items()
-    if kind == "S":
-        return len(raw.encode())
-    if kind == "N":  # (significant digits / 2) + 1
-        return len(raw.lstrip("-").replace(".", "").strip("0") or "0") // 2 + 1
-    return len(json.dumps(raw))
-
-
-def item_size(item: dict[str, dict[str, Any]]) -> int:
-    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
 def entry(n: int, tenants: int) -> Run:

@@ -145,6 +145,9 @@ def show_event(console: Console, event: dict[str, Any]) -> None:
             f"cache {usage['cache_read_input_tokens']} read / {usage['cache_creation_input_tokens']} written, "
             f"${event.get('cost_usd')}[/dim]"
         )
+    elif kind == "agent.thread_context_compacted":
+        bound = event.get("cleared_before_step")
+        console.print(f"  [dim]context: tool results of steps before {bound} cleared to fit the window[/dim]")
     elif kind == "session.error":
         console.print(f"[red]error[/red] {escape(event['error']['message'])}")
     elif kind == "session.status_idle":

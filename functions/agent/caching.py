@@ -6,7 +6,7 @@ definitions, then the system prompt, then the messages. A request may carry at m
 every ``"1h"`` marker must come before every ``"5m"`` one.
 
 :func:`place_cache_breakpoints` places them automatically (its docstring states the rules);
-:func:`count_breakpoints` counts the markers a request carries.
+:func:`count_breakpoints` counts the markers a request carries, :func:`marker_ttls` their TTLs.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def cache_control(ttl: CacheTTL = "5m") -> dict[str, str]:
 def count_breakpoints(request: ModelRequest) -> int:
     """How many blocks of the request carry a ``cache_control`` marker (tools, system, messages)."""
     return sum(1 for _ in _markers(request))
+
+
+def marker_ttls(request: ModelRequest) -> frozenset[str]:
+    """The TTLs of the request's ``cache_control`` markers: the cache writes its prompt can be billed for."""
+    return frozenset(ttl for _, ttl in _markers(request))
 
 
 def place_cache_breakpoints(request: ModelRequest, *, ttl: CacheTTL = "5m") -> ModelRequest:

@@ -1,11 +1,23 @@
-"""The conversation a step sends to the model, rebuilt from what the run has stored. Pure."""
+"""The conversation a step sends to the model, rebuilt from what the run has stored. Pure.
+
+A long run or session outgrows the model's context window: each step adds its turn and its tool results. When the
+prompt's estimate passes ``ContextPolicy.trigger_tokens``, the oldest tool results are cleared (their blocks stay,
+with a note instead of the content, so every ``tool_use`` keeps its ``tool_result``) until it is back under
+``target_tokens``; the last ``keep_steps`` steps' results are never cleared. Which results are cleared is a function
+of the stored history alone, replayed step by step, so it only changes when a step crosses the trigger: between two
+clearings every call's prompt extends the previous one, and the prompt cache keeps serving it.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from functions.agent.caching import CacheTTL, place_cache_breakpoints
-from functions.agent.models import ModelRequest
+from functions.agent.ledger import BYTES_PER_TOKEN_ESTIMATE
+from functions.agent.models import ModelRequest, StepRecord
 from functions.agent.ports import RunHistory, Toolbox
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -13,6 +25,29 @@ DEFAULT_SYSTEM_PROMPT = (
     "reliable answer than you can, then answer the user's task concisely."
 )
 NO_RESULT = "no result was recorded for this tool call"
+CLEARED = "[this tool result was cleared from the conversation to keep it within the model's context window]"
+
+
+@dataclass(frozen=True)
+class ContextPolicy:
+    """When to clear old tool results, in estimated tokens (the ledger's over-estimate: 3 bytes a token).
+
+    The defaults keep a prompt well inside a 200,000-token window: a trigger of 100,000 estimated tokens is about
+    75,000 tokens of English. Clearing down to 60,000 frees 40,000 at once, so it happens rarely (every 8 steps or
+    so with 16,000-character tool results) and the prompt cache is rebuilt only then."""
+
+    trigger_tokens: int = 100_000
+    target_tokens: int = 60_000
+    keep_steps: int = 3  # the results of the latest steps that called tools are always sent whole
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_tokens <= self.trigger_tokens or self.keep_steps < 1:
+            raise ValueError("ContextPolicy needs 0 < target_tokens <= trigger_tokens and keep_steps >= 1")
+
+
+def estimate_tokens(value: Any) -> int:
+    """The ledger's token estimate of any JSON value (a block, a message, the tools)."""
+    return math.ceil(len(json.dumps(value, ensure_ascii=False).encode()) / BYTES_PER_TOKEN_ESTIMATE)
 
 
 def user_inputs(history: RunHistory) -> dict[int, list[dict[str, Any]]]:
@@ -29,8 +64,54 @@ def user_inputs(history: RunHistory) -> dict[int, list[dict[str, Any]]]:
     return inputs
 
 
-def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
-    """The Messages API conversation: what the user said, then each kept step's turn and its tool results."""
+def _result_block(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> dict[str, Any]:
+    outcome = history.tool_results.get((record.step, call_id))
+    if outcome is None:
+        return {"type": "tool_result", "tool_use_id": call_id, "content": NO_RESULT, "is_error": True}
+    content = CLEARED if cleared else outcome.content
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": outcome.is_error}
+
+
+def _kept(record: StepRecord) -> list[dict[str, Any]]:
+    """The step's assistant turn as the conversation carries it: empty if redone by another model or empty.
+    (The API refuses empty text blocks and empty assistant messages in a conversation.)"""
+    if record.superseded:
+        return []
+    return [block for block in record.content if not (block.get("type") == "text" and not block.get("text"))]
+
+
+def cleared_before(history: RunHistory, policy: ContextPolicy, fixed_tokens: int = 0) -> int:
+    """The step number below which tool results are cleared for the next call (0: none is).
+
+    Replays the run's growth step by step: whenever the estimate passes the trigger, the oldest uncleared results
+    go until it is under the target (or only the latest ``keep_steps`` steps' remain). ``fixed_tokens``: the
+    system prompt and tools."""
+    inputs = user_inputs(history)
+    total = fixed_tokens
+    with_results: list[tuple[int, int]] = []  # (step, tokens clearing its results saves), in step order
+    cleared = 0  # how many of with_results are cleared
+    for record in history.steps:
+        total += sum(estimate_tokens(block) for block in inputs.get(record.step, []))
+        content = _kept(record)
+        if not content:
+            continue
+        total += estimate_tokens(content)
+        calls = record.tool_calls()
+        if calls:
+            whole = sum(estimate_tokens(_result_block(history, record, call.id, False)) for call in calls)
+            short = sum(estimate_tokens(_result_block(history, record, call.id, True)) for call in calls)
+            total += whole
+            with_results.append((record.step, whole - short))
+        if total > policy.trigger_tokens:
+            while total > policy.target_tokens and cleared < len(with_results) - policy.keep_steps:
+                total -= with_results[cleared][1]
+                cleared += 1
+    return with_results[cleared - 1][0] + 1 if cleared else 0
+
+
+def build_conversation(history: RunHistory, *, clear_before: int = 0) -> list[dict[str, Any]]:
+    """The Messages API conversation: what the user said, then each kept step's turn and its tool results (those
+    of steps below ``clear_before`` cleared)."""
     inputs = user_inputs(history)
     messages: list[dict[str, Any]] = []
     user: list[dict[str, Any]] = []  # the next user message's blocks: tool results first, then what was said
@@ -43,38 +124,39 @@ def build_conversation(history: RunHistory) -> list[dict[str, Any]]:
 
     for record in history.steps:
         user.extend(inputs.get(record.step, []))
-        # the API refuses empty text blocks and empty assistant messages in a conversation
-        content = [block for block in record.content if not (block.get("type") == "text" and not block.get("text"))]
-        if record.superseded or not content:  # redone by another model; or an empty answer
+        content = _kept(record)
+        if not content:
             continue
         flush()
         messages.append({"role": "assistant", "content": content})
-        for call in record.tool_calls():
-            outcome = history.tool_results.get((record.step, call.id))
-            user.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": call.id,
-                    "content": outcome.content if outcome else NO_RESULT,
-                    "is_error": outcome.is_error if outcome else True,
-                }
-            )
+        user.extend(_result_block(history, record, call.id, record.step < clear_before) for call in record.tool_calls())
     user.extend(inputs.get(len(history.steps), []))
     flush()
     return messages
 
 
 def model_request(
-    history: RunHistory, model: str, *, system: str, toolbox: Toolbox, cache_ttl: CacheTTL | None
+    history: RunHistory,
+    model: str,
+    *,
+    system: str,
+    toolbox: Toolbox,
+    cache_ttl: CacheTTL | None,
+    context: ContextPolicy | None = None,
 ) -> ModelRequest:
-    """The next call of the run on ``model``, with prompt-cache breakpoints placed (see caching.py)."""
+    """The next call of the run on ``model``, its oldest tool results cleared if the conversation nears the context
+    window (``context``; None: never), with prompt-cache breakpoints placed (see caching.py)."""
     run = history.run
     agent = run.agent
+    prompt = system if agent is None else agent.system  # a session's agent has its own (or none)
+    tools = toolbox.schemas(run.tools) + (agent.definitions() if agent else [])
+    clear = 0 if context is None else cleared_before(history, context, estimate_tokens([prompt, tools]))
     request = ModelRequest(
         model=model,
-        system=system if agent is None else agent.system,  # a session's agent has its own (or none)
-        messages=build_conversation(history),
-        tools=toolbox.schemas(run.tools) + (agent.definitions() if agent else []),
+        system=prompt,
+        messages=build_conversation(history, clear_before=clear),
+        tools=tools,
         max_tokens=run.max_tokens_per_call,
+        cleared_before=clear,
     )
     return place_cache_breakpoints(request, ttl=cache_ttl) if cache_ttl is not None else request

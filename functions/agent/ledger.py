@@ -14,8 +14,15 @@ Budgets (``committed_usd`` = spent + reservations in flight):
 * the tenant's UTC day and the global UTC day, as conditions on their counters: a reservation of ``a``
   against a limit ``L`` holds if ``committed_usd <= L - a``.
 
+A call's worst case is its prompt at the dearest input rate plus its whole output allowance (``max_tokens``).
+Near a cap the allowance shrinks to what the tightest budget has left (``call_allowance``, ``reserve_call``):
+a run spends its budget down to about one small call's worth instead of stopping a full allowance short. Below
+``MIN_CALL_OUTPUT_TOKENS`` the call is refused, naming that budget. The call is sent with the allowance its
+reservation covers (``tokens_held``), and an answer cut off at a shrunk allowance ends the run BUDGET_EXCEEDED
+(``cut_off``).
+
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
-in ``reserve_plan``, its message in ``_refusal`` and its share in ``budget_percent`` (a counter other than
+in ``reserve_plan`` and ``_caps``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
 the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
@@ -34,6 +41,7 @@ from pydantic import BaseModel
 from functions.agent.active import Listing, place
 from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
 from functions.agent.models import ModelRequest, Reservation, Run, RunError, RunKey, RunStatus, StepRecord, Usage
+from functions.agent.pricing import CallPrice
 
 if TYPE_CHECKING:
     from functions.agent.ports import LedgerStore
@@ -51,6 +59,12 @@ BYTES_PER_TOKEN_ESTIMATE = 3
 TOOL_USE_OVERHEAD_TOKENS = 500  # the tool-use system prompt the API adds when tools are given (a few hundred)
 PER_MESSAGE_OVERHEAD_TOKENS = 10
 END_TRIES = 3  # reads of a run an end is written over, when a step keeps settling under it
+# The smallest output allowance a call is made with near a cap (or the run's max_tokens_per_call, if smaller). A
+# tool call or a short answer takes a few dozen tokens: a call allowed fewer would mostly be cut off, paying its
+# whole prompt for nothing. Below it the call is refused (BUDGET_EXCEEDED), as a call that does not fit always was.
+MIN_CALL_OUTPUT_TOKENS = 64
+SIZE_TRIES = 3  # sizings of one call against the daily budgets, when other runs keep reserving what was left
+DAILY_BUDGETS = (TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)
 
 
 class BudgetLimits(BaseModel):
@@ -90,14 +104,16 @@ def run_limit(run: Run) -> RunError | None:
 
 
 def token_limit(run: Run, prompt_tokens: int, max_output_tokens: int) -> RunError | None:
-    """Whether the next call could pass the run's ``max_tokens`` (its prompt estimate plus its output cap)."""
+    """Whether the run's ``max_tokens`` leaves room for the next call: its prompt estimate plus the smallest
+    allowance it is made with (``MIN_CALL_OUTPUT_TOKENS``; ``call_allowance`` shrinks it to what is left)."""
     limit = run.budget.max_tokens
-    if limit is None or run.usage.total_tokens + prompt_tokens + max_output_tokens <= limit:
+    smallest = prompt_tokens + min(MIN_CALL_OUTPUT_TOKENS, max_output_tokens)
+    if limit is None or run.usage.total_tokens + smallest <= limit:
         return None
     return RunError(
         code=MAX_TOKENS,
-        message=f"run used {run.usage.total_tokens} tokens and the next call may use up to "
-        f"{prompt_tokens + max_output_tokens}; budget max_tokens={limit}",
+        message=f"run used {run.usage.total_tokens} tokens and the next call may use up to {smallest}; "
+        f"budget max_tokens={limit}",
     )
 
 
@@ -392,6 +408,147 @@ def release_plan(run: Run, held: Reservation) -> Plan:
     return Plan(run=RunChange(run.key, (Holds(held), HasEnded()), release=True), counters=_freed(run, held))
 
 
+# ------------------------------------------------------------------------------------- sizing a call
+
+
+@dataclass(frozen=True)
+class DayCommitted:
+    """The daily counters' ``committed_usd`` as read (``LedgerStore.committed``)."""
+
+    day: str
+    tenant_usd: Decimal
+    global_usd: Decimal
+
+
+def _caps(
+    run: Run, limits: BudgetLimits, call: CallPrice, prompt_tokens: int, committed: DayCommitted | None,
+    replacing: Reservation | None,
+) -> list[tuple[int, str]]:  # fmt: skip
+    """The output allowance each budget covers, with its code."""
+    caps = []
+    if run.budget.max_usd is not None:
+        caps.append((call.tokens_covered(Decimal(str(run.budget.max_usd)) - run.cost_usd), MAX_USD))
+    if run.budget.max_tokens is not None:
+        caps.append((run.budget.max_tokens - run.usage.total_tokens - prompt_tokens, MAX_TOKENS))
+    if committed is not None:
+        back = replacing.amount_usd if replacing is not None else Decimal(0)
+        for code, limit, spent in (
+            (TENANT_DAILY_BUDGET, limits.tenant_daily_usd, committed.tenant_usd),
+            (GLOBAL_DAILY_BUDGET, limits.global_daily_usd, committed.global_usd),
+        ):
+            if limit is not None:
+                caps.append((call.tokens_covered(limit - spent + back), code))
+    return caps
+
+
+def call_allowance(
+    run: Run,
+    limits: BudgetLimits,
+    call: CallPrice,
+    *,
+    prompt_tokens: int,
+    max_tokens: int,
+    committed: DayCommitted | None,
+    replacing: Reservation | None = None,
+) -> int:
+    """The largest output allowance, at most ``max_tokens``, whose worst case every budget still covers: the
+    run's ``max_usd`` (less what it spent), its ``max_tokens`` (less its usage and the prompt), and with
+    ``committed`` the daily budgets (a ``replacing`` reservation counts as left: it is given back). For the
+    daily budgets only an estimate: their counters' conditions decide.
+
+    Raises:
+        BudgetRefusedError: the tightest budget cannot cover ``MIN_CALL_OUTPUT_TOKENS`` (or ``max_tokens``, if
+            smaller); named by its code, with what it has left.
+    """
+    tokens, code = min([(max_tokens, ""), *_caps(run, limits, call, prompt_tokens, committed, replacing)])
+    smallest = min(MIN_CALL_OUTPUT_TOKENS, max_tokens)
+    if tokens >= smallest:
+        return tokens
+    if code == MAX_TOKENS:
+        error = token_limit(run, prompt_tokens, max_tokens)
+        raise BudgetRefusedError(MAX_TOKENS, error.message if error else f"budget max_tokens={run.budget.max_tokens}")
+    amount = call.worst_case(smallest)
+    if code == MAX_USD or committed is None:
+        raise _run_refusal(run, amount)
+    spent = committed.tenant_usd if code == TENANT_DAILY_BUDGET else committed.global_usd
+    raise _refusal(code, run, committed.day, limits, spent, amount)
+
+
+def reserve_call(
+    store: LedgerStore,
+    run: Run,
+    wanted: Reservation,
+    limits: BudgetLimits,
+    call: CallPrice,
+    *,
+    prompt_tokens: int,
+    max_tokens: int,
+    replacing: Reservation | None = None,
+    now: str,
+) -> Reservation:
+    """Reserve the next call (``wanted`` with its amount left to this) with the largest output allowance, up to
+    ``max_tokens``, that every budget covers (``call_allowance``). The daily counters are read only once one of
+    them refused: far from a daily limit this is one write, as ``reserve``. Returns the reservation held (the
+    allowance it covers is ``tokens_held``).
+
+    Raises:
+        BudgetRefusedError: a budget cannot take even the smallest call (see ``call_allowance``).
+        RunNotActiveError, StoreConflictError: as ``reserve``.
+    """
+    committed: DayCommitted | None = None
+    for attempt in range(SIZE_TRIES):
+        tokens = call_allowance(run, limits, call, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                                committed=committed, replacing=replacing)  # fmt: skip
+        sized = wanted.model_copy(update={"amount_usd": call.worst_case(tokens)})
+        try:
+            return reserve(store, run, sized, limits, replacing=replacing, now=now)
+        except BudgetRefusedError as exc:
+            if exc.code not in DAILY_BUDGETS or attempt == SIZE_TRIES - 1:
+                raise
+            # a daily budget has less left than this call's allowance: size it to what is left, as read now
+            committed = DayCommitted(wanted.day, *store.committed(run.tenant, wanted.day))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def tokens_held(call: CallPrice, held: Reservation, max_tokens: int) -> int:
+    """The output allowance a held reservation covers for this call (at most ``max_tokens``): what the call is
+    sent with, so it never costs more than was reserved. (At least 1: a prompt that grew past its reservation
+    since it was made, which a step's unchanged history rules out, is still answered.)"""
+    return max(1, min(max_tokens, call.tokens_covered(held.amount_usd)))
+
+
+def cut_off(
+    store: LedgerStore, run: Run, limits: BudgetLimits, call: CallPrice, *, prompt_tokens: int, max_tokens: int
+) -> RunError | None:
+    """Why a call sent with a shrunk allowance (``max_tokens``, below the run's ``max_tokens_per_call``) was cut
+    off there: the budget that had no more to give (the tightest one, as the call would be sized now, against
+    the reservation the run holds for it). None if no budget limits the call."""
+    held = run.reservation
+    committed = None
+    if held is not None and (limits.tenant_daily_usd is not None or limits.global_daily_usd is not None):
+        committed = DayCommitted(held.day, *store.committed(run.tenant, held.day))
+    caps = _caps(run, limits, call, prompt_tokens, committed, held)
+    if not caps:
+        return None
+    code = min(caps)[1]
+    return RunError(
+        code=code,
+        message=f"the model's output was cut off at max_tokens={max_tokens}, all that the {_budget(code, run, limits)} "
+        f"had left for the call (max_tokens_per_call={run.max_tokens_per_call})",
+    )
+
+
+def _budget(code: str, run: Run, limits: BudgetLimits) -> str:
+    """A budget, named as its refusals name it."""
+    if code == MAX_USD:
+        return f"run budget max_usd={usd(Decimal(str(run.budget.max_usd)))}"
+    if code == MAX_TOKENS:
+        return f"run budget max_tokens={run.budget.max_tokens}"
+    if code == TENANT_DAILY_BUDGET:
+        return f"tenant {run.tenant} daily budget {usd(limits.tenant_daily_usd or Decimal(0))}"
+    return f"global daily budget {usd(limits.global_daily_usd or Decimal(0))}"
+
+
 # ------------------------------------------------------------------------------------- applying the rules
 
 
@@ -419,7 +576,8 @@ def reserve(
     if isinstance(rejected, CounterChange):
         tenant_committed, global_committed = store.committed(run.tenant, wanted.day)
         committed = tenant_committed if rejected.counter.tenant is not None else global_committed
-        raise _refusal(rejected, run.tenant, limits, committed)
+        amount = Decimal(rejected.add["committed_usd"])
+        raise _refusal(rejected.budget or GLOBAL_DAILY_BUDGET, run, rejected.counter.day, limits, committed, amount)
     current = store.get_run(run.key)
     if current is None or current.status.terminal or current.completed_steps != wanted.step or current.turn != run.turn:
         raise RunNotActiveError(run.run_id)
@@ -432,21 +590,19 @@ def reserve(
     if max_usd is None or current.cost_usd <= max_usd - wanted.amount_usd:
         # no budget refused it: the run changed and changed back meanwhile; the invoker retries
         raise StoreConflictError(f"run {run.key} changed while step {wanted.step} was reserving")
-    raise BudgetRefusedError(
-        MAX_USD,
-        f"run budget max_usd={usd(max_usd)}: {usd(current.cost_usd)} spent, "
-        f"the next call may cost up to {usd(wanted.amount_usd)}",
-    )
+    raise _run_refusal(current, wanted.amount_usd)
 
 
-def _refusal(rejected: CounterChange, tenant: str, limits: BudgetLimits, committed: Decimal) -> BudgetRefusedError:
-    day, amount = rejected.counter.day, Decimal(rejected.add["committed_usd"])
+def _run_refusal(run: Run, amount: Decimal) -> BudgetRefusedError:
+    tail = f"{usd(run.cost_usd)} spent, the next call may cost up to {usd(amount)}"
+    return BudgetRefusedError(MAX_USD, f"{_budget(MAX_USD, run, BudgetLimits())}: {tail}")
+
+
+def _refusal(
+    code: str, run: Run, day: str, limits: BudgetLimits, committed: Decimal, amount: Decimal
+) -> BudgetRefusedError:
     tail = f"{usd(committed)} spent or reserved, the next call may cost up to {usd(amount)}"
-    if rejected.budget == TENANT_DAILY_BUDGET:
-        limit = usd(limits.tenant_daily_usd or Decimal(0))
-        return BudgetRefusedError(TENANT_DAILY_BUDGET, f"tenant {tenant} daily budget {limit} for {day}: {tail}")
-    limit = usd(limits.global_daily_usd or Decimal(0))
-    return BudgetRefusedError(GLOBAL_DAILY_BUDGET, f"global daily budget {limit} for {day}: {tail}")
+    return BudgetRefusedError(code, f"{_budget(code, run, limits)} for {day}: {tail}")
 
 
 def settle(store: LedgerStore, run: Run, record: StepRecord, output: str | None) -> None:

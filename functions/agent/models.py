@@ -392,6 +392,7 @@ class ModelRequest(BaseModel):
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = Field(default_factory=list)
     max_tokens: int
+    cleared_before: int = 0  # the tool results of steps below this one were cleared to fit the context window
 
 
 class ModelResponse(BaseModel):
@@ -438,6 +439,7 @@ class StepRecord(BaseModel):
     route_reason: str | None = None
     cheap: bool = False
     superseded: bool = False  # recorded and charged, but not part of the conversation
+    cleared_before: int = 0  # the call's conversation had the tool results of steps below this one cleared
     started_at: str
     finished_at: str
     duration_ms: int

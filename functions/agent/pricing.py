@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -34,6 +37,29 @@ class ModelPrice(BaseModel):
     def dearest_input(self) -> Decimal:
         """The highest rate an input token can be billed at (a cache write)."""
         return max(self.input, self.cache_write_5m, self.cache_write_1h)
+
+    def dearest_input_with(self, cache_ttls: Collection[str]) -> Decimal:
+        """The highest rate an input token of a prompt can be billed at when its cache breakpoints have these
+        TTLs: the API writes the cache only at a marked breakpoint, at that marker's TTL's rate."""
+        writes = {"5m": self.cache_write_5m, "1h": self.cache_write_1h}
+        return max([self.input, *(writes.get(ttl, self.dearest_input) for ttl in cache_ttls)])
+
+
+@dataclass(frozen=True)
+class CallPrice:
+    """The most one call can cost, as a function of its output allowance (``max_tokens``)."""
+
+    prompt_usd: Decimal  # the whole prompt at the dearest rate it can be billed at
+    output_usd: Decimal  # one output token
+
+    def worst_case(self, max_tokens: int) -> Decimal:
+        return self.prompt_usd + max_tokens * self.output_usd
+
+    def tokens_covered(self, amount: Decimal) -> int:
+        """The largest ``max_tokens`` whose worst case ``amount`` covers (negative: not even the prompt)."""
+        if self.output_usd <= 0:
+            return 1 << 30 if amount >= self.prompt_usd else -1
+        return math.floor((amount - self.prompt_usd) / self.output_usd)
 
 
 class PriceBook:
@@ -76,8 +102,14 @@ class PriceBook:
 
     def worst_case(self, model: str, prompt_tokens: int, max_output_tokens: int) -> Decimal:
         """The most one call can cost: every prompt token at the dearest input rate, the full output allowance."""
+        return self.call_price(model, prompt_tokens).worst_case(max_output_tokens)
+
+    def call_price(self, model: str, prompt_tokens: int, *, cache_ttls: Collection[str] | None = None) -> CallPrice:
+        """What one call of ``prompt_tokens`` can cost: every prompt token at the dearest input rate (of a
+        prompt whose cache breakpoints have ``cache_ttls``; None: any rate), plus the output rate per token."""
         price = self.price(model)
-        return (prompt_tokens * price.dearest_input + max_output_tokens * price.output) / _PER_TOKEN
+        rate = price.dearest_input if cache_ttls is None else price.dearest_input_with(cache_ttls)
+        return CallPrice(prompt_tokens * rate / _PER_TOKEN, price.output / _PER_TOKEN)
 
     def with_extra(self, extra: dict[str, ModelPrice]) -> PriceBook:
         """This book plus prices configured at deploy time (they win over the file for the same id)."""

@@ -173,6 +173,7 @@ def event_id(turn: int, section: int, a: int = 0, b: int = 0) -> str:
 
 TOOL_USE_BASE = 10  # b of a step's tool-use events: 10 + the call's index
 TOOL_RESULT_BASE = 600
+COMPACTED = 499  # b of the event saying a step's call had older tool results cleared: inside its span, before its end
 
 
 def stop_reason(status: RunStatus, error: RunError | None, pending: list[str]) -> dict[str, Any]:
@@ -291,8 +292,10 @@ class SessionView:
                     "stop_reason": stop_reason(status, error, pending),
                 }
             )
+        cleared = 0
         for record in history.steps:
-            events += self._step_events(record)
+            events += self._step_events(record, compacted=record.cleared_before > cleared)
+            cleared = max(cleared, record.cleared_before)
         return sorted(events, key=lambda event: str(event["id"]))
 
     def _asked_in(self, turn: int) -> list[str]:
@@ -305,12 +308,17 @@ class SessionView:
             self.call_event_id(last.step, i) for i, c in enumerate(last.tool_calls()) if self.agent.needs_client(c.name)
         ]
 
-    def _step_events(self, record: Any) -> list[dict[str, Any]]:
+    def _step_events(self, record: Any, *, compacted: bool = False) -> list[dict[str, Any]]:
         n, k = self._turn_of_step.get(record.step, 1), record.step
         start = event_id(n, 3, k, 0)
         events: list[dict[str, Any]] = [
             {"id": start, "type": "span.model_request_start", "processed_at": record.started_at}
         ]
+        if compacted:  # this call was the first sent with more of the oldest tool results cleared (conversation.py)
+            events.append(
+                {"id": event_id(n, 3, k, COMPACTED), "type": "agent.thread_context_compacted",
+                 "processed_at": record.started_at, "cleared_before_step": record.cleared_before}  # Stepwise: the bound
+            )  # fmt: skip
         if not record.superseded:
             text = [
                 {"type": "text", "text": b["text"]} for b in record.content if b.get("type") == "text" and b.get("text")

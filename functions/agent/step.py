@@ -14,13 +14,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from functions.agent import ledger
 from functions.agent.breaker import Breaker
-from functions.agent.caching import CacheTTL
+from functions.agent.caching import CacheTTL, marker_ttls
 from functions.agent.circuit import circuit_key
-from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, model_request
+from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, ContextPolicy, model_request
 from functions.agent.errors import (
     BudgetRefusedError,
     FatalModelError,
@@ -48,7 +49,7 @@ from functions.agent.models import (
     ToolOutcome,
 )
 from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunStore, TenantLimitsSource, Toolbox
-from functions.agent.pricing import PriceBook
+from functions.agent.pricing import CallPrice, PriceBook
 from functions.agent.response_cache import as_hit, cache_key, cacheable
 from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
 from functions.agent.tenants import budget_limits
@@ -118,6 +119,7 @@ class StepConfig:
     prompt_cache_ttl: CacheTTL | None = None  # prompt caching placed on every call (None: off)
     routing: RoutingConfig = field(default_factory=default_routing)
     cache_responses_by_default: bool = False  # for runs that do not say (a run's own choice wins)
+    context: ContextPolicy | None = field(default_factory=ContextPolicy)  # None: never clear old tool results
 
 
 def decide(response: ModelResponse, max_tokens: int) -> tuple[StepDecision, RunStatus | None, RunError | None]:
@@ -245,6 +247,7 @@ class StepRunner:
         self._route(step)
         stored = step.history.pending.get(step.ref.step)
         if stored is not None:  # answered before, but the settlement failed: settle it, on its route
+            self._send_what_is_held(step)  # (what it was sent with)
             return self._settle(step, self._at_once(stored))
         self._avoid_open_circuits(step)
         self._check_token_budget(step)
@@ -320,15 +323,17 @@ class StepRunner:
         return as_hit(cached) if cached is not None else None
 
     def _reserve(self, step: _Step) -> None:
-        """Hold the call's worst-case cost against every budget (a held reservation follows a re-route)."""
+        """Hold the call's worst-case cost against every budget (a held reservation follows a re-route), with
+        the largest output allowance the budgets cover near a cap; the call is sent with what is held."""
         held, route, request = step.held, step.route, step.request
         moving = held is not None and held.model != route.model
         if held is not None and not moving:
+            self._send_what_is_held(step)
             return
         now = self.clock.now()
         wanted = Reservation(
             step=step.ref.step,
-            amount_usd=self.prices.worst_case(request.model, step.prompt_tokens, request.max_tokens),
+            amount_usd=Decimal(0),  # sized by the ledger
             day=held.day if held is not None else now.date().isoformat(),
             model=route.model,
             cheap=route.cheap,
@@ -337,7 +342,9 @@ class StepRunner:
         try:
             replacing = held if moving else None
             at = now.isoformat(timespec="milliseconds")
-            held = ledger.reserve(self.store, step.run, wanted, step.limits, replacing=replacing, now=at)
+            held = ledger.reserve_call(self.store, step.run, wanted, step.limits, self._call_price(step),
+                                       prompt_tokens=step.prompt_tokens, max_tokens=request.max_tokens,
+                                       replacing=replacing, now=at)  # fmt: skip
         except BudgetRefusedError as exc:
             refused = RunError(code=exc.code, message=exc.message)
             raise step.finish(RunStatus.BUDGET_EXCEEDED, refused, budget_percent=step.percent) from None
@@ -354,6 +361,20 @@ class StepRunner:
         if held.model != route.model:  # a duplicate invocation reserved first, for another route: follow it
             step.route = Route(held.model, held.reason, cheap=held.cheap)
             step.request = self._request(step, step.route)
+        self._send_what_is_held(step)
+
+    def _send_what_is_held(self, step: _Step) -> None:
+        """The call asks for no more output than the reservation it holds covers (less near a cap)."""
+        held, request = step.held, step.request
+        if held is not None:
+            tokens = ledger.tokens_held(self._call_price(step), held, request.max_tokens)
+            step.request = request.model_copy(update={"max_tokens": tokens})
+
+    def _call_price(self, step: _Step) -> CallPrice:
+        """The worst case of the step's request (its prompt is the same on every route: estimated once)."""
+        step.prompt_tokens = step.prompt_tokens or estimate_prompt_tokens(step.request)
+        request = step.request
+        return self.prices.call_price(request.model, step.prompt_tokens, cache_ttls=marker_ttls(request))
 
     def _call(self, step: _Step) -> _Answer:
         """Call the model, report the circuit's health, and store the billed answer before anything else."""
@@ -440,10 +461,14 @@ class StepRunner:
 
     def _record(self, step: _Step, answer: _Answer) -> StepRecord:
         response, route, run = answer.response, step.route, step.run
-        decision, status, error = decide(response, run.max_tokens_per_call)
+        decision, status, error = decide(response, step.request.max_tokens)
+        budget_cut = self._cut_by_budget(step, response)
+        if budget_cut is not None:
+            status, error = RunStatus.BUDGET_EXCEEDED, budget_cut
         # a cheap answer is redone only if a step is left for it and the redo would use another model
         can_redo = (
-            step.ref.step + 1 - run.turn_first_step < run.budget.max_steps
+            budget_cut is None
+            and step.ref.step + 1 - run.turn_first_step < run.budget.max_steps
             and escalation(self.config.routing, run.model, step.percent) != route.model
         )
         superseded_by = supersedes(route, response, error) if can_redo else None
@@ -468,10 +493,19 @@ class StepRunner:
             route_reason=route.reason + (f"; superseded: {superseded_by}" if superseded_by else ""),
             cheap=route.cheap,
             superseded=bool(superseded_by),
+            cleared_before=step.request.cleared_before,
             started_at=answer.started.isoformat(timespec="milliseconds"),
             finished_at=answer.finished.isoformat(timespec="milliseconds"),
             duration_ms=int((answer.finished - answer.started).total_seconds() * 1000),
         )
+
+    def _cut_by_budget(self, step: _Step, response: ModelResponse) -> RunError | None:
+        """An answer cut off at an allowance a budget shrank ends the run as that budget's refusal would."""
+        request, run = step.request, step.run
+        if response.stop_reason != "max_tokens" or request.max_tokens >= run.max_tokens_per_call:
+            return None
+        return ledger.cut_off(self.store, run, step.limits, self._call_price(step), prompt_tokens=step.prompt_tokens,
+                              max_tokens=request.max_tokens)  # fmt: skip
 
     def _request(self, step: _Step, route: Route) -> ModelRequest:
         return model_request(
@@ -480,6 +514,7 @@ class StepRunner:
             system=self.config.system,
             toolbox=self.toolbox,
             cache_ttl=self.config.prompt_cache_ttl,
+            context=self.config.context,
         )
 
     def _at_once(self, response: ModelResponse) -> _Answer:

@@ -42,6 +42,7 @@ def steps_view(history: RunHistory) -> list[dict[str, Any]]:
                 "requested_model": record.requested_model,
                 "route_reason": record.route_reason,
                 "superseded": record.superseded,
+                "cleared_before": record.cleared_before,
                 "provider": record.provider,
                 "stop_reason": record.stop_reason,
                 "decision": record.decision.value,

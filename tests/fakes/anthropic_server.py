@@ -236,10 +236,26 @@ class PromptCacheSimulator:
         return {**reply, "usage": usage}
 
 
+CONTEXT_WINDOW = 200_000  # the Messages API refuses a longer prompt (400 "prompt is too long")
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The request's prompt as this fake counts it: system, tools and every message, ~4 characters a token."""
+    system = body.get("system") or []
+    parts = [*(system if isinstance(system, list) else [system]), *body.get("tools", [])]
+    for message in body.get("messages", []):
+        content = message.get("content")
+        parts.extend(content if isinstance(content, list) else [content])
+    return sum(estimate_tokens(part) for part in parts)
+
+
 class FakeAnthropic:
-    def __init__(self, *script: Reply, cache: PromptCacheSimulator | None = None) -> None:
+    def __init__(
+        self, *script: Reply, cache: PromptCacheSimulator | None = None, context_window: int = CONTEXT_WINDOW
+    ) -> None:
         self.script: list[Reply] = list(script)
         self.cache = cache
+        self.context_window = context_window
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         fake = self
@@ -252,6 +268,9 @@ class FakeAnthropic:
                 headers: dict[str, str] = {}
                 if self.path.rstrip("/") != "/v1/messages":
                     status, payload = error(404, "not_found_error", f"no route {self.path}")
+                elif (tokens := prompt_tokens(body)) > fake.context_window:  # the script is not consumed
+                    too_long = f"prompt is too long: {tokens} tokens > {fake.context_window} maximum"
+                    status, payload = error(400, "invalid_request_error", too_long)
                 elif fake.cache is not None and (refused := fake.cache.validate(body)) is not None:
                     status, payload = refused  # the script is not consumed, as the API would not answer
                 elif not fake.script:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from functions.agent.ledger import estimate_prompt_tokens
 from functions.agent.models import ModelRequest, ModelResponse, Usage
 
 
@@ -45,3 +46,14 @@ class ScriptedModel:
         if isinstance(item, Exception):
             raise item
         return item
+
+
+def billed(usage: Usage, request: ModelRequest) -> tuple[Usage, bool]:
+    """What a provider bills for a call that wants ``usage``: never more output than the request's max_tokens
+    (then its answer is cut off: the bool), never more input than its prompt (the core's estimate, an upper
+    bound by design, stands in for the tokenizer)."""
+    output = min(usage.output_tokens, request.max_tokens)
+    prompt = estimate_prompt_tokens(request)
+    return usage.model_copy(update={"input_tokens": min(usage.input_tokens, prompt), "output_tokens": output}), (
+        output < usage.output_tokens
+    )
