@@ -15,7 +15,7 @@ help:
 	@echo "make test    lint, type-check, unit/functional/infrastructure/e2e tests, cdk synth + cfn-lint"
 	@echo "make local   serve the HTTP API on 127.0.0.1:\$$PORT (default 8787)"
 	@echo "make deploy  cdk deploy to the AWS account of your credentials"
-	@echo "make bench   cold imports, per-step calls, orchestration cost, cost (caching), idle sessions, tool results, the gauge (bench/)"
+	@echo "make bench   cold imports, per-step calls, step memory, orchestration cost, cost (caching), idle sessions, tool results, the gauge (bench/)"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -65,6 +65,7 @@ deploy: setup
 bench: $(STAMP)
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/step_calls.py
+	$(BIN)/python bench/step_memory.py
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/session_idle.py

@@ -345,9 +345,11 @@ def submitter(settings: ApiSettings) -> Submitter:
 def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRunner:
     """Assembled per invocation from adapters built once: the model client is resolved on every invocation,
     so an API key put or rotated after deploy reaches warm containers (see ``model``). With the function's
-    ``tracer`` (on), the model call is a subsegment of its trace (adapters/tracing.py)."""
-    from functions.adapters.tracing import traced_model
+    ``tracer`` (on), the model call and each fast tool call it runs are subsegments of its trace
+    (adapters/tracing.py). Its ToolRunner runs only fast tools (never MCP: no MCP client here)."""
+    from functions.adapters.tracing import traced_model, traced_tools
     from functions.agent.step import StepConfig, StepRunner
+    from functions.agent.tool import ToolRunner
 
     ttl = settings.prompt_cache_ttl
     config = StepConfig(
@@ -355,16 +357,18 @@ def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRun
         prompt_cache_ttl=None if ttl == "off" else ttl,
         cache_responses_by_default=settings.response_cache_by_default,
     )
+    toolbox, _ = traced_tools(registry(), None, tracer)
     return StepRunner(
         store=store(settings),
         model=traced_model(model(settings), tracer),
-        toolbox=registry(),
+        toolbox=toolbox,
         prices=prices(settings),
         clock=CLOCK,
         config=config,
         response_cache=response_cache(settings),
         breaker=breaker(settings),
         tenant_limits=tenant_limits(settings),
+        tools=ToolRunner(store=store(settings), toolbox=toolbox, results=results(settings), clock=CLOCK),
     )
 
 
