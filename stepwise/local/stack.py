@@ -150,6 +150,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         if self.intake:
             self._spawn(lambda: self._poll(self.queue_url, self.queue_arn, self.topology.intake_function),
                         "intake-poller")  # fmt: skip
+        self._spawn(self._forget_finished_threads, "janitor")
         self._spawn(lambda: self._poll(self.webhooks_queue_url, self.webhooks_queue_arn,
                                        self.topology.webhooks_function), "webhooks-poller")  # fmt: skip
         self._server = _ApiServer((self.host, self.port), _make_http_handler(self))
@@ -276,6 +277,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         from functions.adapters import wiring
 
         wiring.reset()
+
+    def _forget_finished_threads(self) -> None:
+        """moto's Step Functions interpreter appends every thread it starts (~16 per run: an execution's, each Task
+        state's, each Map iteration's) to a module-level list it never reads nor prunes (``TMP_THREADS``): every
+        few seconds the finished ones are dropped from it, so a long-lived local stack does not keep them."""
+        from moto.stepfunctions.parser.utils import TMP_THREADS
+
+        while not self._stop.wait(2):
+            TMP_THREADS[:] = [thread for thread in list(TMP_THREADS) if thread.is_alive()]
 
     # ------------------------------------------------------------------------------------------ queues
     def _poll(self, queue_url: str, queue_arn: str, function: str) -> None:
