@@ -19,6 +19,7 @@ from botocore.config import Config
 from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
+from functions.adapters.dynamodb_history import HistoryCache
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
@@ -78,6 +79,7 @@ _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_t
 # ends runs (Finalize: 15 s) a few seconds at most, never its run
 _ANNOUNCE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
 CLOCK = SystemClock()
+HISTORY = HistoryCache()  # the runs' histories this container has read (the step function's)
 
 
 @cache
@@ -91,6 +93,13 @@ def aws_client(service: str) -> Any:
 @cache
 def store(settings: Settings) -> DynamoDBRunStore:
     return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"))
+
+
+@cache
+def step_store(settings: Settings) -> DynamoDBRunStore:
+    """The step function's store: it keeps what it read of each run (``HISTORY``), so a step reads only what
+    changed since this container's last step of the run (functions/adapters/dynamodb_history.py)."""
+    return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"), history=HISTORY)
 
 
 @cache
@@ -328,7 +337,7 @@ def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRun
         cache_responses_by_default=settings.response_cache_by_default,
     )
     return StepRunner(
-        store=store(settings),
+        store=step_store(settings),
         model=traced_model(model(settings), tracer),
         toolbox=registry(),
         prices=prices(settings),
@@ -502,6 +511,7 @@ def reset() -> None:
     for built in (
         aws_client,
         store,
+        step_store,
         queue,
         workflow,
         registry,
@@ -536,6 +546,7 @@ def reset() -> None:
         deliveries,
     ):
         built.cache_clear()
+    HISTORY.clear()
     settings_module.reset()
     if "aws_lambda_powertools.utilities.parameters" in sys.modules:  # secrets read through powertools' cache
         from aws_lambda_powertools.utilities import parameters
