@@ -21,6 +21,7 @@ from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClo
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_history import HistoryCache
 from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
+from functions.adapters.dynamodb_step_store import StepRunStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.s3_results import S3ResultStore
@@ -46,7 +47,7 @@ from functions.adapters.settings import (
 )
 from functions.adapters.stub_model import OfflineStubModel
 from functions.adapters.tracing import traced_model, traced_tools
-from functions.agent.breaker import Breaker
+from functions.agent.breaker import CLOSED_FRESH_SECONDS, Breaker
 from functions.agent.circuit import CircuitConfig
 from functions.agent.intake import Intake
 from functions.agent.keys import ApiKeys
@@ -98,8 +99,9 @@ def store(settings: Settings) -> DynamoDBRunStore:
 @cache
 def step_store(settings: Settings) -> DynamoDBRunStore:
     """The step function's store: it keeps what it read of each run (``HISTORY``), so a step reads only what
-    changed since this container's last step of the run (functions/adapters/dynamodb_history.py)."""
-    return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"), history=HISTORY)
+    changed since this container's last step of the run, and the daily spend for a few seconds
+    (functions/adapters/dynamodb_step_store.py)."""
+    return StepRunStore(settings.table_name, aws_client("dynamodb"), history=HISTORY)
 
 
 @cache
@@ -234,14 +236,15 @@ def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
 
 @cache
 def breaker(settings: CircuitSettings) -> Breaker:
-    """The breaker of this container (its circuits' states are shared through the table)."""
+    """The breaker of this container (its circuits' states are shared through the table; one read closed is not
+    read again for CLOSED_FRESH_SECONDS)."""
     config = CircuitConfig(
         failure_threshold=settings.circuit_failure_threshold,
         window_seconds=settings.circuit_window_seconds,
         cooldown_seconds=settings.circuit_cooldown_seconds,
     )
     circuits = DynamoDBCircuitStore(settings.table_name, aws_client("dynamodb"))
-    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp())
+    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp(), closed_fresh_seconds=CLOSED_FRESH_SECONDS)
 
 
 def new_run_id() -> str:

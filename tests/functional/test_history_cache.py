@@ -14,12 +14,16 @@ import pytest
 
 from functions.adapters.dynamodb_history import HistoryCache
 from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
+from functions.adapters.dynamodb_step_store import StepRunStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.agent import ledger
+from functions.agent.errors import BudgetRefusedError
+from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import settle_calls
 from functions.agent.models import (
     Budget,
     ModelResponse,
+    Reservation,
     Run,
     RunKey,
     RunStatus,
@@ -241,3 +245,30 @@ def test_the_items_a_step_reads_do_not_grow_with_the_run(world: Containers, item
     items_read.clear()
     world.b.load_history(key)  # a container that never read the run reads it whole
     assert sum(items_read.values()) == 1 + 60 * 3
+
+
+def test_the_daily_spend_is_read_again_after_a_few_seconds_and_at_once_to_explain_a_refusal(aws: Aws) -> None:
+    clock = {"now": 0.0}
+    client = boto3.client("dynamodb")
+    step = StepRunStore(TABLE, client, spend_fresh_seconds=5, monotonic=lambda: clock["now"])
+    other = DynamoDBRunStore(TABLE, client)  # another container
+    day = NOW[:10]
+    limits = BudgetLimits(tenant_daily_usd=Decimal("1"))
+
+    def reserve(store: DynamoDBRunStore, run: Run, usd: str) -> Reservation:
+        wanted = Reservation(step=0, amount_usd=Decimal(usd), day=day, model="claude-haiku-4-5")
+        return ledger.reserve(store, run, wanted, limits, now=NOW)
+
+    first, second, third = (make_run(f"run_{n}") for n in range(3))
+    for run in (first, second, third):
+        other.create_run(run)
+    assert step.committed("acme", day) == (0, 0)
+    reserve(other, first, "0.6")
+    clock["now"] = 4.0
+    assert step.committed("acme", day) == (0, 0)  # kept: at most 5 seconds old (routing and metrics read it)
+    clock["now"] = 5.0
+    assert step.committed("acme", day) == (Decimal("0.6"), Decimal("0.6"))
+    reserve(other, second, "0.3")  # 0.9 committed; this container still has 0.6
+    with pytest.raises(BudgetRefusedError, match=r"\$0\.9 spent or reserved"):
+        reserve(step, third, "0.2")  # refused by the conditional write, explained with a fresh read
+    assert step.committed("acme", day) == (Decimal("0.9"), Decimal("0.9"))
