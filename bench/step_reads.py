@@ -12,7 +12,8 @@ is also computed here from the bytes of the items each call read or wrote, as Dy
             twice inside a transaction (which also counts 2 read units per ConditionCheck)
 
 A step's figures are what the step function read and wrote in that invocation; "cycle" adds what the others (the
-tool function, intake, finalize) did from that step to the next.
+tool function, intake, finalize) did from that step to the next. CPU is the step handler's thread time (its model
+call's SDK work included, the fake model's own not), as the median of the 5 steps around the one shown.
 
 Usage: python bench/step_reads.py [--steps 100] [--show 5,55,95]
 """
@@ -25,6 +26,7 @@ import io
 import json
 import math
 import os
+import statistics
 import sys
 import threading
 import time
@@ -175,7 +177,11 @@ def script(steps: int) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="steps of the run (a run takes at most 100)")
-    parser.add_argument("--show", default="5,55,95", help="the steps whose figures are printed")
+    parser.add_argument(
+        "--show",
+        default="5,55,95",
+        help="the steps whose figures are printed (CPU and wall time: the median of the 5 steps around each)",
+    )
     args = parser.parse_args()
     fake = FakeAnthropic(*[script(args.steps)] * args.steps)
     os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true",
@@ -196,6 +202,9 @@ def main() -> None:
                 break
             time.sleep(0.1)
         final = json.loads(answer)
+        arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + run_id
+        while stack.sfn.describe_execution(executionArn=arn)["status"] == "RUNNING":  # its last invocations return
+            time.sleep(0.1)
         print(f"run {run_id}: {final['status']} after {final['steps']} steps in {time.perf_counter() - started:.0f} s "
               f"(python bench/step_reads.py --steps {args.steps})", file=report)  # fmt: skip
         by_step = {step.number: step for step in meter.steps}
@@ -203,9 +212,12 @@ def main() -> None:
               f"{'cycle RRU':>9} {'cycle WRU':>9} {'CPU ms':>7} {'wall ms':>8}  calls", file=report)  # fmt: skip
         for number in [int(n) for n in args.show.split(",") if int(n) in by_step]:
             s = by_step[number]
+            # CPU and wall time: the median of the steps around it (one step's time is noisy on a shared machine)
+            near = [by_step[n] for n in range(number - 2, number + 3) if n in by_step]
+            cpu, wall = statistics.median(t.cpu_ms for t in near), statistics.median(t.wall_ms for t in near)
             calls = ", ".join(f"{op} {n}" for op, n in sorted(s.own.calls.items()))
             print(f"{number:>5} {s.own.rru:>6.1f} {s.own.wru:>6.1f} {s.own.items:>10} {s.own.read_bytes / 1024:>8.1f} "
-                  f"{s.own.reported:>9.1f} {s.cycle.rru:>9.1f} {s.cycle.wru:>9.1f} {s.cpu_ms:>7.1f} {s.wall_ms:>8.1f}"
+                  f"{s.own.reported:>9.1f} {s.cycle.rru:>9.1f} {s.cycle.wru:>9.1f} {cpu:>7.1f} {wall:>8.1f}"
                   f"  {calls}", file=report)  # fmt: skip
 
 

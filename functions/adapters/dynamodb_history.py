@@ -34,7 +34,7 @@ from typing import Any
 
 from functions.agent.models import RunKey, StepDecision, StepRecord, ToolOutcome, UserEvent
 
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # of items as stored (parsed, they take a few times that in memory)
 RUNS_CALLS = frozenset({StepDecision.TOOLS, StepDecision.ACTION})  # steps whose calls run (see lifecycle.turn_calls)
 
 
@@ -64,11 +64,12 @@ def event_floor(turn: int) -> str:
     return f"sevt_{max(turn - 1, 0):04d}"
 
 
-def open_from(steps: list[StepRecord], tools: dict[tuple[int, str], ToolOutcome]) -> int:
+def open_from(steps: tuple[StepRecord, ...], tools: dict[tuple[int, str], ToolOutcome], start: int = 0) -> int:
     """The lowest step whose tool results may still change: one that runs calls and has a call without a final
-    result, or has a result that is not final; else the step after the last."""
+    result, or has a result that is not final; else the step after the last. Steps below ``start`` are known not to
+    (a step that is not open never opens again)."""
     provisional = min((step for (step, _), outcome in tools.items() if not outcome.final), default=len(steps))
-    for record in steps:
+    for record in steps[start:]:
         if record.step >= provisional:
             break
         if record.decision in RUNS_CALLS and any(
@@ -89,6 +90,7 @@ class CachedHistory:
     tools: dict[tuple[int, str], ToolOutcome]
     events: tuple[UserEvent, ...]
     sizes: dict[str, int] = field(default_factory=dict)  # item bytes by sort key (for the cache's bound)
+    open: int = 0  # no step below this one is open (``open_from``)
 
     @property
     def size(self) -> int:

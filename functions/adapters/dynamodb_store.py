@@ -483,8 +483,10 @@ class DynamoDBRunStore(RunStore):
         history = RunHistory(run=read.run, steps=read.steps, tool_results=read.tools, pending=read.pending,
                              user_events=read.events)  # fmt: skip
         if self.history is not None:
+            steps = tuple(read.steps)
             self.history.put(self.table_name, key, CachedHistory(
-                read.run.created_at, read.run.turn, tuple(read.steps), read.tools, tuple(read.events), read.sizes,
+                read.run.created_at, read.run.turn, steps, read.tools, tuple(read.events), read.sizes,
+                open_from(steps, read.tools),
             ))  # fmt: skip
         return history
 
@@ -506,7 +508,7 @@ class DynamoDBRunStore(RunStore):
         steps = [*cached.steps, *read.steps]
         tools = cached.tools
         sizes = {sk: size for sk, size in cached.sizes.items() if not sk.startswith(EVENT_PREFIX) or sk < floor}
-        first = open_from(list(cached.steps), cached.tools)
+        first = open_from(cached.steps, cached.tools, cached.open)
         if first < len(steps):  # results of open or new steps: read again from the lowest
             lowest = tool_sk(first, "")
             read.add(self._query(pk, "sk BETWEEN :first AND :last", {":first": lowest, ":last": "TOOL#~"}))
@@ -516,8 +518,9 @@ class DynamoDBRunStore(RunStore):
         sizes.update(read.sizes)
         kept = [event for event in cached.events if event_sk(event.id) < floor]
         events = kept + read.events[::-1]  # read descending
+        kept_steps = tuple(steps)
         self.history.put(self.table_name, key, CachedHistory(
-            run.created_at, run.turn, tuple(steps), tools, tuple(events), sizes,
+            run.created_at, run.turn, kept_steps, tools, tuple(events), sizes, open_from(kept_steps, tools, first),
         ))  # fmt: skip
         return RunHistory(run=run, steps=steps, tool_results=dict(tools), pending=read.pending, user_events=events)
 
