@@ -480,7 +480,7 @@ class DynamoDBRunStore(RunStore):
             if self.history is not None:
                 self.history.forget(self.table_name, key)
             raise RunNotFoundError(key.run_id)
-        history = RunHistory(run=read.run, steps=read.steps, tool_results=read.tools, pending=read.pending,
+        history = RunHistory(run=read.run, steps=read.steps, tool_results=dict(read.tools), pending=read.pending,
                              user_events=read.events)  # fmt: skip
         if self.history is not None:
             steps = tuple(read.steps)
