@@ -18,6 +18,7 @@ from botocore.config import Config
 
 from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
+from functions.adapters.dynamodb_history import HistoryCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
 from functions.adapters.settings import (
@@ -75,6 +76,7 @@ _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_t
 # ends runs (Finalize: 15 s) a few seconds at most, never its run
 _ANNOUNCE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
 CLOCK = SystemClock()
+HISTORY = HistoryCache()  # the runs' histories this container has read (the step function's)
 
 
 @cache
@@ -88,6 +90,16 @@ def aws_client(service: str) -> Any:
 @cache
 def store(settings: Settings) -> DynamoDBRunStore:
     return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"))
+
+
+@cache
+def step_store(settings: Settings) -> DynamoDBRunStore:
+    """The step function's store: it keeps what it read of each run (``HISTORY``), so a step reads only what
+    changed since this container's last step of the run, and the daily spend for a few seconds
+    (functions/adapters/dynamodb_step_store.py)."""
+    from functions.adapters.dynamodb_step_store import StepRunStore
+
+    return StepRunStore(settings.table_name, aws_client("dynamodb"), history=HISTORY)
 
 
 @cache
@@ -242,9 +254,10 @@ def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
 
 @cache
 def breaker(settings: CircuitSettings) -> Breaker:
-    """The breaker of this container (its circuits' states are shared through the table)."""
+    """The breaker of this container (its circuits' states are shared through the table; one read closed is not
+    read again for CLOSED_FRESH_SECONDS)."""
     from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-    from functions.agent.breaker import Breaker
+    from functions.agent.breaker import CLOSED_FRESH_SECONDS, Breaker
     from functions.agent.circuit import CircuitConfig
 
     config = CircuitConfig(
@@ -253,7 +266,7 @@ def breaker(settings: CircuitSettings) -> Breaker:
         cooldown_seconds=settings.circuit_cooldown_seconds,
     )
     circuits = DynamoDBCircuitStore(settings.table_name, aws_client("dynamodb"))
-    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp())
+    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp(), closed_fresh_seconds=CLOSED_FRESH_SECONDS)
 
 
 def new_run_id() -> str:
@@ -359,7 +372,7 @@ def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRun
     )
     toolbox, _ = traced_tools(registry(), None, tracer)
     return StepRunner(
-        store=store(settings),
+        store=step_store(settings),
         model=traced_model(model(settings), tracer),
         toolbox=toolbox,
         prices=prices(settings),
@@ -536,6 +549,7 @@ def reset() -> None:
     for built in (
         aws_client,
         store,
+        step_store,
         queue,
         workflow,
         registry,
@@ -570,6 +584,7 @@ def reset() -> None:
         deliveries,
     ):
         built.cache_clear()
+    HISTORY.clear()
     settings_module.reset()
     if "aws_lambda_powertools.utilities.parameters" in sys.modules:  # secrets read through powertools' cache
         from aws_lambda_powertools.utilities import parameters
