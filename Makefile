@@ -15,7 +15,7 @@ help:
 	@echo "make test    lint, type-check, unit/functional/infrastructure/e2e tests, cdk synth + cfn-lint"
 	@echo "make local   serve the HTTP API on 127.0.0.1:\$$PORT (default 8787)"
 	@echo "make deploy  cdk deploy to the AWS account of your credentials"
-	@echo "make bench   cold imports, per-step calls, orchestration cost, cost (caching), idle sessions, tool results, the gauge (bench/)"
+	@echo "make bench   cold imports, per-step calls, step memory, orchestration cost, cost (caching), idle sessions, tool results, the gauge (bench/)"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -47,11 +47,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-# Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker),
-# runs cdk-nag (AwsSolutions), checks every compiled extension in the layer is ARM64/CPython 3.13, then cfn-lint. W3005 is CDK's own explicit DependsOn, not a defect.
+# Real synth through the pinned CDK CLI: builds the ARM64 dependency layer with pip (no Docker) and compiles the layer
+# and the functions' code for CPython 3.13 (a python3.13 of this machine: on PATH, pyenv's or uv's, or named by
+# STEPWISE_PYTHON313=/path/to/python3.13), runs cdk-nag (AwsSolutions), checks every compiled extension in the layer is
+# ARM64/CPython 3.13 and every module ships its 3.13 .pyc, then cfn-lint. W3005 is CDK's own explicit DependsOn, not a
+# defect. (The grep drops jsii's Node end-of-life banner, keeping the checks' own messages.)
 synth: setup
 	npx cdk synth --quiet
-	$(BIN)/python -m infra.packaging cdk.out 2>/dev/null
+	set -o pipefail; $(BIN)/python -m infra.packaging cdk.out 2>&1 | { grep -v "^b'!!" || true; }
 	$(BIN)/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
 
 test: lint typecheck synth pytest
@@ -62,6 +65,7 @@ deploy: setup
 bench: $(STAMP)
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/step_calls.py
+	$(BIN)/python bench/step_memory.py
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/session_idle.py

@@ -110,6 +110,27 @@ def _whole(context: Any, name: str, default: int) -> int:
     return number
 
 
+def _flag(context: Any, name: str) -> bool:
+    """true or false (false when unset)."""
+    value = str(context(name) or "false").lower()
+    if value not in ("true", "false"):
+        raise SystemExit(f"CDK context {name} {context(name)!r}: true or false")
+    return value == "true"
+
+
+def _step_start(context: Any) -> dict[str, Any]:
+    """How the step function's environments start: SnapStart (step_snapstart=true) or provisioned concurrency
+    (step_provisioned_concurrency=N), at most one of them; neither by default (README "Cold starts")."""
+    snap_start = _flag(context, "step_snapstart")
+    provisioned = _whole(context, "step_provisioned_concurrency", 0)
+    if snap_start and provisioned:
+        raise SystemExit(
+            "CDK context step_snapstart and step_provisioned_concurrency: SnapStart does not support provisioned "
+            "concurrency; choose one"
+        )
+    return {"step_snap_start": snap_start, "step_provisioned_concurrency": provisioned}
+
+
 def _deploy_strategy(value: object) -> str:
     """How a deploy shifts the functions' traffic: all_at_once, or a canary/linear CodeDeploy preset."""
     try:
@@ -184,6 +205,7 @@ def build_app(app: cdk.App | None = None) -> cdk.App:
         deploy_strategy=_deploy_strategy(context("deploy_strategy")),
         alarm_thresholds=_alarm_thresholds(context("alarm_thresholds")),
         alarm_email=_alarm_email(context("alarm_email")),
+        **_step_start(context),
         env=cdk.Environment(account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")),
     )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))

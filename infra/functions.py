@@ -103,8 +103,12 @@ class FunctionSpec:
 _END = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 # a run's or a session's partition, of any tenant (functions/adapters/dynamodb_store.py run_pk; a tenant has no "#")
 RUN_PARTITIONS = "T#*#R#*"
-# The step function imports the anthropic SDK (~650 ms cold) and waits on the model: more memory buys CPU for
-# the import, its timeout covers MODEL_TIMEOUT_SECONDS.
+# The step function waits on the model for most of its time, billed by memory: 512 MB (bench/step_memory.py: peak RSS
+# 121 MB after the SDK's imports and first call, 128 MB at step 100 of a run with 16,000-character answers). Memory
+# also sets its CPU share (1,769 MB = 1 vCPU): a warm step's 30-45 ms of CPU take ~0.1-0.16 s at 512 MB, and a new
+# container's first step (the SDK's imports and client, ~1.6 s of CPU) ~5.6 s; 256 MB would halve the waiting again
+# but double those (README "What a step costs"). Its timeout covers MODEL_TIMEOUT_SECONDS and the fast tool calls it
+# runs itself (functions/agent/tool.py IN_STEP_SECONDS).
 FUNCTIONS: dict[str, FunctionSpec] = {
     spec.name: spec
     for spec in (
@@ -139,7 +143,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             name="step",
             handler="functions.handlers.step.handler",
             settings=StepSettings,
-            memory_mb=1024,
+            memory_mb=512,
             timeout_seconds=180,
             # BatchGetItem: budget use; PutItem: step records, stored answers, the response cache, circuits;
             # DeleteItem: a stored answer once its step is settled (in the same transaction)

@@ -80,12 +80,14 @@ def each_function(name: str, statistic: str, *, period: Duration = FIVE_MINUTES)
 
 def search_expression(name: str, statistic: str, period: Duration = FIVE_MINUTES) -> str:
     """``SEARCH(...)`` over every series of a metric with an open-ended dimension: exactly its dimension set
-    (the schema in braces), its name and its emitter's ``service``."""
+    (the schema in braces), its name and its emitters' ``service``."""
     spec = metric_spec(name)
     if all(dimension in spec.values for dimension in spec.dimensions):
         raise MetricError(f"metric {name!r} has no open-ended dimension: chart each value, not a SEARCH")
     schema = ",".join((NAMESPACE, "service", *spec.dimensions))
-    query = f'{{{schema}}} MetricName="{name}" service="{_service(spec)}"'
+    # every function that emits it (ToolCalls: the tool function, and the step for the fast calls it runs itself)
+    services = " OR ".join(f'service="{service_name(function)}"' for function in spec.functions)
+    query = f'{{{schema}}} MetricName="{name}" ' + (f"({services})" if len(spec.functions) > 1 else services)
     return f"SEARCH('{query}', '{statistic}', {int(period.to_seconds())})"
 
 

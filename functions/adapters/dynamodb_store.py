@@ -31,6 +31,7 @@ functions/agent/ledger.py: this adapter renders its plans as one conditional tra
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from functions.adapters.dynamodb_history import CachedHistory, HistoryCache, event_floor, item_bytes, open_from
 from functions.adapters.serde import batch_get, condition_failed, from_item, to_item
 from functions.agent.active import ActiveEntry, listing, partition
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
@@ -88,6 +90,7 @@ else:
     DynamoDBClient = Any
 
 RUN_SK = "RUN"
+EVENT_PREFIX, TOOL_PREFIX = "EVENT#", "TOOL#"
 ACTIVE_INDEX = "active"  # infra/constructs/state_table.py creates it from these names
 ACTIVE_PK, ACTIVE_SK = "active_pk", "active_sk"
 ACTIVE_PROJECTION = ("status", "turn", "created_by")
@@ -431,10 +434,42 @@ def _render(condition: Condition, e: _Expression) -> str:
     raise TypeError(f"no rendering for {condition!r}")  # pragma: no cover - every Condition is matched above
 
 
+class _Read:
+    """The items of a run's partition, parsed as they are read (with their sizes, for the history cache)."""
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+        self.steps: list[StepRecord] = []
+        self.tools: dict[tuple[int, str], ToolOutcome] = {}
+        self.pending: dict[int, ModelResponse] = {}
+        self.events: list[UserEvent] = []
+        self.sizes: dict[str, int] = {}  # of the items that never change once read (steps, tool results, events)
+
+    def add(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            kind = item["type"]["S"]
+            if kind == "run":
+                self.run = run_from_item(item)
+            elif kind == "step":
+                self.steps.append(step_from_item(item))
+            elif kind == "tool":
+                step, outcome = tool_from_item(item)
+                self.tools[(step, outcome.tool_use_id)] = outcome
+            elif kind == "event":
+                self.events.append(UserEvent.model_validate_json(item["event"]["S"]))
+            elif kind == "pending":
+                self.pending[int(item["step"]["N"])] = ModelResponse.model_validate_json(item["response"]["S"])
+            if kind in ("step", "tool", "event"):
+                self.sizes[item["sk"]["S"]] = item_bytes(item)
+
+
 class DynamoDBRunStore(RunStore):
-    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient, *, history: HistoryCache | None = None) -> None:
+        """``history``: the runs this container has read, so that a history is read incrementally (the step
+        function's store; see functions/adapters/dynamodb_history.py). Without it every read is whole."""
         self.table_name = table_name
         self.client = client
+        self.history = history
 
     # ------------------------------------------------------------------------------------------- runs
 
@@ -457,34 +492,68 @@ class DynamoDBRunStore(RunStore):
         return step_from_item(item) if item else None
 
     def load_history(self, key: RunKey) -> RunHistory:
-        run: Run | None = None
-        steps: list[StepRecord] = []
-        tools: dict[tuple[int, str], ToolOutcome] = {}
-        pending: dict[int, ModelResponse] = {}
-        events: list[UserEvent] = []
+        """The whole history. With a ``history`` cache, only what may have changed since this container last read
+        the run is read (functions/adapters/dynamodb_history.py says what, and why that is all)."""
+        cached = self.history.get(self.table_name, key) if self.history is not None else None
+        if cached is not None:
+            found = self._load_since(key, cached)
+            if found is not None:
+                return found
         # A Query is read-committed, not a snapshot: a transaction that commits while it runs is seen by the part of
         # the partition still to be read. The run item is read first and every other item after it, so the history
         # holds everything the run's state implies (a turn's events, written in the transaction that starts the turn;
         # an interrupt, stored before the turn is cancelled) and maybe later items, never a turn without the events
         # that began it: a follower of the derived events (functions/agent/streams.py) would skip them for good.
         pk = run_pk(key)
-        items = self._query(pk, "sk >= :run", {":run": RUN_SK}) + self._query(pk, "sk < :run", {":run": RUN_SK})
-        for item in items:
-            kind = item["type"]["S"]
-            if kind == "run":
-                run = run_from_item(item)
-            elif kind == "step":
-                steps.append(step_from_item(item))
-            elif kind == "tool":
-                step, outcome = tool_from_item(item)
-                tools[(step, outcome.tool_use_id)] = outcome
-            elif kind == "event":
-                events.append(UserEvent.model_validate_json(item["event"]["S"]))
-            elif kind == "pending":
-                pending[int(item["step"]["N"])] = ModelResponse.model_validate_json(item["response"]["S"])
-        if run is None:
+        read = _Read()
+        read.add(self._query(pk, "sk >= :run", {":run": RUN_SK}) + self._query(pk, "sk < :run", {":run": RUN_SK}))
+        if read.run is None:
+            if self.history is not None:
+                self.history.forget(self.table_name, key)
             raise RunNotFoundError(key.run_id)
-        return RunHistory(run=run, steps=steps, tool_results=tools, pending=pending, user_events=events)
+        history = RunHistory(run=read.run, steps=read.steps, tool_results=dict(read.tools), pending=read.pending,
+                             user_events=read.events)  # fmt: skip
+        if self.history is not None:
+            steps = tuple(read.steps)
+            self.history.put(self.table_name, key, CachedHistory(
+                read.run.created_at, read.run.turn, steps, read.tools, tuple(read.events), read.sizes,
+                open_from(steps, read.tools),
+            ))  # fmt: skip
+        return history
+
+    def _load_since(self, key: RunKey, cached: CachedHistory) -> RunHistory | None:
+        """The history from ``cached`` and what may have changed since; None if the cache is of another run."""
+        assert self.history is not None
+        pk = run_pk(key)
+        floor = event_sk(event_floor(cached.turn))
+        # descending: the run item first, then the pending answers, then the events from the floor up
+        read = _Read()
+        read.add(self._query(pk, "sk BETWEEN :floor AND :run", {":floor": floor, ":run": RUN_SK}, forward=False))
+        run = read.run
+        if run is None or run.created_at != cached.created_at or run.completed_steps < len(cached.steps):
+            self.history.forget(self.table_name, key)
+            return None  # deleted, or made again under the same key: read it whole
+        known = len(cached.steps)
+        if run.completed_steps > known:
+            read.add(self._query(pk, "sk BETWEEN :first AND :last", {":first": step_sk(known), ":last": "STEP#~"}))
+        steps = [*cached.steps, *read.steps]
+        tools = cached.tools
+        sizes = {sk: size for sk, size in cached.sizes.items() if not sk.startswith(EVENT_PREFIX) or sk < floor}
+        first = open_from(cached.steps, cached.tools, cached.open)
+        if first < len(steps):  # results of open or new steps: read again from the lowest
+            lowest = tool_sk(first, "")
+            read.add(self._query(pk, "sk BETWEEN :first AND :last", {":first": lowest, ":last": "TOOL#~"}))
+            tools = {where: outcome for where, outcome in cached.tools.items() if where[0] < first}
+            tools.update(read.tools)
+            sizes = {sk: size for sk, size in sizes.items() if not sk.startswith(TOOL_PREFIX) or sk < lowest}
+        sizes.update(read.sizes)
+        kept = [event for event in cached.events if event_sk(event.id) < floor]
+        events = kept + read.events[::-1]  # read descending
+        kept_steps = tuple(steps)
+        self.history.put(self.table_name, key, CachedHistory(
+            run.created_at, run.turn, kept_steps, tools, tuple(events), sizes, open_from(kept_steps, tools, first),
+        ))  # fmt: skip
+        return RunHistory(run=run, steps=steps, tool_results=dict(tools), pending=read.pending, user_events=events)
 
     # ------------------------------------------------------------------------------------------- the ledger
 
@@ -521,8 +590,22 @@ class DynamoDBRunStore(RunStore):
             token = hashlib.sha256(named.encode()).hexdigest()[:36]
         reasons = self._transact(items, token)
         if reasons is None:
+            if plan.record is not None and self.history is not None:
+                self._remember_step(key, plan.record)
             return None
         return next(part for part, reason in zip(parts, reasons, strict=False) if reason == "ConditionalCheckFailed")
+
+    def _remember_step(self, key: RunKey, record: StepRecord) -> None:
+        """The step this container just stored is the next one its cache of the run lacks: keep it (it never
+        changes), so the run's next step here need not read it back."""
+        assert self.history is not None
+        cached = self.history.get(self.table_name, key)
+        if cached is None or len(cached.steps) != record.step:
+            return
+        sk = step_sk(record.step)
+        self.history.put(self.table_name, key, dataclasses.replace(
+            cached, steps=(*cached.steps, record), sizes={**cached.sizes, sk: item_bytes(step_to_item(key, record))},
+        ))  # fmt: skip
 
     def _run_update(self, change: RunChange) -> dict[str, Any]:
         e = _Expression()
@@ -702,6 +785,7 @@ class DynamoDBRunStore(RunStore):
         values: dict[str, str] | None = None,
         *,
         consistent: bool = True,
+        forward: bool = True,
     ) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
@@ -709,6 +793,8 @@ class DynamoDBRunStore(RunStore):
             "ExpressionAttributeValues": to_item({":pk": pk, **(values or {})}),
             "ConsistentRead": consistent,
         }
+        if not forward:
+            kwargs["ScanIndexForward"] = False
         items: list[dict[str, Any]] = []
         while True:
             page = self.client.query(**kwargs)

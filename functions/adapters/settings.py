@@ -169,8 +169,9 @@ class IntakeSettings(StopSettings):
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
 
 
-class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettings):
-    pass
+class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettings, ResultSettings):
+    """The step function: a model call, then the fast tool calls it asked for (their large results go to the
+    results bucket, as the tool function's do)."""
 
 
 class ToolSettings(ToolAccessSettings, ResultSettings):

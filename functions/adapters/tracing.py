@@ -112,6 +112,9 @@ class TracedToolbox:
     def idempotent(self, name: str) -> bool:
         return self.inner.idempotent(name)
 
+    def in_step_seconds(self, name: str) -> float | None:
+        return self.inner.in_step_seconds(name)
+
     def execute(self, call: ToolCall, allowed: Iterable[str]) -> ToolOutcome:
         tool = call.name if call.name in self.inner.names else None
         with _recorded(self.tracer, TOOL_CALL, tool=tool, tool_kind="python") as recorded:

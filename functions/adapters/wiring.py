@@ -18,11 +18,9 @@ from botocore.config import Config
 
 from functions.adapters import settings as settings_module
 from functions.adapters.aws import SqsRunQueue, StepFunctionsWorkflow, SystemClock
-from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
+from functions.adapters.dynamodb_history import HistoryCache
 from functions.adapters.dynamodb_store import DynamoDBRunStore
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
-from functions.adapters.s3_results import S3ResultStore
 from functions.adapters.settings import (
     ApiSettings,
     BudgetSettings,
@@ -43,41 +41,42 @@ from functions.adapters.settings import (
     WebhooksSettings,
     WorkflowSettings,
 )
-from functions.adapters.stub_model import OfflineStubModel
-from functions.adapters.tracing import traced_model, traced_tools
-from functions.agent.breaker import Breaker
-from functions.agent.circuit import CircuitConfig
-from functions.agent.intake import Intake
 from functions.agent.keys import ApiKeys
-from functions.agent.ledger import BudgetLimits
 from functions.agent.lifecycle import Lifecycle
 from functions.agent.ports import McpCatalog, ModelClient
 from functions.agent.pricing import PriceBook, default_price_book, parse_extra_prices
-from functions.agent.step import StepConfig, StepRunner
-from functions.agent.submit import SubmitConfig, Submitter
 from functions.agent.tenants import LimitsCache, RateLimiter, Tenants
-from functions.agent.tool import ToolRunner
-from functions.tools import ToolRegistry, builtin_registry
-from functions.tools.egress import Egress
-from functions.tools.registry import deployer_tools
 
+# What only some functions use is imported where it is built (the api and intake functions never build a step runner,
+# a breaker or a tool runner): each function's cold start imports what it runs.
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
+    from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
     from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
     from functions.adapters.dynamodb_webhooks import DynamoDBWebhookStore
     from functions.adapters.mcp_tools import McpClient
+    from functions.adapters.s3_results import S3ResultStore
     from functions.agent.agents import Agents, LambdaFunction
+    from functions.agent.breaker import Breaker
+    from functions.agent.intake import Intake
     from functions.agent.killswitch import KillSwitch
+    from functions.agent.ledger import BudgetLimits
     from functions.agent.sessions import Sessions
+    from functions.agent.step import StepRunner
     from functions.agent.streams import Tickets
+    from functions.agent.submit import Submitter
+    from functions.agent.tool import ToolRunner
     from functions.agent.webhooks import Deliveries, Endpoints, WebhookNotifier, Webhooks
+    from functions.tools import Tool, ToolRegistry
+    from functions.tools.egress import Egress
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10)
 # announcing a run's end to the webhooks queue: one quick try and one retry, so an SQS outage costs a function that
 # ends runs (Finalize: 15 s) a few seconds at most, never its run
 _ANNOUNCE_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
 CLOCK = SystemClock()
+HISTORY = HistoryCache()  # the runs' histories this container has read (the step function's)
 
 
 @cache
@@ -91,6 +90,16 @@ def aws_client(service: str) -> Any:
 @cache
 def store(settings: Settings) -> DynamoDBRunStore:
     return DynamoDBRunStore(settings.table_name, aws_client("dynamodb"))
+
+
+@cache
+def step_store(settings: Settings) -> DynamoDBRunStore:
+    """The step function's store: it keeps what it read of each run (``HISTORY``), so a step reads only what
+    changed since this container's last step of the run, and the daily spend for a few seconds
+    (functions/adapters/dynamodb_step_store.py)."""
+    from functions.adapters.dynamodb_step_store import StepRunStore
+
+    return StepRunStore(settings.table_name, aws_client("dynamodb"), history=HISTORY)
 
 
 @cache
@@ -108,16 +117,29 @@ def workflow(settings: WorkflowSettings) -> StepFunctionsWorkflow:
 @cache
 def registry() -> ToolRegistry:
     """The built-ins and the deployer's own tools (the tools/ package beside app.py)."""
+    from functions.tools import ToolRegistry, builtin_registry
+
     return ToolRegistry([*builtin_registry(CLOCK.now).tools, *deployer_tools()])
+
+
+def deployer_tools() -> list[Tool]:
+    """The deployer's own tools (functions/tools/registry.py)."""
+    from functions.tools.registry import deployer_tools as found
+
+    return found()
 
 
 @cache
 def results(settings: ResultSettings) -> S3ResultStore:
+    from functions.adapters.s3_results import S3ResultStore
+
     return S3ResultStore(settings.results_bucket, aws_client("s3"))
 
 
 @cache
 def egress(settings: EgressSettings) -> Egress:
+    from functions.tools.egress import Egress
+
     return Egress.parse(settings.egress_allow_addresses)
 
 
@@ -188,6 +210,9 @@ def forget_tenant_limits() -> None:
 
 def tool_runner(settings: ToolSettings, tracer: Tracer | None = None) -> ToolRunner:
     """With the function's ``tracer`` (on), each tool call is a subsegment of its trace (adapters/tracing.py)."""
+    from functions.adapters.tracing import traced_tools
+    from functions.agent.tool import ToolRunner
+
     toolbox, mcp = traced_tools(registry(), mcp_client(settings) if settings.mcp_servers else None, tracer)
     return ToolRunner(
         store=store(settings),
@@ -211,6 +236,8 @@ def providers(settings: PricingSettings) -> frozenset[str]:
 
 
 def limits(settings: BudgetSettings) -> BudgetLimits:
+    from functions.agent.ledger import BudgetLimits
+
     return BudgetLimits(
         tenant_daily_usd=settings.tenant_daily_budget_usd, global_daily_usd=settings.global_daily_budget_usd
     )
@@ -218,6 +245,8 @@ def limits(settings: BudgetSettings) -> BudgetLimits:
 
 @cache
 def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
+    from functions.adapters.dynamodb_response_cache import DynamoDBResponseCache
+
     return DynamoDBResponseCache(
         settings.table_name, aws_client("dynamodb"), CLOCK, ttl_seconds=settings.response_cache_ttl_seconds
     )
@@ -225,14 +254,19 @@ def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
 
 @cache
 def breaker(settings: CircuitSettings) -> Breaker:
-    """The breaker of this container (its circuits' states are shared through the table)."""
+    """The breaker of this container (its circuits' states are shared through the table; one read closed is not
+    read again for CLOSED_FRESH_SECONDS)."""
+    from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
+    from functions.agent.breaker import CLOSED_FRESH_SECONDS, Breaker
+    from functions.agent.circuit import CircuitConfig
+
     config = CircuitConfig(
         failure_threshold=settings.circuit_failure_threshold,
         window_seconds=settings.circuit_window_seconds,
         cooldown_seconds=settings.circuit_cooldown_seconds,
     )
     circuits = DynamoDBCircuitStore(settings.table_name, aws_client("dynamodb"))
-    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp())
+    return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp(), closed_fresh_seconds=CLOSED_FRESH_SECONDS)
 
 
 def new_run_id() -> str:
@@ -289,6 +323,8 @@ def _providers(api_key: str, timeout_seconds: float, settings: PricingSettings) 
 
 @cache
 def _stub() -> ModelClient:
+    from functions.adapters.stub_model import OfflineStubModel
+
     return OfflineStubModel()
 
 
@@ -304,6 +340,8 @@ def _anthropic(api_key: str, timeout_seconds: float) -> ModelClient:
 
 @cache
 def submitter(settings: ApiSettings) -> Submitter:
+    from functions.agent.submit import SubmitConfig, Submitter
+
     config = SubmitConfig(default_model=settings.default_model, providers=providers(settings))
     return Submitter(
         store=store(settings),
@@ -320,23 +358,30 @@ def submitter(settings: ApiSettings) -> Submitter:
 def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRunner:
     """Assembled per invocation from adapters built once: the model client is resolved on every invocation,
     so an API key put or rotated after deploy reaches warm containers (see ``model``). With the function's
-    ``tracer`` (on), the model call is a subsegment of its trace (adapters/tracing.py)."""
+    ``tracer`` (on), the model call and each fast tool call it runs are subsegments of its trace
+    (adapters/tracing.py). Its ToolRunner runs only fast tools (never MCP: no MCP client here)."""
+    from functions.adapters.tracing import traced_model, traced_tools
+    from functions.agent.step import StepConfig, StepRunner
+    from functions.agent.tool import ToolRunner
+
     ttl = settings.prompt_cache_ttl
     config = StepConfig(
         limits=limits(settings),
         prompt_cache_ttl=None if ttl == "off" else ttl,
         cache_responses_by_default=settings.response_cache_by_default,
     )
+    toolbox, _ = traced_tools(registry(), None, tracer)
     return StepRunner(
-        store=store(settings),
+        store=step_store(settings),
         model=traced_model(model(settings), tracer),
-        toolbox=registry(),
+        toolbox=toolbox,
         prices=prices(settings),
         clock=CLOCK,
         config=config,
         response_cache=response_cache(settings),
         breaker=breaker(settings),
         tenant_limits=tenant_limits(settings),
+        tools=ToolRunner(store=store(settings), toolbox=toolbox, results=results(settings), clock=CLOCK),
     )
 
 
@@ -489,6 +534,8 @@ def _kill_switch(settings: StopSettings, stops: Lifecycle) -> KillSwitch:
 
 @cache
 def intake(settings: IntakeSettings) -> Intake:
+    from functions.agent.intake import Intake
+
     return Intake(
         store=store(settings),
         workflow=workflow(settings),
@@ -502,6 +549,7 @@ def reset() -> None:
     for built in (
         aws_client,
         store,
+        step_store,
         queue,
         workflow,
         registry,
@@ -536,6 +584,7 @@ def reset() -> None:
         deliveries,
     ):
         built.cache_clear()
+    HISTORY.clear()
     settings_module.reset()
     if "aws_lambda_powertools.utilities.parameters" in sys.modules:  # secrets read through powertools' cache
         from aws_lambda_powertools.utilities import parameters

@@ -9,6 +9,7 @@ from functions.agent.circuit import Circuit, CircuitConfig, CircuitState, on_att
 from functions.agent.ports import CircuitStore
 
 MAX_CONFLICTS = 8
+CLOSED_FRESH_SECONDS = 5.0  # how long a container lets calls through a circuit it read closed without reading it again
 
 
 @dataclass
@@ -20,6 +21,11 @@ class Breaker:
 
     errors: int = 0  # circuit reads/writes that failed: the breaker fails open, it never fails a step
     seen: dict[str, CircuitState] = field(default_factory=dict)  # the state each circuit had when last read
+    # A circuit read closed lets calls through for this long without being read again (0: read on every call): one
+    # another container opens meanwhile is seen that much later. Only a closed circuit is kept, and only until this
+    # container reports a failure of it; an open or half-open one is read on every call (its probes are written).
+    closed_fresh_seconds: float = 0.0
+    _closed_at: dict[str, float] = field(default_factory=dict)  # when each circuit was last read closed
 
     def _apply(self, key: str, change: Callable[[Circuit], tuple[bool, Circuit | None]]) -> bool:
         try:
@@ -38,7 +44,17 @@ class Breaker:
             return True
 
     def allow(self, key: str) -> bool:
-        return self._apply(key, lambda c: on_attempt(c, self.config, self.now()))
+        now = self.now()
+        read_closed = self._closed_at.get(key)
+        if read_closed is not None and 0 <= now - read_closed < self.closed_fresh_seconds:
+            self.seen[key] = CircuitState.CLOSED
+            return True
+        allowed = self._apply(key, lambda c: on_attempt(c, self.config, now))
+        if self.seen.get(key) is CircuitState.CLOSED:
+            self._closed_at[key] = now
+        else:
+            self._closed_at.pop(key, None)
+        return allowed
 
     def succeeded(self, key: str) -> None:
         if self.seen.get(key) is CircuitState.CLOSED:
@@ -46,6 +62,7 @@ class Breaker:
         self._apply(key, lambda c: (True, on_success(c)))
 
     def failed(self, key: str) -> None:
+        self._closed_at.pop(key, None)
         self._apply(key, lambda c: (True, on_failure(c, self.config, self.now())))
 
     def take_report(self) -> tuple[list[tuple[str, CircuitState]], int]:

@@ -73,6 +73,11 @@ class Toolbox(Protocol):
         """Whether running the tool twice for one call is safe (False: it has side effects)."""
         ...
 
+    def in_step_seconds(self, name: str) -> float | None:
+        """The longest a call of a fast tool may take (it may run inside the step that asked for it); None for a
+        tool that runs in the tool function only."""
+        ...
+
 
 class McpCaller(Protocol):
     """Calls tools of MCP servers (functions/adapters/mcp_tools.py, over streamable HTTP with the official SDK)."""

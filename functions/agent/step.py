@@ -3,7 +3,7 @@
 ``StepRunner.run`` reads as the sequence of phases:
 
     guard -> route -> (settle a stored answer) -> avoid open circuits -> token budget -> response cache
-          -> reserve -> call -> settle
+          -> reserve -> call -> settle -> (the fast tool calls it asked for, run here)
 
 A phase that ends the step early (a replay, a refusal, a wait) raises ``_Finished`` with the outcome.
 """
@@ -46,13 +46,14 @@ from functions.agent.models import (
     StepRecord,
     StepRef,
     ToolCall,
+    ToolOutcome,
 )
 from functions.agent.ports import Clock, ModelClient, ResponseCache, RunHistory, RunStore, TenantLimitsSource, Toolbox
 from functions.agent.pricing import CallPrice, PriceBook
 from functions.agent.response_cache import as_hit, cache_key, cacheable
 from functions.agent.routing import Route, RoutingConfig, choose, default_routing, escalation, supersedes
 from functions.agent.tenants import budget_limits
-from functions.agent.tool import workflow_calls
+from functions.agent.tool import ToolRunner, workflow_calls
 
 MAX_WAITS = 5  # consecutive retry-after waits of one step; then the error goes to the workflow's Retry
 MAX_WAIT_SECONDS = 300  # a longer retry-after is left to the Retry's capped backoff
@@ -77,6 +78,10 @@ class StepOutcome:
     # for metrics: the kind of retryable error that made this step WAIT; whether its call went to a fallback model
     model_error: str | None = None
     fallback: bool = False
+    # the workflow lets the step run fast calls itself (see StepRunner.run): then ``tool_calls`` are those left for
+    # the Tools map, and with none left the workflow goes on without it
+    in_step: bool = False
+    ran_in_step: list[ToolOutcome] = field(default_factory=list)
 
     @property
     def next_step(self) -> int:
@@ -93,11 +98,18 @@ class StepOutcome:
             "step": self.next_step,
             "wait_seconds": self.wait_seconds,
             "waits": self.waits if waiting else 0,
-            "next": self.decision.value,
+            "next": self._next(),
             "tool_calls": workflow_calls(self.tool_calls, self.agent),
             "status": self.status.value if self.status else None,
             "error": self.error.model_dump() if self.error else None,
         }
+
+    def _next(self) -> str:
+        """The Route choice's input: the decision, or with no call left for the Tools map (every call ran in the
+        step), ``step`` (the next step at once) or ``idle`` (the rest wait for the session's client: Finalize)."""
+        if self.in_step and not self.tool_calls and self.decision in (StepDecision.TOOLS, StepDecision.ACTION):
+            return "step" if self.decision is StepDecision.TOOLS else "idle"
+        return self.decision.value
 
 
 @dataclass(frozen=True)
@@ -198,38 +210,55 @@ class StepRunner:
         response_cache: ResponseCache | None = None,
         breaker: Breaker | None = None,
         tenant_limits: TenantLimitsSource | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.store, self.model, self.toolbox, self.prices, self.clock = store, model, toolbox, prices, clock
         self.config = config or StepConfig()
         self.response_cache = response_cache
         self.breaker = breaker
         self.tenant_limits = tenant_limits
+        self.tools = tools  # runs the fast calls a step asks for, in the step
 
-    def run(self, ref: StepRef, *, attempt: int = 0, waits: int = 0, execution: str | None = None) -> StepOutcome:
+    def run(
+        self, ref: StepRef, *, attempt: int = 0, waits: int = 0, execution: str | None = None, in_step: bool = False
+    ) -> StepOutcome:
         """One model call of the run: reserve its worst-case cost against every budget, call the model, store
         the answer, then save the step and settle the real cost in one transaction. ``attempt`` is Step
         Functions' retry count of this step, ``waits`` its retry-after waits so far, ``execution`` the name of
-        the execution that took it (a session's earlier turn's execution ends without touching the session)."""
+        the execution that took it (a session's earlier turn's execution ends without touching the session).
+
+        ``in_step`` (the workflow can go on without its Tools map): the fast calls of a step this invocation settled
+        run here (``ToolRunner.run_in_step``); those of a replayed step (a retry, a duplicate) go to the Map, whose
+        failure handling then covers an invocation that died among them."""
         step = _Step(ref, self.store.load_history(ref.key), attempt, waits, execution)
         try:
-            self._guard(step)
-            self._route(step)
-            stored = step.history.pending.get(ref.step)
-            if stored is not None:  # answered before, but the settlement failed: settle it, on its route
-                self._send_what_is_held(step)  # (what it was sent with)
-                return self._settle(step, self._at_once(stored))
-            self._avoid_open_circuits(step)
-            self._check_token_budget(step)
-            hit = self._cached_answer(step)
-            if hit is not None:  # served without a model call: nothing to pay (a held reservation is released)
-                return self._settle(step, self._at_once(hit))
-            self._reserve(step)
-            answer = self._call(step)
-            outcome = self._settle(step, answer)
-            self._remember(step, answer.response, outcome)
-            return outcome
+            outcome = self._take(step)
         except _Finished as finished:
-            return finished.outcome
+            outcome = finished.outcome
+        if not in_step:
+            return outcome
+        if outcome.replayed or not outcome.tool_calls or self.tools is None:
+            return dataclasses.replace(outcome, in_step=True)
+        ran, left = self.tools.run_in_step(ref, outcome.tool_calls, outcome.agent, execution=execution)
+        return dataclasses.replace(outcome, tool_calls=left, in_step=True, ran_in_step=ran)
+
+    def _take(self, step: _Step) -> StepOutcome:
+        self._guard(step)
+        self._route(step)
+        stored = step.history.pending.get(step.ref.step)
+        if stored is not None:  # answered before, but the settlement failed: settle it, on its route
+            self._send_what_is_held(step)  # (what it was sent with)
+            return self._settle(step, self._at_once(stored))
+        self._avoid_open_circuits(step)
+        self._check_token_budget(step)
+        hit = self._cached_answer(step)
+        if hit is not None:  # served without a model call: nothing to pay (a held reservation is released)
+            return self._settle(step, self._at_once(hit))
+        self._reserve(step)
+        answer = self._call(step)
+        outcome = self._settle(step, answer)
+        self._remember(step, answer.response, outcome)
+        return outcome
 
     # ------------------------------------------------------------------------------------------- phases
 

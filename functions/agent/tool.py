@@ -1,8 +1,10 @@
 """One tool call of a step, run once: a retried invocation returns the stored result.
 
-Where a call runs: the deployment's Python tools (built-ins and the deployer's ``tools/``) and MCP tools here, in
-the tool function; a Lambda tool by the workflow itself (its Map invokes the function directly, then records the
-result here, ``record_lambda_result``). A tool with side effects runs at most once: a provisional "outcome unknown"
+Where a call runs: the deployment's fast Python tools (``fast=True``: the built-ins, and the deployer's tools so
+marked) inside the step that asked for them (``run_in_step``), right after the model answered; the other Python
+tools and MCP tools in the tool function; a Lambda tool by the workflow itself (its Map invokes the function
+directly, then records the result here, ``record_lambda_result``). The same ``run`` runs a call in either function.
+A tool with side effects runs at most once: a provisional "outcome unknown"
 result is stored before it starts, so an invocation that dies mid-call leaves that, and a retry does not run it
 again. A result too large for the table is kept in the result store and the model sees a view (results.py)."""
 
@@ -19,6 +21,9 @@ from functions.agent.ports import Clock, McpCaller, ResultStore, RunStore, Toolb
 from functions.agent.results import bounded
 
 MCP_TIMEOUT_SECONDS = 30.0
+# what the calls one step runs itself may take in all (the sum of their tools' timeouts): the step function's timeout
+# covers the model call's and this (infra/functions.py); the calls that would not fit go to the workflow's Map
+IN_STEP_SECONDS = 10.0
 MAX_FAILURE_CHARS = 1_000
 UNKNOWN_OUTCOME = (
     "the tool's invocation stopped after it started (its function crashed or timed out): the outcome is unknown, "
@@ -45,6 +50,15 @@ def workflow_calls(calls: list[ToolCall], agent: AgentConfig | None) -> list[dic
                 }
             )
     return items
+
+
+def runs_in_step(call: ToolCall, agent: AgentConfig | None, toolbox: Toolbox) -> bool:
+    """Whether a call may run inside its step: a fast tool of the deployment's, not one the session's agent defines
+    (a custom or approval-gated call waits for the client; MCP and Lambda tools run in the Map)."""
+    name = call.name
+    if agent is not None and (agent.needs_client(name) or agent.mcp_tool(name) or agent.lambda_tool(name)):
+        return False
+    return toolbox.in_step_seconds(call.name) is not None
 
 
 def full_result_path(run: Run, tool_use_id: str) -> str:
@@ -81,6 +95,28 @@ class ToolRunner:
             if claimed is not None:  # started before, by an invocation that died (or is still running)
                 return self._save(ref, run, claimed.model_copy(update={"final": True}))
         return self._save(ref, run, self._execute(run, call))
+
+    def run_in_step(
+        self, ref: StepRef, calls: list[ToolCall], agent: AgentConfig | None, *, execution: str | None
+    ) -> tuple[list[ToolOutcome], list[ToolCall]]:
+        """Run a step's fast calls here, in order, each as ``run`` runs it (at most once, stored, bounded), while
+        their timeouts fit in IN_STEP_SECONDS. Returns what ran and the calls left for the workflow's Map: the
+        others, those that did not fit, and any whose run raised (the Map runs it again, which finds what this one
+        stored: a call with side effects that started is never run twice, and a failure gets its error result)."""
+        ran: list[ToolOutcome] = []
+        left: list[ToolCall] = []
+        started = self.clock.now() if self.clock else None
+        for call in calls:
+            seconds = self.toolbox.in_step_seconds(call.name) if runs_in_step(call, agent, self.toolbox) else None
+            spent = (self.clock.now() - started).total_seconds() if self.clock and started else 0.0
+            if seconds is None or spent + seconds > IN_STEP_SECONDS:
+                left.append(call)
+                continue
+            try:
+                ran.append(self.run(ref, call.id, execution=execution))
+            except Exception:  # the Map's RunTool runs it again, and records its failure
+                left.append(call)
+        return ran, left
 
     def record_lambda_result(
         self, ref: StepRef, tool_use_id: str, payload: Any, *, execution: str | None, started: datetime | None = None

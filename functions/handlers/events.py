@@ -40,6 +40,9 @@ class StepEvent(RunRef):
     step: int = Field(ge=0)
     attempt: int = Field(default=0, ge=0)  # Step Functions' retry count of this step ($$.State.RetryCount)
     waits: int = Field(default=0, ge=0)  # consecutive retry-after waits of this step
+    # the workflow goes on without its Tools map when the step ran every call itself (infra/constructs/workflow.py
+    # sets it; an execution of an earlier definition does not, and gets every call in the Map)
+    in_step: bool = False
 
     @property
     def ref(self) -> StepRef:

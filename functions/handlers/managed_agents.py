@@ -25,8 +25,6 @@ from functions.agent.errors import (
 )
 from functions.agent.models import RunKey
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
-from functions.agent.sessions import check_target
-from functions.agent.streams import check_cursor
 from functions.handlers.tenancy import UnauthenticatedError, deployment_auth, request_caller, request_tenant
 
 router = APIGatewayHttpRouter()  # type: ignore[no-untyped-call]
@@ -298,6 +296,9 @@ def stream_redirect(settings: ApiSettings, key: RunKey, kind: Literal["session",
     credentials (httpx and curl drop ``Authorization`` on a redirect to another origin): the ticket is the
     credential. Raises the core's errors: NotFoundError (not the tenant's), RequestRejectedError (a bad
     Last-Event-ID, or no stream function in this deployment)."""
+    from functions.agent.sessions import check_target  # sessions and streams: imported by the requests that use them
+    from functions.agent.streams import check_cursor
+
     check_cursor(router.current_event.headers.get("last-event-id"))
     if settings.stream_url is None:
         raise RequestRejectedError("event streaming is not offered by this deployment (it has no stream function)")

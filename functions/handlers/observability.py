@@ -130,8 +130,8 @@ CATALOG: tuple[MetricSpec, ...] = (
                ("Budget",), {"Budget": _values("TenantDaily", "GlobalDaily")}),
     MetricSpec("BudgetRefusals", COUNT, ("step",), "steps a budget refused, by refusal code", ("code",),
                {"code": _values(MAX_STEPS, MAX_TOKENS, MAX_USD, TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)}),
-    # tool
-    MetricSpec("ToolCalls", COUNT, ("tool",), f"tool calls by registered tool (else {OTHER_TOOL!r}) and status",
+    # tool (and step: the fast calls a step runs itself)
+    MetricSpec("ToolCalls", COUNT, ("tool", "step"), f"tool calls by registered tool (else {OTHER_TOOL!r}) and status",
                ("tool", "status"), {"status": TOOL_STATUSES}),
     # how runs end
     MetricSpec("RunsFinished", COUNT, ("finalize",), "runs (and session turns: IDLE) the workflow ended, by status",

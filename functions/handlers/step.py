@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import random
 import time
 from typing import Any
 
@@ -18,11 +21,29 @@ from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
 from functions.agent.step import StepOutcome
 from functions.handlers.events import StepEvent
-from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, observability
+from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, OTHER_TOOL, observability
 
 SETTINGS = StepSettings
 obs = observability("step")
 logger, metrics, tracer = obs.logger, obs.metrics, obs.tracer
+# How Lambda started this environment: with SnapStart ("snap-start", when a version is published) or provisioned
+# concurrency, its init runs before any request waits on it (README "Cold starts")
+WARM_INITS = ("snap-start", "provisioned-concurrency")
+
+
+def _init_ahead() -> None:
+    """Import the model client in the init: the SDK is the step's largest import, and no request waits on it here.
+    Environments restored from one snapshot share its random state: each reseeds (the store's retry jitter)."""
+    importlib.import_module("functions.adapters.anthropic_model")
+    try:  # the SnapStart runtime hooks, in Lambda's Python runtime (snapshot-restore-py)
+        hooks = importlib.import_module("snapshot_restore_py")
+    except ImportError:
+        return
+    hooks.register_after_restore(random.seed)
+
+
+if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in WARM_INITS:
+    _init_ahead()
 
 
 @logger.inject_lambda_context
@@ -37,7 +58,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if ref.attempt:
         obs.emit("StepRetries")
     try:
-        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution)
+        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution,
+                             in_step=ref.in_step)  # fmt: skip
     except RetryableModelError as exc:  # Step Functions retries the step
         obs.emit("ModelErrors", kind=exc.kind)
         raise
@@ -46,9 +68,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             _report_circuits(runner.breaker)
         obs.emit("StepLatency", (time.perf_counter() - started) * 1000)
     _emit(outcome, runner.prices)
+    for call in outcome.ran_in_step:  # the fast calls it ran itself, reported as the tool function reports its own
+        tool = call.name if call.name in runner.toolbox.names else OTHER_TOOL
+        obs.emit("ToolCalls", tool=tool, status="error" if call.is_error else "ok")
+        logger.info("tool done", tool=call.name, tool_use_id=call.tool_use_id, is_error=call.is_error,
+                    error_kind=call.error_kind, duration_ms=call.duration_ms, size=call.size)  # fmt: skip
     if outcome.error and outcome.status is RunStatus.BUDGET_EXCEEDED:
         logger.warning("budget refused the step", code=outcome.error.code, reason=outcome.error.message)
-    logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls))
+    logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls),
+                tools_in_step=len(outcome.ran_in_step))  # fmt: skip
     return outcome.state()
 
 

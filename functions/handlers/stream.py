@@ -213,7 +213,9 @@ class _Server(ThreadingHTTPServer, WSGIServer):
     """wsgiref's WSGI server, one thread per connection (a stream holds its connection). ``close`` ends the streams
     still open (at their next poll) and waits for them."""
 
-    request_queue_size = 64  # http.server's default backlog is 5: connections beyond it are reset
+    # http.server's default backlog is 5: connections beyond it are reset (the local stack serves all its streams
+    # from this one server; on Lambda the Web Adapter sends one request at a time)
+    request_queue_size = 1024
     daemon_threads = False  # server_close joins them (block_on_close)
 
     def __init__(self, address: tuple[str, int], handler: type[WSGIRequestHandler]) -> None:

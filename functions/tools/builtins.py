@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
 
-from functions.tools.registry import Tool, ToolInputError, ToolRegistry
+from functions.tools.registry import FAST_MAX_TIMEOUT_SECONDS, Tool, ToolInputError, ToolRegistry
 
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 1_000
@@ -136,12 +136,16 @@ def builtin_registry(now: Callable[[], datetime] = lambda: datetime.now(UTC)) ->
                 description="Evaluate an arithmetic expression exactly and return the number.",
                 input_model=CalculatorInput,
                 fn=calculator,
+                timeout_seconds=FAST_MAX_TIMEOUT_SECONDS,
+                fast=True,
             ),
             Tool(
                 name="current_time",
                 description="Return the current date and time in ISO 8601 for a time zone.",
                 input_model=CurrentTimeInput,
                 fn=make_current_time(now),
+                timeout_seconds=FAST_MAX_TIMEOUT_SECONDS,
+                fast=True,
             ),
         ]
     )

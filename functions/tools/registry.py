@@ -28,6 +28,9 @@ from functions.agent.models import ToolCall, ToolError, ToolOutcome
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 MAX_TIMEOUT_SECONDS = 50.0  # under the tool function's own timeout (infra/functions.py), which cuts everything
+# a fast tool (``fast=True``) runs inside the step invocation that asked for it, not in the tool function; its timeout
+# is at most this, so the calls a step runs itself stay within functions/agent/tool.py IN_STEP_SECONDS
+FAST_MAX_TIMEOUT_SECONDS = 2.0
 DEPLOYER_PACKAGE = "tools"  # beside app.py
 
 # Tool functions run on worker threads so a timeout can be kept. A call that timed out before it started is cancelled;
@@ -44,10 +47,16 @@ class Tool:
     fn: Callable[[Any], str]  # receives an instance of input_model
     idempotent: bool = True  # False: it has side effects; never run twice for one call
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    # runs inside the step invocation (no Map, no tool function): pure, in-process work that needs no network,
+    # no permission or setting of the tool function's, and finishes within FAST_MAX_TIMEOUT_SECONDS
+    fast: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout_seconds <= MAX_TIMEOUT_SECONDS:
             raise ValueError(f"tool {self.name!r}: timeout_seconds must be in (0, {MAX_TIMEOUT_SECONDS}]")
+        if self.fast and self.timeout_seconds > FAST_MAX_TIMEOUT_SECONDS:
+            raise ValueError(f"tool {self.name!r}: a fast tool's timeout_seconds must be at most "
+                             f"{FAST_MAX_TIMEOUT_SECONDS:g}")  # fmt: skip
 
     def schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema()
@@ -64,10 +73,12 @@ def tool(
     description: str | None = None,
     idempotent: bool = True,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    fast: bool = False,
 ) -> Callable[[F], F]:
     """Make a function a tool: ``def fn(arguments: SomeModel) -> str``, its docstring the description.
 
-    ``idempotent=False`` for a tool with side effects (it is then never run twice for one call)."""
+    ``idempotent=False`` for a tool with side effects (it is then never run twice for one call). ``fast=True`` (with
+    ``timeout_seconds`` at most FAST_MAX_TIMEOUT_SECONDS) runs its calls inside the step that asked for them."""
 
     def decorate(fn: F) -> F:
         hints = get_type_hints(fn)
@@ -79,7 +90,7 @@ def tool(
         if not text:
             raise TypeError(f"@tool {fn.__name__}: needs a description (a docstring or description=)")
         spec = Tool(name=name or fn.__name__, description=text, input_model=model, fn=fn, idempotent=idempotent,
-                    timeout_seconds=timeout_seconds)  # fmt: skip
+                    timeout_seconds=timeout_seconds, fast=fast)  # fmt: skip
         fn.__stepwise_tool__ = spec  # type: ignore[attr-defined]
         return fn
 
@@ -111,6 +122,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._schemas: dict[str, dict[str, Any]] = {}  # built once per tool (pydantic takes ~1.5 ms a schema)
         for spec in tools:
             self.register(spec)
 
@@ -136,11 +148,22 @@ class ToolRegistry:
         return names
 
     def schemas(self, names: Iterable[str]) -> list[dict[str, Any]]:
-        return [self._tools[name].schema() for name in self.check(names)]
+        """The tools' definitions, built once per container; each call gets its own copy of the top level (where
+        a prompt-cache marker goes), the input schemas shared."""
+        return [dict(self._schema(name)) for name in self.check(names)]
+
+    def _schema(self, name: str) -> dict[str, Any]:
+        if name not in self._schemas:
+            self._schemas[name] = self._tools[name].schema()
+        return self._schemas[name]
 
     def idempotent(self, name: str) -> bool:
         spec = self._tools.get(name)
         return spec is None or spec.idempotent  # an unknown tool runs nothing: repeating its refusal is safe
+
+    def in_step_seconds(self, name: str) -> float | None:
+        spec = self._tools.get(name)
+        return spec.timeout_seconds if spec is not None and spec.fast else None
 
     def execute(self, call: ToolCall, allowed: Iterable[str]) -> ToolOutcome:
         started = time.perf_counter()

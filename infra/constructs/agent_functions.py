@@ -48,8 +48,21 @@ class AgentFunctions(Construct):
         *,
         log_retention: logs.RetentionDays,
         web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
+        snap_start: frozenset[str] = frozenset(),
+        provisioned_concurrency: Mapping[str, int] | None = None,
     ) -> None:
+        """``snap_start``: the functions whose published versions start from a SnapStart snapshot (CDK context
+        step_snapstart); ``provisioned_concurrency``: environments kept initialised on a function's alias, by name
+        (step_provisioned_concurrency). Raises ValueError for a function given both (SnapStart does not support
+        provisioned concurrency) or an unknown name."""
         super().__init__(scope, construct_id)
+        provisioned = {name: count for name, count in (provisioned_concurrency or {}).items() if count}
+        unknown = sorted((snap_start | provisioned.keys()) - FUNCTIONS.keys())
+        if unknown:
+            raise ValueError(f"no function named {', '.join(unknown)}")
+        if both := sorted(snap_start & provisioned.keys()):
+            raise ValueError(f"SnapStart does not support provisioned concurrency: choose one for {', '.join(both)}")
+        self.snap_start = snap_start
         self.web_adapter_layer_version = web_adapter_layer_version
         self._web_adapter_layer: lambda_.ILayerVersion | None = None
         self.layer = lambda_.LayerVersion(
@@ -64,7 +77,10 @@ class AgentFunctions(Construct):
         self.functions = {name: self._build_function(spec, code, log_retention) for name, spec in FUNCTIONS.items()}
         # the version is published from the function's final configuration (its hash is computed at synth, after
         # ``configure``); each deploy that changes a function publishes a new one and points the alias at it
-        self.aliases = {name: function.add_alias(ALIAS) for name, function in self.functions.items()}
+        self.aliases = {
+            name: function.add_alias(ALIAS, provisioned_concurrent_executions=provisioned.get(name))
+            for name, function in self.functions.items()
+        }
 
     def _build_function(
         self, spec: FunctionSpec, code: lambda_.Code, log_retention: logs.RetentionDays
@@ -85,6 +101,8 @@ class AgentFunctions(Construct):
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.RETAIN),
+            # initialised when a version is published; each new environment resumes from its snapshot
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if spec.name in self.snap_start else None,
         )
         # X-Ray, active: set on the resource, the permission from the AWS-managed write-only policy (acknowledged by
         # its name), not as an inline Resource "*" statement, so that any Resource "*" on a role fails synth

@@ -8,7 +8,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from functions.adapters.settings import ApiSettings, ResultSettings, ToolSettings
+from functions.adapters.settings import ApiSettings, ResultSettings, StepSettings, ToolSettings
 from infra.constructs.agent_functions import AgentFunctions
 
 
@@ -52,16 +52,17 @@ class ToolResults(Construct):
         return str(stack.resolve(stack.get_logical_id(self.bucket.node.default_child)))  # type: ignore[arg-type]
 
     def grant(self, functions: AgentFunctions) -> None:
-        """The tool function puts whole results; the api function gets them (GET .../tool_results/{id}). Objects
-        only: neither may list the bucket (keys name tenants and runs)."""
+        """The tool and step functions put whole results (the step: of the fast calls it runs itself); the api function
+        gets them (GET .../tool_results/{id}). Objects only: the writers may not list the bucket (keys name tenants and
+        runs)."""
         for spec, function in functions:
             if not spec.reads(ResultSettings):
                 continue
-            action = "s3:PutObject" if spec.settings is ToolSettings else "s3:GetObject"
+            action = "s3:PutObject" if spec.settings in (ToolSettings, StepSettings) else "s3:GetObject"
             if spec.settings is ApiSettings:  # without it S3 answers a missing (expired) object 403, not 404
                 function.add_to_role_policy(iam.PolicyStatement(actions=["s3:ListBucket"],
                                                                 resources=[self.bucket.bucket_arn]))  # fmt: skip
-            assert spec.settings in (ToolSettings, ApiSettings), spec.name
+            assert spec.settings in (ToolSettings, StepSettings, ApiSettings), spec.name
             function.add_to_role_policy(
                 iam.PolicyStatement(actions=[action], resources=[self.bucket.arn_for_objects("*")])
             )

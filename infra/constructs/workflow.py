@@ -1,4 +1,8 @@
-"""The Standard workflow: Begin -> Step -> Route -> (Tools Map -> Step)* -> Finalize; Catch -> MarkFailed.
+"""The Standard workflow: Begin -> Step -> Route -> ((Tools Map ->)? Step)* -> Finalize; Catch -> MarkFailed.
+
+A step runs the fast tool calls it asked for itself (the built-ins, the deployer's ``fast`` tools): when none is left
+for the Map, Route goes straight to the next Step (2 state transitions per step). The Map runs the others (MCP,
+Lambda and slow Python tools), and every call of a replayed step.
 
 A session's turn is one execution: it may begin with approved calls (Tools first), and a step whose calls wait
 for the session's client runs the others, then finalizes the turn (IDLE)."""
@@ -63,7 +67,8 @@ class AgentWorkflow(Construct):
         step = self._invoke(
             "Step",
             "step",
-            {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount"},
+            # in_step: this definition routes a step whose calls all ran in it ("step", "idle"; see StepOutcome)
+            {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount", "in_step": True},
             retry_conflicts=False,
         )
         step.add_retry(  # StoreConflictError: the answer is stored; the retry settles it without a model call
@@ -110,6 +115,7 @@ class AgentWorkflow(Construct):
         )
         route = (
             sfn.Choice(self, "Route")
+            .when(sfn.Condition.string_equals("$.next", "step"), step)  # its calls ran in the step: the next one
             .when(sfn.Condition.string_equals("$.next", "tools"), tools)
             .when(sfn.Condition.string_equals("$.next", "action"), tools)
             .when(sfn.Condition.string_equals("$.next", "redo"), step)  # a superseded cheap answer
@@ -117,7 +123,7 @@ class AgentWorkflow(Construct):
                 sfn.Condition.string_equals("$.next", "wait"),
                 sfn.Wait(self, "RetryAfter", time=sfn.WaitTime.seconds_path("$.wait_seconds")).next(step),
             )
-            .otherwise(finalize)
+            .otherwise(finalize)  # finish, and idle (a session's calls that all wait for its client)
         )
         step.next(route)
         # a session's turn may begin with the calls a person approved (their step is the last one), then steps

@@ -82,6 +82,8 @@ class StepwiseStack(Stack):
         deploy_strategy: str = ALL_AT_ONCE,
         alarm_thresholds: AlarmThresholds | None = None,
         alarm_email: str | None = None,
+        step_snap_start: bool = False,
+        step_provisioned_concurrency: int = 0,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -89,8 +91,10 @@ class StepwiseStack(Stack):
         log_retention = retention(log_retention_days)
         state = StateTable(self, "State", removal_policy=removal_policy)
         functions = AgentFunctions(
-            self, "Functions", log_retention=log_retention, web_adapter_layer_version=web_adapter_layer_version
-        )
+            self, "Functions", log_retention=log_retention, web_adapter_layer_version=web_adapter_layer_version,
+            snap_start=frozenset({"step"} if step_snap_start else ()),
+            provisioned_concurrency={"step": step_provisioned_concurrency},
+        )  # fmt: skip
         self.functions = functions
         tool_access = ToolAccess(
             self,

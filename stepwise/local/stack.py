@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from stepwise.local import moto_dynamodb
 from stepwise.local.lambdas import LocalLambdas
 from stepwise.local.template import ACCOUNT, REGION, Topology, synthesize, topology
 
@@ -42,6 +42,9 @@ LOCAL_KEYS = "/_local/keys"
 LOCAL_TENANTS = "/_local/tenants"
 LOCAL_ACTIVE = "/_local/active"  # the kill switch, for every tenant (stepwise active / stepwise kill)
 LOCAL_DOCTOR = "/_local/doctor"  # `stepwise doctor`: the checks run in this process, on its moto resources
+# connections the kernel holds until a server accepts them (http.server's default is 5: under a burst of
+# concurrent clients the rest are reset); Linux caps it at net.core.somaxconn (4096 by default)
+BACKLOG = 1024
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 # tools may reach 127.0.0.1 locally (MCP servers and pages served on this machine); nothing else that is not public
@@ -51,12 +54,6 @@ LOCAL_DEFAULTS = {
     "STEPWISE_EGRESS_ALLOW_ADDRESSES": "127.0.0.1",
     "STEPWISE_WEBHOOK_HTTP_HOSTS": "127.0.0.1",  # webhook endpoints on this machine, by plain http too
 }
-
-
-_ONE_SNAPSHOT = threading.local()
-
-
-_DYNAMODB_REQUEST = threading.RLock()
 
 
 _AST_LOCK = threading.RLock()
@@ -80,71 +77,6 @@ def _serialize_ast() -> None:
 
     serialized._serialized = True  # type: ignore[attr-defined]
     ast.parse = serialized
-
-
-def _dynamodb_like_moto() -> None:
-    """Make moto's DynamoDB behave as DynamoDB does under concurrency, and fast enough for many runs.
-
-    * DynamoDB applies each request atomically; moto's backend is not thread-safe, and the local stack runs
-      functions on many threads: one request at a time (a lock around moto's request handling).
-    * moto's TransactWriteItems deep-copies the whole table once per transaction *item* (for rollback); the
-      copies are identical, all taken before any item is applied: one copy per table per transaction.
-    * moto's ADD stores a sum that comes to zero as e.g. "0E-8" and then fails to add to it (a spend shard whose
-      only reservation was freed): the sum is stored in fixed notation, as DynamoDB stores numbers.
-    """
-    import copy as copy_module
-
-    from moto.dynamodb import models as dynamodb_models
-    from moto.dynamodb.models import dynamo_type
-    from moto.dynamodb.responses import DynamoHandler
-
-    if getattr(DynamoHandler.call_action, "_atomic", False):
-        return
-    handle = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with _DYNAMODB_REQUEST:
-            return handle(self)
-
-    call_action._atomic = True  # type: ignore[attr-defined]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-
-    add = dynamo_type.DynamoType.__add__
-
-    def fixed_add(self: Any, other: Any) -> Any:
-        total = add(self, other)
-        if total.is_number() and "E" in total.value.upper():
-            total.value = format(Decimal(total.value), "f")
-        return total
-
-    dynamo_type.DynamoType.__add__ = fixed_add  # type: ignore[method-assign]
-
-    backend = dynamodb_models.DynamoDBBackend
-
-    class _Copy:
-        @staticmethod
-        def deepcopy(value: Any, memo: Any = None) -> Any:
-            snapshots = getattr(_ONE_SNAPSHOT, "snapshots", None)
-            if snapshots is None:
-                return copy_module.deepcopy(value, memo)
-            if id(value) not in snapshots:
-                snapshots[id(value)] = copy_module.deepcopy(value, memo)
-            return snapshots[id(value)]
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(copy_module, name)
-
-    original = backend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: Any) -> Any:
-        _ONE_SNAPSHOT.snapshots = {}
-        try:
-            return original(self, transact_items)
-        finally:
-            _ONE_SNAPSHOT.snapshots = None
-
-    setattr(dynamodb_models, "copy", _Copy())  # noqa: B010 - the module global moto's transaction code uses
-    backend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 class LocalStack(AbstractContextManager["LocalStack"]):
@@ -201,7 +133,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
             config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         )
         self._mock.start()
-        _dynamodb_like_moto()
+        moto_dynamodb.install()
         _serialize_ast()
         lambdas = self.lambdas
 
@@ -218,9 +150,10 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         if self.intake:
             self._spawn(lambda: self._poll(self.queue_url, self.queue_arn, self.topology.intake_function),
                         "intake-poller")  # fmt: skip
+        self._spawn(self._forget_finished_threads, "janitor")
         self._spawn(lambda: self._poll(self.webhooks_queue_url, self.webhooks_queue_arn,
                                        self.topology.webhooks_function), "webhooks-poller")  # fmt: skip
-        self._server = ThreadingHTTPServer((self.host, self.port), _make_http_handler(self))
+        self._server = _ApiServer((self.host, self.port), _make_http_handler(self))
         self.port = self._server.server_address[1]
         self._spawn(self._server.serve_forever, "http")
         return self
@@ -344,6 +277,15 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         from functions.adapters import wiring
 
         wiring.reset()
+
+    def _forget_finished_threads(self) -> None:
+        """moto's Step Functions interpreter appends every thread it starts (~16 per run: an execution's, each Task
+        state's, each Map iteration's) to a module-level list it never reads nor prunes (``TMP_THREADS``): every
+        few seconds the finished ones are dropped from it, so a long-lived local stack does not keep them."""
+        from moto.stepfunctions.parser.utils import TMP_THREADS
+
+        while not self._stop.wait(2):
+            TMP_THREADS[:] = [thread for thread in list(TMP_THREADS) if thread.is_alive()]
 
     # ------------------------------------------------------------------------------------------ queues
     def _poll(self, queue_url: str, queue_arn: str, function: str) -> None:
@@ -598,6 +540,12 @@ def _query_parameters(query: str) -> dict[str, str] | None:
     for name, value in parse_qsl(query):
         joined[name] = f"{joined[name]},{value}" if name in joined else value
     return joined or None
+
+
+class _ApiServer(ThreadingHTTPServer):
+    """API Gateway, locally: a thread per connection, and a backlog that holds a burst of them."""
+
+    request_queue_size = BACKLOG
 
 
 def _make_http_handler(stack: LocalStack) -> type[BaseHTTPRequestHandler]:

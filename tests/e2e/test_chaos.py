@@ -1,8 +1,9 @@
 """Fault injection end to end: 30 % of model calls fail retryably (429 with retry-after, 529, 500, timeouts,
-malformed and empty bodies), step Lambdas crash after the model answered, DynamoDB transactions lose write
-races, intake messages arrive twice, a quarter of the runs are cancelled while they work. Every run must end, none
-may be lost, no step may be charged twice, no reservation left held, and every tool call of a kept step has its
-result (a cancelled run's calls get theirs from the cancel)."""
+malformed and empty bodies), step Lambdas crash after the model answered, the function running a tool call (the
+step, for a fast one) dies after the tool ran, DynamoDB transactions lose write races, intake messages arrive twice,
+a quarter of the runs are cancelled while they work. Every run must end, none may be lost, no step may be charged
+twice, no reservation left held, and every tool call of a kept step has its result (a cancelled run's calls get
+theirs from the cancel)."""
 
 from __future__ import annotations
 

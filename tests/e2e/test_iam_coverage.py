@@ -70,6 +70,11 @@ def test_every_table_action_a_function_performs_is_granted(traced: tuple[LocalSt
     # (a run whose budget ends it after its tools: Finalize gives the calls of its last step their results first)
     _, capped = http(stack, "POST", "/runs", {"input": "What is 6 * 7?", "budget": {"max_steps": 1}})
     wait(stack, capped["run_id"])
+    # (the built-ins run in their step: a tool that is not fast runs in the tool function, the Map's)
+    _, fetching = http(
+        stack, "POST", "/runs", {"input": "Use http_fetch on https://example.com/", "tools": ["http_fetch"]}
+    )
+    wait(stack, fetching["run_id"])
     _, queued = http(stack, "POST", "/runs", {"input": "hello"})
     http(stack, "POST", f"/runs/{queued['run_id']}/cancel")
     http(stack, "GET", "/costs")

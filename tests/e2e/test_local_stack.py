@@ -36,11 +36,30 @@ def test_a_multi_step_run_with_tool_calls_reaches_succeeded(stack: LocalStack) -
         "duration_ms": first["tool_calls"][0]["result"]["duration_ms"],
     }
     assert last["decision"] == "finish"
-    # And the execution ran the synthesised graph: Step, Tools (Map), RunTool, Step, Finalize
+    # And the execution ran the synthesised graph: the built-ins ran in their step, so the tool step is 2 state
+    # transitions (Step, Route) and no Tools map
     events = execution_history(stack, run["run_id"])
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-    assert entered[:3] == ["Begin", "Step", "Route"] and "Tools" in entered and "RunTool" in entered
-    assert entered[-2:] == ["Finalize", "Done"]
+    assert entered == ["Begin", "Step", "Route", "Step", "Route", "Finalize", "Done"]
+
+
+def test_a_step_with_a_tool_that_is_not_fast_runs_it_in_the_tools_map(stack: LocalStack) -> None:
+    # Given a task for http_fetch (the network: not a fast tool; no domain is allowed, so it refuses the URL)
+    status, accepted = http(
+        stack, "POST", "/runs", {"input": "Use http_fetch on https://example.com/ please.", "tools": ["http_fetch"]}
+    )
+    assert status == 202
+    # When it runs
+    run = wait(stack, accepted["run_id"])
+    # Then the model got the tool's refusal as its result, from the tool function the Map invoked
+    assert run["status"] == "SUCCEEDED" and run["steps"] == 2
+    _, steps = http(stack, "GET", f"/runs/{run['run_id']}/steps")
+    (call,) = steps["steps"][0]["tool_calls"]
+    assert call["name"] == "http_fetch" and call["result"]["is_error"] is True
+    assert "no domains are allowed" in call["result"]["content"]
+    events = execution_history(stack, run["run_id"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+    assert entered == ["Begin", "Step", "Route", "Tools", "RunTool", "AfterTools", "Step", "Route", "Finalize", "Done"]
 
 
 @pytest.mark.parametrize(

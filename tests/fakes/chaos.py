@@ -112,6 +112,14 @@ class InjectedCrash(Exception):
     lambda_error_type = "Sandbox.Timedout"
 
 
+class DiedAmongTools(BaseException):
+    """The function running a tool call (the step, for a fast call; else the tool function) dies after the tool did
+    its work, before its result is stored. A BaseException: nothing in the function may catch it, as nothing can
+    catch a Lambda's timeout."""
+
+    lambda_error_type = "Sandbox.Timedout"
+
+
 @dataclass
 class Report:
     submitted: int
@@ -128,6 +136,7 @@ class Report:
     duplicate_deliveries: int
     circuit_openings: int
     seconds: float
+    tool_crashes: int = 0  # functions that died while a tool call ran (after its work)
     cancels: Counter[str] = field(default_factory=Counter)  # what the API answered each cancel
     unanswered_calls: list[str] = field(default_factory=list)  # a kept step's tool calls without a final result
     extra: dict[str, Any] = field(default_factory=dict)
@@ -145,6 +154,7 @@ class Report:
             f"{self.model_calls / max(self.minimum_calls, 1):.2f}x)",
             f"provider faults injected  {sum(self.injected.values())}  {dict(self.injected)}",
             f"step crashes injected     {self.crashes}",
+            f"tool crashes injected     {self.tool_crashes}  (the function died as a tool call ran)",
             f"DynamoDB conflicts        {self.conflicts}",
             f"duplicate intake msgs     {self.duplicate_deliveries}",
             f"cancels sent              {sum(self.cancels.values())}  {dict(self.cancels) or ''}".rstrip(),
@@ -255,7 +265,13 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                     task = provider.tool_tasks.get(call.id, -1)
                     if moments.get(task) == "tool":
                         cancel(task)
-                    return real_execute(call, allowed)
+                    result = real_execute(call, allowed)
+                    with provider.lock:
+                        dies = rng.random() < faults.crash_after_call / 2
+                        counts["tool_crash"] += dies
+                    if dies:  # the step (a fast call: it is retried, and the Map runs its calls) or the tool function
+                        raise DiedAmongTools("injected: the function died after the tool ran")
+                    return result
 
                 provider.answering = while_answering
                 registry.execute = while_running  # type: ignore[method-assign]
@@ -388,6 +404,7 @@ def _audit(
         minimum_calls=minimum,
         injected=provider.injected,
         crashes=counts["crash"],
+        tool_crashes=counts["tool_crash"],
         conflicts=counts["conflict"],
         duplicate_deliveries=counts["duplicate"],
         circuit_openings=openings,

@@ -13,7 +13,7 @@ from functions.agent.ports import Clock, ModelClient, ResponseCache, RunQueue, R
 from functions.agent.pricing import PriceBook, default_price_book
 from functions.agent.step import StepConfig, StepOutcome, StepRunner
 from functions.agent.submit import SubmitConfig, Submitter
-from functions.agent.tool import run_tool
+from functions.agent.tool import ToolRunner, run_tool
 from functions.agent.webhooks import WebhookNotifier
 from functions.tools import builtin_registry
 from tests.fakes.clock import FixedClock
@@ -62,6 +62,7 @@ def runner(
     response_cache: ResponseCache | None = None,
     breaker: Any = None,
     tenant_limits: Any = None,
+    tools: ToolRunner | None = None,
     **config: Any,
 ) -> StepRunner:
     """A StepRunner; ``config`` are StepConfig fields (limits, prompt_cache_ttl, routing, system, ...)."""
@@ -75,6 +76,7 @@ def runner(
         response_cache=response_cache,
         breaker=breaker,
         tenant_limits=tenant_limits,
+        tools=tools,
     )
 
 

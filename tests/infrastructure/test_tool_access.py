@@ -89,15 +89,16 @@ def test_the_results_bucket_is_encrypted_private_tls_only_and_expires_objects(re
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_only_the_tool_function_writes_results_and_only_the_api_reads_them(resources: dict[str, Any]) -> None:
+def test_only_the_tool_and_step_functions_write_results_and_only_the_api_reads_them(resources: dict[str, Any]) -> None:
     (bucket_id,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::S3::Bucket"]
     access: dict[str, set[str]] = {}
     for name, props in functions(resources).items():
         for statement in role_statements(resources, role_of(props)):
             if bucket_id in json.dumps(statement["Resource"]):
                 access.setdefault(name, set()).update(as_list(statement["Action"]))
-    # the tool function puts objects; the api gets them (and may list, so an expired one is a 404, not a 403)
-    assert access == {"tool": {"s3:PutObject"}, "api": {"s3:GetObject", "s3:ListBucket"}}
+    # the tool function and the step (the fast calls it runs) put objects; the api gets them (and may list, so an
+    # expired one is a 404, not a 403)
+    assert access == {"tool": {"s3:PutObject"}, "step": {"s3:PutObject"}, "api": {"s3:GetObject", "s3:ListBucket"}}
 
 
 def test_the_mcp_credentials_are_readable_by_exactly_the_api_and_tool_functions(resources: dict[str, Any]) -> None:

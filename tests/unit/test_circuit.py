@@ -136,3 +136,33 @@ def test_a_success_through_a_closed_circuit_costs_no_extra_read() -> None:
     assert breaker.allow("k")
     breaker.succeeded("k")
     assert reads == ["k"]  # the read made before the call; none after it
+
+
+def test_a_circuit_read_closed_is_read_again_only_after_its_freshness() -> None:
+    reads: list[str] = []
+
+    class Counting(MemoryCircuits):
+        def load(self, key: str) -> Circuit:
+            reads.append(key)
+            return super().load(key)
+
+    store, clock = Counting(), {"now": 100.0}
+    here = Breaker(store, CONFIG, now=lambda: clock["now"], closed_fresh_seconds=5)
+    elsewhere = Breaker(store, CONFIG, now=lambda: clock["now"])  # another container
+    assert here.allow("k") and here.allow("k") and len(reads) == 1  # kept closed: no second read
+    for _ in range(CONFIG.failure_threshold):
+        elsewhere.failed("k")  # opens it
+    clock["now"] += 4
+    assert here.allow("k")  # still within its freshness: the open circuit is not seen yet
+    clock["now"] += 1.5
+    assert not here.allow("k")  # read again: open
+    assert not here.allow("k")  # an open circuit is read on every call
+
+
+def test_a_failure_seen_here_makes_the_next_call_read_the_circuit() -> None:
+    store, clock = MemoryCircuits(), {"now": 0.0}
+    breaker = Breaker(store, CONFIG, now=lambda: clock["now"], closed_fresh_seconds=5)
+    assert breaker.allow("k")
+    for _ in range(CONFIG.failure_threshold):
+        breaker.failed("k")
+    assert not breaker.allow("k")  # opened by this container's failures: seen at once
