@@ -105,9 +105,13 @@ def script(turns: int, per_turn: int) -> list[Any]:
     return replies
 
 
+def all_events(client: anthropic.Anthropic, session_id: str) -> list[Any]:
+    """Every event of the session: the SDK's page iterator follows the pages (a session of 300 steps has ~1,500)."""
+    return list(client.beta.sessions.events.list(session_id, limit=1000))
+
+
 def idle_count(client: anthropic.Anthropic, session_id: str) -> int:
-    events = client.beta.sessions.events.list(session_id, limit=1000).data
-    return sum(1 for event in events if event.type == "session.status_idle")
+    return sum(1 for event in all_events(client, session_id) if event.type == "session.status_idle")
 
 
 def main() -> None:
@@ -123,7 +127,7 @@ def main() -> None:
         fake.script = script(args.turns, args.steps_per_turn)
         os.environ.update({"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake.base_url,
                            "STEPWISE_MODEL_PROVIDER": "auto"})  # fmt: skip
-        wiring.deployer_tools = lambda: [big_report.__stepwise_tool__]  # type: ignore[attr-defined,assignment,misc]
+        wiring.deployer_tools = lambda: [big_report.__stepwise_tool__]  # type: ignore[attr-defined]
         wiring.reset()
         step_function = next(name for name, path in stack.lambdas._paths.items() if path.endswith("step.handler"))
         stack.lambdas._handlers[step_function] = meter.wrap(stack.lambdas.handler(step_function))
@@ -143,7 +147,7 @@ def main() -> None:
                     raise SystemExit(f"turn {turn} did not idle in 20 minutes")
                 time.sleep(0.5)
             print(f"turn {turn:>3} idle after {time.monotonic() - started:6.1f} s", file=report, flush=True)
-        events = client.beta.sessions.events.list(session.id, limit=1000).data
+        events = all_events(client, session.id)
         errors = [event for event in events if event.type == "session.error"]
         compacted = sum(1 for event in events if event.type == "agent.thread_context_compacted")
         executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn, maxResults=1000)["executions"]
