@@ -25,6 +25,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "reliable answer than you can, then answer the user's task concisely."
 )
 NO_RESULT = "no result was recorded for this tool call"
+RESULT_FRAMING_BYTES = 80  # a tool_result block's keys and quotes around its id and content (JSON)
 CLEARED = "[this tool result was cleared from the conversation to keep it within the model's context window]"
 
 
@@ -72,6 +73,16 @@ def _result_block(history: RunHistory, record: StepRecord, call_id: str, cleared
     return {"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": outcome.is_error}
 
 
+def _result_tokens(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> int:
+    """``estimate_tokens`` of the result block, without serialising its content: the content's UTF-8 bytes plus the
+    block's framing. (A replay estimates every result of the run at every step: JSON-encoding each would make a
+    step's CPU grow with the run.)"""
+    outcome = history.tool_results.get((record.step, call_id))
+    content = NO_RESULT if outcome is None else CLEARED if cleared else outcome.content
+    framing = len(call_id) + RESULT_FRAMING_BYTES
+    return math.ceil((len(content.encode()) + framing) / BYTES_PER_TOKEN_ESTIMATE)
+
+
 def _kept(record: StepRecord) -> list[dict[str, Any]]:
     """The step's assistant turn as the conversation carries it: empty if redone by another model or empty.
     (The API refuses empty text blocks and empty assistant messages in a conversation.)"""
@@ -98,8 +109,8 @@ def cleared_before(history: RunHistory, policy: ContextPolicy, fixed_tokens: int
         total += estimate_tokens(content)
         calls = record.tool_calls()
         if calls:
-            whole = sum(estimate_tokens(_result_block(history, record, call.id, False)) for call in calls)
-            short = sum(estimate_tokens(_result_block(history, record, call.id, True)) for call in calls)
+            whole = sum(_result_tokens(history, record, call.id, False) for call in calls)
+            short = sum(_result_tokens(history, record, call.id, True) for call in calls)
             total += whole
             with_results.append((record.step, whole - short))
         if total > policy.trigger_tokens:
