@@ -97,10 +97,11 @@ def test_each_end_is_delivered_signed_in_the_managed_agents_envelope(stack: Loca
         client.beta.sessions.events.send(session.id, events=[result])
         stop, _ = idle(client, session.id, stop.id)
         assert stop.stop_reason.type == "end_turn"
-        cent = {"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}}  # less than one call's worst case
+        cent = {"type": "limit", "max_list_cost": {"amount": "1", "currency": "USD"}}
         poor = client.beta.sessions.create(agent=agent.id, environment_id="local", budget=cent)  # type: ignore[arg-type]
+        long = "hello " * 7_000  # a prompt of ~14,000 estimated tokens: $0.014 on Haiku, more than the cent left
         client.beta.sessions.events.send(
-            poor.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}]
+            poor.id, events=[{"type": "user.message", "content": [{"type": "text", "text": long}]}]
         )
         stop, _ = idle(client, poor.id, None)
         assert stop.stop_reason.type == "budget_reached"
