@@ -6,10 +6,10 @@ CloudWatch, never by receiving a message.
 
 Calls per examination: GetQueueAttributes per queue, one GetMetricData for every queue's oldest message, one
 DescribeTable, ListExecutions (one page of up to 1,000), DescribeAlarms per 100 alarms, BatchGetItem per 100
-circuits, one BatchGetItem (the global day's spend: its 17 counters, unsharded and 16 shards), one Query (the
-tenants with budgets of their own) and BatchGetItem per 100 of their day counters (17 a tenant), a Query of each
-of the 16 shards of the index of active work (more for a shard holding over 1,000 entries), one HTTP GET of
-/health. Finding a stack: one DescribeStacks, ListStackResources per 100 resources, one GetTemplate.
+circuits, one GetItem (the global day's spend), one Query (the tenants with budgets of their own) and
+BatchGetItem per 100 of them, a Query of each of the 16 shards of the index of active work (more for a shard
+holding over 1,000 entries), one HTTP GET of /health. Finding a stack: one DescribeStacks,
+ListStackResources per 100 resources, one GetTemplate.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from decimal import Decimal
 from typing import Any
 
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pks
+from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
-from functions.adapters.serde import batch_get, to_item
+from functions.adapters.serde import batch_get, from_item, to_item
 from functions.adapters.settings import BudgetSettings, CircuitSettings, PricingSettings
 from functions.agent.doctor import (
     AlarmState,
@@ -185,21 +185,21 @@ class AwsDoctorReads:
         own = {t.tenant: t.daily_usd for t in DynamoDBTenantStore(self.table_name, self.dynamodb).list_limits()
                if t.daily_usd is not None}  # fmt: skip
         tenants = sorted(own)
-        owner = {pk: t for t in tenants for pk in spend_pks(t)}  # each tenant's day on every shard
-        keys = [to_item({"pk": pk, "sk": day_sk(day)}) for pk in owner]
-        committed: dict[str, Decimal] = {}
-        for item in batch_get(self.dynamodb, self.table_name, keys):
-            tenant = owner[item["pk"]]
-            committed[tenant] = committed.get(tenant, Decimal(0)) + Decimal(str(item.get("committed_usd", 0)))
+        keys = [to_item({"pk": spend_pk(t), "sk": day_sk(day)}) for t in tenants]
+        committed = {
+            item["pk"].removeprefix("T#").removesuffix("#SPEND"): Decimal(str(item.get("committed_usd", 0)))
+            for item in batch_get(self.dynamodb, self.table_name, keys)
+        }
         return [TenantBudget(t, own[t], committed.get(t, Decimal(0))) for t in tenants]
 
     def global_day(self, day: str) -> DaySpend:
-        keys = [to_item({"pk": pk, "sk": day_sk(day)}) for pk in spend_pks(None)]  # every shard's, added up
-        items = batch_get(self.dynamodb, self.table_name, keys)
+        key = to_item({"pk": spend_pk(None), "sk": day_sk(day)})
+        item = self.dynamodb.get_item(TableName=self.table_name, Key=key).get("Item")
+        values = from_item(item) if item else {}
         return DaySpend(
-            spent_usd=sum((Decimal(str(item.get("spent_usd", 0))) for item in items), Decimal(0)),
-            committed_usd=sum((Decimal(str(item.get("committed_usd", 0))) for item in items), Decimal(0)),
-            steps=sum(int(item.get("steps", 0)) for item in items),
+            spent_usd=Decimal(str(values.get("spent_usd", 0))),
+            committed_usd=Decimal(str(values.get("committed_usd", 0))),
+            steps=int(values.get("steps", 0)),
         )
 
 

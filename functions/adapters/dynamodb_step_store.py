@@ -3,9 +3,8 @@
 - A run's history is read incrementally (functions/adapters/dynamodb_history.py).
 - The committed daily spend (what ``ledger.budget_percent`` reads for routing's downgrades and the budget metrics) is
   read at most once per ``spend_fresh_seconds`` per tenant and day. Nothing the hard budgets rely on reads it: every
-  reservation is a conditional write on the counters' shards themselves. A refused reservation explains itself with a
-  fresh read (a rejected counter drops what was kept), and the shards a refused call moves to and is sized against
-  are read afresh (``day_committed`` is never kept).
+  reservation is a conditional write on the counters themselves. A refused reservation explains itself with a fresh
+  read (a rejected counter drops what was kept).
 """
 
 from __future__ import annotations

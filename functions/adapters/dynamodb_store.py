@@ -8,25 +8,23 @@ Keys (every partition is tenant-scoped; a run's items share one partition so one
                                    sk = "TOOL#{step:05d}#{tool_use_id}" one tool result
                                    sk = "EVENT#{event_id}"             an event a session's client sent
 
-Spend counters (ADDed by the ledger's plans; days are UTC; ``{k:02d}`` is one of the ledger's MAX_SPEND_SHARDS
-shards, each its own partition so no partition takes every step's writes):
+Spend counters (ADDed by the ledger's plans; days are UTC):
 
-    pk = "T#{tenant}#SPEND#{k:02d}" sk = "DAY#{day}"             the tenant's day on shard k: spent, committed, tokens
-                                    sk = "DAY#{day}#M#{model}"    the tenant's day for one model, on shard k
-    pk = "GLOBAL#SPEND#{k:02d}"     sk = "DAY#{day}"             every tenant's day on shard k
-    pk = "T#{tenant}#SPEND"         sk = "DAY#{day}#R#{run_id}"  the tenant's day for one run
-                                    sk = "DAY#{day}", "DAY#{day}#M#{model}": unsharded (written before sharding)
-    pk = "GLOBAL#SPEND"             sk = "DAY#{day}"             unsharded (written before sharding)
+    pk = "T#{tenant}#SPEND"        sk = "DAY#{day}"                    the tenant's day: spent, committed, tokens
+                                   sk = "DAY#{day}#M#{model}"          the tenant's day for one model
+                                   sk = "DAY#{day}#R#{run_id}"         the tenant's day for one run
+    pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
 
 The index of active work (functions/agent/active.py) is the sparse global secondary index ``active``: a run item
 has its key attributes ``active_pk`` = "ACTIVE#{shard:02d}" and ``active_sk`` = "{tenant}#{since}#{run_id}" exactly
 while the run is active, set by the put that creates it (or starts a session's turn) and removed by the ledger's
 write that ends it; the index carries ``status``, ``turn`` and ``created_by`` too (ACTIVE_PROJECTION).
 
-A run's reservation is plain attributes of the run item (``reserved_step``, ``reserved_usd``, ``reserved_day``,
-``reserved_model``, ``reserved_cheap``, ``reserved_reason``, ``reserved_shards``), and for one more release also
-the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget rules live in
-functions/agent/ledger.py: this adapter renders its plans as one conditional transaction and decides nothing.
+A run's reservation is plain attributes of the run item (``reserved_step``, ``reserved_usd``,
+``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``), and for one more release also
+the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget rules live
+in functions/agent/ledger.py: this adapter renders its plans as one conditional transaction and decides
+nothing.
 """
 
 from __future__ import annotations
@@ -42,18 +40,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from functions.adapters.dynamodb_history import CachedHistory, HistoryCache, event_floor, item_bytes, open_from
-from functions.adapters.serde import batch_get, condition_failed, from_item, to_item
+from functions.adapters.serde import condition_failed, from_item, to_item
 from functions.agent.active import ActiveEntry, listing, partition
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
 from functions.agent.ledger import (
-    MAX_SPEND_SHARDS,
     AtStep,
     CommittedAtMost,
     Condition,
     CostAtMost,
     Counter,
     CounterChange,
-    DayCommitted,
     HasEnded,
     Holds,
     HoldsNothing,
@@ -82,7 +78,7 @@ from functions.agent.models import (
     UserEvent,
 )
 from functions.agent.ports import RunHistory, RunStore
-from functions.agent.spend import SpendRow, merged
+from functions.agent.spend import SpendRow
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -111,7 +107,6 @@ RESERVATION_ATTRIBUTES = (
     "reserved_model",
     "reserved_cheap",
     "reserved_reason",
-    "reserved_shards",
     LEGACY_RESERVATION,
 )
 
@@ -120,15 +115,8 @@ def run_pk(key: RunKey) -> str:
     return f"T#{key.tenant}#R#{key.run_id}"
 
 
-def spend_pk(tenant: str | None, shard: int | None = None) -> str:
-    """The partition of a tenant's (or, with None, everyone's) spend counters on ``shard`` (None: unsharded)."""
-    pk = f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
-    return pk if shard is None else f"{pk}#{shard:02d}"
-
-
-def spend_pks(tenant: str | None) -> list[str]:
-    """Every partition a tenant's (or everyone's) day counters may be on: the unsharded one, then each shard."""
-    return [spend_pk(tenant), *(spend_pk(tenant, k) for k in range(MAX_SPEND_SHARDS))]
+def spend_pk(tenant: str | None) -> str:
+    return f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
 
 
 def day_sk(day: str, model: str | None = None, run_id: str | None = None) -> str:
@@ -161,11 +149,7 @@ def _error_from(values: dict[str, Any]) -> RunError | None:
 
 
 def _reservation_values(reservation: Reservation) -> dict[str, Any]:
-    shards = reservation.shards
     return {
-        # named with its step: a stale value (an earlier release removes the reservation but not this) never
-        # moves the reservation that release writes next onto shards it was not held on
-        "reserved_shards": f"{reservation.step}:{shards[0]}:{shards[1]}" if shards is not None else None,
         "reserved_step": reservation.step,
         "reserved_usd": reservation.amount_usd,
         "reserved_day": reservation.day,
@@ -176,25 +160,12 @@ def _reservation_values(reservation: Reservation) -> dict[str, Any]:
     }
 
 
-def _shards_from(v: dict[str, Any]) -> tuple[int, int] | None:
-    step, _, shards = str(v.get("reserved_shards", "")).partition(":")
-    if not shards or int(step) != int(v["reserved_step"]):
-        return None  # held on the unsharded counters (made before sharding)
-    tenant_shard, global_shard = shards.split(":")
-    return int(tenant_shard), int(global_shard)
-
-
 def _reservation_from(v: dict[str, Any]) -> Reservation | None:
     if "reserved_step" not in v:
         return None
     if LEGACY_RESERVATION in v:  # see LEGACY_RESERVATION: current in every version's writes
-        held = Reservation.model_validate_json(v[LEGACY_RESERVATION])
-        plain = (int(v["reserved_step"]), v.get("reserved_day"), v.get("reserved_model"), v.get("reserved_usd"))
-        if plain != held.identity:  # moved by a previous version: the difference went to the unsharded counters
-            return held  # freed from there too (its first shards keep the rest held until the day ends: never less)
-        return held.model_copy(update={"shards": _shards_from(v)})
+        return Reservation.model_validate_json(v[LEGACY_RESERVATION])
     return Reservation(
-        shards=_shards_from(v),
         step=v["reserved_step"],
         amount_usd=Decimal(str(v["reserved_usd"])),
         day=v["reserved_day"],
@@ -625,7 +596,6 @@ class DynamoDBRunStore(RunStore):
                 sets.append(f"{e.name(attribute)} = if_not_exists({e.name(attribute)}, {e.value(value)})")
         removes = [
             *(RESERVATION_ATTRIBUTES if change.release else ()),
-            *(("reserved_shards",) if change.reserve is not None and change.reserve.shards is None else ()),
             *((ACTIVE_PK, ACTIVE_SK) if change.delists else ()),
         ]
         adds = []
@@ -653,15 +623,15 @@ class DynamoDBRunStore(RunStore):
         condition = _committed_at_most(change.limit, e) if change.limit else None
         return self._update(*_address(change.counter), expression, e, condition)
 
-    def day_committed(self, tenant: str, day: str) -> DayCommitted:
-        pks = {owner: spend_pks(owner) for owner in (tenant, None)}
-        keys = [self._key(pk, day_sk(day)) for owner_pks in pks.values() for pk in owner_pks]
+    def committed(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        keys = [self._key(*_address(Counter(t, day))) for t in (tenant, None)]
         found = {
-            item["pk"]: Decimal(str(item.get("committed_usd", 0)))
-            for item in batch_get(self.client, self.table_name, keys, consistent=True)
+            item["pk"]["S"]: Decimal(item.get("committed_usd", {"N": "0"})["N"])
+            for item in self.client.batch_get_item(
+                RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+            )["Responses"].get(self.table_name, [])
         }
-        tenant_values, global_values = ([found.get(pk, Decimal(0)) for pk in owner_pks] for owner_pks in pks.values())
-        return DayCommitted(day, tuple(tenant_values[1:]), tuple(global_values[1:]), tenant_values[0], global_values[0])
+        return found.get(spend_pk(tenant), Decimal(0)), found.get(spend_pk(None), Decimal(0))
 
     def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:
         item = {"pk": run_pk(key), "sk": pending_sk(step), "type": "pending", "step": step}
@@ -700,12 +670,7 @@ class DynamoDBRunStore(RunStore):
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         rows = []
         bounds = {":first": day_sk(first_day), ":last": day_sk(last_day) + "#~"}
-        # one Query per partition (the unsharded one and each shard's), their rows added up per counter
-        found = (
-            item for pk in spend_pks(tenant)
-            for item in self._query(pk, "sk BETWEEN :first AND :last", bounds, consistent=False)
-        )  # fmt: skip
-        for v in map(from_item, found):
+        for v in map(from_item, self._query(spend_pk(tenant), "sk BETWEEN :first AND :last", bounds, consistent=False)):
             parts = v["sk"].split("#")  # DAY, day[, M|R, id...]
             kind, ident = (parts[2], "#".join(parts[3:])) if len(parts) > 2 else (None, None)
             rows.append(
@@ -718,7 +683,7 @@ class DynamoDBRunStore(RunStore):
                     run_id=ident if kind == "R" else None,
                 )
             )
-        return merged(rows)
+        return rows
 
     # ------------------------------------------------------------------------------------------- tools
 
@@ -851,7 +816,7 @@ def _committed_at_most(limit: CommittedAtMost, e: _Expression) -> str:
 
 
 def _address(counter: Counter) -> tuple[str, str]:
-    return spend_pk(counter.tenant, counter.shard), day_sk(counter.day, counter.model, counter.run_id)
+    return spend_pk(counter.tenant), day_sk(counter.day, counter.model, counter.run_id)
 
 
 def counter_key(counter: Counter) -> dict[str, Any]:

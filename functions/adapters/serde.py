@@ -62,17 +62,13 @@ def condition_failed(exc: ClientError) -> bool:
     return bool(exc.response["Error"]["Code"] == "ConditionalCheckFailedException")
 
 
-def batch_get(
-    client: Any, table_name: str, keys: Sequence[dict[str, Any]], *, consistent: bool = False
-) -> list[dict[str, Any]]:
+def batch_get(client: Any, table_name: str, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The items of ``keys`` that exist (plain values), read with BatchGetItem in requests of up to 100 keys,
-    eventually consistent unless ``consistent``; keys DynamoDB leaves unprocessed (throttling) are asked again,
-    with backoff, up to 5 times. Raises the service's error, or RuntimeError when keys are still unprocessed."""
+    eventually consistent; keys DynamoDB leaves unprocessed (throttling) are asked again, with backoff, up to
+    5 times. Raises the service's error, or RuntimeError when keys are still unprocessed."""
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), BATCH_GET_KEYS):
-        request: dict[str, Any] = {
-            table_name: {"Keys": list(keys[start : start + BATCH_GET_KEYS]), "ConsistentRead": consistent}
-        }
+        request: dict[str, Any] = {table_name: {"Keys": list(keys[start : start + BATCH_GET_KEYS])}}
         for attempt in range(UNPROCESSED_ATTEMPTS):
             answer = client.batch_get_item(RequestItems=request)
             found += map(from_item, answer["Responses"].get(table_name, []))

@@ -222,7 +222,7 @@ class SpendReader(Protocol):
 
     def own_budgets(self, day: str) -> list[TenantBudget]:
         """Every tenant with a daily budget of its own, and what it committed on ``day`` (one Query and a
-        BatchGetItem per 100 of their day counters, every shard's: no Scan). Raises the service's error."""
+        BatchGetItem per 100 tenants: no Scan). Raises the service's error."""
 
 
 # ------------------------------------------------------------------------------------------------ rules

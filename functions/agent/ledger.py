@@ -14,15 +14,6 @@ Budgets (``committed_usd`` = spent + reservations in flight):
 * the tenant's UTC day and the global UTC day, as conditions on their counters: a reservation of ``a``
   against a limit ``L`` holds if ``committed_usd <= L - a``.
 
-No item is written by every step. The two daily counters (and the tenant's day per model) are split into
-``spend_shards(L)`` shard items, each under a partition key of its own, and a reservation is held on one shard
-of each (``Reservation.shards``), checked against that shard's slice ``L / N``: the slices add up to at most
-``L``, so the shards together never pass it. A reservation goes to its run's and step's home shard
-(``home_slot``); when a shard refuses, the shards are read and the call moves to the one with the most room
-(``roomiest_slot``), sized to what that slice has left. Settling and releasing write the shards the reservation
-was held on; a reservation made before sharding (``shards`` None) the unsharded counters it was made on.
-Readers (``LedgerStore.day_committed``, the spend report, the doctor) add the shards and the unsharded counter.
-
 A call's worst case is its prompt at the dearest input rate plus its whole output allowance (``max_tokens``).
 Near a cap the allowance shrinks to what the tightest budget has left (``call_allowance``, ``reserve_call``):
 a run spends its budget down to about one small call's worth instead of stopping a full allowance short. Below
@@ -32,18 +23,17 @@ reservation covers (``tokens_held``), and an answer cut off at a shrunk allowanc
 
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
 in ``reserve_plan`` and ``_caps``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
-the two days also needs ``LedgerStore.day_committed`` to read it); see the README's "Code map".
+the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -75,11 +65,6 @@ END_TRIES = 3  # reads of a run an end is written over, when a step keeps settli
 MIN_CALL_OUTPUT_TOKENS = 64
 SIZE_TRIES = 3  # sizings of one call against the daily budgets, when other runs keep reserving what was left
 DAILY_BUDGETS = (TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)
-# Shards of a daily spend counter: one per SHARD_SLICE_USD of its limit (so a slice holds one large call's worst
-# case), at most MAX_SPEND_SHARDS, and MAX_SPEND_SHARDS without a limit. Each takes a partition's 1,000 WCU.
-MAX_SPEND_SHARDS = 16
-SHARD_SLICE_USD = Decimal(5)
-SLICE_QUANTUM = Decimal("0.000000001")  # slices round down to this, so they never add up past the limit
 
 
 class BudgetLimits(BaseModel):
@@ -87,28 +72,6 @@ class BudgetLimits(BaseModel):
 
     tenant_daily_usd: Decimal | None = None
     global_daily_usd: Decimal | None = None
-
-
-def spend_shards(limit: Decimal | None) -> int:
-    """How many shards a daily counter with this limit is split into (see MAX_SPEND_SHARDS)."""
-    if limit is None:
-        return MAX_SPEND_SHARDS
-    return max(1, min(MAX_SPEND_SHARDS, int(limit // SHARD_SLICE_USD)))
-
-
-def shard_slice(limit: Decimal) -> Decimal:
-    """The part of ``limit`` one of its shards may commit."""
-    return (limit / spend_shards(limit)).quantize(SLICE_QUANTUM, rounding=ROUND_DOWN)
-
-
-def home_slot(run: Run, step: int) -> int:
-    """Where a call's reservation goes first: spread by run and step, the same for a duplicate invocation."""
-    return zlib.crc32(f"{run.tenant}#{run.run_id}#{step}".encode()) % MAX_SPEND_SHARDS
-
-
-def slot_shards(slot: int, limits: BudgetLimits) -> tuple[int, int]:
-    """The tenant's and the global shard a slot (0 to MAX_SPEND_SHARDS - 1) stands for under ``limits``."""
-    return slot % spend_shards(limits.tenant_daily_usd), slot % spend_shards(limits.global_daily_usd)
 
 
 def usd(value: Decimal) -> str:
@@ -306,14 +269,12 @@ class RunChange:
 @dataclass(frozen=True)
 class Counter:
     """One spend counter: the tenant's day (``tenant`` set) or everyone's (``None``), optionally per model or
-    per run; the day counters (also per model) on one of their shards, or (``shard`` None) the unsharded one
-    written before sharding. Fields: ``spent_usd``, ``committed_usd``, ``steps`` and the usage fields."""
+    per run. Fields: ``spent_usd``, ``committed_usd``, ``steps`` and the usage fields."""
 
     tenant: str | None
     day: str
     model: str | None = None
     run_id: str | None = None
-    shard: int | None = None
 
 
 @dataclass(frozen=True)
@@ -350,38 +311,16 @@ Rejected = StepRecord | RunChange | CounterChange  # the first part of a plan wh
 # ------------------------------------------------------------------------------------- plans: the rules
 
 
-def _headroom(limit: Decimal | None, amount: Decimal, sharded: bool) -> CommittedAtMost | None:
+def _headroom(limit: Decimal | None, amount: Decimal) -> CommittedAtMost | None:
     # a release or a move to a cheaper model frees budget: it never needs headroom
-    if limit is None or amount <= 0:
-        return None
-    return CommittedAtMost((shard_slice(limit) if sharded else limit) - amount)
-
-
-def placed(run: Run, wanted: Reservation, limits: BudgetLimits, replacing: Reservation | None) -> Reservation:
-    """``wanted`` with the shards it is held on: those of the reservation it replaces (only the difference is
-    charged, so it stays where that was held), those it names, or its home slot's."""
-    if replacing is not None:
-        return wanted.model_copy(update={"shards": replacing.shards})
-    if wanted.shards is not None:
-        return wanted
-    return wanted.model_copy(update={"shards": slot_shards(home_slot(run, wanted.step), limits)})
-
-
-def _day_counters(tenant: str, day: str, shards: tuple[int, int] | None) -> tuple[Counter, Counter]:
-    """The tenant's and everyone's day counters a reservation on ``shards`` is held on."""
-    tenant_shard, global_shard = shards if shards is not None else (None, None)
-    return Counter(tenant, day, shard=tenant_shard), Counter(None, day, shard=global_shard)
+    return CommittedAtMost(limit - amount) if limit is not None and amount > 0 else None
 
 
 def reserve_plan(
     run: Run, wanted: Reservation, limits: BudgetLimits, *, replacing: Reservation | None, now: str
 ) -> Plan:
-    """Hold ``wanted`` for the run's next call against every budget, on its shards (``placed``). With ``replacing``
-    the held reservation becomes ``wanted`` and only the difference is charged (the step was re-routed to a
-    fallback)."""
-    wanted = placed(run, wanted, limits, replacing)
-    sharded = wanted.shards is not None
-    tenant_day, global_day = _day_counters(run.tenant, wanted.day, wanted.shards)
+    """Hold ``wanted`` for the run's next call against every budget. With ``replacing`` the held reservation
+    becomes ``wanted`` and only the difference is charged (the step was re-routed to a fallback)."""
     amount = wanted.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
     conditions = _fenced(run, [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing else HoldsNothing()])
     if run.budget.max_usd is not None:
@@ -391,9 +330,9 @@ def reserve_plan(
         run=RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, reserve=wanted, updated_at=now,
                       listing=place(run)),
         counters=(
-            CounterChange(tenant_day, committed, _headroom(limits.tenant_daily_usd, amount, sharded),
+            CounterChange(Counter(run.tenant, wanted.day), committed, _headroom(limits.tenant_daily_usd, amount),
                           TENANT_DAILY_BUDGET),
-            CounterChange(global_day, committed, _headroom(limits.global_daily_usd, amount, sharded),
+            CounterChange(Counter(None, wanted.day), committed, _headroom(limits.global_daily_usd, amount),
                           GLOBAL_DAILY_BUDGET),
         ),
     )  # fmt: skip
@@ -404,9 +343,6 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
     holds it). A step that ends the run (its status is terminal) ends it here, in the same write."""
     held = run.reservation if run.reservation and run.reservation.step == record.step else None
     day = held.day if held else record.finished_at[:10]
-    # where the reservation was held; a call charged without one (billed after its run ended and was released)
-    # on shard 0, which every shard count has: its cost still counts against a slice
-    tenant_day, global_day = _day_counters(run.tenant, day, held.shards if held else (0, 0))
     conditions = _fenced(run, [AtStep(record.step), Holds(held) if held else HoldsNothingFor(record.step)])
     status = None
     if require_active:
@@ -438,10 +374,10 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
     return Plan(
         run=change,
         counters=(
-            CounterChange(tenant_day, day_totals),
-            CounterChange(Counter(run.tenant, day, model=priced_model, shard=tenant_day.shard), per_model),
+            CounterChange(Counter(run.tenant, day), day_totals),
+            CounterChange(Counter(run.tenant, day, model=priced_model), per_model),
             CounterChange(Counter(run.tenant, day, run_id=run.run_id), {"spent_usd": record.cost_usd, "steps": 1}),
-            CounterChange(global_day, day_totals),
+            CounterChange(Counter(None, day), day_totals),
         ),
         record=record,
     )
@@ -449,7 +385,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
 
 def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
     freed = {"committed_usd": -held.amount_usd}
-    return tuple(CounterChange(counter, freed) for counter in _day_counters(run.tenant, held.day, held.shards))
+    return CounterChange(Counter(run.tenant, held.day), freed), CounterChange(Counter(None, held.day), freed)
 
 
 def end_plan(
@@ -477,55 +413,18 @@ def release_plan(run: Run, held: Reservation) -> Plan:
 
 @dataclass(frozen=True)
 class DayCommitted:
-    """The daily counters' ``committed_usd`` as read (``LedgerStore.day_committed``): on each shard (all
-    MAX_SPEND_SHARDS of them, whatever the limits) and on the unsharded counter written before sharding."""
+    """The daily counters' ``committed_usd`` as read (``LedgerStore.committed``)."""
 
     day: str
-    tenant_shards: tuple[Decimal, ...] = (Decimal(0),) * MAX_SPEND_SHARDS
-    global_shards: tuple[Decimal, ...] = (Decimal(0),) * MAX_SPEND_SHARDS
-    tenant_unsharded: Decimal = Decimal(0)
-    global_unsharded: Decimal = Decimal(0)
-
-    @property
-    def tenant_usd(self) -> Decimal:
-        return self.tenant_unsharded + sum(self.tenant_shards, Decimal(0))
-
-    @property
-    def global_usd(self) -> Decimal:
-        return self.global_unsharded + sum(self.global_shards, Decimal(0))
-
-    def left(self, limits: BudgetLimits, shards: tuple[int, int] | None) -> tuple[Decimal | None, Decimal | None]:
-        """What the tenant's and the global budget (None: no limit) have left for a reservation on ``shards``:
-        the shard's slice less what it committed, or, unsharded, the limit less the whole day."""
-        left: list[Decimal | None] = []
-        for limit, by_shard, total, shard in (
-            (limits.tenant_daily_usd, self.tenant_shards, self.tenant_usd, shards[0] if shards else None),
-            (limits.global_daily_usd, self.global_shards, self.global_usd, shards[1] if shards else None),
-        ):
-            if limit is None:
-                left.append(None)
-            elif shard is None:
-                left.append(limit - total)
-            else:
-                left.append(shard_slice(limit) - by_shard[shard])
-        return left[0], left[1]
-
-
-def roomiest_shards(limits: BudgetLimits, committed: DayCommitted) -> tuple[int, int]:
-    """The shards with the most left under the tighter of the two daily budgets, as read."""
-
-    def tightest(slot: int) -> Decimal:
-        return min((room for room in committed.left(limits, slot_shards(slot, limits)) if room is not None),
-                   default=Decimal(0))  # fmt: skip
-
-    return slot_shards(max(range(MAX_SPEND_SHARDS), key=tightest), limits)
+    tenant_usd: Decimal
+    global_usd: Decimal
 
 
 def _caps(
     run: Run, limits: BudgetLimits, call: CallPrice, prompt_tokens: int, committed: DayCommitted | None,
-    replacing: Reservation | None, shards: tuple[int, int] | None,
+    replacing: Reservation | None,
 ) -> list[tuple[int, str]]:  # fmt: skip
-    """The output allowance each budget covers, with its code (the daily ones on ``shards``)."""
+    """The output allowance each budget covers, with its code."""
     caps = []
     if run.budget.max_usd is not None:
         caps.append((call.tokens_covered(Decimal(str(run.budget.max_usd)) - run.cost_usd), MAX_USD))
@@ -533,9 +432,12 @@ def _caps(
         caps.append((run.budget.max_tokens - run.usage.total_tokens - prompt_tokens, MAX_TOKENS))
     if committed is not None:
         back = replacing.amount_usd if replacing is not None else Decimal(0)
-        for code, left in zip(DAILY_BUDGETS, committed.left(limits, shards), strict=True):
-            if left is not None:
-                caps.append((call.tokens_covered(left + back), code))
+        for code, limit, spent in (
+            (TENANT_DAILY_BUDGET, limits.tenant_daily_usd, committed.tenant_usd),
+            (GLOBAL_DAILY_BUDGET, limits.global_daily_usd, committed.global_usd),
+        ):
+            if limit is not None:
+                caps.append((call.tokens_covered(limit - spent + back), code))
     return caps
 
 
@@ -548,20 +450,17 @@ def call_allowance(
     max_tokens: int,
     committed: DayCommitted | None,
     replacing: Reservation | None = None,
-    shards: tuple[int, int] | None = None,
 ) -> int:
     """The largest output allowance, at most ``max_tokens``, whose worst case every budget still covers: the
     run's ``max_usd`` (less what it spent), its ``max_tokens`` (less its usage and the prompt), and with
-    ``committed`` the daily budgets on ``shards`` (their slices; see ``DayCommitted.left``; a ``replacing``
-    reservation counts as left: it is given back). For the daily budgets only an estimate: their counters'
-    conditions decide.
+    ``committed`` the daily budgets (a ``replacing`` reservation counts as left: it is given back). For the
+    daily budgets only an estimate: their counters' conditions decide.
 
     Raises:
         BudgetRefusedError: the tightest budget cannot cover ``MIN_CALL_OUTPUT_TOKENS`` (or ``max_tokens``, if
             smaller); named by its code, with what it has left.
     """
-    caps = _caps(run, limits, call, prompt_tokens, committed, replacing, shards)
-    tokens, code = min([(max_tokens, ""), *caps])
+    tokens, code = min([(max_tokens, ""), *_caps(run, limits, call, prompt_tokens, committed, replacing)])
     smallest = min(MIN_CALL_OUTPUT_TOKENS, max_tokens)
     if tokens >= smallest:
         return tokens
@@ -589,30 +488,25 @@ def reserve_call(
 ) -> Reservation:
     """Reserve the next call (``wanted`` with its amount left to this) with the largest output allowance, up to
     ``max_tokens``, that every budget covers (``call_allowance``). The daily counters are read only once one of
-    their shards refused: far from a daily limit this is one write, as ``reserve``. A refused new reservation
-    moves to the shards with the most room (``roomiest_shards``) and is sized to their slices. Returns the
-    reservation held (the allowance it covers is ``tokens_held``).
+    them refused: far from a daily limit this is one write, as ``reserve``. Returns the reservation held (the
+    allowance it covers is ``tokens_held``).
 
     Raises:
         BudgetRefusedError: a budget cannot take even the smallest call (see ``call_allowance``).
         RunNotActiveError, StoreConflictError: as ``reserve``.
     """
     committed: DayCommitted | None = None
-    wanted = placed(run, wanted, limits, replacing)
     for attempt in range(SIZE_TRIES):
         tokens = call_allowance(run, limits, call, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                                committed=committed, replacing=replacing, shards=wanted.shards)  # fmt: skip
+                                committed=committed, replacing=replacing)  # fmt: skip
         sized = wanted.model_copy(update={"amount_usd": call.worst_case(tokens)})
         try:
             return reserve(store, run, sized, limits, replacing=replacing, now=now)
         except BudgetRefusedError as exc:
             if exc.code not in DAILY_BUDGETS or attempt == SIZE_TRIES - 1:
                 raise
-            # a daily budget's shard has less left than this call's allowance: move to the shards with the most
-            # left (a re-routed call stays where it was held) and size it to what is left there, as read now
-            committed = store.day_committed(run.tenant, wanted.day)
-            if replacing is None:
-                wanted = wanted.model_copy(update={"shards": roomiest_shards(limits, committed)})
+            # a daily budget has less left than this call's allowance: size it to what is left, as read now
+            committed = DayCommitted(wanted.day, *store.committed(run.tenant, wanted.day))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -632,8 +526,8 @@ def cut_off(
     held = run.reservation
     committed = None
     if held is not None and (limits.tenant_daily_usd is not None or limits.global_daily_usd is not None):
-        committed = store.day_committed(run.tenant, held.day)
-    caps = _caps(run, limits, call, prompt_tokens, committed, held, held.shards if held else None)
+        committed = DayCommitted(held.day, *store.committed(run.tenant, held.day))
+    caps = _caps(run, limits, call, prompt_tokens, committed, held)
     if not caps:
         return None
     code = min(caps)[1]
@@ -675,7 +569,6 @@ def reserve(
         RunNotActiveError: the run ended, moved on, or its reservation changed meanwhile.
         StoreConflictError: the run changed and changed back between the write and the re-read.
     """
-    wanted = placed(run, wanted, limits, replacing)
     plan = reserve_plan(run, wanted, limits, replacing=replacing, now=now)
     rejected = store.apply(plan)
     if rejected is None:

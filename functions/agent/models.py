@@ -175,10 +175,6 @@ class Reservation(BaseModel):
     model: str
     cheap: bool = False
     reason: str = ""
-    # The spend shards it is held on (the tenant's, everyone's; functions/agent/ledger.py ``spend_shards``), None for
-    # the unsharded counters a reservation made before sharding is held on. Stored beside the record, never in
-    # its JSON (see LEGACY_RESERVATION in the DynamoDB adapter), and not part of its identity.
-    shards: tuple[int, int] | None = Field(default=None, exclude=True)
 
     @property
     def identity(self) -> tuple[int, str, str, Decimal]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.agent.active import ActiveEntry
 from functions.agent.circuit import Circuit
-from functions.agent.ledger import DayCommitted, Plan, Rejected
+from functions.agent.ledger import Plan, Rejected
 from functions.agent.models import (
     ModelRequest,
     ModelResponse,
@@ -237,14 +237,8 @@ class LedgerStore(RunReader):
         """
 
     @abstractmethod
-    def day_committed(self, tenant: str, day: str) -> DayCommitted:
-        """Spent plus reserved USD on ``day`` on every shard of the tenant's and everyone's day counters (and
-        on the unsharded ones written before sharding), read consistently."""
-
     def committed(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
-        """Spent plus reserved USD on ``day``: (the tenant's, everyone's), every shard added up."""
-        committed = self.day_committed(tenant, day)
-        return committed.tenant_usd, committed.global_usd
+        """Spent plus reserved USD on ``day``: (the tenant's, everyone's)."""
 
     @abstractmethod
     def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:

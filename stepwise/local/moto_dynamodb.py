@@ -15,7 +15,7 @@ does. They change how moto keeps its promises, never what it answers:
   sorts every item of the table to find one partition key's; here it reads that key's items only. Queries of an
   index still walk the table (as moto keeps no index).
 * **A number ADDed to zero stays a number.** moto's ADD stores a sum that comes to zero as e.g. ``0E-8`` and then
-  fails to add to it (``int('0E-8')``): a spend shard whose only reservation was freed. The sum is stored in fixed
+  fails to add to it (``int('0E-8')``): a counter whose reservations were all freed. The sum is stored in fixed
   notation, as DynamoDB stores numbers.
 """
 

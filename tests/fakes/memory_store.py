@@ -10,10 +10,10 @@ from decimal import Decimal
 
 from functions.agent.active import ActiveEntry, Listing, listing
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError
-from functions.agent.ledger import MAX_SPEND_SHARDS, Counter, CounterChange, DayCommitted, Plan, Rejected
+from functions.agent.ledger import Counter, CounterChange, Plan, Rejected
 from functions.agent.models import ModelResponse, Run, RunKey, StepRecord, StepRef, ToolOutcome, Usage
 from functions.agent.ports import RunHistory, RunStore
-from functions.agent.spend import SpendRow, merged
+from functions.agent.spend import SpendRow
 
 
 class InMemoryRunStore(RunStore):
@@ -88,12 +88,8 @@ class InMemoryRunStore(RunStore):
     def committed_on(self, counter: Counter) -> Decimal:
         return self.counters.get(counter, {}).get("committed_usd", Decimal(0))
 
-    def day_committed(self, tenant: str, day: str) -> DayCommitted:
-        def shards(owner: str | None) -> tuple[Decimal, ...]:
-            return tuple(self.committed_on(Counter(owner, day, shard=k)) for k in range(MAX_SPEND_SHARDS))
-
-        return DayCommitted(day, shards(tenant), shards(None), self.committed_on(Counter(tenant, day)),
-                            self.committed_on(Counter(None, day)))  # fmt: skip
+    def committed(self, tenant: str, day: str) -> tuple[Decimal, Decimal]:
+        return self.committed_on(Counter(tenant, day)), self.committed_on(Counter(None, day))
 
     def save_pending(self, key: RunKey, step: int, response: ModelResponse) -> None:
         self.pending[(key, step)] = response
@@ -116,20 +112,20 @@ class InMemoryRunStore(RunStore):
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         rows = []
         for counter, fields in self.counters.items():
-            if counter.tenant != tenant or not first_day <= counter.day <= last_day:
+            if counter.tenant != tenant or not first_day <= counter.day <= last_day or not fields.get("steps"):
                 continue
             usage = Usage(**{name: int(fields.get(name, 0)) for name in Usage.model_fields})
             rows.append(
                 SpendRow(
                     counter.day,
-                    fields.get("spent_usd", Decimal(0)),
-                    int(fields.get("steps", 0)),
+                    fields["spent_usd"],
+                    int(fields["steps"]),
                     usage if counter.run_id is None else Usage(),
                     counter.model,
                     counter.run_id,
                 )
             )
-        return merged(rows)
+        return rows
 
     # ------------------------------------------------------------------------------------------- tools
 

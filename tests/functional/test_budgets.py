@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk, spend_pks
+from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
 from functions.adapters.serde import from_item, to_item
 from functions.agent import ledger
 from functions.agent.ledger import BudgetLimits
@@ -78,22 +78,10 @@ class PerRunModel:
 
 
 def counter(aws: Aws, tenant: str | None, model: str | None = None) -> dict[str, Any]:
-    """A day counter's fields, its shards and the unsharded item added up (empty if none was written)."""
-    total: dict[str, Any] = {}
-    for pk in spend_pks(tenant):
-        item = aws.dynamodb.get_item(TableName=TABLE, Key=to_item({"pk": pk, "sk": day_sk(DAY, model)})).get("Item")
-        for name, value in (from_item(item) if item else {}).items():
-            if name not in ("pk", "sk"):
-                total[name] = total.get(name, 0) + value
-    return total
-
-
-def shards_written(aws: Aws, tenant: str) -> list[int]:
-    """The shards of the tenant's day counter that were written."""
-    return [
-        k for k in range(ledger.MAX_SPEND_SHARDS)
-        if "Item" in aws.dynamodb.get_item(TableName=TABLE, Key=to_item({"pk": spend_pk(tenant, k), "sk": day_sk(DAY)}))
-    ]  # fmt: skip
+    item = aws.dynamodb.get_item(TableName=TABLE, Key=to_item({"pk": spend_pk(tenant), "sk": day_sk(DAY, model)})).get(
+        "Item"
+    )
+    return from_item(item) if item else {}
 
 
 def key_of(run_id: str) -> RunKey:
@@ -114,19 +102,8 @@ def take_step(store: DynamoDBRunStore, model: object, run_id: str, **config: obj
     return core.runner(store, model, **config).run(StepRef(key_of(run_id), 0))  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["one shard", "sharded"])
-def shards(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """The tenant's day counter on one shard (these budgets are under $10), or on a shard per $0.02 of it (each
-    slice holds three of these calls' worst cases): how many the race's $0.10 budget has."""
-    if request.param == "sharded":
-        monkeypatch.setattr(ledger, "SHARD_SLICE_USD", Decimal("0.02"))
-    return ledger.spend_shards(Decimal("0.10"))
-
-
-def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_reservation(
-    aws: Aws, shards: int
-) -> None:
-    # Given a tenant daily budget that about half of 50 two-step runs fit in (on one shard, or split in ten)
+def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_reservation(aws: Aws) -> None:
+    # Given a tenant daily budget that about half of 50 two-step runs fit in
     store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")))
     usage = Usage(input_tokens=2_000, output_tokens=200)  # billed: the prompt (< 1,000 tokens) + 200 out, ~$0.0018
     limit = Decimal("0.10")
@@ -148,7 +125,7 @@ def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_
     # are in flight: the price of a hard limit)
     assert statuses.count(RunStatus.SUCCEEDED) >= 1 and refused
     print(
-        f"\n50 parallel runs, tenant budget ${limit} on {shards} shard(s): spent ${spent} in {model.calls} calls, "
+        f"\n50 parallel runs, tenant budget ${limit}: spent ${spent} in {model.calls} calls, "
         f"{statuses.count(RunStatus.SUCCEEDED)} succeeded, {len(refused)} refused, "
         f"overshoot ${max(spent - limit, Decimal(0))} (bound: one reservation = ${largest_reservation})"
     )
@@ -158,8 +135,6 @@ def test_fifty_parallel_runs_never_overspend_the_tenant_budget_by_more_than_one_
     assert statuses.count(RunStatus.BUDGET_EXCEEDED) == len(refused)
     # And nothing is left reserved once every run has ended
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == spent
-    # And the calls were held on every shard of the day (no one item took every step's writes)
-    assert shards_written(aws, TENANT) == list(range(shards))
 
 
 def test_stored_cost_equals_the_hand_computed_figure_with_cache_tokens(aws: Aws) -> None:
@@ -270,8 +245,8 @@ class GatedModel:
         return text_response("done", usage=usage, stop_reason="max_tokens" if cut else "end_turn")
 
 
-def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws, shards: int) -> None:
-    # Given a tenant budget filled by 10 runs whose model calls are in flight (on one shard, or split in four)
+def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws) -> None:
+    # Given a tenant budget filled by 10 runs whose model calls are in flight
     store = DynamoDBRunStore(TABLE, AtomicCalls(boto3.client("dynamodb")))
     limit = Decimal("0.08")
     limits = BudgetLimits(tenant_daily_usd=limit)
@@ -305,9 +280,8 @@ def test_cancelling_runs_with_calls_in_flight_keeps_the_budget_bound(aws: Aws, s
     assert spent <= limit, (spent, limit)
     assert spent == gated.billed + fast.billed  # every billed call charged once
     print(
-        f"\ncancel storm: limit ${limit} on {ledger.spend_shards(limit)} shard(s), held ${committed_before} by 10 "
-        f"calls in flight; the new runs spent ${fast.billed} of the ${limit - committed_before} left, "
-        f"{len(refused)}/10 refused; spent ${spent}"
+        f"\ncancel storm: limit ${limit}, held ${committed_before} by 10 calls in flight; the new runs spent "
+        f"${fast.billed} of the ${limit - committed_before} left, {len(refused)}/10 refused; spent ${spent}"
     )
     assert Decimal(str(counter(aws, TENANT)["committed_usd"])) == spent  # nothing left reserved
     assert len(queue.releases) == 10
@@ -375,11 +349,10 @@ def test_moving_a_reservation_twice_is_applied_once(aws: Aws) -> None:
     run_id = submit(store, "hello")
     run = store.get_run(key_of(run_id))
     assert run is not None
+    first = Reservation(step=0, amount_usd=Decimal("0.50"), day=DAY, model="claude-sonnet-5-5")
+    moved = first.model_copy(update={"amount_usd": Decimal("0.10"), "model": "claude-haiku-4-5"})
     limits = BudgetLimits(tenant_daily_usd=Decimal(1))
-    first = ledger.reserve(
-        store, run, Reservation(step=0, amount_usd=Decimal("0.50"), day=DAY, model="claude-sonnet-5-5"), limits, now=NOW
-    )
-    moved = first.model_copy(update={"amount_usd": Decimal("0.10"), "model": "claude-haiku-4-5"})  # on its shards
+    ledger.reserve(store, run, first, limits, now=NOW)
     results = [ledger.reserve(store, run, moved, limits, replacing=first, now=NOW) for _ in range(2)]
     # Then the budgets were charged the difference once, and both invocations share the moved reservation
     assert results == [moved, moved]

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
 import boto3
 import pytest
 
-from functions.adapters.dynamodb_store import DynamoDBRunStore, counter_key, run_pk, spend_pk
-from functions.adapters.serde import from_item, to_item
+from functions.adapters.dynamodb_store import DynamoDBRunStore, run_pk
 from functions.agent import ledger
 from functions.agent.errors import RunAlreadyExistsError, RunNotActiveError, RunNotFoundError, StepAlreadySavedError
-from functions.agent.ledger import MAX_SPEND_SHARDS, BudgetLimits, Counter
 from functions.agent.models import (
     AgentConfig,
     Budget,
@@ -305,65 +302,6 @@ def test_a_run_written_with_the_old_reservation_format_keeps_its_reservation_acr
     assert after is not None and after.reservation is None and after.completed_steps == 1
     assert "reservation" not in raw and "reserved_step" not in raw
     assert store.committed("acme", "2026-11-21") == (Decimal("0.01"), Decimal("0.01"))  # the hold became the cost
-    # on the unsharded counters it was held on: no shard was written
-    for pk in (spend_pk("acme", k) for k in range(MAX_SPEND_SHARDS)):
-        assert "Item" not in aws.dynamodb.get_item(TableName=TABLE, Key=to_item({"pk": pk, "sk": "DAY#2026-11-21"}))
-
-
-def test_a_reservation_is_held_on_its_shards_and_the_readers_add_every_shard_and_the_unsharded_counter(
-    store: DynamoDBRunStore, aws: Aws
-) -> None:
-    # Given a day the previous version spent $0.05 of (on the unsharded counters)
-    legacy_run(aws, LEGACY_HELD)
-    ledger.settle(store, store.get_run(KEY), make_step(store.get_run(KEY), 0, "0.05"), None)  # type: ignore[arg-type]
-    # When another run reserves $0.10 under a $10 tenant budget (two shards)
-    store.create_run(make_run("run_00000000000000000000000002"))
-    other = store.get_run(RunKey("acme", "run_00000000000000000000000002"))
-    assert other is not None
-    limits = BudgetLimits(tenant_daily_usd=Decimal(10))
-    held = ledger.reserve(store, other, Reservation(step=0, amount_usd=Decimal("0.10"), day="2026-11-21",
-                                                    model="claude-haiku-4-5"), limits, now=NOW)  # fmt: skip
-    # Then the run item names its shards beside the JSON the previous version reads (which has no new field)
-    raw = from_item(
-        aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk(other.key)}, "sk": {"S": "RUN"}})["Item"]
-    )
-    assert held.shards is not None and raw["reserved_shards"] == f"0:{held.shards[0]}:{held.shards[1]}"
-    assert "shards" not in json.loads(raw["reservation"])
-    current = store.get_run(other.key)
-    assert current is not None and current.reservation == held
-    tenant_shard = from_item(
-        aws.dynamodb.get_item(
-            TableName=TABLE, Key=counter_key(Counter("acme", "2026-11-21", shard=held.shards[0])), ConsistentRead=True
-        )["Item"]
-    )
-    assert tenant_shard["committed_usd"] == Decimal("0.10")
-    # And what is committed adds the shard to the unsharded counter
-    assert store.committed("acme", "2026-11-21") == (Decimal("0.15"), Decimal("0.15"))
-    # And once it settles at $0.02, the spend report adds both into one row per counter
-    ledger.settle(store, current, make_step(current, 0, "0.02"), None)
-    rows = store.spend_rows("acme", "2026-11-21", "2026-11-21")
-    (day,) = [row for row in rows if row.model is None and row.run_id is None]
-    assert (day.cost_usd, day.steps) == (Decimal("0.07"), 2)
-    assert store.committed("acme", "2026-11-21") == (Decimal("0.07"), Decimal("0.07"))
-
-
-def test_shards_named_for_another_step_are_not_read_as_this_reservations(store: DynamoDBRunStore, aws: Aws) -> None:
-    # Given a run item whose reserved_shards an earlier step left (the previous version removes only what it knows)
-    store.create_run(make_run())
-    run = store.get_run(KEY)
-    assert run is not None
-    held = ledger.reserve(store, run, LEGACY_HELD, BudgetLimits(), now=NOW)
-    assert held.shards is not None
-    aws.dynamodb.update_item(
-        TableName=TABLE,
-        Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}},
-        UpdateExpression="SET reserved_shards = :s",
-        ExpressionAttributeValues={":s": {"S": "7:1:3"}},
-    )
-    # Then its reservation is read as made before sharding, on the unsharded counters
-    run = store.get_run(KEY)
-    assert run is not None and run.reservation == LEGACY_HELD and run.reservation.shards is None
-    assert store.get_run(KEY).reservation.identity == held.identity  # type: ignore[union-attr]
 
 
 def test_a_legacy_reservation_moved_twice_by_duplicate_invocations_is_charged_once(

@@ -17,7 +17,6 @@ from functions.adapters.serde import from_item
 from functions.agent import ledger
 from functions.agent.active import ActiveEntry, listing, shard_of
 from functions.agent.ledger import (
-    MAX_SPEND_SHARDS,
     AtStep,
     BudgetLimits,
     Condition,
@@ -103,12 +102,11 @@ def outcome(operation: Callable[[RunStore], Any], store: RunStore) -> Any:
 
 def counters_of(store: RunStore, aws: Aws, runs: list[Run]) -> dict[Counter, dict[str, Any]]:
     """Every counter a plan may touch for these runs, as plain values (missing fields and counters omitted)."""
-    shards = [None, *range(MAX_SPEND_SHARDS)]  # the unsharded counters and every shard
-    wanted = [Counter(None, DAY, shard=k) for k in shards]
+    wanted = [Counter(None, DAY)]
     for run in runs:
         wanted += [
-            *(Counter(run.tenant, DAY, shard=k) for k in shards),
-            *(Counter(run.tenant, DAY, model=MODEL, shard=k) for k in shards),
+            Counter(run.tenant, DAY),
+            Counter(run.tenant, DAY, model=MODEL),
             Counter(run.tenant, DAY, run_id=run.run_id),
         ]
     found: dict[Counter, dict[str, Any]] = {}
@@ -131,10 +129,7 @@ def _reserve(index: int, wanted: Reservation, limits: BudgetLimits, replacing: R
     def operation(store: RunStore, runs: list[Run]) -> Any:
         run = store.get_run(runs[index].key)
         assert run is not None
-        held_now = run.reservation
-        # what the step replaces is the reservation as it reads it (with the shards it is held on)
-        moving = held_now if replacing and held_now and held_now.identity == replacing.identity else replacing
-        return ledger.reserve(store, run, wanted, limits, replacing=moving, now=NOW)
+        return ledger.reserve(store, run, wanted, limits, replacing=replacing, now=NOW)
 
     return operation
 
@@ -207,19 +202,19 @@ SCENARIOS: list[tuple[str, list[Run], Setup, Operation]] = [
     (
         "the tenant's day is full",
         [new_run("r0"), new_run("r1")],
-        _then(_reserve(1, held(amount="0.05"), TENANT_LIMIT)),
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
         _reserve(0, held(amount="0.05"), TENANT_LIMIT),
     ),
     (
         "the global day is full (another tenant spent it)",
         [new_run("r0"), new_run("r1", tenant="globex")],
-        _then(_reserve(1, held(amount="0.05"), GLOBAL_LIMIT)),
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
         _reserve(0, held(amount="0.05"), GLOBAL_LIMIT),
     ),
     (
         "both days are full: the tenant's budget is named",
         [new_run("r0"), new_run("r1")],
-        _then(_reserve(1, held(amount="0.05"), BOTH_LIMITS)),
+        _then(_reserve(1, held(amount="0.05"), BudgetLimits())),
         _reserve(0, held(amount="0.05"), BOTH_LIMITS),
     ),
     ("one call larger than the whole budget", [new_run("r0")], _then(), _reserve(0, held(amount="0.09"), TENANT_LIMIT)),
@@ -332,7 +327,7 @@ def test_the_budget_refusals_name_the_budget_its_limit_and_what_is_committed(aws
     store = DynamoDBRunStore(TABLE, boto3.client("dynamodb"))
     for run in (new_run("r0"), new_run("r1")):
         store.create_run(run)
-    ledger.reserve(store, new_run("r1"), held(amount="0.05"), TENANT_LIMIT, now=NOW)
+    ledger.reserve(store, new_run("r1"), held(amount="0.05"), BudgetLimits(), now=NOW)
     with pytest.raises(Exception) as refused:
         ledger.reserve(store, new_run("r0"), held(amount="0.05"), TENANT_LIMIT, now=NOW)
     assert getattr(refused.value, "code", None) == "TENANT_DAILY_BUDGET"

@@ -173,11 +173,6 @@ def run_with(budget: Budget, cost: str = "0", tokens: int = 0) -> Run:
     )
 
 
-def unsharded(tenant: Decimal, everyone: Decimal) -> DayCommitted:
-    """The day's counters as read, all on the unsharded items (a call sized without shards checks the whole day)."""
-    return DayCommitted(DAY, tenant_unsharded=tenant, global_unsharded=everyone)
-
-
 CALL = CallPrice(prompt_usd=Decimal("0.001"), output_usd=Decimal("0.000005"))  # 1,000 tokens in, haiku out
 
 
@@ -187,12 +182,12 @@ CALL = CallPrice(prompt_usd=Decimal("0.001"), output_usd=Decimal("0.000005"))  #
         (Budget(), "0", BudgetLimits(), None, 1024),  # nothing binds: the run's max_tokens_per_call
         (Budget(max_usd=0.004), "0.002", BudgetLimits(), None, 200),  # ($0.002 - $0.001) / $0.000005
         (Budget(max_tokens=2000), "0", BudgetLimits(), None, 2000 - 500 - 1000),  # 500 used, 1,000 prompt
-        (Budget(), "0", BudgetLimits(tenant_daily_usd=Decimal("1")), unsharded(Decimal("0.998"), Decimal(0)),
+        (Budget(), "0", BudgetLimits(tenant_daily_usd=Decimal("1")), DayCommitted(DAY, Decimal("0.998"), Decimal(0)),
          200),
-        (Budget(), "0", BudgetLimits(global_daily_usd=Decimal("1")), unsharded(Decimal(0), Decimal("0.9985")),
+        (Budget(), "0", BudgetLimits(global_daily_usd=Decimal("1")), DayCommitted(DAY, Decimal(0), Decimal("0.9985")),
          100),
         (Budget(max_usd=0.004), "0.001", BudgetLimits(tenant_daily_usd=Decimal("1")),
-         unsharded(Decimal("0.9985"), Decimal(0)), 100),  # the tightest wins
+         DayCommitted(DAY, Decimal("0.9985"), Decimal(0)), 100),  # the tightest wins
     ],
 )  # fmt: skip
 def test_the_allowance_is_the_largest_every_budget_covers(
@@ -209,9 +204,9 @@ def test_the_allowance_is_the_largest_every_budget_covers(
     [
         (Budget(max_usd=0.00131), BudgetLimits(), None, "MAX_USD"),  # 62 tokens after the prompt
         (Budget(max_tokens=1500 + 63), BudgetLimits(), None, "MAX_TOKENS"),  # 500 used, 1,000 prompt
-        (Budget(), BudgetLimits(tenant_daily_usd=Decimal("1")), unsharded(Decimal("0.9987"), Decimal(0)),
+        (Budget(), BudgetLimits(tenant_daily_usd=Decimal("1")), DayCommitted(DAY, Decimal("0.9987"), Decimal(0)),
          "TENANT_DAILY_BUDGET"),
-        (Budget(), BudgetLimits(global_daily_usd=Decimal("1")), unsharded(Decimal(0), Decimal("0.9987")),
+        (Budget(), BudgetLimits(global_daily_usd=Decimal("1")), DayCommitted(DAY, Decimal(0), Decimal("0.9987")),
          "GLOBAL_DAILY_BUDGET"),
     ],
 )  # fmt: skip
@@ -232,9 +227,7 @@ def test_a_run_allowed_fewer_tokens_per_call_than_the_floor_is_held_to_its_own()
 def test_a_replaced_reservation_counts_as_left_for_the_daily_budgets() -> None:
     run = run_with(Budget())
     held = Reservation(step=0, amount_usd=Decimal("0.002"), day=DAY, model=HAIKU)
-    committed = DayCommitted(
-        DAY, tenant_unsharded=Decimal("1.0"), global_unsharded=Decimal(0)
-    )  # the tenant's whole day, this run's $0.002 in it
+    committed = DayCommitted(DAY, Decimal("1.0"), Decimal(0))  # the tenant's whole day, this run's $0.002 in it
     limits = BudgetLimits(tenant_daily_usd=Decimal("1"))
     tokens = ledger.call_allowance(run, limits, CALL, prompt_tokens=1000, max_tokens=1024, committed=committed,
                                    replacing=held)  # fmt: skip

@@ -511,4 +511,4 @@ def test_a_reservation_refused_by_a_change_that_reverted_is_retried_not_a_budget
     with pytest.raises(StoreConflictError):
         ledger.reserve(store, run, wanted, ledger.BudgetLimits(), now="t")
     store.apply = real_apply  # type: ignore[method-assign]
-    assert ledger.reserve(store, run, wanted, ledger.BudgetLimits(), now="t").identity == wanted.identity
+    assert ledger.reserve(store, run, wanted, ledger.BudgetLimits(), now="t") == wanted
