@@ -32,26 +32,13 @@ if str(ROOT) not in sys.path:  # `python bench/long_session.py` puts bench/ firs
 
 import anthropic  # noqa: E402
 import boto3  # noqa: E402
-from pydantic import BaseModel, Field  # noqa: E402
 
 from functions.adapters import wiring  # noqa: E402
-from functions.tools import tool  # noqa: E402
 from stepwise.local.stack import LocalStack  # noqa: E402
 from tests.fakes.anthropic_server import CONTEXT_WINDOW, FakeAnthropic, message, prompt_tokens  # noqa: E402
+from tests.fakes.report_tool import big_report  # noqa: E402
 
-REPORT_CHARS = 100_000
 SAMPLES = (5, 55, 150, 250, 295)
-
-
-class ReportInput(BaseModel):
-    n: int = Field(ge=0)
-
-
-@tool(idempotent=True)
-def big_report(arguments: ReportInput) -> str:
-    """A 100 KB report."""
-    line = f"report {arguments.n}: lorem ipsum dolor sit amet, consectetur adipiscing elit. "
-    return (line * (REPORT_CHARS // len(line) + 1))[:REPORT_CHARS]
 
 
 class StepMeter:

@@ -65,22 +65,25 @@ def user_inputs(history: RunHistory) -> dict[int, list[dict[str, Any]]]:
     return inputs
 
 
-def _result_block(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> dict[str, Any]:
+def _result(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> tuple[str, bool]:
+    """The content and error flag the call's tool_result carries (cleared: the note in place of the content)."""
     outcome = history.tool_results.get((record.step, call_id))
     if outcome is None:
-        return {"type": "tool_result", "tool_use_id": call_id, "content": NO_RESULT, "is_error": True}
-    content = CLEARED if cleared else outcome.content
-    return {"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": outcome.is_error}
+        return NO_RESULT, True
+    return (CLEARED if cleared else outcome.content), outcome.is_error
+
+
+def _result_block(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> dict[str, Any]:
+    content, is_error = _result(history, record, call_id, cleared)
+    return {"type": "tool_result", "tool_use_id": call_id, "content": content, "is_error": is_error}
 
 
 def _result_tokens(history: RunHistory, record: StepRecord, call_id: str, cleared: bool) -> int:
     """``estimate_tokens`` of the result block, without serialising its content: the content's UTF-8 bytes plus the
     block's framing. (A replay estimates every result of the run at every step: JSON-encoding each would make a
     step's CPU grow with the run.)"""
-    outcome = history.tool_results.get((record.step, call_id))
-    content = NO_RESULT if outcome is None else CLEARED if cleared else outcome.content
-    framing = len(call_id) + RESULT_FRAMING_BYTES
-    return math.ceil((len(content.encode()) + framing) / BYTES_PER_TOKEN_ESTIMATE)
+    content, _ = _result(history, record, call_id, cleared)
+    return math.ceil((len(content.encode()) + len(call_id) + RESULT_FRAMING_BYTES) / BYTES_PER_TOKEN_ESTIMATE)
 
 
 def _kept(record: StepRecord) -> list[dict[str, Any]]:

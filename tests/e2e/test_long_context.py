@@ -8,30 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
 
 from functions.adapters import wiring
 from functions.agent.conversation import CLEARED
-from functions.tools import tool
 from stepwise.local.stack import LocalStack
 from tests.e2e.conftest import http, wait
 from tests.e2e.test_managed_agents import answer, tool_use
 from tests.fakes.anthropic_server import CONTEXT_WINDOW, FakeAnthropic, prompt_tokens
+from tests.fakes.report_tool import big_report
 
 pytestmark = pytest.mark.e2e
 STEPS = 60
-REPORT_CHARS = 100_000
-
-
-class ReportInput(BaseModel):
-    n: int = Field(ge=0)
-
-
-@tool(idempotent=True)
-def big_report(arguments: ReportInput) -> str:
-    """A 100 KB report (a deployer's tool that reads a large document)."""
-    line = f"report {arguments.n}: lorem ipsum dolor sit amet, consectetur adipiscing elit. "
-    return (line * (REPORT_CHARS // len(line) + 1))[:REPORT_CHARS]
 
 
 @pytest.fixture
