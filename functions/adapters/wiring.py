@@ -386,7 +386,6 @@ def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRun
     )
 
 
-@cache
 def step_loop(settings: StepSettings) -> StepLoop:
     """How many steps one step invocation may take in a row (functions/agent/step_loop.py)."""
     from functions.agent.step_loop import StepLoop
