@@ -467,3 +467,20 @@ def test_after_a_retrys_replays_the_first_step_it_takes_afresh_is_the_tasks_own_
 
     assert [(o.ref.step, o.replayed) for o in taken] == [(0, True), (1, True), (2, False)]
     assert world.run.reservation is None and world.saved_steps() == [0, 1, 2] and world.charged_once()
+
+
+def test_a_superseded_cheap_answer_is_redone_in_the_same_invocation() -> None:
+    # Given a run on the "balanced" policy: the strong model plans, the cheap one drafts an answer (superseded)
+    store = InMemoryRunStore()
+    request = RunRequest(input="6*7?", model="balanced", tools=["calculator"])
+    key = core.submitter(store).submit(TENANT, request).run.key
+    model = ScriptedModel(calc(6), text_response("draft: 42"), text_response("6 * 7 = 42"))
+    tools = ToolRunner(store=store, toolbox=builtin_registry(), clock=FixedClock())
+    steps = Steps(core.runner(store, model, tools=tools), StepRef(key, 0), loop=LOOP, time_left=lambda: PLENTY)
+
+    taken = outcomes(steps)
+
+    # Then the redo (Route: "redo" -> Step) is the invocation's next step, as "step" is
+    assert [o.decision for o in taken] == [StepDecision.TOOLS, StepDecision.REDO, StepDecision.FINISH]
+    assert [o.next for o in taken] == ["step", "redo", "finish"] and steps.stopped == "finish"
+    assert [r.model for r in model.requests] == ["claude-sonnet-5-5", "claude-haiku-4-5", "claude-sonnet-5-5"]
