@@ -82,8 +82,8 @@ class Steps:
     """The steps one invocation takes: iterate to take them. Step ``ref`` first, then each next step while the last
     goes straight on, each as ``runner.run`` takes it; each outcome is yielded once settled (its metrics and logs
     are the caller's), then at most one ``LaterStepFailed``. The last ``StepOutcome`` yielded is the workflow's next
-    state, and ``stopped`` then says why no further step was taken (see ``stop_reason``; ``failed``: a later step
-    failed).
+    state. When an outcome is yielded, ``stopped`` says whether another step follows (None) or why none does (see
+    ``stop_reason``; ``retried``: see below; ``failed``: a later step failed).
 
     ``time_left``: the seconds the invocation has left (Lambda's ``get_remaining_time_in_millis`` / 1000).
     ``attempt`` and ``waits`` are the first step's (Step Functions' retry count and retry-after waits of the step
@@ -122,11 +122,11 @@ class Steps:
                 return
             fresh = fresh or not outcome.replayed
             self.taken += 1
-            yield outcome
             elapsed = (runner.clock.now() - began).total_seconds()
             self.stopped = stop_reason(self.loop, outcome, self.taken, elapsed, self.time_left())
             if self.stopped is None and self.attempt and fresh:  # a retry takes the step it is for, then leaves
                 self.stopped = "retried"  # the steps after it to a Task of their own, with retries of their own
+            yield outcome  # (``stopped`` says by then whether another step follows)
             if self.stopped is not None:
                 return
             ref = StepRef(ref.key, outcome.next_step)

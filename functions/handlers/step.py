@@ -72,7 +72,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 break
             _report(taken, runner)
             last = taken
-            logger.append_keys(step=taken.next_step)
+            if steps.stopped is None:  # another step follows: its metrics out now (an invocation may yet die)
+                metrics.flush_metrics()
+                logger.append_keys(step=taken.next_step)
             started = time.perf_counter()
     except Exception as exc:  # the first step's error, or a later one's the workflow does not retry
         if isinstance(exc, RetryableModelError):  # Step Functions retries the step
