@@ -35,6 +35,7 @@ from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION  # noqa: 
 from infra.constructs.api import ApiAuth  # noqa: E402
 from infra.constructs.deploys import deploy_strategy  # noqa: E402
 from infra.constructs.monitoring import ALARM_EMAIL, AlarmThresholds  # noqa: E402
+from infra.functions import MAX_MEMORY_MB, MIN_MEMORY_MB, STEP_MEMORY_MB  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack, retention  # noqa: E402
 
 
@@ -120,7 +121,8 @@ def _flag(context: Any, name: str) -> bool:
 
 def _step_start(context: Any) -> dict[str, Any]:
     """How the step function's environments start: SnapStart (step_snapstart=true) or provisioned concurrency
-    (step_provisioned_concurrency=N), at most one of them; neither by default (README "Cold starts")."""
+    (step_provisioned_concurrency=N), at most one of them; neither by default (README "Cold starts"); and its memory
+    (step_memory_mb: its CPU share too, README "What a step costs")."""
     snap_start = _flag(context, "step_snapstart")
     provisioned = _whole(context, "step_provisioned_concurrency", 0)
     if snap_start and provisioned:
@@ -128,7 +130,13 @@ def _step_start(context: Any) -> dict[str, Any]:
             "CDK context step_snapstart and step_provisioned_concurrency: SnapStart does not support provisioned "
             "concurrency; choose one"
         )
-    return {"step_snap_start": snap_start, "step_provisioned_concurrency": provisioned}
+    memory = _whole(context, "step_memory_mb", STEP_MEMORY_MB)
+    if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
+        raise SystemExit(
+            f"CDK context step_memory_mb {context('step_memory_mb')!r}: Lambda takes {MIN_MEMORY_MB} to "
+            f"{MAX_MEMORY_MB} MB"
+        )
+    return {"step_snap_start": snap_start, "step_provisioned_concurrency": provisioned, "step_memory_mb": memory}
 
 
 def _deploy_strategy(value: object) -> str:

@@ -113,6 +113,8 @@ RUN_PARTITIONS = "T#*#R#*"
 # but double those (README "What a step costs"). It takes a run's next steps while their calls all run in it
 # (functions/agent/step_loop.py), starting none after STEP_LOOP_SECONDS: its timeout covers that and one more step at
 # its worst (a model call's MODEL_TIMEOUT_SECONDS, the fast tool calls it runs itself, IN_STEP_SECONDS, a margin).
+STEP_MEMORY_MB = 512  # the default; CDK context step_memory_mb sets another (README "What a step costs")
+MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240  # what Lambda allows a function
 STEP_TIMEOUT_SECONDS = math.ceil(STEP_LOOP_SECONDS + worst_step_seconds(MODEL_TIMEOUT_SECONDS))
 FUNCTIONS: dict[str, FunctionSpec] = {
     spec.name: spec
@@ -148,7 +150,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             name="step",
             handler="functions.handlers.step.handler",
             settings=StepSettings,
-            memory_mb=512,
+            memory_mb=STEP_MEMORY_MB,
             timeout_seconds=STEP_TIMEOUT_SECONDS,
             # BatchGetItem: budget use; PutItem: step records, stored answers, the response cache, circuits;
             # DeleteItem: a stored answer once its step is settled (in the same transaction)

@@ -50,14 +50,17 @@ class AgentFunctions(Construct):
         web_adapter_layer_version: int = WEB_ADAPTER_LAYER_VERSION,
         snap_start: frozenset[str] = frozenset(),
         provisioned_concurrency: Mapping[str, int] | None = None,
+        memory_mb: Mapping[str, int] | None = None,
     ) -> None:
         """``snap_start``: the functions whose published versions start from a SnapStart snapshot (CDK context
         step_snapstart); ``provisioned_concurrency``: environments kept initialised on a function's alias, by name
-        (step_provisioned_concurrency). Raises ValueError for a function given both (SnapStart does not support
+        (step_provisioned_concurrency); ``memory_mb``: a function's memory other than its spec's, by name
+        (step_memory_mb). Raises ValueError for a function given both (SnapStart does not support
         provisioned concurrency) or an unknown name."""
         super().__init__(scope, construct_id)
         provisioned = {name: count for name, count in (provisioned_concurrency or {}).items() if count}
-        unknown = sorted((snap_start | provisioned.keys()) - FUNCTIONS.keys())
+        self.memory_mb = dict(memory_mb or {})
+        unknown = sorted((snap_start | provisioned.keys() | self.memory_mb.keys()) - FUNCTIONS.keys())
         if unknown:
             raise ValueError(f"no function named {', '.join(unknown)}")
         if both := sorted(snap_start & provisioned.keys()):
@@ -96,7 +99,7 @@ class AgentFunctions(Construct):
             handler=spec.handler,
             code=code,
             layers=[self.layer],
-            memory_size=spec.memory_mb,
+            memory_size=self.memory_mb.get(spec.name, spec.memory_mb),
             timeout=Duration.seconds(spec.timeout_seconds),
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,

@@ -86,6 +86,7 @@ class StepwiseStack(Stack):
         alarm_email: str | None = None,
         step_snap_start: bool = False,
         step_provisioned_concurrency: int = 0,
+        step_memory_mb: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -96,6 +97,7 @@ class StepwiseStack(Stack):
             self, "Functions", log_retention=log_retention, web_adapter_layer_version=web_adapter_layer_version,
             snap_start=frozenset({"step"} if step_snap_start else ()),
             provisioned_concurrency={"step": step_provisioned_concurrency},
+            memory_mb={"step": step_memory_mb} if step_memory_mb else None,
         )  # fmt: skip
         self.functions = functions
         tool_access = ToolAccess(

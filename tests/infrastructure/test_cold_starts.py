@@ -41,12 +41,27 @@ def test_provisioned_concurrency_is_on_the_step_functions_alias_alone(monkeypatc
     assert snap_started(resources) == []
 
 
+def memory(resources: dict[str, Any]) -> dict[str, int]:
+    return {
+        f["Properties"]["Handler"]: f["Properties"]["MemorySize"] for f in of_type(resources, "AWS::Lambda::Function")
+    }
+
+
+def test_step_memory_mb_sets_the_step_functions_memory_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    default, smaller = memory(synth(monkeypatch)), memory(synth(monkeypatch, step_memory_mb="256"))
+    assert default[STEP_HANDLER] == 512 and smaller[STEP_HANDLER] == 256
+    others = {handler for handler in default if handler != STEP_HANDLER}
+    assert {h: smaller[h] for h in others} == {h: default[h] for h in others}
+
+
 @pytest.mark.parametrize(
     ("context", "problem"),
     [
         ({"step_snapstart": "true", "step_provisioned_concurrency": "1"}, "SnapStart does not support provisioned"),
         ({"step_snapstart": "yes"}, "step_snapstart 'yes': true or false"),
         ({"step_provisioned_concurrency": "-1"}, "step_provisioned_concurrency '-1': a whole number"),
+        ({"step_memory_mb": "64"}, "step_memory_mb '64': Lambda takes 128 to 10240 MB"),
+        ({"step_memory_mb": "lots"}, "step_memory_mb 'lots': a whole number"),
     ],
 )
 def test_a_start_that_cannot_be_fails_synth_naming_it(
