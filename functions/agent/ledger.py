@@ -234,12 +234,14 @@ class CostAtMost(Condition):
 @dataclass(frozen=True)
 class LeaseIs(Condition):
     """The run's lease (with the call it holds) is exactly ``lease`` as read, or it has none (``None``): every
-    change to a lease is a compare-and-set."""
+    change to a lease is a compare-and-set. Compared as stored (its JSON: $0.20 is not written as $0.2)."""
 
     lease: Lease | None
 
     def holds(self, run: Run) -> bool:
-        return run.lease == self.lease
+        if run.lease is None or self.lease is None:
+            return run.lease is self.lease
+        return run.lease.model_dump_json() == self.lease.model_dump_json()
 
 
 @dataclass(frozen=True)
