@@ -364,7 +364,7 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     rows.append(["cold import as shipped", "run `python bench/cold_start.py`", "api/intake <= 200 ms, step <= 600 ms",
                  "see bench/cold_start.py"])  # fmt: skip
     rows.append(["single items every step writes (not the run's own)", hot.describe(), "none; a steps/s figure",
-                 verdict(not hot.items)])  # fmt: skip
+                 verdict(not hot.every)])  # fmt: skip
     if probe:
         figures = " vs ".join(f"{rru[p]:g} RRU at step {p}" for p in reversed(probe))
         flat = verdict(rru[55] <= rru[5] * 1.5) if len(probe) == 2 else "n/a (a session of 56+ steps judges it)"
@@ -413,33 +413,42 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
 
 @dataclass
 class HotItems:
-    items: dict[tuple[str, str], float]  # a shared item written by every tool step -> its write units per step
+    """The shared items (naming no run) the step and tool invocations of one session wrote, from the meter."""
+
+    written: dict[tuple[str, str], float]  # a shared item -> its write units over the session's steps
+    every: list[tuple[str, str]]  # the shared items every step invocation wrote (the last may write less)
+    steps: int
 
     def describe(self) -> str:
-        if not self.items:
-            return "none"
-        worst = max(self.items.values())
-        names = ", ".join(f"{pk} {sk}" for pk, sk in sorted(self.items))
+        if not self.written:
+            return "none written"
+        busiest = max(self.written, key=lambda key: self.written[key])
+        per_step = self.written[busiest] / self.steps
+        every = ", ".join(f"{pk} {sk}" for pk, sk in sorted(self.every)) if self.every else "none"
         return (
-            f"{len(self.items)} hot items ({names}), up to {worst:g} WRU per step each: <= "
-            f"{WCU_PER_ITEM / worst:.0f} steps/s by WCU (transaction conflicts lower it)"
+            f"written by every step: {every}; busiest shared item {busiest[0]} {busiest[1]}: {per_step:.2f} WRU per "
+            f"step over {self.steps} steps, <= {WCU_PER_ITEM / per_step:,.0f} steps/s by its partition's WCU"
         )
 
 
 def hot_items(shape: Stack, session: Session) -> HotItems:
-    """Items that name no run (shared by every run of a tenant, or every tenant) written by every step invocation."""
+    """Items that name no run (shared by every run of a tenant, or every tenant): the write units each took over
+    the session's step invocations, and which of them every step invocation wrote."""
     steps = step_invocations(shape, session)
-    seen: dict[tuple[str, str], list[float]] = {}
+    written: dict[tuple[str, str], float] = {}
+    seen: dict[tuple[str, str], int] = {}
     for invocation in steps:
-        shared: dict[tuple[str, str], float] = {}
+        shared: set[tuple[str, str]] = set()
         for call in invocation.calls:
-            for key, written in call.written.items():
+            for key, units in call.written.items():
                 if "#R#" not in key[0] + key[1]:  # a run's items name it (T#..#R#run, ..#R#run)
-                    shared[key] = shared.get(key, 0.0) + written
-        for key, units in shared.items():
-            seen.setdefault(key, []).append(units)
+                    written[key] = written.get(key, 0.0) + units
+                    shared.add(key)
+        for key in shared:
+            seen[key] = seen.get(key, 0) + 1
     # the last step (the answer) may write less; a day bucket names today's date: the same item all day
-    return HotItems({key: statistics.mean(units) for key, units in seen.items() if len(units) >= len(steps) - 1})
+    every = [key for key, count in seen.items() if count >= len(steps) - 1]
+    return HotItems(written, every, max(len(steps), 1))
 
 
 def rru_by_step(shape: Stack, session: Session) -> dict[int, float]:

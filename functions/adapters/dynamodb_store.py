@@ -103,13 +103,11 @@ ACTIVE_PK, ACTIVE_SK = "active_pk", "active_sk"
 ACTIVE_PROJECTION = ("status", "turn", "created_by")
 USAGE_FIELDS = tuple(Usage.model_fields)
 TRANSACTION_ATTEMPTS = 4
-# Migration (written December 2026). Earlier versions held a run's reservation as one JSON string attribute
-# beside reserved_step, and only ever set or removed those two. This version writes the JSON too, beside the
-# plain attributes, so that while a deploy rolls out (or rolls back) either version reads what the other wrote.
-# As long as the JSON is written, it is the one attribute every version keeps current, so where it is present
-# it is what a reservation is read from and compared as (it round-trips exactly); the plain attributes decide
-# only where it is absent. The next release stops writing it, and from then on conditions compare the plain
-# attributes only (adding a field to Reservation waits for that release).
+# Migration (written December 2026). Versions before budget leases held a run's reservation on the day counters, as
+# plain attributes and (for the versions before them) one JSON string attribute beside reserved_step. Where the
+# JSON is present it is what a reservation is read from and compared as (it round-trips exactly); the plain
+# attributes decide only where it is absent. This version makes no such reservation (its calls are held in the
+# run's lease): it only settles or frees the ones a run in flight across the deploy holds.
 LEGACY_RESERVATION = "reservation"
 RESERVATION_ATTRIBUTES = (
     "reserved_step",

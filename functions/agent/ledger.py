@@ -8,11 +8,18 @@ conditional transaction, the in-memory fake under one lock). The functions below
 rejection into the outcome (a shared reservation, a refusal naming the budget, an error): adapters only
 apply plans, they decide nothing.
 
-Budgets (``committed_usd`` = spent + reservations in flight):
+Budgets (``committed_usd`` = spent + leased, and reservations an earlier version made on the counters):
 
 * the run's own ``max_usd`` / ``max_tokens`` / ``max_steps``, checked before every call (``run_limit``);
-* the tenant's UTC day and the global UTC day, as conditions on their counters: a reservation of ``a``
-  against a limit ``L`` holds if ``committed_usd <= L - a``.
+* the tenant's UTC day and the global UTC day, as conditions on their counters. A run takes a **lease** from
+  both (``reserve_plan``: a delta ``a`` against a limit ``L`` holds if ``committed_usd <= L - a``, so the counter
+  ends at most at ``L``) and reserves each call from it with a condition on the run item alone (``LeaseIs``, a
+  compare-and-set); a call is paid from the lease, and the run's end gives back what it did not spend. A lease
+  is taken anew when it cannot cover the call, when the day changed, or when a limit was set or lowered since it
+  was taken (``usable_lease``): what was spent and leased before counts against the new limit.
+
+The per-step statistics (spent, steps, tokens) carry no condition: they go to one of STAT_SHARDS shards of the
+day counters (``stat_shard``), so no single item is written by every step (README "No item every step writes").
 
 A call's worst case is its prompt at the dearest input rate plus its whole output allowance (``max_tokens``).
 Near a cap the allowance shrinks to what the tightest budget has left (``call_allowance``, ``reserve_call``):
@@ -22,7 +29,7 @@ reservation covers (``tokens_held``), and an answer cut off at a shrunk allowanc
 (``cut_off``).
 
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
-in ``reserve_plan`` and ``_caps``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
+in ``_committed`` and ``_caps``, the limit a lease was taken under in ``Lease`` and ``usable_lease``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
 the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
