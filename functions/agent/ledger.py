@@ -29,8 +29,9 @@ reservation covers (``tokens_held``), and an answer cut off at a shrunk allowanc
 (``cut_off``).
 
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
-in ``_committed`` and ``_caps``, the limit a lease was taken under in ``Lease`` and ``usable_lease``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
-the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
+in ``_committed`` and ``_caps``, the limit a lease was taken under in ``Lease`` and ``usable_lease``, its name in
+``_budget`` and its share in ``budget_percent`` (a counter other than the two days also needs
+``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
 from __future__ import annotations
