@@ -666,9 +666,10 @@ def lease_size(
     replacing: Reservation | None,
 ) -> Decimal:  # fmt: skip
     """The lease a run takes for ``wanted``: as many worst-case calls of its full allowance (``full_call``) as it
-    has made (at least 1, at most LEASE_CALLS: a run at step 1, 2, 4, 8, 16, 24, ... takes a lease), no more than its own max_usd leaves, and once the daily counters
-    were read (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left;
-    never less than the call."""
+    has made (at least 1, at most LEASE_CALLS: a run takes one at steps 0, 1, 2, 4, 8, 16, 24, ... when its calls
+    cost their worst case), no more than its own max_usd leaves, and once the daily counters were read
+    (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left; never less
+    than the call."""
     size = full_call * min(LEASE_CALLS, max(1, run.completed_steps))
     if run.budget.max_usd is not None:
         size = min(size, Decimal(str(run.budget.max_usd)) - run.cost_usd)
