@@ -608,7 +608,6 @@ class DynamoDBRunStore(RunStore):
             ("error", change.error.model_dump_json() if change.error else None),
             ("steps", change.completed_steps),
             ("updated_at", change.updated_at),
-            *(_reservation_values(change.reserve).items() if change.reserve else ()),
             ("lease", change.lease.model_dump_json() if change.lease else None),
         ):
             if value is not None:

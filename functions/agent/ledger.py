@@ -268,8 +268,7 @@ class RunChange:
     completed_steps: int | None = None
     charge: Usage | None = None  # tokens added to the run's usage
     cost_usd: Decimal = Decimal(0)  # added to the run's cost (with ``charge``)
-    reserve: Reservation | None = None  # becomes the run's reservation
-    release: bool = False  # the run's reservation is removed
+    release: bool = False  # the run's reservation on the counters (an earlier version's) is removed
     lease: Lease | None = None  # becomes the run's lease
     drop_lease: bool = False  # the run's lease is removed (given back)
     updated_at: str | None = None
@@ -295,8 +294,6 @@ class RunChange:
         if self.charge is not None:
             update["usage"] = run.usage + self.charge
             update["cost_usd"] = run.cost_usd + self.cost_usd
-        if self.reserve is not None:
-            update["reservation"] = self.reserve
         if self.release:
             update["reservation"] = None
         if self.lease is not None:
