@@ -414,7 +414,7 @@ def build(
     rows.append(["cold import as shipped", "run `python bench/cold_start.py`", "api/intake <= 200 ms, step <= 600 ms",
                  "see bench/cold_start.py"])  # fmt: skip
     rows.append(["single items every step writes (not the run's own)", hot.describe(), "none; a steps/s figure",
-                 verdict(not hot.items)])  # fmt: skip
+                 verdict(not hot.every)])  # fmt: skip
     if probe:
         figures = " vs ".join(f"{rru[p]:g} RRU at step {p}" for p in reversed(probe))
         flat = verdict(rru[55] <= rru[5] * 1.5) if len(probe) == 2 else "n/a (a session of 56+ steps judges it)"
@@ -467,33 +467,41 @@ def build(
 
 @dataclass
 class HotItems:
-    items: dict[tuple[str, str], float]  # a shared item written by every tool step -> its write units per step
+    """The shared items (naming no run) the step and tool invocations of one session wrote, from the meter."""
+
+    written: dict[tuple[str, str], float]  # a shared item -> its write units over the session's steps
+    every: list[tuple[str, str]]  # the shared items every step wrote (the last may write less)
+    steps: int
 
     def describe(self) -> str:
-        if not self.items:
-            return "none"
-        worst = max(self.items.values())
-        names = ", ".join(f"{pk} {sk}" for pk, sk in sorted(self.items))
+        if not self.written:
+            return "none written"
+        busiest = max(self.written, key=lambda key: self.written[key])
+        per_step = self.written[busiest] / self.steps
+        every = ", ".join(f"{pk} {sk}" for pk, sk in sorted(self.every)) if self.every else "none"
         return (
-            f"{len(self.items)} hot items ({names}), up to {worst:g} WRU per step each: <= "
-            f"{WCU_PER_ITEM / worst:.0f} steps/s by WCU (transaction conflicts lower it)"
+            f"written by every step: {every}; busiest shared item {busiest[0]} {busiest[1]}: {per_step:.2f} WRU per "
+            f"step over {self.steps} steps, <= {WCU_PER_ITEM / per_step:,.0f} steps/s by its partition's WCU"
         )
 
 
 def hot_items(shape: Stack, session: Session) -> HotItems:
-    """Items that name no run (shared by every run of a tenant, or every tenant) written by every step invocation."""
-    steps = step_invocations(shape, session)
-    seen: dict[tuple[str, str], list[float]] = {}
-    for invocation in steps:
-        shared: dict[tuple[str, str], float] = {}
+    """Items that name no run (shared by every run of a tenant, or every tenant): the write units each took over
+    the session's steps, and which of them every step wrote (an invocation may take several steps: counted by the
+    writes, each AWS call writing an item once)."""
+    invocations = step_invocations(shape, session)
+    written: dict[tuple[str, str], float] = {}
+    writes: dict[tuple[str, str], int] = {}
+    for invocation in invocations:
         for call in invocation.calls:
-            for key, written in call.written.items():
+            for key, units in call.written.items():
                 if "#R#" not in key[0] + key[1]:  # a run's items name it (T#..#R#run, ..#R#run)
-                    shared[key] = shared.get(key, 0.0) + written
-        for key, units in shared.items():  # per step the invocation took
-            seen.setdefault(key, []).append(units / steps_taken(invocation))
+                    written[key] = written.get(key, 0.0) + units
+                    writes[key] = writes.get(key, 0) + 1
+    steps = sum(steps_taken(invocation) for invocation in invocations)
     # the last step (the answer) may write less; a day bucket names today's date: the same item all day
-    return HotItems({key: statistics.mean(units) for key, units in seen.items() if len(units) >= len(steps) - 1})
+    every = [key for key, count in writes.items() if count >= steps - 1]
+    return HotItems(written, every, max(steps, 1))
 
 
 def rru_by_step(shape: Stack, session: Session) -> dict[int, float]:

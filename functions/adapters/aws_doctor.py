@@ -6,10 +6,10 @@ CloudWatch, never by receiving a message.
 
 Calls per examination: GetQueueAttributes per queue, one GetMetricData for every queue's oldest message, one
 DescribeTable, ListExecutions (one page of up to 1,000), DescribeAlarms per 100 alarms, BatchGetItem per 100
-circuits, one GetItem (the global day's spend), one Query (the tenants with budgets of their own) and
-BatchGetItem per 100 of them, a Query of each of the 16 shards of the index of active work (more for a shard
-holding over 1,000 entries), one HTTP GET of /health. Finding a stack: one DescribeStacks,
-ListStackResources per 100 resources, one GetTemplate.
+circuits, one BatchGetItem (the global day's spend: its unsharded item and its 16 statistics shards), one Query
+(the tenants with budgets of their own) and BatchGetItem per 100 of them, a Query of each of the 16 shards of the
+index of active work (more for a shard holding over 1,000 entries), one HTTP GET of /health. Finding a stack: one
+DescribeStacks, ListStackResources per 100 resources, one GetTemplate.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore, day_sk, spend_pk
 from functions.adapters.dynamodb_tenants import DynamoDBTenantStore
-from functions.adapters.serde import batch_get, from_item, to_item
+from functions.adapters.serde import batch_get, to_item
 from functions.adapters.settings import BudgetSettings, CircuitSettings, PricingSettings
 from functions.agent.doctor import (
     AlarmState,
@@ -193,9 +193,7 @@ class AwsDoctorReads:
         return [TenantBudget(t, own[t], committed.get(t, Decimal(0))) for t in tenants]
 
     def global_day(self, day: str) -> DaySpend:
-        key = to_item({"pk": spend_pk(None), "sk": day_sk(day)})
-        item = self.dynamodb.get_item(TableName=self.table_name, Key=key).get("Item")
-        values = from_item(item) if item else {}
+        values = DynamoDBRunStore(self.table_name, self.dynamodb).day_stats(None, day)  # every shard added up
         return DaySpend(
             spent_usd=Decimal(str(values.get("spent_usd", 0))),
             committed_usd=Decimal(str(values.get("committed_usd", 0))),

@@ -3,7 +3,7 @@
 - A run's history is read incrementally (functions/adapters/dynamodb_history.py).
 - The committed daily spend (what ``ledger.budget_percent`` reads for routing's downgrades and the budget metrics) is
   read at most once per ``spend_fresh_seconds`` per tenant and day. Nothing the hard budgets rely on reads it: every
-  reservation is a conditional write on the counters themselves. A refused reservation explains itself with a fresh
+  lease is a conditional write on the counters themselves. A refused reservation explains itself with a fresh
   read (a rejected counter drops what was kept).
 """
 

@@ -8,22 +8,30 @@ Keys (every partition is tenant-scoped; a run's items share one partition so one
                                    sk = "TOOL#{step:05d}#{tool_use_id}" one tool result
                                    sk = "EVENT#{event_id}"             an event a session's client sent
 
-Spend counters (ADDed by the ledger's plans; days are UTC):
+Spend counters (ADDed by the ledger's plans; days are UTC; ``{k:02d}`` is one of the ledger's STAT_SHARDS
+shards, each its own partition, so that no item takes every step's write):
 
-    pk = "T#{tenant}#SPEND"        sk = "DAY#{day}"                    the tenant's day: spent, committed, tokens
-                                   sk = "DAY#{day}#M#{model}"          the tenant's day for one model
-                                   sk = "DAY#{day}#R#{run_id}"         the tenant's day for one run
-    pk = "GLOBAL#SPEND"            sk = "DAY#{day}"                    every tenant's day
+    pk = "T#{tenant}#SPEND"         sk = "DAY#{day}"              the tenant's day: committed (the budget's condition)
+                                    sk = "DAY#{day}#R#{run_id}"   the tenant's day for one run: spent, steps
+    pk = "T#{tenant}#SPEND#{k:02d}" sk = "DAY#{day}"              the tenant's day on shard k: spent, steps, tokens
+                                    sk = "DAY#{day}#M#{model}"    the tenant's day for one model, on shard k
+    pk = "GLOBAL#SPEND"             sk = "DAY#{day}"              every tenant's day: committed
+    pk = "GLOBAL#SPEND#{k:02d}"     sk = "DAY#{day}"              every tenant's day on shard k: spent, steps, tokens
+
+Earlier versions added the statistics to the unsharded items too: readers add up the unsharded item and every
+shard (``spend_pks``).
 
 The index of active work (functions/agent/active.py) is the sparse global secondary index ``active``: a run item
 has its key attributes ``active_pk`` = "ACTIVE#{shard:02d}" and ``active_sk`` = "{tenant}#{since}#{run_id}" exactly
 while the run is active, set by the put that creates it (or starts a session's turn) and removed by the ledger's
 write that ends it; the index carries ``status``, ``turn`` and ``created_by`` too (ACTIVE_PROJECTION).
 
-A run's reservation is plain attributes of the run item (``reserved_step``, ``reserved_usd``,
-``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``), and for one more release also
-the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget rules live
-in functions/agent/ledger.py: this adapter renders its plans as one conditional transaction and decides
+A run's lease (functions/agent/ledger.py) is the JSON attribute ``lease``, the call it holds inside it; conditions
+compare it whole (it round-trips exactly). Earlier versions neither read nor remove it. A reservation an earlier
+version made (held on the counters themselves) is plain attributes of the run item (``reserved_step``,
+``reserved_usd``, ``reserved_day``, ``reserved_model``, ``reserved_cheap``, ``reserved_reason``), and for one more
+release also the JSON attribute ``reservation`` that earlier versions used (see LEGACY_RESERVATION). The budget
+rules live in functions/agent/ledger.py: this adapter renders its plans as one conditional transaction and decides
 nothing.
 """
 
@@ -40,10 +48,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from functions.adapters.dynamodb_history import CachedHistory, HistoryCache, event_floor, item_bytes, open_from
-from functions.adapters.serde import condition_failed, from_item, to_item
+from functions.adapters.serde import batch_get, condition_failed, from_item, to_item
 from functions.agent.active import ActiveEntry, listing, partition
 from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError, StoreConflictError
 from functions.agent.ledger import (
+    STAT_SHARDS,
     AtStep,
     CommittedAtMost,
     Condition,
@@ -56,6 +65,7 @@ from functions.agent.ledger import (
     HoldsNothingFor,
     InTurn,
     IsActive,
+    LeaseIs,
     Plan,
     Rejected,
     RunChange,
@@ -63,6 +73,7 @@ from functions.agent.ledger import (
 from functions.agent.models import (
     TERMINAL_STATUSES,
     AgentConfig,
+    Lease,
     ModelResponse,
     Reservation,
     Run,
@@ -78,7 +89,7 @@ from functions.agent.models import (
     UserEvent,
 )
 from functions.agent.ports import RunHistory, RunStore
-from functions.agent.spend import SpendRow
+from functions.agent.spend import SpendRow, merged
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -92,13 +103,11 @@ ACTIVE_PK, ACTIVE_SK = "active_pk", "active_sk"
 ACTIVE_PROJECTION = ("status", "turn", "created_by")
 USAGE_FIELDS = tuple(Usage.model_fields)
 TRANSACTION_ATTEMPTS = 4
-# Migration (written December 2026). Earlier versions held a run's reservation as one JSON string attribute
-# beside reserved_step, and only ever set or removed those two. This version writes the JSON too, beside the
-# plain attributes, so that while a deploy rolls out (or rolls back) either version reads what the other wrote.
-# As long as the JSON is written, it is the one attribute every version keeps current, so where it is present
-# it is what a reservation is read from and compared as (it round-trips exactly); the plain attributes decide
-# only where it is absent. The next release stops writing it, and from then on conditions compare the plain
-# attributes only (adding a field to Reservation waits for that release).
+# Migration (written December 2026). Versions before budget leases held a run's reservation on the day counters, as
+# plain attributes and (for the versions before them) one JSON string attribute beside reserved_step. Where the
+# JSON is present it is what a reservation is read from and compared as (it round-trips exactly); the plain
+# attributes decide only where it is absent. This version makes no such reservation (its calls are held in the
+# run's lease): it only settles or frees the ones a run in flight across the deploy holds.
 LEGACY_RESERVATION = "reservation"
 RESERVATION_ATTRIBUTES = (
     "reserved_step",
@@ -115,8 +124,15 @@ def run_pk(key: RunKey) -> str:
     return f"T#{key.tenant}#R#{key.run_id}"
 
 
-def spend_pk(tenant: str | None) -> str:
-    return f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
+def spend_pk(tenant: str | None, shard: int | None = None) -> str:
+    """The partition of a tenant's (None: everyone's) spend counters, on a statistics ``shard`` (None: unsharded)."""
+    pk = f"T#{tenant}#SPEND" if tenant is not None else "GLOBAL#SPEND"
+    return pk if shard is None else f"{pk}#{shard:02d}"
+
+
+def spend_pks(tenant: str | None) -> list[str]:
+    """Every partition a tenant's (or everyone's) day statistics may be on: the unsharded one, then each shard."""
+    return [spend_pk(tenant), *(spend_pk(tenant, k) for k in range(STAT_SHARDS))]
 
 
 def day_sk(day: str, model: str | None = None, run_id: str | None = None) -> str:
@@ -199,6 +215,7 @@ def run_to_item(run: Run) -> dict[str, Any]:
             "response_cache": run.cache_responses,
             "fallbacks": _json(run.fallbacks),
             **(_reservation_values(run.reservation) if run.reservation else {}),
+            "lease": run.lease.model_dump_json() if run.lease else None,
             **(_session_values(run) if run.session is not None else {}),
             "created_by": run.created_by,
             "created_at": run.created_at,
@@ -234,6 +251,7 @@ def run_from_item(item: dict[str, Any]) -> Run:
         cache_responses=v.get("response_cache"),
         fallbacks=json.loads(v["fallbacks"]) if v.get("fallbacks") else None,
         reservation=_reservation_from(v),
+        lease=Lease.model_validate_json(v["lease"]) if v.get("lease") else None,
         agent=AgentConfig.model_validate_json(v["agent"]) if v.get("agent") else None,
         session=json.loads(v["session"]) if v.get("session") else None,
         turns=[Turn.model_validate(turn) for turn in json.loads(v.get("turns") or "[]")],
@@ -402,6 +420,9 @@ def _render(condition: Condition, e: _Expression) -> str:
             return f"({current} = {e.value(turn)}" + (f" OR attribute_not_exists({current}))" if turn == 0 else ")")
         case CostAtMost(limit=limit):
             return f"cost_usd <= {e.value(limit)}"
+        case LeaseIs(lease=lease):
+            name = e.name("lease")
+            return f"attribute_not_exists({name})" if lease is None else f"{name} = {e.value(lease.model_dump_json())}"
     raise TypeError(f"no rendering for {condition!r}")  # pragma: no cover - every Condition is matched above
 
 
@@ -587,7 +608,7 @@ class DynamoDBRunStore(RunStore):
             ("error", change.error.model_dump_json() if change.error else None),
             ("steps", change.completed_steps),
             ("updated_at", change.updated_at),
-            *(_reservation_values(change.reserve).items() if change.reserve else ()),
+            ("lease", change.lease.model_dump_json() if change.lease else None),
         ):
             if value is not None:
                 sets.append(f"{e.name(attribute)} = {e.value(value)}")
@@ -596,6 +617,7 @@ class DynamoDBRunStore(RunStore):
                 sets.append(f"{e.name(attribute)} = if_not_exists({e.name(attribute)}, {e.value(value)})")
         removes = [
             *(RESERVATION_ATTRIBUTES if change.release else ()),
+            *((e.name("lease"),) if change.drop_lease else ()),
             *((ACTIVE_PK, ACTIVE_SK) if change.delists else ()),
         ]
         adds = []
@@ -670,7 +692,11 @@ class DynamoDBRunStore(RunStore):
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         rows = []
         bounds = {":first": day_sk(first_day), ":last": day_sk(last_day) + "#~"}
-        for v in map(from_item, self._query(spend_pk(tenant), "sk BETWEEN :first AND :last", bounds, consistent=False)):
+        found = [  # one Query per partition: the unsharded one and each shard's; a counter's rows added up
+            item for pk in spend_pks(tenant)
+            for item in self._query(pk, "sk BETWEEN :first AND :last", bounds, consistent=False)
+        ]  # fmt: skip
+        for v in map(from_item, found):
             parts = v["sk"].split("#")  # DAY, day[, M|R, id...]
             kind, ident = (parts[2], "#".join(parts[3:])) if len(parts) > 2 else (None, None)
             rows.append(
@@ -683,7 +709,19 @@ class DynamoDBRunStore(RunStore):
                     run_id=ident if kind == "R" else None,
                 )
             )
-        return rows
+        return merged(rows)
+
+    def day_stats(self, tenant: str | None, day: str) -> dict[str, Decimal]:
+        """A tenant's (None: everyone's) day: ``committed_usd`` (on the unsharded item) and the statistics
+        (``spent_usd``, ``steps``, the usage fields) added up over the unsharded item and every shard (one
+        BatchGetItem of STAT_SHARDS + 1 keys, eventually consistent)."""
+        keys = [self._key(pk, day_sk(day)) for pk in spend_pks(tenant)]
+        total: dict[str, Decimal] = {}
+        for item in batch_get(self.client, self.table_name, keys):
+            for name in ("committed_usd", "spent_usd", "steps", *USAGE_FIELDS):
+                if name in item:
+                    total[name] = total.get(name, Decimal(0)) + Decimal(str(item[name]))
+        return total
 
     # ------------------------------------------------------------------------------------------- tools
 
@@ -816,7 +854,7 @@ def _committed_at_most(limit: CommittedAtMost, e: _Expression) -> str:
 
 
 def _address(counter: Counter) -> tuple[str, str]:
-    return spend_pk(counter.tenant), day_sk(counter.day, counter.model, counter.run_id)
+    return spend_pk(counter.tenant, counter.shard), day_sk(counter.day, counter.model, counter.run_id)
 
 
 def counter_key(counter: Counter) -> dict[str, Any]:

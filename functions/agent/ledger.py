@@ -8,11 +8,18 @@ conditional transaction, the in-memory fake under one lock). The functions below
 rejection into the outcome (a shared reservation, a refusal naming the budget, an error): adapters only
 apply plans, they decide nothing.
 
-Budgets (``committed_usd`` = spent + reservations in flight):
+Budgets (``committed_usd`` = spent + leased, and reservations an earlier version made on the counters):
 
 * the run's own ``max_usd`` / ``max_tokens`` / ``max_steps``, checked before every call (``run_limit``);
-* the tenant's UTC day and the global UTC day, as conditions on their counters: a reservation of ``a``
-  against a limit ``L`` holds if ``committed_usd <= L - a``.
+* the tenant's UTC day and the global UTC day, as conditions on their counters. A run takes a **lease** from
+  both (``reserve_plan``: a delta ``a`` against a limit ``L`` holds if ``committed_usd <= L - a``, so the counter
+  ends at most at ``L``) and reserves each call from it with a condition on the run item alone (``LeaseIs``, a
+  compare-and-set); a call is paid from the lease, and the run's end gives back what it did not spend. A lease
+  is taken anew when it cannot cover the call, when the day changed, or when a limit was set or lowered since it
+  was taken (``usable_lease``): what was spent and leased before counts against the new limit.
+
+The per-step statistics (spent, steps, tokens) carry no condition: they go to one of STAT_SHARDS shards of the
+day counters (``stat_shard``), so no single item is written by every step (README "No item every step writes").
 
 A call's worst case is its prompt at the dearest input rate plus its whole output allowance (``max_tokens``).
 Near a cap the allowance shrinks to what the tightest budget has left (``call_allowance``, ``reserve_call``):
@@ -22,14 +29,16 @@ reservation covers (``tokens_held``), and an answer cut off at a shrunk allowanc
 (``cut_off``).
 
 To add a budget: a limit in ``BudgetLimits`` (and the setting that feeds it), a counter and a refusal code
-in ``reserve_plan`` and ``_caps``, its name in ``_budget`` and its share in ``budget_percent`` (a counter other than
-the two days also needs ``LedgerStore.committed`` to read it); see the README's "Code map".
+in ``_committed`` and ``_caps``, the limit a lease was taken under in ``Lease`` and ``usable_lease``, its name in
+``_budget`` and its share in ``budget_percent`` (a counter other than the two days also needs
+``LedgerStore.committed`` to read it); see the README's "Code map".
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +49,7 @@ from pydantic import BaseModel
 
 from functions.agent.active import Listing, place
 from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
-from functions.agent.models import ModelRequest, Reservation, Run, RunError, RunKey, RunStatus, StepRecord, Usage
+from functions.agent.models import Lease, ModelRequest, Reservation, Run, RunError, RunKey, RunStatus, StepRecord, Usage
 from functions.agent.pricing import CallPrice
 
 if TYPE_CHECKING:
@@ -65,6 +74,18 @@ END_TRIES = 3  # reads of a run an end is written over, when a step keeps settli
 MIN_CALL_OUTPUT_TOKENS = 64
 SIZE_TRIES = 3  # sizings of one call against the daily budgets, when other runs keep reserving what was left
 DAILY_BUDGETS = (TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)
+# A run's lease covers as many worst-case calls as it has made so far, at least 1 and at most LEASE_CALLS (never more
+# than its own max_usd leaves): a short run holds no more than it did with one reservation per call, and a long one
+# writes the day counters once per LEASE_CALLS calls (and once when it ends) instead of twice per call.
+LEASE_CALLS = 8
+# Near a daily cap (once a lease was refused) a lease takes at most this share of what the budget has left, and at
+# least the call: one run cannot hold the last of a day's budget idle while other runs are refused.
+LEASE_SHARE_OF_LEFT = Decimal("0.25")
+# The per-step statistics (spent, steps, tokens) of the tenant's day, the tenant's day per model and everyone's day
+# are added to one of this many shard items, chosen by the run and step: no single item takes every step's write.
+# Readers add up every shard and the unsharded item (which earlier versions wrote). Raising it needs its readers
+# (functions/adapters/dynamodb_store.py ``spend_pks``) deployed first.
+STAT_SHARDS = 16
 
 
 class BudgetLimits(BaseModel):
@@ -219,6 +240,19 @@ class CostAtMost(Condition):
 
 
 @dataclass(frozen=True)
+class LeaseIs(Condition):
+    """The run's lease (with the call it holds) is exactly ``lease`` as read, or it has none (``None``): every
+    change to a lease is a compare-and-set. Compared as stored (its JSON: $0.20 is not written as $0.2)."""
+
+    lease: Lease | None
+
+    def holds(self, run: Run) -> bool:
+        if run.lease is None or self.lease is None:
+            return run.lease is self.lease
+        return run.lease.model_dump_json() == self.lease.model_dump_json()
+
+
+@dataclass(frozen=True)
 class RunChange:
     """What a plan does to the run item, if every condition holds. ``None`` leaves a field as it is.
 
@@ -234,8 +268,9 @@ class RunChange:
     completed_steps: int | None = None
     charge: Usage | None = None  # tokens added to the run's usage
     cost_usd: Decimal = Decimal(0)  # added to the run's cost (with ``charge``)
-    reserve: Reservation | None = None  # becomes the run's reservation
-    release: bool = False  # the run's reservation is removed
+    release: bool = False  # the run's reservation on the counters (an earlier version's) is removed
+    lease: Lease | None = None  # becomes the run's lease
+    drop_lease: bool = False  # the run's lease is removed (given back)
     updated_at: str | None = None
     listing: Listing | None = None  # with a status that keeps the run active: where it is listed
 
@@ -259,22 +294,29 @@ class RunChange:
         if self.charge is not None:
             update["usage"] = run.usage + self.charge
             update["cost_usd"] = run.cost_usd + self.cost_usd
-        if self.reserve is not None:
-            update["reservation"] = self.reserve
         if self.release:
             update["reservation"] = None
+        if self.lease is not None:
+            update["lease"] = self.lease
+        if self.drop_lease:
+            update["lease"] = None
         return run.model_copy(update=update)
 
 
 @dataclass(frozen=True)
 class Counter:
     """One spend counter: the tenant's day (``tenant`` set) or everyone's (``None``), optionally per model or
-    per run. Fields: ``spent_usd``, ``committed_usd``, ``steps`` and the usage fields."""
+    per run. Fields: ``spent_usd``, ``committed_usd``, ``steps`` and the usage fields.
+
+    ``committed_usd`` (what the daily budgets are conditions on) lives on the unsharded day counters only. The
+    statistics of the days and the days per model go to one of ``STAT_SHARDS`` shards (``shard``), never with a
+    condition; earlier versions added them to the unsharded counters, so readers add up both."""
 
     tenant: str | None
     day: str
     model: str | None = None
     run_id: str | None = None
+    shard: int | None = None
 
 
 @dataclass(frozen=True)
@@ -311,101 +353,204 @@ Rejected = StepRecord | RunChange | CounterChange  # the first part of a plan wh
 # ------------------------------------------------------------------------------------- plans: the rules
 
 
-def _headroom(limit: Decimal | None, amount: Decimal) -> CommittedAtMost | None:
-    # a release or a move to a cheaper model frees budget: it never needs headroom
-    return CommittedAtMost(limit - amount) if limit is not None and amount > 0 else None
+def stat_shard(run_id: str, step: int) -> int:
+    """The shard a step's statistics are added to: spread over runs and over a run's steps."""
+    return zlib.crc32(f"{run_id}#{step}".encode()) % STAT_SHARDS
+
+
+def _covers(checked: Decimal | None, limit: Decimal | None) -> bool:
+    """A lease taken under the limit ``checked`` still holds under ``limit``: none is set now, or one no lower."""
+    return limit is None or (checked is not None and checked <= limit)
+
+
+def usable_lease(run: Run, day: str, limits: BudgetLimits) -> Lease | None:
+    """The run's lease if calls on ``day`` may reserve from it: taken that day, under limits no higher than now (a
+    limit set or lowered since is checked again by taking the lease anew)."""
+    lease = run.lease
+    if lease is None or lease.day != day:
+        return None
+    fits = _covers(lease.tenant_limit, limits.tenant_daily_usd) and _covers(lease.global_limit, limits.global_daily_usd)
+    return lease if fits else None
+
+
+def _legacy(run: Run, reservation: Reservation | None) -> bool:
+    """Whether ``reservation`` is held on the day counters themselves (an earlier version made it)."""
+    return reservation is not None and run.reservation is not None and run.reservation.identity == reservation.identity
+
+
+def _own(run: Run, day: str, replacing: Reservation | None) -> Decimal:
+    """What the run holds on ``day``'s counters that a new reservation takes back: its lease taken that day and a
+    re-routed reservation held on the counters (one held under the lease is part of the lease)."""
+    lease = run.lease
+    own = lease.usd if lease is not None and lease.day == day else Decimal(0)
+    if replacing is not None and replacing.day == day and not (lease is not None and lease.held == replacing):
+        own += replacing.amount_usd
+    return own
+
+
+def _committed(
+    tenant: str, deltas: Mapping[str, Decimal], limits: BudgetLimits | None = None, checked: str | None = None
+) -> tuple[CounterChange, ...]:
+    """Deltas to the day counters' ``committed_usd`` (one change per counter: a transaction writes an item once).
+    On the ``checked`` day each delta is a condition of every limit: the counter ends at most at the limit."""
+    changes = []
+    for day, delta in deltas.items():
+        for owner, code in ((tenant, TENANT_DAILY_BUDGET), (None, GLOBAL_DAILY_BUDGET)):
+            limit = None
+            if limits is not None and day == checked:
+                limit = limits.tenant_daily_usd if owner is not None else limits.global_daily_usd
+            at_most = CommittedAtMost(limit - delta) if limit is not None else None
+            if delta or at_most is not None:
+                changes.append(CounterChange(Counter(owner, day), {"committed_usd": delta}, at_most, code))
+    return tuple(changes)
+
+
+def _add(deltas: dict[str, Decimal], day: str, delta: Decimal) -> None:
+    deltas[day] = deltas.get(day, Decimal(0)) + delta
 
 
 def reserve_plan(
-    run: Run, wanted: Reservation, limits: BudgetLimits, *, replacing: Reservation | None, now: str
+    run: Run,
+    wanted: Reservation,
+    limits: BudgetLimits,
+    *,
+    replacing: Reservation | None,
+    now: str,
+    lease_usd: Decimal | None = None,
 ) -> Plan:
-    """Hold ``wanted`` for the run's next call against every budget. With ``replacing`` the held reservation
-    becomes ``wanted`` and only the difference is charged (the step was re-routed to a fallback)."""
-    amount = wanted.amount_usd - (replacing.amount_usd if replacing else Decimal(0))
-    conditions = _fenced(run, [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing else HoldsNothing()])
+    """Hold ``wanted`` for the run's next call. With ``replacing`` the held reservation becomes ``wanted`` (the
+    step was re-routed to a fallback).
+
+    The call is carved from the run's lease with a write to the run item alone while the lease covers it
+    (``usable_lease``). Otherwise the lease is taken anew for ``lease_usd`` (at least the call): the old one is
+    given back and the new one added to the day counters in the same write, on a condition of every daily limit
+    that the counters end at most at it. A reservation an earlier version held on the counters is freed then too."""
+    legacy = _legacy(run, replacing)
+    conditions = _fenced(run, [AtStep(wanted.step), IsActive(), Holds(replacing) if replacing and legacy
+                               else HoldsNothing(), LeaseIs(run.lease)])  # fmt: skip
     if run.budget.max_usd is not None:
         conditions.append(CostAtMost(Decimal(str(run.budget.max_usd)) - wanted.amount_usd))
-    committed = {"committed_usd": amount}
-    return Plan(
-        run=RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, reserve=wanted, updated_at=now,
-                      listing=place(run)),
-        counters=(
-            CounterChange(Counter(run.tenant, wanted.day), committed, _headroom(limits.tenant_daily_usd, amount),
-                          TENANT_DAILY_BUDGET),
-            CounterChange(Counter(None, wanted.day), committed, _headroom(limits.global_daily_usd, amount),
-                          GLOBAL_DAILY_BUDGET),
-        ),
-    )  # fmt: skip
+    lease = usable_lease(run, wanted.day, limits)
+    counters: tuple[CounterChange, ...] = ()
+    if lease is not None and wanted.amount_usd <= lease.usd and not legacy:
+        taken = lease.model_copy(update={"held": wanted})
+    else:
+        target = max(lease_usd or Decimal(0), wanted.amount_usd)
+        deltas = {wanted.day: target}
+        if run.lease is not None:  # given back
+            _add(deltas, run.lease.day, -run.lease.usd)
+        if replacing is not None and legacy:
+            _add(deltas, replacing.day, -replacing.amount_usd)
+        counters = _committed(run.tenant, deltas, limits, wanted.day)
+        taken = Lease(day=wanted.day, usd=target, tenant_limit=limits.tenant_daily_usd,
+                      global_limit=limits.global_daily_usd, held=wanted)  # fmt: skip
+    change = RunChange(run.key, tuple(conditions), status=RunStatus.RUNNING, release=legacy, lease=taken,
+                       updated_at=now, listing=place(run))  # fmt: skip
+    return Plan(run=change, counters=counters)
 
 
 def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_active: bool) -> Plan:
     """Save the step and charge its real cost, settling the reservation it was made under (if the run still
-    holds it). A step that ends the run (its status is terminal) ends it here, in the same write."""
-    held = run.reservation if run.reservation and run.reservation.step == record.step else None
+    holds it). A step that ends the run (its status is terminal) ends it here, in the same write; so does a
+    step settled after its run ended (``require_active`` False): the run's lease is given back then.
+
+    A call held under the lease is paid from it (the day counters are not written; a call that cost more than
+    the lease had left adds the rest to them). One held on the counters (an earlier version's) moves its
+    difference there. The statistics go to the step's shards (``stat_shard``), with no condition."""
+    legacy = run.reservation if run.reservation and run.reservation.step == record.step else None
+    lease = run.lease
+    leased = lease.held if lease is not None and lease.held and lease.held.step == record.step else None
+    held = legacy or leased
     day = held.day if held else record.finished_at[:10]
-    conditions = _fenced(run, [AtStep(record.step), Holds(held) if held else HoldsNothingFor(record.step)])
+    conditions = _fenced(run, [AtStep(record.step), Holds(legacy) if legacy else HoldsNothingFor(record.step),
+                               LeaseIs(lease)])  # fmt: skip
     status = None
     if require_active:
         conditions.append(IsActive())
         status = record.status if record.status is not None and record.status.terminal else RunStatus.RUNNING
-    ends = status is not None and status.terminal
+    cost = record.cost_usd
+    deltas: dict[str, Decimal] = {}
+    after = lease.model_copy(update={"held": None}) if lease is not None else None
+    if legacy is not None:
+        _add(deltas, day, cost - legacy.amount_usd)
+    elif leased is not None and after is not None:
+        paid = min(cost, after.usd)
+        after = after.model_copy(update={"usd": after.usd - paid})
+        _add(deltas, day, cost - paid)
+    else:
+        _add(deltas, day, cost)
+    ends = status is None or status.terminal
+    if ends and after is not None:  # the run ended: what it did not spend goes back
+        _add(deltas, after.day, -after.usd)
     usage = record.usage.model_dump()
-    day_totals = {
-        "spent_usd": record.cost_usd,
-        "committed_usd": record.cost_usd - (held.amount_usd if held else Decimal(0)),
-        "steps": 1,
-        **usage,
-    }
-    per_model = {"spent_usd": record.cost_usd, "steps": 1, **usage}
+    day_totals = {"spent_usd": cost, "steps": 1, **usage}
     priced_model = record.requested_model or record.model  # the price book's id, not the dated snapshot
+    shard = stat_shard(run.run_id, record.step)
     change = RunChange(
         run.key,
         tuple(conditions),
         status=status,
         output=output if require_active else None,
-        error=record.error if ends else None,
+        error=record.error if status is not None and status.terminal else None,
         completed_steps=record.step + 1,
         charge=record.usage,
-        cost_usd=record.cost_usd,
-        release=held is not None,
+        cost_usd=cost,
+        release=legacy is not None,
+        lease=after if after is not None and not ends and after != lease else None,
+        drop_lease=ends and lease is not None,
         updated_at=record.finished_at,
         listing=place(run) if status is RunStatus.RUNNING else None,
     )
     return Plan(
         run=change,
         counters=(
-            CounterChange(Counter(run.tenant, day), day_totals),
-            CounterChange(Counter(run.tenant, day, model=priced_model), per_model),
-            CounterChange(Counter(run.tenant, day, run_id=run.run_id), {"spent_usd": record.cost_usd, "steps": 1}),
-            CounterChange(Counter(None, day), day_totals),
+            CounterChange(Counter(run.tenant, day, shard=shard), day_totals),
+            CounterChange(Counter(run.tenant, day, model=priced_model, shard=shard), day_totals),
+            CounterChange(Counter(run.tenant, day, run_id=run.run_id), {"spent_usd": cost, "steps": 1}),
+            CounterChange(Counter(None, day, shard=shard), day_totals),
+            *_committed(run.tenant, {d: delta for d, delta in deltas.items() if delta}),
         ),
         record=record,
     )
 
 
-def _freed(run: Run, held: Reservation) -> tuple[CounterChange, ...]:
-    freed = {"committed_usd": -held.amount_usd}
-    return CounterChange(Counter(run.tenant, held.day), freed), CounterChange(Counter(None, held.day), freed)
+def _holding(run: Run) -> list[Condition]:
+    """The run holds what it was read with: its reservation on the counters (or none) and its lease."""
+    return [Holds(run.reservation) if run.reservation else HoldsNothing(), LeaseIs(run.lease)]
+
+
+def _given_back(run: Run, *, legacy: bool) -> dict[str, Decimal]:
+    """The day counters' deltas that free the run's lease and (with ``legacy``) its reservation on the counters."""
+    deltas: dict[str, Decimal] = {}
+    if run.lease is not None:
+        _add(deltas, run.lease.day, -run.lease.usd)
+    if legacy and run.reservation is not None:
+        _add(deltas, run.reservation.day, -run.reservation.amount_usd)
+    return {day: delta for day, delta in deltas.items() if delta}
 
 
 def end_plan(
     run: Run, status: RunStatus, *, error: RunError | None, release: bool, now: str, turn: int | None = None
 ) -> Plan:
-    """Move an active run to a terminal status, as it was read: the same steps completed and the same reservation
-    held (what its ender settled the calls of, ``end_run``). With ``release`` (no call can be in flight) the
-    reservation it holds is freed too (once); otherwise it stays for the call to settle or for a delayed release."""
+    """Move an active run to a terminal status, as it was read: the same steps completed, the same reservation
+    and lease held (what its ender settled the calls of, ``end_run``). With ``release`` (no call can be in flight)
+    the reservation it holds and its lease are given back too (once); otherwise a held call keeps them for the
+    call to settle or for a delayed release (a lease with no call held goes back at once)."""
     if not status.terminal:
         raise ValueError(f"a run ends with a terminal status, not {status.value}")
-    held = run.reservation if release else None
-    conditions = _fenced(run, [IsActive(), AtStep(run.completed_steps)], turn)
-    conditions.append(Holds(run.reservation) if run.reservation else HoldsNothing())
-    change = RunChange(run.key, tuple(conditions), status=status, error=error, release=held is not None, updated_at=now)
-    return Plan(run=change, counters=_freed(run, held) if held else ())
+    gives_back = release or run.held is None
+    conditions = _fenced(run, [IsActive(), AtStep(run.completed_steps)], turn) + _holding(run)
+    change = RunChange(run.key, tuple(conditions), status=status, error=error,
+                       release=release and run.reservation is not None, drop_lease=gives_back and run.lease is not None,
+                       updated_at=now)  # fmt: skip
+    return Plan(run=change, counters=_committed(run.tenant, _given_back(run, legacy=release)) if gives_back else ())
 
 
-def release_plan(run: Run, held: Reservation) -> Plan:
-    """Free an ended run's reservation once no call can be using it."""
-    return Plan(run=RunChange(run.key, (Holds(held), HasEnded()), release=True), counters=_freed(run, held))
+def release_plan(run: Run) -> Plan:
+    """Free an ended run's reservation and give its lease back, once no call can be using them."""
+    change = RunChange(run.key, (HasEnded(), *_holding(run)), release=run.reservation is not None,
+                       drop_lease=run.lease is not None)  # fmt: skip
+    return Plan(run=change, counters=_committed(run.tenant, _given_back(run, legacy=True)))
 
 
 # ------------------------------------------------------------------------------------- sizing a call
@@ -431,7 +576,7 @@ def _caps(
     if run.budget.max_tokens is not None:
         caps.append((run.budget.max_tokens - run.usage.total_tokens - prompt_tokens, MAX_TOKENS))
     if committed is not None:
-        back = replacing.amount_usd if replacing is not None else Decimal(0)
+        back = _own(run, committed.day, replacing)
         for code, limit, spent in (
             (TENANT_DAILY_BUDGET, limits.tenant_daily_usd, committed.tenant_usd),
             (GLOBAL_DAILY_BUDGET, limits.global_daily_usd, committed.global_usd),
@@ -453,7 +598,8 @@ def call_allowance(
 ) -> int:
     """The largest output allowance, at most ``max_tokens``, whose worst case every budget still covers: the
     run's ``max_usd`` (less what it spent), its ``max_tokens`` (less its usage and the prompt), and with
-    ``committed`` the daily budgets (a ``replacing`` reservation counts as left: it is given back). For the
+    ``committed`` the daily budgets (the run's lease and a ``replacing`` reservation count as left: they are
+    given back). For the
     daily budgets only an estimate: their counters' conditions decide.
 
     Raises:
@@ -485,11 +631,12 @@ def reserve_call(
     max_tokens: int,
     replacing: Reservation | None = None,
     now: str,
-) -> Reservation:
+) -> tuple[Run, Reservation]:
     """Reserve the next call (``wanted`` with its amount left to this) with the largest output allowance, up to
-    ``max_tokens``, that every budget covers (``call_allowance``). The daily counters are read only once one of
-    them refused: far from a daily limit this is one write, as ``reserve``. Returns the reservation held (the
-    allowance it covers is ``tokens_held``).
+    ``max_tokens``, that every budget covers (``call_allowance``), from the run's lease (``reserve_plan``). A lease
+    that does not cover it is taken anew for ``lease_size``. The daily counters are read only once one of them
+    refused: far from a daily limit a call is one write to the run item, and one in LEASE_CALLS also writes the
+    counters. Returns the run as it is now and the reservation held (the allowance it covers is ``tokens_held``).
 
     Raises:
         BudgetRefusedError: a budget cannot take even the smallest call (see ``call_allowance``).
@@ -500,14 +647,38 @@ def reserve_call(
         tokens = call_allowance(run, limits, call, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                                 committed=committed, replacing=replacing)  # fmt: skip
         sized = wanted.model_copy(update={"amount_usd": call.worst_case(tokens)})
+        lease_usd = lease_size(run, sized, limits, call.worst_case(max_tokens), committed, replacing)
         try:
-            return reserve(store, run, sized, limits, replacing=replacing, now=now)
+            return reserve_run(store, run, sized, limits, replacing=replacing, now=now, lease_usd=lease_usd)
         except BudgetRefusedError as exc:
             if exc.code not in DAILY_BUDGETS or attempt == SIZE_TRIES - 1:
                 raise
-            # a daily budget has less left than this call's allowance: size it to what is left, as read now
+            # a daily budget has less left than this lease: size the call and the lease to what is left, as read now
             committed = DayCommitted(wanted.day, *store.committed(run.tenant, wanted.day))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def lease_size(
+    run: Run, wanted: Reservation, limits: BudgetLimits, full_call: Decimal, committed: DayCommitted | None,
+    replacing: Reservation | None,
+) -> Decimal:  # fmt: skip
+    """The lease a run takes for ``wanted``: as many worst-case calls of its full allowance (``full_call``) as it
+    has made (at least 1, at most LEASE_CALLS: a run takes one at steps 0, 1, 2, 4, 8, 16, 24, ... when its calls
+    cost their worst case), no more than its own max_usd leaves, and once the daily counters were read
+    (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left; never less
+    than the call."""
+    size = full_call * min(LEASE_CALLS, max(1, run.completed_steps))
+    if run.budget.max_usd is not None:
+        size = min(size, Decimal(str(run.budget.max_usd)) - run.cost_usd)
+    if committed is not None:
+        back = _own(run, committed.day, replacing)
+        for limit, spent in (
+            (limits.tenant_daily_usd, committed.tenant_usd),
+            (limits.global_daily_usd, committed.global_usd),
+        ):
+            if limit is not None:
+                size = min(size, (limit - spent + back) * LEASE_SHARE_OF_LEFT)
+    return max(size, wanted.amount_usd)
 
 
 def tokens_held(call: CallPrice, held: Reservation, max_tokens: int) -> int:
@@ -523,7 +694,7 @@ def cut_off(
     """Why a call sent with a shrunk allowance (``max_tokens``, below the run's ``max_tokens_per_call``) was cut
     off there: the budget that had no more to give (the tightest one, as the call would be sized now, against
     the reservation the run holds for it). None if no budget limits the call."""
-    held = run.reservation
+    held = run.held
     committed = None
     if held is not None and (limits.tenant_daily_usd is not None or limits.global_daily_usd is not None):
         committed = DayCommitted(held.day, *store.committed(run.tenant, held.day))
@@ -561,36 +732,60 @@ def reserve(
     replacing: Reservation | None = None,
     now: str,
 ) -> Reservation:
-    """Reserve ``wanted`` (see ``reserve_plan``). Returns the reservation the step holds: ``wanted``, or a
-    duplicate invocation's that got there first.
+    """Reserve ``wanted`` (see ``reserve_run``; a lease taken for it covers it alone). Returns the reservation the
+    step holds."""
+    return reserve_run(store, run, wanted, limits, replacing=replacing, now=now)[1]
+
+
+def reserve_run(
+    store: LedgerStore,
+    run: Run,
+    wanted: Reservation,
+    limits: BudgetLimits,
+    *,
+    replacing: Reservation | None = None,
+    now: str,
+    lease_usd: Decimal | None = None,
+) -> tuple[Run, Reservation]:
+    """Reserve ``wanted`` (see ``reserve_plan``). Returns the run as it is now and the reservation the step holds:
+    ``wanted``, or a duplicate invocation's that got there first.
 
     Raises:
         BudgetRefusedError: a budget cannot take it (code MAX_USD, TENANT_DAILY_BUDGET or GLOBAL_DAILY_BUDGET).
         RunNotActiveError: the run ended, moved on, or its reservation changed meanwhile.
         StoreConflictError: the run changed and changed back between the write and the re-read.
     """
-    plan = reserve_plan(run, wanted, limits, replacing=replacing, now=now)
-    rejected = store.apply(plan)
-    if rejected is None:
-        return wanted
-    if isinstance(rejected, CounterChange):
-        tenant_committed, global_committed = store.committed(run.tenant, wanted.day)
-        committed = tenant_committed if rejected.counter.tenant is not None else global_committed
-        amount = Decimal(rejected.add["committed_usd"])
-        raise _refusal(rejected.budget or GLOBAL_DAILY_BUDGET, run, rejected.counter.day, limits, committed, amount)
-    current = store.get_run(run.key)
-    if current is None or current.status.terminal or current.completed_steps != wanted.step or current.turn != run.turn:
-        raise RunNotActiveError(run.run_id)
-    if current.reservation is not None and current.reservation.step == wanted.step:
-        if replacing is None or current.reservation.identity != replacing.identity:
-            return current.reservation  # a duplicate invocation reserved (or moved) for this step first: share it
-    if (current.reservation is None) != (replacing is None):  # it was released or taken meanwhile
-        raise RunNotActiveError(f"{run.run_id}: the reservation for step {wanted.step} changed")
-    max_usd = Decimal(str(run.budget.max_usd)) if run.budget.max_usd is not None else None
-    if max_usd is None or current.cost_usd <= max_usd - wanted.amount_usd:
-        # no budget refused it: the run changed and changed back meanwhile; the invoker retries
-        raise StoreConflictError(f"run {run.key} changed while step {wanted.step} was reserving")
-    raise _run_refusal(current, wanted.amount_usd)
+    for _ in range(2):
+        held = run.held
+        if replacing is None and held is not None and held.step == wanted.step:
+            return run, held  # reserved for this step already (as read): shared, never held twice
+        plan = reserve_plan(run, wanted, limits, replacing=replacing, now=now, lease_usd=lease_usd)
+        rejected = store.apply(plan)
+        if rejected is None:
+            return plan.run.applied_to(run), wanted
+        if isinstance(rejected, CounterChange):
+            tenant_committed, global_committed = store.committed(run.tenant, wanted.day)
+            committed = tenant_committed if rejected.counter.tenant is not None else global_committed
+            code = rejected.budget or GLOBAL_DAILY_BUDGET
+            raise _refusal(code, run, wanted.day, limits, committed, wanted.amount_usd)
+        current = store.get_run(run.key)
+        if current is None or current.status.terminal or current.completed_steps != wanted.step:
+            raise RunNotActiveError(run.run_id)
+        if current.turn != run.turn:
+            raise RunNotActiveError(run.run_id)
+        held = current.held
+        if held is not None and held.step == wanted.step:
+            if replacing is None or held.identity != replacing.identity:
+                return current, held  # a duplicate invocation reserved (or moved) for this step first: share it
+        if (held is None) != (replacing is None):  # it was released or taken meanwhile
+            raise RunNotActiveError(f"{run.run_id}: the reservation for step {wanted.step} changed")
+        max_usd = Decimal(str(run.budget.max_usd)) if run.budget.max_usd is not None else None
+        if max_usd is not None and current.cost_usd > max_usd - wanted.amount_usd:
+            raise _run_refusal(current, wanted.amount_usd)
+        if current == run:  # no budget refused it: the run changed and changed back meanwhile; the invoker retries
+            break
+        run = current  # read before its lease last changed, holding what this expects: planned again, once
+    raise StoreConflictError(f"run {run.key} changed while step {wanted.step} was reserving")
 
 
 def _run_refusal(run: Run, amount: Decimal) -> BudgetRefusedError:
@@ -670,8 +865,9 @@ def end_run(
 
 
 def release(store: LedgerStore, key: RunKey, step: int) -> bool:
-    """Free the reservation of ``step`` if the run has ended and still holds it. Returns whether it did."""
+    """Free the reservation of ``step`` and give back the lease if the run has ended and still holds it. Returns
+    whether it did."""
     run = store.get_run(key)
-    if run is None or not run.status.terminal or run.reservation is None or run.reservation.step != step:
+    if run is None or not run.status.terminal or run.held is None or run.held.step != step:
         return False  # settled by its late step, or never held
-    return store.apply(release_plan(run, run.reservation)) is None
+    return store.apply(release_plan(run)) is None

@@ -73,7 +73,7 @@ class Lifecycle:
         # What the ended run holds now: the reservation the end was written over (an end retried when a step
         # reserved meanwhile holds that step's), unless its call has settled it since; once ended, nothing reserves
         run = self._read(key)
-        held = run.reservation if run.status.terminal and (turn is None or run.turn == turn) else None
+        held = run.held if run.status.terminal and (turn is None or run.turn == turn) else None
         if held is not None and call_in_flight:  # freed once its call can no longer be running (or it settles)
             self._queue().schedule_release(key, held.step)
         elif held is not None and not ended:  # ended meanwhile (a cancel): no call of this execution is in flight
@@ -135,7 +135,7 @@ class Lifecycle:
             self._queue().schedule_stop(key, run.execution_name, reason[:MAX_STOP_REASON], why=failure)
         finally:  # whatever stop did: the end is announced, and nothing else would free what the run holds
             self._announce(self.store.get_run(key), run.turn)
-            if (held := read[-1].reservation) is not None:
+            if (held := read[-1].held) is not None:
                 self._queue().schedule_release(key, held.step)
         return self._read(key)
 

@@ -184,6 +184,19 @@ class Reservation(BaseModel):
         return self.step, self.day, self.model, self.amount_usd
 
 
+class Lease(BaseModel):
+    """Budget a run took from its UTC day's tenant and global counters for several calls (functions/agent/ledger.py).
+
+    Counted in both counters' ``committed_usd`` until the run spends it or gives it back; a call reserves from it
+    with a write to the run item alone."""
+
+    day: str
+    usd: Decimal  # committed on the day's counters for the run and not spent yet (a call in flight is carved from it)
+    tenant_limit: Decimal | None = None  # the daily limits it was taken under (None: no limit was set)
+    global_limit: Decimal | None = None
+    held: Reservation | None = None  # the call in flight under it (for the run's current step, else stale)
+
+
 class RunError(BaseModel):
     code: str
     message: str
@@ -286,7 +299,8 @@ class Run(BaseModel):
     output: str | None = None
     error: RunError | None = None
     request_hash: str | None = None
-    reservation: Reservation | None = None
+    reservation: Reservation | None = None  # held on the day counters themselves (made by an earlier version)
+    lease: Lease | None = None
     cache_responses: bool | None = None  # the request's "response_cache" (None: the deployment's default)
     fallbacks: list[str] | None = None
     agent: AgentConfig | None = None  # a session's agent (None: a /runs run, with the default system prompt)
@@ -299,6 +313,14 @@ class Run(BaseModel):
     @property
     def key(self) -> RunKey:
         return RunKey(self.tenant, self.run_id)
+
+    @property
+    def held(self) -> Reservation | None:
+        """The reservation of the call in flight: on the day counters (an earlier version's) or under the lease."""
+        if self.reservation is not None:
+            return self.reservation
+        lease = self.lease
+        return lease.held if lease is not None and lease.held and lease.held.step == self.completed_steps else None
 
     @property
     def turn(self) -> int:

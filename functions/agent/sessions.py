@@ -227,7 +227,7 @@ class SessionView:
     def settled(self) -> bool:
         """Whether the session is idle with nothing left to land: no model call of its ended turn in flight (its
         tool calls were given their results by the end)."""
-        return self.run.status.terminal and self.run.reservation is None
+        return self.run.status.terminal and self.run.held is None
 
     def _results_complete(self, record: Any, approved: bool) -> bool:
         """Whether all of a step's results that Stepwise runs (in its turn, or the approved ones in the next) are
@@ -578,7 +578,7 @@ class Sessions:
 
     def delete(self, key: RunKey) -> dict[str, Any]:
         run = self._history(key).run
-        if not run.status.terminal or run.reservation is not None:
+        if not run.status.terminal or run.held is not None:
             raise ConflictError(f"session {key.run_id} is running: interrupt it before deleting it")
         self.sessions.delete_session(key)
         return {"id": key.run_id, "type": "session_deleted"}
@@ -612,7 +612,7 @@ class Sessions:
             return [_public(stored)]  # the turn was interrupted already (a retried request): the same answer
         if interrupts:
             raise ConflictError(f"session {key.run_id} is idle: there is nothing to interrupt")
-        if run.reservation is not None:
+        if run.held is not None:
             raise ConflictError(
                 f"session {key.run_id}: the interrupted turn's last model call is still being settled; "
                 "send the events again in a few minutes"

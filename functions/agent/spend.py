@@ -34,6 +34,19 @@ class SpendRow:
     run_id: str | None = None
 
 
+def merged(rows: list[SpendRow]) -> list[SpendRow]:
+    """Rows of one counter (its shards, and the unsharded item earlier versions wrote) added up into one row; a
+    counter with no steps (the unsharded day item holds only ``committed_usd`` now) is left out."""
+    by_counter: dict[tuple[str, str | None, str | None], SpendRow] = {}
+    for row in rows:
+        key = (row.day, row.model, row.run_id)
+        if (seen := by_counter.get(key)) is not None:
+            row = SpendRow(row.day, seen.cost_usd + row.cost_usd, seen.steps + row.steps, seen.usage + row.usage,
+                           row.model, row.run_id)  # fmt: skip
+        by_counter[key] = row
+    return [row for row in by_counter.values() if row.steps]
+
+
 def period(start: str | None, end: str | None, today: date) -> tuple[date, date]:
     """Parse ``from``/``to`` (YYYY-MM-DD, UTC days, inclusive). Default: the last 7 days. Raises ValueError."""
     last = date.fromisoformat(end) if end else today

@@ -279,7 +279,7 @@ class StepRunner:
             raise step.finish(run.status, run.error)
         if number != run.completed_steps:
             raise StepwiseError(f"step {number} requested but run {run.run_id} has completed {run.completed_steps}")
-        step.held = run.reservation if run.reservation is not None and run.reservation.step == number else None
+        step.held = run.held if run.held is not None and run.held.step == number else None
         exceeded = ledger.run_limit(run) if step.held is None else None  # a step that reserved goes on
         if exceeded:
             raise step.finish(RunStatus.BUDGET_EXCEEDED, exceeded)
@@ -348,7 +348,7 @@ class StepRunner:
         try:
             replacing = held if moving else None
             at = now.isoformat(timespec="milliseconds")
-            held = ledger.reserve_call(self.store, step.run, wanted, step.limits, self._call_price(step),
+            reserved, held = ledger.reserve_call(self.store, step.run, wanted, step.limits, self._call_price(step),
                                        prompt_tokens=step.prompt_tokens, max_tokens=request.max_tokens,
                                        replacing=replacing, now=at)  # fmt: skip
         except BudgetRefusedError as exc:
@@ -363,7 +363,7 @@ class StepRunner:
             if current is None or not current.status.terminal:
                 raise
             raise step.finish(current.status, current.error) from None
-        step.run, step.held = step.run.model_copy(update={"reservation": held}), held
+        step.run, step.held = reserved, held
         if held.model != route.model:  # a duplicate invocation reserved first, for another route: follow it
             step.route = Route(held.model, held.reason, cheap=held.cheap)
             step.request = self._request(step, step.route)

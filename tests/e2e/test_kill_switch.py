@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from functions.adapters.dynamodb_store import spend_pks
 from stepwise import cli
 from stepwise.local.stack import LocalStack
 from tests.e2e.test_managed_agents import answer, user_text
@@ -39,11 +40,13 @@ def stack(template: dict[str, Any]) -> Iterator[LocalStack]:
 
 
 def spend(stack: LocalStack, tenant: str) -> tuple[Decimal, Decimal]:
-    """The tenant's spent and committed (spent + reserved) USD over its day counters."""
-    items = stack.dynamodb.query(
-        TableName="stepwise-local", KeyConditionExpression="pk = :pk AND begins_with(sk, :day)",
-        ExpressionAttributeValues={":pk": {"S": f"T#{tenant}#SPEND"}, ":day": {"S": "DAY#"}},
-    )["Items"]  # fmt: skip
+    """The tenant's spent and committed (spent + reserved) USD over its day counters (every shard's)."""
+    items = [
+        item for pk in spend_pks(tenant) for item in stack.dynamodb.query(
+            TableName="stepwise-local", KeyConditionExpression="pk = :pk AND begins_with(sk, :day)",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":day": {"S": "DAY#"}},
+        )["Items"]
+    ]  # fmt: skip
     days = [item for item in items if item["sk"]["S"].count("#") == 1]  # DAY#{day}, not per model or run
     return (sum((Decimal(i.get("spent_usd", {"N": "0"})["N"]) for i in days), Decimal(0)),
             sum((Decimal(i.get("committed_usd", {"N": "0"})["N"]) for i in days), Decimal(0)))  # fmt: skip

@@ -308,7 +308,9 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                 # let finalizers, late settlements and the releases of what cancelled runs held land
                 holding = set(run_ids)
                 while holding and time.monotonic() < deadline:
-                    holding = {r for r in holding if (run := store.get_run(RunKey("local", r))) and run.reservation}
+                    holding = {
+                        r for r in holding if (run := store.get_run(RunKey("local", r))) and (run.held or run.lease)
+                    }
                     time.sleep(0.5)
                 time.sleep(1.5)
                 report = _audit(store, run_ids, provider, counts, emf.getvalue(), time.monotonic() - started)
@@ -355,8 +357,8 @@ def _audit(
             examples.setdefault(run.error.code, run.error.message[:300])
         steps = history.steps
         minimum += len(steps)
-        if run.reservation is not None:
-            mismatches.append(f"{run_id}: ended {run.status.value} still holding {run.reservation}")
+        if run.held is not None or run.lease is not None:
+            mismatches.append(f"{run_id}: ended {run.status.value} still holding {run.held} under {run.lease}")
         for record in steps:
             if record.provider != "response-cache":
                 expected = prices.cost(record.requested_model or record.model, record.usage)

@@ -13,7 +13,7 @@ from functions.agent.errors import RunAlreadyExistsError, RunNotFoundError
 from functions.agent.ledger import Counter, CounterChange, Plan, Rejected
 from functions.agent.models import ModelResponse, Run, RunKey, StepRecord, StepRef, ToolOutcome, Usage
 from functions.agent.ports import RunHistory, RunStore
-from functions.agent.spend import SpendRow
+from functions.agent.spend import SpendRow, merged
 
 
 class InMemoryRunStore(RunStore):
@@ -112,20 +112,29 @@ class InMemoryRunStore(RunStore):
     def spend_rows(self, tenant: str, first_day: str, last_day: str) -> list[SpendRow]:
         rows = []
         for counter, fields in self.counters.items():
-            if counter.tenant != tenant or not first_day <= counter.day <= last_day or not fields.get("steps"):
+            if counter.tenant != tenant or not first_day <= counter.day <= last_day:
                 continue
             usage = Usage(**{name: int(fields.get(name, 0)) for name in Usage.model_fields})
             rows.append(
                 SpendRow(
                     counter.day,
-                    fields["spent_usd"],
-                    int(fields["steps"]),
+                    fields.get("spent_usd", Decimal(0)),
+                    int(fields.get("steps", 0)),
                     usage if counter.run_id is None else Usage(),
                     counter.model,
                     counter.run_id,
                 )
             )
-        return rows
+        return merged(rows)  # a day's shards (and its unsharded counter) as one row
+
+    def day_stats(self, tenant: str | None, day: str) -> dict[str, Decimal]:
+        """A day's counter, every shard added up (for tests)."""
+        total: dict[str, Decimal] = {}
+        for counter, fields in self.counters.items():
+            if (counter.tenant, counter.day, counter.model, counter.run_id) == (tenant, day, None, None):
+                for name, value in fields.items():
+                    total[name] = total.get(name, Decimal(0)) + value
+        return total
 
     # ------------------------------------------------------------------------------------------- tools
 

@@ -14,6 +14,7 @@ from functions.agent.models import (
     AgentConfig,
     Budget,
     CustomTool,
+    Lease,
     Reservation,
     Run,
     RunError,
@@ -212,6 +213,13 @@ def test_every_run_field_survives_the_round_trip(store: DynamoDBRunStore) -> Non
                 cheap=True,
                 reason="r",
             ),
+            "lease": Lease(
+                day="2026-11-21",
+                usd=Decimal("0.0500"),
+                tenant_limit=Decimal("1.5"),
+                global_limit=Decimal(20),
+                held=Reservation(step=2, amount_usd=Decimal("0.004"), day="2026-11-21", model="claude-haiku-4-5"),
+            ),
             "cache_responses": True,
             "fallbacks": ["claude-haiku-4-5"],
             "agent": AgentConfig(
@@ -320,13 +328,14 @@ def test_a_legacy_reservation_moved_twice_by_duplicate_invocations_is_charged_on
     assert stale is not None
     # When two invocations that both read it move the reservation to a fallback
     results = [ledger.reserve(store, stale, moved, BudgetLimits(), replacing=first, now=NOW) for _ in range(2)]
-    # Then the difference was charged once, and both hold the moved reservation
+    # Then the old reservation was freed and the moved one taken under a lease, once; both hold the moved one
     assert results == [moved, moved]
     assert store.committed("acme", "2026-11-21") == (Decimal("0.20"), Decimal("0.20"))
-    # And the item carries it in both formats: the previous version, still running while a deploy rolls out,
-    # reads the JSON it knows
+    # And the item carries it in the lease only: the previous version sees no reservation of its own to settle
+    # against (it would charge its own way: see tests/functional/test_budget_leases.py)
     raw = from_item(aws.dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": run_pk(KEY)}, "sk": {"S": "RUN"}})["Item"])
-    assert Reservation.model_validate_json(raw["reservation"]) == moved and raw["reserved_model"] == "claude-sonnet-5-5"
+    assert "reservation" not in raw and "reserved_step" not in raw
+    assert Lease.model_validate_json(raw["lease"]).held == moved
     # And the invocation still holding the old view cannot settle against the reservation it no longer holds
     with pytest.raises(RunNotActiveError):
         ledger.settle(store, stale, make_step(stale, 0, "0.01"), None)
@@ -352,10 +361,7 @@ def test_a_reservation_the_previous_version_moved_during_a_rolling_deploy_is_rea
     # only reserved_step and the JSON, under the condition reservation = the JSON it read)
     from functions.adapters.serde import to_item
 
-    store.create_run(make_run().model_copy(update={"status": RunStatus.RUNNING}))
-    run = store.get_run(KEY)
-    assert run is not None
-    ledger.reserve(store, run, LEGACY_HELD, ledger.BudgetLimits(), now=NOW)
+    legacy_run(aws, LEGACY_HELD)
     moved = LEGACY_HELD.model_copy(update={"amount_usd": Decimal("0.20"), "model": "claude-sonnet-5-5"})
     aws.dynamodb.update_item(
         TableName=TABLE,

@@ -130,7 +130,7 @@ def test_a_delayed_release_message_frees_the_reservation_of_an_ended_run(
     # Then the reservation is released once
     assert results == [{"batchItemFailures": []}] * 2
     assert store.committed("default", day)[0] == 0
-    assert store.get_run(key).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(key).held is None  # type: ignore[union-attr]
 
 
 def test_releases_are_sent_with_the_configured_delay() -> None:

@@ -27,11 +27,13 @@ from functions.agent.ledger import (
     HoldsNothing,
     HoldsNothingFor,
     IsActive,
+    LeaseIs,
     Plan,
     RunChange,
 )
 from functions.agent.models import (
     Budget,
+    Lease,
     Reservation,
     Run,
     RunError,
@@ -102,12 +104,13 @@ def outcome(operation: Callable[[RunStore], Any], store: RunStore) -> Any:
 
 def counters_of(store: RunStore, aws: Aws, runs: list[Run]) -> dict[Counter, dict[str, Any]]:
     """Every counter a plan may touch for these runs, as plain values (missing fields and counters omitted)."""
-    wanted = [Counter(None, DAY)]
+    wanted = [Counter(None, DAY), *(Counter(None, DAY, shard=k) for k in range(ledger.STAT_SHARDS))]
     for run in runs:
         wanted += [
             Counter(run.tenant, DAY),
-            Counter(run.tenant, DAY, model=MODEL),
             Counter(run.tenant, DAY, run_id=run.run_id),
+            *(Counter(run.tenant, DAY, shard=k) for k in range(ledger.STAT_SHARDS)),
+            *(Counter(run.tenant, DAY, model=MODEL, shard=k) for k in range(ledger.STAT_SHARDS)),
         ]
     found: dict[Counter, dict[str, Any]] = {}
     for counter in wanted:
@@ -336,6 +339,7 @@ def test_the_budget_refusals_name_the_budget_its_limit_and_what_is_committed(aws
     )
 
 
+LEASE = Lease(day=DAY, usd=Decimal("0.20"), tenant_limit=Decimal("0.08"))
 RUN_STATES: dict[str, Callable[[Run], Run]] = {
     "queued": lambda run: run,
     "running, holding for step 1": lambda run: run.model_copy(
@@ -348,6 +352,10 @@ RUN_STATES: dict[str, Callable[[Run], Run]] = {
     ),
     "cancelled, still holding for step 0": lambda run: run.model_copy(
         update={"status": RunStatus.CANCELLED, "reservation": held(step=0)}
+    ),
+    "running, leased": lambda run: run.model_copy(update={"status": RunStatus.RUNNING, "lease": LEASE}),
+    "running, holding for step 0 under the lease": lambda run: run.model_copy(
+        update={"status": RunStatus.RUNNING, "lease": LEASE.model_copy(update={"held": held(step=0)})}
     ),
 }
 CONDITIONS: list[Condition] = [
@@ -363,6 +371,10 @@ CONDITIONS: list[Condition] = [
     HoldsNothingFor(1),
     CostAtMost(Decimal("0.3")),
     CostAtMost(Decimal("0.29")),
+    LeaseIs(None),
+    LeaseIs(LEASE),
+    LeaseIs(LEASE.model_copy(update={"held": held(step=0)})),
+    LeaseIs(LEASE.model_copy(update={"usd": Decimal("0.2")})),  # the same amount written otherwise: not as stored
 ]
 
 

@@ -115,7 +115,7 @@ def test_an_answer_cut_off_at_a_shrunk_allowance_ends_the_run_as_that_budgets_re
         f"the model's output was cut off at max_tokens={request.max_tokens}, all that the run budget max_usd=$0.0015"
     )
     run = store.get_run(key)
-    assert run is not None and Decimal(0) < run.cost_usd <= Decimal("0.0015") and run.reservation is None
+    assert run is not None and Decimal(0) < run.cost_usd <= Decimal("0.0015") and run.held is None
 
 
 def test_a_retried_step_is_sent_with_the_allowance_its_reservation_covers(store: InMemoryRunStore) -> None:
@@ -133,14 +133,14 @@ def test_a_retried_step_is_sent_with_the_allowance_its_reservation_covers(store:
     with pytest.raises(TimeoutError):
         core.runner(store, model).run(StepRef(key, 0))
     run = store.get_run(key)
-    assert run is not None and run.reservation is not None
+    assert run is not None and run.held is not None
     # When Step Functions retries it (the budget is unchanged: the reservation is held, the run spent nothing)
     core.runner(store, model).run(StepRef(key, 0))
     # Then the retry asked for the same allowance, which the held reservation covers
     first, retry = model.requests
     assert first.max_tokens == retry.max_tokens < 1024
     price = PRICES.call_price(HAIKU, ledger.estimate_prompt_tokens(retry), cache_ttls=())
-    assert price.worst_case(retry.max_tokens) <= run.reservation.amount_usd < price.worst_case(retry.max_tokens + 1)
+    assert price.worst_case(retry.max_tokens) <= run.held.amount_usd < price.worst_case(retry.max_tokens + 1)
 
 
 def test_a_daily_budget_shrinks_the_call_to_what_the_other_runs_left(store: InMemoryRunStore) -> None:

@@ -96,7 +96,7 @@ def test_every_plan_that_keeps_a_run_active_carries_its_listing_and_every_end_re
     assert reserve.run.listing == place(active) and not reserve.run.delists
     ending = ledger.end_plan(active, RunStatus.CANCELLED, error=None, release=False, now=T0)
     assert ending.run.delists and ending.run.listing is None
-    release = ledger.release_plan(run("run_a", status=RunStatus.CANCELLED, reservation=held()), held())
+    release = ledger.release_plan(run("run_a", status=RunStatus.CANCELLED, reservation=held()))
     assert not release.run.delists and release.run.listing is None
     # a change that would keep a run active without saying where it is listed cannot be made
     with pytest.raises(ValueError, match="needs the run's listing"):

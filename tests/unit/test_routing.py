@@ -228,7 +228,7 @@ def test_a_retried_step_calls_the_model_it_reserved_for() -> None:
         and record.route_reason is not None
         and record.route_reason.startswith("pinned")
     )
-    assert store.get_run(RunKey("t", run_id)).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(RunKey("t", run_id)).held is None  # type: ignore[union-attr]
 
 
 def test_a_duplicate_invocation_shares_the_reservation_its_twin_made() -> None:

@@ -319,7 +319,7 @@ def test_no_event_appears_behind_one_already_shown_however_the_turn_ends(subject
         assert sent == [event for event in listed if event["id"] > opened_at], where
         # And the turn ended: every call Stepwise ran has one result event, the calls left to the client none
         history = world.store.load_history(world.key)
-        assert history.run.status.terminal and history.run.reservation is None and listed[-1]["type"] == IDLE, where
+        assert history.run.status.terminal and history.run.held is None and listed[-1]["type"] == IDLE, where
         uses = {e["id"]: e["tool_use_id"] for e in listed if e["type"] in ("agent.tool_use", "agent.custom_tool_use")}
         results = [uses[e["tool_use_id"]] for e in listed if e["type"] == "agent.tool_result"]
         assert sorted(results) == world.ran, where
@@ -392,7 +392,7 @@ def test_a_step_the_model_answered_after_its_turn_ended_comes_with_its_calls_res
     assert result["content"][0]["text"].startswith("the turn was interrupted before this call returned")
     # And the model's next conversation has that result, and a placeholder for the client's call nobody asked for
     history = store.load_history(run.key)
-    assert store.get_run(run.key).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(run.key).held is None  # type: ignore[union-attr]
     assert history.tool_results[(0, "t_look")].error_kind is ToolError.RUN_ENDED
     assert (0, "t_weather") not in history.tool_results
     assert Decimal(history.run.cost_usd) > 0  # the billed call is charged
@@ -454,12 +454,12 @@ def test_an_end_that_leaves_a_call_in_flight_releases_the_reservation_it_was_wri
     # releases it scheduled come
     ENDINGS[ending](world)
     ended = world.store.runs[world.key]
-    assert reserved and ended.status.terminal and ended.reservation is not None and ended.reservation.step == 1
+    assert reserved and ended.status.terminal and ended.held is not None and ended.held.step == 1
     for key, step in world.queue.releases:
         core.intake(world.store).release(key, step)
     # Then what step 1 reserved was released: the run holds nothing, and nothing stays committed beyond its spend
-    assert world.store.runs[world.key].reservation is None
-    assert world.store.committed(ended.tenant, ended.reservation.day) == (ended.cost_usd, ended.cost_usd)
+    assert world.store.runs[world.key].held is None
+    assert world.store.committed(ended.tenant, ended.held.day) == (ended.cost_usd, ended.cost_usd)
 
 
 def test_a_lambda_tool_with_side_effects_that_an_end_leaves_without_a_result_is_of_unknown_outcome() -> None:

@@ -127,7 +127,7 @@ def test_the_end_of_a_turn_frees_a_reservation_a_cancel_left_when_no_call_can_be
     held = Reservation(step=0, amount_usd=Decimal("0.01"), day="2026-11-21", model="claude-haiku-4-5")
     store.runs[KEY] = session_in_turn(store, 1, RunStatus.CANCELLED).model_copy(update={"reservation": held})
     core.lifecycle(store, RecordingQueue()).end(KEY, RunStatus.SUCCEEDED, None, turn=1)  # Finalize, same turn
-    assert store.get_run(KEY).reservation is None  # type: ignore[union-attr]
+    assert store.get_run(KEY).held is None  # type: ignore[union-attr]
     assert store.get_run(KEY).status is RunStatus.CANCELLED  # type: ignore[union-attr]
 
 

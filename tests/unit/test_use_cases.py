@@ -365,7 +365,7 @@ def test_a_retry_after_becomes_a_wait_of_the_same_step_until_the_cap(store: InMe
     # Then the workflow is told to wait (rounded up) and take the same step again, with the reservation kept
     state = waited.state()
     assert (state["next"], state["step"], state["wait_seconds"], state["waits"]) == ("wait", 0, 2, 1)
-    assert store.get_run(key_of(run_id)).reservation is not None  # type: ignore[union-attr]
+    assert store.get_run(key_of(run_id)).held is not None  # type: ignore[union-attr]
     # And past the cap of consecutive waits the error goes to the workflow's Retry instead
     with pytest.raises(RetryableModelError):
         step(store, ScriptedModel(throttled), run_id, 0, waits=MAX_WAITS)
@@ -429,8 +429,8 @@ class MovesTheReservation(ScriptedModel):
         from functions.agent import ledger
 
         run = self.store.get_run(self.key)
-        assert run is not None and run.reservation is not None
-        ledger.reserve(self.store, run, self.MOVED, ledger.BudgetLimits(), replacing=run.reservation, now="t")
+        assert run is not None and run.held is not None
+        ledger.reserve(self.store, run, self.MOVED, ledger.BudgetLimits(), replacing=run.held, now="t")
         return super().create(request)
 
 
@@ -449,7 +449,7 @@ def test_a_step_whose_reservation_a_duplicate_moved_settles_against_what_the_run
     run = store.get_run(key)
     assert outcome.status is RunStatus.SUCCEEDED and not outcome.replayed
     assert run is not None and run.status is RunStatus.SUCCEEDED and run.output == "done"
-    assert run.reservation is None and run.completed_steps == 1
+    assert run.held is None and run.completed_steps == 1
     assert store.committed(TENANT, "2026-11-21")[0] == run.cost_usd
 
 
@@ -491,7 +491,7 @@ def test_a_moved_reservation_whose_run_ends_before_the_step_settles_is_still_cha
     assert outcome.status is RunStatus.CANCELLED
     assert run is not None and run.status is RunStatus.CANCELLED and run.completed_steps == 1
     assert run.cost_usd == PRICES.cost("claude-haiku-4-5", Usage(input_tokens=70, output_tokens=7))
-    assert run.reservation is None and store.committed(TENANT, "2026-11-21")[0] == run.cost_usd
+    assert run.held is None and store.committed(TENANT, "2026-11-21")[0] == run.cost_usd
 
 
 def test_a_reservation_refused_by_a_change_that_reverted_is_retried_not_a_budget_refusal(
