@@ -78,6 +78,7 @@ STEP_ENVIRONMENT = {  # what StepSettings reads, as a deployment gives it (the k
     "STEPWISE_MODEL_PROVIDER": "anthropic",
     "ANTHROPIC_API_KEY": "sk-ant-bench",
     "STEPWISE_MODEL_TIMEOUT_SECONDS": "150",
+    "STEPWISE_RESULTS_BUCKET": "stepwise-bench-results",
 }
 GOALS = {"api": 200, "intake": 200, "step: ready to call the model": 600, "step: ready, init ahead (SnapStart)": 600}
 # wall time, and the process's CPU time (steadier than wall time on a busy machine)

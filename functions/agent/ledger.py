@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from functions.agent.active import Listing, place
 from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
@@ -69,6 +69,8 @@ DAILY_BUDGETS = (TENANT_DAILY_BUDGET, GLOBAL_DAILY_BUDGET)
 
 class BudgetLimits(BaseModel):
     """Deploy-time daily limits in USD (None: no limit). Days are UTC."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant_daily_usd: Decimal | None = None
     global_daily_usd: Decimal | None = None
