@@ -1,7 +1,7 @@
 """A function's first request's preparation, done in its init on Lambda.
 
 On demand, Lambda runs a function's init on a full vCPU (for up to 10 s) and its invocations on the share of a vCPU
-its memory buys (1,769 MB buy one; the api's and intake's 256 MB about a seventh): what the first request would
+its memory buys (1,769 MB buy one; 256 MB, most functions', about a seventh): what the first request would
 build anyway (settings, AWS clients, the models it validates, the modules the use cases import) costs that request
 several times less wall time when the init builds it. The init's own work is not what a client waits on less: a cold
 request waits on both (README "Cold starts").

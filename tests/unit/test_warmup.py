@@ -22,7 +22,10 @@ SETTINGS = {
 BUILT = {
     "api": "(wiring.submitter, wiring.rate_limiter, wiring.sessions)",
     "intake": "(wiring.store, wiring.queue, wiring.workflow)",
+    "authorizer": "(wiring.api_keys,)",
+    "tool": "(wiring.registry, wiring.store, wiring.results)",
 }
+FAILS = ("api", "intake")  # the handlers that read STEPWISE_QUEUE_URL
 
 
 def _import(handler: str, init: str | None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,10 +49,10 @@ def test_the_init_builds_the_first_requests_clients_and_use_cases_on_lambda_only
 ) -> None:
     out = _import(handler, init)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1" if prepared else "0"] * 3
+    assert out.stdout.split() == ["1" if prepared else "0"] * BUILT[handler].count("wiring.")
 
 
-@pytest.mark.parametrize("handler", sorted(BUILT))
+@pytest.mark.parametrize("handler", FAILS)
 def test_an_init_that_cannot_prepare_goes_on_and_says_so(handler: str) -> None:
     out = _import(handler, "on-demand", STEPWISE_QUEUE_URL="", POWERTOOLS_LOG_LEVEL="INFO")
     assert out.returncode == 0, out.stderr
