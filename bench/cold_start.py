@@ -11,15 +11,16 @@ Each sample runs as on Lambda: LAMBDA_TASK_ROOT is set, so the X-Ray SDK takes i
 tracer is on (it patches botocore at import). "import <function>" is its handler's import alone (no
 AWS_LAMBDA_INITIALIZATION_TYPE: what issue 12 measured as the cold import). On Lambda a cold request waits on two
 parts, timed apart: the init ("init on demand": the import with AWS_LAMBDA_INITIALIZATION_TYPE=on-demand, in which
-the api, intake and step functions build what their first request would: functions/handlers/warmup.py), and what
-the first invocation still builds after that init ("first request's build": the settings, the AWS clients and use
-cases of its routes or records, the models it validates; for the step, "ready, after that init": up to its model
-call, ``wiring.step_runner``, the Anthropic client built). "step: ready to call the model" is that whole work in one
-invocation (the handler imported, then the step runner with the SDK imported and its client built), as before the
-init built any of it; "ready, init ahead" is the first invocation after a SnapStart init (a snapshot's restore,
-which Lambda does, is not in it). The time is measured inside the process (the interpreter's own start, ~15 ms, is
-not in it); wall time and the process's CPU time (steadier on a busy machine), medians of N; min and max are the
-shipped row's, and the goal is issue 12's, for the shipped CPU time (wall on an idle machine).
+the api, authorizer, intake, step and tool functions build what their first request would:
+functions/handlers/warmup.py), and what the first invocation still builds after that init ("first request's build":
+the settings, the AWS clients and use cases of its routes or records, the models it validates; for the step, "ready,
+after that init": up to its model call, ``wiring.step_runner``, the Anthropic client built). "step: ready to call
+the model" is that whole work in one invocation (the handler imported, then the step runner with the SDK imported
+and its client built), as before the init built any of it; "ready, init ahead" is the first invocation after a
+SnapStart init (a snapshot's restore, which Lambda does, is not in it). The time is measured inside the process (the
+interpreter's own start, ~15 ms, is not in it); wall time and the process's CPU time (steadier on a busy machine),
+medians of N; min and max are the shipped row's, and the goal is issue 12's, for the shipped CPU time (wall on an
+idle machine).
 
 "On Lambda, estimated" (last table): an on-demand init runs on a full vCPU (up to 10 s) and an invocation on the
 share of one its memory buys (memory / 1,769 MB; infra/functions.py gives each function's), so a cold request's
@@ -82,7 +83,7 @@ READY_AFTER_INIT = (
     "from functions.adapters import wiring; from functions.adapters.settings import load; "
     "wiring.step_runner(load(step.SETTINGS), step.tracer)"
 )
-# What the api's and intake's first request builds (their routes' and records' clients, use cases and models), written
+# What a function's first request builds (its routes' and records' clients, use cases and models), written
 # here rather than taken from the handlers, so a checkout whose init builds none of it is timed the same way
 FIRST_REQUEST = {
     "api": (
@@ -96,7 +97,15 @@ FIRST_REQUEST = {
         "from functions.handlers.events import IntakeMessage; s = load(handler.SETTINGS); wiring.intake(s); "
         "wiring.notifier(s); IntakeMessage.model_rebuild()"
     ),
+    "authorizer": (
+        "from functions.adapters import wiring; from functions.adapters.settings import load; "
+        "wiring.api_keys(load(handler.SETTINGS))"
+    ),
     "step": READY_AFTER_INIT.replace("step.", "handler."),
+    "tool": (
+        "from functions.adapters import wiring; from functions.adapters.settings import load; "
+        "wiring.tool_runner(load(handler.SETTINGS), handler.tracer)"
+    ),
 }
 ON_DEMAND = {"AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}
 SNAP_START = {"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
