@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--steps-per-turn", type=int, default=25, help="at most 25, a session turn's max_steps")
     args = parser.parse_args()
-    os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"})
+    # one step an invocation (functions/agent/step_loop.py): the figures are per step
+    os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true",
+                       "STEPWISE_STEP_LOOP_STEPS": "1"})  # fmt: skip
     report = sys.stdout  # the functions print EMF blobs even when disabled: keep them apart from the figures
     meter = StepMeter()
     started = time.monotonic()

@@ -96,6 +96,7 @@ class Invocation:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # the CPU time of the thread that ran it
     calls: list[Call] = field(default_factory=list)
+    result: Any = None  # what the handler returned (None if it raised)
 
     @property
     def aws_seconds(self) -> float:
@@ -208,7 +209,8 @@ class Meter(AbstractContextManager["Meter"]):
         self._current.invocation = invocation
         started, cpu = time.perf_counter(), time.thread_time()
         try:
-            return self._original_invoke(name, event)
+            invocation.result = self._original_invoke(name, event)
+            return invocation.result
         finally:
             invocation.seconds = time.perf_counter() - started
             invocation.cpu_seconds = time.thread_time() - cpu

@@ -10,7 +10,8 @@ Method (docs/benchmarks.md says more):
 - Memory of each function comes from the synthesised template.
 - Prices come from functions/agent/data/aws_prices.json and pricing.json only (bench/costmodel.py).
 - Model latency is simulated arithmetically: the fake answers at once, and the model latency is added to the billed
-  duration of each step invocation (the step Lambda waits for the whole model call).
+  duration of each step invocation once per model call it made (the step Lambda waits for the whole model call; one
+  invocation takes several steps while their calls run in it, functions/agent/step_loop.py).
 - A Lambda's billed duration on AWS is estimated as its handler's own CPU time measured here (its thread's CPU time
   less moto's work answering its AWS calls), scaled to the CPU share its memory gives (a vCPU at 1,769 MB), plus the
   assumed latency of each AWS call it made (bench/costmodel.py AwsLatency), plus the model latency for a step.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -162,20 +164,42 @@ def drained(stack: Any, timeout: float = 60) -> None:
             time.sleep(0.05)
 
 
-def measure(step_counts: list[int], template: dict[str, Any]) -> tuple[Stack, dict[int, Session]]:
+# A step's own time on AWS beyond its model call (reading, settling, its tools): assumed, to tell how many steps
+# one invocation takes at a model latency before its time cap stops it (see loop_steps)
+STEP_OWN_SECONDS = 0.5
+
+
+def loop_steps(template: dict[str, Any], latency: float) -> int:
+    """The steps one step invocation takes in a row at this model latency on AWS: its step cap, or fewer when its
+    time cap (no step starts after STEPWISE_STEP_LOOP_SECONDS) comes first (functions/agent/step_loop.py). The fake
+    answers at once, so the local stack would never reach the time cap: the bench sets the step cap to this."""
+    (step,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+               and r["Properties"].get("Handler") == "functions.handlers.step.handler"]  # fmt: skip
+    variables = step["Environment"]["Variables"]
+    cap, seconds = int(variables["STEPWISE_STEP_LOOP_STEPS"]), float(variables["STEPWISE_STEP_LOOP_SECONDS"])
+    return max(1, min(cap, math.ceil(seconds / (latency + STEP_OWN_SECONDS))))
+
+
+def measure(
+    step_counts: list[int], template: dict[str, Any], loops: list[int]
+) -> tuple[Stack, dict[int, dict[int, Session]]]:
+    """Sessions of each length, measured once for each step cap in ``loops``: {cap: {steps: session}}."""
+    from functions.adapters import wiring
     from stepwise.local.stack import LocalStack
     from tests.fakes.anthropic_server import FakeAnthropic
 
-    sessions: dict[int, Session] = {}
+    measured: dict[int, dict[int, Session]] = {}
     with FakeAnthropic() as fake, quiet():
         os.environ.update({"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": fake.base_url,
                            "STEPWISE_MODEL_PROVIDER": "auto"})  # fmt: skip
         with LocalStack(port=0, template=template) as stack, Meter(stack) as meter:
             shape = Stack.of(template, stack.topology)
-            run_session(stack, meter, fake, 2)  # warm: every module imported, every client made (cold starts apart)
-            for steps in step_counts:
-                sessions[steps] = run_session(stack, meter, fake, steps)
-    return shape, sessions
+            for loop in sorted(set(loops), reverse=True):
+                os.environ["STEPWISE_STEP_LOOP_STEPS"] = str(loop)
+                wiring.reset()  # the functions read it again
+                run_session(stack, meter, fake, 2)  # warm: every module imported, every client made (no cold starts)
+                measured[loop] = {steps: run_session(stack, meter, fake, steps) for steps in step_counts}
+    return shape, measured
 
 
 # ------------------------------------------------------------------------------------------ counting
@@ -194,8 +218,8 @@ def counts(shape: Stack, session: Session, model_seconds: float) -> Counts:
     lambdas = []
     for function, invocations in sorted(by_function.items()):
         memory = shape.memory[function]
-        wait = model_seconds if function == shape.step else 0.0
-        billed = sum(billed_ms(aws_seconds(i, memory, wait)) for i in invocations)
+        waits = [model_seconds * steps_taken(i) if function == shape.step else 0.0 for i in invocations]
+        billed = sum(billed_ms(aws_seconds(i, memory, wait)) for i, wait in zip(invocations, waits, strict=True))
         lambdas.append(LambdaUse(memory, len(invocations), billed))
     sqs = sum(i.count("sqs") for i in session.invocations)
     for consumer in (shape.intake, shape.webhooks):  # their event source mappings: a receive and a delete per batch
@@ -209,9 +233,21 @@ def counts(shape: Stack, session: Session, model_seconds: float) -> Counts:
 
 def step_invocations(shape: Stack, session: Session) -> list[Invocation]:
     steps = [i for i in session.invocations if i.function == shape.step]
-    if len(steps) != len(session.model_calls):  # each step invocation made one model call (nothing was retried)
-        raise RuntimeError(f"{len(steps)} step invocations for {len(session.model_calls)} model calls")
+    taken = sum(steps_taken(i) for i in steps)
+    if taken != len(session.model_calls):  # each step taken made one model call (nothing was retried or replayed)
+        raise RuntimeError(f"{taken} steps taken ({len(steps)} invocations), {len(session.model_calls)} model calls")
     return steps
+
+
+def steps_taken(invocation: Invocation) -> int:
+    """The steps a step invocation took: from the one its event named to the last one it returned the state of."""
+    return int(invocation.result["completed_step"]) - int(invocation.event["step"]) + 1
+
+
+def step_cpu_seconds(shape: Stack, session: Session) -> float:
+    """The step function's own CPU time per step (its invocations' over the steps they took)."""
+    steps = step_invocations(shape, session)
+    return sum(i.own_cpu_seconds for i in steps) / sum(steps_taken(i) for i in steps)
 
 
 def difference(a: Bill, b: Bill, over: int) -> Bill:
@@ -261,7 +297,15 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: dict[int, Session]) -> Report:
+def build(
+    args: argparse.Namespace,
+    prices: AwsPrices,
+    shape: Stack,
+    at: dict[float, dict[int, Session]],
+    loops: dict[float, int],
+) -> Report:
+    """``at``: the sessions as they run at each model latency (``loops``: the steps an invocation takes at it)."""
+    sessions = at[args.latency[0]]  # what does not depend on the latency: measured with the first one's loop
     report = Report(markdown=args.markdown, command=command_line(args))
     cmd = f"`{report.command}`" if args.markdown else report.command
     reference = costmodel.reference_step_usd()
@@ -271,9 +315,13 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     report.text(f"All figures: {cmd} (prices {prices.version}, {prices.region}; model step = {MODEL} "
                 f"{costmodel.REFERENCE_TOKENS[0]:,} in / {costmodel.REFERENCE_TOKENS[1]} out = {usd(reference)}, "
                 "priced from pricing.json).")  # fmt: skip
+    report.text("Steps one step invocation takes in a row (functions/agent/step_loop.py), as the template's caps allow "
+                "at each model latency (a step's own time assumed " f"{STEP_OWN_SECONDS:g} s): "
+                + ", ".join(f"{loops[s]} at {s:g} s" for s in args.latency)
+                + "; the sessions are measured with that step cap.")  # fmt: skip
 
     # -- per tool step and per session, at each latency
-    bills = {(n, s): stepwise_bill(prices, counts(shape, sessions[n], s)) for n in sessions for s in args.latency}
+    bills = {(n, s): stepwise_bill(prices, counts(shape, at[s][n], s)) for n in sessions for s in args.latency}
     per_tool_step = {s: difference(bills[(per_step_span, s)], bills[(small, s)], per_step_span - small)
                      for s in args.latency}  # fmt: skip
     tool_steps = per_step_span - small
@@ -292,8 +340,7 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
                   f"step Lambda ({step_memory} MB) waiting", *per_tool_step[args.latency[0]].items], rows)  # fmt: skip
 
     report.heading("Per session: Stepwise vs a naive single-Lambda loop, Lambda durable functions, AgentCore Runtime")
-    step_compute = {n: statistics.median(i.own_cpu_seconds for i in step_invocations(shape, sessions[n]))
-                    for n in sessions}  # fmt: skip
+    step_compute = {n: step_cpu_seconds(shape, sessions[n]) for n in sessions}
     tool_compute = {n: statistics.median([i.own_cpu_seconds for i in sessions[n].invocations
                                           if i.function == shape.tool] or [0.0]) for n in sessions}  # fmt: skip
     rows = []
@@ -322,6 +369,8 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     invocations_per_step = invocations_per_step - sum(i.function in in_steps for i in sessions[small].invocations)
     invocations_per_step /= tool_steps
     transitions_per_step = (middle.transitions - sessions[small].transitions) / tool_steps
+    transitions_at = {s: (at[s][per_step_span].transitions - at[s][small].transitions) / tool_steps
+                      for s in args.latency}  # fmt: skip
     calls = [c for i in middle.invocations if i.function in (shape.step, shape.tool) for c in i.calls]
     calls_small = [c for i in sessions[small].invocations if i.function in (shape.step, shape.tool) for c in i.calls]
     call_ms = (sum(LATENCY.call_ms(c.service, c.operation) for c in calls)
@@ -359,8 +408,9 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
                      "not judged here (no memory use measured)"])  # fmt: skip
     rows.append([f"vs a naive single-Lambda loop (same memory), {small} steps at 20 s", f"{ratio_5_20:.2f}x dearer",
                  "within 1.2x", verdict(ratio_5_20 <= ISSUE_GOALS["vs_naive"])])  # fmt: skip
-    rows.append(["state transitions per tool step (built-in tool)", f"{transitions_per_step:g}", "2",
-                 verdict(transitions_per_step <= ISSUE_GOALS["transitions"])])  # fmt: skip
+    rows.append(["state transitions per tool step (built-in tool)",
+                 " / ".join(f"{transitions_at[s]:.2g} at {s:g} s" for s in args.latency), "2",
+                 verdict(max(transitions_at.values()) <= ISSUE_GOALS["transitions"])])  # fmt: skip
     rows.append(["cold import as shipped", "run `python bench/cold_start.py`", "api/intake <= 200 ms, step <= 600 ms",
                  "see bench/cold_start.py"])  # fmt: skip
     rows.append(["single items every step writes (not the run's own)", hot.describe(), "none; a steps/s figure",
@@ -375,7 +425,9 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
         max(s.history_events for s in sessions.values()) < 25_000 / 4)])  # fmt: skip
     report.table(["measure", "now", "goal", "verdict"], [[*r] for r in rows])
 
-    report.heading("Counts per tool step, measured")
+    report.heading(
+        f"Counts per tool step, measured (at {args.latency[0]:g} s: {loops[args.latency[0]]} steps an invocation)"
+    )
     small_s, middle_s = sessions[small], sessions[per_step_span]
     ddb = sum(i.count("dynamodb") for i in middle_s.invocations) - sum(i.count("dynamodb") for i in small_s.invocations)
     wru = sum(i.wru for i in middle_s.invocations) - sum(i.wru for i in small_s.invocations)
@@ -384,7 +436,7 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     entered_per_step = ", ".join(f"{name} {n / tool_steps:g}" for name, n in sorted(states.items()))
     report.text(f"States entered per tool step: {entered_per_step}.")
     report.table(["transitions", "Lambda invocations", "DynamoDB calls", "WRU", "RRU",
-                  "step Lambda own CPU (median, this machine)", "tool Lambda own CPU"], [[
+                  "step Lambda own CPU per step (this machine)", "tool Lambda own CPU"], [[
         f"{transitions_per_step:g}", f"{invocations_per_step:g}", f"{ddb / tool_steps:.3g}", f"{wru / tool_steps:.3g}",
         f"{rru_total / tool_steps:.3g}", f"{step_compute[per_step_span] * 1000:.0f} ms",
         f"{tool_compute[per_step_span] * 1000:.0f} ms"]])  # fmt: skip
@@ -393,15 +445,17 @@ def build(args: argparse.Namespace, prices: AwsPrices, shape: Stack, sessions: d
     for n in sorted(sessions):
         session = sessions[n]
         by_function = Counter(shape.names.get(i.function, i.function) for i in session.invocations)
-        lambda_ms = " / ".join(f"{sum(use.billed_ms for use in counts(shape, session, s).lambdas) / 1000:,.1f} s"
+        lambda_ms = " / ".join(f"{sum(use.billed_ms for use in counts(shape, at[s][n], s).lambdas) / 1000:,.1f} s"
                                for s in args.latency)  # fmt: skip
+        transitions = " / ".join(str(at[s][n].transitions) for s in args.latency)
         totals = counts(shape, session, 0.0)
         invoked = ", ".join(f"{name} {k}" for name, k in sorted(by_function.items()))
-        rows.append([str(n), str(session.transitions), invoked, lambda_ms,
+        rows.append([str(n), transitions, invoked, lambda_ms,
                      str(sum(i.count("dynamodb") for i in session.invocations)), f"{totals.wru:g}", f"{totals.rru:g}",
                      f"{totals.sqs_requests:g}", f"{totals.api_requests:g}"])  # fmt: skip
     billed = "Lambda billed, " + " / ".join(f"{s:g} s" for s in args.latency)
-    report.table(["steps", "transitions", "Lambda invocations", billed, "DynamoDB calls", "WRU", "RRU", "SQS requests",
+    report.table(["steps", "transitions, " + " / ".join(f"{s:g} s" for s in args.latency),
+                  f"Lambda invocations ({args.latency[0]:g} s)", billed, "DynamoDB calls", "WRU", "RRU", "SQS requests",
                   "API requests"], rows)  # fmt: skip
     report.text(f"Assumptions. Lambda durable functions: {DURABLE.describe()}. AgentCore Runtime: "
                 f"{AGENTCORE.describe()}. The naive loop bills only its wait on the model (its own compute left out, "
@@ -436,8 +490,8 @@ def hot_items(shape: Stack, session: Session) -> HotItems:
             for key, written in call.written.items():
                 if "#R#" not in key[0] + key[1]:  # a run's items name it (T#..#R#run, ..#R#run)
                     shared[key] = shared.get(key, 0.0) + written
-        for key, units in shared.items():
-            seen.setdefault(key, []).append(units)
+        for key, units in shared.items():  # per step the invocation took
+            seen.setdefault(key, []).append(units / steps_taken(invocation))
     # the last step (the answer) may write less; a day bucket names today's date: the same item all day
     return HotItems({key: statistics.mean(units) for key, units in seen.items() if len(units) >= len(steps) - 1})
 
@@ -447,7 +501,9 @@ def rru_by_step(shape: Stack, session: Session) -> dict[int, float]:
     for invocation in session.invocations:
         step = invocation.event.get("step")
         if invocation.function in (shape.step, shape.tool) and isinstance(step, int):
-            found[step] = found.get(step, 0.0) + invocation.rru
+            taken = steps_taken(invocation) if invocation.function == shape.step else 1
+            for each in range(step, step + taken):  # a step invocation's reads, shared by the steps it took
+                found[each] = found.get(each, 0.0) + invocation.rru / taken
     return found
 
 
@@ -486,8 +542,10 @@ def main() -> None:
     template = json.loads(args.template.read_text()) if args.template else synthesize()
     prices = costmodel.load_prices()
     out = sys.stdout
-    shape, sessions = measure(args.steps, template)
-    text = "\n".join(build(args, prices, shape, sessions).lines).strip()
+    loops = {s: loop_steps(template, s) for s in args.latency}
+    shape, measured = measure(args.steps, template, list(loops.values()))
+    at = {s: measured[loops[s]] for s in args.latency}
+    text = "\n".join(build(args, prices, shape, at, loops).lines).strip()
     if args.update is not None:
         update(args.update, text)
     print(text, file=out)

@@ -3,9 +3,11 @@
 Runs tasks through the real workflow (offline stub model unless ANTHROPIC_API_KEY is set), counts every
 DynamoDB API call the functions make and the units DynamoDB would bill for it (bench/meter.py), and the
 StateEntered events of each execution (what Standard workflows bill as state transitions). A tool step's
-transitions are those from its Step to the next Step: 2 when its calls are fast built-ins (they run in the step:
-Step, Route), more when the Tools map runs one (Step, Route, Tools, one RunTool per call, AfterTools). Each is
-checked against what the workflow should take (``Task.expected``); the exit status says whether all matched.
+transitions are the execution's beyond Begin, Finalize, Done and the last step's Step and Route, over its tool steps:
+0 when its calls are fast built-ins (they run in the step, and the same Step invocation takes the next step:
+functions/agent/step_loop.py), more when the Tools map runs one (Tools, one RunTool per call, AfterTools, then Step
+and Route again). Each is checked against what the workflow should take (``Task.expected``); the exit status says
+whether all matched.
 
 Usage: python bench/step_calls.py [--runs 5]
 """
@@ -13,7 +15,6 @@ Usage: python bench/step_calls.py [--runs 5]
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from collections import Counter
@@ -35,19 +36,21 @@ class Task:
 
 
 TASKS = [
-    Task("What is (17 * 23) + sqrt(16), and what time is it in Asia/Tokyo?", 2),  # 2 built-in calls, in the step
-    Task("What is 6 * 7?", 2),  # 1 built-in call, in the step
+    Task("What is (17 * 23) + sqrt(16), and what time is it in Asia/Tokyo?", 0),  # 2 built-in calls, in the step
+    Task("What is 6 * 7?", 0),  # 1 built-in call, in the step
     # http_fetch is not fast (the network): the Tools map runs it (it refuses: no domains are allowed)
     Task("Use http_fetch on https://example.com/ please.", 5, ["http_fetch"]),
     Task("Say hello.", None),  # 1 step, no tool
 ]
 
 
-def tool_step_transitions(history: list[dict[str, Any]]) -> list[int]:
-    """For each step followed by another: the StateEntered events from its Step up to the next Step."""
-    names = [e["stateEnteredEventDetails"]["name"] for e in history if e["type"].endswith("StateEntered")]
-    starts = [i for i, name in enumerate(names) if name == "Step"]
-    return [after - before for before, after in itertools.pairwise(starts)]
+def tool_step_transitions(history: list[dict[str, Any]], steps: int) -> list[float]:
+    """The transitions of a run's ``steps - 1`` tool steps, each: beyond Begin, Finalize, Done and the last step's
+    own Step and Route (a run that ends by its answer), over them; none for a run without a tool step."""
+    if steps < 2:
+        return []
+    fixed = sum(entered(history, state) for state in ("Begin", "Finalize", "Done")) + 2
+    return [(entered(history) - fixed) / (steps - 1)] * (steps - 1)
 
 
 def main() -> int:
@@ -60,22 +63,24 @@ def main() -> int:
         print(f"{'task':<66} {'steps':>5} {'map':>5} {'transitions':>11} {'ddb calls':>9} {'per step':>40}"
               f" {'per tool step':>13}", file=report)  # fmt: skip
         for task in TASKS:
-            per_tool_step: list[int] = []
+            per_tool_step: list[float] = []
             for _ in range(args.runs):
                 meter.clear()
                 body: dict[str, Any] = {"input": task.input} | ({"tools": task.tools} if task.tools is not None else {})
                 status, _, answer = stack.handle_http("POST", "/runs", {}, json.dumps(body))
                 assert status == 202, answer
-                history = wait_for_execution(stack, json.loads(answer)["run_id"])
+                run_id = json.loads(answer)["run_id"]
+                history = wait_for_execution(stack, run_id)
                 api = [i for i in meter.invocations if i.function == stack.topology.api_function]
                 workflow = [i for i in meter.invocations if i.function != stack.topology.api_function]
                 api_calls = sum(i.count("dynamodb") for i in api)
                 workflow_calls = sum(i.count("dynamodb") for i in workflow)
-                steps, tools = entered(history, "Step"), entered(history, "RunTool")
-                transitions = entered(history)
-                per_tool_step += tool_step_transitions(history)
-                ops = Counter(c.operation for i in meter.invocations for c in i.calls if c.service == "dynamodb")
+                ops = Counter(c.operation for i in api + workflow for c in i.calls if c.service == "dynamodb")
                 rru, wru = sum(i.rru for i in workflow), sum(i.wru for i in workflow)
+                steps = json.loads(stack.handle_http("GET", f"/runs/{run_id}", {}, "")[2])["steps"]  # (not counted)
+                tools = entered(history, "RunTool")
+                transitions = entered(history)
+                per_tool_step += tool_step_transitions(history, steps)
             measured = sum(per_tool_step) / len(per_tool_step) if per_tool_step else None
             matched = measured == task.expected
             mismatches += not matched

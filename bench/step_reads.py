@@ -185,6 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     fake = FakeAnthropic(*[script(args.steps)] * args.steps)
     os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true",
+                       "STEPWISE_STEP_LOOP_STEPS": "1",  # one step an invocation: its figures are per step
                        "ANTHROPIC_API_KEY": "sk-ant-bench", "STEPWISE_MODEL_PROVIDER": "auto"})  # fmt: skip
     report = sys.stdout
     with contextlib.redirect_stdout(io.StringIO()), fake, LocalStack(port=0) as stack:

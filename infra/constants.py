@@ -16,6 +16,10 @@ LAMBDA_PLATFORM = "manylinux2014_aarch64"
 MODEL_TIMEOUT_SECONDS = 150  # one model call; the step function's timeout is above it
 # A cancelled or timed-out run's reservation is released after this long: more than a step call can run
 RELEASE_AFTER_STEP_TIMEOUT_SECONDS = 60
+# A step invocation takes a run's next steps while their calls run in it (functions/agent/step_loop.py): at most
+# this many, starting none after this long (the step function's timeout covers that and one more step at its worst)
+STEP_LOOP_STEPS = 10
+STEP_LOOP_SECONDS = 120
 WATCH_DELAY_SECONDS = 900  # the run watchdog's period (an SQS delay: at most 900 s)
 
 # Step Functions retry of a throttled/overloaded model call: 5 s, 10 s, 20 s, ... capped at 120 s, full jitter.

@@ -14,6 +14,7 @@ function URL), always through its alias, ``AgentFunctions.alias(name)``: its ver
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,7 +35,9 @@ from functions.adapters.settings import (
     WebhooksSettings,
     WorkflowEndedSettings,
 )
+from functions.agent.step_loop import worst_step_seconds
 from functions.handlers.observability import NAMESPACE, service_name
+from infra.constants import MODEL_TIMEOUT_SECONDS, STEP_LOOP_SECONDS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,8 +110,11 @@ RUN_PARTITIONS = "T#*#R#*"
 # 121 MB after the SDK's imports and first call, 128 MB at step 100 of a run with 16,000-character answers). Memory
 # also sets its CPU share (1,769 MB = 1 vCPU): a warm step's 30-45 ms of CPU take ~0.1-0.16 s at 512 MB; a new
 # container's SDK imports (~1.5 s of CPU) run in its init, on a full vCPU on demand (README "Cold starts"); 256 MB
-# would halve the waiting again but double a warm step's time (README "What a step costs"). Its timeout covers
-# MODEL_TIMEOUT_SECONDS and the fast tool calls it runs itself (functions/agent/tool.py IN_STEP_SECONDS).
+# would halve the waiting again but double a warm step's time (README "What a step costs"). It takes a run's next
+# steps while their calls all run in it (functions/agent/step_loop.py), starting none after STEP_LOOP_SECONDS: its
+# timeout covers that and one more step at its worst (a model call's MODEL_TIMEOUT_SECONDS, the fast tool calls it
+# runs itself, IN_STEP_SECONDS, a margin).
+STEP_TIMEOUT_SECONDS = math.ceil(STEP_LOOP_SECONDS + worst_step_seconds(MODEL_TIMEOUT_SECONDS))
 FUNCTIONS: dict[str, FunctionSpec] = {
     spec.name: spec
     for spec in (
@@ -144,7 +150,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             handler="functions.handlers.step.handler",
             settings=StepSettings,
             memory_mb=512,
-            timeout_seconds=180,
+            timeout_seconds=STEP_TIMEOUT_SECONDS,
             # BatchGetItem: budget use; PutItem: step records, stored answers, the response cache, circuits;
             # DeleteItem: a stored answer once its step is settled (in the same transaction)
             table_actions=(

@@ -72,7 +72,7 @@ class QueueSettings(WebhookSettings):
 
     queue_url: str = Field(alias="STEPWISE_QUEUE_URL", min_length=1)
     # > the step function's timeout: a cancelled run's reservation is released only once its call cannot run on
-    release_delay_seconds: int = Field(default=240, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
+    release_delay_seconds: int = Field(default=355, alias="STEPWISE_RELEASE_DELAY_SECONDS", ge=0, le=900)
     # how often a started run is checked for being stuck (SQS delay: at most 900 s)
     watch_delay_seconds: int = Field(default=900, alias="STEPWISE_WATCH_DELAY_SECONDS", ge=0, le=900)
 
@@ -125,6 +125,15 @@ class CachingSettings(Settings):
     response_cache_ttl_seconds: int = Field(default=86_400, alias="STEPWISE_RESPONSE_CACHE_TTL_SECONDS", gt=0)
 
 
+class StepLoopSettings(Settings):
+    """One step invocation takes a run's next steps while their calls all run in it (functions/agent/step_loop.py):
+    at most ``step_loop_steps`` (1: one model call an invocation), starting none after ``step_loop_seconds`` (the
+    step function's timeout covers that and one more step at its worst: infra/functions.py)."""
+
+    step_loop_steps: int = Field(default=10, alias="STEPWISE_STEP_LOOP_STEPS", ge=1, le=100)
+    step_loop_seconds: float = Field(default=120, alias="STEPWISE_STEP_LOOP_SECONDS", gt=0, le=600)
+
+
 class EgressSettings(Settings):
     # comma-separated addresses or CIDR ranges tools and webhooks may reach though not public (locally: 127.0.0.1)
     egress_allow_addresses: str | None = Field(default=None, alias="STEPWISE_EGRESS_ALLOW_ADDRESSES")
@@ -169,9 +178,9 @@ class IntakeSettings(StopSettings):
     intake_max_receive_count: int = Field(default=5, alias="STEPWISE_INTAKE_MAX_RECEIVE_COUNT", ge=1)
 
 
-class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettings, ResultSettings):
+class StepSettings(ModelSettings, BudgetSettings, CircuitSettings, CachingSettings, ResultSettings, StepLoopSettings):
     """The step function: a model call, then the fast tool calls it asked for (their large results go to the
-    results bucket, as the tool function's do)."""
+    results bucket, as the tool function's do); and the run's next steps while their calls all run in it."""
 
 
 class ToolSettings(ToolAccessSettings, ResultSettings):

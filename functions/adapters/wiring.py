@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from functions.agent.ledger import BudgetLimits
     from functions.agent.sessions import Sessions
     from functions.agent.step import StepRunner
+    from functions.agent.step_loop import StepLoop
     from functions.agent.streams import Tickets
     from functions.agent.submit import Submitter
     from functions.agent.tool import ToolRunner
@@ -383,6 +384,14 @@ def step_runner(settings: StepSettings, tracer: Tracer | None = None) -> StepRun
         tenant_limits=tenant_limits(settings),
         tools=ToolRunner(store=store(settings), toolbox=toolbox, results=results(settings), clock=CLOCK),
     )
+
+
+def step_loop(settings: StepSettings) -> StepLoop:
+    """How many steps one step invocation may take in a row (functions/agent/step_loop.py)."""
+    from functions.agent.step_loop import StepLoop
+
+    return StepLoop(max_steps=settings.step_loop_steps, max_seconds=settings.step_loop_seconds,
+                    call_seconds=settings.model_timeout_seconds)  # fmt: skip
 
 
 def prepare_step(settings: StepSettings) -> None:

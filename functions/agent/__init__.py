@@ -7,6 +7,7 @@ tests/fakes/core.py from in-memory fakes):
     submit.py      POST /runs: validate, persist QUEUED, enqueue (Submitter)
     intake.py      start each run's execution once, the run watchdog, delayed releases (Intake)
     step.py        one step: guard -> route -> reserve -> call -> settle (StepRunner)
+    step_loop.py   the steps one step invocation takes in a row while their calls all run in it (Steps)
     tool.py        one tool call of a step, run once, at most once with side effects; Lambda tools' results and
                    the failures the workflow caught (ToolRunner)
     lifecycle.py   how a run ends: Finalize, the workflow's Catch, outside the workflow, cancel (Lifecycle); the

@@ -98,13 +98,14 @@ class StepOutcome:
             "step": self.next_step,
             "wait_seconds": self.wait_seconds,
             "waits": self.waits if waiting else 0,
-            "next": self._next(),
+            "next": self.next,
             "tool_calls": workflow_calls(self.tool_calls, self.agent),
             "status": self.status.value if self.status else None,
             "error": self.error.model_dump() if self.error else None,
         }
 
-    def _next(self) -> str:
+    @property
+    def next(self) -> str:
         """The Route choice's input: the decision, or with no call left for the Tools map (every call ran in the
         step), ``step`` (the next step at once) or ``idle`` (the rest wait for the session's client: Finalize)."""
         if self.in_step and not self.tool_calls and self.decision in (StepDecision.TOOLS, StepDecision.ACTION):
@@ -228,8 +229,9 @@ class StepRunner:
         the execution that took it (a session's earlier turn's execution ends without touching the session).
 
         ``in_step`` (the workflow can go on without its Tools map): the fast calls of a step this invocation settled
-        run here (``ToolRunner.run_in_step``); those of a replayed step (a retry, a duplicate) go to the Map, whose
-        failure handling then covers an invocation that died among them."""
+        run here (``ToolRunner.run_in_step``); those of a replayed step (a retry, a duplicate) that have no final
+        result yet go to the Map, whose failure handling then covers an invocation that died among them (a call whose
+        final result is stored is done: the Map would only return it)."""
         step = _Step(ref, self.store.load_history(ref.key), attempt, waits, execution)
         try:
             outcome = self._take(step)
@@ -237,7 +239,11 @@ class StepRunner:
             outcome = finished.outcome
         if not in_step:
             return outcome
-        if outcome.replayed or not outcome.tool_calls or self.tools is None:
+        if outcome.replayed:
+            results = step.history.tool_results
+            left = [c for c in outcome.tool_calls if not ((r := results.get((ref.step, c.id))) and r.final)]
+            return dataclasses.replace(outcome, tool_calls=left, in_step=True)
+        if not outcome.tool_calls or self.tools is None:
             return dataclasses.replace(outcome, in_step=True)
         ran, left = self.tools.run_in_step(ref, outcome.tool_calls, outcome.agent, execution=execution)
         return dataclasses.replace(outcome, tool_calls=left, in_step=True, ran_in_step=ran)

@@ -109,7 +109,8 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("StreamDuration", MetricUnit.Seconds, ("stream",), "how long a stream stayed open (the function's "
                "billed time)", ("kind",), {"kind": KINDS}),
     # step: model calls, tokens, cost, the resilience around them
-    MetricSpec("StepLatency", MS, ("step",), "one step invocation, end to end (model call included)"),
+    MetricSpec("StepLatency", MS, ("step",), "one step, end to end (model call and fast tools included; an "
+               "invocation may take several)"),
     MetricSpec("ModelCalls", COUNT, ("step",), "model calls answered and settled"),
     MetricSpec("ResponseCacheHits", COUNT, ("step",), "steps answered by the response cache (no model call)"),
     MetricSpec("ModelLatency", MS, ("step",), "one model call"),

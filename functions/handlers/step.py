@@ -1,4 +1,5 @@
-"""One agent step: one model call, persisted with its cost. Returns the routing decision."""
+"""Agent steps: a model call, persisted with its cost, then the fast tool calls it asked for; and while every call
+ran in the step, the run's next steps (functions/agent/step_loop.py). Returns the last step's routing decision."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from functions.agent.errors import RetryableModelError
 from functions.agent.models import RunStatus
 from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
-from functions.agent.step import StepOutcome
+from functions.agent.step import StepOutcome, StepRunner
+from functions.agent.step_loop import LaterStepFailed, Steps
 from functions.handlers import warmup
 from functions.handlers.events import StepEvent
 from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, OTHER_TOOL, observability
@@ -55,20 +57,42 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     ref = parse(event=event, model=StepEvent)
     logger.append_keys(run_id=ref.run_id, tenant=ref.tenant, step=ref.step)
     obs.annotate_run(ref.tenant, ref.run_id, turn=ref.execution_turn, step=ref.step)
-    runner = wiring.step_runner(load(SETTINGS), tracer)
-    started = time.perf_counter()
+    settings = load(SETTINGS)
+    runner = wiring.step_runner(settings, tracer)
     if ref.attempt:
         obs.emit("StepRetries")
+    steps = Steps(runner, ref.ref, loop=wiring.step_loop(settings), attempt=ref.attempt, waits=ref.waits,
+                  execution=ref.execution, in_step=ref.in_step,
+                  time_left=lambda: context.get_remaining_time_in_millis() / 1000)  # fmt: skip
+    last: StepOutcome | None = None
+    started = time.perf_counter()
     try:
-        outcome = runner.run(ref.ref, attempt=ref.attempt, waits=ref.waits, execution=ref.execution,
-                             in_step=ref.in_step)  # fmt: skip
-    except RetryableModelError as exc:  # Step Functions retries the step
-        obs.emit("ModelErrors", kind=exc.kind)
+        for taken in steps:  # each step's metrics and logs as it is settled, under its own step number
+            obs.emit("StepLatency", (time.perf_counter() - started) * 1000)
+            if isinstance(taken, LaterStepFailed):
+                _later_step_failed(taken)
+                break
+            _report(taken, runner)
+            last = taken
+            if steps.stopped is None:  # another step follows: its metrics out now (an invocation may yet die)
+                metrics.flush_metrics()
+                logger.append_keys(step=taken.next_step)
+            started = time.perf_counter()
+    except Exception as exc:  # the first step's error, or a later one's the workflow does not retry
+        if isinstance(exc, RetryableModelError):  # Step Functions retries the step
+            obs.emit("ModelErrors", kind=exc.kind)
+        obs.emit("StepLatency", (time.perf_counter() - started) * 1000)
         raise
     finally:  # most openings happen on a failing call, i.e. when the step raises: emit them anyway
         if runner.breaker is not None:
             _report_circuits(runner.breaker)
-        obs.emit("StepLatency", (time.perf_counter() - started) * 1000)
+    assert last is not None  # the first step either yields or raises
+    if steps.taken > 1:
+        logger.info("steps done", steps=steps.taken, first_step=ref.step, stopped=steps.stopped)
+    return last.state()
+
+
+def _report(outcome: StepOutcome, runner: StepRunner) -> None:
     _emit(outcome, runner.prices)
     for call in outcome.ran_in_step:  # the fast calls it ran itself, reported as the tool function reports its own
         tool = call.name if call.name in runner.toolbox.names else OTHER_TOOL
@@ -79,7 +103,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("budget refused the step", code=outcome.error.code, reason=outcome.error.message)
     logger.info("step done", decision=outcome.decision.value, replayed=outcome.replayed, tools=len(outcome.tool_calls),
                 tools_in_step=len(outcome.ran_in_step))  # fmt: skip
-    return outcome.state()
+
+
+def _later_step_failed(failed: LaterStepFailed) -> None:
+    """A step after the invocation's first failed with an error the workflow retries: the workflow's next Task takes
+    it again (the invocation returns the step before it)."""
+    error = failed.error
+    if isinstance(error, RetryableModelError):
+        obs.emit("ModelErrors", kind=error.kind)
+    logger.warning("step failed; the workflow takes it again", error=type(error).__name__, reason=str(error))
 
 
 def _report_circuits(breaker: Breaker) -> None:

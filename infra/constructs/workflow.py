@@ -1,8 +1,9 @@
 """The Standard workflow: Begin -> Step -> Route -> ((Tools Map ->)? Step)* -> Finalize; Catch -> MarkFailed.
 
-A step runs the fast tool calls it asked for itself (the built-ins, the deployer's ``fast`` tools): when none is left
-for the Map, Route goes straight to the next Step (2 state transitions per step). The Map runs the others (MCP,
-Lambda and slow Python tools), and every call of a replayed step.
+A step runs the fast tool calls it asked for itself (the built-ins, the deployer's ``fast`` tools), and while none is
+left for the Map the same Step invocation takes the run's next step, each saved and settled on its own, up to its caps
+(functions/agent/step_loop.py): Step and Route, 2 state transitions, per invocation rather than per step. The Map runs
+the other calls (MCP, Lambda and slow Python tools), and those of a replayed step that have no result yet.
 
 A session's turn is one execution: it may begin with approved calls (Tools first), and a step whose calls wait
 for the session's client runs the others, then finalizes the turn (IDLE)."""
@@ -67,7 +68,8 @@ class AgentWorkflow(Construct):
         step = self._invoke(
             "Step",
             "step",
-            # in_step: this definition routes a step whose calls all ran in it ("step", "idle"; see StepOutcome)
+            # in_step: this definition routes a step whose calls all ran in it ("step", "idle"; see StepOutcome); the
+            # invocation may take several steps: its output is the last one's state
             {**RUN_REF, "step.$": "$.step", "waits.$": "$.waits", "attempt.$": "$$.State.RetryCount", "in_step": True},
             retry_conflicts=False,
         )

@@ -15,6 +15,8 @@ from infra.constants import (
     MODEL_RETRY_INTERVAL_SECONDS,
     MODEL_RETRY_MAX_DELAY_SECONDS,
     RELEASE_AFTER_STEP_TIMEOUT_SECONDS,
+    STEP_LOOP_SECONDS,
+    STEP_LOOP_STEPS,
     WATCH_DELAY_SECONDS,
 )
 from infra.constructs.agent_functions import WEB_ADAPTER_LAYER_VERSION, XRAY_WRITE_POLICY, AgentFunctions
@@ -175,6 +177,8 @@ class StepwiseStack(Stack):
                     FUNCTIONS["step"].timeout_seconds + RELEASE_AFTER_STEP_TIMEOUT_SECONDS
                 ),
                 "STEPWISE_WATCH_DELAY_SECONDS": str(WATCH_DELAY_SECONDS),
+                "STEPWISE_STEP_LOOP_STEPS": str(STEP_LOOP_STEPS),
+                "STEPWISE_STEP_LOOP_SECONDS": str(STEP_LOOP_SECONDS),
                 **{name: code_default(name) for name in CODE_DEFAULTS},
             }
         )

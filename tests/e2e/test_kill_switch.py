@@ -23,7 +23,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, error
 
 pytestmark = pytest.mark.e2e
 
-RELEASE_DELAY = 2  # seconds: a deployment's is the step timeout + 60 s (240)
+RELEASE_DELAY = 2  # seconds: a deployment's is the step timeout + 60 s (355)
 SESSIONS_A, SESSIONS_B = 20, 3
 
 

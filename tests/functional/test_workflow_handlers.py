@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -125,3 +127,35 @@ def test_finalize_counts_the_end_it_finalized_when_a_session_has_moved_on(
     finished = [json.loads(line) for line in capsys.readouterr().out.splitlines()
                 if line.startswith("{") and '"RunsFinished"' in line]  # fmt: skip
     assert [blob["status"] for blob in finished] == [ended["status"]] == ["SUCCEEDED"]
+
+
+def test_one_step_invocation_takes_the_runs_next_steps_and_reports_each_under_its_own_number(
+    aws: Aws, context: LocalContext, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run whose first step asks for the calculator (a fast built-in) and whose second answers
+    run_id = submit(context, {"input": "What is 6 * 7?"})
+    capsys.readouterr()
+    logs = io.StringIO()
+    std = logging.getLogger(step.logger.service)  # (powertools' logger writes to the stdout it was made with)
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(next(h.formatter for h in std.handlers if h.formatter is not None))
+    std.addHandler(handler)
+    level, _ = std.level, std.setLevel(logging.INFO)
+    # When the workflow's Step task invokes the step function once (this definition runs fast calls in the step)
+    try:
+        state = step.handler({"tenant": "default", "run_id": run_id, "step": 0, "in_step": True}, context)
+    finally:
+        std.removeHandler(handler)
+        std.setLevel(level)
+    # Then that invocation took both steps and returns the last one's state (Route: Finalize)
+    assert (state["completed_step"], state["next"], state["status"]) == (1, "finish", "SUCCEEDED")
+    assert get_run(context, run_id)["steps"] == 2
+    # And each step has its metrics and its log line, with its own step number
+    lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    assert [line["step"] for line in lines if line.get("message") == "step done"] == [0, 1]
+    assert [line["step"] for line in lines if line.get("message") == "tool done"] == [0]
+    assert [line["steps"] for line in lines if line.get("message") == "steps done"] == [2]
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    # (flushed step by step: an invocation that dies later has published what its settled steps cost)
+    blobs = [line for line in printed if "ModelCalls" in line]
+    assert [(b["ModelCalls"], "StepLatency" in b, b["service"]) for b in blobs] == [([1.0], True, "stepwise-step")] * 2

@@ -20,6 +20,7 @@ from aws_cdk.assertions import Match, Template
 from app import build_app
 from functions.adapters.dynamodb_store import ACTIVE_INDEX, ACTIVE_PK, ACTIVE_PROJECTION, ACTIVE_SK
 from functions.adapters.settings import StopSettings
+from functions.agent.step_loop import worst_step_seconds
 from infra.constants import (
     INTAKE_MAX_RECEIVE_COUNT,
     MODEL_RETRY_INTERVAL_SECONDS,
@@ -581,6 +582,23 @@ def test_step_function_outlives_the_model_timeout(functions: dict[str, tuple[str
     # Then a model call that times out still leaves the function time to report it
     assert model_timeout > 0
     assert step["Timeout"] > model_timeout
+
+
+def test_the_step_function_outlives_its_loop_and_one_more_step_at_its_worst(
+    functions: dict[str, tuple[str, dict[str, Any]]],
+) -> None:
+    # Given the step function, which takes a run's next steps while their calls run in it (step_loop.py)
+    _, step = functions["step"]
+    variables = step["Environment"]["Variables"]
+    loop_seconds = float(variables["STEPWISE_STEP_LOOP_SECONDS"])
+    model_timeout = float(variables["STEPWISE_MODEL_TIMEOUT_SECONDS"])
+
+    # Then a step it starts at the last moment its loop allows still ends, model call timed out, tools run
+    assert int(variables["STEPWISE_STEP_LOOP_STEPS"]) >= 1 and loop_seconds > 0
+    assert step["Timeout"] >= loop_seconds + worst_step_seconds(model_timeout)
+    # And a reservation a cancel leaves is released only after the function cannot be running (an SQS delay)
+    _, intake = functions["intake"]
+    assert step["Timeout"] < int(intake["Environment"]["Variables"]["STEPWISE_RELEASE_DELAY_SECONDS"]) <= 900
 
 
 def test_only_the_step_function_knows_the_secret(functions: dict[str, tuple[str, dict[str, Any]]]) -> None:
