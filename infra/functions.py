@@ -108,11 +108,12 @@ _END = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 RUN_PARTITIONS = "T#*#R#*"
 # The step function waits on the model for most of its time, billed by memory: 512 MB (bench/step_memory.py: peak RSS
 # 121 MB after the SDK's imports and first call, 128 MB at step 100 of a run with 16,000-character answers). Memory
-# also sets its CPU share (1,769 MB = 1 vCPU): a warm step's 30-45 ms of CPU take ~0.1-0.16 s at 512 MB, and a new
-# container's first step (the SDK's imports and client, ~1.6 s of CPU) ~5.6 s; 256 MB would halve the waiting again
-# but double those (README "What a step costs"). It takes a run's next steps while their calls all run in it
-# (functions/agent/step_loop.py), starting none after STEP_LOOP_SECONDS: its timeout covers that and one more step at
-# its worst (a model call's MODEL_TIMEOUT_SECONDS, the fast tool calls it runs itself, IN_STEP_SECONDS, a margin).
+# also sets its CPU share (1,769 MB = 1 vCPU): a warm step's 30-45 ms of CPU take ~0.1-0.16 s at 512 MB; a new
+# container's SDK imports (~1.5 s of CPU) run in its init, on a full vCPU on demand (README "Cold starts"); 256 MB
+# would halve the waiting again but double a warm step's time (README "What a step costs"). It takes a run's next
+# steps while their calls all run in it (functions/agent/step_loop.py), starting none after STEP_LOOP_SECONDS: its
+# timeout covers that and one more step at its worst (a model call's MODEL_TIMEOUT_SECONDS, the fast tool calls it
+# runs itself, IN_STEP_SECONDS, a margin).
 STEP_MEMORY_MB = 512  # the default; CDK context step_memory_mb sets another (README "What a step costs")
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240  # what Lambda allows a function
 STEP_TIMEOUT_SECONDS = math.ceil(STEP_LOOP_SECONDS + worst_step_seconds(MODEL_TIMEOUT_SECONDS))

@@ -31,7 +31,7 @@ logging.getLogger("httpx2").setLevel(logging.WARNING)  # no per-request lines in
 class McpServerConfig(BaseModel):
     """One server the deployment allows: an agent's ``mcp_servers[].url`` must start with ``url``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     url: str = Field(min_length=1)
     secret: str | None = None  # Secrets Manager name or ARN of the credential (the whole secret string)
@@ -66,7 +66,7 @@ def _plain_path(path: str) -> bool:
     return not any(segment.split(";", 1)[0] in (".", "..") for segment in path.split("/"))
 
 
-SERVERS: TypeAdapter[list[McpServerConfig]] = TypeAdapter(list[McpServerConfig])
+SERVERS: TypeAdapter[list[McpServerConfig]] = TypeAdapter(list[McpServerConfig], config=ConfigDict(defer_build=True))
 
 
 def parse_servers(text: str | None) -> list[McpServerConfig]:

@@ -394,6 +394,21 @@ def step_loop(settings: StepSettings) -> StepLoop:
                     call_seconds=settings.model_timeout_seconds)  # fmt: skip
 
 
+def prepare_step(settings: StepSettings) -> None:
+    """What ``step_runner`` builds that makes no AWS call, built ahead (the step function's init on Lambda,
+    functions/handlers/warmup.py): the adapters, the tools and the prices, and the model SDK imported, all but the
+    model client (its key may be a secret, read on the first call). Its models are built with the first run read."""
+    if settings.model_provider != "stub":
+        from functions.adapters import anthropic_model  # noqa: F401  (the step's largest import: the anthropic SDK)
+    from functions.adapters import tracing  # noqa: F401
+    from functions.agent import step, tool  # noqa: F401
+
+    for build in (step_store, store, results, response_cache, breaker, tenant_limits):
+        build(settings)
+    prices(settings)
+    registry()
+
+
 # Agents and sessions are imported on first use: only the api function has them, and /runs requests never do.
 
 

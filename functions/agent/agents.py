@@ -403,7 +403,9 @@ def engine_config(
     return enabled, config
 
 
-LAMBDA_FUNCTIONS: TypeAdapter[list[LambdaFunction]] = TypeAdapter(list[LambdaFunction])
+LAMBDA_FUNCTIONS: TypeAdapter[list[LambdaFunction]] = TypeAdapter(
+    list[LambdaFunction], config=ConfigDict(defer_build=True)
+)
 _TOOL: TypeAdapter[ToolSpec] = TypeAdapter(ToolSpec, config=ConfigDict(defer_build=True))
 
 

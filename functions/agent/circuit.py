@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CircuitState(StrEnum):
@@ -25,6 +25,7 @@ class CircuitState(StrEnum):
 
 
 class CircuitConfig(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     failure_threshold: int = Field(default=5, ge=1)
     window_seconds: float = Field(default=60, gt=0)
     cooldown_seconds: float = Field(default=30, gt=0)
@@ -34,6 +35,7 @@ class CircuitConfig(BaseModel):
 
 
 class Circuit(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     key: str  # "provider:model"
     state: CircuitState = CircuitState.CLOSED
     failures: int = 0

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from functions.agent.errors import NotFoundError, RequestRejectedError
 from functions.agent.ports import Clock, KeyStore
@@ -25,6 +25,8 @@ MAX_NAME = 128
 
 class ApiKey(BaseModel):
     """A key as stored: never the key itself."""
+
+    model_config = ConfigDict(defer_build=True)
 
     key_id: str
     tenant: str

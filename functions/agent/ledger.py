@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from functions.agent.active import Listing, place
 from functions.agent.errors import BudgetRefusedError, RunNotActiveError, StepAlreadySavedError, StoreConflictError
@@ -90,6 +90,8 @@ STAT_SHARDS = 16
 
 class BudgetLimits(BaseModel):
     """Deploy-time daily limits in USD (None: no limit). Days are UTC."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant_daily_usd: Decimal | None = None
     global_daily_usd: Decimal | None = None

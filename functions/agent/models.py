@@ -87,7 +87,7 @@ back to QUEUED when its next turn starts; a /runs run never does)."""
 class Usage(BaseModel):
     """Token usage as the provider reports it. Total input = input + cache writes + cache reads."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -114,7 +114,7 @@ class Usage(BaseModel):
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     max_usd: float | None = Field(default=None, gt=0, le=MAX_RUN_USD, allow_inf_nan=False)
     max_steps: StrictInt = Field(default=10, ge=1, le=MAX_STEPS_LIMIT)
@@ -126,7 +126,7 @@ class Budget(BaseModel):
 class RunRequest(BaseModel):
     """Body of POST /runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     model: str | None = Field(default=None, min_length=1, max_length=200)
@@ -169,6 +169,8 @@ class Reservation(BaseModel):
 
     It also pins the route: a retried step calls the same model it reserved for."""
 
+    model_config = ConfigDict(defer_build=True)
+
     step: int
     amount_usd: Decimal
     day: str  # UTC day whose counters hold it
@@ -198,6 +200,7 @@ class Lease(BaseModel):
 
 
 class RunError(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     code: str
     message: str
 
@@ -211,6 +214,8 @@ class RunError(BaseModel):
 class CustomTool(BaseModel):
     """A client-executed tool: the model may call it; the session's client runs it and sends the result."""
 
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     description: str
     input_schema: dict[str, Any]
@@ -221,6 +226,8 @@ class CustomTool(BaseModel):
 
 class McpTool(BaseModel):
     """A tool an MCP server lists, as a session's agent offers it to the model."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     server: str  # the agent's mcp_servers[].name
@@ -235,6 +242,8 @@ class McpTool(BaseModel):
 class LambdaTool(BaseModel):
     """A tool that is a Lambda function of the deployer's: the workflow invokes it directly."""
 
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     description: str
     input_schema: dict[str, Any]
@@ -248,6 +257,8 @@ class LambdaTool(BaseModel):
 
 class AgentConfig(BaseModel):
     """What the engine needs of a session's agent version (the session keeps the whole version too)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     system: str | None = None
     custom_tools: list[CustomTool] = Field(default_factory=list)
@@ -275,6 +286,8 @@ class AgentConfig(BaseModel):
 class Turn(BaseModel):
     """One turn of a session: from the user events that started it until the session idled."""
 
+    model_config = ConfigDict(defer_build=True)
+
     first_step: int
     started_at: str
     tools: list[dict[str, Any]] = Field(default_factory=list)  # approved calls it runs first: {id, name, step}
@@ -284,6 +297,7 @@ class Turn(BaseModel):
 
 
 class Run(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     run_id: str
     tenant: str
     status: RunStatus
@@ -365,6 +379,8 @@ class Run(BaseModel):
 class UserEvent(BaseModel):
     """An event a session's client sent, as stored: ``turn`` is the turn it started or belongs to."""
 
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     type: str
     turn: int
@@ -373,6 +389,7 @@ class UserEvent(BaseModel):
 
 
 class ToolCall(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
@@ -395,6 +412,7 @@ class ToolError(StrEnum):
 
 
 class ToolOutcome(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     tool_use_id: str
     name: str
     content: str  # what the model sees: the whole result, or a bounded view of one stored elsewhere
@@ -409,6 +427,7 @@ class ToolOutcome(BaseModel):
 
 
 class ModelRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     model: str
     system: str | list[dict[str, Any]] | None = None  # a list of text blocks when cache breakpoints are placed
     messages: list[dict[str, Any]]
@@ -418,6 +437,7 @@ class ModelRequest(BaseModel):
 
 
 class ModelResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     content: list[dict[str, Any]]
     stop_reason: str | None
     usage: Usage
@@ -445,6 +465,8 @@ class StepDecision(StrEnum):
 
 class StepRecord(BaseModel):
     """One model call of a run, as persisted. ``content`` is the assistant turn."""
+
+    model_config = ConfigDict(defer_build=True)
 
     run_id: str
     step: int

@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from functions.agent.errors import UnknownModelError, clip
 from functions.agent.models import Usage
@@ -21,6 +21,8 @@ _PER_TOKEN = Decimal(1_000_000)
 
 class ModelPrice(BaseModel):
     """USD per million tokens."""
+
+    model_config = ConfigDict(defer_build=True)
 
     input: Decimal
     output: Decimal

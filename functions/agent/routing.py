@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.agent.models import ModelResponse, RunError, StepRecord, ToolError, ToolOutcome
 
@@ -29,11 +29,13 @@ ROUTING_FILE = Path(__file__).parent / "data" / "routing.json"
 
 
 class Policy(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     strong: str
     cheap: str
 
 
 class RoutingConfig(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     version: str
     downgrade_at_percent: float = Field(gt=0, le=100)
     downgrades: dict[str, str] = Field(default_factory=dict)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from functions.agent.errors import RequestRejectedError, TicketError, clip
 from functions.agent.models import RunKey
@@ -152,6 +152,8 @@ class Follower:
 
 class StreamTicket(BaseModel):
     """What a ticket opens: one tenant's session or run, until ``expires_at`` (epoch seconds)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant: str
     target: str  # a session id (sesn_...) or a run id (run_...)

@@ -34,7 +34,7 @@ WINDOW_SECONDS = 60
 class TenantLimits(BaseModel):
     """What an operator set for one tenant; a limit left None is the deployment's."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     tenant: str
     daily_usd: Decimal | None = Field(default=None, gt=0, le=MAX_DAILY_USD, decimal_places=6)

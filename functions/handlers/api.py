@@ -30,13 +30,13 @@ from functions.agent.errors import (
     StoreConflictError,
     clip,
 )
-from functions.agent.models import RunKey, RunRequest
+from functions.agent.models import Run, RunKey, RunRequest
 from functions.agent.requests import problems
 from functions.agent.results import MAX_RESULT_CHARS, PAGE_CHARS, whole_result
 from functions.agent.routing import default_routing
 from functions.agent.spend import build_report, period
 from functions.agent.tenants import budget_limits
-from functions.handlers import openapi, webhook_routes
+from functions.handlers import openapi, warmup, webhook_routes
 from functions.handlers.managed_agents import V1Error, router, stream_redirect
 from functions.handlers.observability import observability
 from functions.handlers.tenancy import Auth, UnauthenticatedError, deployment_auth, request_caller, request_tenant
@@ -397,3 +397,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if request_id:  # every answer names its request (the anthropic SDK reads it as request_id)
         response.setdefault("headers", {})["request-id"] = str(request_id)
     return response
+
+
+def _prepare() -> None:
+    """What a first request builds, built in the init on Lambda (functions/handlers/warmup.py): the settings, the
+    clients and use cases of the routes (/runs, /v1), and the models every request validates."""
+    settings = load(SETTINGS)
+    deployment_auth(settings)
+    for build in (wiring.rate_limiter, wiring.submitter, wiring.store, wiring.notifier, wiring.sessions):
+        build(settings)
+    for model in (RunRequest, Run):
+        model.model_rebuild()
+
+
+warmup.prepare(_prepare, logger)

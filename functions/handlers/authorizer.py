@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.adapters import wiring
 from functions.adapters.settings import AuthorizerSettings, load
 from functions.agent.keys import KEY, digest, presented_key
+from functions.handlers import warmup
 from functions.handlers.observability import observability
 
 SETTINGS = AuthorizerSettings
@@ -57,3 +58,6 @@ def _caller(key: str) -> dict[str, str] | None:
 def forget() -> None:
     """Drop the cached answers (tests; a revocation the local stack must see at once)."""
     _answers.clear()
+
+
+warmup.prepare(lambda: wiring.api_keys(load(SETTINGS)), logger)  # the key store its first request reads

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.agent.lifecycle import MAX_STOP_REASON
 from functions.agent.models import RunError, RunKey, RunStatus, StepRef, turn_of
 
 
 class RunRef(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     tenant: str = Field(min_length=1)
     run_id: str = Field(min_length=1)
     execution: str | None = None  # $$.Execution.Name: which turn of a session the task belongs to
@@ -50,6 +51,7 @@ class StepEvent(RunRef):
 
 
 class Failure(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     Error: str | None = None
     Cause: str | None = None
 

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import IntakeSettings, load
+from functions.handlers import warmup
 from functions.handlers.events import IntakeMessage
 from functions.handlers.observability import observability
 
@@ -49,3 +50,14 @@ def record_handler(record: SQSRecord) -> str:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+
+
+def _prepare() -> None:
+    """What a first batch builds, built in the init on Lambda (functions/handlers/warmup.py)."""
+    settings = load(SETTINGS)
+    wiring.intake(settings)
+    wiring.notifier(settings)
+    IntakeMessage.model_rebuild()
+
+
+warmup.prepare(_prepare, logger)

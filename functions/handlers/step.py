@@ -22,6 +22,7 @@ from functions.agent.pricing import PriceBook
 from functions.agent.response_cache import PROVIDER as RESPONSE_CACHE
 from functions.agent.step import StepOutcome, StepRunner
 from functions.agent.step_loop import LaterStepFailed, Steps
+from functions.handlers import warmup
 from functions.handlers.events import StepEvent
 from functions.handlers.observability import BUDGET_ALARM_THRESHOLDS, OTHER_TOOL, observability
 
@@ -46,6 +47,7 @@ def _init_ahead() -> None:
 
 if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in WARM_INITS:
     _init_ahead()
+warmup.prepare(lambda: wiring.prepare_step(load(SETTINGS)), logger)  # on demand too: the init has a full vCPU
 
 
 @logger.inject_lambda_context

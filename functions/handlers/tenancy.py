@@ -42,7 +42,7 @@ class UnauthenticatedError(Exception):
 class Auth(BaseModel):
     """How the deployment authenticates its callers (CDK context; validated at synth and in each function)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     mode: AuthMode = "api_key"
     tenant_claim: str = Field(default="tenant", pattern=f"^{CLAIM.pattern}$")

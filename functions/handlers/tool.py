@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.adapters import wiring
 from functions.adapters.settings import ToolSettings, load
+from functions.handlers import warmup
 from functions.handlers.events import ToolEvent
 from functions.handlers.observability import OTHER_TOOL, observability
 
@@ -44,3 +45,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("tool done", tool=outcome.name, is_error=outcome.is_error, error_kind=outcome.error_kind,
                 duration_ms=outcome.duration_ms, size=outcome.size, stored=outcome.stored is not None)  # fmt: skip
     return {"tool_use_id": outcome.tool_use_id, "name": outcome.name, "is_error": outcome.is_error}
+
+
+warmup.prepare(lambda: wiring.tool_runner(load(SETTINGS), tracer), logger)  # the adapters and tools it runs with

@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.adapters import wiring
 from functions.adapters.settings import WebhooksSettings, load
@@ -29,6 +29,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 class WebhookMessage(BaseModel):
     """An event to fan out (no ``webhook_id``), or one delivery of it (functions/adapters/webhook_delivery.py)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     event: WebhookEvent

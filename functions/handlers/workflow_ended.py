@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Json
+from pydantic import BaseModel, ConfigDict, Json
 
 from functions.adapters import wiring
 from functions.adapters.settings import WorkflowEndedSettings, load
@@ -31,6 +31,7 @@ OUTCOMES = {
 
 
 class ExecutionStatusChange(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     status: str
     input: Json[RunRef]

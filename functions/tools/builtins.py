@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from functions.tools.registry import FAST_MAX_TIMEOUT_SECONDS, Tool, ToolInputError, ToolRegistry
 
@@ -38,6 +38,7 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
 
 
 class CalculatorInput(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     expression: str = Field(
         min_length=1,
         max_length=MAX_EXPRESSION_CHARS,
@@ -46,6 +47,7 @@ class CalculatorInput(BaseModel):
 
 
 class CurrentTimeInput(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     timezone: str = Field(
         default="UTC", min_length=1, max_length=64, description="IANA time zone name, e.g. Europe/Berlin"
     )

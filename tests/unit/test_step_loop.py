@@ -270,7 +270,7 @@ def test_a_cancel_while_the_model_answers_settles_that_call_and_takes_no_further
 
     # the call in flight is billed and recorded (its calls never run), and the invocation ends there
     assert len(world.model.requests) == 3 and taken[-1].status is RunStatus.CANCELLED and steps.stopped == "finish"
-    assert world.saved_steps() == [0, 1, 2] and world.charged_once() and world.run.reservation is None
+    assert world.saved_steps() == [0, 1, 2] and world.charged_once() and world.run.held is None
     assert (world.key, 2, "t_2") in world.store.tools  # the end's error result, not a run
     assert world.store.tools[(world.key, 2, "t_2")].is_error
 
@@ -354,12 +354,12 @@ def test_a_later_steps_retryable_error_ends_the_loop_at_the_step_before_it(error
     last = taken[-2]
     assert isinstance(last, StepOutcome) and steps.stopped == "failed"
     assert (last.state()["next"], last.state()["step"], last.state()["completed_step"]) == ("step", 2, 1)
-    held = world.run.reservation
+    held = world.run.held
     assert held is not None and held.step == 2  # the failed step's reservation, kept for the next Task
     # the next Task takes step 2: it holds that reservation (not reserved again), or settles the stored answer
     rest = outcomes(world.steps(2))
     assert [o.ref.step for o in rest] == [2, 3] and rest[-1].status is RunStatus.SUCCEEDED
-    assert world.charged_once() and world.run.reservation is None
+    assert world.charged_once() and world.run.held is None
     assert len(world.model.requests) == 4 + isinstance(error, RetryableModelError)
 
 
@@ -466,7 +466,7 @@ def test_after_a_retrys_replays_the_first_step_it_takes_afresh_is_the_tasks_own_
     taken = outcomes(world.steps(attempt=2))
 
     assert [(o.ref.step, o.replayed) for o in taken] == [(0, True), (1, True), (2, False)]
-    assert world.run.reservation is None and world.saved_steps() == [0, 1, 2] and world.charged_once()
+    assert world.run.held is None and world.saved_steps() == [0, 1, 2] and world.charged_once()
 
 
 def test_a_superseded_cheap_answer_is_redone_in_the_same_invocation() -> None:
