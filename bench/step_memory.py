@@ -126,7 +126,8 @@ def main() -> int:
             child_env = {**os.environ, **environment, **aws, "ANTHROPIC_API_KEY": "sk-ant-bench",
                          "ANTHROPIC_BASE_URL": fake.base_url, "STEPWISE_MODEL_PROVIDER": "anthropic",
                          "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-                         "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONPATH": str(ROOT)}  # fmt: skip
+                         "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONPATH": str(ROOT),
+                         "STEPWISE_STEP_LOOP_STEPS": "1"}  # one step an invocation: measured step by step  # fmt: skip
             child_env.pop("STEPWISE_ANTHROPIC_SECRET_ARN", None)
             out = subprocess.run([sys.executable, "-c", CHILD, TENANT, run.run_id, str(args.steps)], env=child_env,
                                  capture_output=True, text=True, check=False)  # fmt: skip

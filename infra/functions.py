@@ -106,15 +106,16 @@ class FunctionSpec:
 _END = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 # a run's or a session's partition, of any tenant (functions/adapters/dynamodb_store.py run_pk; a tenant has no "#")
 RUN_PARTITIONS = "T#*#R#*"
-# The step function waits on the model for most of its time, billed by memory: 512 MB (bench/step_memory.py: peak RSS
-# 121 MB after the SDK's imports and first call, 128 MB at step 100 of a run with 16,000-character answers). Memory
-# also sets its CPU share (1,769 MB = 1 vCPU): a warm step's 30-45 ms of CPU take ~0.1-0.16 s at 512 MB; a new
-# container's SDK imports (~1.5 s of CPU) run in its init, on a full vCPU on demand (README "Cold starts"); 256 MB
-# would halve the waiting again but double a warm step's time (README "What a step costs"). It takes a run's next
-# steps while their calls all run in it (functions/agent/step_loop.py), starting none after STEP_LOOP_SECONDS: its
-# timeout covers that and one more step at its worst (a model call's MODEL_TIMEOUT_SECONDS, the fast tool calls it
-# runs itself, IN_STEP_SECONDS, a margin).
-STEP_MEMORY_MB = 512  # the default; CDK context step_memory_mb sets another (README "What a step costs")
+# The step function waits on the model for most of its time, billed by memory: 256 MB, the least the measurements
+# support (bench/step_memory.py: peak RSS 121 MB after the SDK's imports and first call, 121 MB at step 20 of a run
+# with 24,000-character answers, 128 MB at step 100 with 16,000; Python's own peak during a step ~1 MB). Memory also
+# sets its CPU share (1,769 MB = 1 vCPU): a warm step's 20-45 ms of CPU take ~0.15-0.3 s at 256 MB (half that at
+# 512 MB), well under a model call; a new container's SDK imports (~1.5 s of CPU) run in its init, which on demand
+# has a full vCPU whatever the memory (README "Cold starts"). CDK context step_memory_mb sets another size (README
+# "What a step costs"). It takes a run's next steps while their calls all run in it (functions/agent/step_loop.py),
+# starting none after STEP_LOOP_SECONDS: its timeout covers that and one more step at its worst (a model call's
+# MODEL_TIMEOUT_SECONDS, the fast tool calls it runs itself, IN_STEP_SECONDS, a margin).
+STEP_MEMORY_MB = 256
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240  # what Lambda allows a function
 STEP_TIMEOUT_SECONDS = math.ceil(STEP_LOOP_SECONDS + worst_step_seconds(MODEL_TIMEOUT_SECONDS))
 FUNCTIONS: dict[str, FunctionSpec] = {

@@ -47,11 +47,11 @@ def memory(resources: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def test_step_memory_mb_sets_the_step_functions_memory_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    default, smaller = memory(synth(monkeypatch)), memory(synth(monkeypatch, step_memory_mb="256"))
-    assert default[STEP_HANDLER] == 512 and smaller[STEP_HANDLER] == 256
+def test_step_memory_mb_sets_the_step_functions_memory_alone_256_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    default, larger = memory(synth(monkeypatch)), memory(synth(monkeypatch, step_memory_mb="512"))
+    assert default[STEP_HANDLER] == 256 and larger[STEP_HANDLER] == 512
     others = {handler for handler in default if handler != STEP_HANDLER}
-    assert {h: smaller[h] for h in others} == {h: default[h] for h in others}
+    assert {h: larger[h] for h in others} == {h: default[h] for h in others}
 
 
 @pytest.mark.parametrize(
