@@ -395,6 +395,15 @@ class ModelRequest(BaseModel):
     cleared_before: int = 0  # the tool results of steps below this one were cleared to fit the context window
 
 
+def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
+    """The tool calls of an assistant turn, in order."""
+    return [
+        ToolCall(id=block["id"], name=block["name"], input=block.get("input") or {})
+        for block in content
+        if block.get("type") == "tool_use"
+    ]
+
+
 class ModelResponse(BaseModel):
     content: list[dict[str, Any]]
     stop_reason: str | None
@@ -403,11 +412,7 @@ class ModelResponse(BaseModel):
     provider: str
 
     def tool_calls(self) -> list[ToolCall]:
-        return [
-            ToolCall(id=block["id"], name=block["name"], input=block.get("input") or {})
-            for block in self.content
-            if block.get("type") == "tool_use"
-        ]
+        return tool_calls_of(self.content)
 
     def text(self) -> str:
         return "".join(block.get("text", "") for block in self.content if block.get("type") == "text")
@@ -445,10 +450,4 @@ class StepRecord(BaseModel):
     duration_ms: int
 
     def tool_calls(self) -> list[ToolCall]:
-        return ModelResponse(
-            content=self.content,
-            stop_reason=self.stop_reason,
-            usage=self.usage,
-            model=self.model,
-            provider=self.provider,
-        ).tool_calls()
+        return tool_calls_of(self.content)
