@@ -63,6 +63,21 @@ class _Snapshot:
                 del items[self.hash_key]
 
 
+def _meeting(items: Any, comparison: str, values: list[Any]) -> list[Any]:
+    """The items whose sort key meets the condition: ``DynamoType.compare``'s own test (its comparison function on
+    the keys' cast values), with a string key's cast value (itself) read directly, as ``compare`` spends most of its
+    time finding a value's type."""
+    from moto.dynamodb.comparisons import get_comparison_func
+
+    meets = get_comparison_func(comparison)
+    bounds = [value.cast_value for value in values]
+    return [item for item in items if meets(_cast(item.range_key), *bounds)]
+
+
+def _cast(key: Any) -> Any:
+    return key.value if key.type == "S" else key.cast_value
+
+
 def _key_of(table: Any, op_type: str, op: dict[str, Any]) -> tuple[Any, Any] | None:
     """The (hash, range) key a transaction item names in ``table``, or None where it names none moto could write
     (a malformed item: moto rejects it without writing)."""
@@ -177,7 +192,7 @@ def install() -> None:
         _, hash_key, comparison, values = reading
         items = self.items.get(hash_key, {}).values()
         if comparison:  # the key condition on the sort key, as moto's query applies it to each item it is given
-            items = [item for item in items if item.range_key.compare(comparison, values)]
+            items = _meeting(items, comparison, values)
         return sorted(items, key=lambda item: item.range_key)
 
     add = DynamoType.__add__
