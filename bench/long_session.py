@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import io
 import json
 import math
 import os
+import pstats
 import statistics
 import sys
 import threading
@@ -42,11 +44,15 @@ SAMPLES = (5, 55, 150, 250, 295)
 
 
 class StepMeter:
-    """Per invocation of the step function: DynamoDB calls, items and bytes it read, and its CPU time."""
+    """Per invocation of the step function: DynamoDB calls, items and bytes it read, and its CPU time; with
+    ``profile``, the invocations of the 5 steps around each of those steps run under cProfile (which slows them:
+    their CPU times are not the figures')."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: tuple[int, ...] = ()) -> None:
         self.local = threading.local()
         self.by_step: dict[int, dict[str, float]] = {}
+        self.profiled = {n: step for step in profile for n in range(step - 2, step + 3)}
+        self.profiles: dict[int, pstats.Stats] = {}
 
     def after_call(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
         meter = getattr(self.local, "current", None)
@@ -70,13 +76,20 @@ class StepMeter:
     def wrap(self, handler: Any) -> Any:
         def measured(event: dict[str, Any], context: Any) -> Any:
             self.local.current = meter = {"calls": 0, "items": 0, "bytes": 0, "rru": 0, "cpu_ms": 0.0}
+            sample = self.profiled.get(int(event.get("step", -1)))
+            profiler = cProfile.Profile(time.thread_time) if sample is not None else None
             started = time.thread_time()
             try:
-                return handler(event, context)
+                if profiler is None:
+                    return handler(event, context)
+                return profiler.runcall(handler, event, context)
             finally:
                 meter["cpu_ms"] = (time.thread_time() - started) * 1000
                 self.local.current = None
                 self.by_step[int(event.get("step", -1))] = meter  # a retried step: its last invocation
+                if profiler is not None and sample is not None:
+                    stats = pstats.Stats(profiler, stream=io.StringIO())
+                    self.profiles[sample] = self.profiles[sample].add(stats) if sample in self.profiles else stats
 
         return measured
 
@@ -105,12 +118,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--steps-per-turn", type=int, default=25, help="at most 25, a session turn's max_steps")
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="STEPS",
+        help="e.g. 5,250: print where the step handler's time goes around these steps (cProfile)",
+    )
     args = parser.parse_args()
     # one step an invocation (functions/agent/step_loop.py): the figures are per step
     os.environ.update({"POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true",
                        "STEPWISE_STEP_LOOP_STEPS": "1"})  # fmt: skip
     report = sys.stdout  # the functions print EMF blobs even when disabled: keep them apart from the figures
-    meter = StepMeter()
+    meter = StepMeter(tuple(int(step) for step in args.profile.split(",") if step))
     started = time.monotonic()
     with FakeAnthropic() as fake, LocalStack(port=0) as stack, contextlib.redirect_stdout(io.StringIO()):
         fake.script = script(args.turns, args.steps_per_turn)
@@ -164,6 +183,10 @@ def main() -> None:
         ratio = {k: rows[sample][k] / max(rows[first][k], 1e-9) for k in ("rru", "cpu_ms")}
         print(f"step {sample} / step {first}: RRU {ratio['rru']:.2f}x, CPU {ratio['cpu_ms']:.2f}x (goal: <= 1.5x)",
               file=report)  # fmt: skip
+    for sample, stats in sorted(meter.profiles.items()):
+        print(f"\nthe 5 steps around step {sample} under cProfile (thread CPU time), by cumulative time:", file=report)
+        stats.stream = report  # type: ignore[attr-defined]
+        stats.sort_stats("cumulative").print_stats(40)
 
 
 def around(by_step: dict[int, dict[str, float]], step: int) -> dict[str, float]:

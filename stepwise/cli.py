@@ -33,6 +33,7 @@ from stepwise.client import (
     StreamUnavailable,
     follow_events,
 )
+from stepwise.local.moto_stepfunctions import DEFAULT_HISTORIES
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 STUB_PROVIDER = "offline-stub"
@@ -316,7 +317,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         jwt = LocalJwt.from_file(args.jwt_jwks or "", issuer=args.jwt_issuer or "", audience=args.jwt_audience or [],
                                  tenant_claim=args.jwt_tenant_claim)  # fmt: skip
     stack = LocalStack(port=args.port, host=args.host, template=template, lambda_tools=lambda_tools,
-                       require_keys=args.require_keys, jwt=jwt).start()  # fmt: skip
+                       require_keys=args.require_keys, jwt=jwt, histories=args.histories).start()  # fmt: skip
     for name, value in secrets.items():  # (moto's) Secrets Manager, as an MCP server's credential
         stack.put_secret(name, value)
     key = (
@@ -497,6 +498,14 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--jwt-audience", action="append", help="an audience (client id) tokens may be for")
     local.add_argument("--jwt-jwks", metavar="FILE", help="the issuer's JWKS, as a file (nothing is fetched)")
     local.add_argument("--jwt-tenant-claim", default="tenant", help="the claim naming the tenant (default: tenant)")
+    local.add_argument(
+        "--histories",
+        type=int,
+        default=DEFAULT_HISTORIES,
+        metavar="N",
+        help="keep the Step Functions event histories of the last N finished executions (default: "
+        f"{DEFAULT_HISTORIES}; an older one's GetExecutionHistory fails with ExecutionHistoryPruned)",
+    )
     local.set_defaults(func=cmd_local)
     keys_cli.add_parser(sub, cmd_keys)
     tenants_cli.add_parser(sub, cmd_tenants)

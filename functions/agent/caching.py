@@ -68,9 +68,12 @@ def place_cache_breakpoints(request: ModelRequest, *, ttl: CacheTTL = "5m") -> M
     - A placement that would break the TTL order against a marker already present (a new ``"5m"`` before an
       existing ``"1h"``, or a new ``"1h"`` after an existing ``"5m"``) is dropped. With one TTL for all markers
       the order always holds.
-    - The input request is never mutated: the result is a deep copy.
+    - The input request is never mutated: the result is a new request that shares the input's unmarked blocks and
+      copies what it marks (the block, and the list and message holding it). Copying only those keeps the cost of
+      a step independent of the conversation's length (a deep copy of a 300-step conversation was most of the
+      time spent building its request).
     """
-    placed = request.model_copy(deep=True)
+    placed = request.model_copy(update={"messages": list(request.messages), "tools": list(request.tools)})
     existing = list(_markers(placed))
     slots = MAX_BREAKPOINTS - len(existing)
     for target in _targets(placed):
@@ -82,8 +85,7 @@ def place_cache_breakpoints(request: ModelRequest, *, ttl: CacheTTL = "5m") -> M
             continue
         if not _ttl_order_allows(target.position, ttl, existing):
             continue
-        target.block["cache_control"] = cache_control(ttl)
-        target.attach()
+        target.mark({**target.block, "cache_control": cache_control(ttl)})
         existing.append((target.position, ttl))
         slots -= 1
     return placed
@@ -91,61 +93,90 @@ def place_cache_breakpoints(request: ModelRequest, *, ttl: CacheTTL = "5m") -> M
 
 @dataclass
 class _Target:
-    """A block that may receive a marker. ``attach`` puts a block made from a ``str`` into the request."""
+    """A block that may receive a marker: ``mark`` puts its marked copy in the request in its place (a ``str``
+    system or content becomes a list of that one block), copying the list and message that hold it."""
 
     position: _Position
     block: dict[str, Any]
-    attach: Callable[[], None] = lambda: None
+    mark: Callable[[dict[str, Any]], None]
 
 
 def _targets(request: ModelRequest) -> Iterator[_Target | None]:
     """Candidate blocks in priority order: system, tools, latest turn, previous user turn."""
     yield _system_target(request)
-    yield _last_cacheable(request.tools, (0,))
+    yield _tool_target(request)
     if not request.messages:
         return
     latest = len(request.messages) - 1
-    yield _message_target(request.messages[latest], latest)
+    yield _message_target(request, latest)
     if latest >= 2:
         previous = next((i for i in range(latest - 1, -1, -1) if request.messages[i].get("role") == "user"), None)
         if previous is not None:
-            yield _message_target(request.messages[previous], previous)
+            yield _message_target(request, previous)
 
 
 def _system_target(request: ModelRequest) -> _Target | None:
     system = request.system
     if isinstance(system, list):
-        return _last_cacheable(system, (1,))
+        index = _last_cacheable(system)
+        if index is None:
+            return None
+
+        def mark_in_list(block: dict[str, Any]) -> None:
+            request.system = _replaced(system, index, block)
+
+        return _Target((1, index), system[index], mark_in_list)
     if not system:
         return None
-    block = {"type": "text", "text": system}
 
-    def attach() -> None:
+    def mark(block: dict[str, Any]) -> None:
         request.system = [block]
 
-    return _Target((1, 0), block, attach)
+    return _Target((1, 0), {"type": "text", "text": system}, mark)
 
 
-def _message_target(message: dict[str, Any], index: int) -> _Target | None:
+def _tool_target(request: ModelRequest) -> _Target | None:
+    index = _last_cacheable(request.tools)
+    if index is None:
+        return None
+
+    def mark(block: dict[str, Any]) -> None:
+        request.tools[index] = block  # the request's own list (place_cache_breakpoints copied it)
+
+    return _Target((0, index), request.tools[index], mark)
+
+
+def _message_target(request: ModelRequest, at: int) -> _Target | None:
+    message = request.messages[at]
     content = message.get("content")
     if isinstance(content, list):
-        return _last_cacheable(content, (2, index), _END)
+        index = _last_cacheable(content)
+        if index is None:
+            return None
+
+        def mark_in_list(block: dict[str, Any]) -> None:
+            request.messages[at] = {**message, "content": _replaced(content, index, block)}
+
+        return _Target((2, at, index, _END), content[index], mark_in_list)
     if not isinstance(content, str) or not content:
         return None
-    block = {"type": "text", "text": content}
 
-    def attach() -> None:
-        message["content"] = [block]
+    def mark(block: dict[str, Any]) -> None:
+        request.messages[at] = {**message, "content": [block]}
 
-    return _Target((2, index, 0, _END), block, attach)
+    return _Target((2, at, 0, _END), {"type": "text", "text": content}, mark)
 
 
-def _last_cacheable(blocks: list[dict[str, Any]], prefix: _Position, *suffix: int) -> _Target | None:
-    for index in range(len(blocks) - 1, -1, -1):
-        block = blocks[index]
-        if _cacheable(block):
-            return _Target((*prefix, index, *suffix), block)
-    return None
+def _replaced(blocks: list[dict[str, Any]], index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """A copy of ``blocks`` with ``block`` at ``index``."""
+    copied = list(blocks)
+    copied[index] = block
+    return copied
+
+
+def _last_cacheable(blocks: list[dict[str, Any]]) -> int | None:
+    """The index of the last block that can carry a marker."""
+    return next((index for index in range(len(blocks) - 1, -1, -1) if _cacheable(blocks[index])), None)
 
 
 def _cacheable(block: Any) -> bool:
@@ -168,13 +199,16 @@ def _markers(request: ModelRequest) -> Iterator[tuple[_Position, str]]:
     if isinstance(request.system, list):
         for index, block in enumerate(request.system):
             yield from _marker_of(block, (1, index))
-    for m, message in enumerate(request.messages):
+    for m, message in enumerate(request.messages):  # (every step reads every block: no call per block)
         content = message.get("content")
         if not isinstance(content, list):
             continue
         for b, block in enumerate(content):
-            yield from _marker_of(block, (2, m, b, _END))
-            nested = block.get("content") if isinstance(block, dict) else None
+            if not isinstance(block, dict):
+                continue
+            if block.get("cache_control") is not None:
+                yield from _marker_of(block, (2, m, b, _END))
+            nested = block.get("content")
             if isinstance(nested, list):  # e.g. the blocks of a tool_result
                 for n, inner in enumerate(nested):
                     yield from _marker_of(inner, (2, m, b, n))

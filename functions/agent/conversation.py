@@ -94,6 +94,12 @@ def _kept(record: StepRecord) -> list[dict[str, Any]]:
     return [block for block in record.content if not (block.get("type") == "text" and not block.get("text"))]
 
 
+def _call_ids(record: StepRecord) -> list[str]:
+    """The ids of the step's tool calls, in order (``StepRecord.tool_calls``' ids, without building the calls: the
+    conversation is rebuilt from every step at every step)."""
+    return [block["id"] for block in record.content if block.get("type") == "tool_use"]
+
+
 def cleared_before(history: RunHistory, policy: ContextPolicy, fixed_tokens: int = 0) -> int:
     """The step number below which tool results are cleared for the next call (0: none is).
 
@@ -110,10 +116,10 @@ def cleared_before(history: RunHistory, policy: ContextPolicy, fixed_tokens: int
         if not content:
             continue
         total += estimate_tokens(content)
-        calls = record.tool_calls()
+        calls = _call_ids(record)
         if calls:
-            whole = sum(_result_tokens(history, record, call.id, False) for call in calls)
-            short = sum(_result_tokens(history, record, call.id, True) for call in calls)
+            whole = sum(_result_tokens(history, record, call, False) for call in calls)
+            short = sum(_result_tokens(history, record, call, True) for call in calls)
             total += whole
             with_results.append((record.step, whole - short))
         if total > policy.trigger_tokens:
@@ -143,7 +149,7 @@ def build_conversation(history: RunHistory, *, clear_before: int = 0) -> list[di
             continue
         flush()
         messages.append({"role": "assistant", "content": content})
-        user.extend(_result_block(history, record, call.id, record.step < clear_before) for call in record.tool_calls())
+        user.extend(_result_block(history, record, call, record.step < clear_before) for call in _call_ids(record))
     user.extend(inputs.get(len(history.steps), []))
     flush()
     return messages

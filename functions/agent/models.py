@@ -436,6 +436,15 @@ class ModelRequest(BaseModel):
     cleared_before: int = 0  # the tool results of steps below this one were cleared to fit the context window
 
 
+def tool_calls_of(content: list[dict[str, Any]]) -> list[ToolCall]:
+    """The tool calls of an assistant turn, in order."""
+    return [
+        ToolCall(id=block["id"], name=block["name"], input=block.get("input") or {})
+        for block in content
+        if block.get("type") == "tool_use"
+    ]
+
+
 class ModelResponse(BaseModel):
     model_config = ConfigDict(defer_build=True)
     content: list[dict[str, Any]]
@@ -445,11 +454,7 @@ class ModelResponse(BaseModel):
     provider: str
 
     def tool_calls(self) -> list[ToolCall]:
-        return [
-            ToolCall(id=block["id"], name=block["name"], input=block.get("input") or {})
-            for block in self.content
-            if block.get("type") == "tool_use"
-        ]
+        return tool_calls_of(self.content)
 
     def text(self) -> str:
         return "".join(block.get("text", "") for block in self.content if block.get("type") == "text")
@@ -489,10 +494,4 @@ class StepRecord(BaseModel):
     duration_ms: int
 
     def tool_calls(self) -> list[ToolCall]:
-        return ModelResponse(
-            content=self.content,
-            stop_reason=self.stop_reason,
-            usage=self.usage,
-            model=self.model,
-            provider=self.provider,
-        ).tool_calls()
+        return tool_calls_of(self.content)

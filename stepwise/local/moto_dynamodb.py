@@ -11,9 +11,12 @@ does. They change how moto keeps its promises, never what it answers:
   Here the table copies are skipped and only the items the transaction names are copied (at most 100, each at most
   400 KB); when the transaction fails for any reason, those items are put back as they were, so it stays
   all-or-nothing (tests/functional/test_local_moto.py).
-* **A Query of the table reads its partition, not the table.** moto's ``Table.query`` without an index walks and
-  sorts every item of the table to find one partition key's; here it reads that key's items only. Queries of an
-  index still walk the table (as moto keeps no index).
+* **A Query of the table reads the items its key condition names, not the table.** moto's ``Table.query``
+  without an index walks and sorts every item of the table to find one partition key's, then computes the size of
+  every item of the partition (the 1 MB page limit) before testing its sort key: a long run's partition (its steps
+  and tool results, ~100 KB each) made every Query of it cost O(n). Here it is given that key's items whose sort
+  key meets the condition only (tested by moto's own comparison), which DynamoDB reads. Queries of an index still
+  walk the table (as moto keeps no index).
 * **A number ADDed to zero stays a number.** moto's ADD stores a sum that comes to zero as e.g. ``0E-8`` and then
   fails to add to it (``int('0E-8')``): a counter whose reservations were all freed. The sum is stored in fixed
   notation, as DynamoDB stores numbers.
@@ -58,6 +61,21 @@ class _Snapshot:
             partition.pop(self.range_key, None)
             if not partition and not self.partition_existed:
                 del items[self.hash_key]
+
+
+def _meeting(items: Any, comparison: str, values: list[Any]) -> list[Any]:
+    """The items whose sort key meets the condition: ``DynamoType.compare``'s own test (its comparison function on
+    the keys' cast values), with a string key's cast value (itself) read directly, as ``compare`` spends most of its
+    time finding a value's type."""
+    from moto.dynamodb.comparisons import get_comparison_func
+
+    meets = get_comparison_func(comparison)
+    bounds = [value.cast_value for value in values]
+    return [item for item in items if meets(_cast(item.range_key), *bounds)]
+
+
+def _cast(key: Any) -> Any:
+    return key.value if key.type == "S" else key.cast_value
 
 
 def _key_of(table: Any, op_type: str, op: dict[str, Any]) -> tuple[Any, Any] | None:
@@ -162,14 +180,20 @@ def install() -> None:
         index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
         if index_name or hash_key is None or self.range_key_attr is None:
             return query(self, hash_key, *args, **kwargs)
-        with _flag("partition", (self, hash_key)):
+        comparison = args[0] if args else kwargs.get("range_comparison")
+        values = args[1] if len(args) > 1 else kwargs.get("range_objs")
+        with _flag("partition", (self, hash_key, comparison, values)):
             return query(self, hash_key, *args, **kwargs)
 
     def partition_items(self: Any) -> Any:
         reading = getattr(_STATE, "partition", None)
         if reading is None or reading[0] is not self:
             return all_items(self)
-        return sorted(self.items.get(reading[1], {}).values(), key=lambda item: item.range_key)
+        _, hash_key, comparison, values = reading
+        items = self.items.get(hash_key, {}).values()
+        if comparison:  # the key condition on the sort key, as moto's query applies it to each item it is given
+            items = _meeting(items, comparison, values)
+        return sorted(items, key=lambda item: item.range_key)
 
     add = DynamoType.__add__
 

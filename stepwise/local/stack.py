@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from stepwise.local import moto_dynamodb
+from stepwise.local import moto_dynamodb, moto_stepfunctions
 from stepwise.local.lambdas import LocalLambdas
 from stepwise.local.template import ACCOUNT, REGION, Topology, synthesize, topology
 
@@ -90,20 +90,26 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         require_keys: bool = False,
         jwt: LocalJwt | None = None,
         intake: bool = True,
+        histories: int = moto_stepfunctions.DEFAULT_HISTORIES,
     ) -> None:
         """``lambda_tools``: function name -> local handler ("module.function") of each Lambda tool, which the
         local stack runs in process (there is no Lambda service here). ``require_keys``: every route but /health
         and /openapi.json runs the stack's authorizer, as deployed (API keys per tenant, made with ``stepwise keys
         create``);
         ``jwt``: instead, API Gateway's JWT authorizer, emulated (stepwise/local/jwt.py); without either,
-        requests are the local tenant's."""
+        requests are the local tenant's. ``histories``: the finished executions whose Step Functions event histories
+        are kept, the latest (stepwise/local/moto_stepfunctions.py: an older one's GetExecutionHistory fails with
+        ExecutionHistoryPruned; its record stays)."""
         if require_keys and jwt is not None:
             raise ValueError("a deployment has one way in: API keys or JWTs, not both")
+        if histories < 0:
+            raise ValueError("histories: the number of finished executions' histories kept, 0 or more")
         self.host = host
         self.port = port
         self.require_keys = require_keys
         self.jwt = jwt
         self.intake = intake  # False: accepted runs and turns stay queued (the API alone, e.g. to fuzz it)
+        self.histories = histories
         self.topology: Topology = topology(template or synthesize())
         self.lambdas = LocalLambdas(self.topology.handlers, aliases=self.topology.aliases)
         for name, handler in (lambda_tools or {}).items():
@@ -134,6 +140,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         )
         self._mock.start()
         moto_dynamodb.install()
+        moto_stepfunctions.install()
         _serialize_ast()
         lambdas = self.lambdas
 
@@ -150,7 +157,7 @@ class LocalStack(AbstractContextManager["LocalStack"]):
         if self.intake:
             self._spawn(lambda: self._poll(self.queue_url, self.queue_arn, self.topology.intake_function),
                         "intake-poller")  # fmt: skip
-        self._spawn(self._forget_finished_threads, "janitor")
+        self._spawn(self._janitor, "janitor")
         self._spawn(lambda: self._poll(self.webhooks_queue_url, self.webhooks_queue_arn,
                                        self.topology.webhooks_function), "webhooks-poller")  # fmt: skip
         self._server = _ApiServer((self.host, self.port), _make_http_handler(self))
@@ -278,14 +285,18 @@ class LocalStack(AbstractContextManager["LocalStack"]):
 
         wiring.reset()
 
-    def _forget_finished_threads(self) -> None:
-        """moto's Step Functions interpreter appends every thread it starts (~16 per run: an execution's, each Task
-        state's, each Map iteration's) to a module-level list it never reads nor prunes (``TMP_THREADS``): every
-        few seconds the finished ones are dropped from it, so a long-lived local stack does not keep them."""
+    def _janitor(self) -> None:
+        """What a long-lived local stack would otherwise keep of every run, dropped every few seconds:
+
+        * moto's Step Functions interpreter appends every thread it starts (~16 per run: an execution's, each Task
+          state's, each Map iteration's) to a module-level list it never reads nor prunes (``TMP_THREADS``): the
+          finished ones are dropped from it;
+        * the event histories of finished executions but the last ``histories`` (moto_stepfunctions.prune)."""
         from moto.stepfunctions.parser.utils import TMP_THREADS
 
         while not self._stop.wait(2):
             TMP_THREADS[:] = [thread for thread in list(TMP_THREADS) if thread.is_alive()]
+            moto_stepfunctions.prune(self.histories)
 
     # ------------------------------------------------------------------------------------------ queues
     def _poll(self, queue_url: str, queue_arn: str, function: str) -> None:

@@ -141,3 +141,29 @@ def test_a_query_reads_its_partition_with_the_same_answers(dynamodb: Any) -> Non
     assert query(IndexName="by-g", KeyConditionExpression="g = :b", ExpressionAttributeValues={":b": {"S": "b"}}) == [
         ("b", "1")]  # fmt: skip
     assert dynamodb.scan(TableName=TABLE, Select="COUNT")["Count"] == 4
+
+
+def test_a_query_s_sort_key_condition_picks_the_items_it_reads(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+
+    for n in range(40):
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "long"}, "sk": {"S": f"STEP#{n:02d}"}})
+    sized: list[str] = []
+    size = Item.size
+    monkeypatch.setattr(Item, "size", lambda self: sized.append(self.range_key.value) or size(self))
+
+    def query(condition: str, values: dict[str, str], **kwargs: Any) -> list[str]:
+        found = dynamodb.query(TableName=TABLE, KeyConditionExpression=f"pk = :p AND {condition}",
+                               ExpressionAttributeValues={":p": {"S": "long"},
+                                                          **{k: {"S": v} for k, v in values.items()}},
+                               **kwargs)  # fmt: skip
+        return [item["sk"]["S"] for item in found["Items"]]
+
+    assert query("sk BETWEEN :a AND :b", {":a": "STEP#10", ":b": "STEP#12"}) == ["STEP#10", "STEP#11", "STEP#12"]
+    assert set(sized) == {"STEP#10", "STEP#11", "STEP#12"}  # moto sized (read) those only, not the partition
+    assert query("sk < :a", {":a": "STEP#02"}, ScanIndexForward=False) == ["STEP#01", "STEP#00"]
+    assert query("begins_with(sk, :a)", {":a": "STEP#3"}) == [f"STEP#{n}" for n in range(30, 40)]
+    page = dynamodb.query(TableName=TABLE, KeyConditionExpression="pk = :p AND sk >= :a", Limit=2,
+                          ExpressionAttributeValues={":p": {"S": "long"}, ":a": {"S": "STEP#37"}})  # fmt: skip
+    assert [item["sk"]["S"] for item in page["Items"]] == ["STEP#37", "STEP#38"]
+    assert query("sk >= :a", {":a": "STEP#37"}, ExclusiveStartKey=page["LastEvaluatedKey"]) == ["STEP#39"]

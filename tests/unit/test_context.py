@@ -3,12 +3,14 @@ prompt nears the context window, in batches, deterministically, keeping every to
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from functions.agent.caching import count_breakpoints
 from functions.agent.conversation import (
     CLEARED,
     ContextPolicy,
@@ -17,7 +19,17 @@ from functions.agent.conversation import (
     estimate_tokens,
     model_request,
 )
-from functions.agent.models import Budget, Run, RunStatus, StepDecision, StepRecord, ToolOutcome, Usage
+from functions.agent.models import (
+    Budget,
+    Run,
+    RunStatus,
+    StepDecision,
+    StepRecord,
+    ToolOutcome,
+    Turn,
+    Usage,
+    UserEvent,
+)
 from functions.agent.ports import RunHistory
 from functions.agent.sessions import SessionView
 from functions.tools import builtin_registry
@@ -153,3 +165,54 @@ def test_each_call_sent_with_more_results_cleared_is_an_agent_thread_context_com
         assert events[i - 1]["type"] == "span.model_request_start" or events[i - 1]["type"].startswith("agent.")
         assert events[i + 1]["type"] == "span.model_request_end"
         assert event["id"][:-3] == events[i + 1]["id"][:-3]  # the same step's
+
+
+def session(steps: int) -> RunHistory:
+    """A session of ``steps`` steps, made anew: a turn every 10 steps (the user's message before its first step),
+    each step calling one tool with a 16,000-character result, every third one saying something too."""
+    made = history(steps)
+    turns = list(range(0, steps, 10))
+    said = {"type": "text", "text": "reading the next report"}
+    records = [r.model_copy(update={"content": [dict(said), *r.content]}) if r.step % 3 == 0 else r for r in made.steps]
+    events = [
+        UserEvent(id=f"sevt_{k + 1:04d}_0", type="user.message", turn=k + 1, processed_at=T0,
+                  body={"content": [{"type": "text", "text": f"Read reports {first} to {first + 9}."}]})
+        for k, first in enumerate(turns)
+    ]  # fmt: skip
+    turned = made.run.model_copy(update={"turns": [Turn(first_step=first, started_at=T0) for first in turns]})
+    return RunHistory(run=turned, steps=records, tool_results=made.tool_results, user_events=events)
+
+
+def stored(h: RunHistory) -> str:
+    """Everything a history holds, as JSON."""
+    results = [[*key, outcome.model_dump(mode="json")] for key, outcome in h.tool_results.items()]
+    return json.dumps([h.run.model_dump(mode="json"), [r.model_dump(mode="json") for r in h.steps], results,
+                       [e.model_dump(mode="json") for e in h.user_events]])  # fmt: skip
+
+
+def test_each_step_s_request_is_byte_identical_to_one_built_from_scratch() -> None:
+    # Given a session growing one big result a step for 90 steps, its records, results and events the same objects
+    # from step to step (as a container's history cache keeps them), its oldest results cleared many times
+    whole = session(90)
+    toolbox = builtin_registry()
+    sent: list[str] = []
+    for n in range(1, 91):
+        turns = [turn for turn in whole.run.turns if turn.first_step < n]
+        grown = RunHistory(run=whole.run.model_copy(update={"turns": turns, "completed_steps": n}),
+                           steps=whole.steps[:n],
+                           tool_results={k: v for k, v in whole.tool_results.items() if k[0] < n},
+                           user_events=whole.user_events[: len(turns)])  # fmt: skip
+        before = stored(grown)
+        request = model_request(grown, "claude-haiku-4-5", system="s", toolbox=toolbox, cache_ttl="5m", context=POLICY)
+        # Then it is the request built from a history made anew (nothing of an earlier step's request leaks into
+        # this one, e.g. a marker placed on a shared block), and the history is left as it was
+        fresh = session(90)
+        anew = RunHistory(run=grown.run, steps=fresh.steps[:n], tool_results=dict(grown.tool_results),
+                          user_events=fresh.user_events[: len(turns)])  # fmt: skip
+        scratch = model_request(anew, "claude-haiku-4-5", system="s", toolbox=toolbox, cache_ttl="5m", context=POLICY)
+        assert request.model_dump_json() == scratch.model_dump_json()
+        assert stored(grown) == before
+        assert count_breakpoints(request) == 4
+        sent.append(request.model_dump_json())
+    assert len({json.loads(request)["cleared_before"] for request in sent}) >= 5  # cleared several times
+    assert sum('"cache_control"' in json.dumps(m) for m in json.loads(sent[-1])["messages"]) == 2
