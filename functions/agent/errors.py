@@ -128,6 +128,11 @@ class BudgetRefusedError(StepwiseError):
         self.message = message
 
 
+class NoTimeForCallError(StepwiseError):
+    """A later step of a step loop was not taken: its invocation has too little time left for a model call
+    (functions/agent/step_loop.py); the workflow's next Task takes it."""
+
+
 class StoreConflictError(StepwiseError):
     """Concurrent writes kept winning the run's or a budget counter's item. Step Functions retries the step;
     the model's answer is already stored, so the retry settles it without calling the model again."""

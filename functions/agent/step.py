@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,7 @@ from functions.agent.conversation import DEFAULT_SYSTEM_PROMPT, ContextPolicy, m
 from functions.agent.errors import (
     BudgetRefusedError,
     FatalModelError,
+    NoTimeForCallError,
     RetryableModelError,
     RunNotActiveError,
     StepAlreadySavedError,
@@ -186,6 +188,7 @@ class _Step:
     request: ModelRequest = field(init=False)
     prompt_tokens: int = 0
     cache_key: str | None = None
+    may_call: Callable[[], bool] | None = None  # see StepRunner.run
 
     def __post_init__(self) -> None:
         self.run = self.history.run
@@ -221,7 +224,14 @@ class StepRunner:
         self.tools = tools  # runs the fast calls a step asks for, in the step
 
     def run(
-        self, ref: StepRef, *, attempt: int = 0, waits: int = 0, execution: str | None = None, in_step: bool = False
+        self,
+        ref: StepRef,
+        *,
+        attempt: int = 0,
+        waits: int = 0,
+        execution: str | None = None,
+        in_step: bool = False,
+        may_call: Callable[[], bool] | None = None,
     ) -> StepOutcome:
         """One model call of the run: reserve its worst-case cost against every budget, call the model, store
         the answer, then save the step and settle the real cost in one transaction. ``attempt`` is Step
@@ -231,8 +241,15 @@ class StepRunner:
         ``in_step`` (the workflow can go on without its Tools map): the fast calls of a step this invocation settled
         run here (``ToolRunner.run_in_step``); those of a replayed step (a retry, a duplicate) that have no final
         result yet go to the Map, whose failure handling then covers an invocation that died among them (a call whose
-        final result is stored is done: the Map would only return it)."""
+        final result is stored is done: the Map would only return it).
+
+        ``may_call`` (a later step of a step loop): asked just before the step reserves and calls the model; False
+        (no time left for the call) raises ``NoTimeForCallError`` with nothing reserved or called.
+
+        Raises:
+            NoTimeForCallError: ``may_call`` said no."""
         step = _Step(ref, self.store.load_history(ref.key), attempt, waits, execution)
+        step.may_call = may_call
         try:
             outcome = self._take(step)
         except _Finished as finished:
@@ -260,6 +277,8 @@ class StepRunner:
         hit = self._cached_answer(step)
         if hit is not None:  # served without a model call: nothing to pay (a held reservation is released)
             return self._settle(step, self._at_once(hit))
+        if step.may_call is not None and not step.may_call():
+            raise NoTimeForCallError(f"step {step.ref.step} of {step.run.run_id}: too little time left for its call")
         self._reserve(step)
         answer = self._call(step)
         outcome = self._settle(step, answer)

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from functions.agent.errors import RETRIED_BY_WORKFLOW
+from functions.agent.errors import RETRIED_BY_WORKFLOW, NoTimeForCallError
 from functions.agent.models import StepRef
 from functions.agent.step import StepOutcome, StepRunner
 from functions.agent.tool import IN_STEP_SECONDS
@@ -43,6 +43,7 @@ GOES_ON = frozenset({"step", "redo"})  # the ``next`` of a step after which Rout
 # beyond a step's model call and fast tools: reading the run, the reservation, the settling transaction (each a few
 # DynamoDB requests, retried in place), with room to spare
 STEP_MARGIN_SECONDS = 15.0
+SETTLE_SECONDS = 5.0  # of that margin, what settling a step takes after its call, at most (checked before the call)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,11 @@ class Steps:
         while True:
             try:  # until then, every step is given them (a replayed step ignores them)
                 outcome = runner.run(ref, attempt=0 if fresh else self.attempt, waits=0 if fresh else self.waits,
-                                     execution=self.execution, in_step=self.in_step)  # fmt: skip
+                                     execution=self.execution, in_step=self.in_step,
+                                     may_call=self._may_call if fresh else None)  # fmt: skip
+            except NoTimeForCallError:  # reading and routing the step took what its call needed: the next Task's
+                self.stopped = "time_left"
+                return
             except RETRIED_BY_WORKFLOW as exc:
                 if not fresh:  # the Task's own step: Step Functions retries it
                     raise
@@ -130,6 +135,11 @@ class Steps:
             if self.stopped is not None:
                 return
             ref = StepRef(ref.key, outcome.next_step)
+
+    def _may_call(self) -> bool:
+        """A later step still has time for its model call and fast tools once it has read and routed (which may
+        have taken long: DynamoDB retries), with room left to settle."""
+        return self.time_left() >= self.loop.call_seconds + IN_STEP_SECONDS + SETTLE_SECONDS
 
 
 def stop_reason(loop: StepLoop, outcome: StepOutcome, taken: int, elapsed: float, left: float) -> str | None:

@@ -145,7 +145,8 @@ def test_the_invocation_starts_no_step_after_max_seconds() -> None:
 
 def test_the_invocation_starts_no_step_its_remaining_time_cannot_cover() -> None:
     world = World(*script(4))
-    left = iter([400.0, 300.0, 175.0 + IN_STEP_SECONDS + STEP_MARGIN_SECONDS - 1])  # seconds, before steps 2, 3, 4
+    # seconds: after step 0, before step 1's call, after step 1, before step 2's call, after step 2
+    left = iter([400.0, 400.0, 300.0, 300.0, 175.0 + IN_STEP_SECONDS + STEP_MARGIN_SECONDS - 1])
     loop = StepLoop(max_steps=10, max_seconds=240, call_seconds=175)
     steps = world.steps(loop=loop, time_left=lambda: next(left))
 
@@ -155,6 +156,43 @@ def test_the_invocation_starts_no_step_its_remaining_time_cannot_cover() -> None
     assert loop.step_seconds == 175 + IN_STEP_SECONDS + STEP_MARGIN_SECONDS == 200
     assert [o.ref.step for o in taken] == [0, 1, 2] and steps.stopped == "time_left"
     assert len(world.model.requests) == 3
+
+
+def test_a_later_step_whose_reads_took_its_calls_time_makes_no_call_and_the_next_task_takes_it() -> None:
+    # Given an invocation with time for one more step when step 0 ends, whose step-1 reads then take 30 s
+    # (DynamoDB retrying under throttling)
+    world = World(*script(3))
+    left = {"s": LOOP.step_seconds + 1}
+    runner = world.new_runner()
+    load = runner.store.load_history
+
+    def slow_load(key: Any) -> Any:
+        if world.run.completed_steps == 1:
+            left["s"] -= 30
+        return load(key)
+
+    runner.store.load_history = slow_load  # type: ignore[method-assign]
+    steps = Steps(runner, StepRef(world.key, 0), loop=LOOP, time_left=lambda: left["s"])
+
+    taken = outcomes(steps)
+
+    # Then step 1 reserves nothing and calls nothing: the invocation returns step 0's state, "step" next
+    assert [o.ref.step for o in taken] == [0] and steps.stopped == "time_left"
+    assert len(world.model.requests) == 1 and world.run.held is None and world.run.completed_steps == 1
+    assert taken[-1].state()["next"] == "step" and taken[-1].state()["step"] == 1
+    # And the next Task takes it and the rest, each charged once
+    rest = outcomes(world.steps(1))
+    assert [o.ref.step for o in rest] == [1, 2, 3] and rest[-1].status is RunStatus.SUCCEEDED
+    assert world.charged_once() and len(world.model.requests) == 4
+
+
+def test_the_tasks_own_step_calls_whatever_time_is_left() -> None:
+    world = World(*script(1))
+    steps = world.steps(time_left=lambda: 1.0)  # Lambda's timeout bounds it: no step of the Task's own is skipped
+
+    taken = outcomes(steps)
+
+    assert [o.ref.step for o in taken] == [0] and steps.stopped == "time_left" and len(world.model.requests) == 1
 
 
 def test_a_step_with_calls_for_the_map_ends_the_invocation() -> None:
@@ -224,7 +262,9 @@ def test_the_stop_rules_in_order() -> None:
 
 
 class Hook:
-    """Runs ``action`` once, before the invocation's ``when``-th further step (the loop asks the time left then)."""
+    """Runs ``action`` once, at the loop's ``when``-th question of the time left: it asks after each step (whether
+    to take another) and again before each further step's model call (``Steps._may_call``), so ``when`` 3 is between
+    the invocation's second and third steps."""
 
     def __init__(self, when: int, action: Callable[[], None]) -> None:
         self.when, self.action, self.asked = when, action, 0
@@ -238,7 +278,7 @@ class Hook:
 
 def test_a_cancel_between_steps_is_seen_by_the_next_steps_guard_which_calls_no_model() -> None:
     world = World(*script(6))
-    cancel = Hook(2, lambda: core.lifecycle(world.store).cancel(world.key, RecordingWorkflow()))
+    cancel = Hook(3, lambda: core.lifecycle(world.store).cancel(world.key, RecordingWorkflow()))
     steps = world.steps(time_left=cancel)
 
     taken = outcomes(steps)
@@ -316,7 +356,7 @@ def test_once_the_session_moved_on_to_its_next_turn_the_old_turns_loop_ends_with
         turns = [*run.turns, Turn(first_step=run.completed_steps, started_at=T0)]
         store.runs[SESSION] = run.model_copy(update={"turns": turns, "session": {"rev": 3}})
 
-    taken = outcomes(session_steps(store, model, 0, 2, Hook(2, next_turn)))
+    taken = outcomes(session_steps(store, model, 0, 2, Hook(3, next_turn)))
 
     assert [o.ref.step for o in taken] == [0, 1, 2] and len(model.requests) == 2
     assert taken[-1].error is not None and taken[-1].error.code == "TURN_ENDED"
