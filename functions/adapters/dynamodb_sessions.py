@@ -168,6 +168,13 @@ class DynamoDBSessionStore:
             f"{e.name('status')} IN ({ended}) AND {e.name('steps')} = {e.value(read.completed_steps)} "
             "AND attribute_not_exists(reserved_step)"
         )
+        # the run item is rewritten whole: its lease (and the call held under it) must be the one read, or a lease
+        # given back meanwhile (a delayed release, a late settlement) would be written back and given back twice
+        lease = e.name("lease")
+        if read.lease is None:
+            condition += f" AND attribute_not_exists({lease})"
+        else:
+            condition += f" AND {lease} = {e.value(read.lease.model_dump_json())}"
         items = [self._put(run_to_item(run), condition, e), self._put(_index_item(run), None)]
         items += [self._put(event_to_item(run.key, event), "attribute_not_exists(pk)") for event in events]
         items += [self._put(tool_to_item(ref, outcome), "attribute_not_exists(pk)") for ref, outcome in results]

@@ -12,9 +12,10 @@ Spend counters (ADDed by the ledger's plans; days are UTC; ``{k:02d}`` is one of
 shards, each its own partition, so that no item takes every step's write):
 
     pk = "T#{tenant}#SPEND"         sk = "DAY#{day}"              the tenant's day: committed (the budget's condition)
-                                    sk = "DAY#{day}#R#{run_id}"   the tenant's day for one run: spent, steps
     pk = "T#{tenant}#SPEND#{k:02d}" sk = "DAY#{day}"              the tenant's day on shard k: spent, steps, tokens
                                     sk = "DAY#{day}#M#{model}"    the tenant's day for one model, on shard k
+                                    sk = "DAY#{day}#R#{run_id}"   the tenant's day for one run (on its run's shard):
+                                                                  spent, steps
     pk = "GLOBAL#SPEND"             sk = "DAY#{day}"              every tenant's day: committed
     pk = "GLOBAL#SPEND#{k:02d}"     sk = "DAY#{day}"              every tenant's day on shard k: spent, steps, tokens
 

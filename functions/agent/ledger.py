@@ -312,7 +312,8 @@ class Counter:
 
     ``committed_usd`` (what the daily budgets are conditions on) lives on the unsharded day counters only. The
     statistics of the days and the days per model go to one of ``STAT_SHARDS`` shards (``shard``), never with a
-    condition; earlier versions added them to the unsharded counters, so readers add up both."""
+    condition, and a run's own counter to its run's shard (``run_shard``); earlier versions added them to the
+    unsharded counters, so readers add up both."""
 
     tenant: str | None
     day: str
@@ -353,6 +354,11 @@ Rejected = StepRecord | RunChange | CounterChange  # the first part of a plan wh
 
 
 # ------------------------------------------------------------------------------------- plans: the rules
+
+
+def run_shard(run_id: str) -> int:
+    """The shard a run's own day counter is on (off the tenant's unsharded partition, which takes the leases)."""
+    return zlib.crc32(run_id.encode()) % STAT_SHARDS
 
 
 def stat_shard(run_id: str, step: int) -> int:
@@ -488,6 +494,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
     day_totals = {"spent_usd": cost, "steps": 1, **usage}
     priced_model = record.requested_model or record.model  # the price book's id, not the dated snapshot
     shard = stat_shard(run.run_id, record.step)
+    per_run = {"spent_usd": cost, "steps": 1}
     change = RunChange(
         run.key,
         tuple(conditions),
@@ -508,7 +515,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
         counters=(
             CounterChange(Counter(run.tenant, day, shard=shard), day_totals),
             CounterChange(Counter(run.tenant, day, model=priced_model, shard=shard), day_totals),
-            CounterChange(Counter(run.tenant, day, run_id=run.run_id), {"spent_usd": cost, "steps": 1}),
+            CounterChange(Counter(run.tenant, day, run_id=run.run_id, shard=run_shard(run.run_id)), per_run),
             CounterChange(Counter(None, day, shard=shard), day_totals),
             *_committed(run.tenant, {d: delta for d, delta in deltas.items() if delta}),
         ),
@@ -665,11 +672,11 @@ def lease_size(
     replacing: Reservation | None,
 ) -> Decimal:  # fmt: skip
     """The lease a run takes for ``wanted``: as many worst-case calls of its full allowance (``full_call``) as it
-    has made (at least 1, at most LEASE_CALLS: a run takes one at steps 0, 1, 2, 4, 8, 16, 24, ... when its calls
-    cost their worst case), no more than its own max_usd leaves, and once the daily counters were read
-    (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left; never less
+    (a session: its turn) has made (at least 1, at most LEASE_CALLS: a run takes one at steps 0, 1, 2, 4, 8, 16,
+    24, ... when its calls cost their worst case), no more than its own max_usd leaves, and once the daily
+    counters were read (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left; never less
     than the call."""
-    size = full_call * min(LEASE_CALLS, max(1, run.completed_steps))
+    size = full_call * min(LEASE_CALLS, max(1, run.turn_steps))  # a session's turn: its own steps, not the session's
     if run.budget.max_usd is not None:
         size = min(size, Decimal(str(run.budget.max_usd)) - run.cost_usd)
     if committed is not None:

@@ -570,6 +570,8 @@ class Sessions:
         if not (run.session or {}).get("archived_at"):
             if not run.status.terminal:
                 raise ConflictError(f"session {key.run_id} is running: interrupt it before archiving it")
+            if run.held is not None:  # an interrupted turn's call is still in flight: it settles first
+                raise ConflictError(f"session {key.run_id} still has a model call in flight; retry in a few minutes")
             archived = _revised(run, {"archived_at": self._now()}, self._now())
             if not self.sessions.save_session(archived, read=run, events=[], results=[]):
                 raise ConflictError(f"session {key.run_id} changed meanwhile; retry")

@@ -266,3 +266,53 @@ def test_a_run_the_previous_version_ended_keeps_its_lease_counted(store: DynamoD
     # Then the lease stays counted for the rest of the day: under-use, never overspend
     assert committed(store)[0] == Decimal("0.002") + run.lease.usd
     assert read(store, run).lease == run.lease
+
+
+# ------------------------------------------------------------------------------------------ sessions
+
+
+def session_run(turns: list[int], steps: int) -> Run:
+    from functions.agent.models import Turn
+
+    return Run(run_id="sesn_1", tenant=TENANT, status=RunStatus.RUNNING, input="x", model=MODEL, tools=[],
+               budget=Budget(), completed_steps=steps, session={"rev": len(turns), "agent_id": "agent_1"},
+               turns=[Turn(first_step=first, started_at=NOW) for first in turns], created_at=NOW,
+               updated_at=NOW)  # fmt: skip
+
+
+def test_a_sessions_new_turn_leases_one_call_as_a_new_run_does(store: DynamoDBRunStore) -> None:
+    # Given a session that took 20 steps over two turns, starting its third
+    run = session_run([0, 12, 20], steps=20)
+    store.create_run(run)
+    wanted = Reservation(step=20, amount_usd=Decimal(0), day=DAY, model=MODEL)
+    # When its first call is reserved
+    reserved, held = ledger.reserve_call(store, run, wanted, BudgetLimits(tenant_daily_usd=Decimal(1)), CALL,
+                                         prompt_tokens=200, max_tokens=1024, now=NOW)  # fmt: skip
+    # Then the lease is that one call: the earlier turns' steps do not size it
+    assert reserved.lease is not None and reserved.lease.usd == held.amount_usd
+    assert store.committed(TENANT, DAY)[0] == held.amount_usd
+
+
+def test_archiving_a_session_never_writes_back_a_lease_given_back_meanwhile(store: DynamoDBRunStore) -> None:
+    from functions.adapters.dynamodb_sessions import DynamoDBSessionStore
+    from functions.agent.sessions import _revised
+
+    sessions = DynamoDBSessionStore(TABLE, boto3.client("dynamodb"))
+    run = session_run([0], steps=0)
+    sessions.create_session(run, [])
+    # Given a turn interrupted while its call, reserved under a lease, is in flight
+    wanted = Reservation(step=0, amount_usd=Decimal(0), day=DAY, model=MODEL)
+    limits = BudgetLimits(tenant_daily_usd=Decimal(1))
+    ledger.reserve_call(store, run, wanted, limits, CALL, prompt_tokens=200, max_tokens=1024, now=NOW)
+    assert ledger.end_run(store, run.key, RunStatus.CANCELLED, now=NOW, release=False, turn=1)
+    read = store.get_run(run.key)
+    assert read is not None and read.held is not None
+    # When the delayed release gives the lease back between an archive's read and its write
+    archived = _revised(read, {"archived_at": NOW}, NOW)
+    assert ledger.release(store, run.key, 0)
+    # Then the archive's write is refused (the lease is not the one it read), and nothing is given back twice
+    assert not sessions.save_session(archived, read=read, events=[], results=[])
+    after = store.get_run(run.key)
+    assert after is not None and after.lease is None and not (after.session or {}).get("archived_at")
+    assert not ledger.release(store, run.key, 0)
+    assert store.committed(TENANT, DAY) == (Decimal(0), Decimal(0))
