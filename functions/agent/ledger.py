@@ -494,7 +494,7 @@ def settle_plan(run: Run, record: StepRecord, output: str | None, *, require_act
     day_totals = {"spent_usd": cost, "steps": 1, **usage}
     priced_model = record.requested_model or record.model  # the price book's id, not the dated snapshot
     shard = stat_shard(run.run_id, record.step)
-    per_run = {"spent_usd": cost, "steps": 1}
+    per_run: dict[str, Decimal | int] = {"spent_usd": cost, "steps": 1}
     change = RunChange(
         run.key,
         tuple(conditions),
@@ -674,8 +674,8 @@ def lease_size(
     """The lease a run takes for ``wanted``: as many worst-case calls of its full allowance (``full_call``) as it
     (a session: its turn) has made (at least 1, at most LEASE_CALLS: a run takes one at steps 0, 1, 2, 4, 8, 16,
     24, ... when its calls cost their worst case), no more than its own max_usd leaves, and once the daily
-    counters were read (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget has left; never less
-    than the call."""
+    counters were read (``committed``: near a cap) no more than LEASE_SHARE_OF_LEFT of what each daily budget
+    has left; never less than the call."""
     size = full_call * min(LEASE_CALLS, max(1, run.turn_steps))  # a session's turn: its own steps, not the session's
     if run.budget.max_usd is not None:
         size = min(size, Decimal(str(run.budget.max_usd)) - run.cost_usd)
