@@ -18,7 +18,11 @@ from moto import mock_aws
 from stepwise.local import moto_stepfunctions
 
 DEFINITION = json.dumps({"StartAt": "Echo", "States": {"Echo": {"Type": "Pass", "End": True}}})
-LATER = datetime.now(UTC) + timedelta(minutes=1)  # every execution here has settled by then
+
+
+def later() -> datetime:
+    """A minute from now: every execution here has settled by then (taken when asked: collection is long before)."""
+    return datetime.now(UTC) + timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -53,8 +57,8 @@ def test_the_last_n_finished_executions_keep_their_histories_older_ones_say_thei
     whole = history(client, arns[0])
     assert whole[0] == "ExecutionStarted" and whole[-1] == "ExecutionSucceeded"
 
-    assert moto_stepfunctions.prune(2, now=LATER) == 2
-    assert moto_stepfunctions.prune(2, now=LATER) == 0  # already bounded
+    assert moto_stepfunctions.prune(2, now=later()) == 2
+    assert moto_stepfunctions.prune(2, now=later()) == 0  # already bounded
 
     for arn in arns[2:]:
         assert history(client, arn) == whole
@@ -75,7 +79,7 @@ def test_a_pruned_execution_s_name_is_still_taken(sfn: tuple[Any, str]) -> None:
     client, machine = sfn
     run(client, machine, "once")
     run(client, machine, "next")
-    assert moto_stepfunctions.prune(0, now=LATER) == 2
+    assert moto_stepfunctions.prune(0, now=later()) == 2
 
     for payload in ({"n": "once"}, {"n": "other"}):  # a closed execution's name is taken, whatever the input
         with pytest.raises(ClientError) as taken:
@@ -90,4 +94,4 @@ def test_running_and_just_finished_executions_are_never_pruned(sfn: tuple[Any, s
     arn = run(client, machine, "fresh")
     assert moto_stepfunctions.prune(0) == 0  # stopped under a second ago: its last events may still be published
     assert history(client, arn)[-1] == "ExecutionSucceeded"
-    assert moto_stepfunctions.prune(0, now=LATER) == 1
+    assert moto_stepfunctions.prune(0, now=later()) == 1
