@@ -129,6 +129,10 @@ class Steps:
             self.taken += 1
             elapsed = (runner.clock.now() - began).total_seconds()
             self.stopped = stop_reason(self.loop, outcome, self.taken, elapsed, self.time_left())
+            if self.stopped is None and (outcome.fallback or (runner.breaker and runner.breaker.transitions)):
+                # a provider is failing (this step fell back, or a circuit changed): the workflow's backoff, not
+                # back-to-back calls, paces the next step
+                self.stopped = "provider_trouble"
             if self.stopped is None and self.attempt and fresh:  # a retry takes the step it is for, then leaves
                 self.stopped = "retried"  # the steps after it to a Task of their own, with retries of their own
             yield outcome  # (``stopped`` says by then whether another step follows)

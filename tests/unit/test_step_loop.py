@@ -195,6 +195,27 @@ def test_the_tasks_own_step_calls_whatever_time_is_left() -> None:
     assert [o.ref.step for o in taken] == [0] and steps.stopped == "time_left" and len(world.model.requests) == 1
 
 
+def test_a_step_that_fell_back_or_changed_a_circuit_ends_the_invocation() -> None:
+    # Given a run whose model's circuit is open (its fallback's closed)
+    from functions.agent.breaker import Breaker
+    from functions.agent.circuit import CircuitConfig
+    from tests.unit.test_circuit import MemoryCircuits
+
+    world = World(*script(3))
+    breaker = Breaker(MemoryCircuits(), CircuitConfig(failure_threshold=1), now=lambda: 100.0)
+    breaker.failed(f"anthropic:{world.run.model}")
+    breaker.take_report()
+    tools = ToolRunner(store=world.store, toolbox=world.tools, clock=FixedClock())
+    runner = core.runner(world.store, world.model, toolbox=world.tools, tools=tools, breaker=breaker)
+    steps = Steps(runner, StepRef(world.key, 0), loop=LOOP, time_left=lambda: PLENTY)
+
+    taken = outcomes(steps)
+
+    # Then the step that fell back is the invocation's last: the workflow's backoff paces the next one
+    assert [o.ref.step for o in taken] == [0] and taken[0].fallback and steps.stopped == "provider_trouble"
+    assert taken[0].state()["next"] == "step"
+
+
 def test_a_step_with_calls_for_the_map_ends_the_invocation() -> None:
     world = World(calc(0), tool_response(("t_look", "look", {}), ("t_calc", "calculator", {"expression": "1+1"})))
     steps = world.steps()
