@@ -24,6 +24,7 @@ from functions.adapters.dynamodb_store import (
     event_sk,
     event_to_item,
     pending_sk,
+    render,
     run_from_item,
     run_pk,
     run_to_item,
@@ -31,7 +32,8 @@ from functions.adapters.dynamodb_store import (
 )
 from functions.adapters.serde import from_item, to_item
 from functions.agent.agents import Agent
-from functions.agent.models import TERMINAL_STATUSES, Run, RunKey, StepRef, ToolOutcome, UserEvent
+from functions.agent.ledger import AtStep, HasEnded, HoldsNothing, LeaseIs
+from functions.agent.models import Run, RunKey, StepRef, ToolOutcome, UserEvent
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -162,19 +164,13 @@ class DynamoDBSessionStore:
         discard_pending: int | None = None,
     ) -> bool:
         e = _Expression()
-        ended = ", ".join(e.value(status.value) for status in TERMINAL_STATUSES)
-        condition = (
-            f"session_rev = {e.value(int((read.session or {}).get('rev', 0)))} AND "
-            f"{e.name('status')} IN ({ended}) AND {e.name('steps')} = {e.value(read.completed_steps)} "
-            "AND attribute_not_exists(reserved_step)"
+        # the run item is rewritten whole: it must be as read, ended, holding no reservation and its lease (with the
+        # call held under it) the one read, or a lease given back meanwhile (a delayed release, a late settlement)
+        # would be written back and given back twice
+        held = (HasEnded(), AtStep(read.completed_steps), HoldsNothing(), LeaseIs(read.lease))
+        condition = " AND ".join(
+            [f"session_rev = {e.value(int((read.session or {}).get('rev', 0)))}", *(render(c, e) for c in held)]
         )
-        # the run item is rewritten whole: its lease (and the call held under it) must be the one read, or a lease
-        # given back meanwhile (a delayed release, a late settlement) would be written back and given back twice
-        lease = e.name("lease")
-        if read.lease is None:
-            condition += f" AND attribute_not_exists({lease})"
-        else:
-            condition += f" AND {lease} = {e.value(read.lease.model_dump_json())}"
         items = [self._put(run_to_item(run), condition, e), self._put(_index_item(run), None)]
         items += [self._put(event_to_item(run.key, event), "attribute_not_exists(pk)") for event in events]
         items += [self._put(tool_to_item(ref, outcome), "attribute_not_exists(pk)") for ref, outcome in results]

@@ -395,7 +395,7 @@ _ACTIVE = [s.value for s in RunStatus if s not in TERMINAL_STATUSES]
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
 
 
-def _render(condition: Condition, e: _Expression) -> str:
+def render(condition: Condition, e: _Expression) -> str:
     """A ledger condition on the run item as a DynamoDB condition."""
     match condition:
         case AtStep(step=step):
@@ -635,7 +635,7 @@ class DynamoDBRunStore(RunStore):
             if clause
         )
         # never an upsert: a run that does not exist fails every condition (as in the ledger's ``holds``)
-        condition = " AND ".join(["attribute_exists(pk)", *(_render(c, e) for c in change.conditions)])
+        condition = " AND ".join(["attribute_exists(pk)", *(render(c, e) for c in change.conditions)])
         return self._update(run_pk(change.key), RUN_SK, expression, e, condition)
 
     def _counter_update(self, change: CounterChange) -> dict[str, Any]:
