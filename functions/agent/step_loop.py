@@ -128,11 +128,8 @@ class Steps:
             fresh = fresh or not outcome.replayed
             self.taken += 1
             elapsed = (runner.clock.now() - began).total_seconds()
-            self.stopped = stop_reason(self.loop, outcome, self.taken, elapsed, self.time_left())
-            if self.stopped is None and (outcome.fallback or (runner.breaker and runner.breaker.transitions)):
-                # a provider is failing (this step fell back, or a circuit changed): the workflow's backoff, not
-                # back-to-back calls, paces the next step
-                self.stopped = "provider_trouble"
+            changed = bool(runner.breaker and runner.breaker.transitions)
+            self.stopped = stop_reason(self.loop, outcome, self.taken, elapsed, self.time_left(), changed)
             if self.stopped is None and self.attempt and fresh:  # a retry takes the step it is for, then leaves
                 self.stopped = "retried"  # the steps after it to a Task of their own, with retries of their own
             yield outcome  # (``stopped`` says by then whether another step follows)
@@ -146,11 +143,15 @@ class Steps:
         return self.time_left() >= self.loop.call_seconds + IN_STEP_SECONDS + SETTLE_SECONDS
 
 
-def stop_reason(loop: StepLoop, outcome: StepOutcome, taken: int, elapsed: float, left: float) -> str | None:
+def stop_reason(
+    loop: StepLoop, outcome: StepOutcome, taken: int, elapsed: float, left: float, circuits_changed: bool = False
+) -> str | None:
     """Why the invocation takes no step after ``outcome`` (its ``taken``-th, ``elapsed`` seconds after it began,
-    with ``left`` seconds to live); None: it takes the next one."""
+    with ``left`` seconds to live, ``circuits_changed`` if a circuit changed state in it); None: it takes the next."""
     if outcome.next not in GOES_ON:
         return outcome.next  # the Map, the client, the end, a wait: the workflow's
+    if outcome.fallback or circuits_changed:  # a provider is failing: the workflow's backoff paces the next step
+        return "provider_trouble"
     if taken >= loop.max_steps:
         return "max_steps"
     if elapsed >= loop.max_seconds:
