@@ -25,7 +25,6 @@ from functions.adapters.settings import (
     ApiSettings,
     BudgetSettings,
     CachingSettings,
-    CircuitSettings,
     EgressSettings,
     IntakeSettings,
     ModelSettings,
@@ -254,17 +253,19 @@ def response_cache(settings: CachingSettings) -> DynamoDBResponseCache:
 
 
 @cache
-def breaker(settings: CircuitSettings) -> Breaker:
+def breaker(settings: StepSettings) -> Breaker:
     """The breaker of this container (its circuits' states are shared through the table; one read closed is not
-    read again for CLOSED_FRESH_SECONDS)."""
+    read again for CLOSED_FRESH_SECONDS; a probe that has not reported within a call's timeout and a margin never
+    will)."""
     from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
-    from functions.agent.breaker import CLOSED_FRESH_SECONDS, Breaker
+    from functions.agent.breaker import CLOSED_FRESH_SECONDS, PROBE_REPORT_MARGIN_SECONDS, Breaker
     from functions.agent.circuit import CircuitConfig
 
     config = CircuitConfig(
         failure_threshold=settings.circuit_failure_threshold,
         window_seconds=settings.circuit_window_seconds,
         cooldown_seconds=settings.circuit_cooldown_seconds,
+        probe_timeout_seconds=settings.model_timeout_seconds + PROBE_REPORT_MARGIN_SECONDS,
     )
     circuits = DynamoDBCircuitStore(settings.table_name, aws_client("dynamodb"))
     return Breaker(circuits, config, now=lambda: CLOCK.now().timestamp(), closed_fresh_seconds=CLOSED_FRESH_SECONDS)

@@ -4,6 +4,7 @@ closed --(failure_threshold retryable failures within window_seconds)--> open
 open --(cooldown_seconds passed: the next caller becomes a probe)--> half_open
 half_open --(a probe succeeds)--> closed;  half_open --(a probe fails)--> open
 half_open --(no probe reported within probe_timeout_seconds: a new probe goes through)--> half_open
+half_open --(a probe let through makes no call after all: it gives its place back)--> half_open, the next caller probes
 
 Successes while closed do not reset the count: it is failures within the window, whatever succeeded between.
 A success reported while open (a call that started before the circuit opened) changes nothing.
@@ -63,6 +64,16 @@ def on_attempt(circuit: Circuit, config: CircuitConfig, now: float) -> tuple[boo
     if now - circuit.half_open_at > config.probe_timeout_seconds:  # the probes never reported: probe again
         return True, circuit.model_copy(update={"probes": 1, "half_open_at": now})
     return False, None
+
+
+def on_release(circuit: Circuit, half_open_at: float) -> Circuit | None:
+    """A probe let through when the circuit went half-open at ``half_open_at`` made no call after all (its step
+    ended first: a budget refusal, a cancel, a lost write race, a cached answer, a fatal error): it gives its place
+    back, so the next caller probes instead of every caller waiting ``probe_timeout_seconds`` for its report. A
+    circuit that has moved on since (closed, reopened, probing afresh) is not this probe's to change."""
+    if circuit.state is not CircuitState.HALF_OPEN or circuit.half_open_at != half_open_at or circuit.probes < 1:
+        return None
+    return circuit.model_copy(update={"probes": circuit.probes - 1})
 
 
 def on_success(circuit: Circuit) -> Circuit | None:

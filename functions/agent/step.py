@@ -254,6 +254,9 @@ class StepRunner:
             outcome = self._take(step)
         except _Finished as finished:
             outcome = finished.outcome
+        finally:
+            if self.breaker is not None:  # a probe the step was let through for and did not call with: the next's
+                self.breaker.release_probes()
         if not in_step:
             return outcome
         if outcome.replayed:
@@ -422,9 +425,9 @@ class StepRunner:
         except FatalModelError as exc:
             raise step.finish(RunStatus.FAILED, RunError(code=exc.code, message=exc.message)) from None
         finished = self.clock.now()
-        self.store.save_pending(step.ref.key, step.ref.step, response)  # never lost to a failed settlement
-        if self.breaker is not None:
+        if self.breaker is not None:  # first: a probe's success reaches every container even if this one dies now
             self.breaker.succeeded(circuit)
+        self.store.save_pending(step.ref.key, step.ref.step, response)  # never lost to a failed settlement
         return _Answer(response, started, finished)
 
     def _settle(self, step: _Step, answer: _Answer) -> StepOutcome:

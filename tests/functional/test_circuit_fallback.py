@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import boto3
+import pytest
 
 from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
 from functions.adapters.dynamodb_store import DynamoDBRunStore
@@ -102,3 +103,55 @@ def test_the_dynamodb_circuit_store_refuses_a_stale_write(aws: Aws) -> None:
     assert not circuits.save(fresh.model_copy(update={"failures": 7}))  # read before the first write
     stored = circuits.load("anthropic:m")
     assert (stored.failures, stored.window_start, stored.version) == (1, 1.5, 1)
+
+
+class ProbeReady:
+    """The primary's circuit opened long enough ago that the next caller is let through as its probe; the primary
+    has recovered. ``store``: the run store (a subclass of the DynamoDB one may make it fail)."""
+
+    def __init__(self, store: DynamoDBRunStore) -> None:
+        self.clock = FixedClock(tick=timedelta(seconds=1))
+        self.store = store
+        self.circuits = DynamoDBCircuitStore(TABLE, boto3.client("dynamodb"))
+        config = CircuitConfig(failure_threshold=3, cooldown_seconds=60)
+        self.breaker = Breaker(self.circuits, config, now=lambda: self.clock.now().timestamp())
+        self.model = Provider()
+        self.model.recovered = True
+        self.key = f"anthropic:{PRIMARY}"
+        opened_at = self.clock.now().timestamp() - 120
+        update = {"state": CircuitState.OPEN, "failures": 3, "opened_at": opened_at}
+        assert self.circuits.save(self.circuits.load(self.key).model_copy(update=update))
+
+    def step(self, request: RunRequest) -> StepOutcome:
+        """Submit ``request`` and take its first step."""
+        submitter = core.submitter(
+            self.store, clock=self.clock, new_id=lambda: "run_" + "0" * 26, default_model=PRIMARY
+        )
+        key = submitter.submit("t", request).run.key
+        return core.runner(self.store, self.model, clock=self.clock, breaker=self.breaker).run(StepRef(key, 0))
+
+
+def test_a_probe_whose_step_makes_no_call_lets_the_next_caller_probe(aws: Aws) -> None:
+    world = ProbeReady(DynamoDBRunStore(TABLE, boto3.client("dynamodb")))
+    # Given a step let through as the primary's probe whose budget cannot cover the call: it ends, calling nothing
+    refused = world.step(RunRequest(input="Say hello.", model=PRIMARY, budget={"max_usd": 0.000001}))
+    assert refused.status is RunStatus.BUDGET_EXCEEDED and world.model.calls == []
+    circuit = world.circuits.load(world.key)
+    assert (circuit.state, circuit.probes) == (CircuitState.HALF_OPEN, 0)  # its place given back
+    # Then the next run's step probes the primary (not the fallback, as it would while the probe held the circuit)
+    assert run_to_end(world.store, world.breaker, world.model, world.clock, 2)[0] == PRIMARY
+    assert world.circuits.load(world.key).state is CircuitState.CLOSED
+
+
+def test_a_probe_reports_its_success_before_its_answer_is_stored(aws: Aws) -> None:
+    class DiesStoring(DynamoDBRunStore):
+        def save_pending(self, *args: object, **kwargs: object) -> None:
+            raise MemoryError("the step Lambda dies as it stores the answer")
+
+    world = ProbeReady(DiesStoring(TABLE, boto3.client("dynamodb")))
+    # Given the probe's call answered, and its Lambda died before the answer was stored
+    with pytest.raises(MemoryError):
+        world.step(RunRequest(input="Say hello.", model=PRIMARY))
+    # Then the circuit closed all the same: every container calls the primary again
+    assert world.model.calls == [PRIMARY]
+    assert world.circuits.load(world.key).state is CircuitState.CLOSED

@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from functions.agent.breaker import Breaker
-from functions.agent.circuit import Circuit, CircuitConfig, CircuitState, on_attempt, on_failure, on_success
+from functions.agent.circuit import Circuit, CircuitConfig, CircuitState, on_attempt, on_failure, on_release, on_success
 
 CONFIG = CircuitConfig(failure_threshold=3, window_seconds=60, cooldown_seconds=30, half_open_probes=1)
 
@@ -166,3 +166,31 @@ def test_a_failure_seen_here_makes_the_next_call_read_the_circuit() -> None:
     for _ in range(CONFIG.failure_threshold):
         breaker.failed("k")
     assert not breaker.allow("k")  # opened by this container's failures: seen at once
+
+
+def test_a_probe_that_made_no_call_gives_its_place_back() -> None:
+    probing = Circuit(key="k", state=CircuitState.HALF_OPEN, probes=1, half_open_at=100.0)
+    released = on_release(probing, 100.0)
+    assert released is not None and released.state is CircuitState.HALF_OPEN and released.probes == 0
+    assert on_attempt(released, CONFIG, 101.0)[0]  # the next caller probes
+    # and nothing changes for a circuit that moved on since: probing afresh, closed, reopened
+    assert on_release(probing.model_copy(update={"half_open_at": 150.0}), 100.0) is None
+    assert on_release(Circuit(key="k"), 100.0) is None
+    assert on_release(Circuit(key="k", state=CircuitState.OPEN, opened_at=120.0, half_open_at=100.0), 100.0) is None
+
+
+def test_the_breaker_releases_only_the_probes_it_did_not_report() -> None:
+    store = MemoryCircuits()
+    clock = {"now": 0.0}
+    breaker = Breaker(store, CONFIG, now=lambda: clock["now"])
+    for key in ("a", "b"):
+        for _ in range(3):
+            breaker.failed(key)
+    clock["now"] = 31.0
+    assert breaker.allow("a") and breaker.allow("b")  # both let through as probes
+    assert breaker.probing == {"a": 31.0, "b": 31.0}
+    breaker.failed("b")  # b's call failed: reported, reopened
+    breaker.release_probes()  # a's step ended without a call
+    assert (store.load("a").state, store.load("a").probes) == (CircuitState.HALF_OPEN, 0)
+    assert store.load("b").state is CircuitState.OPEN and breaker.probing == {}
+    assert Breaker(store, CONFIG, now=lambda: 32.0).allow("a")  # another container probes a at once
