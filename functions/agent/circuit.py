@@ -4,7 +4,8 @@ closed --(failure_threshold retryable failures within window_seconds)--> open
 open --(cooldown_seconds passed: the next caller becomes a probe)--> half_open
 half_open --(a probe succeeds)--> closed;  half_open --(a probe fails)--> open
 half_open --(no probe reported within probe_timeout_seconds: a new probe goes through)--> half_open
-half_open --(a probe let through makes no call after all: it gives its place back)--> half_open, the next caller probes
+half_open --(a probe let through makes no call after all, or a fatal one: it gives its place back)--> half_open, the
+    next caller probes, timed afresh
 
 Successes while closed do not reset the count: it is failures within the window, whatever succeeded between.
 A success reported while open (a call that started before the circuit opened) changes nothing.
@@ -59,6 +60,8 @@ def on_attempt(circuit: Circuit, config: CircuitConfig, now: float) -> tuple[boo
         if now - circuit.opened_at < config.cooldown_seconds:
             return False, None
         return True, circuit.model_copy(update={"state": CircuitState.HALF_OPEN, "probes": 1, "half_open_at": now})
+    if circuit.probes == 0:  # every probe gave its place back (on_release): this one starts afresh, timed from now
+        return True, circuit.model_copy(update={"probes": 1, "half_open_at": now})
     if circuit.probes < config.half_open_probes:
         return True, circuit.model_copy(update={"probes": circuit.probes + 1})
     if now - circuit.half_open_at > config.probe_timeout_seconds:  # the probes never reported: probe again
@@ -68,9 +71,10 @@ def on_attempt(circuit: Circuit, config: CircuitConfig, now: float) -> tuple[boo
 
 def on_release(circuit: Circuit, half_open_at: float) -> Circuit | None:
     """A probe let through when the circuit went half-open at ``half_open_at`` made no call after all (its step
-    ended first: a budget refusal, a cancel, a lost write race, a cached answer, a fatal error): it gives its place
-    back, so the next caller probes instead of every caller waiting ``probe_timeout_seconds`` for its report. A
-    circuit that has moved on since (closed, reopened, probing afresh) is not this probe's to change."""
+    ended first: a budget refusal, a cancel, a lost write race, a cached answer), or made one whose answer says
+    nothing of the provider's health (a fatal error: a request the API rejects): it gives its place back, so the next
+    caller probes (``on_attempt``) instead of every caller waiting ``probe_timeout_seconds`` for a report that will
+    not come. A circuit that has moved on since (closed, reopened, probing afresh) is not this probe's to change."""
     if circuit.state is not CircuitState.HALF_OPEN or circuit.half_open_at != half_open_at or circuit.probes < 1:
         return None
     return circuit.model_copy(update={"probes": circuit.probes - 1})

@@ -12,6 +12,7 @@ import pytest
 
 from functions.adapters import wiring
 from functions.adapters.settings import StepSettings, load
+from functions.agent.breaker import PROBE_REPORT_MARGIN_SECONDS
 from functions.agent.circuit import CircuitState, circuit_key
 from functions.agent.pricing import default_price_book
 from stepwise import cli
@@ -109,6 +110,8 @@ def test_a_dead_letter_fails_with_the_redrive_command(stack: LocalStack, capsys:
 def test_an_open_circuit_fails_naming_the_model(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
     settings = load(StepSettings)
     breaker = wiring.breaker(settings)
+    # (a probe that has not reported within a call's timeout and a margin never will: another goes through)
+    assert breaker.config.probe_timeout_seconds == settings.model_timeout_seconds + PROBE_REPORT_MARGIN_SECONDS
     key = circuit_key(default_price_book().price(MODEL).provider, MODEL)
     for _ in range(settings.circuit_failure_threshold):  # retryable failures, as steps report them
         breaker.failed(key)

@@ -194,3 +194,16 @@ def test_the_breaker_releases_only_the_probes_it_did_not_report() -> None:
     assert (store.load("a").state, store.load("a").probes) == (CircuitState.HALF_OPEN, 0)
     assert store.load("b").state is CircuitState.OPEN and breaker.probing == {}
     assert Breaker(store, CONFIG, now=lambda: 32.0).allow("a")  # another container probes a at once
+
+
+def test_the_probe_after_a_given_back_one_is_timed_from_its_own_start() -> None:
+    # Given a circuit half-open since 100 whose probe gave its place back
+    config = CircuitConfig(failure_threshold=1, cooldown_seconds=30, probe_timeout_seconds=180)
+    released = on_release(Circuit(key="k", state=CircuitState.HALF_OPEN, probes=1, half_open_at=100.0), 100.0)
+    assert released is not None
+    # When a caller probes at 400, long after the first probe's deadline
+    allowed, probing = on_attempt(released, config, 400.0)
+    assert allowed and probing is not None and (probing.probes, probing.half_open_at) == (1, 400.0)
+    # Then the next caller waits for it, as for any probe still within its call timeout
+    assert on_attempt(probing, config, 401.0) == (False, None)
+    assert on_attempt(probing, config, 581.0)[0]
