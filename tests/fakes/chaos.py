@@ -139,6 +139,9 @@ class Report:
     tool_crashes: int = 0  # functions that died while a tool call ran (after its work)
     cancels: Counter[str] = field(default_factory=Counter)  # what the API answered each cancel
     unanswered_calls: list[str] = field(default_factory=list)  # a kept step's tool calls without a final result
+    # the longest spell (s) each circuit of the runs' model and its fallbacks stayed other than closed, and all of
+    # them at once (no model to fall back to), as the table held them every poll (CircuitWatch)
+    circuits_down: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -159,13 +162,43 @@ class Report:
             f"duplicate intake msgs     {self.duplicate_deliveries}",
             f"cancels sent              {sum(self.cancels.values())}  {dict(self.cancels) or ''}".rstrip(),
             f"circuit openings          {self.circuit_openings}",
+            f"longest not closed        {', '.join(f'{k} {v:.1f} s' for k, v in self.circuits_down.items()) or '-'}",
             f"wall time                 {self.seconds:.1f} s",
         ]
 
 
+class CircuitWatch:
+    """The circuits of the runs' model and its fallbacks as the table holds them, read at each ``poll``: the longest
+    spell each stayed open or half-open, and all of them at once ("all"): a step then has no model to call."""
+
+    def __init__(self, circuits: Any, models: list[str]) -> None:
+        from functions.agent.circuit import circuit_key
+        from functions.agent.pricing import default_price_book
+
+        prices = default_price_book()
+        self.circuits = circuits
+        self.keys = {model: circuit_key(prices.price(model).provider, model) for model in models}
+        self.since: dict[str, float] = {}  # model or "all" -> when it was first seen not closed
+        self.longest: dict[str, float] = dict.fromkeys([*models, "all"], 0.0)
+
+    def poll(self) -> None:
+        from functions.agent.circuit import CircuitState
+
+        now = time.monotonic()
+        down = {m for m, key in self.keys.items() if self.circuits.load(key).state is not CircuitState.CLOSED}
+        for name in self.longest:
+            if name in down or (name == "all" and down == set(self.keys)):
+                started = self.since.setdefault(name, now)
+                self.longest[name] = max(self.longest[name], now - started)
+            else:
+                self.since.pop(name, None)
+
+
 def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Report:
     from functions.adapters import dynamodb_store, wiring
-    from functions.adapters.settings import Settings, load
+    from functions.adapters.dynamodb_circuits import DynamoDBCircuitStore
+    from functions.adapters.settings import ApiSettings, Settings, load
+    from functions.agent.routing import default_routing
     from stepwise.local.stack import LocalStack
     from stepwise.local.template import synthesize
 
@@ -293,7 +326,11 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                 deadline = time.monotonic() + deadline_seconds
                 cancel_at = {i: time.monotonic() + at for i, at in clock.items()}
                 pending_ids = set(run_ids)
+                settings = load(ApiSettings)  # the runs' model: the api's default
+                models = [settings.default_model, *default_routing().fallbacks.get(settings.default_model, [])]
+                watch = CircuitWatch(DynamoDBCircuitStore(settings.table_name, client), models)
                 while pending_ids and time.monotonic() < deadline:
+                    watch.poll()
                     for task in [i for i, at in cancel_at.items() if at <= time.monotonic()]:
                         del cancel_at[task]
                         cancel(task)
@@ -314,6 +351,7 @@ def run_chaos(runs: int, faults: Faults, *, deadline_seconds: float = 600) -> Re
                     time.sleep(0.5)
                 time.sleep(1.5)
                 report = _audit(store, run_ids, provider, counts, emf.getvalue(), time.monotonic() - started)
+                report.circuits_down = {name: round(seconds, 1) for name, seconds in watch.longest.items()}
         finally:
             provider.answering = lambda task: None
             dynamodb_store.DynamoDBRunStore.save_pending = real_pending  # type: ignore[method-assign]
