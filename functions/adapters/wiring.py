@@ -398,16 +398,22 @@ def step_loop(settings: StepSettings) -> StepLoop:
 def prepare_step(settings: StepSettings) -> None:
     """What ``step_runner`` builds that makes no AWS call, built ahead (the step function's init on Lambda,
     functions/handlers/warmup.py): the adapters, the tools and the prices, and the model SDK imported, all but the
-    model client (its key may be a secret, read on the first call). Its models are built with the first run read."""
+    model client (its key may be a secret, read on the first call); and the models (built on first use otherwise) a
+    step validates."""
     if settings.model_provider != "stub":
         from functions.adapters import anthropic_model  # noqa: F401  (the step's largest import: the anthropic SDK)
     from functions.adapters import tracing  # noqa: F401
-    from functions.agent import step, tool  # noqa: F401
+    from functions.agent import models, step, tool  # noqa: F401
+    from functions.agent.circuit import Circuit
+    from functions.agent.ledger import BudgetLimits
 
     for build in (step_store, store, results, response_cache, breaker, tenant_limits):
         build(settings)
     prices(settings)
     registry()
+    for model in (models.Run, models.StepRecord, models.ModelRequest, models.ModelResponse, models.Reservation,
+                  models.ToolOutcome, Circuit, BudgetLimits):  # fmt: skip
+        model.model_rebuild()
 
 
 # Agents and sessions are imported on first use: only the api function has them, and /runs requests never do.

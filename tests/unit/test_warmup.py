@@ -59,3 +59,18 @@ def test_an_init_that_cannot_prepare_goes_on_and_says_so(handler: str) -> None:
     assert out.stdout.split()[-3:] == ["0", "0", "0"]
     assert "the init could not prepare the first request" in out.stdout + out.stderr
     assert "STEPWISE_QUEUE_URL" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("init", "built"), [("on-demand", "True"), (None, "False")])
+def test_the_step_functions_init_builds_the_models_a_step_validates(init: str | None, built: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "AWS_LAMBDA_INITIALIZATION_TYPE"} | SETTINGS
+    environment |= {"PYTHONPATH": str(ROOT), "STEPWISE_MODEL_PROVIDER": "stub", "AWS_DEFAULT_REGION": "us-east-1"}
+    if init is not None:
+        environment["AWS_LAMBDA_INITIALIZATION_TYPE"] = init
+    probe = (
+        "import functions.handlers.step; from functions.agent import models; "
+        "print(models.Run.__pydantic_complete__, models.StepRecord.__pydantic_complete__)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == [built, built]
