@@ -65,9 +65,10 @@ class StepLoop:
         return worst_step_seconds(self.call_seconds)
 
 
-def worst_step_seconds(call_seconds: float) -> float:
-    """The longest a step takes whose model call times out after ``call_seconds``, and then runs its fast tools."""
-    return call_seconds + IN_STEP_SECONDS + STEP_MARGIN_SECONDS
+def worst_step_seconds(call_seconds: float, margin: float = STEP_MARGIN_SECONDS) -> float:
+    """The longest a step takes whose model call times out after ``call_seconds``, and then runs its fast tools;
+    ``margin``: what it takes besides (after the call only: SETTLE_SECONDS)."""
+    return call_seconds + IN_STEP_SECONDS + margin
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Steps:
     def _may_call(self) -> bool:
         """A later step still has time for its model call and fast tools once it has read and routed (which may
         have taken long: DynamoDB retries), with room left to settle."""
-        return self.time_left() >= self.loop.call_seconds + IN_STEP_SECONDS + SETTLE_SECONDS
+        return self.time_left() >= worst_step_seconds(self.loop.call_seconds, margin=SETTLE_SECONDS)
 
 
 def stop_reason(

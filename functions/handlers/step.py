@@ -4,7 +4,6 @@ ran in the step, the run's next steps (functions/agent/step_loop.py). Returns th
 from __future__ import annotations
 
 import importlib
-import os
 import random
 import time
 from typing import Any
@@ -45,7 +44,7 @@ def _init_ahead() -> None:
     hooks.register_after_restore(random.seed)
 
 
-if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") in WARM_INITS:
+if warmup.initialization() in WARM_INITS:
     _init_ahead()
 warmup.prepare(lambda: wiring.prepare_step(load(SETTINGS)), logger)  # on demand too: the init has a full vCPU
 
