@@ -27,7 +27,7 @@ share of one its memory buys (memory / 1,769 MB; infra/functions.py gives each f
 wall time is about init CPU + first invocation CPU x 1,769 / memory. That is a model from this machine's CPU times,
 not a measurement on Lambda (its ARM64 CPUs differ).
 
-Usage: python bench/cold_start.py [--samples 5] [--rows api,intake,step,ready,ahead,tracer] [--outside-lambda]
+Usage: python bench/cold_start.py [--samples 5] [--rows api,intake,step,init,ready,ahead,tracer] [--outside-lambda]
        [--code-from ../other-checkout] [--no-pyc]
 Needs a CPython 3.13 (as ``make synth``: python3.13 on PATH, pyenv's or uv's, or STEPWISE_PYTHON313) and pip's
 access to the package index the first time (the layer is built into .build/, then reused).
@@ -122,14 +122,18 @@ class Row:
     selector: str = ""  # the --rows name that selects it
 
 
+def first_label(name: str) -> str:
+    """The row of what function ``name``'s first invocation builds after an on-demand init."""
+    return f"{name}: " + ("ready, after that init" if name == "step" else "first request's build")
+
+
 def rows() -> list[Row]:
     table = [Row(f"import {name}", f"import {module}", goal=200 if name in ("api", "intake") else None, selector=name)
              for name, module in HANDLERS.items()]  # fmt: skip
     for name in FIRST_REQUEST:
         module = HANDLERS[name]
         table.append(Row(f"{name}: init on demand", f"import {module}", env=ON_DEMAND, selector="init"))
-        first = "ready, after that init" if name == "step" else "first request's build"
-        table.append(Row(f"{name}: {first}", FIRST_REQUEST[name], f"import {module} as handler", ON_DEMAND,
+        table.append(Row(first_label(name), FIRST_REQUEST[name], f"import {module} as handler", ON_DEMAND,
                          selector="init"))  # fmt: skip
     table.append(Row("step: ready to call the model", READY, goal=600, selector="ready"))
     table.append(Row("step: ready, init ahead (SnapStart)", READY_AFTER_INIT, "import functions.handlers.step as step",
@@ -241,8 +245,7 @@ def lambda_estimate(cpu: dict[str, float]) -> None:
     print(f"\non Lambda, estimated (ms): init CPU + first invocation CPU x {VCPU_MB:,} / memory (on demand)")
     print(f"{'':<10}{'memory':>8}{'init':>8}{'first':>8}{'cold request':>14}")
     for name in FIRST_REQUEST:
-        init, first = cpu.get(f"{name}: init on demand"), cpu.get(f"{name}: " + (
-            "ready, after that init" if name == "step" else "first request's build"))  # fmt: skip
+        init, first = cpu.get(f"{name}: init on demand"), cpu.get(first_label(name))
         if init is None or first is None:
             continue
         share = FUNCTIONS[name].memory_mb / VCPU_MB
